@@ -1,0 +1,18 @@
+//! The mos sensor as a library: each module is one step of the data path, in the order a packet
+//! takes them.
+//!
+//! `capture` (files, later DPDK and AF_PACKET) -> `parse` (link, IP and TCP views) -> `flow`
+//! (the flow table, client/server roles, timeouts, eviction) -> `tcp` (both endpoints' state
+//! machines and the reassembly of each side's receive stream) -> `output` (what leaves the
+//! core: the in-process stream dump today, shared memory next).
+//!
+//! The TCP core (`flow` and `tcp`) does no I/O and reads no clock: time and packets go in,
+//! events come out, so every capture backend feeds the same core and tests are deterministic.
+
+#![deny(unsafe_code)]
+
+pub mod capture;
+pub mod flow;
+pub mod output;
+pub mod parse;
+pub mod tcp;

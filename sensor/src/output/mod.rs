@@ -1,0 +1,1 @@
+//! What leaves the core: the in-process stream dump (`mos-sensor --dump`).

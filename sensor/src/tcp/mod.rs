@@ -1,0 +1,6 @@
+//! TCP emulation: both endpoints' state machines and the reassembly of each side's receive
+//! stream into its ring.
+
+pub mod reassembly;
+pub mod ring_pool;
+pub mod seq;
