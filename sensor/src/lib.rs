@@ -14,5 +14,8 @@
 pub mod capture;
 pub mod flow;
 pub mod output;
+pub mod event;
 pub mod parse;
+pub mod replay;
 pub mod tcp;
+pub mod tracker;

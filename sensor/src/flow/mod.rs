@@ -1,2 +1,8 @@
-//! The flow table: connections keyed by their canonical 5-tuple, client and server roles,
-//! idle timeouts and eviction.
+//! The flow table: connections keyed by their canonical 5-tuple, with the recency order that
+//! idle timeouts and eviction read.
+
+pub mod key;
+pub mod table;
+
+pub use key::{Endpoint, FlowKey};
+pub use table::FlowTable;

@@ -1,0 +1,70 @@
+//! One tracked connection: both endpoints' emulated stacks and receive streams.
+
+use super::reassembly::Stream;
+use crate::flow::Endpoint;
+use shm_layout::{Side, TcpState};
+
+/// One endpoint's emulated stack.
+#[derive(Debug, Default)]
+pub struct Stack {
+    /// Emulated TCP state.
+    pub state: TcpState,
+    /// This endpoint's initial sequence number, when its SYN was seen.
+    pub isn: Option<u32>,
+    /// Sequence number of this endpoint's FIN, once it sent one.
+    pub fin_seq: Option<u32>,
+    /// The receive stream: the bytes the *peer* sent to this endpoint.
+    pub recv: Stream,
+    /// Packets this endpoint sent.
+    pub packets: u64,
+}
+
+/// A connection and its two stacks, indexed by [`Side::index`].
+#[derive(Debug)]
+pub struct Conn {
+    /// Client and server endpoints, indexed by side.
+    pub endpoints: [Endpoint; 2],
+    /// Both stacks, indexed by side.
+    pub stacks: [Stack; 2],
+    /// Roles were guessed (midstream pickup: neither SYN nor SYN/ACK seen).
+    pub guessed: bool,
+    /// Time of the first packet, ns.
+    pub start_ns: u64,
+    /// Time of the latest packet, ns.
+    pub last_ns: u64,
+    /// The connection has ended (a `CONN_END` was raised); late packets are absorbed.
+    pub ended: bool,
+    /// Sequence in creation order within the tracker (ties in start time sort by it).
+    pub serial: u64,
+}
+
+impl Conn {
+    /// The stack of one side.
+    pub fn stack(&self, side: Side) -> &Stack {
+        &self.stacks[side.index()]
+    }
+
+    /// The stack of one side, mutably.
+    pub fn stack_mut(&mut self, side: Side) -> &mut Stack {
+        &mut self.stacks[side.index()]
+    }
+
+    /// The client endpoint.
+    pub fn client(&self) -> Endpoint {
+        self.endpoints[Side::Cli.index()]
+    }
+
+    /// The server endpoint.
+    pub fn server(&self) -> Endpoint {
+        self.endpoints[Side::Svr.index()]
+    }
+
+    /// Which side sent a packet whose source is `src`.
+    pub fn side_of_sender(&self, src: Endpoint) -> Side {
+        if src == self.client() {
+            Side::Cli
+        } else {
+            Side::Svr
+        }
+    }
+}

@@ -1,0 +1,596 @@
+//! The TCP core: packets and time in, events out.
+//!
+//! For each TCP segment the tracker finds or creates the connection, updates the sender's
+//! emulated stack, then the receiver's (mOS's order), places the payload in the receiver's
+//! stream, and reports what happened as [`Event`] values in the caller's vector. It does no
+//! I/O and reads no clock: the packet's capture time is the only time it knows.
+//!
+//! Reclamation is deferred by one call: a connection that ends in one call keeps its slot and
+//! its rings until the next call, so whoever handles the events (the dump today, the shared
+//! memory publisher next) can still read its final state and bytes.
+
+use crate::event::{EndReason, ErrorKind, Event, EventKind, FlowHandle, NO_FLOW};
+use crate::flow::{Endpoint, FlowKey, FlowTable};
+use crate::parse::flags::{ACK, FIN, RST, SYN};
+use crate::parse::TcpSegment;
+use crate::tcp::conn::{Conn, Stack};
+use crate::tcp::reassembly::InsertOutcome;
+use crate::tcp::ring_pool::RingPool;
+use crate::tcp::state::{self, SegmentFacts};
+use shm_layout::{EventMask, Hook, Side, TcpState};
+use std::net::IpAddr;
+
+/// Tracker settings.
+#[derive(Clone, Debug)]
+pub struct TrackerConfig {
+    /// Most connections tracked at once; a new one beyond it evicts the least recently used.
+    pub max_flows: usize,
+    /// A connection with no packet for this long ends with `TIMEOUT`, ns.
+    pub idle_timeout_ns: u64,
+    /// How long an ended connection keeps absorbing late packets (retransmitted FINs, the last
+    /// ACK) before its tuple is forgotten, ns.
+    pub linger_ns: u64,
+    /// Size of each side's receive ring, bytes (a power of two).
+    pub ring_size: usize,
+    /// Most rings in use at once (each side with payload holds one).
+    pub max_rings: usize,
+    /// Track connections whose handshake was not seen; when off, their packets are orphans.
+    pub track_midstream: bool,
+    /// The events to produce; others are not even built.
+    pub events: EventMask,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            max_flows: 1 << 20,
+            idle_timeout_ns: 120 * 1_000_000_000,
+            linger_ns: 5 * 1_000_000_000,
+            ring_size: 256 * 1024,
+            max_rings: 16 * 1024,
+            track_midstream: true,
+            events: EventMask(u64::MAX),
+        }
+    }
+}
+
+/// Counters of what the tracker did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrackerStats {
+    /// TCP segments processed.
+    pub segments: u64,
+    /// Connections created.
+    pub conns_created: u64,
+    /// Of those, picked up midstream (roles guessed).
+    pub conns_midstream: u64,
+    /// Connections ended by FIN handshake or reset.
+    pub conns_closed: u64,
+    /// Connections ended by the idle timeout.
+    pub conns_timed_out: u64,
+    /// Connections evicted because the table was full.
+    pub conns_evicted: u64,
+    /// Connections open when the input ended.
+    pub conns_open_at_end: u64,
+    /// Segments that arrived after their connection ended (absorbed, payload not stored).
+    pub late_segments: u64,
+    /// Segments that belong to no connection and started none (a lone RST, or midstream
+    /// tracking off).
+    pub orphan_segments: u64,
+    /// Payload bytes placed in streams for the first time.
+    pub payload_bytes: u64,
+    /// Payload bytes that were retransmissions of held bytes.
+    pub rexmit_bytes: u64,
+    /// Bytes skipped as gaps (acknowledged but never captured, or cut by the snap length).
+    pub gap_bytes: u64,
+    /// Bytes lost to ring overflow or dropped for lack of room.
+    pub overflow_bytes: u64,
+    /// Retransmissions whose bytes differed from the buffered ones.
+    pub conflicts: u64,
+}
+
+/// The connection tracker of one worker.
+#[derive(Debug)]
+pub struct Tracker {
+    cfg: TrackerConfig,
+    table: FlowTable<Conn>,
+    pool: RingPool,
+    /// Slots whose connection ended in the previous call, to free at the start of the next.
+    reclaim: Vec<u32>,
+    serial: u64,
+    stats: TrackerStats,
+}
+
+/// The packet-level facts every event of one segment shares.
+#[derive(Clone, Copy)]
+struct PacketCtx {
+    ts_ns: u64,
+    pos: u64,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    payload_len: u32,
+}
+
+impl PacketCtx {
+    const NONE_POS: u64 = u64::MAX;
+
+    fn tick(ts_ns: u64) -> Self {
+        PacketCtx { ts_ns, pos: Self::NONE_POS, flags: 0, seq: 0, ack: 0, payload_len: 0 }
+    }
+}
+
+impl Tracker {
+    /// A tracker with these settings.
+    pub fn new(cfg: TrackerConfig) -> Self {
+        let pool = RingPool::new(cfg.ring_size, cfg.max_rings);
+        // Two slots beyond the limit: one for a connection ended this call and not yet
+        // reclaimed, one for its successor on the same tuple.
+        let table = FlowTable::new(cfg.max_flows + 2);
+        Tracker { cfg, table, pool, reclaim: Vec::new(), serial: 0, stats: TrackerStats::default() }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &TrackerConfig {
+        &self.cfg
+    }
+
+    /// What the tracker has counted so far.
+    pub fn stats(&self) -> &TrackerStats {
+        &self.stats
+    }
+
+    /// The ring pool (for readers of the streams).
+    pub fn pool(&self) -> &RingPool {
+        &self.pool
+    }
+
+    /// Connections currently tracked (not ended).
+    pub fn live_conns(&self) -> usize {
+        self.table.live()
+    }
+
+    /// The connection a handle names, unless its slot has been reused since.
+    pub fn conn(&self, h: FlowHandle) -> Option<&Conn> {
+        let c = self.table.get(h.slot)?;
+        (self.table.generation(h.slot) == h.generation).then_some(c)
+    }
+
+    /// Processes one TCP segment captured at `ts_ns`, the `pos`-th frame of the input.
+    pub fn process(&mut self, ts_ns: u64, pos: u64, seg: &TcpSegment<'_>, out: &mut Vec<Event>) {
+        self.reclaim_ended();
+        self.expire(ts_ns, out);
+        self.stats.segments += 1;
+
+        let src = Endpoint { addr: seg.src, port: seg.sport };
+        let dst = Endpoint { addr: seg.dst, port: seg.dport };
+        let (key, _) = FlowKey::new(src, dst);
+        let ctx = PacketCtx {
+            ts_ns,
+            pos,
+            flags: seg.flags,
+            seq: seg.seq,
+            ack: seg.ack,
+            payload_len: seg.payload_len,
+        };
+        let pure_syn = seg.flags & (SYN | ACK | RST) == SYN;
+
+        let slot = match self.table.lookup(&key) {
+            Some(slot) => {
+                let c = self.table.get(slot).expect("live slot holds a connection");
+                let sender = c.side_of_sender(src);
+                let restart = pure_syn
+                    && (c.ended
+                        || state::is_done(c.stack(sender).state)
+                        || (sender == Side::Svr && !c.guessed)
+                        || (c.stack(sender).isn.is_some_and(|isn| isn != seg.seq)
+                            && (c.stack(Side::Svr).recv.tail() > 0
+                                || c.stack(Side::Cli).recv.tail() > 0)));
+                if restart {
+                    if !c.ended {
+                        self.end_conn(slot, EndReason::Reused, &ctx, out);
+                    }
+                    self.table.detach(slot);
+                    self.reclaim.push(slot);
+                    match self.create(key, src, dst, seg, &ctx, out) {
+                        Some(slot) => slot,
+                        None => return,
+                    }
+                } else if c.ended {
+                    self.stats.late_segments += 1;
+                    self.table.touch(slot, ts_ns);
+                    return;
+                } else {
+                    slot
+                }
+            }
+            None => {
+                if seg.flags & RST != 0 || (!self.cfg.track_midstream && seg.flags & SYN == 0) {
+                    self.stats.orphan_segments += 1;
+                    self.orphan(&ctx, out);
+                    return;
+                }
+                match self.create(key, src, dst, seg, &ctx, out) {
+                    Some(slot) => slot,
+                    None => return,
+                }
+            }
+        };
+        self.table.touch(slot, ts_ns);
+        self.update(slot, src, seg, &ctx, out);
+    }
+
+    /// Advances the clock without a packet: ends connections idle past the timeout.
+    pub fn advance(&mut self, now_ns: u64, out: &mut Vec<Event>) {
+        self.reclaim_ended();
+        self.expire(now_ns, out);
+    }
+
+    /// Reports a packet that belongs to no connection (non-TCP IP traffic, for instance).
+    pub fn orphan_packet(&mut self, ts_ns: u64, pos: u64, out: &mut Vec<Event>) {
+        let mut ctx = PacketCtx::tick(ts_ns);
+        ctx.pos = pos;
+        self.orphan(&ctx, out);
+    }
+
+    /// Ends every open connection (`CONN_END` with [`EndReason::EndOfInput`]).
+    pub fn finish(&mut self, now_ns: u64, out: &mut Vec<Event>) {
+        self.reclaim_ended();
+        let ctx = PacketCtx::tick(now_ns);
+        for slot in self.table.live_slots() {
+            let ended = self.table.get(slot).is_some_and(|c| c.ended);
+            if !ended {
+                self.stats.conns_open_at_end += 1;
+                self.end_conn(slot, EndReason::EndOfInput, &ctx, out);
+            }
+            self.table.detach(slot);
+            self.reclaim.push(slot);
+        }
+    }
+
+    /// Frees the slots and rings of connections that ended in the previous call.
+    fn reclaim_ended(&mut self) {
+        for slot in self.reclaim.drain(..) {
+            if let Some(mut c) = self.table.free(slot) {
+                for st in &mut c.stacks {
+                    st.recv.release(&mut self.pool);
+                }
+            }
+        }
+    }
+
+    /// Ends connections idle past the timeout, and forgets ended ones past their linger time.
+    fn expire(&mut self, now_ns: u64, out: &mut Vec<Event>) {
+        while let Some((slot, last)) = self.table.oldest() {
+            let ended = self.table.get(slot).is_some_and(|c| c.ended);
+            let limit = if ended { self.cfg.linger_ns } else { self.cfg.idle_timeout_ns };
+            if now_ns.saturating_sub(last) < limit {
+                break;
+            }
+            if !ended {
+                self.stats.conns_timed_out += 1;
+                let ctx = PacketCtx::tick(now_ns);
+                for side in [Side::Cli, Side::Svr] {
+                    self.emit(slot, Some(side), Hook::Null, EventKind::Timeout, &ctx, out);
+                }
+                self.end_conn(slot, EndReason::Timeout, &ctx, out);
+            }
+            self.table.detach(slot);
+            self.reclaim.push(slot);
+        }
+    }
+
+    /// Creates a connection for a segment of an unknown (or restarted) tuple. Roles: the SYN
+    /// sender is the client; else the SYN/ACK receiver; else the side on the lower, well-known
+    /// port is guessed to be the server.
+    fn create(
+        &mut self,
+        key: FlowKey,
+        src: Endpoint,
+        dst: Endpoint,
+        seg: &TcpSegment<'_>,
+        ctx: &PacketCtx,
+        out: &mut Vec<Event>,
+    ) -> Option<u32> {
+        if self.table.live() >= self.cfg.max_flows {
+            if let Some((victim, _)) = self.table.oldest() {
+                let ended = self.table.get(victim).is_some_and(|c| c.ended);
+                if !ended {
+                    self.stats.conns_evicted += 1;
+                    self.end_conn(victim, EndReason::Evicted, ctx, out);
+                }
+                self.table.detach(victim);
+                self.reclaim.push(victim);
+            }
+        }
+        let (client, server, guessed) = if seg.flags & SYN != 0 && seg.flags & ACK == 0 {
+            (src, dst, false)
+        } else if seg.flags & SYN != 0 {
+            (dst, src, false)
+        } else if server_port_guess(src.port, dst.port) {
+            (dst, src, true)
+        } else {
+            (src, dst, true)
+        };
+        let mut conn = Conn {
+            endpoints: [client, server],
+            stacks: [Stack::default(), Stack::default()],
+            guessed,
+            start_ns: ctx.ts_ns,
+            last_ns: ctx.ts_ns,
+            ended: false,
+            serial: self.serial,
+            // Filled below.
+        };
+        self.serial += 1;
+        if guessed {
+            // Neither handshake segment was seen: both stacks are assumed established.
+            conn.stacks[0].state = TcpState::Established;
+            conn.stacks[1].state = TcpState::Established;
+        } else {
+            conn.stacks[Side::Svr.index()].state = TcpState::Listen;
+        }
+        let slot = self.table.insert(key, conn, ctx.ts_ns)?;
+        self.stats.conns_created += 1;
+        if guessed {
+            self.stats.conns_midstream += 1;
+            let sender = if client == src { Side::Cli } else { Side::Svr };
+            self.emit(slot, Some(sender), Hook::Snd, EventKind::ConnStart, ctx, out);
+            self.emit(slot, Some(sender.peer()), Hook::Rcv, EventKind::ConnStart, ctx, out);
+        }
+        Some(slot)
+    }
+
+    /// The sender's then the receiver's update for one segment of a live connection.
+    fn update(
+        &mut self,
+        slot: u32,
+        src: Endpoint,
+        seg: &TcpSegment<'_>,
+        ctx: &PacketCtx,
+        out: &mut Vec<Event>,
+    ) {
+        let conn = self.table.get_mut(slot).expect("live slot");
+        conn.last_ns = ctx.ts_ns;
+        let snd = conn.side_of_sender(src);
+        let rcv = snd.peer();
+        let syn = seg.flags & SYN != 0;
+        // The first sequence number after this segment's SYN (which takes one number).
+        let data_seq = seg.seq.wrapping_add(u32::from(syn));
+
+        // --- Sender side: what sending this segment does to the sender's stack.
+        {
+            let st = conn.stack_mut(snd);
+            st.packets += 1;
+            if syn {
+                st.isn = Some(seg.seq);
+            }
+            if seg.flags & FIN != 0 {
+                st.fin_seq = Some(data_seq.wrapping_add(seg.payload_len));
+            }
+        }
+        // The receiver's stream holds what the sender sends: anchor it on the SYN (offset 0 is
+        // ISN+1) or, midstream, on the first sequence number the sender is seen using.
+        {
+            let recv = &mut conn.stack_mut(rcv).recv;
+            if syn {
+                if !recv.is_anchored() || recv.tail() == 0 {
+                    recv.anchor(data_seq);
+                }
+            } else if !recv.is_anchored() && seg.flags & RST == 0 {
+                recv.anchor(seg.seq);
+            }
+        }
+        // A SYN/ACK tells where the client's bytes start even when the client's SYN was missed.
+        if syn && seg.flags & ACK != 0 {
+            let own = &mut conn.stack_mut(snd).recv;
+            if !own.is_anchored() {
+                own.anchor(seg.ack);
+            }
+        }
+        let old = conn.stack(snd).state;
+        let new = state::on_send(old, SegmentFacts { flags: seg.flags, acks_receiver_fin: false });
+        conn.stack_mut(snd).state = new;
+
+        // The sender's ACK says how much of the receiver's bytes it holds: bytes it
+        // acknowledges that the capture never had become a gap in the sender's own stream.
+        let mut gap = None;
+        if seg.flags & ACK != 0 && seg.flags & RST == 0 {
+            let peer_fin = conn.stack(rcv).fin_seq;
+            let own = &mut conn.stack_mut(snd).recv;
+            if own.is_anchored() {
+                // The peer's FIN takes a sequence number that is not a byte of data.
+                let ack = match peer_fin {
+                    Some(fin) if seq_after(seg.ack, fin) => fin,
+                    _ => seg.ack,
+                };
+                gap = own.ack(&mut self.pool, ack);
+            }
+        }
+        let snd_tail = conn.stack(snd).recv.tail();
+
+        if !syn || seg.flags & ACK == 0 {
+            // mOS raises CONN_START for the client when it enters SYN_SENT.
+            if old != TcpState::SynSent && new == TcpState::SynSent {
+                self.emit(slot, Some(snd), Hook::Snd, EventKind::ConnStart, ctx, out);
+            }
+        }
+        self.emit(slot, Some(snd), Hook::Snd, EventKind::PktIn, ctx, out);
+        if old != new {
+            self.emit(slot, Some(snd), Hook::Snd, EventKind::StateChange { old, new }, ctx, out);
+        }
+        if let Some(g) = gap {
+            self.stats.gap_bytes += g.len;
+            let kind = EventKind::Error { kind: ErrorKind::Gap, offset: g.offset, len: g.len };
+            self.emit(slot, Some(snd), Hook::Snd, kind, ctx, out);
+            self.emit_data(slot, snd, snd_tail, ctx, out);
+        }
+
+        // --- Receiver side: the payload lands in the receiver's stream, then its state moves.
+        let conn = self.table.get_mut(slot).expect("live slot");
+        let mut outcome = InsertOutcome::default();
+        if seg.payload_len > 0 {
+            let recv = &mut conn.stack_mut(rcv).recv;
+            if recv.is_anchored() {
+                outcome = recv.insert(&mut self.pool, data_seq, seg.payload, seg.payload_len);
+            }
+        }
+        let rcv_tail = conn.stack(rcv).recv.tail();
+        let acks_fin = seg.flags & ACK != 0
+            && conn.stack(rcv).fin_seq.is_some_and(|fin| seq_after(seg.ack, fin));
+        let old = conn.stack(rcv).state;
+        let new = state::on_receive(old, SegmentFacts { flags: seg.flags, acks_receiver_fin: acks_fin });
+        conn.stack_mut(rcv).state = new;
+
+        if old != TcpState::SynRcvd && new == TcpState::SynRcvd {
+            self.emit(slot, Some(rcv), Hook::Rcv, EventKind::ConnStart, ctx, out);
+        }
+        self.emit(slot, Some(rcv), Hook::Rcv, EventKind::PktIn, ctx, out);
+        if old != new {
+            self.emit(slot, Some(rcv), Hook::Rcv, EventKind::StateChange { old, new }, ctx, out);
+        }
+        self.report_insert(slot, rcv, &outcome, ctx, out);
+        if outcome.new_bytes > 0 || outcome.lost_snap > 0 || outcome.overflow.is_some() {
+            self.emit_data(slot, rcv, rcv_tail, ctx, out);
+        }
+
+        // --- The connection ends once both stacks are done, or on a reset.
+        let conn = self.table.get(slot).expect("live slot");
+        if seg.flags & RST != 0 {
+            self.stats.conns_closed += 1;
+            self.end_conn(slot, EndReason::Reset, ctx, out);
+        } else if state::is_done(conn.stacks[0].state) && state::is_done(conn.stacks[1].state) {
+            self.stats.conns_closed += 1;
+            self.end_conn(slot, EndReason::Closed, ctx, out);
+        }
+    }
+
+    fn report_insert(
+        &mut self,
+        slot: u32,
+        rcv: Side,
+        o: &InsertOutcome,
+        ctx: &PacketCtx,
+        out: &mut Vec<Event>,
+    ) {
+        self.stats.payload_bytes += o.new_bytes;
+        if o.rexmit {
+            self.stats.rexmit_bytes += u64::from(ctx.payload_len);
+            self.emit(slot, Some(rcv), Hook::Rcv, EventKind::Rexmit, ctx, out);
+        }
+        if let Some((offset, len)) = o.conflict {
+            self.stats.conflicts += 1;
+            let kind = EventKind::Error { kind: ErrorKind::Conflict, offset, len: u64::from(len) };
+            self.emit(slot, Some(rcv), Hook::Rcv, kind, ctx, out);
+        }
+        if let Some(g) = o.overflow {
+            self.stats.overflow_bytes += g.len;
+            let kind = EventKind::Error { kind: ErrorKind::Overflow, offset: g.offset, len: g.len };
+            self.emit(slot, Some(rcv), Hook::Rcv, kind, ctx, out);
+        }
+        if o.dropped_bytes > 0 {
+            self.stats.overflow_bytes += u64::from(o.dropped_bytes);
+            let kind = EventKind::Error {
+                kind: ErrorKind::Dropped,
+                offset: 0,
+                len: u64::from(o.dropped_bytes),
+            };
+            self.emit(slot, Some(rcv), Hook::Rcv, kind, ctx, out);
+        }
+        if o.lost_snap > 0 {
+            self.stats.gap_bytes += u64::from(o.lost_snap);
+            let kind = EventKind::Error {
+                kind: ErrorKind::SnapTruncated,
+                offset: 0,
+                len: u64::from(o.lost_snap),
+            };
+            self.emit(slot, Some(rcv), Hook::Rcv, kind, ctx, out);
+        }
+    }
+
+    /// Raises `CONN_END` on both sides and marks the connection ended (its slot is reclaimed
+    /// when it is detached and the next call begins).
+    fn end_conn(&mut self, slot: u32, reason: EndReason, ctx: &PacketCtx, out: &mut Vec<Event>) {
+        let Some(c) = self.table.get_mut(slot) else { return };
+        if c.ended {
+            return;
+        }
+        c.ended = true;
+        for side in [Side::Cli, Side::Svr] {
+            self.emit(slot, Some(side), Hook::Null, EventKind::ConnEnd { reason }, ctx, out);
+        }
+    }
+
+    fn emit_data(&mut self, slot: u32, side: Side, _tail: u64, ctx: &PacketCtx, out: &mut Vec<Event>) {
+        self.emit(slot, Some(side), Hook::Null, EventKind::ConnNewData, ctx, out);
+    }
+
+    fn orphan(&mut self, ctx: &PacketCtx, out: &mut Vec<Event>) {
+        if self.cfg.events.contains(EventMask::ORPHAN) {
+            out.push(Event {
+                flow: NO_FLOW,
+                side: None,
+                hook: Hook::Null,
+                kind: EventKind::Orphan,
+                ts_ns: ctx.ts_ns,
+                pkt_pos: ctx.pos,
+                tcp_flags: ctx.flags,
+                seq: ctx.seq,
+                ack: ctx.ack,
+                payload_len: ctx.payload_len,
+                head: 0,
+                tail: 0,
+            });
+        }
+    }
+
+    fn emit(
+        &self,
+        slot: u32,
+        side: Option<Side>,
+        hook: Hook,
+        kind: EventKind,
+        ctx: &PacketCtx,
+        out: &mut Vec<Event>,
+    ) {
+        if !self.cfg.events.contains(kind.mask()) {
+            return;
+        }
+        let (head, tail) = match (side, self.table.get(slot)) {
+            (Some(s), Some(c)) => (c.stack(s).recv.head(), c.stack(s).recv.tail()),
+            _ => (0, 0),
+        };
+        out.push(Event {
+            flow: FlowHandle { slot, generation: self.table.generation(slot) },
+            side,
+            hook,
+            kind,
+            ts_ns: ctx.ts_ns,
+            pkt_pos: ctx.pos,
+            tcp_flags: ctx.flags,
+            seq: ctx.seq,
+            ack: ctx.ack,
+            payload_len: ctx.payload_len,
+            head,
+            tail,
+        });
+    }
+}
+
+/// Whether `a` is at or after `b` in sequence space... strictly: `a - b` in `(0, 2^31)`.
+fn seq_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+/// Whether the *source* port looks like the server's: the lower, well-known port serves.
+fn server_port_guess(sport: u16, dport: u16) -> bool {
+    match (sport < 1024, dport < 1024) {
+        (true, false) => true,
+        (false, true) => false,
+        _ => sport < dport,
+    }
+}
+
+/// Why an address pair can be shown with [`Endpoint`]'s display.
+pub fn addr_is_v6(a: &IpAddr) -> bool {
+    a.is_ipv6()
+}
