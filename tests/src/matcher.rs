@@ -178,11 +178,11 @@ fn align(t: &[usize], o: &[usize], equal: impl Fn(usize, usize) -> bool) -> Vec<
 
 /// Our half-streams of a directed pair, in start order: what a developer wants to see
 /// next to a truth row that did not match.
-pub fn candidates<'a>(
-    ours: &'a [HalfStream],
+pub fn candidates(
+    ours: &[HalfStream],
     src: SocketAddr,
     dst: SocketAddr,
-) -> impl Iterator<Item = (usize, &'a HalfStream)> {
+) -> impl Iterator<Item = (usize, &HalfStream)> {
     ours.iter()
         .enumerate()
         .filter(move |(_, o)| o.src == src && o.dst == dst)
