@@ -7,5 +7,7 @@ pub mod flows;
 pub mod known;
 pub mod locate;
 pub mod matcher;
+pub mod pcap;
 pub mod runner;
+pub mod synth;
 pub mod truth;
