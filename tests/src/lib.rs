@@ -1,0 +1,13 @@
+//! Test support for mos: the conformance corpus runner (run `mos-sensor --dump` on the
+//! shared captures and compare its reassembled streams with the reference truth) and a
+//! synthetic capture generator whose streams are known exactly.
+
+pub mod addr;
+pub mod flows;
+pub mod known;
+pub mod locate;
+pub mod matcher;
+pub mod pcap;
+pub mod runner;
+pub mod synth;
+pub mod truth;

@@ -1,0 +1,102 @@
+//! Conformance: `mos-sensor --dump` on every capture of the shared corpus against the
+//! reference reassembly. Needs the corpus (MOS_CORPUS_DIR) and a built sensor
+//! (`cargo build -p mos-sensor`, or MOS_SENSOR_BIN).
+
+use anyhow::Result;
+use mos_tests::known::KnownDifferences;
+use mos_tests::locate::{corpus_dir, list_captures, sensor_bin, target_dir, workspace_root};
+use mos_tests::runner::{
+    check_capture, default_workers, parallel_map, summarize, unlisted_rows, write_report,
+};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+const PER_CAPTURE_TIMEOUT: Duration = Duration::from_secs(60);
+const MIN_AGREEING_MATCH_RATE: f64 = 0.99;
+/// Failed captures shown in full; the rest are counted.
+const SHOW_FAILED: usize = 10;
+
+#[test]
+fn corpus_matches_agreeing_references() -> Result<()> {
+    let start = Instant::now();
+    let corpus = corpus_dir()?;
+    let sensor = sensor_bin()?;
+    let known_path = workspace_root().join("tests").join("known-differences.md");
+    let known = KnownDifferences::load(&known_path)?;
+    let captures = list_captures(&corpus)?;
+
+    let results = parallel_map(&captures, default_workers(), |c| {
+        check_capture(&corpus, &sensor, c, PER_CAPTURE_TIMEOUT)
+    });
+    let report = target_dir()?.join("corpus-report.tsv");
+    write_report(&report, &results, &known)?;
+    let summary = summarize(&results, &known);
+    println!("{summary}");
+    println!(
+        "elapsed: {:.1} s; per-row report: {}",
+        start.elapsed().as_secs_f64(),
+        report.display()
+    );
+
+    let mut failures = String::new();
+    if !summary.failed.is_empty() {
+        let _ = writeln!(
+            failures,
+            "{} of {} captures failed (sensor {}):",
+            summary.failed.len(),
+            summary.captures,
+            sensor.display()
+        );
+        for (capture, err) in summary.failed.iter().take(SHOW_FAILED) {
+            let _ = writeln!(failures, "--- {capture}: {err}");
+        }
+        if summary.failed.len() > SHOW_FAILED {
+            let _ = writeln!(
+                failures,
+                "--- and {} more",
+                summary.failed.len() - SHOW_FAILED
+            );
+        }
+    }
+    if summary.agreeing_rate() < MIN_AGREEING_MATCH_RATE {
+        let _ = writeln!(
+            failures,
+            "agreeing rows matched {:.2} % < {:.0} %",
+            100.0 * summary.agreeing_rate(),
+            100.0 * MIN_AGREEING_MATCH_RATE
+        );
+    }
+    if !summary.unlisted.is_empty() {
+        let _ = writeln!(
+            failures,
+            "{} agreeing rows differ and are not in {} (explain each, then paste):\n{}",
+            summary.unlisted.len(),
+            known_path.display(),
+            unlisted_rows(&summary)
+        );
+    }
+    let stale = summary.stale(&known);
+    for e in &stale {
+        println!(
+            "warning: stale known difference at {}:{} (now matches): {} stream {} {} -> {}",
+            known_path.display(),
+            e.line,
+            e.key.capture,
+            e.key.stream,
+            e.key.src,
+            e.key.dst
+        );
+    }
+    if !stale.is_empty() && std::env::var("MOS_STRICT_KNOWN").is_ok_and(|v| v == "1") {
+        let _ = writeln!(
+            failures,
+            "{} stale known differences (MOS_STRICT_KNOWN=1)",
+            stale.len()
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "corpus conformance failed:\n{failures}"
+    );
+    Ok(())
+}
