@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# The demo: set up, build the sensor, reassemble a small bundled HTTP capture and show what
+# the sensor saw: one row per TCP connection, then the start of one request and its response.
+#
+#   scripts/demo.sh [--no-setup] [--no-apt] [--pcap FILE] [--out DIR]
+#
+#   --pcap FILE   a capture to show instead of demo/workshop_2011_browse.pcap
+#   --out DIR     where the sensor writes flows.jsonl and the streams (default: a new
+#                 temporary directory, kept and printed at the end)
+#
+# For now this shows the sensor's in-process dump (mos-sensor --dump). Once the analyzers
+# exist, the demo will attach them to the running sensor over shared memory instead.
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+run_setup=1
+setup_args=()
+pcap="$MOS_ROOT/demo/workshop_2011_browse.pcap"
+out=""
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --no-setup) run_setup=0; shift ;;
+        --no-apt) setup_args+=(--no-apt); shift ;;
+        --pcap) [[ $# -ge 2 ]] || mos_die "--pcap needs a file"; pcap=$2; shift 2 ;;
+        --out) [[ $# -ge 2 ]] || mos_die "--out needs a directory"; out=$2; shift 2 ;;
+        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) mos_die "demo: unknown argument: $1 (try --help)" ;;
+    esac
+done
+
+[[ -f "$pcap" ]] || mos_die "capture not found: $pcap"
+cd "$MOS_ROOT"
+mos_quiet_terminal
+demo_start=$(mos_now)
+
+if [[ $run_setup -eq 1 ]]; then
+    bash "$MOS_ROOT/scripts/setup.sh" "${setup_args[@]}"
+fi
+mos_find_cargo || mos_die "cargo not found (run scripts/setup.sh for how to install Rust)"
+
+echo "== demo: building mos-sensor (release)"
+build_start=$(mos_now)
+# shellcheck disable=SC2046  # empty or one flag
+cargo build --release -p mos-sensor --bin mos-sensor $(mos_locked_flag)
+echo "built in $(mos_elapsed "$build_start") s"
+sensor="${CARGO_TARGET_DIR:-$MOS_ROOT/target}/release/mos-sensor"
+
+if [[ -z "$out" ]]; then
+    out=$(mktemp -d "${TMPDIR:-/tmp}/mos-demo.XXXXXX")
+else
+    mkdir -p "$out"
+fi
+
+echo
+echo "== demo: mos-sensor --pcap $pcap --dump $out"
+echo "This shows the sensor's in-process dump: the sensor reassembles every TCP connection"
+echo "itself and writes them to files. (Analyzer processes attaching over shared memory come"
+echo "in a later version; the demo will use them then.)"
+run_start=$(mos_now)
+"$sensor" --pcap "$pcap" --dump "$out"
+echo "sensor finished in $(mos_elapsed "$run_start") s"
+[[ -f "$out/flows.jsonl" ]] || mos_die "the sensor wrote no $out/flows.jsonl"
+
+echo
+python3 - "$out" <<'PY'
+import json, os, sys
+
+out = sys.argv[1]
+with open(os.path.join(out, "flows.jsonl"), encoding="utf-8") as f:
+    flows = [json.loads(line) for line in f if line.strip()]
+
+def num(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+def duration(fl):
+    a, b = num(fl.get("start_ts")), num(fl.get("end_ts"))
+    return "?" if a is None or b is None else f"{b - a:.3f}"
+
+def path_of(p):
+    if not p:
+        return None
+    return p if os.path.isabs(p) else os.path.join(out, p)
+
+print(f"== demo: {len(flows)} TCP connections (from flows.jsonl)")
+header = ("#", "client", "", "server", "c2s bytes", "s2c bytes", "lost c2s/s2c", "seconds")
+rows = []
+for i, fl in enumerate(flows):
+    client = str(fl.get("client", "?")) + (" (guessed)" if fl.get("client_guessed") else "")
+    rows.append((str(i), client, "->", str(fl.get("server", "?")),
+                 str(fl.get("c2s_bytes", "?")), str(fl.get("s2c_bytes", "?")),
+                 f"{fl.get('c2s_lost', '?')}/{fl.get('s2c_lost', '?')}", duration(fl)))
+widths = [max(len(r[c]) for r in rows + [header]) for c in range(len(header))]
+right = {0, 4, 5, 6, 7}
+def fmt(r):
+    return "  ".join(r[c].rjust(widths[c]) if c in right else r[c].ljust(widths[c])
+                     for c in range(len(r)))
+print(fmt(header))
+for r in rows:
+    print(fmt(r))
+
+# The first connection whose client stream looks like an HTTP request.
+methods = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ")
+for i, fl in enumerate(flows):
+    c2s = path_of(fl.get("c2s_file"))
+    if not c2s or not os.path.isfile(c2s):
+        continue
+    with open(c2s, "rb") as f:
+        req = f.read(4096)
+    if not req.startswith(methods):
+        continue
+    s2c = path_of(fl.get("s2c_file"))
+    resp = b""
+    if s2c and os.path.isfile(s2c):
+        with open(s2c, "rb") as f:
+            resp = f.read(4096)
+    for label, data, path in (("request", req, c2s), ("response", resp, s2c)):
+        print()
+        print(f"== demo: connection #{i}, first lines of the {label} ({path})")
+        # The header block only: up to the first empty line, at most 12 lines.
+        lines = data.decode("latin-1").split("\r\n\r\n")[0].split("\r\n")[:12]
+        for line in lines:
+            print("   " + "".join(ch if ch.isprintable() else "." for ch in line))
+    break
+else:
+    print()
+    print("no connection in this capture starts with an HTTP request")
+PY
+
+echo
+echo "== demo done in $(mos_elapsed "$demo_start") s; the sensor's output is in $out"

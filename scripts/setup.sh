@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Prepare a Debian 12 machine to build, test and run mos. Idempotent: a second run only
+# checks, and skips apt entirely when every package is already installed.
+#
+#   scripts/setup.sh [--no-apt] [--hugepages N]
+#
+#   --no-apt         do not install system packages (only check that they are there)
+#   --hugepages N    reserve N 2 MiB hugepages (default 256; 0 skips the step)
+#
+# Needs root for apt and hugepages. Cannot install Rust itself: cargo must already be there
+# (rustup's stable toolchain).
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# libdpdk-dev, dpdk: the DPDK capture backend; libpcap-dev: DPDK's net_pcap driver;
+# clang: libclang for bindgen; ethtool, iproute2: veth/namespace network tests;
+# python3: the demo's table and test helpers.
+MOS_APT_PACKAGES=(libdpdk-dev dpdk libpcap-dev clang pkg-config ethtool iproute2 python3)
+
+use_apt=1
+hugepages=256
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --no-apt) use_apt=0; shift ;;
+        --hugepages)
+            [[ $# -ge 2 && "$2" =~ ^[0-9]+$ ]] || mos_die "--hugepages needs a number"
+            hugepages=$2
+            shift 2
+            ;;
+        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) mos_die "setup: unknown argument: $1 (try --help)" ;;
+    esac
+done
+
+setup_start=$(mos_now)
+did=()
+
+echo "== setup: system packages"
+missing_packages() {
+    local p status
+    for p in "${MOS_APT_PACKAGES[@]}"; do
+        status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null || true)
+        [[ "$status" == ii* ]] || echo "$p"
+    done
+}
+
+apt_install() {
+    local log attempt
+    log=$(mktemp "${TMPDIR:-/tmp}/mos-setup-apt.XXXXXX")
+    export DEBIAN_FRONTEND=noninteractive
+    local opts=(-y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+    echo "apt-get update"
+    if ! apt-get update -q >"$log" 2>&1 </dev/null; then
+        tail -n 30 "$log" >&2
+        mos_die "apt-get update failed (full log: $log)"
+    fi
+    # The first install of libdpdk-dev can stop halfway while upgrading systemd's packages
+    # ("cannot access archive ... libsystemd-shared"); repairing with -f install and
+    # installing again succeeds.
+    for attempt in 1 2 3; do
+        echo "apt-get install $* (attempt $attempt of 3; the first install takes several minutes)"
+        if apt-get install "${opts[@]}" "$@" >>"$log" 2>&1 </dev/null; then
+            rm -f "$log"
+            return 0
+        fi
+        echo "apt-get install failed; repairing with 'dpkg --configure -a' and 'apt-get -f install'"
+        dpkg --configure -a >>"$log" 2>&1 </dev/null || true
+        apt-get -f install "${opts[@]}" >>"$log" 2>&1 </dev/null || true
+    done
+    tail -n 30 "$log" >&2
+    mos_die "apt-get install failed 3 times (full log: $log)"
+}
+
+mapfile -t missing < <(missing_packages)
+if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "all ${#MOS_APT_PACKAGES[@]} packages already installed; apt skipped"
+elif [[ $use_apt -eq 0 ]]; then
+    mos_die "missing packages: ${missing[*]}; install them with: apt-get install ${missing[*]} (or run without --no-apt)"
+elif [[ $(id -u) -ne 0 ]]; then
+    mos_die "missing packages: ${missing[*]}; run this script as root, or: sudo apt-get install ${missing[*]}"
+elif ! command -v apt-get >/dev/null 2>&1; then
+    mos_die "missing packages: ${missing[*]}, and there is no apt-get: mos is set up for Debian 12"
+else
+    apt_start=$(mos_now)
+    apt_install "${missing[@]}"
+    mapfile -t still < <(missing_packages)
+    [[ ${#still[@]} -eq 0 ]] || mos_die "apt reported success but these are not installed: ${still[*]}"
+    did+=("installed ${missing[*]} ($(mos_elapsed "$apt_start") s)")
+    echo "installed: ${missing[*]}"
+fi
+
+# What the build needs from those packages, checked directly so a broken install is named.
+pkg-config --exists libdpdk || mos_die "pkg-config cannot find libdpdk (package libdpdk-dev)"
+pkg-config --exists libpcap || mos_die "pkg-config cannot find libpcap (package libpcap-dev)"
+if ! compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null \
+    && ! compgen -G "/usr/lib/*/libclang*.so*" >/dev/null; then
+    mos_die "libclang not found (bindgen needs it; package clang)"
+fi
+command -v python3 >/dev/null 2>&1 || mos_die "python3 not found (package python3)"
+echo "DPDK $(pkg-config --modversion libdpdk), libpcap $(pkg-config --modversion libpcap)"
+
+echo "== setup: Rust toolchain"
+if ! mos_find_cargo; then
+    mos_die "cargo not found. Install Rust's stable toolchain with rustup (https://rustup.rs):
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
+then open a new shell (or: source \"\$HOME/.cargo/env\") and run this script again."
+fi
+echo "$(cargo --version), $(rustc --version 2>/dev/null || echo 'rustc ?')"
+
+if command -v rustup >/dev/null 2>&1; then
+    need_components=()
+    installed_components=$(rustup component list --installed 2>/dev/null || true)
+    for c in rustfmt clippy; do
+        grep -q "^$c" <<<"$installed_components" || need_components+=("$c")
+    done
+    if [[ ${#need_components[@]} -gt 0 ]]; then
+        echo "rustup component add ${need_components[*]}"
+        rustup component add "${need_components[@]}" \
+            || mos_die "could not add rust components ${need_components[*]} (rustup component add ${need_components[*]})"
+        did+=("added rust components ${need_components[*]}")
+    fi
+fi
+cargo fmt --version >/dev/null 2>&1 || mos_die "cargo fmt does not work: rustup component add rustfmt"
+cargo clippy --version >/dev/null 2>&1 || mos_die "cargo clippy does not work: rustup component add clippy"
+echo "rustfmt and clippy present"
+
+echo "== setup: hugepages"
+if [[ $hugepages -gt 0 ]]; then
+    bash "$MOS_ROOT/deploy/hugepages.sh" --pages "$hugepages"
+else
+    echo "skipped (--hugepages 0)"
+fi
+
+if [[ ${#did[@]} -eq 0 ]]; then
+    did=("nothing to install: everything was already there")
+fi
+echo "== setup done in $(mos_elapsed "$setup_start") s:"
+printf '   - %s\n' "${did[@]}"
