@@ -72,10 +72,16 @@ impl<'a> Ipv4Header<'a> {
         if data.len() < header_len {
             return Err(ParseError::Truncated("ipv4"));
         }
-        let total_len = usize::from(u16::from_be_bytes([
+        let mut total_len = usize::from(u16::from_be_bytes([
             fixed[v4::TOTAL_LEN],
             fixed[v4::TOTAL_LEN + 1],
         ]));
+        if total_len == 0 {
+            // Captured on the sending host before TCP segmentation offload split the
+            // datagram: the stack leaves the length zero, and the frame is the datagram (as
+            // Wireshark assumes too).
+            total_len = data.len();
+        }
         if total_len < header_len {
             return Err(ParseError::Malformed("ipv4"));
         }
@@ -394,6 +400,15 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn zero_total_length_is_a_tso_frame() {
+        let mut p = v4_packet(&[], PROTO_TCP, 0, &tcp_seg(&[7u8; 3000]));
+        p[2..4].copy_from_slice(&[0, 0]);
+        let t = tcp(parse_ip(&p, true));
+        assert_eq!(t.payload.len(), 3000);
+        assert_eq!(t.payload_len, 3000);
+    }
+
+    #[test]
     fn snap_cut_payload_is_shorter_than_declared() {
         let p = v4_packet(&[], PROTO_TCP, 0, &tcp_seg(b"0123456789"));
         let t = tcp(parse_ip(&p[..p.len() - 4], true));
@@ -448,12 +463,14 @@ pub(crate) mod tests {
                 ParseError::Malformed("ipv4")
             );
         }
-        let mut p = good.clone();
-        p[2..4].copy_from_slice(&19u16.to_be_bytes());
-        assert_eq!(
-            parse_ip(&p, true).unwrap_err(),
-            ParseError::Malformed("ipv4")
-        );
+        for bad_total in [1u16, 19] {
+            let mut p = good.clone();
+            p[2..4].copy_from_slice(&bad_total.to_be_bytes());
+            assert_eq!(
+                parse_ip(&p, true).unwrap_err(),
+                ParseError::Malformed("ipv4")
+            );
+        }
         // Total length covers the IP header but not a TCP header.
         let mut p = good.clone();
         p[2..4].copy_from_slice(&30u16.to_be_bytes());
