@@ -374,8 +374,8 @@ impl FileCapture {
         }
     }
 
-    /// At a record boundary: `Ok(None)` at the end of the input, else the error for a record
-    /// that does not fit in `need` bytes.
+    /// At a record boundary when the next header is not all there: `Ok(None)` if the input
+    /// ends exactly here, else a `Truncated` error for the record that starts here.
     fn end_or_truncated(&self, what: &'static str) -> Result<Option<Record>, CaptureError> {
         if self.input.avail().is_empty() {
             Ok(None)
