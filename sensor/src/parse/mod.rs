@@ -118,6 +118,140 @@ pub fn parse_packet<'a>(
     pkt: &RawPacket<'a>,
     verify_checksum: bool,
 ) -> Result<Parsed<'a>, ParseError> {
-    let l3 = link::strip_link(pkt.link, pkt.data)?;
-    ip::parse_ip(l3, verify_checksum)
+    match link::strip_link(pkt.link, pkt.data)? {
+        link::L3::Ipv4(l3) => ip::parse_ipv4(l3, verify_checksum),
+        link::L3::Ipv6(l3) => ip::parse_ipv6(l3, verify_checksum),
+        link::L3::Ip(l3) => ip::parse_ip(l3, verify_checksum),
+        link::L3::NotIp => Ok(Parsed::NotIp),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::ip::tests::{tcp_seg, v4_packet, v6_packet};
+    use proptest::prelude::*;
+
+    const ALL_LINKS: [LinkType; 12] = [
+        LinkType::Ethernet,
+        LinkType::Null,
+        LinkType::Loop,
+        LinkType::Raw,
+        LinkType::Ipv4,
+        LinkType::Ipv6,
+        LinkType::LinuxSll,
+        LinkType::LinuxSll2,
+        LinkType::Ppp,
+        LinkType::CHdlc,
+        LinkType::Nflog,
+        LinkType::Other(147),
+    ];
+
+    fn pkt(link: LinkType, data: &[u8]) -> RawPacket<'_> {
+        RawPacket {
+            ts_ns: 0,
+            link,
+            data,
+            orig_len: data.len() as u32,
+        }
+    }
+
+    /// Ethernet, an 802.1ad and an 802.1Q tag, IPv4, TCP, and Ethernet padding.
+    fn qinq_frame(payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x02; 12];
+        f.extend_from_slice(&[0x88, 0xa8, 0, 10, 0x81, 0x00, 0, 20, 0x08, 0x00]);
+        f.extend_from_slice(&v4_packet(&[], 6, 0, &tcp_seg(payload)));
+        f.resize(f.len().max(64), 0);
+        f
+    }
+
+    #[test]
+    fn qinq_ipv4_tcp_end_to_end() {
+        let f = qinq_frame(b"hi");
+        let Ok(Parsed::Tcp(t)) = parse_packet(&pkt(LinkType::Ethernet, &f), true) else {
+            panic!("not TCP");
+        };
+        assert_eq!(t.payload, b"hi");
+        assert_eq!(t.payload_len, 2);
+        assert_eq!(t.checksum, ChecksumStatus::Good);
+    }
+
+    #[test]
+    fn every_prefix_of_a_frame_is_an_error_or_consistent() {
+        let f = qinq_frame(b"0123456789abcdef0123456789");
+        let Ok(Parsed::Tcp(full)) = parse_packet(&pkt(LinkType::Ethernet, &f), true) else {
+            panic!("not TCP");
+        };
+        for cut in 0..f.len() {
+            match parse_packet(&pkt(LinkType::Ethernet, &f[..cut]), true) {
+                Err(ParseError::Truncated(_)) => {}
+                Ok(Parsed::Tcp(t)) => {
+                    assert_eq!(t.payload_len, full.payload_len);
+                    assert_eq!(t.payload, &full.payload[..t.payload.len()]);
+                }
+                other => panic!("cut {cut}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn link_version_disagreeing_with_the_packet_is_malformed() {
+        let v6 = v6_packet(6, &[], &tcp_seg(b""));
+        assert_eq!(
+            parse_packet(&pkt(LinkType::Ipv4, &v6), true).unwrap_err(),
+            ParseError::Malformed("ipv4")
+        );
+        assert!(matches!(
+            parse_packet(&pkt(LinkType::Raw, &v6), true),
+            Ok(Parsed::Tcp(_))
+        ));
+    }
+
+    #[test]
+    fn non_ip_and_unsupported_links() {
+        let mut arp = vec![0xff; 12];
+        arp.extend_from_slice(&[0x08, 0x06]);
+        arp.extend_from_slice(&[0; 28]);
+        assert!(matches!(
+            parse_packet(&pkt(LinkType::Ethernet, &arp), true),
+            Ok(Parsed::NotIp)
+        ));
+        assert_eq!(
+            parse_packet(&pkt(LinkType::Other(999), &arp), true).unwrap_err(),
+            ParseError::UnsupportedLink
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(
+            link in 0..ALL_LINKS.len(),
+            data in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let p = pkt(ALL_LINKS[link], &data);
+            if let Ok(Parsed::Tcp(t)) = parse_packet(&p, true) {
+                prop_assert!(t.payload.len() <= t.payload_len as usize);
+            }
+        }
+
+        /// Random bytes after a valid IPv4 or IPv6 header prefix reach the deeper parsers.
+        #[test]
+        fn random_ip_bodies_never_panic(
+            v6 in any::<bool>(),
+            body in proptest::collection::vec(any::<u8>(), 0..120),
+        ) {
+            let mut data = if v6 {
+                v6_packet(body.first().copied().unwrap_or(6), &[], &[])
+            } else {
+                v4_packet(&[], 6, 0, &[])
+            };
+            let len_field = if v6 { 4 } else { 2 };
+            let declared = body.len() as u16 + if v6 { 0 } else { 20 };
+            data[len_field..len_field + 2].copy_from_slice(&declared.to_be_bytes());
+            data.extend_from_slice(&body);
+            if let Ok(Parsed::Tcp(t)) = parse_packet(&pkt(LinkType::Raw, &data), true) {
+                prop_assert!(t.payload.len() <= t.payload_len as usize);
+            }
+        }
+    }
 }
