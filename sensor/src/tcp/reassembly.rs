@@ -1,0 +1,1016 @@
+//! Reassembly of one endpoint's receive stream into a ring from the [`RingPool`].
+//!
+//! A [`Stream`] is one side's receive buffer, as in mOS: the client side's stream holds what
+//! the server sent. Bytes are addressed by 64-bit stream offsets; offset 0 is the byte at the
+//! anchor sequence number (ISN+1, or the first byte seen for a flow picked up midstream), so
+//! offsets never wrap even for streams of many GiB.
+
+use super::ring_pool::{Fragment, Gap, GapKind, RingId, RingMeta, RingPool, MAX_FRAGMENTS};
+use super::seq::SeqNum;
+
+/// An acknowledgment more than this many bytes ahead of the tail is taken for garbage and
+/// ignored, so a corrupt ack cannot make the stream skip gigabytes.
+pub const ACK_SKIP_LIMIT: u64 = 1 << 30;
+
+const NO_RING: u32 = u32::MAX;
+
+/// What [`Stream::insert`] did with one segment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InsertOutcome {
+    /// How far the tail moved over bytes now held in order (this segment's and the fragments
+    /// it joined); skipped gaps are not counted.
+    pub new_bytes: u64,
+    /// Bytes that first copies already held differ from this segment's: the span `(offset,
+    /// len)` from the first to the last differing byte. The held bytes are kept.
+    pub conflict: Option<(u64, u32)>,
+    /// The ring had to move past bytes not yet received (a segment more than one ring ahead
+    /// of the tail); they, and any fragments among them, are lost.
+    pub overflow: Option<Gap>,
+    /// Bytes not stored: the pool had no ring, or a new out-of-order island would have
+    /// exceeded [`MAX_FRAGMENTS`]. The tail did not pass them: a retransmission can still
+    /// bring them, or an ack skips them as a gap.
+    pub dropped_bytes: u32,
+    /// Bytes the snap length cut that were recorded as a gap at the tail right away.
+    pub lost_snap: u32,
+    /// Some byte of the segment lay before the tail, before offset 0, or in a held fragment.
+    pub rexmit: bool,
+    /// The bytes in `dropped_bytes` were dropped because the pool was empty.
+    pub pool_empty: bool,
+}
+
+/// What [`Stream::read`] found at a reader's offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadChunk {
+    /// The reader is at (or past) the tail: nothing new.
+    NoData,
+    /// Bytes from the reader's offset were overwritten (or their gap record evicted) before it
+    /// read them: it must move forward by `lost`.
+    Overrun {
+        /// Bytes the reader missed.
+        lost: u64,
+    },
+    /// The capture never held `[offset, offset + len)`: the reader moves past it.
+    Gap {
+        /// The reader's offset.
+        offset: u64,
+        /// Bytes to skip.
+        len: u64,
+    },
+    /// This many bytes were copied into the buffer.
+    Data(usize),
+}
+
+/// One endpoint's receive stream.
+///
+/// Invariants (`r` is the pool's ring size):
+/// - `head <= tail`. `[head, tail)` is the in-order part of the stream still in the ring: the
+///   byte at offset `o` lives at ring position `o % r`; recorded gaps within it hold no data.
+/// - Out-of-order fragments (in the ring's [`RingMeta`]) lie in `(tail, head + r)`; they are
+///   sorted, disjoint, and not adjacent to each other or to the tail.
+/// - `tail <= head + r`: moving the tail or storing a byte beyond the window moves `head`,
+///   overwriting the oldest bytes.
+/// - Without a ring nothing is held and `head == tail`.
+/// - First copy wins: a byte once stored is never rewritten while it is in the window.
+/// - `lost` is the total length of every gap the stream skipped.
+#[derive(Clone, Debug)]
+pub struct Stream {
+    head: u64,
+    tail: u64,
+    lost: u64,
+    /// Sequence number of offset 0.
+    base: u32,
+    /// A [`RingId`], or `NO_RING`; a bare `u32` keeps the stream at 40 bytes.
+    ring: u32,
+    anchored: bool,
+}
+
+impl Default for Stream {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Stream {
+    /// An empty, unanchored stream with no ring.
+    pub const fn new() -> Self {
+        Stream {
+            head: 0,
+            tail: 0,
+            lost: 0,
+            base: 0,
+            ring: NO_RING,
+            anchored: false,
+        }
+    }
+
+    /// Makes `seq0` offset 0: the TCP core calls it with ISN+1 on a SYN, or with the first data
+    /// segment's sequence number for a flow picked up midstream. An anchored stream ignores
+    /// later calls (a retransmitted SYN must not renumber held bytes).
+    pub fn anchor(&mut self, seq0: u32) {
+        if !self.anchored {
+            self.base = seq0;
+            self.anchored = true;
+        }
+    }
+
+    /// Whether offset 0 has been fixed.
+    #[inline]
+    pub fn is_anchored(&self) -> bool {
+        self.anchored
+    }
+
+    /// The offset of `seq`, unwrapped to the one nearest the tail (so it works across the
+    /// 2^32 wrap); `None` before offset 0 or when unanchored.
+    pub fn seq_to_offset(&self, seq: u32) -> Option<u64> {
+        if !self.anchored {
+            return None;
+        }
+        u64::try_from(self.signed_offset(seq)).ok()
+    }
+
+    /// The sequence number of the byte at `offset`.
+    #[inline]
+    pub fn offset_to_seq(&self, offset: u64) -> u32 {
+        // Truncation is the modulo-2^32 reduction sequence numbers use.
+        self.base.wrapping_add(offset as u32)
+    }
+
+    fn signed_offset(&self, seq: u32) -> i64 {
+        let rel = SeqNum(seq) - SeqNum(self.offset_to_seq(self.tail));
+        self.tail as i64 + i64::from(rel)
+    }
+
+    /// Oldest offset still in the ring (readers behind it were overrun).
+    #[inline]
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    /// One past the last in-order byte: the next byte expected.
+    #[inline]
+    pub fn tail(&self) -> u64 {
+        self.tail
+    }
+
+    /// Total bytes skipped as gaps.
+    #[inline]
+    pub fn lost(&self) -> u64 {
+        self.lost
+    }
+
+    /// Whether the stream holds a ring.
+    #[inline]
+    pub fn has_ring(&self) -> bool {
+        self.ring != NO_RING
+    }
+
+    #[inline]
+    fn ring_id(&self) -> Option<RingId> {
+        (self.ring != NO_RING).then_some(RingId(self.ring))
+    }
+
+    /// The out-of-order fragments as `(offset, len)`, sorted.
+    pub fn fragments<'p>(&self, pool: &'p RingPool) -> impl Iterator<Item = (u64, u32)> + 'p {
+        let frags: &[Fragment] = match self.ring_id() {
+            Some(id) => pool.meta(id).fragments(),
+            None => &[],
+        };
+        frags.iter().map(|f| (f.start, f.len))
+    }
+
+    /// The recent gaps, oldest first (at most [`MAX_GAPS`](super::ring_pool::MAX_GAPS); none
+    /// are remembered for a stream that never got a ring).
+    pub fn gaps<'p>(&self, pool: &'p RingPool) -> impl Iterator<Item = Gap> + 'p {
+        self.ring_id()
+            .into_iter()
+            .flat_map(move |id| pool.meta(id).gaps())
+    }
+
+    /// One past the highest byte received, in order or not: `tcp_buf_info`'s last byte
+    /// received is `offset_to_seq` of this.
+    pub fn recv_end(&self, pool: &RingPool) -> u64 {
+        self.fragments(pool)
+            .last()
+            .map_or(self.tail, |(s, l)| s + u64::from(l))
+    }
+
+    /// Bytes held in the ring, in order and out of order.
+    pub fn bytes_held(&self, pool: &RingPool) -> u64 {
+        let gaps: u64 = self
+            .gaps(pool)
+            .map(|g| {
+                g.end()
+                    .min(self.tail)
+                    .saturating_sub(g.offset.max(self.head))
+            })
+            .sum();
+        let frags: u64 = self.fragments(pool).map(|(_, l)| u64::from(l)).sum();
+        self.tail - self.head - gaps + frags
+    }
+
+    /// The oldest offset a reader can still get bytes or a gap record from: where a new
+    /// reader's pointer starts.
+    pub fn oldest_readable(&self, pool: &RingPool) -> u64 {
+        match self.ring_id() {
+            Some(id) => self.head.max(pool.meta(id).unknown_below().min(self.tail)),
+            None => self.head,
+        }
+    }
+
+    /// Stores one segment's payload: `data` at `seq`, of which the sender sent `wire_len`
+    /// bytes (more than `data.len()` when the snap length cut the frame).
+    ///
+    /// An unanchored stream anchors at `seq`. Snap-cut bytes that start at the tail become a
+    /// [`GapKind::Snap`] gap right away; when they lie beyond the tail they are left for
+    /// [`Stream::ack`] to skip as a [`GapKind::Missed`] gap.
+    pub fn insert(
+        &mut self,
+        pool: &mut RingPool,
+        seq: u32,
+        data: &[u8],
+        wire_len: u32,
+    ) -> InsertOutcome {
+        let mut out = InsertOutcome::default();
+        self.anchor(seq);
+        let wire_len = u64::from(wire_len).max(data.len() as u64);
+        let start = self.signed_offset(seq);
+        let wire_end = start + wire_len as i64;
+        if wire_end <= 0 {
+            out.rexmit = wire_len > 0;
+            return out;
+        }
+        let (s, data) = if start < 0 {
+            // Older than the first byte the stream tracks: ignored.
+            let cut = ((-start) as u64).min(data.len() as u64) as usize;
+            out.rexmit = cut > 0;
+            (0, &data[cut..])
+        } else {
+            (start as u64, data)
+        };
+        let e = s + data.len() as u64;
+        let wire_end = wire_end as u64;
+        let tail0 = self.tail;
+        let mut span = None;
+        if !data.is_empty() {
+            self.place(pool, s, data, &mut out, &mut span);
+        }
+        if wire_end > e && e <= self.tail && wire_end > self.tail {
+            if let Some(g) = self.skip_to(pool, wire_end, GapKind::Snap) {
+                out.lost_snap = g.len as u32;
+            }
+        }
+        let skipped = out.overflow.map_or(0, |g| g.len) + u64::from(out.lost_snap);
+        out.new_bytes = self.tail - tail0 - skipped;
+        out.conflict = span.map(|(lo, hi): (u64, u64)| (lo, (hi - lo) as u32));
+        out
+    }
+
+    /// Stores `data` (at offset `s`, `s >= 0`, non-empty); see [`Stream::insert`].
+    fn place(
+        &mut self,
+        pool: &mut RingPool,
+        s: u64,
+        data: &[u8],
+        out: &mut InsertOutcome,
+        span: &mut Option<(u64, u64)>,
+    ) {
+        let r = pool.ring_size() as u64;
+        let tail0 = self.tail;
+        let e = s + data.len() as u64;
+        if s < tail0 {
+            out.rexmit = true;
+            if let Some(id) = self.ring_id() {
+                let (ring, meta) = pool.ring(id);
+                let lo = s.max(self.head).max(meta.unknown_below());
+                compare_held(ring, meta, s, data, lo, e.min(tail0), span);
+            }
+            if e <= tail0 {
+                return;
+            }
+        }
+        let s_new = s.max(tail0);
+        let new_len = (e - s_new) as u32;
+        let id = match self.ring_id() {
+            Some(id) => id,
+            None => match pool.alloc() {
+                Some(id) => {
+                    self.ring = id.0;
+                    self.head = self.tail;
+                    id
+                }
+                None => {
+                    out.dropped_bytes += new_len;
+                    out.pool_empty = true;
+                    return;
+                }
+            },
+        };
+        let frags = pool.meta(id).fragments();
+        if s_new > tail0
+            && frags.len() == MAX_FRAGMENTS
+            && !frags.iter().any(|f| f.start <= e && f.end() >= s_new)
+        {
+            out.dropped_bytes += new_len;
+            return;
+        }
+        let (ring, meta) = pool.ring_mut(id);
+        if e > self.head + r {
+            let new_head = e - r;
+            if new_head > self.tail {
+                // The segment's own bytes below the new head were received, then overwritten
+                // (it is longer than the ring): an overrun, not a gap.
+                let gap_end = new_head.min(s_new);
+                if gap_end > self.tail {
+                    let gap = Gap {
+                        offset: self.tail,
+                        len: gap_end - self.tail,
+                        kind: GapKind::Overflow,
+                    };
+                    meta.push_gap(gap);
+                    self.lost += gap.len;
+                    out.overflow = Some(gap);
+                }
+                self.tail = new_head;
+                let mut k = 0;
+                while let Some(f) = meta.fragments().get(k).filter(|f| f.start <= self.tail) {
+                    self.tail = self.tail.max(f.end());
+                    k += 1;
+                }
+                meta.replace_fragments(0..k, None);
+            }
+            self.head = new_head;
+        }
+        // Below `head` now only if the segment is longer than the ring: its own later bytes
+        // overwrite those.
+        let mut o = s_new.max(self.head);
+        if o < self.tail {
+            // Bytes of fragments the overflow just joined to the tail.
+            let hi = e.min(self.tail);
+            out.rexmit = true;
+            compare_held(ring, meta, s, data, o, hi, span);
+            o = hi;
+        }
+        if o >= e {
+            return;
+        }
+        let frags = meta.fragments();
+        let first = frags.partition_point(|f| f.end() < o);
+        let mut last = first;
+        let (mut island_start, mut island_end, mut pos) = (o, e, o);
+        while let Some(f) = frags.get(last).filter(|f| f.start <= e) {
+            if pos < f.start {
+                write_ring(ring, pos, &data[(pos - s) as usize..(f.start - s) as usize]);
+            }
+            let (lo, hi) = (pos.max(f.start), e.min(f.end()));
+            if lo < hi {
+                out.rexmit = true;
+                compare_bytes(ring, lo, &data[(lo - s) as usize..(hi - s) as usize], span);
+            }
+            island_start = island_start.min(f.start);
+            island_end = island_end.max(f.end());
+            pos = pos.max(f.end());
+            last += 1;
+        }
+        if pos < e {
+            write_ring(ring, pos, &data[(pos - s) as usize..]);
+        }
+        if island_start <= self.tail {
+            meta.replace_fragments(first..last, None);
+            self.tail = island_end;
+        } else {
+            let island = Fragment {
+                start: island_start,
+                len: (island_end - island_start) as u32,
+            };
+            meta.replace_fragments(first..last, Some(island));
+        }
+    }
+
+    /// The receiver acknowledged everything before `ack_seq`. Bytes between the tail and the
+    /// ack that the capture never held are skipped: each hole is recorded as a
+    /// [`GapKind::Missed`] gap, fragments in between join the tail. Returns a summary: the
+    /// first hole's offset and the total bytes skipped.
+    ///
+    /// Ignored when the ack is at or behind the tail or more than [`ACK_SKIP_LIMIT`] ahead.
+    /// A stream without a ring takes one to record the gap; if the pool is empty, the bytes
+    /// are only counted in [`Stream::lost`] and a reader sees them as an overrun.
+    pub fn ack(&mut self, pool: &mut RingPool, ack_seq: u32) -> Option<Gap> {
+        if !self.anchored {
+            return None;
+        }
+        let rel = SeqNum(ack_seq) - SeqNum(self.offset_to_seq(self.tail));
+        if rel <= 0 || rel as u64 > ACK_SKIP_LIMIT {
+            return None;
+        }
+        self.skip_to(pool, self.tail + rel as u64, GapKind::Missed)
+    }
+
+    /// Moves the tail to at least `target`, recording the holes before it as gaps of `kind`.
+    fn skip_to(&mut self, pool: &mut RingPool, target: u64, kind: GapKind) -> Option<Gap> {
+        if target <= self.tail {
+            return None;
+        }
+        let first = self.tail;
+        let id = match self.ring_id().or_else(|| pool.alloc()) {
+            Some(id) => id,
+            None => {
+                let len = target - self.tail;
+                self.lost += len;
+                self.tail = target;
+                self.head = target;
+                return Some(Gap {
+                    offset: first,
+                    len,
+                    kind,
+                });
+            }
+        };
+        if !self.has_ring() {
+            self.ring = id.0;
+            self.head = self.tail;
+        }
+        let r = pool.ring_size() as u64;
+        let meta = pool.ring_mut(id).1;
+        let mut total = 0;
+        let mut k = 0;
+        loop {
+            let next = meta.fragments().get(k).copied();
+            let hole_end = match next {
+                Some(f) if f.start <= target => f.start,
+                _ => target,
+            };
+            if hole_end > self.tail {
+                let gap = Gap {
+                    offset: self.tail,
+                    len: hole_end - self.tail,
+                    kind,
+                };
+                meta.push_gap(gap);
+                total += gap.len;
+                self.tail = hole_end;
+            }
+            match next {
+                Some(f) if f.start <= target => {
+                    self.tail = f.end();
+                    k += 1;
+                }
+                _ => break,
+            }
+        }
+        meta.replace_fragments(0..k, None);
+        self.lost += total;
+        if self.tail > self.head + r {
+            self.head = self.tail - r;
+        }
+        (total > 0).then_some(Gap {
+            offset: first,
+            len: total,
+            kind,
+        })
+    }
+
+    /// The peek primitive: what a reader whose pointer is at `offset` gets next. `Data`
+    /// copies bytes from `[offset, min(tail, next gap))`, at most `buf.len()`.
+    ///
+    /// A gap whose record was evicted from the bounded list is reported as an `Overrun` that
+    /// covers it and the bytes before it: the ring can no longer tell them apart.
+    pub fn read(&self, pool: &RingPool, offset: u64, buf: &mut [u8]) -> ReadChunk {
+        if offset >= self.tail {
+            return ReadChunk::NoData;
+        }
+        let Some(id) = self.ring_id() else {
+            return ReadChunk::Overrun {
+                lost: self.head - offset,
+            };
+        };
+        let (ring, meta) = pool.ring(id);
+        let mut limit = self.tail;
+        for g in meta.gaps() {
+            if g.end() <= offset {
+                continue;
+            }
+            if g.offset <= offset {
+                return ReadChunk::Gap {
+                    offset,
+                    len: g.end() - offset,
+                };
+            }
+            limit = g.offset;
+            break;
+        }
+        let known = self.head.max(meta.unknown_below());
+        if offset < known {
+            return ReadChunk::Overrun {
+                lost: known.min(limit) - offset,
+            };
+        }
+        let n = buf.len().min((limit - offset) as usize);
+        read_ring(ring, offset, &mut buf[..n]);
+        ReadChunk::Data(n)
+    }
+
+    /// `ppeek`: copies held bytes at the absolute `offset`, in order or from a fragment, up to
+    /// the end of that run of held bytes; returns how many (0 if the byte at `offset` is not
+    /// held).
+    pub fn read_at(&self, pool: &RingPool, offset: u64, buf: &mut [u8]) -> usize {
+        let Some(id) = self.ring_id() else {
+            return 0;
+        };
+        let (ring, meta) = pool.ring(id);
+        let end = if offset < self.tail {
+            match in_order_extent(meta, self.head, self.tail, offset) {
+                Some(end) => end,
+                None => return 0,
+            }
+        } else {
+            match meta
+                .fragments()
+                .iter()
+                .find(|f| f.start <= offset && offset < f.end())
+            {
+                Some(f) => f.end(),
+                None => return 0,
+            }
+        };
+        let n = buf.len().min((end - offset) as usize);
+        read_ring(ring, offset, &mut buf[..n]);
+        n
+    }
+
+    /// Returns the ring to the pool (flow end). Counters and offsets stay; nothing is held.
+    pub fn release(&mut self, pool: &mut RingPool) {
+        if let Some(id) = self.ring_id() {
+            pool.free(id);
+            self.ring = NO_RING;
+        }
+        self.head = self.tail;
+    }
+}
+
+/// Where the run of readable in-order bytes containing `offset` ends, if `offset` is one.
+fn in_order_extent(meta: &RingMeta, head: u64, tail: u64, offset: u64) -> Option<u64> {
+    if offset < head.max(meta.unknown_below()) {
+        return None;
+    }
+    match meta.gaps().find(|g| g.end() > offset) {
+        Some(g) if g.offset <= offset => None,
+        Some(g) => Some(g.offset.min(tail)),
+        None => Some(tail),
+    }
+}
+
+/// The ring positions of offsets `[off, off + len)`, `len <= ring.len()`: one range, or two
+/// when it wraps.
+#[inline]
+fn ring_split(ring_len: usize, off: u64, len: usize) -> (usize, usize) {
+    let pos = (off & (ring_len as u64 - 1)) as usize;
+    (pos, len.min(ring_len - pos))
+}
+
+#[inline]
+fn write_ring(ring: &mut [u8], off: u64, data: &[u8]) {
+    let (pos, first) = ring_split(ring.len(), off, data.len());
+    ring[pos..pos + first].copy_from_slice(&data[..first]);
+    ring[..data.len() - first].copy_from_slice(&data[first..]);
+}
+
+#[inline]
+fn read_ring(ring: &[u8], off: u64, out: &mut [u8]) {
+    let (pos, first) = ring_split(ring.len(), off, out.len());
+    out[..first].copy_from_slice(&ring[pos..pos + first]);
+    let rest = out.len() - first;
+    out[first..].copy_from_slice(&ring[..rest]);
+}
+
+/// Compares `data` (the bytes at offsets `[off, off + data.len())`) with the ring, widening
+/// `span` to cover every differing byte.
+fn compare_bytes(ring: &[u8], off: u64, data: &[u8], span: &mut Option<(u64, u64)>) {
+    let (pos, first) = ring_split(ring.len(), off, data.len());
+    let pieces = [
+        (off, &ring[pos..pos + first], &data[..first]),
+        (
+            off + first as u64,
+            &ring[..data.len() - first],
+            &data[first..],
+        ),
+    ];
+    for (at, held, new) in pieces {
+        if held == new {
+            continue;
+        }
+        let diff = |i: usize| held[i] != new[i];
+        let lo = (0..held.len()).find(|&i| diff(i)).unwrap_or(0) as u64 + at;
+        let hi = (0..held.len()).rfind(|&i| diff(i)).unwrap_or(0) as u64 + at + 1;
+        *span = Some(match *span {
+            Some((a, b)) => (a.min(lo), b.max(hi)),
+            None => (lo, hi),
+        });
+    }
+}
+
+/// Compares the segment `data` (at offset `s`) with the in-order bytes over `[lo, hi)`,
+/// skipping recorded gaps, whose ring content is stale.
+fn compare_held(
+    ring: &[u8],
+    meta: &RingMeta,
+    s: u64,
+    data: &[u8],
+    lo: u64,
+    hi: u64,
+    span: &mut Option<(u64, u64)>,
+) {
+    let mut o = lo;
+    let slice = |a: u64, b: u64| &data[(a - s) as usize..(b - s) as usize];
+    for g in meta.gaps() {
+        if o >= hi || g.offset >= hi {
+            break;
+        }
+        if g.end() <= o {
+            continue;
+        }
+        if g.offset > o {
+            compare_bytes(ring, o, slice(o, g.offset), span);
+        }
+        o = o.max(g.end());
+    }
+    if o < hi {
+        compare_bytes(ring, o, slice(o, hi), span);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tcp::ring_pool::MAX_GAPS;
+
+    const ISN1: u32 = u32::MAX - 9; // offset 10 is sequence number 0: tests cross the wrap
+
+    fn setup(ring_size: usize, rings: usize) -> (RingPool, Stream) {
+        let pool = RingPool::new(ring_size, rings).unwrap();
+        let mut s = Stream::new();
+        s.anchor(ISN1);
+        (pool, s)
+    }
+
+    fn seq(off: u64) -> u32 {
+        ISN1.wrapping_add(off as u32)
+    }
+
+    fn ins(p: &mut RingPool, s: &mut Stream, off: u64, data: &[u8]) -> InsertOutcome {
+        s.insert(p, seq(off), data, data.len() as u32)
+    }
+
+    fn read_all(p: &RingPool, s: &Stream, from: u64) -> Vec<u8> {
+        let mut out = vec![0; (s.tail() - from) as usize];
+        let mut at = from;
+        while at < s.tail() {
+            match s.read(p, at, &mut out[(at - from) as usize..]) {
+                ReadChunk::Data(n) => at += n as u64,
+                other => panic!("unexpected {other:?} at {at}"),
+            }
+        }
+        out
+    }
+
+    fn frags(p: &RingPool, s: &Stream) -> Vec<(u64, u32)> {
+        s.fragments(p).collect()
+    }
+
+    #[test]
+    fn stream_is_small() {
+        // The per-side cost of an idle flow.
+        assert!(core::mem::size_of::<Stream>() <= 40);
+    }
+
+    #[test]
+    fn offsets_unwrap_across_the_sequence_wrap() {
+        let (mut p, mut s) = setup(1024, 1);
+        assert_eq!(s.seq_to_offset(ISN1), Some(0));
+        assert_eq!(s.seq_to_offset(0), Some(10));
+        assert_eq!(s.seq_to_offset(ISN1 - 1), None);
+        assert_eq!(s.offset_to_seq(10), 0);
+        // Past 2^32 bytes, offsets keep counting.
+        s.ack(&mut p, seq(1 << 29));
+        for _ in 0..8 {
+            let t = s.tail();
+            s.ack(&mut p, seq(t + (1 << 29)));
+        }
+        assert_eq!(s.tail(), 9 << 29);
+        assert_eq!(s.seq_to_offset(seq(9 << 29)), Some(9 << 29));
+        assert_eq!(s.seq_to_offset(seq((9 << 29) - 100)), Some((9 << 29) - 100));
+        assert_eq!(Stream::new().seq_to_offset(5), None);
+    }
+
+    #[test]
+    fn in_order_appends() {
+        let (mut p, mut s) = setup(1024, 1);
+        assert!(!s.has_ring());
+        let o = ins(&mut p, &mut s, 0, b"hello ");
+        assert_eq!(o.new_bytes, 6);
+        assert!(!o.rexmit && o.conflict.is_none());
+        assert!(s.has_ring());
+        let o = ins(&mut p, &mut s, 6, b"world");
+        assert_eq!(o.new_bytes, 5);
+        assert_eq!((s.head(), s.tail(), s.lost()), (0, 11, 0));
+        assert_eq!(read_all(&p, &s, 0), b"hello world");
+        assert_eq!(s.read(&p, 11, &mut [0; 4]), ReadChunk::NoData);
+        assert_eq!(s.bytes_held(&p), 11);
+    }
+
+    #[test]
+    fn unanchored_stream_anchors_at_first_segment() {
+        let mut p = RingPool::new(64, 1).unwrap();
+        let mut s = Stream::new();
+        assert_eq!(s.ack(&mut p, 1000), None);
+        let o = s.insert(&mut p, 5000, b"mid", 3);
+        assert!(s.is_anchored());
+        assert_eq!((o.new_bytes, s.tail()), (3, 3));
+        // Older data than the first seen is ignored.
+        let o = s.insert(&mut p, 4990, b"0123456789ab", 12);
+        assert!(o.rexmit);
+        assert_eq!(o.new_bytes, 0);
+        assert_eq!(o.conflict, Some((0, 2)));
+        assert_eq!(read_all(&p, &s, 0), b"mid");
+        let o = s.insert(&mut p, 4000, b"old", 3);
+        assert!(o.rexmit && o.new_bytes == 0);
+        s.anchor(1);
+        assert_eq!(s.seq_to_offset(5000), Some(0));
+    }
+
+    #[test]
+    fn out_of_order_fragments_merge() {
+        let (mut p, mut s) = setup(1024, 1);
+        assert_eq!(ins(&mut p, &mut s, 10, b"klm").new_bytes, 0);
+        assert_eq!(ins(&mut p, &mut s, 20, b"uv").new_bytes, 0);
+        assert_eq!(frags(&p, &s), [(10, 3), (20, 2)]);
+        assert_eq!(s.recv_end(&p), 22);
+        // Adjacent to the first fragment, on both sides.
+        ins(&mut p, &mut s, 13, b"nop");
+        ins(&mut p, &mut s, 8, b"ij");
+        assert_eq!(frags(&p, &s), [(8, 8), (20, 2)]);
+        // Bridging both.
+        ins(&mut p, &mut s, 15, b"pqrst");
+        assert_eq!(frags(&p, &s), [(8, 14)]);
+        let mut b = [0; 14];
+        assert_eq!(s.read_at(&p, 8, &mut b), 14);
+        assert_eq!(&b, b"ijklmnopqrstuv");
+        assert_eq!(s.read_at(&p, 7, &mut b), 0);
+        assert_eq!(s.bytes_held(&p), 14);
+        // The tail reaches the island and absorbs it.
+        let o = ins(&mut p, &mut s, 0, b"abcdefgh");
+        assert_eq!(o.new_bytes, 22);
+        assert!(frags(&p, &s).is_empty());
+        assert_eq!(read_all(&p, &s, 0), b"abcdefghijklmnopqrstuv");
+    }
+
+    #[test]
+    fn first_copy_wins_and_conflicts_are_reported() {
+        let (mut p, mut s) = setup(1024, 1);
+        ins(&mut p, &mut s, 0, b"abcdef");
+        ins(&mut p, &mut s, 10, b"klmn");
+        // Same bytes again: a retransmission, no conflict.
+        let o = ins(&mut p, &mut s, 2, b"cde");
+        assert!(o.rexmit && o.conflict.is_none() && o.new_bytes == 0);
+        // Different bytes over the in-order part, the hole and the fragment.
+        let o = ins(&mut p, &mut s, 4, b"EFghijkLm");
+        assert!(o.rexmit);
+        assert_eq!(o.conflict, Some((4, 8)));
+        assert_eq!(o.new_bytes, 8);
+        assert_eq!(read_all(&p, &s, 0), b"abcdefghijklmn");
+        // A segment wholly inside a fragment is a retransmission too.
+        ins(&mut p, &mut s, 20, b"uvwx");
+        let o = ins(&mut p, &mut s, 21, b"vw");
+        assert!(o.rexmit && o.conflict.is_none());
+    }
+
+    #[test]
+    fn ack_skips_holes_and_merges_fragments() {
+        let (mut p, mut s) = setup(1024, 1);
+        ins(&mut p, &mut s, 0, b"ab");
+        ins(&mut p, &mut s, 5, b"fg");
+        ins(&mut p, &mut s, 10, b"kl");
+        ins(&mut p, &mut s, 30, b"z");
+        assert_eq!(s.ack(&mut p, seq(1)), None);
+        assert_eq!(s.ack(&mut p, seq(2)), None);
+        let g = s.ack(&mut p, seq(14)).unwrap();
+        assert_eq!(
+            g,
+            Gap {
+                offset: 2,
+                len: 8,
+                kind: GapKind::Missed
+            }
+        );
+        assert_eq!((s.tail(), s.lost()), (14, 8));
+        assert_eq!(frags(&p, &s), [(30, 1)]);
+        let holes: Vec<_> = s.gaps(&p).map(|g| (g.offset, g.len)).collect();
+        assert_eq!(holes, [(2, 3), (7, 3), (12, 2)]);
+        // A reader walks data and gaps in turn.
+        let mut b = [0; 16];
+        assert_eq!(s.read(&p, 0, &mut b), ReadChunk::Data(2));
+        assert_eq!(s.read(&p, 2, &mut b), ReadChunk::Gap { offset: 2, len: 3 });
+        assert_eq!(s.read(&p, 5, &mut b), ReadChunk::Data(2));
+        assert_eq!(&b[..2], b"fg");
+        assert_eq!(s.read(&p, 3, &mut b), ReadChunk::Gap { offset: 3, len: 2 });
+        assert_eq!(
+            s.read(&p, 12, &mut b),
+            ReadChunk::Gap { offset: 12, len: 2 }
+        );
+        assert_eq!(s.read(&p, 14, &mut b), ReadChunk::NoData);
+        assert_eq!(s.read_at(&p, 3, &mut b), 0);
+        assert_eq!(s.read_at(&p, 10, &mut b), 2);
+        // An ack ending exactly where a fragment starts joins it.
+        assert_eq!(s.ack(&mut p, seq(30)).map(|g| g.len), Some(16));
+        assert_eq!(s.tail(), 31);
+        // A retransmission over a gap is not compared with the stale ring.
+        let o = ins(&mut p, &mut s, 2, b"XXX");
+        assert!(o.rexmit && o.conflict.is_none());
+    }
+
+    #[test]
+    fn implausible_acks_are_ignored() {
+        let (mut p, mut s) = setup(1024, 1);
+        ins(&mut p, &mut s, 0, b"abc");
+        assert_eq!(s.ack(&mut p, seq(3 + ACK_SKIP_LIMIT + 1)), None);
+        assert_eq!(s.ack(&mut p, ISN1.wrapping_sub(100)), None);
+        assert_eq!(s.tail(), 3);
+        assert!(s.ack(&mut p, seq(3 + ACK_SKIP_LIMIT)).is_some());
+        assert_eq!(s.lost(), ACK_SKIP_LIMIT);
+        assert_eq!(s.head(), s.tail() - 1024);
+    }
+
+    #[test]
+    fn ack_without_ring_takes_one_or_counts() {
+        let (mut p, mut s) = setup(64, 1);
+        let g = s.ack(&mut p, seq(10)).unwrap();
+        assert_eq!((g.offset, g.len), (0, 10));
+        assert!(s.has_ring());
+        assert_eq!(
+            s.read(&p, 0, &mut [0; 4]),
+            ReadChunk::Gap { offset: 0, len: 10 }
+        );
+        let mut other = Stream::new();
+        other.anchor(0);
+        assert!(other.ack(&mut p, 7).is_some());
+        assert!(!other.has_ring());
+        assert_eq!((other.head(), other.tail(), other.lost()), (7, 7, 7));
+        assert_eq!(
+            other.read(&p, 0, &mut [0; 4]),
+            ReadChunk::Overrun { lost: 7 }
+        );
+    }
+
+    #[test]
+    fn snap_length_loss() {
+        let (mut p, mut s) = setup(1024, 1);
+        // Cut at the tail: a gap right away.
+        let o = s.insert(&mut p, seq(0), b"abcd", 10);
+        assert_eq!((o.new_bytes, o.lost_snap), (4, 6));
+        assert_eq!((s.tail(), s.lost()), (10, 6));
+        let gaps: Vec<_> = s.gaps(&p).collect();
+        assert_eq!(
+            gaps,
+            [Gap {
+                offset: 4,
+                len: 6,
+                kind: GapKind::Snap
+            }]
+        );
+        // Cut beyond the tail: left for the ack.
+        let o = s.insert(&mut p, seq(20), b"uv", 8);
+        assert_eq!(o.lost_snap, 0);
+        assert_eq!(frags(&p, &s), [(20, 2)]);
+        // The cut part of a segment reaching the tail is a gap, around held fragments.
+        ins(&mut p, &mut s, 24, b"yz");
+        let o = s.insert(&mut p, seq(10), b"kl", 20);
+        assert_eq!((o.new_bytes, o.lost_snap), (6, 14));
+        assert_eq!((s.tail(), s.lost()), (30, 20));
+        assert!(frags(&p, &s).is_empty());
+        let mut b = [0; 8];
+        assert_eq!(s.read(&p, 20, &mut b), ReadChunk::Data(2));
+        assert_eq!(
+            s.read(&p, 22, &mut b),
+            ReadChunk::Gap { offset: 22, len: 2 }
+        );
+        // A frame cut to no payload at all.
+        let o = s.insert(&mut p, seq(30), &[], 5);
+        assert_eq!((o.lost_snap, s.tail()), (5, 35));
+    }
+
+    #[test]
+    fn overflow_overwrites_oldest() {
+        let (mut p, mut s) = setup(16, 1);
+        ins(&mut p, &mut s, 0, b"0123456789");
+        let o = ins(&mut p, &mut s, 10, b"abcdefghij");
+        assert_eq!(o.new_bytes, 10);
+        assert!(o.overflow.is_none());
+        assert_eq!((s.head(), s.tail()), (4, 20));
+        assert_eq!(s.read(&p, 0, &mut [0; 4]), ReadChunk::Overrun { lost: 4 });
+        assert_eq!(read_all(&p, &s, 4), b"456789abcdefghij");
+    }
+
+    #[test]
+    fn overflow_gap_when_head_passes_tail() {
+        let (mut p, mut s) = setup(16, 1);
+        ins(&mut p, &mut s, 0, b"abcd");
+        ins(&mut p, &mut s, 6, b"gh");
+        ins(&mut p, &mut s, 12, b"mnop");
+        // 22..26 needs head 10: the hole 4..10 (with the fragment 6..8) is lost, 10..12 too
+        // since nothing is there, and the fragment 12..16 joins the tail.
+        let o = ins(&mut p, &mut s, 22, b"wxyz");
+        assert_eq!(
+            o.overflow,
+            Some(Gap {
+                offset: 4,
+                len: 6,
+                kind: GapKind::Overflow
+            })
+        );
+        assert_eq!(o.new_bytes, 0);
+        assert_eq!((s.head(), s.tail(), s.lost()), (10, 10, 6));
+        assert_eq!(frags(&p, &s), [(12, 4), (22, 4)]);
+        let mut b = [0; 8];
+        assert_eq!(s.read(&p, 4, &mut b), ReadChunk::Gap { offset: 4, len: 6 });
+        assert_eq!(s.read(&p, 2, &mut b), ReadChunk::Overrun { lost: 2 });
+        let o = ins(&mut p, &mut s, 10, b"kl");
+        assert_eq!(o.new_bytes, 6);
+        assert_eq!(read_all(&p, &s, 10), b"klmnop");
+        // A segment longer than the ring keeps only its last ring-full of bytes.
+        let (mut p, mut s) = setup(16, 1);
+        let o = ins(&mut p, &mut s, 0, b"0123456789abcdefghij");
+        assert_eq!((s.head(), s.tail(), o.new_bytes), (4, 20, 20));
+        assert_eq!(read_all(&p, &s, 4), b"456789abcdefghij");
+    }
+
+    #[test]
+    fn pool_exhaustion_drops_bytes() {
+        let (mut p, mut a) = setup(64, 1);
+        let mut b = Stream::new();
+        b.anchor(0);
+        ins(&mut p, &mut a, 0, b"x");
+        let o = b.insert(&mut p, 0, b"hello", 5);
+        assert_eq!((o.dropped_bytes, o.pool_empty, o.new_bytes), (5, true, 0));
+        assert_eq!((b.tail(), b.lost()), (0, 0));
+        assert_eq!(b.read(&p, 0, &mut [0; 4]), ReadChunk::NoData);
+        // Freed at flow end, the ring goes to the other stream.
+        a.release(&mut p);
+        assert_eq!((a.tail(), a.head(), p.in_use()), (1, 1, 0));
+        a.release(&mut p);
+        let o = b.insert(&mut p, 0, b"hello", 5);
+        assert_eq!((o.dropped_bytes, o.new_bytes), (0, 5));
+    }
+
+    #[test]
+    fn fragment_cap_drops_new_islands() {
+        let (mut p, mut s) = setup(1024, 1);
+        for i in 0..MAX_FRAGMENTS as u64 {
+            assert_eq!(ins(&mut p, &mut s, 10 + 3 * i, b"x").dropped_bytes, 0);
+        }
+        let far = 10 + 3 * MAX_FRAGMENTS as u64;
+        let o = ins(&mut p, &mut s, far, b"yy");
+        assert_eq!(o.dropped_bytes, 2);
+        assert_eq!(frags(&p, &s).len(), MAX_FRAGMENTS);
+        // Growing an existing island is fine, and so is filling the tail.
+        assert_eq!(ins(&mut p, &mut s, 11, b"x").dropped_bytes, 0);
+        assert_eq!(ins(&mut p, &mut s, 0, b"0123456789").new_bytes, 12);
+        assert_eq!(frags(&p, &s).len(), MAX_FRAGMENTS - 1);
+        assert_eq!(ins(&mut p, &mut s, far, b"yy").dropped_bytes, 0);
+    }
+
+    #[test]
+    fn read_across_the_ring_wrap() {
+        let (mut p, mut s) = setup(16, 1);
+        ins(&mut p, &mut s, 0, b"0123456789abc");
+        ins(&mut p, &mut s, 13, b"defghijk");
+        assert_eq!(s.head(), 5);
+        let mut b = [0; 16];
+        assert_eq!(s.read(&p, 10, &mut b), ReadChunk::Data(11));
+        assert_eq!(&b[..11], b"abcdefghijk");
+        assert_eq!(s.read(&p, 10, &mut b[..4]), ReadChunk::Data(4));
+        assert_eq!(&b[..4], b"abcd");
+        // A fragment that wraps, read by ppeek.
+        ins(&mut p, &mut s, 23, b"nop");
+        assert_eq!(s.read_at(&p, 23, &mut b), 3);
+        assert_eq!(&b[..3], b"nop");
+        assert_eq!(s.head(), 10);
+        assert_eq!(s.read_at(&p, 11, &mut b), 10);
+        assert_eq!(&b[..10], b"bcdefghijk");
+        assert_eq!(s.read_at(&p, 6, &mut b), 0);
+    }
+
+    #[test]
+    fn evicted_gap_records_read_as_overrun() {
+        let (mut p, mut s) = setup(1024, 1);
+        for i in 0..=MAX_GAPS as u64 {
+            ins(&mut p, &mut s, 2 * i, b"d");
+            s.ack(&mut p, seq(2 * i + 2));
+        }
+        assert_eq!(s.gaps(&p).count(), MAX_GAPS);
+        assert_eq!(s.oldest_readable(&p), 2);
+        let mut b = [0; 4];
+        assert_eq!(s.read(&p, 0, &mut b), ReadChunk::Overrun { lost: 2 });
+        assert_eq!(s.read(&p, 2, &mut b), ReadChunk::Data(1));
+        assert_eq!(s.read(&p, 3, &mut b), ReadChunk::Gap { offset: 3, len: 1 });
+        assert_eq!(s.read_at(&p, 0, &mut b), 0);
+    }
+}
