@@ -100,7 +100,7 @@ fn run(args: Args) -> Result<ExitCode> {
         ..TrackerConfig::default()
     };
     let mut capture = FileCapture::open(&args.pcap)?;
-    let mut tracker = Tracker::new(cfg);
+    let mut tracker = Tracker::new(cfg).context("cannot lay out the ring pool")?;
     let mut dump = match &args.dump {
         Some(dir) => Some(StreamDump::create(dir)?),
         None => None,

@@ -15,10 +15,9 @@ use crate::parse::flags::{ACK, FIN, RST, SYN};
 use crate::parse::TcpSegment;
 use crate::tcp::conn::{Conn, Stack};
 use crate::tcp::reassembly::InsertOutcome;
-use crate::tcp::ring_pool::RingPool;
+use crate::tcp::ring_pool::{PoolError, RingPool};
 use crate::tcp::state::{self, SegmentFacts};
 use shm_layout::{EventMask, Hook, Side, TcpState};
-use std::net::IpAddr;
 
 /// Tracker settings.
 #[derive(Clone, Debug)]
@@ -120,13 +119,20 @@ impl PacketCtx {
 }
 
 impl Tracker {
-    /// A tracker with these settings.
-    pub fn new(cfg: TrackerConfig) -> Self {
-        let pool = RingPool::new(cfg.ring_size, cfg.max_rings);
+    /// A tracker with these settings; fails when the ring pool cannot be laid out.
+    pub fn new(cfg: TrackerConfig) -> Result<Self, PoolError> {
+        let pool = RingPool::new(cfg.ring_size, cfg.max_rings)?;
         // Two slots beyond the limit: one for a connection ended this call and not yet
         // reclaimed, one for its successor on the same tuple.
         let table = FlowTable::new(cfg.max_flows + 2);
-        Tracker { cfg, table, pool, reclaim: Vec::new(), serial: 0, stats: TrackerStats::default() }
+        Ok(Tracker {
+            cfg,
+            table,
+            pool,
+            reclaim: Vec::new(),
+            serial: 0,
+            stats: TrackerStats::default(),
+        })
     }
 
     /// The settings.
@@ -319,7 +325,6 @@ impl Tracker {
             last_ns: ctx.ts_ns,
             ended: false,
             serial: self.serial,
-            // Filled below.
         };
         self.serial += 1;
         if guessed {
@@ -406,7 +411,6 @@ impl Tracker {
                 gap = own.ack(&mut self.pool, ack);
             }
         }
-        let snd_tail = conn.stack(snd).recv.tail();
 
         if !syn || seg.flags & ACK == 0 {
             // mOS raises CONN_START for the client when it enters SYN_SENT.
@@ -422,7 +426,7 @@ impl Tracker {
             self.stats.gap_bytes += g.len;
             let kind = EventKind::Error { kind: ErrorKind::Gap, offset: g.offset, len: g.len };
             self.emit(slot, Some(snd), Hook::Snd, kind, ctx, out);
-            self.emit_data(slot, snd, snd_tail, ctx, out);
+            self.emit(slot, Some(snd), Hook::Null, EventKind::ConnNewData, ctx, out);
         }
 
         // --- Receiver side: the payload lands in the receiver's stream, then its state moves.
@@ -434,7 +438,6 @@ impl Tracker {
                 outcome = recv.insert(&mut self.pool, data_seq, seg.payload, seg.payload_len);
             }
         }
-        let rcv_tail = conn.stack(rcv).recv.tail();
         let acks_fin = seg.flags & ACK != 0
             && conn.stack(rcv).fin_seq.is_some_and(|fin| seq_after(seg.ack, fin));
         let old = conn.stack(rcv).state;
@@ -450,7 +453,7 @@ impl Tracker {
         }
         self.report_insert(slot, rcv, &outcome, ctx, out);
         if outcome.new_bytes > 0 || outcome.lost_snap > 0 || outcome.overflow.is_some() {
-            self.emit_data(slot, rcv, rcv_tail, ctx, out);
+            self.emit(slot, Some(rcv), Hook::Null, EventKind::ConnNewData, ctx, out);
         }
 
         // --- The connection ends once both stacks are done, or on a reset.
@@ -520,9 +523,6 @@ impl Tracker {
         }
     }
 
-    fn emit_data(&mut self, slot: u32, side: Side, _tail: u64, ctx: &PacketCtx, out: &mut Vec<Event>) {
-        self.emit(slot, Some(side), Hook::Null, EventKind::ConnNewData, ctx, out);
-    }
 
     fn orphan(&mut self, ctx: &PacketCtx, out: &mut Vec<Event>) {
         if self.cfg.events.contains(EventMask::ORPHAN) {
@@ -576,7 +576,7 @@ impl Tracker {
     }
 }
 
-/// Whether `a` is at or after `b` in sequence space... strictly: `a - b` in `(0, 2^31)`.
+/// Whether `a` comes after `b` in sequence space (`a - b` in `(0, 2^31)`).
 fn seq_after(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
 }
@@ -588,9 +588,4 @@ fn server_port_guess(sport: u16, dport: u16) -> bool {
         (false, true) => false,
         _ => sport < dport,
     }
-}
-
-/// Why an address pair can be shown with [`Endpoint`]'s display.
-pub fn addr_is_v6(a: &IpAddr) -> bool {
-    a.is_ipv6()
 }
