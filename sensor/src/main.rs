@@ -49,7 +49,7 @@ struct Args {
     max_flows: usize,
 
     /// A connection idle this many seconds (capture time) ends with a timeout.
-    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     idle_timeout: u64,
 
     /// Do not track connections whose handshake was not captured (their packets become

@@ -26,8 +26,9 @@ pub struct TrackerConfig {
     pub max_flows: usize,
     /// A connection with no packet for this long ends with `TIMEOUT`, ns.
     pub idle_timeout_ns: u64,
-    /// How long an ended connection keeps absorbing late packets (retransmitted FINs, the last
-    /// ACK) before its tuple is forgotten, ns.
+    /// How long a closed connection (FIN handshake done, or reset) lingers, still taking late
+    /// segments (the last ACK, retransmitted FINs, data sent after a reset), before its
+    /// `CONN_END`, ns. Each late segment starts the wait again.
     pub linger_ns: u64,
     /// Size of each side's receive ring, bytes (a power of two).
     pub ring_size: usize,
@@ -43,7 +44,7 @@ impl Default for TrackerConfig {
     fn default() -> Self {
         TrackerConfig {
             max_flows: 1 << 20,
-            idle_timeout_ns: 120 * 1_000_000_000,
+            idle_timeout_ns: 3600 * 1_000_000_000,
             linger_ns: 5 * 1_000_000_000,
             ring_size: 256 * 1024,
             max_rings: 16 * 1024,
@@ -70,7 +71,8 @@ pub struct TrackerStats {
     pub conns_evicted: u64,
     /// Connections open when the input ended.
     pub conns_open_at_end: u64,
-    /// Segments that arrived after their connection ended (absorbed, payload not stored).
+    /// Segments that arrived after their connection closed (FIN handshake done or reset),
+    /// while it lingered; their payload is still stored.
     pub late_segments: u64,
     /// Segments that belong to no connection and started none (a lone RST, or midstream
     /// tracking off).
@@ -185,27 +187,23 @@ impl Tracker {
                 let c = self.table.get(slot).expect("live slot holds a connection");
                 let sender = c.side_of_sender(src);
                 let restart = pure_syn
-                    && (c.ended
-                        || state::is_done(c.stack(sender).state)
+                    && (state::is_done(c.stack(sender).state)
                         || (sender == Side::Svr && !c.guessed)
                         || (c.stack(sender).isn.is_some_and(|isn| isn != seg.seq)
                             && (c.stack(Side::Svr).recv.tail() > 0
                                 || c.stack(Side::Cli).recv.tail() > 0)));
                 if restart {
-                    if !c.ended {
-                        self.end_conn(slot, EndReason::Reused, &ctx, out);
-                    }
+                    self.end_conn(slot, EndReason::Reused, &ctx, out);
                     self.table.detach(slot);
                     self.reclaim.push(slot);
                     match self.create(key, src, dst, seg, &ctx, out) {
                         Some(slot) => slot,
                         None => return,
                     }
-                } else if c.ended {
-                    self.stats.late_segments += 1;
-                    self.table.touch(slot, ts_ns);
-                    return;
                 } else {
+                    if c.closed.is_some() {
+                        self.stats.late_segments += 1;
+                    }
                     slot
                 }
             }
@@ -243,11 +241,11 @@ impl Tracker {
         self.reclaim_ended();
         let ctx = PacketCtx::tick(now_ns);
         for slot in self.table.live_slots() {
-            let ended = self.table.get(slot).is_some_and(|c| c.ended);
-            if !ended {
+            let closed = self.table.get(slot).and_then(|c| c.closed);
+            if closed.is_none() {
                 self.stats.conns_open_at_end += 1;
-                self.end_conn(slot, EndReason::EndOfInput, &ctx, out);
             }
+            self.end_conn(slot, closed.unwrap_or(EndReason::EndOfInput), &ctx, out);
             self.table.detach(slot);
             self.reclaim.push(slot);
         }
@@ -267,18 +265,21 @@ impl Tracker {
     /// Ends connections idle past the timeout, and forgets ended ones past their linger time.
     fn expire(&mut self, now_ns: u64, out: &mut Vec<Event>) {
         while let Some((slot, last)) = self.table.oldest() {
-            let ended = self.table.get(slot).is_some_and(|c| c.ended);
-            let limit = if ended { self.cfg.linger_ns } else { self.cfg.idle_timeout_ns };
+            let closed = self.table.get(slot).and_then(|c| c.closed);
+            let limit = if closed.is_some() { self.cfg.linger_ns } else { self.cfg.idle_timeout_ns };
             if now_ns.saturating_sub(last) < limit {
                 break;
             }
-            if !ended {
-                self.stats.conns_timed_out += 1;
-                let ctx = PacketCtx::tick(now_ns);
-                for side in [Side::Cli, Side::Svr] {
-                    self.emit(slot, Some(side), Hook::Null, EventKind::Timeout, &ctx, out);
+            let ctx = PacketCtx::tick(now_ns);
+            match closed {
+                Some(reason) => self.end_conn(slot, reason, &ctx, out),
+                None => {
+                    self.stats.conns_timed_out += 1;
+                    for side in [Side::Cli, Side::Svr] {
+                        self.emit(slot, Some(side), Hook::Null, EventKind::Timeout, &ctx, out);
+                    }
+                    self.end_conn(slot, EndReason::Timeout, &ctx, out);
                 }
-                self.end_conn(slot, EndReason::Timeout, &ctx, out);
             }
             self.table.detach(slot);
             self.reclaim.push(slot);
@@ -299,10 +300,13 @@ impl Tracker {
     ) -> Option<u32> {
         if self.table.live() >= self.cfg.max_flows {
             if let Some((victim, _)) = self.table.oldest() {
-                let ended = self.table.get(victim).is_some_and(|c| c.ended);
-                if !ended {
-                    self.stats.conns_evicted += 1;
-                    self.end_conn(victim, EndReason::Evicted, ctx, out);
+                match self.table.get(victim).and_then(|c| c.closed) {
+                    // A closed connection only lingered: it ends as what it was.
+                    Some(reason) => self.end_conn(victim, reason, ctx, out),
+                    None => {
+                        self.stats.conns_evicted += 1;
+                        self.end_conn(victim, EndReason::Evicted, ctx, out);
+                    }
                 }
                 self.table.detach(victim);
                 self.reclaim.push(victim);
@@ -323,6 +327,7 @@ impl Tracker {
             guessed,
             start_ns: ctx.ts_ns,
             last_ns: ctx.ts_ns,
+            closed: None,
             ended: false,
             serial: self.serial,
         };
@@ -456,14 +461,18 @@ impl Tracker {
             self.emit(slot, Some(rcv), Hook::Null, EventKind::ConnNewData, ctx, out);
         }
 
-        // --- The connection ends once both stacks are done, or on a reset.
-        let conn = self.table.get(slot).expect("live slot");
-        if seg.flags & RST != 0 {
-            self.stats.conns_closed += 1;
-            self.end_conn(slot, EndReason::Reset, ctx, out);
-        } else if state::is_done(conn.stacks[0].state) && state::is_done(conn.stacks[1].state) {
-            self.stats.conns_closed += 1;
-            self.end_conn(slot, EndReason::Closed, ctx, out);
+        // --- The connection is closed once both stacks are done, or on a reset; it ends
+        // (CONN_END) after lingering, so late segments still count.
+        let conn = self.table.get_mut(slot).expect("live slot");
+        if conn.closed.is_none() {
+            if seg.flags & RST != 0 {
+                conn.closed = Some(EndReason::Reset);
+                self.stats.conns_closed += 1;
+            } else if state::is_done(conn.stacks[0].state) && state::is_done(conn.stacks[1].state)
+            {
+                conn.closed = Some(EndReason::Closed);
+                self.stats.conns_closed += 1;
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! One tracked connection: both endpoints' emulated stacks and receive streams.
 
 use super::reassembly::Stream;
+use crate::event::EndReason;
 use crate::flow::Endpoint;
 use shm_layout::{Side, TcpState};
 
@@ -32,7 +33,11 @@ pub struct Conn {
     pub start_ns: u64,
     /// Time of the latest packet, ns.
     pub last_ns: u64,
-    /// The connection has ended (a `CONN_END` was raised); late packets are absorbed.
+    /// Both stacks are done (FIN handshake or reset) and why: the connection lingers, still
+    /// taking late segments (retransmitted FINs, data sent after a reset), until it has been
+    /// quiet for the linger time; then `CONN_END` is raised.
+    pub closed: Option<EndReason>,
+    /// `CONN_END` has been raised.
     pub ended: bool,
     /// Sequence in creation order within the tracker (ties in start time sort by it).
     pub serial: u64,
