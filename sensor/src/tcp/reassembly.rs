@@ -1014,3 +1014,380 @@ mod tests {
         assert_eq!(s.read_at(&p, 0, &mut b), 0);
     }
 }
+
+/// The stream against an obviously-correct model: a byte map of what each offset holds (first
+/// write wins) and a flag for skipped offsets, with the tail, head and lost count recomputed
+/// byte by byte.
+#[cfg(test)]
+mod model_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    struct Model {
+        ring: u64,
+        data: Vec<Option<u8>>,
+        gap: Vec<bool>,
+        head: u64,
+        tail: u64,
+        lost: u64,
+    }
+
+    impl Model {
+        fn new(ring: u64) -> Self {
+            Model {
+                ring,
+                data: Vec::new(),
+                gap: Vec::new(),
+                head: 0,
+                tail: 0,
+                lost: 0,
+            }
+        }
+
+        fn grow(&mut self, end: u64) {
+            let end = end as usize + 1;
+            if self.data.len() < end {
+                self.data.resize(end, None);
+                self.gap.resize(end, false);
+            }
+        }
+
+        fn held(&self, o: u64) -> bool {
+            self.data.get(o as usize).is_some_and(|b| b.is_some())
+        }
+
+        fn advance_tail(&mut self) {
+            while self.held(self.tail) {
+                self.tail += 1;
+            }
+        }
+
+        fn islands(&self) -> Vec<(u64, u32)> {
+            let mut out: Vec<(u64, u32)> = Vec::new();
+            for o in self.tail..self.data.len() as u64 {
+                if !self.held(o) {
+                    continue;
+                }
+                match out.last_mut() {
+                    Some((s, l)) if *s + u64::from(*l) == o => *l += 1,
+                    _ => out.push((o, 1)),
+                }
+            }
+            out
+        }
+
+        fn skip_to(&mut self, target: u64) -> u64 {
+            self.grow(target);
+            let mut holes = 0;
+            for o in self.tail..target.max(self.tail) {
+                if !self.held(o) {
+                    self.gap[o as usize] = true;
+                    holes += 1;
+                }
+            }
+            self.lost += holes;
+            self.tail = self.tail.max(target);
+            self.advance_tail();
+            self.head = self.head.max(self.tail.saturating_sub(self.ring));
+            holes
+        }
+
+        /// Returns the conflict span and the bytes dropped by the fragment cap;
+        /// `comparable_from` is where the stream can still compare in-order bytes (its head,
+        /// or past evicted gap records).
+        fn insert(
+            &mut self,
+            start: i64,
+            bytes: &[u8],
+            wire: u64,
+            comparable_from: u64,
+        ) -> (Option<(u64, u32)>, u32) {
+            let wire_end = start + wire as i64;
+            if wire_end <= 0 {
+                return (None, 0);
+            }
+            let cut = (-start).clamp(0, bytes.len() as i64) as usize;
+            let mut dropped = 0;
+            let (s, bytes) = (start.max(0) as u64, &bytes[cut..]);
+            let e = s + bytes.len() as u64;
+            self.grow(wire_end as u64);
+            let mut diffs = Vec::new();
+            let tail0 = self.tail;
+            for o in s.max(comparable_from)..e.min(tail0) {
+                let b = bytes[(o - s) as usize];
+                if !self.gap[o as usize] && self.data[o as usize] != Some(b) {
+                    diffs.push(o);
+                }
+            }
+            let s_new = s.max(tail0);
+            let touches = (s_new.saturating_sub(1)..=e).any(|o| o > tail0 && self.held(o));
+            let capped = s_new > tail0 && !touches && self.islands().len() == MAX_FRAGMENTS;
+            if capped {
+                dropped = e - s_new;
+            }
+            if e > tail0 && !capped && !bytes.is_empty() {
+                if e > self.head + self.ring {
+                    let nh = e - self.ring;
+                    if nh > self.tail {
+                        for o in self.tail..nh.min(s_new) {
+                            self.data[o as usize] = None;
+                            self.gap[o as usize] = true;
+                            self.lost += 1;
+                        }
+                        self.tail = nh;
+                        self.advance_tail();
+                    }
+                    self.head = nh;
+                }
+                for o in s_new.max(self.head)..e {
+                    let b = bytes[(o - s) as usize];
+                    let i = o as usize;
+                    if o < self.tail && self.gap[i] {
+                        continue;
+                    }
+                    match self.data[i] {
+                        Some(held) if held != b => diffs.push(o),
+                        Some(_) => {}
+                        None => self.data[i] = Some(b),
+                    }
+                }
+                self.advance_tail();
+            }
+            let we = wire_end as u64;
+            if we > e && e <= self.tail && we > self.tail {
+                self.skip_to(we);
+            }
+            let conflict = diffs.iter().min().map(|&lo| {
+                let hi = diffs.iter().max().unwrap() + 1;
+                (lo, (hi - lo) as u32)
+            });
+            (conflict, dropped as u32)
+        }
+    }
+
+    /// xorshift64*: the scenario comes from one seed so that proptest can shrink the sizes.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n.max(1)
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Event {
+        Segment { off: i64, bytes: Vec<u8>, wire: u32 },
+        Ack { seq_off: i64 },
+        GarbageAck { seq_off: i64 },
+    }
+
+    fn scenario(seed: u64, len: usize, max_seg: usize) -> Vec<Event> {
+        let mut rng = Rng(seed | 1);
+        let truth: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let byte_at = |rng: &mut Rng, o: i64, mutate: bool| -> u8 {
+            if o < 0 || o as usize >= len || mutate && rng.below(3) == 0 {
+                rng.next() as u8
+            } else {
+                truth[o as usize]
+            }
+        };
+        let mut events = Vec::new();
+        let mut o = 0usize;
+        while o < len {
+            let n = (1 + rng.below(max_seg as u64) as usize).min(len - o);
+            let p = rng.below(100);
+            if p >= 8 {
+                let bytes = truth[o..o + n].to_vec();
+                let captured = if rng.below(20) == 0 {
+                    rng.below(n as u64) as usize
+                } else {
+                    n
+                };
+                events.push(Event::Segment {
+                    off: o as i64,
+                    bytes: bytes[..captured].to_vec(),
+                    wire: n as u32,
+                });
+            }
+            if p >= 80 {
+                // An overlapping duplicate, sometimes with different bytes or before offset 0.
+                let off = o as i64 + rng.below(2 * max_seg as u64) as i64 - max_seg as i64;
+                let n2 = 1 + rng.below(max_seg as u64) as i64;
+                let mutate = rng.below(2) == 0;
+                let bytes = (off..off + n2)
+                    .map(|x| byte_at(&mut rng, x, mutate))
+                    .collect();
+                events.push(Event::Segment {
+                    off,
+                    bytes,
+                    wire: n2 as u32,
+                });
+            }
+            o += n;
+        }
+        if rng.below(4) == 0 {
+            // Every other segment of a block first: many islands at once, past the cap.
+            let block = 2 + rng.below(96) as usize;
+            events = events
+                .chunks(block)
+                .flat_map(|c| {
+                    let (even, odd): (Vec<_>, Vec<_>) = (0..c.len()).partition(|i| i % 2 == 0);
+                    even.into_iter()
+                        .chain(odd)
+                        .map(|i| &c[i])
+                        .collect::<Vec<_>>()
+                })
+                .map(Event::clone)
+                .collect();
+        } else {
+            let window = 1 + rng.below(8) as usize;
+            for i in 0..events.len() {
+                let j = (i + rng.below(window as u64) as usize).min(events.len() - 1);
+                events.swap(i, j);
+            }
+        }
+        let mut out = Vec::new();
+        let mut sent_end = 0i64;
+        // In tenths; sometimes none but the last, so that islands pile up.
+        let ack_rate = rng.below(3);
+        for ev in events {
+            if let Event::Segment { off, wire, .. } = &ev {
+                sent_end = sent_end.max(off + i64::from(*wire));
+            }
+            out.push(ev);
+            match rng.below(10) {
+                r if r < ack_rate => out.push(Event::Ack {
+                    seq_off: sent_end - rng.below(2 * max_seg as u64) as i64,
+                }),
+                // Far ahead of anything sent, or behind offset 0.
+                9 if rng.below(4) == 0 => {
+                    let far = rng.below(1 << 30) as i64;
+                    let seq_off = if rng.below(2) == 0 {
+                        sent_end + ACK_SKIP_LIMIT as i64 + 1 + far
+                    } else {
+                        -1 - far
+                    };
+                    out.push(Event::GarbageAck { seq_off });
+                }
+                _ => {}
+            }
+        }
+        out.push(Event::Ack {
+            seq_off: len as i64,
+        });
+        out
+    }
+
+    fn check(m: &Model, s: &Stream, p: &RingPool, reader: &mut u64, step: usize) {
+        assert_eq!(s.tail(), m.tail, "tail at step {step}");
+        assert_eq!(s.head(), m.head, "head at step {step}");
+        assert_eq!(s.lost(), m.lost, "lost at step {step}");
+        let islands = m.islands();
+        assert_eq!(
+            s.fragments(p).collect::<Vec<_>>(),
+            islands,
+            "fragments at step {step}"
+        );
+        assert_eq!(
+            s.recv_end(p),
+            islands.last().map_or(m.tail, |&(o, l)| o + u64::from(l))
+        );
+        let mut buf = [0u8; 300];
+        for &(o, l) in &islands {
+            let n = s.read_at(p, o, &mut buf);
+            assert_eq!(n, (l as usize).min(buf.len()));
+            for (i, &b) in buf[..n].iter().enumerate() {
+                assert_eq!(
+                    Some(b),
+                    m.data[o as usize + i],
+                    "fragment byte {}",
+                    o as usize + i
+                );
+            }
+        }
+        // A peek reader that keeps its pointer between steps, as an analyzer does.
+        let len = 1 + step % buf.len();
+        loop {
+            match s.read(p, *reader, &mut buf[..len]) {
+                ReadChunk::NoData => break,
+                ReadChunk::Data(n) => {
+                    assert!(n > 0 && *reader >= m.head);
+                    for (i, &b) in buf[..n].iter().enumerate() {
+                        let o = *reader as usize + i;
+                        assert!(!m.gap[o], "data read from a gap at {o}");
+                        assert_eq!(Some(b), m.data[o], "byte {o} at step {step}");
+                    }
+                    *reader += n as u64;
+                }
+                ReadChunk::Gap { offset, len } => {
+                    assert_eq!(offset, *reader);
+                    assert!((offset..offset + len).all(|o| m.gap[o as usize]));
+                    *reader += len;
+                }
+                ReadChunk::Overrun { lost } => {
+                    assert!(lost > 0 && *reader + lost <= m.tail);
+                    *reader += lost;
+                }
+            }
+        }
+        assert_eq!(*reader, m.tail);
+    }
+
+    fn run(isn: u32, ring: usize, events: &[Event]) {
+        let mut pool = RingPool::new(ring, 1).unwrap();
+        let mut s = Stream::new();
+        s.anchor(isn);
+        let mut m = Model::new(ring as u64);
+        let mut reader = 0;
+        let seq_of = |off: i64| isn.wrapping_add(off as u32);
+        for (step, ev) in events.iter().enumerate() {
+            match ev {
+                Event::Segment { off, bytes, wire } => {
+                    let from = s.oldest_readable(&pool);
+                    assert!(from >= m.head);
+                    let (conflict, dropped) = m.insert(*off, bytes, u64::from(*wire), from);
+                    let got = s.insert(&mut pool, seq_of(*off), bytes, *wire);
+                    assert_eq!(got.conflict, conflict, "conflict at step {step}");
+                    assert_eq!(got.dropped_bytes, dropped, "dropped at step {step}");
+                }
+                Event::Ack { seq_off } => {
+                    let lost0 = m.lost;
+                    if *seq_off > m.tail as i64 {
+                        m.skip_to(*seq_off as u64);
+                    }
+                    let g = s.ack(&mut pool, seq_of(*seq_off));
+                    assert_eq!(g.map_or(0, |g| g.len), m.lost - lost0);
+                }
+                Event::GarbageAck { seq_off } => {
+                    assert_eq!(s.ack(&mut pool, seq_of(*seq_off)), None);
+                }
+            }
+            check(&m, &s, &pool, &mut reader, step);
+        }
+    }
+
+    fn isn() -> impl Strategy<Value = u32> {
+        prop_oneof![any::<u32>(), (u32::MAX - 8192)..=u32::MAX]
+    }
+
+    proptest! {
+        // The default config: 256 cases, or PROPTEST_CASES.
+        #[test]
+        fn stream_matches_model(
+            seed in any::<u64>(),
+            len in 1usize..4096,
+            max_seg in 8usize..400,
+            ring in prop_oneof![Just(1usize << 10), Just(1 << 12), Just(1 << 16)],
+            isn in isn(),
+        ) {
+            run(isn, ring, &scenario(seed, len, max_seg));
+        }
+    }
+}
