@@ -457,7 +457,11 @@ impl Tracker {
             self.emit(slot, Some(rcv), Hook::Rcv, EventKind::StateChange { old, new }, ctx, out);
         }
         self.report_insert(slot, rcv, &outcome, ctx, out);
-        if outcome.new_bytes > 0 || outcome.lost_snap > 0 || outcome.overflow.is_some() {
+        if outcome.new_bytes > 0
+            || outcome.lost_snap > 0
+            || outcome.overflow.is_some()
+            || outcome.gap.is_some()
+        {
             self.emit(slot, Some(rcv), Hook::Null, EventKind::ConnNewData, ctx, out);
         }
 
@@ -497,6 +501,11 @@ impl Tracker {
         if let Some(g) = o.overflow {
             self.stats.overflow_bytes += g.len;
             let kind = EventKind::Error { kind: ErrorKind::Overflow, offset: g.offset, len: g.len };
+            self.emit(slot, Some(rcv), Hook::Rcv, kind, ctx, out);
+        }
+        if let Some(g) = o.gap {
+            self.stats.gap_bytes += g.len;
+            let kind = EventKind::Error { kind: ErrorKind::Gap, offset: g.offset, len: g.len };
             self.emit(slot, Some(rcv), Hook::Rcv, kind, ctx, out);
         }
         if o.dropped_bytes > 0 {
