@@ -136,4 +136,7 @@ pub struct Event {
 }
 
 /// The flow handle that orphan events carry.
-pub const NO_FLOW: FlowHandle = FlowHandle { slot: u32::MAX, generation: 0 };
+pub const NO_FLOW: FlowHandle = FlowHandle {
+    slot: u32::MAX,
+    generation: 0,
+};

@@ -12,9 +12,9 @@
 #![deny(unsafe_code)]
 
 pub mod capture;
+pub mod event;
 pub mod flow;
 pub mod output;
-pub mod event;
 pub mod parse;
 pub mod replay;
 pub mod tcp;

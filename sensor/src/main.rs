@@ -78,7 +78,10 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<ExitCode> {
     if !args.ring_kib.is_power_of_two() || args.ring_kib > 1 << 20 {
-        bail!("--ring-kib must be a power of two between 1 and 1048576, not {}", args.ring_kib);
+        bail!(
+            "--ring-kib must be a power of two between 1 and 1048576, not {}",
+            args.ring_kib
+        );
     }
     if args.max_flows == 0 || args.max_flows > u32::MAX as usize / 2 {
         bail!("--max-flows must be between 1 and {}", u32::MAX / 2);
@@ -118,7 +121,9 @@ fn run(args: Args) -> Result<ExitCode> {
         progress_every: show_progress.then_some(Duration::from_secs(1)),
     };
     let mut progress = |s: &ReplayStats, (done, total): (u64, Option<u64>)| {
-        let pct = total.filter(|&t| t > 0).map(|t| format!(" {:5.1}%", done as f64 * 100.0 / t as f64));
+        let pct = total
+            .filter(|&t| t > 0)
+            .map(|t| format!(" {:5.1}%", done as f64 * 100.0 / t as f64));
         let line = format!(
             "mos-sensor: {}{} frames, {} MB read",
             s.frames,
@@ -155,8 +160,13 @@ fn run(args: Args) -> Result<ExitCode> {
             s.frames, s.tcp, s.other_ip, s.not_ip, secs
         );
         eprintln!(
-            "mos-sensor: skipped {} truncated, {} malformed, {} of unsupported link type; {} bad TCP checksums (kept), {} cut by snap length",
-            s.truncated, s.malformed, s.unsupported_link, s.bad_checksum, s.snap_cut
+            "mos-sensor: skipped {} truncated, {} malformed, {} of unsupported link type; kept {} with bad TCP checksums, {} cut by the snap length (rest counted as a gap), {} shorter than their IP length",
+            s.truncated,
+            s.malformed,
+            s.unsupported_link,
+            s.bad_checksum,
+            s.snap_cut,
+            s.ip_length_exceeds_frame
         );
         eprintln!(
             "mos-sensor: {} connections ({} midstream, {} closed, {} timed out, {} evicted, {} open at end); {} payload bytes, {} retransmitted, {} lost to gaps, {} lost to overflow, {} conflicting retransmissions",

@@ -64,6 +64,9 @@ pub struct ReplayStats {
     pub bad_checksum: u64,
     /// TCP segments whose payload the snap length cut (the rest is a gap).
     pub snap_cut: u64,
+    /// TCP segments whose IP header declares more bytes than the whole, uncut frame holds
+    /// (kept, with the payload the frame holds).
+    pub ip_length_exceeds_frame: u64,
     /// Capture time of the last frame, ns.
     pub last_ts_ns: u64,
 }
@@ -105,13 +108,20 @@ pub fn replay(
         stats.last_ts_ns = stats.last_ts_ns.max(pkt.ts_ns);
         events.clear();
         match parse_packet(&pkt, opts.verify_checksums) {
-            Ok(Parsed::Tcp(seg)) => {
+            Ok(Parsed::Tcp(mut seg)) => {
                 stats.tcp += 1;
                 if seg.checksum == ChecksumStatus::Bad {
                     stats.bad_checksum += 1;
                 }
                 if seg.payload.len() < seg.payload_len as usize {
-                    stats.snap_cut += 1;
+                    if (pkt.orig_len as usize) > pkt.data.len() {
+                        stats.snap_cut += 1;
+                    } else {
+                        // The whole frame was captured, yet the IP header claims more: the
+                        // header lies, so the payload is what the frame holds, not a gap.
+                        stats.ip_length_exceeds_frame += 1;
+                        seg.payload_len = seg.payload.len() as u32;
+                    }
                 }
                 tracker.process(pkt.ts_ns, pos, &seg, &mut events);
             }
@@ -141,5 +151,8 @@ pub fn replay(
     // Frees what the final connections held.
     events.clear();
     tracker.advance(stats.last_ts_ns, &mut events);
-    Ok(ReplayOutcome { stats, capture_error })
+    Ok(ReplayOutcome {
+        stats,
+        capture_error,
+    })
 }

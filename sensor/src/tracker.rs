@@ -116,7 +116,14 @@ impl PacketCtx {
     const NONE_POS: u64 = u64::MAX;
 
     fn tick(ts_ns: u64) -> Self {
-        PacketCtx { ts_ns, pos: Self::NONE_POS, flags: 0, seq: 0, ack: 0, payload_len: 0 }
+        PacketCtx {
+            ts_ns,
+            pos: Self::NONE_POS,
+            flags: 0,
+            seq: 0,
+            ack: 0,
+            payload_len: 0,
+        }
     }
 }
 
@@ -169,8 +176,14 @@ impl Tracker {
         self.expire(ts_ns, out);
         self.stats.segments += 1;
 
-        let src = Endpoint { addr: seg.src, port: seg.sport };
-        let dst = Endpoint { addr: seg.dst, port: seg.dport };
+        let src = Endpoint {
+            addr: seg.src,
+            port: seg.sport,
+        };
+        let dst = Endpoint {
+            addr: seg.dst,
+            port: seg.dport,
+        };
         let (key, _) = FlowKey::new(src, dst);
         let ctx = PacketCtx {
             ts_ns,
@@ -186,10 +199,15 @@ impl Tracker {
             Some(slot) => {
                 let c = self.table.get(slot).expect("live slot holds a connection");
                 let sender = c.side_of_sender(src);
+                let st = c.stack(sender);
+                // A SYN opens a new connection on this tuple when the old one is over (closed,
+                // or the sender's stack done after it took part), or when it carries another
+                // ISN after data flowed. A SYN that merely arrives after its SYN/ACK (capture
+                // reordering) or retransmits one continues the connection.
                 let restart = pure_syn
-                    && (state::is_done(c.stack(sender).state)
-                        || (sender == Side::Svr && !c.guessed)
-                        || (c.stack(sender).isn.is_some_and(|isn| isn != seg.seq)
+                    && (c.closed.is_some()
+                        || (st.packets > 0 && state::is_done(st.state))
+                        || (st.isn.is_some_and(|isn| isn != seg.seq)
                             && (c.stack(Side::Svr).recv.tail() > 0
                                 || c.stack(Side::Cli).recv.tail() > 0)));
                 if restart {
@@ -266,7 +284,11 @@ impl Tracker {
     fn expire(&mut self, now_ns: u64, out: &mut Vec<Event>) {
         while let Some((slot, last)) = self.table.oldest() {
             let closed = self.table.get(slot).and_then(|c| c.closed);
-            let limit = if closed.is_some() { self.cfg.linger_ns } else { self.cfg.idle_timeout_ns };
+            let limit = if closed.is_some() {
+                self.cfg.linger_ns
+            } else {
+                self.cfg.idle_timeout_ns
+            };
             if now_ns.saturating_sub(last) < limit {
                 break;
             }
@@ -344,8 +366,22 @@ impl Tracker {
         if guessed {
             self.stats.conns_midstream += 1;
             let sender = if client == src { Side::Cli } else { Side::Svr };
-            self.emit(slot, Some(sender), Hook::Snd, EventKind::ConnStart, ctx, out);
-            self.emit(slot, Some(sender.peer()), Hook::Rcv, EventKind::ConnStart, ctx, out);
+            self.emit(
+                slot,
+                Some(sender),
+                Hook::Snd,
+                EventKind::ConnStart,
+                ctx,
+                out,
+            );
+            self.emit(
+                slot,
+                Some(sender.peer()),
+                Hook::Rcv,
+                EventKind::ConnStart,
+                ctx,
+                out,
+            );
         }
         Some(slot)
     }
@@ -383,22 +419,23 @@ impl Tracker {
         {
             let recv = &mut conn.stack_mut(rcv).recv;
             if syn {
-                if !recv.is_anchored() || recv.tail() == 0 {
-                    recv.anchor(data_seq);
-                }
+                recv.reanchor(data_seq);
             } else if !recv.is_anchored() && seg.flags & RST == 0 {
                 recv.anchor(seg.seq);
             }
         }
         // A SYN/ACK tells where the client's bytes start even when the client's SYN was missed.
         if syn && seg.flags & ACK != 0 {
-            let own = &mut conn.stack_mut(snd).recv;
-            if !own.is_anchored() {
-                own.anchor(seg.ack);
-            }
+            conn.stack_mut(snd).recv.reanchor(seg.ack);
         }
         let old = conn.stack(snd).state;
-        let new = state::on_send(old, SegmentFacts { flags: seg.flags, acks_receiver_fin: false });
+        let new = state::on_send(
+            old,
+            SegmentFacts {
+                flags: seg.flags,
+                acks_receiver_fin: false,
+            },
+        );
         conn.stack_mut(snd).state = new;
 
         // The sender's ACK says how much of the receiver's bytes it holds: bytes it
@@ -425,13 +462,31 @@ impl Tracker {
         }
         self.emit(slot, Some(snd), Hook::Snd, EventKind::PktIn, ctx, out);
         if old != new {
-            self.emit(slot, Some(snd), Hook::Snd, EventKind::StateChange { old, new }, ctx, out);
+            self.emit(
+                slot,
+                Some(snd),
+                Hook::Snd,
+                EventKind::StateChange { old, new },
+                ctx,
+                out,
+            );
         }
         if let Some(g) = gap {
             self.stats.gap_bytes += g.len;
-            let kind = EventKind::Error { kind: ErrorKind::Gap, offset: g.offset, len: g.len };
+            let kind = EventKind::Error {
+                kind: ErrorKind::Gap,
+                offset: g.offset,
+                len: g.len,
+            };
             self.emit(slot, Some(snd), Hook::Snd, kind, ctx, out);
-            self.emit(slot, Some(snd), Hook::Null, EventKind::ConnNewData, ctx, out);
+            self.emit(
+                slot,
+                Some(snd),
+                Hook::Null,
+                EventKind::ConnNewData,
+                ctx,
+                out,
+            );
         }
 
         // --- Receiver side: the payload lands in the receiver's stream, then its state moves.
@@ -444,9 +499,18 @@ impl Tracker {
             }
         }
         let acks_fin = seg.flags & ACK != 0
-            && conn.stack(rcv).fin_seq.is_some_and(|fin| seq_after(seg.ack, fin));
+            && conn
+                .stack(rcv)
+                .fin_seq
+                .is_some_and(|fin| seq_after(seg.ack, fin));
         let old = conn.stack(rcv).state;
-        let new = state::on_receive(old, SegmentFacts { flags: seg.flags, acks_receiver_fin: acks_fin });
+        let new = state::on_receive(
+            old,
+            SegmentFacts {
+                flags: seg.flags,
+                acks_receiver_fin: acks_fin,
+            },
+        );
         conn.stack_mut(rcv).state = new;
 
         if old != TcpState::SynRcvd && new == TcpState::SynRcvd {
@@ -454,7 +518,14 @@ impl Tracker {
         }
         self.emit(slot, Some(rcv), Hook::Rcv, EventKind::PktIn, ctx, out);
         if old != new {
-            self.emit(slot, Some(rcv), Hook::Rcv, EventKind::StateChange { old, new }, ctx, out);
+            self.emit(
+                slot,
+                Some(rcv),
+                Hook::Rcv,
+                EventKind::StateChange { old, new },
+                ctx,
+                out,
+            );
         }
         self.report_insert(slot, rcv, &outcome, ctx, out);
         if outcome.new_bytes > 0
@@ -462,7 +533,14 @@ impl Tracker {
             || outcome.overflow.is_some()
             || outcome.gap.is_some()
         {
-            self.emit(slot, Some(rcv), Hook::Null, EventKind::ConnNewData, ctx, out);
+            self.emit(
+                slot,
+                Some(rcv),
+                Hook::Null,
+                EventKind::ConnNewData,
+                ctx,
+                out,
+            );
         }
 
         // --- The connection is closed once both stacks are done, or on a reset; it ends
@@ -472,8 +550,7 @@ impl Tracker {
             if seg.flags & RST != 0 {
                 conn.closed = Some(EndReason::Reset);
                 self.stats.conns_closed += 1;
-            } else if state::is_done(conn.stacks[0].state) && state::is_done(conn.stacks[1].state)
-            {
+            } else if state::is_done(conn.stacks[0].state) && state::is_done(conn.stacks[1].state) {
                 conn.closed = Some(EndReason::Closed);
                 self.stats.conns_closed += 1;
             }
@@ -495,17 +572,29 @@ impl Tracker {
         }
         if let Some((offset, len)) = o.conflict {
             self.stats.conflicts += 1;
-            let kind = EventKind::Error { kind: ErrorKind::Conflict, offset, len: u64::from(len) };
+            let kind = EventKind::Error {
+                kind: ErrorKind::Conflict,
+                offset,
+                len: u64::from(len),
+            };
             self.emit(slot, Some(rcv), Hook::Rcv, kind, ctx, out);
         }
         if let Some(g) = o.overflow {
             self.stats.overflow_bytes += g.len;
-            let kind = EventKind::Error { kind: ErrorKind::Overflow, offset: g.offset, len: g.len };
+            let kind = EventKind::Error {
+                kind: ErrorKind::Overflow,
+                offset: g.offset,
+                len: g.len,
+            };
             self.emit(slot, Some(rcv), Hook::Rcv, kind, ctx, out);
         }
         if let Some(g) = o.gap {
             self.stats.gap_bytes += g.len;
-            let kind = EventKind::Error { kind: ErrorKind::Gap, offset: g.offset, len: g.len };
+            let kind = EventKind::Error {
+                kind: ErrorKind::Gap,
+                offset: g.offset,
+                len: g.len,
+            };
             self.emit(slot, Some(rcv), Hook::Rcv, kind, ctx, out);
         }
         if o.dropped_bytes > 0 {
@@ -531,16 +620,24 @@ impl Tracker {
     /// Raises `CONN_END` on both sides and marks the connection ended (its slot is reclaimed
     /// when it is detached and the next call begins).
     fn end_conn(&mut self, slot: u32, reason: EndReason, ctx: &PacketCtx, out: &mut Vec<Event>) {
-        let Some(c) = self.table.get_mut(slot) else { return };
+        let Some(c) = self.table.get_mut(slot) else {
+            return;
+        };
         if c.ended {
             return;
         }
         c.ended = true;
         for side in [Side::Cli, Side::Svr] {
-            self.emit(slot, Some(side), Hook::Null, EventKind::ConnEnd { reason }, ctx, out);
+            self.emit(
+                slot,
+                Some(side),
+                Hook::Null,
+                EventKind::ConnEnd { reason },
+                ctx,
+                out,
+            );
         }
     }
-
 
     fn orphan(&mut self, ctx: &PacketCtx, out: &mut Vec<Event>) {
         if self.cfg.events.contains(EventMask::ORPHAN) {
@@ -578,7 +675,10 @@ impl Tracker {
             _ => (0, 0),
         };
         out.push(Event {
-            flow: FlowHandle { slot, generation: self.table.generation(slot) },
+            flow: FlowHandle {
+                slot,
+                generation: self.table.generation(slot),
+            },
             side,
             hook,
             kind,

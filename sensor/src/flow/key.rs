@@ -47,8 +47,14 @@ mod tests {
 
     #[test]
     fn both_directions_share_a_key() {
-        let a = Endpoint { addr: "10.0.0.2".parse().unwrap(), port: 80 };
-        let b = Endpoint { addr: "10.0.0.1".parse().unwrap(), port: 5000 };
+        let a = Endpoint {
+            addr: "10.0.0.2".parse().unwrap(),
+            port: 80,
+        };
+        let b = Endpoint {
+            addr: "10.0.0.1".parse().unwrap(),
+            port: 5000,
+        };
         let (k1, a_lo) = FlowKey::new(a, b);
         let (k2, b_lo) = FlowKey::new(b, a);
         assert_eq!(k1, k2);
@@ -57,9 +63,15 @@ mod tests {
 
     #[test]
     fn display_brackets_ipv6() {
-        let e = Endpoint { addr: "::1".parse().unwrap(), port: 8080 };
+        let e = Endpoint {
+            addr: "::1".parse().unwrap(),
+            port: 8080,
+        };
         assert_eq!(e.to_string(), "[::1]:8080");
-        let e = Endpoint { addr: "1.2.3.4".parse().unwrap(), port: 1 };
+        let e = Endpoint {
+            addr: "1.2.3.4".parse().unwrap(),
+            port: 1,
+        };
         assert_eq!(e.to_string(), "1.2.3.4:1");
     }
 }

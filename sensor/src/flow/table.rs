@@ -44,7 +44,10 @@ pub struct FlowTable<V> {
 impl<V> FlowTable<V> {
     /// A table of `capacity` slots.
     pub fn new(capacity: usize) -> Self {
-        assert!(capacity > 0 && capacity < NIL as usize, "flow table capacity out of range");
+        assert!(
+            capacity > 0 && capacity < NIL as usize,
+            "flow table capacity out of range"
+        );
         FlowTable {
             slots: Vec::new(),
             capacity,
@@ -219,8 +222,14 @@ mod tests {
     use proptest::prelude::*;
 
     fn key(n: u16) -> FlowKey {
-        let a = Endpoint { addr: "10.0.0.1".parse().unwrap(), port: n };
-        let b = Endpoint { addr: "10.0.0.2".parse().unwrap(), port: 80 };
+        let a = Endpoint {
+            addr: "10.0.0.1".parse().unwrap(),
+            port: n,
+        };
+        let b = Endpoint {
+            addr: "10.0.0.2".parse().unwrap(),
+            port: 80,
+        };
         FlowKey::new(a, b).0
     }
 

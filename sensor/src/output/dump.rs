@@ -122,12 +122,8 @@ impl StreamDump {
     /// Writes `flows.jsonl` (ordered by start time, then tuple) and returns its path.
     pub fn finish(mut self) -> Result<PathBuf> {
         self.records.sort_by(|a, b| {
-            (a.start_ns, &a.client, &a.server, a.serial).cmp(&(
-                b.start_ns,
-                &b.client,
-                &b.server,
-                b.serial,
-            ))
+            (a.start_ns, &a.client, &a.server, a.serial)
+                .cmp(&(b.start_ns, &b.client, &b.server, b.serial))
         });
         let path = self.dir.join("flows.jsonl");
         let mut out = std::io::BufWriter::new(
@@ -137,7 +133,8 @@ impl StreamDump {
             serde_json::to_writer(&mut out, r)?;
             out.write_all(b"\n")?;
         }
-        out.flush().with_context(|| format!("cannot write {}", path.display()))?;
+        out.flush()
+            .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(path)
     }
 
@@ -151,8 +148,12 @@ impl StreamDump {
     }
 
     fn drain(&mut self, tracker: &Tracker, h: FlowHandle, side: Side) -> Result<()> {
-        let Some(conn) = tracker.conn(h) else { return Ok(()) };
-        let Some(open) = self.open.get_mut(&h) else { return Ok(()) };
+        let Some(conn) = tracker.conn(h) else {
+            return Ok(());
+        };
+        let Some(open) = self.open.get_mut(&h) else {
+            return Ok(());
+        };
         let stream = &conn.stack(side).recv;
         let d = &mut open.dirs[side.index()];
         loop {
@@ -166,31 +167,61 @@ impl StreamDump {
                 ReadChunk::Gap { offset, len } => {
                     // Skip to the gap's start if the reader was before it, then past it.
                     let skip = offset.saturating_sub(d.read_at) + len;
-                    d.pending.resize(d.pending.len() + skip as usize, 0);
                     d.read_at += skip;
-                    d.bytes += skip;
-                    d.lost += skip;
+                    zeros(
+                        &self.dir,
+                        d,
+                        skip,
+                        open.serial,
+                        side,
+                        conn.client(),
+                        conn.server(),
+                    )?;
                 }
                 ReadChunk::Overrun { lost } => {
-                    d.pending.resize(d.pending.len() + lost as usize, 0);
                     d.read_at += lost;
-                    d.bytes += lost;
-                    d.lost += lost;
+                    zeros(
+                        &self.dir,
+                        d,
+                        lost,
+                        open.serial,
+                        side,
+                        conn.client(),
+                        conn.server(),
+                    )?;
                 }
             }
             if d.pending.len() >= SPILL_AT {
-                spill(&self.dir, d, open.serial, side, conn.client(), conn.server())?;
+                spill(
+                    &self.dir,
+                    d,
+                    open.serial,
+                    side,
+                    conn.client(),
+                    conn.server(),
+                )?;
             }
         }
         Ok(())
     }
 
     fn close(&mut self, tracker: &Tracker, h: FlowHandle) -> Result<()> {
-        let Some(conn) = tracker.conn(h) else { return Ok(()) };
-        let Some(mut open) = self.open.remove(&h) else { return Ok(()) };
+        let Some(conn) = tracker.conn(h) else {
+            return Ok(());
+        };
+        let Some(mut open) = self.open.remove(&h) else {
+            return Ok(());
+        };
         for side in [Side::Cli, Side::Svr] {
             let d = &mut open.dirs[side.index()];
-            spill(&self.dir, d, open.serial, side, conn.client(), conn.server())?;
+            spill(
+                &self.dir,
+                d,
+                open.serial,
+                side,
+                conn.client(),
+                conn.server(),
+            )?;
         }
         let [s2c, c2s] = open.dirs;
         self.records.push(FlowRecord {
@@ -216,6 +247,55 @@ impl StreamDump {
     }
 }
 
+/// Appends `n` lost bytes to a direction as zeros: hashed as zeros, but stored as a hole in a
+/// sparse file, so a capture that lost gigabytes does not fill the disk or the memory.
+fn zeros(
+    dir: &Path,
+    d: &mut Direction,
+    n: u64,
+    serial: u64,
+    side: Side,
+    client: Endpoint,
+    server: Endpoint,
+) -> Result<()> {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    spill(dir, d, serial, side, client, server)?;
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(ZEROS.len() as u64) as usize;
+        d.sha.update(&ZEROS[..k]);
+        left -= k as u64;
+    }
+    let path = dir.join(file_name(d, serial, side, client, server));
+    let f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    f.set_len(d.bytes + n)
+        .with_context(|| format!("cannot extend {}", path.display()))?;
+    d.bytes += n;
+    d.lost += n;
+    Ok(())
+}
+
+/// The direction's file name, chosen on first use.
+fn file_name<'a>(
+    d: &'a mut Direction,
+    serial: u64,
+    side: Side,
+    client: Endpoint,
+    server: Endpoint,
+) -> &'a str {
+    d.file.get_or_insert_with(|| {
+        let (from, to, tag) = match side {
+            Side::Svr => (client, server, "c2s"),
+            Side::Cli => (server, client, "s2c"),
+        };
+        format!("{serial:07}-{}-{}.{tag}", file_part(from), file_part(to))
+    })
+}
+
 /// Appends a direction's buffered bytes to its file (created on first use).
 fn spill(
     dir: &Path,
@@ -229,20 +309,15 @@ fn spill(
         return Ok(());
     }
     d.sha.update(&d.pending);
-    let name = d.file.get_or_insert_with(|| {
-        let (from, to, tag) = match side {
-            Side::Svr => (client, server, "c2s"),
-            Side::Cli => (server, client, "s2c"),
-        };
-        format!("{serial:07}-{}-{}.{tag}", file_part(from), file_part(to))
-    });
-    let path = dir.join(name.as_str());
+    let name = file_name(d, serial, side, client, server).to_owned();
+    let path = dir.join(name);
     let mut f = OpenOptions::new()
         .create(true)
         .append(true)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    f.write_all(&d.pending).with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(&d.pending)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     d.pending.clear();
     Ok(())
 }

@@ -94,7 +94,10 @@ mod tests {
     use TcpState::*;
 
     fn f(flags: u8, acks_fin: bool) -> SegmentFacts {
-        SegmentFacts { flags, acks_receiver_fin: acks_fin }
+        SegmentFacts {
+            flags,
+            acks_receiver_fin: acks_fin,
+        }
     }
 
     /// Drives a client and a server through a whole exchange, packet by packet, sender first.
