@@ -97,6 +97,9 @@ pub struct Tracker {
     pool: RingPool,
     /// Slots whose connection ended in the previous call, to free at the start of the next.
     reclaim: Vec<u32>,
+    /// Connections that closed in the previous call: their rings go back to the pool at the
+    /// start of the next (a lingering connection holds no ring unless late data comes).
+    release: Vec<FlowHandle>,
     serial: u64,
     stats: TrackerStats,
 }
@@ -139,6 +142,7 @@ impl Tracker {
             table,
             pool,
             reclaim: Vec::new(),
+            release: Vec::new(),
             serial: 0,
             stats: TrackerStats::default(),
         })
@@ -269,8 +273,21 @@ impl Tracker {
         }
     }
 
-    /// Frees the slots and rings of connections that ended in the previous call.
+    /// Frees the rings of connections that closed, and the slots and rings of connections
+    /// that ended, in the previous call (whoever handled its events has read them by now).
     fn reclaim_ended(&mut self) {
+        for h in self.release.drain(..) {
+            let generation = self.table.generation(h.slot);
+            if let Some(c) = self
+                .table
+                .get_mut(h.slot)
+                .filter(|_| generation == h.generation)
+            {
+                for st in &mut c.stacks {
+                    st.recv.release(&mut self.pool);
+                }
+            }
+        }
         for slot in self.reclaim.drain(..) {
             if let Some(mut c) = self.table.free(slot) {
                 for st in &mut c.stacks {
@@ -547,12 +564,18 @@ impl Tracker {
         // (CONN_END) after lingering, so late segments still count.
         let conn = self.table.get_mut(slot).expect("live slot");
         if conn.closed.is_none() {
-            if seg.flags & RST != 0 {
-                conn.closed = Some(EndReason::Reset);
-                self.stats.conns_closed += 1;
+            let reason = if seg.flags & RST != 0 {
+                Some(EndReason::Reset)
             } else if state::is_done(conn.stacks[0].state) && state::is_done(conn.stacks[1].state) {
-                conn.closed = Some(EndReason::Closed);
+                Some(EndReason::Closed)
+            } else {
+                None
+            };
+            if reason.is_some() {
+                conn.closed = reason;
                 self.stats.conns_closed += 1;
+                let generation = self.table.generation(slot);
+                self.release.push(FlowHandle { slot, generation });
             }
         }
     }

@@ -52,7 +52,7 @@ impl Drop for ScratchDir {
     }
 }
 
-/// Runs `sensor --pcap PCAP --dump DUMP` with a deadline. Output goes to files in `work`
+/// Runs `sensor --pcap PCAP --dump DUMP [EXTRA...]` with a deadline. Output goes to files in `work`
 /// rather than pipes, so a chatty sensor cannot block on a full pipe while we wait.
 /// Fails on timeout (after killing it) or a non-zero exit, with the end of its stderr.
 pub fn run_sensor_dump(
@@ -61,6 +61,7 @@ pub fn run_sensor_dump(
     dump: &Path,
     work: &Path,
     timeout: Duration,
+    extra: &[&str],
 ) -> Result<()> {
     std::fs::create_dir_all(dump)?;
     let out_path = work.join("sensor.stdout");
@@ -70,6 +71,7 @@ pub fn run_sensor_dump(
         .arg(pcap)
         .arg("--dump")
         .arg(dump)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path)?)
         .stderr(std::fs::File::create(&err_path)?)
@@ -119,13 +121,23 @@ fn tail(path: &Path) -> String {
 
 /// Runs the sensor on one capture and returns our half-streams.
 pub fn dump_capture(sensor: &Path, pcap: &Path, timeout: Duration) -> Result<Vec<HalfStream>> {
+    dump_capture_with(sensor, pcap, timeout, &[])
+}
+
+/// [`dump_capture`] with extra sensor arguments.
+pub fn dump_capture_with(
+    sensor: &Path,
+    pcap: &Path,
+    timeout: Duration,
+    extra: &[&str],
+) -> Result<Vec<HalfStream>> {
     let name = pcap
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let work = ScratchDir::new(&name)?;
     let dump = work.path().join("dump");
-    run_sensor_dump(sensor, pcap, &dump, work.path(), timeout)?;
+    run_sensor_dump(sensor, pcap, &dump, work.path(), timeout, extra)?;
     read_dump(&dump)
 }
 

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use mos_tests::locate::sensor_bin;
 use mos_tests::matcher::compare;
-use mos_tests::runner::{dump_capture, ScratchDir};
+use mos_tests::runner::{dump_capture_with, ScratchDir};
 use mos_tests::synth::{bulk, short_flows, BulkOptions, ExpectedDir, ShortFlowsOptions};
 use mos_tests::truth::TruthRow;
 use std::path::Path;
@@ -13,7 +13,11 @@ use std::time::Duration;
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn check_exact(pcap: &Path, expected: &[ExpectedDir]) -> Result<()> {
-    let ours = dump_capture(&sensor_bin()?, pcap, TIMEOUT)?;
+    check_exact_with(pcap, expected, &[])
+}
+
+fn check_exact_with(pcap: &Path, expected: &[ExpectedDir], extra: &[&str]) -> Result<()> {
+    let ours = dump_capture_with(&sensor_bin()?, pcap, TIMEOUT, extra)?;
     let truth: Vec<TruthRow> = expected
         .iter()
         .enumerate()
@@ -68,6 +72,22 @@ fn short_flows_reassemble_exactly() -> Result<()> {
     };
     let expected = short_flows(&o, &pcap)?;
     check_exact(&pcap, &expected)
+}
+
+/// Closed connections give their rings back at once, so a pool smaller than the number of
+/// connections (but larger than the concurrent ones) loses nothing.
+#[test]
+fn short_flows_fit_a_pool_smaller_than_the_connection_count() -> Result<()> {
+    let dir = ScratchDir::new("synthetic-small-pool")?;
+    let pcap = dir.path().join("short.pcap");
+    let o = ShortFlowsOptions {
+        conns: 1000,
+        concurrency: 32,
+        ipv6: false,
+        seed: 7,
+    };
+    let expected = short_flows(&o, &pcap)?;
+    check_exact_with(&pcap, &expected, &["--max-rings", "96", "--ring-kib", "4"])
 }
 
 #[test]

@@ -41,21 +41,31 @@ fn add(a: u64, b: u64) -> u64 {
 /// padded with zero), not yet folded.
 #[inline]
 pub fn sum_bytes(data: &[u8]) -> u64 {
-    let mut acc = 0u64;
-    let mut chunks = data.chunks_exact(8);
+    // RFC 1071: the one's-complement sum does not depend on byte order, and 32-bit words
+    // summed into 64-bit lanes need no carry handling until the end (2^32 words per lane before
+    // a lane can overflow). Little-endian loads and independent lanes let the compiler
+    // vectorise the loop; one byte swap at the end gives the network-order sum.
+    let mut lanes = [0u64; 4];
+    let mut chunks = data.chunks_exact(16);
     for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        acc = add(acc, u64::from_be_bytes(w));
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            let w = [c[4 * i], c[4 * i + 1], c[4 * i + 2], c[4 * i + 3]];
+            *lane += u64::from(u32::from_le_bytes(w));
+        }
     }
-    let rest = chunks.remainder();
+    let mut acc = lanes.iter().fold(0u64, |a, &l| add(a, l));
+    let mut words = chunks.remainder().chunks_exact(4);
+    for c in &mut words {
+        acc = add(acc, u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+    }
+    let rest = words.remainder();
     if !rest.is_empty() {
-        // Left-aligning the tail keeps every byte at its 16-bit word position mod 8.
-        let mut w = [0u8; 8];
+        // Zero padding after the last bytes keeps each byte at its 16-bit word position.
+        let mut w = [0u8; 4];
         w[..rest.len()].copy_from_slice(rest);
-        acc = add(acc, u64::from_be_bytes(w));
+        acc = add(acc, u64::from(u32::from_le_bytes(w)));
     }
-    acc
+    u64::from(fold(acc).swap_bytes())
 }
 
 /// Folds a 64-bit one's-complement sum to 16 bits.
