@@ -80,6 +80,9 @@ pub struct ReplayOutcome {
     pub capture_error: Option<CaptureError>,
 }
 
+/// How far a backend has read: bytes consumed, and the total when known.
+pub type Position = (u64, Option<u64>);
+
 /// Replays a whole input: every frame through the tracker, every event to `sink`, then ends
 /// the connections still open. `progress` gets the counters and the backend's position.
 pub fn replay(
@@ -87,7 +90,7 @@ pub fn replay(
     tracker: &mut Tracker,
     sink: &mut dyn EventSink,
     opts: ReplayOptions,
-    progress: &mut dyn FnMut(&ReplayStats, (u64, Option<u64>)),
+    progress: &mut dyn FnMut(&ReplayStats, Position),
 ) -> Result<ReplayOutcome> {
     let mut stats = ReplayStats::default();
     let mut events: Vec<Event> = Vec::with_capacity(64);

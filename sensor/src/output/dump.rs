@@ -280,13 +280,13 @@ fn zeros(
 }
 
 /// The direction's file name, chosen on first use.
-fn file_name<'a>(
-    d: &'a mut Direction,
+fn file_name(
+    d: &mut Direction,
     serial: u64,
     side: Side,
     client: Endpoint,
     server: Endpoint,
-) -> &'a str {
+) -> &str {
     d.file.get_or_insert_with(|| {
         let (from, to, tag) = match side {
             Side::Svr => (client, server, "c2s"),
