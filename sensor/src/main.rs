@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 /// resolved first-copy-wins, bytes the capture never held recorded as gaps), and with --dump
 /// writes each connection's two streams and a flows.jsonl index to a directory.
 ///
+/// A capture that is truncated or malformed part-way ends the replay with one message naming
+/// the byte offset; everything before it is processed and written as usual, and the exit
+/// status is 2. Other errors exit with 1.
+///
 /// Publishing to analyzer processes over shared memory, DPDK and live capture are not
 /// implemented yet.
 #[derive(Debug, Parser)]
@@ -31,7 +35,8 @@ struct Args {
     pcap: PathBuf,
 
     /// Write each connection's streams and DIR/flows.jsonl into DIR (created if missing).
-    /// Bytes the capture never held are written as zeros and counted as lost.
+    /// Bytes the receiver acknowledged but the capture never held, and bytes cut by the snap
+    /// length, are written as zeros (holes in sparse files) and counted as lost.
     #[arg(long, value_name = "DIR")]
     dump: Option<PathBuf>,
 
@@ -40,7 +45,8 @@ struct Args {
     #[arg(long, value_name = "KIB", default_value_t = 256)]
     ring_kib: usize,
 
-    /// Most receive rings in use at once (two per connection carrying data both ways).
+    /// Most receive rings in use at once (one per direction carrying data, returned when the
+    /// connection closes); bytes that find no free ring are dropped and counted.
     #[arg(long, value_name = "N", default_value_t = 16384)]
     max_rings: usize,
 
@@ -147,7 +153,7 @@ fn run(args: Args) -> Result<ExitCode> {
     };
     if let Some(e) = &outcome.capture_error {
         eprintln!(
-            "mos-sensor: warning: {e}; the replay stopped there, results cover the {} frames before it",
+            "mos-sensor: {e}; the replay stopped there, results cover the {} frames before it",
             outcome.stats.frames
         );
     }
@@ -186,5 +192,9 @@ fn run(args: Args) -> Result<ExitCode> {
             eprintln!("mos-sensor: {n} connections written to {}", path.display());
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if outcome.capture_error.is_some() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

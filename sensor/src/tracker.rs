@@ -471,11 +471,10 @@ impl Tracker {
             }
         }
 
-        if !syn || seg.flags & ACK == 0 {
-            // mOS raises CONN_START for the client when it enters SYN_SENT.
-            if old != TcpState::SynSent && new == TcpState::SynSent {
-                self.emit(slot, Some(snd), Hook::Snd, EventKind::ConnStart, ctx, out);
-            }
+        // mOS raises CONN_START for the client when it enters SYN_SENT and for the server
+        // when it enters SYN_RCVD (here on sending a SYN/ACK whose SYN was not captured).
+        if old != new && matches!(new, TcpState::SynSent | TcpState::SynRcvd) {
+            self.emit(slot, Some(snd), Hook::Snd, EventKind::ConnStart, ctx, out);
         }
         self.emit(slot, Some(snd), Hook::Snd, EventKind::PktIn, ctx, out);
         if old != new {

@@ -252,9 +252,9 @@ impl FileCapture {
 
     fn open_with_buffer(path: impl AsRef<Path>, buf_size: usize) -> Result<Self, CaptureError> {
         let name = path.as_ref().display().to_string();
-        let io_err = |source| CaptureError::Io {
+        let io_err = |error| CaptureError::Io {
             path: name.clone(),
-            source,
+            error,
         };
         let file = File::open(path.as_ref()).map_err(io_err)?;
         let total = file.metadata().map_err(io_err)?.len();
@@ -345,9 +345,9 @@ impl FileCapture {
     }
 
     fn fill(&mut self, need: usize) -> Result<bool, CaptureError> {
-        self.input.fill(need).map_err(|source| CaptureError::Io {
+        self.input.fill(need).map_err(|error| CaptureError::Io {
             path: self.path.clone(),
-            source,
+            error,
         })
     }
 

@@ -76,13 +76,12 @@ pub struct RawPacket<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     /// The file could not be opened or read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: String,
-        /// What the OS said.
-        #[source]
-        source: std::io::Error,
+        /// What the OS said (shown in the message, so not also chained as a source).
+        error: std::io::Error,
     },
     /// The file is not a pcap or pcapng file.
     #[error("{path}: not a pcap or pcapng file (first bytes {magic:08x})")]
