@@ -18,6 +18,7 @@ use crate::tcp::reassembly::InsertOutcome;
 use crate::tcp::ring_pool::{PoolError, RingPool};
 use crate::tcp::state::{self, SegmentFacts};
 use shm_layout::{EventMask, Hook, Side, TcpState};
+use std::collections::VecDeque;
 
 /// Tracker settings.
 #[derive(Clone, Debug)]
@@ -100,6 +101,8 @@ pub struct Tracker {
     /// Connections that closed in the previous call: their rings go back to the pool at the
     /// start of the next (a lingering connection holds no ring unless late data comes).
     release: Vec<FlowHandle>,
+    /// Closed connections and when their linger ends, in closing order.
+    closing: VecDeque<(FlowHandle, u64)>,
     serial: u64,
     stats: TrackerStats,
 }
@@ -143,6 +146,7 @@ impl Tracker {
             pool,
             reclaim: Vec::new(),
             release: Vec::new(),
+            closing: VecDeque::new(),
             serial: 0,
             stats: TrackerStats::default(),
         })
@@ -262,6 +266,7 @@ impl Tracker {
     pub fn finish(&mut self, now_ns: u64, out: &mut Vec<Event>) {
         self.reclaim_ended();
         let ctx = PacketCtx::tick(now_ns);
+        self.closing.clear();
         for slot in self.table.live_slots() {
             let closed = self.table.get(slot).and_then(|c| c.closed);
             if closed.is_none() {
@@ -299,6 +304,27 @@ impl Tracker {
 
     /// Ends connections idle past the timeout, and forgets ended ones past their linger time.
     fn expire(&mut self, now_ns: u64, out: &mut Vec<Event>) {
+        // Closed connections, in the order they closed: an open connection that is older in
+        // the recency list must not hold back their (much shorter) linger.
+        while let Some(&(h, due)) = self.closing.front() {
+            if now_ns < due {
+                break;
+            }
+            self.closing.pop_front();
+            let Some(c) = self.conn(h) else { continue };
+            let (Some(reason), false) = (c.closed, c.ended) else {
+                continue;
+            };
+            let again = c.last_ns.saturating_add(self.cfg.linger_ns);
+            if now_ns < again {
+                // A late segment restarted the wait.
+                self.closing.push_back((h, again));
+                continue;
+            }
+            self.end_conn(h.slot, reason, &PacketCtx::tick(now_ns), out);
+            self.table.detach(h.slot);
+            self.reclaim.push(h.slot);
+        }
         while let Some((slot, last)) = self.table.oldest() {
             let closed = self.table.get(slot).and_then(|c| c.closed);
             let limit = if closed.is_some() {
@@ -377,6 +403,10 @@ impl Tracker {
             conn.stacks[1].state = TcpState::Established;
         } else {
             conn.stacks[Side::Svr.index()].state = TcpState::Listen;
+            if seg.flags & ACK != 0 {
+                // First seen a SYN/ACK: the client must have sent the SYN we missed.
+                conn.stacks[Side::Cli.index()].state = TcpState::SynSent;
+            }
         }
         let slot = self.table.insert(key, conn, ctx.ts_ns)?;
         self.stats.conns_created += 1;
@@ -574,7 +604,10 @@ impl Tracker {
                 conn.closed = reason;
                 self.stats.conns_closed += 1;
                 let generation = self.table.generation(slot);
-                self.release.push(FlowHandle { slot, generation });
+                let h = FlowHandle { slot, generation };
+                self.release.push(h);
+                self.closing
+                    .push_back((h, ctx.ts_ns.saturating_add(self.cfg.linger_ns)));
             }
         }
     }
@@ -680,6 +713,7 @@ impl Tracker {
         }
     }
 
+    #[inline]
     fn emit(
         &self,
         slot: u32,

@@ -283,6 +283,12 @@ impl FileCapture {
         Self::start(name.into(), input)
     }
 
+    /// Gives back the buffer of a capture read with [`FileCapture::from_bytes`] (whole), so a
+    /// benchmark can replay the same bytes again without copying them.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.input.buf
+    }
+
     /// The snap length of the file (classic pcap) or of interface 0 (pcapng; 0 when there is
     /// none yet or it sets no limit).
     pub fn snaplen(&self) -> u32 {

@@ -42,22 +42,14 @@ fn add(a: u64, b: u64) -> u64 {
 #[inline]
 pub fn sum_bytes(data: &[u8]) -> u64 {
     // RFC 1071: the one's-complement sum does not depend on byte order, and 32-bit words
-    // summed into 64-bit lanes need no carry handling until the end (2^32 words per lane before
-    // a lane can overflow). Little-endian loads and independent lanes let the compiler
-    // vectorise the loop; one byte swap at the end gives the network-order sum.
-    let mut lanes = [0u64; 4];
-    let mut chunks = data.chunks_exact(16);
-    for c in &mut chunks {
-        for (i, lane) in lanes.iter_mut().enumerate() {
-            let w = [c[4 * i], c[4 * i + 1], c[4 * i + 2], c[4 * i + 3]];
-            *lane += u64::from(u32::from_le_bytes(w));
-        }
-    }
-    let mut acc = lanes.iter().fold(0u64, |a, &l| add(a, l));
-    let mut words = chunks.remainder().chunks_exact(4);
-    for c in &mut words {
-        acc = add(acc, u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
-    }
+    // summed into a 64-bit total need no carry handling until the end (2^32 words before it
+    // can overflow). A plain sum of little-endian words is a loop the compiler vectorises;
+    // one byte swap at the end gives the network-order sum.
+    let mut words = data.chunks_exact(4);
+    let mut acc: u64 = words
+        .by_ref()
+        .map(|c| u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+        .sum();
     let rest = words.remainder();
     if !rest.is_empty() {
         // Zero padding after the last bytes keeps each byte at its 16-bit word position.

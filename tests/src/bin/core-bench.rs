@@ -116,7 +116,7 @@ fn main() -> Result<()> {
 
 /// Reads `path`, walks it once, then times `runs` interleaved core and memcpy runs.
 fn bench_one(path: &Path, runs: usize, verify: bool, warm: bool) -> Result<(Shape, Runs)> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let name = path.display().to_string();
     let segments = payload_segments(&name, &bytes, verify)?;
     let payload_bytes: u64 = segments.iter().map(|&(_, len)| len as u64).sum();
@@ -127,11 +127,22 @@ fn bench_one(path: &Path, runs: usize, verify: bool, warm: bool) -> Result<(Shap
     let mut capture_error = None;
     let mut reused = if warm { Some(tracker()?) } else { None };
     // One untimed warm-up of each, so the first timed run does not pay for cold caches alone.
-    run_core(&name, &bytes, verify, reused.as_mut(), &mut capture_error)?;
+    run_core(
+        &name,
+        &mut bytes,
+        verify,
+        reused.as_mut(),
+        &mut capture_error,
+    )?;
     run_memcpy(&bytes, &segments, &mut scratch);
     for i in 0..runs {
-        let (t, stats, conns) =
-            run_core(&name, &bytes, verify, reused.as_mut(), &mut capture_error)?;
+        let (t, stats, conns) = run_core(
+            &name,
+            &mut bytes,
+            verify,
+            reused.as_mut(),
+            &mut capture_error,
+        )?;
         let m = run_memcpy(&bytes, &segments, &mut scratch);
         println!(
             "raw {name} run {i}: core {:.3} ms ({:.3} Mpps, {:.3} Gbit/s), memcpy {:.3} ms ({:.3} Gbit/s)",
@@ -191,12 +202,12 @@ fn opts(verify: bool) -> ReplayOptions {
 /// With `reuse`, that tracker (empty after its previous replay) is used instead of a fresh one.
 fn run_core(
     name: &str,
-    bytes: &[u8],
+    bytes: &mut Vec<u8>,
     verify: bool,
     reuse: Option<&mut Tracker>,
     capture_error: &mut Option<String>,
 ) -> Result<(Duration, ReplayStats, u64)> {
-    let mut cap = FileCapture::from_bytes(name, bytes.to_vec())?;
+    let mut cap = FileCapture::from_bytes(name, std::mem::take(bytes))?;
     let mut fresh;
     let tr = match reuse {
         Some(t) => t,
@@ -212,6 +223,7 @@ fn run_core(
     let out = replay(&mut cap, tr, &mut sink, opts(verify), &mut |_, _| {})?;
     let t = start.elapsed();
     black_box(&sink);
+    *bytes = cap.into_bytes();
     *capture_error = out.capture_error.map(|e| e.to_string());
     Ok((t, out.stats, tr.stats().conns_created - conns0))
 }
