@@ -192,7 +192,7 @@ impl Tracker {
             addr: seg.dst,
             port: seg.dport,
         };
-        let (key, _) = FlowKey::new(src, dst);
+        let (key, src_is_lo) = FlowKey::new(src, dst);
         let ctx = PacketCtx {
             ts_ns,
             pos,
@@ -206,7 +206,7 @@ impl Tracker {
         let slot = match self.table.lookup(&key) {
             Some(slot) => {
                 let c = self.table.get(slot).expect("live slot holds a connection");
-                let sender = c.side_of_sender(src);
+                let sender = c.side_of_lo_sender(src_is_lo);
                 let st = c.stack(sender);
                 // A SYN opens a new connection on this tuple when the old one is over (closed,
                 // or the sender's stack done after it took part), or when it carries another
@@ -222,7 +222,7 @@ impl Tracker {
                     self.end_conn(slot, EndReason::Reused, &ctx, out);
                     self.table.detach(slot);
                     self.reclaim.push(slot);
-                    match self.create(key, src, dst, seg, &ctx, out) {
+                    match self.create(key, src_is_lo, src, dst, seg, &ctx, out) {
                         Some(slot) => slot,
                         None => return,
                     }
@@ -239,14 +239,14 @@ impl Tracker {
                     self.orphan(&ctx, out);
                     return;
                 }
-                match self.create(key, src, dst, seg, &ctx, out) {
+                match self.create(key, src_is_lo, src, dst, seg, &ctx, out) {
                     Some(slot) => slot,
                     None => return,
                 }
             }
         };
         self.table.touch(slot, ts_ns);
-        self.update(slot, src, seg, &ctx, out);
+        self.update(slot, src_is_lo, seg, &ctx, out);
     }
 
     /// Advances the clock without a packet: ends connections idle past the timeout.
@@ -267,15 +267,17 @@ impl Tracker {
         self.reclaim_ended();
         let ctx = PacketCtx::tick(now_ns);
         self.closing.clear();
-        for slot in self.table.live_slots() {
+        // Every live connection ends: detaching them all at once clears the index in one
+        // sweep instead of one removal per connection.
+        let slots = self.table.detach_all();
+        for &slot in &slots {
             let closed = self.table.get(slot).and_then(|c| c.closed);
             if closed.is_none() {
                 self.stats.conns_open_at_end += 1;
             }
             self.end_conn(slot, closed.unwrap_or(EndReason::EndOfInput), &ctx, out);
-            self.table.detach(slot);
-            self.reclaim.push(slot);
         }
+        self.reclaim.extend_from_slice(&slots);
     }
 
     /// Frees the rings of connections that closed, and the slots and rings of connections
@@ -354,9 +356,11 @@ impl Tracker {
     /// Creates a connection for a segment of an unknown (or restarted) tuple. Roles: the SYN
     /// sender is the client; else the SYN/ACK receiver; else the side on the lower, well-known
     /// port is guessed to be the server.
+    #[allow(clippy::too_many_arguments)]
     fn create(
         &mut self,
         key: FlowKey,
+        src_is_lo: bool,
         src: Endpoint,
         dst: Endpoint,
         seg: &TcpSegment<'_>,
@@ -388,6 +392,7 @@ impl Tracker {
         };
         let mut conn = Conn {
             endpoints: [client, server],
+            client_is_lo: if client == src { src_is_lo } else { !src_is_lo },
             stacks: [Stack::default(), Stack::default()],
             guessed,
             start_ns: ctx.ts_ns,
@@ -437,14 +442,14 @@ impl Tracker {
     fn update(
         &mut self,
         slot: u32,
-        src: Endpoint,
+        src_is_lo: bool,
         seg: &TcpSegment<'_>,
         ctx: &PacketCtx,
         out: &mut Vec<Event>,
     ) {
         let conn = self.table.get_mut(slot).expect("live slot");
         conn.last_ns = ctx.ts_ns;
-        let snd = conn.side_of_sender(src);
+        let snd = conn.side_of_lo_sender(src_is_lo);
         let rcv = snd.peer();
         let syn = seg.flags & SYN != 0;
         // The first sequence number after this segment's SYN (which takes one number).

@@ -22,22 +22,76 @@ impl std::fmt::Display for Endpoint {
 }
 
 /// A connection's key, the same for both directions: the lower endpoint first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// Built once per packet, so it is kept flat: addresses as 128-bit numbers (IPv4 in the low
+/// 32 bits, with a family flag so an IPv4 flow never meets an IPv6 one), ports side by side,
+/// and the hash computed once at construction, which the flow table uses for probing, growing
+/// and removal without hashing again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowKey {
-    /// The lower endpoint (by address, then port).
-    pub lo: Endpoint,
-    /// The higher endpoint.
-    pub hi: Endpoint,
+    /// Lower then higher endpoint's address, each as two big-endian halves (high first).
+    addrs: [[u64; 2]; 2],
+    /// Lower then higher endpoint's port.
+    ports: [u16; 2],
+    /// Whether the addresses are IPv6.
+    v6: bool,
+    /// A 32-bit hash of the fields above.
+    hash: u32,
+}
+
+/// An endpoint as one number, ordered as `Endpoint`'s derived order orders endpoints of one
+/// address family: by address, then port.
+#[inline]
+fn packed(e: Endpoint) -> (u128, u16) {
+    let addr = match e.addr {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    };
+    (addr, e.port)
 }
 
 impl FlowKey {
-    /// The key of a packet from `src` to `dst`, and whether `src` is the key's `lo` endpoint.
+    /// The key of a packet from `src` to `dst`, and whether `src` is the key's lower endpoint.
+    #[inline]
     pub fn new(src: Endpoint, dst: Endpoint) -> (FlowKey, bool) {
-        if src <= dst {
-            (FlowKey { lo: src, hi: dst }, true)
-        } else {
-            (FlowKey { lo: dst, hi: src }, false)
+        let v6 = src.addr.is_ipv6() || dst.addr.is_ipv6();
+        let (s, d) = (packed(src), packed(dst));
+        let src_is_lo = s <= d;
+        let (lo, hi) = if src_is_lo { (s, d) } else { (d, s) };
+        let split = |a: u128| [(a >> 64) as u64, a as u64];
+        let mut key = FlowKey {
+            addrs: [split(lo.0), split(hi.0)],
+            ports: [lo.1, hi.1],
+            v6,
+            hash: 0,
+        };
+        key.hash = key.compute_hash();
+        (key, src_is_lo)
+    }
+
+    /// The key's hash (computed once, when the key was built).
+    #[inline]
+    pub fn hash32(&self) -> u32 {
+        self.hash
+    }
+
+    fn compute_hash(&self) -> u32 {
+        // Multiply-and-rotate mixing of each word, then a full avalanche (MurmurHash3's
+        // 64-bit finaliser): the flow table picks its home position from the low bits, which
+        // a bare multiply would leave depending on the words' low bits alone.
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let [[a0, a1], [b0, b1]] = self.addrs;
+        let ports = u64::from(self.ports[0]) << 32 | u64::from(self.ports[1]) << 8;
+        let mut h = u64::from(self.v6);
+        for w in [a0, a1, b0, b1, ports] {
+            h = (h ^ w).wrapping_mul(K).rotate_left(29);
         }
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^= h >> 33;
+        h as u32
     }
 }
 

@@ -11,16 +11,132 @@
 //!
 //! Slots are created on demand up to `capacity` and then reused from the free list, so a
 //! large limit costs nothing until traffic needs it, and the steady state allocates nothing.
+//!
+//! The index is an open-addressing table of 8-byte entries (the key's 32-bit hash and a slot
+//! number) rather than a map holding whole keys: it stays small enough to sit in cache with
+//! many connections, the key is hashed once per packet (by [`FlowKey::new`]), and a probe
+//! reads a slot's key only when the hash already matches.
 
 use super::key::FlowKey;
-use rustc_hash::FxBuildHasher;
-use std::collections::HashMap;
 
 const NIL: u32 = u32::MAX;
 
+/// The hash index: linear probing over a power-of-two array, at most half full, with
+/// backward-shift deletion (no tombstones, so probe lengths stay short under churn).
+#[derive(Debug, Default)]
+struct Index {
+    /// `hash << 32 | slot`, or [`Index::EMPTY`].
+    entries: Vec<u64>,
+    len: usize,
+}
+
+impl Index {
+    /// An empty entry (slot number `NIL`, which no slot has).
+    const EMPTY: u64 = u64::MAX;
+    const MIN_SIZE: usize = 64;
+
+    fn mask(&self) -> usize {
+        self.entries.len() - 1
+    }
+
+    fn home(hash: u32, mask: usize) -> usize {
+        hash as usize & mask
+    }
+
+    fn entry(hash: u32, slot: u32) -> u64 {
+        u64::from(hash) << 32 | u64::from(slot)
+    }
+
+    /// The slot whose entry has `hash` and for which `is_key` holds.
+    #[inline]
+    fn find(&self, hash: u32, mut is_key: impl FnMut(u32) -> bool) -> Option<u32> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let mask = self.mask();
+        let mut i = Self::home(hash, mask);
+        loop {
+            let e = self.entries[i];
+            if e == Self::EMPTY {
+                return None;
+            }
+            if (e >> 32) as u32 == hash && is_key(e as u32) {
+                return Some(e as u32);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn insert(&mut self, hash: u32, slot: u32) {
+        if (self.len + 1) * 2 > self.entries.len() {
+            self.grow();
+        }
+        self.place(Self::entry(hash, slot));
+        self.len += 1;
+    }
+
+    fn place(&mut self, e: u64) {
+        let mask = self.mask();
+        let mut i = Self::home((e >> 32) as u32, mask);
+        while self.entries[i] != Self::EMPTY {
+            i = (i + 1) & mask;
+        }
+        self.entries[i] = e;
+    }
+
+    fn grow(&mut self) {
+        let size = (self.entries.len() * 2).max(Self::MIN_SIZE);
+        let old = std::mem::replace(&mut self.entries, vec![Self::EMPTY; size]);
+        for e in old.into_iter().filter(|&e| e != Self::EMPTY) {
+            self.place(e);
+        }
+    }
+
+    /// Removes the entry of `slot` (hashed `hash`), if present.
+    fn remove(&mut self, hash: u32, slot: u32) {
+        if self.entries.is_empty() {
+            return;
+        }
+        let mask = self.mask();
+        let target = Self::entry(hash, slot);
+        let mut i = Self::home(hash, mask);
+        loop {
+            match self.entries[i] {
+                Self::EMPTY => return,
+                e if e == target => break,
+                _ => i = (i + 1) & mask,
+            }
+        }
+        // Backward shift: pull later entries of the run into the hole when their home is not
+        // between the hole and themselves (cyclically), so every entry stays reachable.
+        let mut j = i;
+        loop {
+            j = (j + 1) & mask;
+            let e = self.entries[j];
+            if e == Self::EMPTY {
+                break;
+            }
+            let home = Self::home((e >> 32) as u32, mask);
+            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(i) & mask) {
+                self.entries[i] = e;
+                i = j;
+            }
+        }
+        self.entries[i] = Self::EMPTY;
+        self.len -= 1;
+    }
+
+    /// Forgets every entry (keeping the memory).
+    fn clear(&mut self) {
+        self.entries.fill(Self::EMPTY);
+        self.len = 0;
+    }
+}
+
 #[derive(Debug)]
 struct Slot<V> {
-    key: Option<FlowKey>,
+    /// The key while live or detached (stale once free; the index never points at it then).
+    key: FlowKey,
     value: Option<V>,
     last_ns: u64,
     prev: u32,
@@ -34,7 +150,7 @@ struct Slot<V> {
 pub struct FlowTable<V> {
     slots: Vec<Slot<V>>,
     capacity: usize,
-    index: HashMap<FlowKey, u32, FxBuildHasher>,
+    index: Index,
     free: Vec<u32>,
     lru_head: u32,
     lru_tail: u32,
@@ -51,7 +167,7 @@ impl<V> FlowTable<V> {
         FlowTable {
             slots: Vec::new(),
             capacity,
-            index: HashMap::with_hasher(FxBuildHasher),
+            index: Index::default(),
             free: Vec::new(),
             lru_head: NIL,
             lru_tail: NIL,
@@ -75,8 +191,10 @@ impl<V> FlowTable<V> {
     }
 
     /// The live slot for `key`.
+    #[inline]
     pub fn lookup(&self, key: &FlowKey) -> Option<u32> {
-        self.index.get(key).copied()
+        self.index
+            .find(key.hash32(), |slot| self.slots[slot as usize].key == *key)
     }
 
     /// Takes a free slot for `key` (which must not be live) and makes it live and most recent.
@@ -86,7 +204,7 @@ impl<V> FlowTable<V> {
             Some(slot) => slot,
             None if self.slots.len() < self.capacity => {
                 self.slots.push(Slot {
-                    key: None,
+                    key: FlowKey::default(),
                     value: None,
                     last_ns: 0,
                     prev: NIL,
@@ -99,12 +217,15 @@ impl<V> FlowTable<V> {
             None => return None,
         };
         let s = &mut self.slots[slot as usize];
-        s.key = Some(key);
+        s.key = key;
         s.value = Some(value);
         s.last_ns = now_ns;
         s.live = true;
-        let previous = self.index.insert(key, slot);
-        debug_assert!(previous.is_none(), "insert of a key that is already live");
+        debug_assert!(
+            self.lookup(&key).is_none(),
+            "insert of a key that is already live"
+        );
+        self.index.insert(key.hash32(), slot);
         self.link_tail(slot);
         self.live += 1;
         Some(slot)
@@ -148,13 +269,27 @@ impl<V> FlowTable<V> {
             return;
         }
         s.live = false;
-        if let Some(key) = s.key {
-            if self.index.get(&key) == Some(&slot) {
-                self.index.remove(&key);
-            }
-        }
+        // Only live slots are indexed, so the entry found is this slot's own.
+        self.index.remove(s.key.hash32(), slot);
         self.unlink(slot);
         self.live -= 1;
+    }
+
+    /// Detaches every live slot at once (as [`FlowTable::detach`] on each), returning them
+    /// least recent first.
+    pub fn detach_all(&mut self) -> Vec<u32> {
+        let slots = self.live_slots();
+        for &slot in &slots {
+            let s = &mut self.slots[slot as usize];
+            s.live = false;
+            s.prev = NIL;
+            s.next = NIL;
+        }
+        self.index.clear();
+        self.lru_head = NIL;
+        self.lru_tail = NIL;
+        self.live = 0;
+        slots
     }
 
     /// Returns a slot to the free list, dropping its value and changing its generation.
@@ -162,7 +297,6 @@ impl<V> FlowTable<V> {
         self.detach(slot);
         let s = &mut self.slots[slot as usize];
         let value = s.value.take()?;
-        s.key = None;
         s.generation = s.generation.wrapping_add(1);
         self.free.push(slot);
         Some(value)
@@ -287,6 +421,33 @@ mod tests {
     }
 
     proptest! {
+        /// The index against a map, with hashes from a tiny range so that runs collide, wrap
+        /// around the end of the array and get shifted back by removals.
+        #[test]
+        fn index_matches_map(ops in proptest::collection::vec((any::<bool>(), 0u32..40), 1..400)) {
+            let mut idx = Index::default();
+            let mut model = std::collections::HashMap::new();
+            for (add, slot) in ops {
+                // Hashes near the top of the 64-entry array wrap to its start.
+                let hash = 60 + slot % 9;
+                if add && !model.contains_key(&slot) {
+                    idx.insert(hash, slot);
+                    model.insert(slot, hash);
+                } else if let Some(h) = model.remove(&slot) {
+                    idx.remove(h, slot);
+                }
+                prop_assert_eq!(idx.len, model.len());
+                for (&slot, &hash) in &model {
+                    prop_assert_eq!(idx.find(hash, |s| s == slot), Some(slot));
+                }
+                for slot in 0..40u32 {
+                    if !model.contains_key(&slot) {
+                        prop_assert_eq!(idx.find(60 + slot % 9, |s| s == slot), None);
+                    }
+                }
+            }
+        }
+
         /// The table against a model: a list of live keys in recency order.
         #[test]
         fn matches_recency_model(ops in proptest::collection::vec(op(), 1..200)) {

@@ -25,6 +25,10 @@ pub struct Stack {
 pub struct Conn {
     /// Client and server endpoints, indexed by side.
     pub endpoints: [Endpoint; 2],
+    /// Whether the client is the flow key's lower endpoint: with the `src_is_lo` that
+    /// [`crate::flow::FlowKey::new`] returns, it names a packet's sender without comparing
+    /// addresses.
+    pub client_is_lo: bool,
     /// Both stacks, indexed by side.
     pub stacks: [Stack; 2],
     /// Roles were guessed (midstream pickup: neither SYN nor SYN/ACK seen).
@@ -67,6 +71,16 @@ impl Conn {
     /// Which side sent a packet whose source is `src`.
     pub fn side_of_sender(&self, src: Endpoint) -> Side {
         if src == self.client() {
+            Side::Cli
+        } else {
+            Side::Svr
+        }
+    }
+
+    /// Which side sent a packet whose source is (`true`) or is not the key's lower endpoint.
+    #[inline]
+    pub fn side_of_lo_sender(&self, src_is_lo: bool) -> Side {
+        if src_is_lo == self.client_is_lo {
             Side::Cli
         } else {
             Side::Svr

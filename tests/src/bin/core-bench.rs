@@ -345,13 +345,13 @@ fn vm_hwm_kib() -> Option<u64> {
 
 /// A flow-table slot as `FlowTable` lays it out (key, value, last time, links, generation).
 fn slot_bytes() -> usize {
-    std::mem::size_of::<(Option<FlowKey>, Option<Conn>, u64, u32, u32, u32, bool)>()
+    std::mem::size_of::<(FlowKey, Option<Conn>, u64, u32, u32, u32, bool)>()
 }
 
-/// A hash index entry (key and slot number) with the table's load factor (7/8) and its
-/// control byte.
+/// A hash index entry (32-bit hash and slot number, 8 bytes) at the index's highest load
+/// (1/2; it is between 1/4 and 1/2 full).
 fn index_entry_bytes() -> usize {
-    (std::mem::size_of::<(FlowKey, u32)>() + 1) * 8 / 7
+    std::mem::size_of::<u64>() * 2
 }
 
 fn per_conn_bytes() -> usize {
