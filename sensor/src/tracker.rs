@@ -184,15 +184,7 @@ impl Tracker {
         self.expire(ts_ns, out);
         self.stats.segments += 1;
 
-        let src = Endpoint {
-            addr: seg.src,
-            port: seg.sport,
-        };
-        let dst = Endpoint {
-            addr: seg.dst,
-            port: seg.dport,
-        };
-        let (key, src_is_lo) = FlowKey::new(src, dst);
+        let (key, src_is_lo) = FlowKey::of_packet(&seg.src, seg.sport, &seg.dst, seg.dport);
         let ctx = PacketCtx {
             ts_ns,
             pos,
@@ -222,7 +214,7 @@ impl Tracker {
                     self.end_conn(slot, EndReason::Reused, &ctx, out);
                     self.table.detach(slot);
                     self.reclaim.push(slot);
-                    match self.create(key, src_is_lo, src, dst, seg, &ctx, out) {
+                    match self.create(key, src_is_lo, seg, &ctx, out) {
                         Some(slot) => slot,
                         None => return,
                     }
@@ -239,7 +231,7 @@ impl Tracker {
                     self.orphan(&ctx, out);
                     return;
                 }
-                match self.create(key, src_is_lo, src, dst, seg, &ctx, out) {
+                match self.create(key, src_is_lo, seg, &ctx, out) {
                     Some(slot) => slot,
                     None => return,
                 }
@@ -356,17 +348,22 @@ impl Tracker {
     /// Creates a connection for a segment of an unknown (or restarted) tuple. Roles: the SYN
     /// sender is the client; else the SYN/ACK receiver; else the side on the lower, well-known
     /// port is guessed to be the server.
-    #[allow(clippy::too_many_arguments)]
     fn create(
         &mut self,
         key: FlowKey,
         src_is_lo: bool,
-        src: Endpoint,
-        dst: Endpoint,
         seg: &TcpSegment<'_>,
         ctx: &PacketCtx,
         out: &mut Vec<Event>,
     ) -> Option<u32> {
+        let src = Endpoint {
+            addr: seg.src,
+            port: seg.sport,
+        };
+        let dst = Endpoint {
+            addr: seg.dst,
+            port: seg.dport,
+        };
         if self.table.live() >= self.cfg.max_flows {
             if let Some((victim, _)) = self.table.oldest() {
                 match self.table.get(victim).and_then(|c| c.closed) {
