@@ -540,9 +540,12 @@ impl Tracker {
         // --- Receiver side: the payload lands in the receiver's stream, then its state moves.
         let conn = self.table.get_mut(slot).expect("live slot");
         let mut outcome = InsertOutcome::default();
+        // Where the segment's first byte lands in the stream (for ERROR offsets).
+        let mut seg_offset = 0;
         if seg.payload_len > 0 {
             let recv = &mut conn.stack_mut(rcv).recv;
             if recv.is_anchored() {
+                seg_offset = recv.seq_to_offset(data_seq).unwrap_or(0);
                 outcome = recv.insert(&mut self.pool, data_seq, seg.payload, seg.payload_len);
             }
         }
@@ -575,7 +578,15 @@ impl Tracker {
                 out,
             );
         }
-        self.report_insert(slot, rcv, &outcome, ctx, out);
+        self.report_insert(
+            slot,
+            rcv,
+            &outcome,
+            seg_offset,
+            seg.payload.len() as u64,
+            ctx,
+            out,
+        );
         if outcome.new_bytes > 0
             || outcome.lost_snap > 0
             || outcome.overflow.is_some()
@@ -614,11 +625,16 @@ impl Tracker {
         }
     }
 
+    /// Counts what an insert did and raises its `REXMIT` and `ERROR` events. `seg_offset` is
+    /// the stream offset of the segment's first byte, `present` the bytes the frame held.
+    #[allow(clippy::too_many_arguments)]
     fn report_insert(
         &mut self,
         slot: u32,
         rcv: Side,
         o: &InsertOutcome,
+        seg_offset: u64,
+        present: u64,
         ctx: &PacketCtx,
         out: &mut Vec<Event>,
     ) {
@@ -627,50 +643,29 @@ impl Tracker {
             self.stats.rexmit_bytes += u64::from(ctx.payload_len);
             self.emit(slot, Some(rcv), Hook::Rcv, EventKind::Rexmit, ctx, out);
         }
-        if let Some((offset, len)) = o.conflict {
-            self.stats.conflicts += 1;
-            let kind = EventKind::Error {
-                kind: ErrorKind::Conflict,
-                offset,
-                len: u64::from(len),
-            };
-            self.emit(slot, Some(rcv), Hook::Rcv, kind, ctx, out);
-        }
-        if let Some(g) = o.overflow {
-            self.stats.overflow_bytes += g.len;
-            let kind = EventKind::Error {
-                kind: ErrorKind::Overflow,
-                offset: g.offset,
-                len: g.len,
-            };
-            self.emit(slot, Some(rcv), Hook::Rcv, kind, ctx, out);
-        }
-        if let Some(g) = o.gap {
-            self.stats.gap_bytes += g.len;
-            let kind = EventKind::Error {
-                kind: ErrorKind::Gap,
-                offset: g.offset,
-                len: g.len,
-            };
-            self.emit(slot, Some(rcv), Hook::Rcv, kind, ctx, out);
-        }
-        if o.dropped_bytes > 0 {
-            self.stats.overflow_bytes += u64::from(o.dropped_bytes);
-            let kind = EventKind::Error {
-                kind: ErrorKind::Dropped,
-                offset: 0,
-                len: u64::from(o.dropped_bytes),
-            };
-            self.emit(slot, Some(rcv), Hook::Rcv, kind, ctx, out);
-        }
-        if o.lost_snap > 0 {
-            self.stats.gap_bytes += u64::from(o.lost_snap);
-            let kind = EventKind::Error {
-                kind: ErrorKind::SnapTruncated,
-                offset: 0,
-                len: u64::from(o.lost_snap),
-            };
-            self.emit(slot, Some(rcv), Hook::Rcv, kind, ctx, out);
+        let errors = [
+            o.conflict
+                .map(|(off, len)| (ErrorKind::Conflict, off, u64::from(len))),
+            o.overflow.map(|g| (ErrorKind::Overflow, g.offset, g.len)),
+            o.gap.map(|g| (ErrorKind::Gap, g.offset, g.len)),
+            (o.dropped_bytes > 0)
+                .then(|| (ErrorKind::Dropped, seg_offset, u64::from(o.dropped_bytes))),
+            (o.lost_snap > 0).then(|| {
+                (
+                    ErrorKind::SnapTruncated,
+                    seg_offset + present,
+                    u64::from(o.lost_snap),
+                )
+            }),
+        ];
+        for (kind, offset, len) in errors.into_iter().flatten() {
+            match kind {
+                ErrorKind::Conflict => self.stats.conflicts += 1,
+                ErrorKind::Overflow | ErrorKind::Dropped => self.stats.overflow_bytes += len,
+                ErrorKind::Gap | ErrorKind::SnapTruncated => self.stats.gap_bytes += len,
+            }
+            let ev = EventKind::Error { kind, offset, len };
+            self.emit(slot, Some(rcv), Hook::Rcv, ev, ctx, out);
         }
     }
 
