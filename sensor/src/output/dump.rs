@@ -63,24 +63,34 @@ pub struct FlowRecord {
 
 #[derive(Debug)]
 struct Direction {
+    /// The stream file's name in the dump directory (created on the first byte).
+    name: String,
     /// Next stream offset to read.
     read_at: u64,
     bytes: u64,
     lost: u64,
     sha: Sha256,
     pending: Vec<u8>,
-    file: Option<String>,
+    /// The file exists (a byte or a hole was written).
+    written: bool,
 }
 
 impl Direction {
-    fn new() -> Self {
+    /// The direction into `side`'s receive stream of a connection (`serial`, `client`,
+    /// `server`).
+    fn new(serial: u64, side: Side, client: Endpoint, server: Endpoint) -> Self {
+        let (from, to, tag) = match side {
+            Side::Svr => (client, server, "c2s"),
+            Side::Cli => (server, client, "s2c"),
+        };
         Direction {
+            name: format!("{serial:07}-{}-{}.{tag}", file_part(from), file_part(to)),
             read_at: 0,
             bytes: 0,
             lost: 0,
             sha: Sha256::new(),
             pending: Vec::new(),
-            file: None,
+            written: false,
         }
     }
 }
@@ -141,7 +151,8 @@ impl StreamDump {
     fn ensure_open(&mut self, tracker: &Tracker, h: FlowHandle) {
         if let Some(conn) = tracker.conn(h) {
             self.open.entry(h).or_insert_with(|| Open {
-                dirs: [Direction::new(), Direction::new()],
+                dirs: [Side::Cli, Side::Svr]
+                    .map(|side| Direction::new(conn.serial, side, conn.client(), conn.server())),
                 serial: conn.serial,
             });
         }
@@ -168,38 +179,15 @@ impl StreamDump {
                     // Skip to the gap's start if the reader was before it, then past it.
                     let skip = offset.saturating_sub(d.read_at) + len;
                     d.read_at += skip;
-                    zeros(
-                        &self.dir,
-                        d,
-                        skip,
-                        open.serial,
-                        side,
-                        conn.client(),
-                        conn.server(),
-                    )?;
+                    zeros(&self.dir, d, skip)?;
                 }
                 ReadChunk::Overrun { lost } => {
                     d.read_at += lost;
-                    zeros(
-                        &self.dir,
-                        d,
-                        lost,
-                        open.serial,
-                        side,
-                        conn.client(),
-                        conn.server(),
-                    )?;
+                    zeros(&self.dir, d, lost)?;
                 }
             }
             if d.pending.len() >= SPILL_AT {
-                spill(
-                    &self.dir,
-                    d,
-                    open.serial,
-                    side,
-                    conn.client(),
-                    conn.server(),
-                )?;
+                spill(&self.dir, d)?;
             }
         }
         Ok(())
@@ -214,14 +202,7 @@ impl StreamDump {
         };
         for side in [Side::Cli, Side::Svr] {
             let d = &mut open.dirs[side.index()];
-            spill(
-                &self.dir,
-                d,
-                open.serial,
-                side,
-                conn.client(),
-                conn.server(),
-            )?;
+            spill(&self.dir, d)?;
         }
         let [s2c, c2s] = open.dirs;
         self.records.push(FlowRecord {
@@ -238,8 +219,8 @@ impl StreamDump {
             s2c_sha256: hex::encode(s2c.sha.finalize()),
             c2s_lost: c2s.lost,
             s2c_lost: s2c.lost,
-            c2s_file: c2s.file,
-            s2c_file: s2c.file,
+            c2s_file: c2s.written.then_some(c2s.name),
+            s2c_file: s2c.written.then_some(s2c.name),
             start_ns: conn.start_ns,
             serial: open.serial,
         });
@@ -249,24 +230,17 @@ impl StreamDump {
 
 /// Appends `n` lost bytes to a direction as zeros: hashed as zeros, but stored as a hole in a
 /// sparse file, so a capture that lost gigabytes does not fill the disk or the memory.
-fn zeros(
-    dir: &Path,
-    d: &mut Direction,
-    n: u64,
-    serial: u64,
-    side: Side,
-    client: Endpoint,
-    server: Endpoint,
-) -> Result<()> {
+fn zeros(dir: &Path, d: &mut Direction, n: u64) -> Result<()> {
     static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
-    spill(dir, d, serial, side, client, server)?;
+    spill(dir, d)?;
     let mut left = n;
     while left > 0 {
         let k = left.min(ZEROS.len() as u64) as usize;
         d.sha.update(&ZEROS[..k]);
         left -= k as u64;
     }
-    let path = dir.join(file_name(d, serial, side, client, server));
+    let path = dir.join(&d.name);
+    d.written = true;
     let f = OpenOptions::new()
         .create(true)
         .append(true)
@@ -279,38 +253,14 @@ fn zeros(
     Ok(())
 }
 
-/// The direction's file name, chosen on first use.
-fn file_name(
-    d: &mut Direction,
-    serial: u64,
-    side: Side,
-    client: Endpoint,
-    server: Endpoint,
-) -> &str {
-    d.file.get_or_insert_with(|| {
-        let (from, to, tag) = match side {
-            Side::Svr => (client, server, "c2s"),
-            Side::Cli => (server, client, "s2c"),
-        };
-        format!("{serial:07}-{}-{}.{tag}", file_part(from), file_part(to))
-    })
-}
-
 /// Appends a direction's buffered bytes to its file (created on first use).
-fn spill(
-    dir: &Path,
-    d: &mut Direction,
-    serial: u64,
-    side: Side,
-    client: Endpoint,
-    server: Endpoint,
-) -> Result<()> {
+fn spill(dir: &Path, d: &mut Direction) -> Result<()> {
     if d.pending.is_empty() {
         return Ok(());
     }
     d.sha.update(&d.pending);
-    let name = file_name(d, serial, side, client, server).to_owned();
-    let path = dir.join(name);
+    let path = dir.join(&d.name);
+    d.written = true;
     let mut f = OpenOptions::new()
         .create(true)
         .append(true)
