@@ -7,7 +7,8 @@
 #   fmt          cargo fmt --check
 #   clippy       cargo clippy on every target, warnings are errors
 #   build        release build of every binary (mos-sensor is what the integration tests run)
-#   unit         unit tests of libraries and binaries, debug build
+#   unit         every test of the crates other than mos-tests (unit tests beside the code,
+#                the TCP core's API tests in sensor/tests, doc tests), debug build
 #   integration  the mos-tests package (corpus runner and multi-process tests), release build,
 #                with MOS_SENSOR_BIN pointing at the release mos-sensor
 #   doc          rustdoc, warnings are errors
@@ -145,7 +146,7 @@ fi
     run_stage fmt cargo fmt --all -- --check
     run_stage clippy cargo clippy --workspace --all-targets $locked -- -D warnings
     run_stage build cargo build --workspace --release --bins $locked
-    run_stage unit cargo test --workspace --lib --bins --no-fail-fast $locked
+    run_stage unit cargo test --workspace --exclude mos-tests --no-fail-fast $locked
     if [[ " ${wanted[*]} " == *" integration "* && ! -x "$MOS_SENSOR_BIN" ]]; then
         echo "== stage integration: $MOS_SENSOR_BIN is missing; building it first"
         cargo build --release -p mos-sensor --bin mos-sensor $locked
