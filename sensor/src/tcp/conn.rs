@@ -68,15 +68,6 @@ impl Conn {
         self.endpoints[Side::Svr.index()]
     }
 
-    /// Which side sent a packet whose source is `src`.
-    pub fn side_of_sender(&self, src: Endpoint) -> Side {
-        if src == self.client() {
-            Side::Cli
-        } else {
-            Side::Svr
-        }
-    }
-
     /// Which side sent a packet whose source is (`true`) or is not the key's lower endpoint.
     #[inline]
     pub fn side_of_lo_sender(&self, src_is_lo: bool) -> Side {
