@@ -3,7 +3,7 @@
 #
 #   scripts/test.sh [--no-setup] [--no-apt] [--only STAGE[,STAGE...]]
 #
-# Stages, in order: fmt clippy build unit integration doc
+# Stages, in order: fmt clippy build unit integration doc fuzz-build
 #   fmt          cargo fmt --check
 #   clippy       cargo clippy on every target, warnings are errors
 #   build        release build of every binary (mos-sensor is what the integration tests run)
@@ -12,6 +12,8 @@
 #   integration  the mos-tests package (corpus runner and multi-process tests), release build,
 #                with MOS_SENSOR_BIN pointing at the release mos-sensor
 #   doc          rustdoc, warnings are errors
+#   fuzz-build   the cargo-fuzz targets in fuzz/ still compile (a plain build; fuzzing itself
+#                needs cargo-fuzz, see the README)
 #
 # PROPTEST_CASES, if set, is passed on to the tests. With CI=true cargo prints no colours or
 # progress bars. Exits non-zero, naming the stage, at the first stage that fails.
@@ -20,7 +22,7 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-all_stages=(fmt clippy build unit integration doc)
+all_stages=(fmt clippy build unit integration doc fuzz-build)
 run_setup=1
 setup_args=()
 only=""
@@ -34,7 +36,7 @@ while [[ $# -gt 0 ]]; do
             only=$2
             shift 2
             ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) mos_die "test: unknown argument: $1 (try --help)" ;;
     esac
 done
@@ -153,6 +155,7 @@ fi
     fi
     run_stage integration cargo test --release -p mos-tests --no-fail-fast $locked
     run_stage doc env RUSTDOCFLAGS="${RUSTDOCFLAGS:-} -Dwarnings" cargo doc --workspace --no-deps $locked
+    run_stage fuzz-build cargo build --manifest-path fuzz/Cargo.toml $locked
 }
 
 summary

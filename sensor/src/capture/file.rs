@@ -469,7 +469,7 @@ impl FileCapture {
     }
 
     fn check_block_len(&self, at: u64, total: usize, min: usize) -> Result<(), CaptureError> {
-        if total < min || total % 4 != 0 || total > MAX_RECORD {
+        if total < min || !total.is_multiple_of(4) || total > MAX_RECORD {
             return Err(self.malformed(at, format!("block length {total}")));
         }
         Ok(())
