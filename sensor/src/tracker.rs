@@ -10,7 +10,7 @@
 //! memory publisher next) can still read its final state and bytes.
 
 use crate::event::{EndReason, ErrorKind, Event, EventKind, FlowHandle, NO_FLOW};
-use crate::flow::{Endpoint, FlowKey, FlowTable};
+use crate::flow::{Endpoint, FlowKey, FlowTable, HashKeys};
 use crate::parse::flags::{ACK, FIN, RST, SYN};
 use crate::parse::TcpSegment;
 use crate::tcp::conn::{Conn, Stack};
@@ -39,6 +39,9 @@ pub struct TrackerConfig {
     pub track_midstream: bool,
     /// The events to produce; others are not even built.
     pub events: EventMask,
+    /// Multipliers of the flow hash; random per process by default, so crafted tuples cannot
+    /// be aimed at one index position.
+    pub hash_keys: HashKeys,
 }
 
 impl Default for TrackerConfig {
@@ -51,6 +54,7 @@ impl Default for TrackerConfig {
             max_rings: 16 * 1024,
             track_midstream: true,
             events: EventMask(u64::MAX),
+            hash_keys: HashKeys::random(),
         }
     }
 }
@@ -184,7 +188,13 @@ impl Tracker {
         self.expire(ts_ns, out);
         self.stats.segments += 1;
 
-        let (key, src_is_lo) = FlowKey::of_packet(&seg.src, seg.sport, &seg.dst, seg.dport);
+        let (key, src_is_lo) = FlowKey::of_packet(
+            &seg.src,
+            seg.sport,
+            &seg.dst,
+            seg.dport,
+            &self.cfg.hash_keys,
+        );
         let ctx = PacketCtx {
             ts_ns,
             pos,

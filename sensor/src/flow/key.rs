@@ -39,6 +39,47 @@ pub struct FlowKey {
     hash: u32,
 }
 
+/// The secret multipliers of the flow hash. Traffic is chosen by whoever sends it: with fixed
+/// multipliers an attacker could craft many tuples that land on one index position and turn
+/// every lookup into a long probe. Multipliers drawn at random per process make that
+/// infeasible without observing the sensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HashKeys([u64; 5]);
+
+impl HashKeys {
+    /// Multipliers derived from `seed` (SplitMix64), each odd.
+    pub fn from_seed(seed: u64) -> Self {
+        let mut state = seed;
+        let mut next = || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) | 1
+        };
+        HashKeys([next(), next(), next(), next(), next()])
+    }
+
+    /// Multipliers from a seed the OS randomises per process.
+    pub fn random() -> Self {
+        use std::hash::BuildHasher;
+        Self::from_seed(std::collections::hash_map::RandomState::new().hash_one(0u64))
+    }
+}
+
+impl Default for HashKeys {
+    /// Fixed multipliers, for tests and tools that want reproducible hashes.
+    fn default() -> Self {
+        HashKeys([
+            0x9e37_79b9_7f4a_7c15,
+            0xc2b2_ae3d_27d4_eb4f,
+            0x1656_67b1_9e37_79f9,
+            0x85eb_ca77_c2b2_ae63,
+            0x27d4_eb2f_1656_67c5,
+        ])
+    }
+}
+
 /// An address as one number (IPv4 in the low 32 bits).
 #[inline]
 fn addr_bits(a: &IpAddr) -> u128 {
@@ -49,16 +90,29 @@ fn addr_bits(a: &IpAddr) -> u128 {
 }
 
 impl FlowKey {
-    /// The key of a packet from `src` to `dst`, and whether `src` is the key's lower endpoint.
+    /// The key of a packet from `src` to `dst`, and whether `src` is the key's lower endpoint,
+    /// hashed with the default (fixed) multipliers.
     #[inline]
     pub fn new(src: Endpoint, dst: Endpoint) -> (FlowKey, bool) {
-        Self::of_packet(&src.addr, src.port, &dst.addr, dst.port)
+        Self::of_packet(
+            &src.addr,
+            src.port,
+            &dst.addr,
+            dst.port,
+            &HashKeys::default(),
+        )
     }
 
     /// As [`FlowKey::new`], from a packet's addresses and ports read in place (the tracker's
     /// per-packet path: no `Endpoint` copies of the addresses are made first).
     #[inline]
-    pub fn of_packet(src: &IpAddr, sport: u16, dst: &IpAddr, dport: u16) -> (FlowKey, bool) {
+    pub fn of_packet(
+        src: &IpAddr,
+        sport: u16,
+        dst: &IpAddr,
+        dport: u16,
+        keys: &HashKeys,
+    ) -> (FlowKey, bool) {
         let v6 = src.is_ipv6() || dst.is_ipv6();
         // Ordered as `Endpoint`'s derived order orders endpoints of one address family: by
         // address, then port.
@@ -72,7 +126,7 @@ impl FlowKey {
             v6,
             hash: 0,
         };
-        key.hash = key.compute_hash();
+        key.hash = key.compute_hash(keys);
         (key, src_is_lo)
     }
 
@@ -82,24 +136,17 @@ impl FlowKey {
         self.hash
     }
 
-    fn compute_hash(&self) -> u32 {
-        // Each word multiplied by its own odd constant (independent multiplies, so the
+    fn compute_hash(&self, keys: &HashKeys) -> u32 {
+        // Each word multiplied by its own odd multiplier (independent multiplies, so the
         // per-packet latency is one multiply, not a chain of five), summed, then a full
         // avalanche (MurmurHash3's 64-bit finaliser): the flow table picks its home position
         // from the low bits, which a bare multiply leaves depending on the low input bits only.
-        const K: [u64; 5] = [
-            0x9e37_79b9_7f4a_7c15,
-            0xc2b2_ae3d_27d4_eb4f,
-            0x1656_67b1_9e37_79f9,
-            0x85eb_ca77_c2b2_ae63,
-            0x27d4_eb2f_1656_67c5,
-        ];
         let [[a0, a1], [b0, b1]] = self.addrs;
         let ports =
             u64::from(self.ports[0]) << 32 | u64::from(self.ports[1]) << 8 | u64::from(self.v6);
         let mut h = [a0, a1, b0, b1, ports]
             .iter()
-            .zip(K)
+            .zip(keys.0)
             .fold(0u64, |h, (w, k)| h.wrapping_add(w.wrapping_mul(k)));
         h ^= h >> 33;
         h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -113,6 +160,26 @@ impl FlowKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_depends_on_the_keys_but_equality_does_not() {
+        let a = Endpoint {
+            addr: "10.0.0.2".parse().unwrap(),
+            port: 80,
+        };
+        let b = Endpoint {
+            addr: "10.0.0.1".parse().unwrap(),
+            port: 5000,
+        };
+        let k1 = HashKeys::from_seed(1);
+        let k2 = HashKeys::from_seed(2);
+        assert_ne!(k1, k2);
+        let (x, _) = FlowKey::of_packet(&a.addr, a.port, &b.addr, b.port, &k1);
+        let (y, _) = FlowKey::of_packet(&b.addr, b.port, &a.addr, a.port, &k1);
+        let (z, _) = FlowKey::of_packet(&a.addr, a.port, &b.addr, b.port, &k2);
+        assert_eq!(x, y);
+        assert_ne!(x.hash32(), z.hash32());
+    }
 
     #[test]
     fn both_directions_share_a_key() {

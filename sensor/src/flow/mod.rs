@@ -4,5 +4,5 @@
 pub mod key;
 pub mod table;
 
-pub use key::{Endpoint, FlowKey};
+pub use key::{Endpoint, FlowKey, HashKeys};
 pub use table::FlowTable;
