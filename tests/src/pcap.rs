@@ -41,13 +41,8 @@ impl<W: Write> PcapWriter<W> {
     }
 }
 
-pub mod flags {
-    pub const FIN: u8 = 0x01;
-    pub const SYN: u8 = 0x02;
-    pub const RST: u8 = 0x04;
-    pub const PSH: u8 = 0x08;
-    pub const ACK: u8 = 0x10;
-}
+/// TCP flag bits, as the sensor names them.
+pub use mos_sensor::parse::flags;
 
 /// The fields of one TCP segment to build.
 #[derive(Debug, Clone, Copy)]
