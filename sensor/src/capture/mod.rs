@@ -40,6 +40,21 @@ pub enum LinkType {
 }
 
 impl LinkType {
+    /// Every link type whose frames mos reads.
+    pub const READ: [LinkType; 11] = [
+        LinkType::Ethernet,
+        LinkType::Null,
+        LinkType::Loop,
+        LinkType::Raw,
+        LinkType::Ipv4,
+        LinkType::Ipv6,
+        LinkType::LinuxSll,
+        LinkType::LinuxSll2,
+        LinkType::Ppp,
+        LinkType::CHdlc,
+        LinkType::Nflog,
+    ];
+
     /// The link type with this `LINKTYPE_*` number.
     pub fn from_linktype(n: u32) -> LinkType {
         match n {
