@@ -1,0 +1,166 @@
+//! Reading a flow slot: one consistent copy of its [`FlowData`] and, when asked, of the
+//! metadata of the rings its sides hold.
+
+use crate::layout::{FlowData, FlowSlot, RingMeta, RingMetaSlot, NO_RING};
+use crate::pod::Words;
+
+/// A consistent copy of a slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowSnapshot {
+    /// The slot's data.
+    pub data: FlowData,
+    /// The stamp the copy was taken at (equal stamps: nothing changed in between).
+    pub stamp: u64,
+}
+
+/// Copies a slot's data; `None` only if a writer kept it busy for `max_tries` attempts.
+pub fn read_flow(slot: &FlowSlot, max_tries: u32) -> Option<FlowSnapshot> {
+    for i in 0..max_tries {
+        if let Some(tok) = slot.stamp.begin_read() {
+            let data = FlowData::load(&slot.words);
+            if slot.stamp.validate(tok) {
+                return Some(FlowSnapshot {
+                    data,
+                    stamp: slot.stamp.raw(),
+                });
+            }
+        }
+        backoff(i);
+    }
+    None
+}
+
+/// Copies a slot's data and the metadata of the ring held by side `side` (`None` for the
+/// metadata when the side holds no ring or its index is out of range).
+pub fn read_flow_with_meta(
+    slot: &FlowSlot,
+    metas: &[RingMetaSlot],
+    side: usize,
+    max_tries: u32,
+) -> Option<(FlowSnapshot, Option<RingMeta>)> {
+    for i in 0..max_tries {
+        if let Some(tok) = slot.stamp.begin_read() {
+            let data = FlowData::load(&slot.words);
+            let ring = data.sides[side & 1].ring;
+            let meta = if ring == NO_RING {
+                None
+            } else {
+                metas
+                    .get(ring as usize)
+                    .map(|m| RingMeta::load_prefix(&m.words))
+            };
+            if slot.stamp.validate(tok) {
+                return Some((
+                    FlowSnapshot {
+                        data,
+                        stamp: slot.stamp.raw(),
+                    },
+                    meta,
+                ));
+            }
+        }
+        backoff(i);
+    }
+    None
+}
+
+impl RingMeta {
+    /// Loads only the used part (header words, `nfrags` fragments, `ngaps` gaps): a ring's
+    /// metadata is mostly empty, and this is on every `peek`.
+    pub fn load_prefix(words: &[crate::sync::AtomicU64]) -> RingMeta {
+        use crate::sync::Ordering::Relaxed;
+        let mut m = RingMeta::default();
+        let w0 = words[0].load(Relaxed);
+        m.nfrags = (w0 as u32).min(crate::layout::MAX_FRAGMENTS as u32);
+        m.ngaps = ((w0 >> 32) as u32).min(crate::layout::MAX_GAPS as u32);
+        m.unknown_below = words[1].load(Relaxed);
+        for i in 0..m.nfrags as usize {
+            m.frags[i].start = words[2 + 2 * i].load(Relaxed);
+            m.frags[i].len = words[3 + 2 * i].load(Relaxed) as u32;
+        }
+        let g0 = 2 + 2 * crate::layout::MAX_FRAGMENTS;
+        for i in 0..m.ngaps as usize {
+            m.gaps[i].offset = words[g0 + 3 * i].load(Relaxed);
+            m.gaps[i].len = words[g0 + 3 * i + 1].load(Relaxed);
+            m.gaps[i].kind = words[g0 + 3 * i + 2].load(Relaxed);
+        }
+        m
+    }
+
+    /// Stores only the used part (the counterpart of [`RingMeta::load_prefix`]).
+    pub fn store_prefix(&self, words: &[crate::sync::AtomicU64]) {
+        use crate::sync::Ordering::Relaxed;
+        words[0].store(
+            u64::from(self.nfrags) | (u64::from(self.ngaps) << 32),
+            Relaxed,
+        );
+        words[1].store(self.unknown_below, Relaxed);
+        for i in 0..self.nfrags as usize {
+            words[2 + 2 * i].store(self.frags[i].start, Relaxed);
+            words[3 + 2 * i].store(u64::from(self.frags[i].len), Relaxed);
+        }
+        let g0 = 2 + 2 * crate::layout::MAX_FRAGMENTS;
+        for i in 0..self.ngaps as usize {
+            words[g0 + 3 * i].store(self.gaps[i].offset, Relaxed);
+            words[g0 + 3 * i + 1].store(self.gaps[i].len, Relaxed);
+            words[g0 + 3 * i + 2].store(self.gaps[i].kind, Relaxed);
+        }
+    }
+}
+
+fn backoff(i: u32) {
+    if i < 64 {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::layout::{FragRec, GapRec, FLOW_WORDS, RING_META_WORDS};
+    use crate::sync::AtomicU64;
+
+    #[test]
+    fn prefix_round_trip_matches_full_layout() {
+        let mut m = RingMeta {
+            nfrags: 2,
+            ngaps: 1,
+            unknown_below: 5,
+            ..Default::default()
+        };
+        m.frags[0] = FragRec {
+            start: 10,
+            len: 3,
+            _pad: 0,
+        };
+        m.frags[1] = FragRec {
+            start: 20,
+            len: 4,
+            _pad: 0,
+        };
+        m.gaps[0] = GapRec {
+            offset: 1,
+            len: 2,
+            kind: 1,
+        };
+        let words: Vec<AtomicU64> = (0..RING_META_WORDS).map(|_| AtomicU64::new(0)).collect();
+        m.store_prefix(&words);
+        assert_eq!(RingMeta::load_prefix(&words), m);
+        // The prefix encoding is the repr(C) layout itself.
+        assert_eq!(RingMeta::load(&words), m);
+    }
+
+    #[test]
+    fn a_slot_under_write_is_not_read() {
+        let slot = FlowSlot {
+            stamp: crate::seqlock::Stamp::new(),
+            words: core::array::from_fn::<_, FLOW_WORDS, _>(|_| AtomicU64::new(0)),
+        };
+        slot.stamp.begin_write();
+        assert!(read_flow(&slot, 3).is_none());
+        slot.stamp.end_write();
+        assert!(read_flow(&slot, 3).is_some());
+    }
+}

@@ -1,0 +1,583 @@
+//! The ABI v1 layouts: every type that lives in shared memory, with its size and field offsets
+//! pinned by `const` assertions so that a change that moves a byte fails to compile.
+//!
+//! Three kinds of region cross the process boundary:
+//!
+//! - the **main region** (read-only for analyzers): the [`Header`] then, for each worker, its
+//!   flow slots, ring metadata, stream rings and packet log, at the offsets its
+//!   [`WorkerInfo`] gives;
+//! - one **event region** per analyzer (read-only for it): for each worker an
+//!   [`EventRingHeader`] followed by that ring's [`EventRecord`]s;
+//! - one **analyzer page** per analyzer (writable by it alone): its consumer indices and
+//!   heartbeat ([`AnalyzerPage`]).
+//!
+//! Values written once before any analyzer maps a region are plain integers; everything written
+//! while analyzers read is an atomic word, so readers copy it with relaxed loads and validate
+//! (seqlock stamp, ring indices) instead of trusting it.
+
+use crate::seqlock::Stamp;
+use crate::sync::AtomicU64;
+use core::mem::{offset_of, size_of};
+
+/// `b"MOS-SHM\x01"` read as a little-endian `u64`.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"MOS-SHM\x01");
+/// Consumers refuse a region whose major version differs from theirs.
+pub const ABI_MAJOR: u16 = 1;
+/// Minor versions only add things a v1 reader may ignore.
+pub const ABI_MINOR: u16 = 0;
+
+/// The most workers one sensor runs; the header has a [`WorkerInfo`] for each.
+pub const MAX_WORKERS: usize = 32;
+
+/// Out-of-order islands one ring's metadata holds.
+pub const MAX_FRAGMENTS: usize = 32;
+/// Recent gaps one ring's metadata remembers.
+pub const MAX_GAPS: usize = 16;
+
+/// A ring index meaning "no ring".
+pub const NO_RING: u32 = u32::MAX;
+/// A packet-log sequence meaning "no packet".
+pub const NO_PKT: u64 = u64::MAX;
+
+/// Feature bits of [`Header::features`].
+pub mod features {
+    /// The main region is backed by hugepages.
+    pub const HUGEPAGES: u64 = 1 << 0;
+    /// The sensor waits for analyzers instead of dropping (lossless mode).
+    pub const LOSSLESS: u64 = 1 << 1;
+    /// The packet log is kept (some analyzer asked for packets).
+    pub const PACKET_LOG: u64 = 1 << 2;
+}
+
+/// [`Header::state`] values.
+pub mod sensor_state {
+    /// Setting up; nothing is published yet.
+    pub const STARTING: u64 = 0;
+    /// Reading input and publishing.
+    pub const RUNNING: u64 = 1;
+    /// The input ended and every event is published: analyzers drain their rings and stop.
+    pub const DONE: u64 = 2;
+    /// The sensor is shutting down (signal or error); what is published stays readable.
+    pub const STOPPED: u64 = 3;
+}
+
+/// The sizes the sensor was configured with, as it published them (plain values written
+/// before any analyzer attaches).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct ConfigInfo {
+    /// Bytes per stream ring (a power of two).
+    pub ring_size: u64,
+    /// Stream rings per worker.
+    pub rings_per_worker: u64,
+    /// Flow slots per worker.
+    pub slots_per_worker: u64,
+    /// Packet-log entries per worker (0: no packet log).
+    pub pktlog_entries: u64,
+    /// Packet-log frame bytes per worker.
+    pub pktlog_bytes: u64,
+    /// Event records per (analyzer, worker) ring.
+    pub event_ring_len: u64,
+    /// Idle timeout, ns.
+    pub idle_timeout_ns: u64,
+    /// 0: first copy wins (the only overlap policy so far).
+    pub overlap_policy: u64,
+}
+
+/// Where one worker's parts of the main region are (byte offsets from the region's start).
+#[derive(Debug)]
+#[repr(C)]
+pub struct WorkerInfo {
+    /// Offset of `slots_per_worker` [`FlowSlot`]s.
+    pub slots_off: u64,
+    /// Offset of `rings_per_worker` [`RingMetaSlot`]s.
+    pub ring_meta_off: u64,
+    /// Offset of the ring bytes: ring `i` is `[rings_off + i * ring_size, + ring_size)`.
+    pub rings_off: u64,
+    /// Offset of the [`PktLogHeader`], then `pktlog_entries` [`PktLogEntry`]s, then the frame
+    /// bytes.
+    pub pktlog_off: u64,
+    /// Counters the worker keeps, indexed by [`counter`].
+    pub counters: [AtomicU64; counter::COUNT],
+}
+
+/// Indices into [`WorkerInfo::counters`].
+pub mod counter {
+    /// Frames read.
+    pub const FRAMES: usize = 0;
+    /// Bytes of frames read.
+    pub const FRAME_BYTES: usize = 1;
+    /// TCP segments.
+    pub const TCP: usize = 2;
+    /// IP packets that are not TCP.
+    pub const OTHER_IP: usize = 3;
+    /// Frames without IP.
+    pub const NOT_IP: usize = 4;
+    /// Frames cut inside a header (skipped).
+    pub const TRUNCATED: usize = 5;
+    /// Frames with impossible header values (skipped).
+    pub const MALFORMED: usize = 6;
+    /// Frames of an unsupported link type (skipped).
+    pub const UNSUPPORTED_LINK: usize = 7;
+    /// TCP segments with a bad checksum (kept).
+    pub const BAD_CHECKSUM: usize = 8;
+    /// TCP segments cut by the snap length.
+    pub const SNAP_CUT: usize = 9;
+    /// Connections tracked since start.
+    pub const FLOWS_TOTAL: usize = 10;
+    /// Connections tracked now.
+    pub const FLOWS_LIVE: usize = 11;
+    /// Connections evicted for room.
+    pub const FLOWS_EVICTED: usize = 12;
+    /// Payload bytes stored in rings.
+    pub const PAYLOAD_BYTES: usize = 13;
+    /// Events published (all analyzers).
+    pub const EVENTS: usize = 14;
+    /// Events dropped because an analyzer's ring was full (live mode).
+    pub const EVENTS_DROPPED: usize = 15;
+    /// Times the worker waited for an analyzer (lossless mode).
+    pub const WAITS: usize = 16;
+    /// Analyzers detached for making no progress.
+    pub const STALLED_DETACHED: usize = 17;
+    /// Publication sequence: packets and clock ticks the worker has processed.
+    pub const PSEQ: usize = 18;
+    /// Number of counters.
+    pub const COUNT: usize = 24;
+}
+
+/// The main region's first bytes.
+#[derive(Debug)]
+#[repr(C, align(64))]
+pub struct Header {
+    /// [`MAGIC`].
+    pub magic: u64,
+    /// [`ABI_MAJOR`].
+    pub abi_major: u16,
+    /// [`ABI_MINOR`].
+    pub abi_minor: u16,
+    /// `size_of::<Header>()` as the sensor built it.
+    pub header_size: u32,
+    /// [`features`] bits.
+    pub features: u64,
+    /// Changes on every sensor start: an analyzer that sees another epoch was attached to a
+    /// sensor that is gone.
+    pub epoch: u64,
+    /// The sensor's process id.
+    pub sensor_pid: u64,
+    /// Workers in use (at most [`MAX_WORKERS`]).
+    pub nworkers: u64,
+    /// Bytes of the whole main region.
+    pub region_len: u64,
+    /// [`sensor_state`].
+    pub state: AtomicU64,
+    /// The latest capture time any worker saw, ns since the Unix epoch.
+    pub clock_ns: AtomicU64,
+    /// The sensor's configuration.
+    pub config: ConfigInfo,
+    /// Per-worker offsets and counters; entries past `nworkers` are zero.
+    pub workers: [WorkerInfo; MAX_WORKERS],
+}
+
+/// Flags of [`FlowData::flags`].
+pub mod flow_flags {
+    /// The slot holds a connection (cleared when it is reclaimed).
+    pub const LIVE: u32 = 1 << 0;
+    /// Roles were guessed (no handshake seen).
+    pub const GUESSED: u32 = 1 << 1;
+    /// The addresses are IPv6 (else IPv4 in the first 4 bytes).
+    pub const IPV6: u32 = 1 << 2;
+    /// Both stacks are done; the connection lingers before `CONN_END`.
+    pub const CLOSED: u32 = 1 << 3;
+    /// `CONN_END` was raised.
+    pub const ENDED: u32 = 1 << 4;
+}
+
+/// Flags of [`SideData::flags`].
+pub mod side_flags {
+    /// `isn` is valid (the side's SYN or SYN/ACK was seen).
+    pub const HAS_ISN: u8 = 1 << 0;
+    /// `base_seq` is valid (the stream is anchored).
+    pub const ANCHORED: u8 = 1 << 1;
+    /// `fin_seq` is valid.
+    pub const HAS_FIN: u8 = 1 << 2;
+}
+
+/// One side of a flow: its emulated stack and its receive stream (the bytes its peer sent).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct SideData {
+    /// Oldest stream offset still in the ring.
+    pub head: u64,
+    /// One past the last in-order byte.
+    pub tail: u64,
+    /// Bytes the stream skipped without holding them (gaps).
+    pub lost: u64,
+    /// Packets this side's endpoint sent.
+    pub packets: u64,
+    /// Packet-log sequence of the last frame this side's stack received ([`NO_PKT`]).
+    pub last_pkt: u64,
+    /// The ring holding the stream ([`NO_RING`]).
+    pub ring: u32,
+    /// Sequence number of stream offset 0 (valid with `ANCHORED`).
+    pub base_seq: u32,
+    /// This endpoint's initial sequence number (valid with `HAS_ISN`).
+    pub isn: u32,
+    /// Sequence number of this endpoint's FIN (valid with `HAS_FIN`).
+    pub fin_seq: u32,
+    /// Emulated TCP state ([`crate::TcpState`] code).
+    pub state: u8,
+    /// [`side_flags`].
+    pub flags: u8,
+    /// Padding.
+    pub _pad: [u8; 6],
+}
+
+/// A flow slot's data, published under its seqlock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct FlowData {
+    /// The slot's generation: changes whenever the slot is given to another connection.
+    pub generation: u32,
+    /// [`flow_flags`].
+    pub flags: u32,
+    /// Creation order of the connection within its worker.
+    pub serial: u64,
+    /// Client (`[0]`) and server (`[1]`) addresses.
+    pub addr: [[u8; 16]; 2],
+    /// Client and server ports.
+    pub port: [u16; 2],
+    /// Why the connection ended (`CONN_END` reason code, 0 while open).
+    pub end_reason: u8,
+    /// Padding.
+    pub _pad: [u8; 3],
+    /// Time of the first packet, ns.
+    pub start_ns: u64,
+    /// Time of the latest packet, ns.
+    pub last_ns: u64,
+    /// Client (`[0]`) and server (`[1]`) sides.
+    pub sides: [SideData; 2],
+}
+
+/// Words in a [`FlowData`].
+pub const FLOW_WORDS: usize = size_of::<FlowData>() / 8;
+
+/// A flow slot: a seqlock stamp and the [`FlowData`] words it guards. The same stamp also
+/// guards the [`RingMetaSlot`]s of the rings the slot's sides hold.
+#[derive(Debug)]
+#[repr(C)]
+pub struct FlowSlot {
+    /// The seqlock.
+    pub stamp: Stamp,
+    /// [`FlowData`] as words.
+    pub words: [AtomicU64; FLOW_WORDS],
+}
+
+/// One out-of-order island as published.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct FragRec {
+    /// Stream offset of its first byte.
+    pub start: u64,
+    /// Its length.
+    pub len: u32,
+    /// Padding.
+    pub _pad: u32,
+}
+
+/// One recorded gap as published.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct GapRec {
+    /// Stream offset of the first skipped byte.
+    pub offset: u64,
+    /// Bytes skipped.
+    pub len: u64,
+    /// Why: [`gap_kind`].
+    pub kind: u64,
+}
+
+/// [`GapRec::kind`] values.
+pub mod gap_kind {
+    /// Acknowledged bytes the capture never saw.
+    pub const MISSED: u64 = 0;
+    /// Cut by the snap length.
+    pub const SNAP: u64 = 1;
+    /// Forced out by a segment more than one ring ahead.
+    pub const OVERFLOW: u64 = 2;
+}
+
+/// A ring's metadata as published: fragments and recent gaps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct RingMeta {
+    /// Fragments in use.
+    pub nfrags: u32,
+    /// Gaps in use.
+    pub ngaps: u32,
+    /// Below this offset the ring cannot tell held bytes from skipped ones.
+    pub unknown_below: u64,
+    /// Out-of-order islands, sorted by offset.
+    pub frags: [FragRec; MAX_FRAGMENTS],
+    /// Recent gaps, oldest first.
+    pub gaps: [GapRec; MAX_GAPS],
+}
+
+impl Default for RingMeta {
+    fn default() -> Self {
+        RingMeta {
+            nfrags: 0,
+            ngaps: 0,
+            unknown_below: 0,
+            frags: [FragRec::default(); MAX_FRAGMENTS],
+            gaps: [GapRec::default(); MAX_GAPS],
+        }
+    }
+}
+
+/// Words in a [`RingMeta`].
+pub const RING_META_WORDS: usize = size_of::<RingMeta>() / 8;
+
+/// A ring's published metadata, guarded by the stamp of the flow slot that holds the ring.
+#[derive(Debug)]
+#[repr(C)]
+pub struct RingMetaSlot {
+    /// [`RingMeta`] as words.
+    pub words: [AtomicU64; RING_META_WORDS],
+}
+
+/// Event kinds of [`EventRecord::kind`]: the bit index of the event's mOS mask bit.
+pub mod event_kind {
+    /// `MOS_ON_PKT_IN`.
+    pub const PKT_IN: u8 = 0;
+    /// `MOS_ON_CONN_START`.
+    pub const CONN_START: u8 = 2;
+    /// `MOS_ON_CONN_NEW_DATA`.
+    pub const CONN_NEW_DATA: u8 = 4;
+    /// `MOS_ON_ERROR`.
+    pub const ERROR: u8 = 5;
+    /// `MOS_ON_TIMEOUT`.
+    pub const TIMEOUT: u8 = 6;
+    /// `MOS_ON_TCP_STATE_CHANGE`.
+    pub const TCP_STATE_CHANGE: u8 = 7;
+    /// `MOS_ON_ORPHAN`.
+    pub const ORPHAN: u8 = 8;
+    /// `MOS_ON_REXMIT`.
+    pub const REXMIT: u8 = 9;
+    /// `MOS_ON_CONN_END`.
+    pub const CONN_END: u8 = 10;
+}
+
+/// Side code of an event that concerns no side (orphans).
+pub const SIDE_NONE: u8 = 0xff;
+
+/// One event as published: a snapshot, never a pointer to live state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct EventRecord {
+    /// Flow slot index ([`u32::MAX`] for orphans).
+    pub slot: u32,
+    /// The slot's generation when the event was raised.
+    pub generation: u32,
+    /// [`event_kind`].
+    pub kind: u8,
+    /// Side code (`MOS_SIDE_CLI`/`SVR`) or [`SIDE_NONE`].
+    pub side: u8,
+    /// Hook code (`MOS_NULL`, `MOS_HK_RCV`, `MOS_HK_SND`).
+    pub hook: u8,
+    /// TCP flags of the raising packet.
+    pub tcp_flags: u8,
+    /// `TCP_STATE_CHANGE`: old state; `ERROR`: error kind; `CONN_END`: reason.
+    pub aux0: u8,
+    /// `TCP_STATE_CHANGE`: new state.
+    pub aux1: u8,
+    /// The worker that raised it.
+    pub worker: u16,
+    /// Capture time of the raising packet (or of the clock tick), ns.
+    pub ts_ns: u64,
+    /// The worker's publication sequence when the event was raised.
+    pub pseq: u64,
+    /// Position of the raising frame in the input ([`u64::MAX`] for none).
+    pub pkt_pos: u64,
+    /// Sequence number of the raising packet.
+    pub seq: u32,
+    /// Its acknowledgment number.
+    pub ack: u32,
+    /// Its payload length, as the IP header gives it.
+    pub payload_len: u32,
+    /// Padding.
+    pub _pad: u32,
+    /// The side's receive stream head when the event was raised.
+    pub head: u64,
+    /// The side's receive stream tail.
+    pub tail: u64,
+    /// `ERROR`: stream offset of the first byte concerned.
+    pub err_offset: u64,
+    /// `ERROR`: bytes concerned.
+    pub err_len: u64,
+    /// Packet-log sequence of the raising frame ([`NO_PKT`] if not logged).
+    pub pkt_ref: u64,
+}
+
+/// Words in an [`EventRecord`].
+pub const EVENT_WORDS: usize = size_of::<EventRecord>() / 8;
+
+/// One event record in a ring.
+#[derive(Debug)]
+#[repr(C)]
+pub struct EventSlot {
+    /// [`EventRecord`] as words.
+    pub words: [AtomicU64; EVENT_WORDS],
+}
+
+/// Head of one (analyzer, worker) event ring, followed by `capacity` [`EventSlot`]s.
+#[derive(Debug)]
+#[repr(C, align(64))]
+pub struct EventRingHeader {
+    /// Records published (free-running); the record of index `i` is at `i % capacity`.
+    pub producer: AtomicU64,
+    /// Padding: the producer index has its cache line to itself.
+    pub _pad0: [u64; 7],
+    /// Ring capacity (a power of two), written before the analyzer maps the region.
+    pub capacity: u64,
+    /// Events this analyzer lost because the ring was full (live mode).
+    pub dropped: AtomicU64,
+    /// Non-zero once the sensor detached this analyzer; the value says why ([`detach_reason`]).
+    pub detached: AtomicU64,
+    /// Padding.
+    pub _pad1: [u64; 5],
+}
+
+/// [`EventRingHeader::detached`] values.
+pub mod detach_reason {
+    /// Still attached.
+    pub const ATTACHED: u64 = 0;
+    /// The analyzer made no progress for the stall timeout.
+    pub const STALLED: u64 = 1;
+    /// The analyzer asked to detach or closed its socket.
+    pub const REQUESTED: u64 = 2;
+    /// The sensor is shutting down.
+    pub const SHUTDOWN: u64 = 3;
+}
+
+/// One consumer index on its own cache line.
+#[derive(Debug)]
+#[repr(C, align(64))]
+pub struct ConsumerIndex {
+    /// Records consumed (free-running).
+    pub index: AtomicU64,
+    /// Padding.
+    pub _pad: [u64; 7],
+}
+
+/// The page an analyzer writes: the sensor reads it and clamps every value.
+#[derive(Debug)]
+#[repr(C, align(64))]
+pub struct AnalyzerPage {
+    /// Monotonic time of the analyzer's last pass through its event loop, ns.
+    pub heartbeat_ns: AtomicU64,
+    /// The analyzer's process id, as it reports it.
+    pub pid: AtomicU64,
+    /// Non-zero while the analyzer sleeps waiting for events.
+    pub waiting: AtomicU64,
+    /// Padding.
+    pub _pad: [u64; 5],
+    /// Consumer index of each worker's ring.
+    pub consumer: [ConsumerIndex; MAX_WORKERS],
+}
+
+/// Head of a worker's packet log.
+#[derive(Debug)]
+#[repr(C, align(64))]
+pub struct PktLogHeader {
+    /// Packets logged (free-running); packet `s` is entry `s % entries`.
+    pub next_seq: AtomicU64,
+    /// Frame bytes before this absolute position may have been overwritten.
+    pub bytes_head: AtomicU64,
+    /// Frame bytes written (absolute, free-running).
+    pub bytes_tail: AtomicU64,
+    /// Padding.
+    pub _pad: [u64; 5],
+}
+
+/// One logged frame's description (`pkt_info`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct PktInfo {
+    /// The packet-log sequence of this frame.
+    pub seq: u64,
+    /// Capture time, ns.
+    pub ts_ns: u64,
+    /// Absolute position of the frame's first byte in the log's byte ring.
+    pub data_pos: u64,
+    /// Stream offset (in the receiving side's ring) of the payload's first byte.
+    pub offset: u64,
+    /// Bytes captured (and logged).
+    pub caplen: u32,
+    /// Bytes on the wire.
+    pub wirelen: u32,
+    /// Payload length as the IP header gives it.
+    pub payload_len: u32,
+    /// Link type (pcap `LINKTYPE_*`).
+    pub linktype: u16,
+    /// Offset of the IP header in the frame.
+    pub ip_off: u16,
+    /// Offset of the TCP header.
+    pub tcp_off: u16,
+    /// Offset of the payload.
+    pub payload_off: u16,
+    /// Padding.
+    pub _pad: u32,
+}
+
+/// Words in a [`PktInfo`].
+pub const PKT_WORDS: usize = size_of::<PktInfo>() / 8;
+
+/// One packet-log entry: a stamp and the [`PktInfo`] words it guards.
+#[derive(Debug)]
+#[repr(C)]
+pub struct PktLogEntry {
+    /// The seqlock.
+    pub stamp: Stamp,
+    /// [`PktInfo`] as words.
+    pub words: [AtomicU64; PKT_WORDS],
+}
+
+// The layout, pinned. A change here is an ABI change: bump ABI_MAJOR (or ABI_MINOR for an
+// addition a v1 reader can ignore) and update these lines on purpose.
+const _: () = {
+    assert!(size_of::<ConfigInfo>() == 64);
+    assert!(size_of::<WorkerInfo>() == 32 + 8 * counter::COUNT);
+    assert!(offset_of!(Header, magic) == 0);
+    assert!(offset_of!(Header, abi_major) == 8);
+    assert!(offset_of!(Header, abi_minor) == 10);
+    assert!(offset_of!(Header, header_size) == 12);
+    assert!(offset_of!(Header, features) == 16);
+    assert!(offset_of!(Header, epoch) == 24);
+    assert!(offset_of!(Header, state) == 56);
+    assert!(offset_of!(Header, clock_ns) == 64);
+    assert!(offset_of!(Header, config) == 72);
+    assert!(offset_of!(Header, workers) == 136);
+    assert!(size_of::<Header>() == 7360);
+    assert!(size_of::<SideData>() == 64);
+    assert!(offset_of!(SideData, ring) == 40);
+    assert!(offset_of!(SideData, state) == 56);
+    assert!(size_of::<FlowData>() == 200);
+    assert!(offset_of!(FlowData, addr) == 16);
+    assert!(offset_of!(FlowData, port) == 48);
+    assert!(offset_of!(FlowData, start_ns) == 56);
+    assert!(offset_of!(FlowData, sides) == 72);
+    assert!(size_of::<FlowSlot>() == 208);
+    assert!(size_of::<RingMeta>() == 16 + 16 * MAX_FRAGMENTS + 24 * MAX_GAPS);
+    assert!(offset_of!(RingMeta, frags) == 16);
+    assert!(size_of::<RingMetaSlot>() == size_of::<RingMeta>());
+    assert!(size_of::<EventRecord>() == 96);
+    assert!(offset_of!(EventRecord, ts_ns) == 16);
+    assert!(offset_of!(EventRecord, pseq) == 24);
+    assert!(offset_of!(EventRecord, head) == 56);
+    assert!(offset_of!(EventRecord, pkt_ref) == 88);
+    assert!(size_of::<EventRingHeader>() == 128);
+    assert!(size_of::<AnalyzerPage>() == 64 + 64 * MAX_WORKERS);
+    assert!(size_of::<PktLogHeader>() == 64);
+    assert!(size_of::<PktInfo>() == 56);
+    assert!(size_of::<PktLogEntry>() == 64);
+};

@@ -1,0 +1,143 @@
+//! Conversions between the published value types and the atomic words that hold them.
+//!
+//! Each type listed here is `#[repr(C)]`, made only of unsigned integers and arrays of them,
+//! with every padding byte an explicit field, and a multiple of 8 bytes long; every bit pattern
+//! is a valid value. That is what makes the two copies below sound.
+
+use crate::layout::{EventRecord, FlowData, PktInfo, RingMeta};
+use crate::sync::AtomicU64;
+use core::mem::size_of;
+
+/// A value type that is published as `WORDS` atomic words.
+///
+/// # Safety
+///
+/// Implementors must be `#[repr(C)]`, `Copy`, exactly `WORDS * 8` bytes, contain no implicit
+/// padding, and accept every bit pattern (only integer fields).
+pub unsafe trait Words: Copy {
+    /// The number of 64-bit words.
+    const WORDS: usize;
+
+    /// The value as native-endian words.
+    #[inline]
+    fn to_words(&self, out: &mut [u64]) {
+        assert_eq!(out.len(), Self::WORDS);
+        // SAFETY: `Self` is `WORDS * 8` bytes without padding (the trait's contract), so its
+        // bytes are initialised and fit `out`; `out` is a distinct `&mut` slice.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                (self as *const Self).cast::<u8>(),
+                out.as_mut_ptr().cast::<u8>(),
+                size_of::<Self>(),
+            );
+        }
+    }
+
+    /// The value the words hold.
+    #[inline]
+    fn from_words(words: &[u64]) -> Self {
+        assert_eq!(words.len(), Self::WORDS);
+        let mut v = core::mem::MaybeUninit::<Self>::uninit();
+        // SAFETY: `words` holds `WORDS * 8 == size_of::<Self>()` initialised bytes, and every
+        // bit pattern is a valid `Self` (the trait's contract).
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                words.as_ptr().cast::<u8>(),
+                v.as_mut_ptr().cast::<u8>(),
+                size_of::<Self>(),
+            );
+            v.assume_init()
+        }
+    }
+
+    /// Stores the value into atomic words (relaxed; the caller's protocol orders them).
+    #[inline]
+    fn store(&self, dst: &[AtomicU64]) {
+        let mut buf = [0u64; 128];
+        let w = &mut buf[..Self::WORDS];
+        self.to_words(w);
+        crate::seqlock::store_words(dst, w);
+    }
+
+    /// Loads a value from atomic words (relaxed; the caller validates it).
+    #[inline]
+    fn load(src: &[AtomicU64]) -> Self {
+        let mut buf = [0u64; 128];
+        let w = &mut buf[..Self::WORDS];
+        crate::seqlock::load_words(src, w);
+        Self::from_words(w)
+    }
+}
+
+// SAFETY: `FlowData` and `SideData` are repr(C) integer-only structs with explicit padding,
+// 200 bytes (pinned in `layout`).
+unsafe impl Words for FlowData {
+    const WORDS: usize = size_of::<FlowData>() / 8;
+}
+// SAFETY: repr(C), integers only, padding explicit, 912 bytes (pinned in `layout`).
+unsafe impl Words for RingMeta {
+    const WORDS: usize = size_of::<RingMeta>() / 8;
+}
+// SAFETY: repr(C), integers only, padding explicit, 96 bytes (pinned in `layout`).
+unsafe impl Words for EventRecord {
+    const WORDS: usize = size_of::<EventRecord>() / 8;
+}
+// SAFETY: repr(C), integers only, padding explicit, 56 bytes (pinned in `layout`).
+unsafe impl Words for PktInfo {
+    const WORDS: usize = size_of::<PktInfo>() / 8;
+}
+
+const _: () = {
+    assert!(size_of::<FlowData>() % 8 == 0 && size_of::<FlowData>() / 8 <= 128);
+    assert!(size_of::<RingMeta>() % 8 == 0 && size_of::<RingMeta>() / 8 <= 128);
+    assert!(size_of::<EventRecord>() % 8 == 0);
+    assert!(size_of::<PktInfo>() % 8 == 0);
+};
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::layout::{FragRec, SideData};
+
+    #[test]
+    fn flow_data_round_trips_through_words() {
+        let mut d = FlowData {
+            generation: 7,
+            flags: 3,
+            serial: 99,
+            port: [1234, 80],
+            start_ns: 5,
+            last_ns: 6,
+            ..Default::default()
+        };
+        d.addr[0][..4].copy_from_slice(&[10, 0, 0, 1]);
+        d.sides[1] = SideData {
+            head: 1,
+            tail: 2,
+            lost: 3,
+            ring: 4,
+            state: 5,
+            ..Default::default()
+        };
+        let words: Vec<AtomicU64> = (0..FlowData::WORDS).map(|_| AtomicU64::new(0)).collect();
+        d.store(&words);
+        assert_eq!(FlowData::load(&words), d);
+    }
+
+    #[test]
+    fn ring_meta_round_trips_through_words() {
+        let mut m = RingMeta {
+            nfrags: 2,
+            unknown_below: 77,
+            ..Default::default()
+        };
+        m.frags[1] = FragRec {
+            start: 1 << 40,
+            len: 9,
+            _pad: 0,
+        };
+        let mut w = vec![0u64; RingMeta::WORDS];
+        m.to_words(&mut w);
+        assert_eq!(RingMeta::from_words(&w), m);
+    }
+}

@@ -1,0 +1,189 @@
+//! The event ring protocol: one producer (a sensor worker), one consumer (an analyzer).
+//!
+//! Free-running 64-bit indices: record `i` lives in slot `i % capacity`. The producer writes a
+//! record's words, then publishes with a release store of its index; the consumer observes the
+//! index with an acquire load, copies the record, and after handling it stores its own index
+//! (release) in its analyzer page. The producer reads that index (acquire) before reusing a
+//! slot, and clamps it: an analyzer that writes garbage there can only make its own ring look
+//! full or empty, never make the producer write outside the ring.
+
+use crate::layout::{ConsumerIndex, EventRecord, EventRingHeader, EventSlot};
+use crate::pod::Words;
+use crate::sync::Ordering;
+
+/// The producer end of one ring.
+#[derive(Debug)]
+pub struct Producer<'a> {
+    hdr: &'a EventRingHeader,
+    slots: &'a [EventSlot],
+    cons: &'a ConsumerIndex,
+    mask: u64,
+    prod: u64,
+    /// The consumer index as last read (clamped).
+    seen_cons: u64,
+}
+
+impl<'a> Producer<'a> {
+    /// The producer of a ring whose header, slots and consumer index the caller mapped. `None`
+    /// if the slot count is not the header's power-of-two capacity.
+    pub fn new(
+        hdr: &'a EventRingHeader,
+        slots: &'a [EventSlot],
+        cons: &'a ConsumerIndex,
+    ) -> Option<Self> {
+        let cap = hdr.capacity;
+        if !cap.is_power_of_two() || slots.len() as u64 != cap {
+            return None;
+        }
+        let prod = hdr.producer.load(Ordering::Relaxed);
+        Some(Producer {
+            hdr,
+            slots,
+            cons,
+            mask: cap - 1,
+            prod,
+            seen_cons: prod,
+        })
+    }
+
+    /// Records the ring holds.
+    #[inline]
+    pub fn capacity(&self) -> u64 {
+        self.mask + 1
+    }
+
+    /// Records published so far.
+    #[inline]
+    pub fn published(&self) -> u64 {
+        self.prod
+    }
+
+    /// Reads the consumer's index, clamped to `[published - capacity, published]`.
+    #[inline]
+    pub fn refresh_consumer(&mut self) -> u64 {
+        let c = self.cons.index.load(Ordering::Acquire);
+        let low = self.prod.saturating_sub(self.capacity());
+        self.seen_cons = c.clamp(low, self.prod);
+        self.seen_cons
+    }
+
+    /// The consumer index as last read by [`Producer::refresh_consumer`] or a push.
+    #[inline]
+    pub fn consumed(&self) -> u64 {
+        self.seen_cons
+    }
+
+    /// Publishes one record; `false` (nothing written) if the ring is full.
+    #[inline]
+    pub fn try_push(&mut self, rec: &EventRecord) -> bool {
+        if self.prod - self.seen_cons >= self.capacity() {
+            self.refresh_consumer();
+            if self.prod - self.seen_cons >= self.capacity() {
+                return false;
+            }
+        }
+        rec.store(&self.slots[(self.prod & self.mask) as usize].words);
+        self.prod += 1;
+        self.hdr.producer.store(self.prod, Ordering::Release);
+        true
+    }
+
+    /// The record of index `i`, if it is still in the ring (`published - capacity <= i <
+    /// published`). The producer reads back what it wrote, e.g. the first record an analyzer
+    /// has not consumed.
+    pub fn record(&self, i: u64) -> Option<EventRecord> {
+        if i >= self.prod || i + self.capacity() < self.prod {
+            return None;
+        }
+        Some(EventRecord::load(
+            &self.slots[(i & self.mask) as usize].words,
+        ))
+    }
+
+    /// Counts one event dropped for a full ring (live mode); the analyzer reads the count.
+    pub fn count_drop(&self) {
+        self.hdr.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Tells the consumer it is detached, and why.
+    pub fn mark_detached(&self, reason: u64) {
+        self.hdr.detached.store(reason, Ordering::Release);
+    }
+}
+
+/// The consumer end of one ring.
+#[derive(Debug)]
+pub struct Consumer<'a> {
+    hdr: &'a EventRingHeader,
+    slots: &'a [EventSlot],
+    cons: &'a ConsumerIndex,
+    mask: u64,
+    next: u64,
+}
+
+impl<'a> Consumer<'a> {
+    /// The consumer of a mapped ring; `None` if the header's capacity does not match the slots.
+    pub fn new(
+        hdr: &'a EventRingHeader,
+        slots: &'a [EventSlot],
+        cons: &'a ConsumerIndex,
+    ) -> Option<Self> {
+        let cap = hdr.capacity;
+        if !cap.is_power_of_two() || slots.len() as u64 != cap {
+            return None;
+        }
+        let next = cons.index.load(Ordering::Relaxed);
+        Some(Consumer {
+            hdr,
+            slots,
+            cons,
+            mask: cap - 1,
+            next,
+        })
+    }
+
+    /// Records published and not yet consumed.
+    #[inline]
+    pub fn pending(&self) -> u64 {
+        self.hdr
+            .producer
+            .load(Ordering::Acquire)
+            .saturating_sub(self.next)
+    }
+
+    /// Copies the next record without consuming it; `None` when the ring is empty.
+    #[inline]
+    pub fn peek(&self) -> Option<EventRecord> {
+        let prod = self.hdr.producer.load(Ordering::Acquire);
+        if self.next >= prod {
+            return None;
+        }
+        Some(EventRecord::load(
+            &self.slots[(self.next & self.mask) as usize].words,
+        ))
+    }
+
+    /// Consumes the record [`Consumer::peek`] returned: the producer may reuse its slot, and
+    /// whatever it refers to may be reused by the sensor (lossless mode's rule).
+    #[inline]
+    pub fn advance(&mut self) {
+        self.next += 1;
+        self.cons.index.store(self.next, Ordering::Release);
+    }
+
+    /// Records consumed so far.
+    #[inline]
+    pub fn consumed(&self) -> u64 {
+        self.next
+    }
+
+    /// Events dropped for this consumer (live mode).
+    pub fn dropped(&self) -> u64 {
+        self.hdr.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Non-zero once the sensor detached this consumer ([`crate::layout::detach_reason`]).
+    pub fn detached(&self) -> u64 {
+        self.hdr.detached.load(Ordering::Acquire)
+    }
+}
