@@ -164,7 +164,7 @@ pub struct EventPlan {
 impl EventPlan {
     /// The event region for `nworkers` rings of `capacity` records.
     pub fn new(capacity: u64, nworkers: usize) -> Result<EventPlan, PlanError> {
-        if !capacity.is_power_of_two() || capacity < 2 || capacity > 1 << 24 {
+        if !capacity.is_power_of_two() || !(2..=1 << 24).contains(&capacity) {
             return Err(PlanError(format!(
                 "event ring of {capacity} records (a power of two from 2 to 2^24)"
             )));

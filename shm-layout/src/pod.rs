@@ -88,10 +88,10 @@ unsafe impl Words for PktInfo {
 }
 
 const _: () = {
-    assert!(size_of::<FlowData>() % 8 == 0 && size_of::<FlowData>() / 8 <= 128);
-    assert!(size_of::<RingMeta>() % 8 == 0 && size_of::<RingMeta>() / 8 <= 128);
-    assert!(size_of::<EventRecord>() % 8 == 0);
-    assert!(size_of::<PktInfo>() % 8 == 0);
+    assert!(size_of::<FlowData>().is_multiple_of(8) && size_of::<FlowData>() / 8 <= 128);
+    assert!(size_of::<RingMeta>().is_multiple_of(8) && size_of::<RingMeta>() / 8 <= 128);
+    assert!(size_of::<EventRecord>().is_multiple_of(8));
+    assert!(size_of::<PktInfo>().is_multiple_of(8));
 };
 
 #[cfg(all(test, not(loom)))]

@@ -124,7 +124,7 @@ impl Mapping {
     fn check<T>(&self, off: usize, n: usize) -> Option<Range<usize>> {
         let bytes = size_of::<T>().checked_mul(n)?;
         let end = off.checked_add(bytes)?;
-        if end > self.len || (self.ptr.as_ptr() as usize + off) % align_of::<T>() != 0 {
+        if end > self.len || !(self.ptr.as_ptr() as usize + off).is_multiple_of(align_of::<T>()) {
             return None;
         }
         let r = off..end;

@@ -33,7 +33,7 @@ impl Stamp {
     #[inline]
     pub fn begin_write(&self) {
         let s = self.0.load(Ordering::Relaxed);
-        debug_assert!(s % 2 == 0, "seqlock write section opened twice");
+        debug_assert!(s.is_multiple_of(2), "seqlock write section opened twice");
         self.0.store(s.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
     }
@@ -59,7 +59,7 @@ impl Stamp {
     #[inline]
     pub fn begin_read(&self) -> Option<ReadToken> {
         let s = self.0.load(Ordering::Acquire);
-        (s % 2 == 0).then_some(ReadToken(s))
+        s.is_multiple_of(2).then_some(ReadToken(s))
     }
 
     /// A reader closes its read section: `true` if no write overlapped it, so what it loaded
