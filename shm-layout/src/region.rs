@@ -28,8 +28,8 @@ use crate::layout::{
 /// shared).
 pub unsafe trait Shared {}
 
-// SAFETY (all below): integer and atomic fields only; the plain fields are written by the
-// sensor through `&mut` before any analyzer maps the region (header, ring capacity).
+// SAFETY: integer and atomic fields only; the plain fields are written by the sensor through
+// `&mut` before any analyzer maps the region.
 unsafe impl Shared for Header {}
 // SAFETY: see above.
 unsafe impl Shared for WorkerInfo {}
