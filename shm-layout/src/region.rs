@@ -12,6 +12,7 @@ use core::ptr::NonNull;
 use std::io;
 use std::ops::Range;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use crate::layout::{
@@ -58,6 +59,12 @@ pub struct Mapping {
     writable: bool,
     /// Byte ranges handed out as `&mut [u8]`.
     taken: Mutex<Vec<Range<usize>>>,
+    /// Whether `taken` is non-empty (lets typed views skip the lock on mappings that hand out
+    /// no bytes, such as event regions).
+    any_taken: AtomicBool,
+    /// A typed view was handed out: from then on no bytes may be taken (a taken range could
+    /// otherwise alias a view made before it).
+    viewed: AtomicBool,
 }
 
 // SAFETY: the mapping is plain memory valid for the `Mapping`'s life; shared access goes
@@ -100,6 +107,8 @@ impl Mapping {
             len,
             writable,
             taken: Mutex::new(Vec::new()),
+            any_taken: AtomicBool::new(false),
+            viewed: AtomicBool::new(false),
         })
     }
 
@@ -121,13 +130,19 @@ impl Mapping {
         self.writable
     }
 
-    fn check<T>(&self, off: usize, n: usize) -> Option<Range<usize>> {
+    fn check<T>(&self, off: usize, n: usize, shared_view: bool) -> Option<Range<usize>> {
         let bytes = size_of::<T>().checked_mul(n)?;
         let end = off.checked_add(bytes)?;
         if end > self.len || !(self.ptr.as_ptr() as usize + off).is_multiple_of(align_of::<T>()) {
             return None;
         }
         let r = off..end;
+        if shared_view && !self.viewed.load(Ordering::Relaxed) {
+            self.viewed.store(true, Ordering::Release);
+        }
+        if !self.any_taken.load(Ordering::Acquire) {
+            return Some(r);
+        }
         let taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
         if taken.iter().any(|t| t.start < r.end && r.start < t.end) {
             return None;
@@ -138,7 +153,7 @@ impl Mapping {
     /// A `&T` at byte offset `off`; `None` if it would not fit, is misaligned, or overlaps a
     /// range taken as bytes.
     pub fn get<T: Shared>(&self, off: usize) -> Option<&T> {
-        self.check::<T>(off, 1)?;
+        self.check::<T>(off, 1, true)?;
         // SAFETY: in bounds and aligned (checked), valid for any bit pattern and safe to share
         // (`Shared`), not overlapping any `&mut [u8]` handed out (checked); lives as long as
         // `self`.
@@ -147,7 +162,7 @@ impl Mapping {
 
     /// A `&[T]` of `n` elements at byte offset `off`, under the same checks as [`Mapping::get`].
     pub fn slice<T: Shared>(&self, off: usize, n: usize) -> Option<&[T]> {
-        self.check::<T>(off, n)?;
+        self.check::<T>(off, n, true)?;
         // SAFETY: as in `get`, for `n` consecutive elements.
         Some(unsafe { core::slice::from_raw_parts(self.ptr.as_ptr().add(off).cast::<T>(), n) })
     }
@@ -157,15 +172,16 @@ impl Mapping {
         if !self.writable {
             return None;
         }
-        self.check::<T>(off, 1)?;
+        self.check::<T>(off, 1, false)?;
         // SAFETY: as in `get`; `&mut self` guarantees no other view of the mapping exists in
         // this process, and the region is not shared yet (the caller's protocol).
         Some(unsafe { &mut *self.ptr.as_ptr().add(off).cast::<T>() })
     }
 
     /// Takes `[off, off + len)` as bytes the caller alone writes (stream rings, frame bytes).
-    /// Each range can be taken once; `None` if it is out of bounds, overlaps a taken range, or
-    /// the mapping is read-only.
+    /// Each range can be taken once, and only before the first shared typed view
+    /// ([`Mapping::get`], [`Mapping::slice`]) of the mapping; `None` if it is out of bounds,
+    /// overlaps a taken range, the mapping is read-only, or a view was made already.
     ///
     /// Other processes read these bytes while the caller writes them: readers copy and then
     /// validate, as the crate's protocols require.
@@ -179,10 +195,12 @@ impl Mapping {
             return None;
         }
         let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
-        if taken.iter().any(|t| t.start < end && off < t.end) {
+        if self.viewed.load(Ordering::Acquire) || taken.iter().any(|t| t.start < end && off < t.end)
+        {
             return None;
         }
         taken.push(off..end);
+        self.any_taken.store(true, Ordering::Release);
         // SAFETY: in bounds (checked); the range was never handed out before and no typed view
         // may overlap it from now on (both checked under the lock), so this is the only
         // reference to these bytes in this process for the mapping's life.

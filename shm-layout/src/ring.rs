@@ -11,6 +11,15 @@ use crate::layout::{ConsumerIndex, EventRecord, EventRingHeader, EventSlot};
 use crate::pod::Words;
 use crate::sync::Ordering;
 
+/// A producer's indices between uses, so that it can be rebuilt cheaply per batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProducerState {
+    /// Records published.
+    pub published: u64,
+    /// The consumer index as last read.
+    pub consumed: u64,
+}
+
 /// The producer end of one ring.
 #[derive(Debug)]
 pub struct Producer<'a> {
@@ -31,19 +40,52 @@ impl<'a> Producer<'a> {
         slots: &'a [EventSlot],
         cons: &'a ConsumerIndex,
     ) -> Option<Self> {
+        let prod = hdr.producer.load(Ordering::Relaxed);
+        let mut p = Self::resume(
+            hdr,
+            slots,
+            cons,
+            ProducerState {
+                published: prod,
+                consumed: prod,
+            },
+        )?;
+        p.refresh_consumer();
+        Some(p)
+    }
+
+    /// A producer that goes on from a saved [`ProducerState`] (the producer is the only writer
+    /// of its index, so it need not read the header back), without reading the consumer's
+    /// index, which lives on another process's cache line.
+    pub fn resume(
+        hdr: &'a EventRingHeader,
+        slots: &'a [EventSlot],
+        cons: &'a ConsumerIndex,
+        state: ProducerState,
+    ) -> Option<Self> {
         let cap = hdr.capacity;
         if !cap.is_power_of_two() || slots.len() as u64 != cap {
             return None;
         }
-        let prod = hdr.producer.load(Ordering::Relaxed);
         Some(Producer {
             hdr,
             slots,
             cons,
             mask: cap - 1,
-            prod,
-            seen_cons: prod,
+            prod: state.published,
+            seen_cons: state
+                .consumed
+                .clamp(state.published.saturating_sub(cap), state.published),
         })
+    }
+
+    /// What [`Producer::resume`] needs to go on later.
+    #[inline]
+    pub fn state(&self) -> ProducerState {
+        ProducerState {
+            published: self.prod,
+            consumed: self.seen_cons,
+        }
     }
 
     /// Records the ring holds.
