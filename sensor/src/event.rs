@@ -110,6 +110,8 @@ pub enum EndReason {
 pub struct Event {
     /// The flow (for `Orphan`, a handle of slot `u32::MAX`).
     pub flow: FlowHandle,
+    /// The tracker's publication sequence when it was raised (one per packet or tick).
+    pub pseq: u64,
     /// The stack the event concerns; `None` for orphans.
     pub side: Option<Side>,
     /// The hook point.

@@ -3,8 +3,9 @@
 //!
 //! `capture` (files, later DPDK and AF_PACKET) -> `parse` (link, IP and TCP views) -> `flow`
 //! (the flow table, client/server roles, timeouts, eviction) -> `tcp` (both endpoints' state
-//! machines and the reassembly of each side's receive stream) -> `output` (what leaves the
-//! core: the in-process stream dump today, shared memory next).
+//! machines and the reassembly of each side's receive stream) -> `publish` (the shared memory
+//! analyzers read: flow slots, rings, the packet log, event rings) and `control` (the socket
+//! where analyzers attach and detach). `output` is the in-process stream dump (`--dump`).
 //!
 //! The TCP core (`flow` and `tcp`) does no I/O and reads no clock: time and packets go in,
 //! events come out, so every capture backend feeds the same core and tests are deterministic.
@@ -12,10 +13,12 @@
 #![deny(unsafe_code)]
 
 pub mod capture;
+pub mod control;
 pub mod event;
 pub mod flow;
 pub mod output;
 pub mod parse;
+pub mod publish;
 pub mod replay;
 pub mod tcp;
 pub mod tracker;

@@ -1,16 +1,24 @@
 //! `mos-sensor`: reads packets, emulates both TCP endpoints of every connection, reassembles
-//! each side's byte stream, and (for now) writes the streams to a directory.
+//! each side's byte stream, and publishes it all to analyzer processes through shared memory
+//! (or writes the streams to a directory itself with `--dump`).
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use mos_sensor::capture::FileCapture;
+use mos_sensor::control::{self, Allowed, ControlConfig};
 use mos_sensor::output::StreamDump;
-use mos_sensor::replay::{replay, CountingSink, EventSink, ReplayOptions, ReplayStats};
+use mos_sensor::publish::{
+    create_main, Fanout, FanoutOptions, HugePages, PublishSink, SlotPublisher,
+};
+use mos_sensor::replay::{replay, Both, CountingSink, EventSink, ReplayOptions, ReplayStats};
 use mos_sensor::tracker::{Tracker, TrackerConfig};
+use shm_layout::layout::{counter, sensor_state, ConfigInfo, WorkerInfo};
 use shm_layout::EventMask;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// mos sensor: TCP connection tracking, endpoint emulation and stream reassembly.
@@ -20,12 +28,19 @@ use std::time::{Duration, Instant};
 /// resolved first-copy-wins, bytes the capture never held recorded as gaps), and with --dump
 /// writes each connection's two streams and a flows.jsonl index to a directory.
 ///
-/// A capture that is truncated or malformed part-way ends the replay with one message naming
-/// the byte offset; everything before it is processed and written as usual, and the exit
-/// status is 2. Other errors exit with 1.
+/// Everything is published in shared memory for analyzer processes (mos-dump, mos-flowstat,
+/// or your own built on the mos-client library), which attach through the control socket.
+/// Replaying a capture is lossless: the sensor waits for slow analyzers (detaching one that
+/// makes no progress for --stall-timeout), and with --wait-analyzers N it starts only once N
+/// analyzers are ready. At the end every open connection ends with CONN_END, the analyzers
+/// drain their events and are told the sensor is done, and the sensor exits.
 ///
-/// Publishing to analyzer processes over shared memory, DPDK and live capture are not
-/// implemented yet.
+/// A capture that is truncated or malformed part-way ends the replay with one message naming
+/// the byte offset; everything before it is processed and published as usual, and the exit
+/// status is 2. Other errors exit with 1. SIGINT or SIGTERM stop the replay as if the input
+/// ended there (exit status 130).
+///
+/// DPDK and live capture are not implemented yet.
 #[derive(Debug, Parser)]
 #[command(name = "mos-sensor", version, about, long_about)]
 struct Args {
@@ -67,9 +82,83 @@ struct Args {
     #[arg(long)]
     no_checksum: bool,
 
+    /// The control socket where analyzers attach (created mode 0660; its directory is
+    /// created if missing).
+    #[arg(long, value_name = "PATH", default_value = control::DEFAULT_PATH)]
+    control: PathBuf,
+
+    /// Publish nothing: no shared memory, no control socket (with --dump, the sensor alone
+    /// writes the streams).
+    #[arg(long, conflicts_with_all = ["wait_analyzers", "lossy"])]
+    no_publish: bool,
+
+    /// Hold the replay until N analyzers are attached and ready.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    wait_analyzers: usize,
+
+    /// Never wait for analyzers: when an analyzer's event ring is full its event is dropped
+    /// and counted, and ring bytes, packets and flow slots are reused on schedule, as with
+    /// live capture. By default a replay is lossless.
+    #[arg(long)]
+    lossy: bool,
+
+    /// Detach an analyzer that makes no progress for this many seconds while the sensor
+    /// waits for it (lossless mode).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    stall_timeout: f64,
+
+    /// Users allowed to attach, by name or uid (repeatable; root and the sensor's own user
+    /// always are).
+    #[arg(long, value_name = "USER")]
+    allow_user: Vec<String>,
+
+    /// Groups whose members may attach, by name or gid (repeatable); the control socket is
+    /// given to the first.
+    #[arg(long, value_name = "GROUP")]
+    allow_group: Vec<String>,
+
+    /// Event records in each analyzer's ring (a power of two).
+    #[arg(long, value_name = "N", default_value_t = 65536)]
+    event_ring: u64,
+
+    /// Frames kept in the packet log for getlastpkt (used only while an analyzer asks for
+    /// packets).
+    #[arg(long, value_name = "N", default_value_t = 65536)]
+    pktlog_frames: u64,
+
+    /// Bytes of frames kept in the packet log, in KiB.
+    #[arg(long, value_name = "KIB", default_value_t = 32768)]
+    pktlog_kib: u64,
+
+    /// Back the shared memory with 2 MiB hugepages: auto uses them when the host has enough
+    /// free and says which it chose.
+    #[arg(long, value_enum, default_value_t = HugePages::Auto)]
+    hugepages: HugePages,
+
+    /// Most analyzers attached at once.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    max_analyzers: usize,
+
     /// Print no progress line and no summary.
     #[arg(long, short)]
     quiet: bool,
+}
+
+/// A user or group given by name or number.
+fn resolve_id(what: &str, v: &str, db: &str) -> Result<u32> {
+    if let Ok(n) = v.parse::<u32>() {
+        return Ok(n);
+    }
+    let text = std::fs::read_to_string(db).with_context(|| format!("cannot read {db}"))?;
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let id = f.nth(1)?.parse().ok()?;
+            (name == v).then_some(id)
+        })
+        .next()
+        .with_context(|| format!("no {what} named {v:?} in {db}"))
 }
 
 fn main() -> ExitCode {
@@ -95,10 +184,20 @@ fn run(args: Args) -> Result<ExitCode> {
     if args.max_rings == 0 || args.max_rings > u32::MAX as usize / 2 {
         bail!("--max-rings must be between 1 and {}", u32::MAX / 2);
     }
+    if !args.event_ring.is_power_of_two() || !(2..=1 << 24).contains(&args.event_ring) {
+        bail!("--event-ring must be a power of two between 2 and 16777216");
+    }
+    if !(args.stall_timeout > 0.0 && args.stall_timeout.is_finite()) {
+        bail!("--stall-timeout must be a positive number of seconds");
+    }
+    if args.pktlog_frames == 0 || args.pktlog_kib == 0 {
+        bail!("--pktlog-frames and --pktlog-kib must be at least 1");
+    }
     let mut events = EventMask::CONN_NEW_DATA | EventMask::CONN_END;
     if args.dump.is_none() {
         events = EventMask(0);
     }
+    let base_events = events;
     let cfg = TrackerConfig {
         max_flows: args.max_flows,
         idle_timeout_ns: args.idle_timeout.saturating_mul(1_000_000_000),
@@ -109,15 +208,36 @@ fn run(args: Args) -> Result<ExitCode> {
         ..TrackerConfig::default()
     };
     let mut capture = FileCapture::open(&args.pcap)?;
-    let mut tracker = Tracker::new(cfg).context("cannot lay out the ring pool")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
+            .context("cannot install the signal handler")?;
+    }
     let mut dump = match &args.dump {
         Some(dir) => Some(StreamDump::create(dir)?),
         None => None,
     };
     let mut counter = CountingSink::default();
-    let sink: &mut dyn EventSink = match dump.as_mut() {
-        Some(d) => d,
-        None => &mut counter,
+    let mut publication = None;
+    let mut tracker = if args.no_publish {
+        Tracker::new(cfg).context("cannot lay out the ring pool")?
+    } else {
+        let p = publish(&args, cfg, base_events)?;
+        let t = p.1;
+        publication = Some((p.0, p.2, p.3));
+        t
+    };
+    let mut pub_sink = publication.as_mut().map(|(_, sink, _)| sink);
+    let mut both;
+    let sink: &mut dyn EventSink = match (dump.as_mut(), pub_sink.as_mut()) {
+        (Some(d), Some(p)) => {
+            both = Both(d, &mut **p);
+            &mut both
+        }
+        (Some(d), None) => d,
+        (None, Some(p)) => &mut **p,
+        (None, None) => &mut counter,
     };
     let show_progress = !args.quiet;
     let tty = std::io::stderr().is_terminal();
@@ -125,6 +245,7 @@ fn run(args: Args) -> Result<ExitCode> {
     let opts = ReplayOptions {
         verify_checksums: !args.no_checksum,
         progress_every: show_progress.then_some(Duration::from_secs(1)),
+        stop: Some(stop.clone()),
     };
     let mut progress = |s: &ReplayStats, (done, total): (u64, Option<u64>)| {
         let pct = total
@@ -146,6 +267,31 @@ fn run(args: Args) -> Result<ExitCode> {
         .with_context(|| format!("replaying {}", args.pcap.display()))?;
     if show_progress && tty {
         eprintln!();
+    }
+    if let Some((region, sink, server)) = publication.take() {
+        let info = &region.header.workers[0];
+        publish_counters(info, &outcome.stats, &tracker);
+        if !args.quiet {
+            let c = |i: usize| info.counters[i].load(Ordering::Relaxed);
+            eprintln!(
+                "mos-sensor: published {} events to analyzers ({} dropped for full rings, {} waits for slow analyzers, {} analyzers detached for stalling); {} frames logged for getlastpkt",
+                c(counter::EVENTS),
+                c(counter::EVENTS_DROPPED),
+                c(counter::WAITS),
+                c(counter::STALLED_DETACHED),
+                sink.fanout.logged
+            );
+        }
+        if outcome.stopped {
+            region
+                .header
+                .state
+                .store(sensor_state::STOPPED, Ordering::Release);
+        }
+        // Dropping the server removes the socket; analyzers still attached see it close after
+        // the Done message (or, when stopped, a detach).
+        drop(sink);
+        drop(server);
     }
     let written = match dump {
         Some(d) => Some((d.records().len(), d.finish()?)),
@@ -192,9 +338,137 @@ fn run(args: Args) -> Result<ExitCode> {
             eprintln!("mos-sensor: {n} connections written to {}", path.display());
         }
     }
-    Ok(if outcome.capture_error.is_some() {
+    Ok(if outcome.stopped {
+        eprintln!("mos-sensor: stopped by a signal");
+        ExitCode::from(130)
+    } else if outcome.capture_error.is_some() {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Copies the replay's counters into the shared header.
+fn publish_counters(info: &WorkerInfo, s: &ReplayStats, tracker: &Tracker) {
+    let t = tracker.stats();
+    let set = |i: usize, v: u64| info.counters[i].store(v, Ordering::Relaxed);
+    set(counter::FRAMES, s.frames);
+    set(counter::FRAME_BYTES, s.frame_bytes);
+    set(counter::TCP, s.tcp);
+    set(counter::OTHER_IP, s.other_ip);
+    set(counter::NOT_IP, s.not_ip);
+    set(counter::TRUNCATED, s.truncated);
+    set(counter::MALFORMED, s.malformed);
+    set(counter::UNSUPPORTED_LINK, s.unsupported_link);
+    set(counter::BAD_CHECKSUM, s.bad_checksum);
+    set(counter::SNAP_CUT, s.snap_cut);
+    set(counter::FLOWS_TOTAL, t.conns_created);
+    set(counter::FLOWS_LIVE, tracker.live_conns() as u64);
+    set(counter::FLOWS_EVICTED, t.conns_evicted);
+    set(counter::PAYLOAD_BYTES, t.payload_bytes);
+    set(counter::PSEQ, tracker.pseq());
+}
+
+/// Creates the shared memory and the control socket, and the tracker that writes into them.
+fn publish(
+    args: &Args,
+    cfg: TrackerConfig,
+    base_events: EventMask,
+) -> Result<(
+    mos_sensor::publish::MainRegion,
+    Tracker,
+    PublishSink,
+    control::ControlServer,
+)> {
+    let mut allowed = Allowed {
+        uids: vec![rustix::process::geteuid().as_raw()],
+        gids: Vec::new(),
+    };
+    for u in &args.allow_user {
+        allowed.uids.push(resolve_id("user", u, "/etc/passwd")?);
+    }
+    for g in &args.allow_group {
+        allowed.gids.push(resolve_id("group", g, "/etc/group")?);
+    }
+    let info = ConfigInfo {
+        ring_size: cfg.ring_size as u64,
+        rings_per_worker: cfg.max_rings as u64,
+        slots_per_worker: cfg.max_flows as u64 + 2,
+        pktlog_entries: args.pktlog_frames,
+        pktlog_bytes: args.pktlog_kib * 1024,
+        event_ring_len: args.event_ring,
+        idle_timeout_ns: cfg.idle_timeout_ns,
+        overlap_policy: 0,
+    };
+    let epoch = {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 40)
+    };
+    let lossless = !args.lossy;
+    let quiet = args.quiet;
+    let mut log = |line: String| {
+        if !quiet {
+            eprintln!("mos-sensor: {line}");
+        }
+    };
+    let (region, mut parts) = create_main(&info, 1, epoch, args.hugepages, lossless, &mut log)?;
+    let part = parts.remove(0);
+    let slots = SlotPublisher::new(part.slots, part.metas, cfg.ring_size);
+    let mut tracker = Tracker::with_publisher(cfg, part.ring_bytes, slots)
+        .context("cannot lay out the ring pool")?;
+    tracker.set_lossless(lossless);
+    let (to_worker, worker_rx) = std::sync::mpsc::channel();
+    let (to_control, control_rx) = std::sync::mpsc::channel();
+    let server = control::start(
+        ControlConfig {
+            path: args.control.clone(),
+            allowed,
+            main_ro: region.ro_fd.try_clone()?,
+            main_len: region.len,
+            epoch,
+            nworkers: 1,
+            event_capacity: args.event_ring,
+            max_analyzers: args.max_analyzers,
+        },
+        vec![to_worker],
+        control_rx,
+    )?;
+    let mut fanout = Fanout::new(
+        0,
+        FanoutOptions {
+            lossless,
+            stall_timeout: Duration::from_secs_f64(args.stall_timeout),
+        },
+        worker_rx,
+        to_control,
+        part.info,
+        part.pktlog,
+    );
+    region
+        .header
+        .state
+        .store(sensor_state::RUNNING, Ordering::Release);
+    log(format!(
+        "analyzers attach at {} ({} mode)",
+        args.control.display(),
+        if lossless { "lossless" } else { "lossy" }
+    ));
+    if args.wait_analyzers > 0 {
+        log(format!(
+            "waiting for {} analyzer(s) to attach",
+            args.wait_analyzers
+        ));
+        let n = args.wait_analyzers;
+        if !fanout.wait_ready(n, |ready| {
+            if !quiet {
+                eprintln!("mos-sensor: {ready} of {n} analyzer(s) ready");
+            }
+        }) {
+            bail!("the control thread stopped while waiting for analyzers");
+        }
+    }
+    let sink = PublishSink::new(fanout, base_events, region.header);
+    Ok((region, tracker, sink, server))
 }

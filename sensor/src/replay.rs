@@ -4,15 +4,33 @@
 //! This is the only place in the data path that reads a clock, and only to pace progress
 //! reports; the tracker itself sees capture time alone.
 
-use crate::capture::{CaptureBackend, CaptureError};
+use crate::capture::{CaptureBackend, CaptureError, RawPacket};
 use crate::event::Event;
-use crate::parse::{parse_packet, ChecksumStatus, ParseError, Parsed};
+use crate::parse::{parse_packet, ChecksumStatus, ParseError, Parsed, TcpSegment};
 use crate::tracker::Tracker;
 use anyhow::Result;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Where the tracker's events go after each packet.
 pub trait EventSink {
+    /// Called before each frame reaches the tracker (`seg` is its TCP segment, if it has
+    /// one): a publisher logs the frame and, in lossless mode, waits for analyzers here.
+    fn before(
+        &mut self,
+        _tracker: &mut Tracker,
+        _pkt: &RawPacket<'_>,
+        _seg: Option<&TcpSegment<'_>>,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called once after the last events: a publisher waits for analyzers to drain here.
+    fn end(&mut self, _tracker: &mut Tracker) -> Result<()> {
+        Ok(())
+    }
+
     /// Handles the events one packet (or one clock tick) raised, in order. The tracker still
     /// holds every flow and byte these events refer to.
     fn handle(&mut self, tracker: &Tracker, events: &[Event]) -> Result<()>;
@@ -32,13 +50,60 @@ impl EventSink for CountingSink {
     }
 }
 
+/// Two sinks in turn (the in-process dump and the publisher, for instance).
+#[derive(Debug)]
+pub struct Both<A, B>(pub A, pub B);
+
+impl<A: EventSink, B: EventSink> EventSink for Both<A, B> {
+    fn before(
+        &mut self,
+        tracker: &mut Tracker,
+        pkt: &RawPacket<'_>,
+        seg: Option<&TcpSegment<'_>>,
+    ) -> Result<()> {
+        self.0.before(tracker, pkt, seg)?;
+        self.1.before(tracker, pkt, seg)
+    }
+
+    fn handle(&mut self, tracker: &Tracker, events: &[Event]) -> Result<()> {
+        self.0.handle(tracker, events)?;
+        self.1.handle(tracker, events)
+    }
+
+    fn end(&mut self, tracker: &mut Tracker) -> Result<()> {
+        self.0.end(tracker)?;
+        self.1.end(tracker)
+    }
+}
+
+impl<T: EventSink + ?Sized> EventSink for &mut T {
+    fn before(
+        &mut self,
+        tracker: &mut Tracker,
+        pkt: &RawPacket<'_>,
+        seg: Option<&TcpSegment<'_>>,
+    ) -> Result<()> {
+        (**self).before(tracker, pkt, seg)
+    }
+
+    fn handle(&mut self, tracker: &Tracker, events: &[Event]) -> Result<()> {
+        (**self).handle(tracker, events)
+    }
+
+    fn end(&mut self, tracker: &mut Tracker) -> Result<()> {
+        (**self).end(tracker)
+    }
+}
+
 /// Replay settings.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ReplayOptions {
     /// Check TCP checksums (bad ones are counted, never dropped).
     pub verify_checksums: bool,
     /// Call the progress callback about this often (`None`: never).
     pub progress_every: Option<Duration>,
+    /// Set from elsewhere (a signal handler) to stop the replay early, as if the input ended.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// Frame-level counters of a replay.
@@ -76,6 +141,8 @@ pub struct ReplayStats {
 pub struct ReplayOutcome {
     /// Frame-level counters.
     pub stats: ReplayStats,
+    /// The stop flag ended the replay before the input did.
+    pub stopped: bool,
     /// A truncated or malformed capture: the replay stopped there; what came before counts.
     pub capture_error: Option<CaptureError>,
 }
@@ -96,7 +163,16 @@ pub fn replay(
     let mut events: Vec<Event> = Vec::with_capacity(64);
     let mut next_report = opts.progress_every.map(|d| (Instant::now() + d, d));
     let mut capture_error = None;
+    let mut stopped = false;
     loop {
+        if stats.frames % 1024 == 0 {
+            if let Some(stop) = &opts.stop {
+                if stop.load(Ordering::Relaxed) {
+                    stopped = true;
+                    break;
+                }
+            }
+        }
         let pkt = match backend.next_packet() {
             Ok(Some(p)) => p,
             Ok(None) => break,
@@ -126,10 +202,12 @@ pub fn replay(
                         seg.payload_len = seg.payload.len() as u32;
                     }
                 }
+                sink.before(tracker, &pkt, Some(&seg))?;
                 tracker.process(pkt.ts_ns, pos, &seg, &mut events);
             }
             Ok(Parsed::OtherIp { .. }) => {
                 stats.other_ip += 1;
+                sink.before(tracker, &pkt, None)?;
                 tracker.orphan_packet(pkt.ts_ns, pos, &mut events);
             }
             Ok(Parsed::NotIp) => stats.not_ip += 1,
@@ -151,11 +229,13 @@ pub fn replay(
     events.clear();
     tracker.finish(stats.last_ts_ns, &mut events);
     sink.handle(tracker, &events)?;
+    sink.end(tracker)?;
     // Frees what the final connections held.
     events.clear();
     tracker.advance(stats.last_ts_ns, &mut events);
     Ok(ReplayOutcome {
         stats,
+        stopped,
         capture_error,
     })
 }

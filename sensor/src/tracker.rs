@@ -6,13 +6,19 @@
 //! I/O and reads no clock: the packet's capture time is the only time it knows.
 //!
 //! Reclamation is deferred by one call: a connection that ends in one call keeps its slot and
-//! its rings until the next call, so whoever handles the events (the dump today, the shared
-//! memory publisher next) can still read its final state and bytes.
+//! its rings until the next call, so whoever handles the events (the dump, the shared-memory
+//! publisher) can still read its final state and bytes. In lossless mode it is deferred until
+//! every analyzer has passed the connection's last event ([`Tracker::set_passed`]).
+//!
+//! With a [`SlotPublisher`] attached, every change to a connection is published into its
+//! shared-memory slot: the slot's write section opens before the connection's state or ring
+//! bytes change and closes once the new state is written.
 
 use crate::event::{EndReason, ErrorKind, Event, EventKind, FlowHandle, NO_FLOW};
 use crate::flow::{Endpoint, FlowKey, FlowTable, HashKeys};
 use crate::parse::flags::{ACK, FIN, RST, SYN};
 use crate::parse::TcpSegment;
+use crate::publish::slots::SlotPublisher;
 use crate::tcp::conn::{Conn, Stack};
 use crate::tcp::reassembly::InsertOutcome;
 use crate::tcp::ring_pool::{PoolError, RingPool};
@@ -109,6 +115,17 @@ pub struct Tracker {
     closing: VecDeque<(FlowHandle, u64)>,
     serial: u64,
     stats: TrackerStats,
+    /// Publication sequence: one per call (packet or clock tick); events carry it.
+    pseq: u64,
+    /// Where connection state is published, if anywhere.
+    publisher: Option<SlotPublisher>,
+    /// Lossless mode: rings and slots of ended connections are kept until every analyzer has
+    /// passed their last event.
+    lossless: bool,
+    /// Every analyzer has passed every event of publication sequence `<= passed`.
+    passed: u64,
+    /// Lossless mode: ended connections waiting for `passed` to reach their last event.
+    held: VecDeque<(u32, u64)>,
 }
 
 /// The packet-level facts every event of one segment shares.
@@ -153,7 +170,134 @@ impl Tracker {
             closing: VecDeque::new(),
             serial: 0,
             stats: TrackerStats::default(),
+            pseq: 0,
+            publisher: None,
+            lossless: false,
+            passed: u64::MAX,
+            held: VecDeque::new(),
         })
+    }
+
+    /// A tracker whose rings are `ring_bytes` (shared memory) and whose connections are
+    /// published through `publisher`.
+    pub fn with_publisher(
+        cfg: TrackerConfig,
+        ring_bytes: &'static mut [u8],
+        publisher: SlotPublisher,
+    ) -> Result<Self, PoolError> {
+        let pool = RingPool::in_shared(cfg.ring_size, ring_bytes)?;
+        let mut t = Tracker::new(TrackerConfig {
+            max_rings: 1,
+            ..cfg.clone()
+        })?;
+        t.cfg = cfg;
+        t.pool = pool;
+        t.publisher = Some(publisher);
+        Ok(t)
+    }
+
+    /// Lossless mode: keep what ended connections refer to until [`Tracker::set_passed`]
+    /// says every analyzer is past it.
+    pub fn set_lossless(&mut self, on: bool) {
+        self.lossless = on;
+    }
+
+    /// Every analyzer has passed every event of publication sequence `<= pseq` (`u64::MAX`
+    /// with no analyzer attached).
+    pub fn set_passed(&mut self, pseq: u64) {
+        self.passed = pseq;
+    }
+
+    /// Changes which events are built (analyzers subscribe and unsubscribe as it runs).
+    pub fn set_events(&mut self, mask: EventMask) {
+        self.cfg.events = mask;
+    }
+
+    /// The publication sequence of the latest call.
+    pub fn pseq(&self) -> u64 {
+        self.pseq
+    }
+
+    /// The publisher, if connections are published.
+    pub fn publisher_mut(&mut self) -> Option<&mut SlotPublisher> {
+        self.publisher.as_mut()
+    }
+
+    /// Lossless mode: the publication sequence every analyzer must pass before the next call
+    /// can be made safely, because held connections use up the slots or rings a packet may
+    /// need (`None`: go ahead).
+    pub fn must_wait(&self) -> Option<u64> {
+        let (_, p) = *self.held.front()?;
+        if p <= self.passed {
+            return None;
+        }
+        let free_slots = self.table.capacity() - self.table.used();
+        let free_rings = self.pool.capacity() - self.pool.in_use();
+        (free_slots <= 2 || free_rings <= 2).then_some(p)
+    }
+
+    /// Where `seg`'s payload lands in its receiver's stream, if its connection is tracked and
+    /// the stream anchored (for the packet log's `offset`).
+    pub fn payload_offset(&self, seg: &TcpSegment<'_>) -> Option<u64> {
+        let (key, src_is_lo) = FlowKey::of_packet(
+            &seg.src,
+            seg.sport,
+            &seg.dst,
+            seg.dport,
+            &self.cfg.hash_keys,
+        );
+        let c = self.table.get(self.table.lookup(&key)?)?;
+        let recv = &c.stack(c.side_of_lo_sender(src_is_lo).peer()).recv;
+        recv.seq_to_offset(seg.seq.wrapping_add(u32::from(seg.flags & SYN != 0)))
+    }
+
+    /// Lossless mode: the publication sequence every analyzer must pass before `seg` may be
+    /// processed, because it would make ring bytes unreadable (overwrite them, or skip the
+    /// head past them) that earlier events announced. 0 when nothing is at stake.
+    pub fn discard_needs(&self, seg: &TcpSegment<'_>) -> u64 {
+        let Some(publ) = self.publisher.as_ref() else {
+            return 0;
+        };
+        let (key, src_is_lo) = FlowKey::of_packet(
+            &seg.src,
+            seg.sport,
+            &seg.dst,
+            seg.dport,
+            &self.cfg.hash_keys,
+        );
+        let Some(slot) = self.table.lookup(&key) else {
+            return 0;
+        };
+        let Some(c) = self.table.get(slot) else {
+            return 0;
+        };
+        let r = self.pool.ring_size() as u64;
+        let snd = c.side_of_lo_sender(src_is_lo);
+        let mut need = 0;
+        // The receiver's stream takes the payload: bytes more than a ring behind its end go.
+        let recv = &c.stack(snd.peer()).recv;
+        if seg.payload_len > 0 {
+            if let (Some(ring), Some(o)) = (
+                recv.ring_index(),
+                recv.seq_to_offset(seg.seq.wrapping_add(u32::from(seg.flags & SYN != 0))),
+            ) {
+                let upto = (o + u64::from(seg.payload_len)).saturating_sub(r);
+                if upto > recv.head() {
+                    need = need.max(publ.announced_by(ring, upto));
+                }
+            }
+        }
+        // The sender's own stream: an ACK can skip a hole and move its tail, and so its head.
+        if seg.flags & ACK != 0 {
+            let own = &c.stack(snd).recv;
+            if let (Some(ring), Some(a)) = (own.ring_index(), own.seq_to_offset(seg.ack)) {
+                let upto = a.saturating_sub(r);
+                if upto > own.head() {
+                    need = need.max(publ.announced_by(ring, upto));
+                }
+            }
+        }
+        need
     }
 
     /// The settings.
@@ -184,6 +328,7 @@ impl Tracker {
 
     /// Processes one TCP segment captured at `ts_ns`, the `pos`-th frame of the input.
     pub fn process(&mut self, ts_ns: u64, pos: u64, seg: &TcpSegment<'_>, out: &mut Vec<Event>) {
+        self.next_call();
         self.reclaim_ended();
         self.expire(ts_ns, out);
         self.stats.segments += 1;
@@ -223,7 +368,7 @@ impl Tracker {
                 if restart {
                     self.end_conn(slot, EndReason::Reused, &ctx, out);
                     self.table.detach(slot);
-                    self.reclaim.push(slot);
+                    self.retire(slot);
                     match self.create(key, src_is_lo, seg, &ctx, out) {
                         Some(slot) => slot,
                         None => return,
@@ -253,12 +398,14 @@ impl Tracker {
 
     /// Advances the clock without a packet: ends connections idle past the timeout.
     pub fn advance(&mut self, now_ns: u64, out: &mut Vec<Event>) {
+        self.next_call();
         self.reclaim_ended();
         self.expire(now_ns, out);
     }
 
     /// Reports a packet that belongs to no connection (non-TCP IP traffic, for instance).
     pub fn orphan_packet(&mut self, ts_ns: u64, pos: u64, out: &mut Vec<Event>) {
+        self.next_call();
         let mut ctx = PacketCtx::tick(ts_ns);
         ctx.pos = pos;
         self.orphan(&ctx, out);
@@ -266,6 +413,7 @@ impl Tracker {
 
     /// Ends every open connection (`CONN_END` with [`EndReason::EndOfInput`]).
     pub fn finish(&mut self, now_ns: u64, out: &mut Vec<Event>) {
+        self.next_call();
         self.reclaim_ended();
         let ctx = PacketCtx::tick(now_ns);
         self.closing.clear();
@@ -279,13 +427,50 @@ impl Tracker {
             }
             self.end_conn(slot, closed.unwrap_or(EndReason::EndOfInput), &ctx, out);
         }
-        self.reclaim.extend_from_slice(&slots);
+        for &slot in &slots {
+            self.retire(slot);
+        }
+    }
+
+    fn next_call(&mut self) {
+        self.pseq += 1;
+        if let Some(p) = self.publisher.as_mut() {
+            p.pseq = self.pseq;
+        }
+    }
+
+    /// A detached connection's slot (and rings) are to be freed: at the next call, or in
+    /// lossless mode once every analyzer has passed this call's events.
+    #[inline]
+    fn retire(&mut self, slot: u32) {
+        if self.lossless {
+            self.held.push_back((slot, self.pseq));
+        } else {
+            self.reclaim.push(slot);
+        }
+    }
+
+    /// Publishes a connection's current state (no-op without a publisher).
+    #[inline]
+    fn publish(&mut self, slot: u32, received_by: Option<Side>) {
+        if let Some(p) = self.publisher.as_mut() {
+            if let Some(c) = self.table.get(slot) {
+                p.publish(
+                    slot,
+                    self.table.generation(slot),
+                    c,
+                    &self.pool,
+                    received_by,
+                );
+            }
+        }
     }
 
     /// Frees the rings of connections that closed, and the slots and rings of connections
     /// that ended, in the previous call (whoever handled its events has read them by now).
     fn reclaim_ended(&mut self) {
-        for h in self.release.drain(..) {
+        let mut release = std::mem::take(&mut self.release);
+        for h in release.drain(..) {
             let generation = self.table.generation(h.slot);
             if let Some(c) = self
                 .table
@@ -295,13 +480,31 @@ impl Tracker {
                 for st in &mut c.stacks {
                     st.recv.release(&mut self.pool);
                 }
+                self.publish(h.slot, None);
             }
         }
-        for slot in self.reclaim.drain(..) {
-            if let Some(mut c) = self.table.free(slot) {
-                for st in &mut c.stacks {
-                    st.recv.release(&mut self.pool);
-                }
+        self.release = release;
+        let mut reclaim = std::mem::take(&mut self.reclaim);
+        for slot in reclaim.drain(..) {
+            self.free_slot(slot);
+        }
+        self.reclaim = reclaim;
+        while let Some(&(slot, p)) = self.held.front() {
+            if p > self.passed {
+                break;
+            }
+            self.held.pop_front();
+            self.free_slot(slot);
+        }
+    }
+
+    fn free_slot(&mut self, slot: u32) {
+        if let Some(mut c) = self.table.free(slot) {
+            for st in &mut c.stacks {
+                st.recv.release(&mut self.pool);
+            }
+            if let Some(p) = self.publisher.as_mut() {
+                p.free(slot, self.table.generation(slot));
             }
         }
     }
@@ -327,7 +530,7 @@ impl Tracker {
             }
             self.end_conn(h.slot, reason, &PacketCtx::tick(now_ns), out);
             self.table.detach(h.slot);
-            self.reclaim.push(h.slot);
+            self.retire(h.slot);
         }
         while let Some((slot, last)) = self.table.oldest() {
             let closed = self.table.get(slot).and_then(|c| c.closed);
@@ -351,7 +554,7 @@ impl Tracker {
                 }
             }
             self.table.detach(slot);
-            self.reclaim.push(slot);
+            self.retire(slot);
         }
     }
 
@@ -385,7 +588,7 @@ impl Tracker {
                     }
                 }
                 self.table.detach(victim);
-                self.reclaim.push(victim);
+                self.retire(victim);
             }
         }
         let (client, server, guessed) = if seg.flags & SYN != 0 && seg.flags & ACK == 0 {
@@ -454,6 +657,9 @@ impl Tracker {
         ctx: &PacketCtx,
         out: &mut Vec<Event>,
     ) {
+        if let Some(p) = self.publisher.as_mut() {
+            p.begin(slot);
+        }
         let conn = self.table.get_mut(slot).expect("live slot");
         conn.last_ns = ctx.ts_ns;
         let snd = conn.side_of_lo_sender(src_is_lo);
@@ -628,11 +834,16 @@ impl Tracker {
                 self.stats.conns_closed += 1;
                 let generation = self.table.generation(slot);
                 let h = FlowHandle { slot, generation };
-                self.release.push(h);
+                // Lossless mode keeps the rings until the slot is freed: analyzers behind
+                // may still read them.
+                if !self.lossless {
+                    self.release.push(h);
+                }
                 self.closing
                     .push_back((h, ctx.ts_ns.saturating_add(self.cfg.linger_ns)));
             }
         }
+        self.publish(slot, Some(rcv));
     }
 
     /// Counts what an insert did and raises its `REXMIT` and `ERROR` events. `seg_offset` is
@@ -689,6 +900,7 @@ impl Tracker {
             return;
         }
         c.ended = true;
+        self.publish(slot, None);
         for side in [Side::Cli, Side::Svr] {
             self.emit(
                 slot,
@@ -705,6 +917,7 @@ impl Tracker {
         if self.cfg.events.contains(EventMask::ORPHAN) {
             out.push(Event {
                 flow: NO_FLOW,
+                pseq: self.pseq,
                 side: None,
                 hook: Hook::Null,
                 kind: EventKind::Orphan,
@@ -742,6 +955,7 @@ impl Tracker {
                 slot,
                 generation: self.table.generation(slot),
             },
+            pseq: self.pseq,
             side,
             hook,
             kind,

@@ -60,6 +60,7 @@ impl Sim {
             payload: data,
             payload_len: data.len() as u32,
             checksum: ChecksumStatus::Unchecked,
+            header_off: [0, 0],
         };
         let mut out = Vec::new();
         self.tr.process(self.now, self.pos, &seg, &mut out);

@@ -341,6 +341,7 @@ impl Harness {
                     payload: &payload,
                     payload_len,
                     checksum: ChecksumStatus::Unchecked,
+                    header_off: [0, 0],
                 };
                 self.pos += 1;
                 self.segments += 1;

@@ -71,6 +71,12 @@ pub fn run_sensor_dump(
         .arg(pcap)
         .arg("--dump")
         .arg(dump)
+        // The in-process dump alone, unless the caller publishes to analyzers.
+        .args(if extra.contains(&"--control") {
+            &[][..]
+        } else {
+            &["--no-publish"][..]
+        })
         .args(extra)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path)?)

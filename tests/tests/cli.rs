@@ -7,8 +7,12 @@ use mos_tests::runner::ScratchDir;
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// The sensor on its own: no shared memory, no control socket.
 fn sensor(args: &[&std::ffi::OsStr]) -> Result<Output> {
-    Ok(Command::new(sensor_bin()?).args(args).output()?)
+    Ok(Command::new(sensor_bin()?)
+        .arg("--no-publish")
+        .args(args)
+        .output()?)
 }
 
 fn stderr(o: &Output) -> String {

@@ -55,6 +55,24 @@ impl LinkType {
         LinkType::Nflog,
     ];
 
+    /// The `LINKTYPE_*` number (the canonical one where several map to the same type).
+    pub fn code(self) -> u32 {
+        match self {
+            LinkType::Null => 0,
+            LinkType::Ethernet => 1,
+            LinkType::Ppp => 9,
+            LinkType::Raw => 101,
+            LinkType::CHdlc => 104,
+            LinkType::Loop => 108,
+            LinkType::LinuxSll => 113,
+            LinkType::Ipv4 => 228,
+            LinkType::Ipv6 => 229,
+            LinkType::Nflog => 239,
+            LinkType::LinuxSll2 => 276,
+            LinkType::Other(n) => n,
+        }
+    }
+
     /// The link type with this `LINKTYPE_*` number.
     pub fn from_linktype(n: u32) -> LinkType {
         match n {

@@ -57,6 +57,8 @@ pub struct TcpSegment<'a> {
     pub payload_len: u32,
     /// Whether the TCP checksum could be checked and whether it held.
     pub checksum: ChecksumStatus,
+    /// Offsets in the frame of the IP header and of the TCP header (for the packet log).
+    pub header_off: [u16; 2],
 }
 
 impl TcpSegment<'_> {
@@ -118,11 +120,23 @@ pub fn parse_packet<'a>(
     pkt: &RawPacket<'a>,
     verify_checksum: bool,
 ) -> Result<Parsed<'a>, ParseError> {
-    match link::strip_link(pkt.link, pkt.data)? {
-        link::L3::Ipv4(l3) => ip::parse_ipv4(l3, verify_checksum),
-        link::L3::Ipv6(l3) => ip::parse_ipv6(l3, verify_checksum),
-        link::L3::Ip(l3) => ip::parse_ip(l3, verify_checksum),
-        link::L3::NotIp => Ok(Parsed::NotIp),
+    let (l3, parsed) = match link::strip_link(pkt.link, pkt.data)? {
+        link::L3::Ipv4(l3) => (l3, ip::parse_ipv4(l3, verify_checksum)),
+        link::L3::Ipv6(l3) => (l3, ip::parse_ipv6(l3, verify_checksum)),
+        link::L3::Ip(l3) => (l3, ip::parse_ip(l3, verify_checksum)),
+        link::L3::NotIp => return Ok(Parsed::NotIp),
+    };
+    match parsed {
+        Ok(Parsed::Tcp(mut seg)) => {
+            let base = pkt.data.as_ptr() as usize;
+            let ip_off = l3.as_ptr() as usize - base;
+            // The TCP header ends where the payload starts.
+            let payload_off = seg.payload.as_ptr() as usize - base;
+            let tcp_off = payload_off - usize::from(seg.header_off[1]);
+            seg.header_off = [ip_off as u16, tcp_off as u16];
+            Ok(Parsed::Tcp(seg))
+        }
+        other => other,
     }
 }
 

@@ -124,6 +124,9 @@ pub fn parse_tcp<'a>(
         payload,
         payload_len: (declared_len - hdr.header_len()) as u32,
         checksum: checksum::tcp_status(verify_checksum, pseudo, present, declared_len),
+        // Filled in by `parse_packet`, which knows where the frame starts; the TCP header's
+        // length travels in the second element until then.
+        header_off: [0, hdr.header_len() as u16],
     })
 }
 

@@ -182,6 +182,11 @@ impl Stream {
     }
 
     #[inline]
+    /// The index of the ring holding the stream, if it holds one.
+    pub fn ring_index(&self) -> Option<u32> {
+        (self.ring != NO_RING).then_some(self.ring)
+    }
+
     fn ring_id(&self) -> Option<RingId> {
         (self.ring != NO_RING).then_some(RingId(self.ring))
     }

@@ -218,13 +218,39 @@ pub enum PoolError {
     },
 }
 
+/// Where a pool's bytes live.
+enum Storage {
+    /// Private memory (tests, `--dump` without publication).
+    Heap(Vec<u8>),
+    /// A range of the shared main region, written by this worker alone and read by analyzers.
+    Shared(&'static mut [u8]),
+}
+
+impl Storage {
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Storage::Heap(v) => v,
+            Storage::Shared(s) => s,
+        }
+    }
+
+    #[inline]
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            Storage::Heap(v) => v,
+            Storage::Shared(s) => s,
+        }
+    }
+}
+
 /// Fixed-size byte rings carved from one buffer allocated once.
 ///
-/// The buffer is zero-allocated (`calloc`), so pages no ring has touched cost no memory. A
-/// ring handed out again still holds its previous flow's bytes: streams only ever return
-/// bytes they wrote themselves, so that content is never observable.
+/// The buffer is zero-allocated (`calloc`, or fresh shared memory), so pages no ring has
+/// touched cost no memory. A ring handed out again still holds its previous flow's bytes:
+/// streams only ever return bytes they wrote themselves, so that content is never observable.
 pub struct RingPool {
-    bytes: Vec<u8>,
+    bytes: Storage,
     meta: Vec<RingMeta>,
     /// Free ring ids, used as a stack: the most recently freed ring, whose pages are likely
     /// resident, is handed out first.
@@ -234,8 +260,35 @@ pub struct RingPool {
 }
 
 impl RingPool {
-    /// A pool of `max_rings` rings of `ring_size` bytes each.
+    /// A pool of `max_rings` rings of `ring_size` bytes each, in private memory.
     pub fn new(ring_size: usize, max_rings: usize) -> Result<Self, PoolError> {
+        Self::check(ring_size, max_rings)?;
+        Ok(Self::build(
+            Storage::Heap(vec![0u8; ring_size * max_rings]),
+            ring_size,
+            max_rings,
+        ))
+    }
+
+    /// A pool whose rings are `bytes` (shared memory), `ring_size` bytes each: ring `i` is
+    /// `bytes[i * ring_size..][..ring_size]`.
+    pub fn in_shared(ring_size: usize, bytes: &'static mut [u8]) -> Result<Self, PoolError> {
+        let max_rings = bytes.len() / ring_size.max(1);
+        Self::check(ring_size, max_rings)?;
+        Ok(Self::build(Storage::Shared(bytes), ring_size, max_rings))
+    }
+
+    fn build(bytes: Storage, ring_size: usize, max_rings: usize) -> Self {
+        RingPool {
+            bytes,
+            meta: vec![RingMeta::EMPTY; max_rings],
+            free: (0..max_rings as u32).rev().collect(),
+            allocated: vec![false; max_rings],
+            ring_size,
+        }
+    }
+
+    fn check(ring_size: usize, max_rings: usize) -> Result<(), PoolError> {
         if !ring_size.is_power_of_two() {
             return Err(PoolError::RingSizeNotPowerOfTwo { ring_size });
         }
@@ -246,19 +299,13 @@ impl RingPool {
             Some(total) => total <= isize::MAX as usize,
             None => false,
         };
-        if max_rings > u32::MAX as usize || !fits {
+        if max_rings >= u32::MAX as usize || !fits {
             return Err(PoolError::PoolTooLarge {
                 ring_size,
                 max_rings,
             });
         }
-        Ok(RingPool {
-            bytes: vec![0u8; ring_size * max_rings],
-            meta: vec![RingMeta::EMPTY; max_rings],
-            free: (0..max_rings as u32).rev().collect(),
-            allocated: vec![false; max_rings],
-            ring_size,
-        })
+        Ok(())
     }
 
     /// Takes a ring from the pool, with empty metadata; `None` if every ring is in use.
@@ -303,7 +350,10 @@ impl RingPool {
         let i = id.0 as usize;
         debug_assert!(self.allocated[i]);
         let start = i * self.ring_size;
-        (&self.bytes[start..start + self.ring_size], &self.meta[i])
+        (
+            &self.bytes.bytes()[start..start + self.ring_size],
+            &self.meta[i],
+        )
     }
 
     /// The bytes and metadata of a ring, writable.
@@ -313,7 +363,7 @@ impl RingPool {
         debug_assert!(self.allocated[i]);
         let start = i * self.ring_size;
         (
-            &mut self.bytes[start..start + self.ring_size],
+            &mut self.bytes.bytes_mut()[start..start + self.ring_size],
             &mut self.meta[i],
         )
     }

@@ -195,6 +195,7 @@ fn opts(verify: bool) -> ReplayOptions {
     ReplayOptions {
         verify_checksums: verify,
         progress_every: None,
+        stop: None,
     }
 }
 

@@ -1,0 +1,484 @@
+//! The control socket: where analyzers attach, subscribe and detach.
+//!
+//! A Unix `SOCK_SEQPACKET` socket (one bincode message per packet), created mode 0660. At
+//! attach the sensor reads the peer's credentials from the socket (`SO_PEERCRED`) and checks
+//! them against the allowed users and groups; an allowed analyzer gets three descriptors: the
+//! main region and its own event rings, both read-only, and its page, writable. A closed socket
+//! detaches its analyzer. One thread serves the socket; it tells the workers about analyzers
+//! through channels, so the packet path never takes a lock.
+
+use crate::publish::{create_analyzer, Attached, ToControl, ToWorker};
+use anyhow::{bail, Context, Result};
+use rustix::event::{PollFd, PollFlags};
+use rustix::net::{
+    AddressFamily, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix,
+    SocketFlags, SocketType,
+};
+use shm_layout::control::{decode, encode, ClientMsg, SensorMsg, MAX_MESSAGE};
+use shm_layout::layout::ABI_MAJOR;
+use shm_layout::plan::PAGE_LEN;
+use std::io::IoSlice;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// The default control socket.
+pub const DEFAULT_PATH: &str = "/run/mos/control.sock";
+
+/// Who may attach.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Allowed {
+    /// User ids allowed (root always is).
+    pub uids: Vec<u32>,
+    /// Group ids whose members are allowed (primary or supplementary group).
+    pub gids: Vec<u32>,
+}
+
+impl Allowed {
+    /// Whether a peer with these credentials (and supplementary groups) may attach.
+    pub fn permits(&self, uid: u32, gid: u32, groups: &[u32]) -> bool {
+        uid == 0
+            || self.uids.contains(&uid)
+            || self.gids.contains(&gid)
+            || groups.iter().any(|g| self.gids.contains(g))
+    }
+}
+
+/// What the control server needs.
+#[derive(Debug)]
+pub struct ControlConfig {
+    /// The socket's path.
+    pub path: PathBuf,
+    /// Who may attach.
+    pub allowed: Allowed,
+    /// A read-only descriptor of the main region.
+    pub main_ro: OwnedFd,
+    /// Bytes of the main region.
+    pub main_len: u64,
+    /// The sensor's epoch.
+    pub epoch: u64,
+    /// Workers.
+    pub nworkers: usize,
+    /// Records per event ring.
+    pub event_capacity: u64,
+    /// Most analyzers attached at once.
+    pub max_analyzers: usize,
+}
+
+/// The running control server; dropping it stops the thread and removes the socket.
+#[derive(Debug)]
+pub struct ControlServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    path: PathBuf,
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+struct Client {
+    fd: OwnedFd,
+    pid: u32,
+    uid: u32,
+    /// Set once attached.
+    id: Option<u32>,
+    name: String,
+}
+
+/// The supplementary groups of a process, from `/proc/PID/status` (empty if unreadable).
+fn supplementary_groups(pid: u32) -> Vec<u32> {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Vec::new();
+    };
+    s.lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn bind(path: &Path, group: Option<u32>) -> Result<OwnedFd> {
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!(
+                    "cannot create the control socket's directory {}",
+                    dir.display()
+                )
+            })?;
+        }
+    }
+    let addr = SocketAddrUnix::new(path)
+        .with_context(|| format!("bad control socket path {}", path.display()))?;
+    if path.exists() {
+        // A socket that answers belongs to a running sensor; one that does not is stale.
+        let probe = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None)?;
+        if rustix::net::connect(&probe, &addr).is_ok() {
+            bail!(
+                "another mos-sensor is listening on {} (stop it, or give this one --control PATH)",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+    }
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    rustix::net::bind(&fd, &addr)
+        .with_context(|| format!("cannot create the control socket {}", path.display()))?;
+    rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(0o660))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    if let Some(g) = group {
+        rustix::fs::chown(path, None, Some(rustix::process::Gid::from_raw(g)))
+            .with_context(|| format!("cannot give {} to group {g}", path.display()))?;
+    }
+    rustix::net::listen(&fd, 64)?;
+    Ok(fd)
+}
+
+fn send(fd: &OwnedFd, msg: &SensorMsg, fds: &[std::os::fd::BorrowedFd<'_>]) -> bool {
+    let bytes = encode(msg);
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+    let mut anc = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !anc.push(SendAncillaryMessage::ScmRights(fds)) {
+        return false;
+    }
+    rustix::net::sendmsg(
+        fd,
+        &[IoSlice::new(&bytes)],
+        &mut anc,
+        SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
+    )
+    .is_ok()
+}
+
+/// Starts the control server on its own thread.
+pub fn start(
+    cfg: ControlConfig,
+    workers: Vec<Sender<ToWorker>>,
+    from_workers: Receiver<ToControl>,
+) -> Result<ControlServer> {
+    let listener = bind(&cfg.path, cfg.allowed.gids.first().copied())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let path = cfg.path.clone();
+    let stop2 = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("mos-control".into())
+        .spawn(move || serve(cfg, listener, workers, from_workers, stop2))
+        .context("cannot start the control thread")?;
+    Ok(ControlServer {
+        stop,
+        thread: Some(thread),
+        path,
+    })
+}
+
+fn serve(
+    cfg: ControlConfig,
+    listener: OwnedFd,
+    workers: Vec<Sender<ToWorker>>,
+    from_workers: Receiver<ToControl>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut clients: Vec<Client> = Vec::new();
+    let mut next_id = 1u32;
+    let mut done = false;
+    let mut workers_gone = false;
+    let to_all = |m: &dyn Fn() -> ToWorker| {
+        for w in &workers {
+            let _ = w.send(m());
+        }
+    };
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    while !stop.load(Ordering::Relaxed) {
+        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(clients.len() + 1);
+        fds.push(PollFd::new(&listener, PollFlags::IN));
+        for c in &clients {
+            fds.push(PollFd::new(&c.fd, PollFlags::IN));
+        }
+        let timeout = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 20_000_000,
+        };
+        let _ = rustix::event::poll(&mut fds, Some(&timeout));
+        let ready: Vec<PollFlags> = fds.iter().map(|f| f.revents()).collect();
+        drop(fds);
+
+        // Clients first (indices shift when the listener adds some).
+        let mut gone = Vec::new();
+        for (i, rev) in ready.iter().enumerate().skip(1) {
+            if rev.is_empty() {
+                continue;
+            }
+            let ci = i - 1;
+            let c = &mut clients[ci];
+            let n = match rustix::net::recv(&c.fd, &mut buf[..], RecvFlags::DONTWAIT) {
+                Ok((n, _)) => n,
+                Err(rustix::io::Errno::AGAIN) => continue,
+                Err(_) => 0,
+            };
+            if n == 0 {
+                gone.push(ci);
+                continue;
+            }
+            let msg: ClientMsg = match decode(&buf[..n]) {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("mos-sensor: analyzer pid {}: {e}; detached", c.pid);
+                    let _ = send(
+                        &c.fd,
+                        &SensorMsg::Detached {
+                            reason: format!("the sensor could not read a message: {e}"),
+                        },
+                        &[],
+                    );
+                    gone.push(ci);
+                    continue;
+                }
+            };
+            match msg {
+                ClientMsg::Hello {
+                    abi_major,
+                    abi_minor: _,
+                    name,
+                } => {
+                    if c.id.is_some() {
+                        continue;
+                    }
+                    let name: String = name.chars().take(64).collect();
+                    let refuse = |errno: &str, reason: String| SensorMsg::Refused {
+                        errno: errno.into(),
+                        reason,
+                    };
+                    let attached = clients.iter().filter(|c| c.id.is_some()).count();
+                    let c = &mut clients[ci];
+                    if abi_major != ABI_MAJOR {
+                        let _ = send(
+                            &c.fd,
+                            &refuse(
+                                "EPROTO",
+                                format!(
+                                    "the analyzer reads ABI {abi_major}, this sensor publishes ABI {ABI_MAJOR}"
+                                ),
+                            ),
+                            &[],
+                        );
+                        gone.push(ci);
+                        continue;
+                    }
+                    if attached >= cfg.max_analyzers {
+                        let _ = send(
+                            &c.fd,
+                            &refuse(
+                                "EBUSY",
+                                format!(
+                                    "{} analyzers are attached, the most this sensor takes",
+                                    cfg.max_analyzers
+                                ),
+                            ),
+                            &[],
+                        );
+                        gone.push(ci);
+                        continue;
+                    }
+                    let (regions, afds) = match create_analyzer(cfg.event_capacity, cfg.nworkers) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            eprintln!("mos-sensor: cannot attach analyzer pid {}: {e:#}", c.pid);
+                            let _ = send(
+                                &c.fd,
+                                &refuse(
+                                    "ENOMEM",
+                                    format!("the sensor cannot create its rings: {e:#}"),
+                                ),
+                                &[],
+                            );
+                            gone.push(ci);
+                            continue;
+                        }
+                    };
+                    let id = next_id;
+                    next_id += 1;
+                    let welcome = SensorMsg::Welcome {
+                        analyzer_id: id,
+                        epoch: cfg.epoch,
+                        main_len: cfg.main_len,
+                        events_len: regions.plan.len,
+                        event_capacity: regions.plan.capacity,
+                        nworkers: cfg.nworkers as u32,
+                        page_len: PAGE_LEN,
+                    };
+                    let fds = [
+                        cfg.main_ro.as_fd(),
+                        afds.events_ro.as_fd(),
+                        afds.page_fd.as_fd(),
+                    ];
+                    if !send(&c.fd, &welcome, &fds) {
+                        gone.push(ci);
+                        continue;
+                    }
+                    c.id = Some(id);
+                    c.name = name.clone();
+                    eprintln!(
+                        "mos-sensor: analyzer {id} attached: {name} (pid {}, uid {})",
+                        c.pid, c.uid
+                    );
+                    for w in &workers {
+                        let _ = w.send(ToWorker::Attach(Box::new(Attached {
+                            id,
+                            name: name.clone(),
+                            pid: c.pid,
+                            regions: regions.clone(),
+                        })));
+                    }
+                    if done {
+                        let _ = send(&c.fd, &SensorMsg::Done, &[]);
+                    }
+                }
+                ClientMsg::Subscribe(sub) => {
+                    if let Some(id) = c.id {
+                        to_all(&|| ToWorker::Subscribe(id, sub));
+                        let _ = send(&c.fd, &SensorMsg::Subscribed, &[]);
+                    }
+                }
+                ClientMsg::Ready => {
+                    if let Some(id) = c.id {
+                        to_all(&|| ToWorker::Ready(id));
+                    }
+                }
+                ClientMsg::Detach => gone.push(ci),
+            }
+        }
+        gone.sort_unstable();
+        gone.dedup();
+        for ci in gone.into_iter().rev() {
+            let c = clients.remove(ci);
+            if let Some(id) = c.id {
+                to_all(&|| ToWorker::Detach(id));
+                eprintln!(
+                    "mos-sensor: analyzer {id} detached: {} (pid {})",
+                    c.name, c.pid
+                );
+            }
+        }
+
+        if !ready[0].is_empty() {
+            while let Ok(fd) =
+                rustix::net::accept_with(&listener, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK)
+            {
+                let Ok(cred) = rustix::net::sockopt::socket_peercred(&fd) else {
+                    continue;
+                };
+                let (pid, uid, gid) = (
+                    cred.pid.as_raw_nonzero().get() as u32,
+                    cred.uid.as_raw(),
+                    cred.gid.as_raw(),
+                );
+                if !cfg.allowed.permits(uid, gid, &supplementary_groups(pid)) {
+                    eprintln!(
+                        "mos-sensor: refused an analyzer of uid {uid} (pid {pid}): not allowed"
+                    );
+                    let _ = send(
+                        &fd,
+                        &SensorMsg::Refused {
+                            errno: "EACCES".into(),
+                            reason: format!(
+                                "uid {uid} may not attach to this sensor (see --allow-user and --allow-group)"
+                            ),
+                        },
+                        &[],
+                    );
+                    continue;
+                }
+                clients.push(Client {
+                    fd,
+                    pid,
+                    uid,
+                    id: None,
+                    name: String::new(),
+                });
+            }
+        }
+
+        loop {
+            match from_workers.try_recv() {
+                Ok(ToControl::Detached(id, why)) => {
+                    if let Some(ci) = clients.iter().position(|c| c.id == Some(id)) {
+                        let c = clients.remove(ci);
+                        let _ = send(&c.fd, &SensorMsg::Detached { reason: why }, &[]);
+                        to_all(&|| ToWorker::Detach(id));
+                    }
+                }
+                Ok(ToControl::Done) => {
+                    done = true;
+                    for c in clients.iter().filter(|c| c.id.is_some()) {
+                        let _ = send(&c.fd, &SensorMsg::Done, &[]);
+                    }
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    // The workers are gone: the sensor is shutting down.
+                    if !done && !workers_gone {
+                        for c in clients.iter().filter(|c| c.id.is_some()) {
+                            let _ = send(
+                                &c.fd,
+                                &SensorMsg::Detached {
+                                    reason: "the sensor is shutting down".into(),
+                                },
+                                &[],
+                            );
+                        }
+                    }
+                    workers_gone = true;
+                    std::thread::sleep(Duration::from_millis(5));
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_users_and_groups_are_permitted_others_not() {
+        let a = Allowed {
+            uids: vec![1000],
+            gids: vec![500],
+        };
+        assert!(a.permits(0, 0, &[]));
+        assert!(a.permits(1000, 1000, &[]));
+        assert!(a.permits(1001, 500, &[]));
+        assert!(a.permits(1001, 1001, &[7, 500]));
+        assert!(!a.permits(65534, 65534, &[65534]));
+    }
+
+    #[test]
+    fn own_supplementary_groups_are_read() {
+        // Whatever they are, reading them must not fail for this process, and a process that
+        // does not exist has none.
+        let _ = supplementary_groups(std::process::id());
+        assert!(supplementary_groups(u32::MAX).is_empty());
+    }
+}

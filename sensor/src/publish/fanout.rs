@@ -1,0 +1,628 @@
+//! The worker's side of the analyzers: event records into their rings, the packet log, and
+//! the waits of lossless mode.
+//!
+//! The control thread attaches and detaches analyzers; it tells the worker through a channel
+//! that the worker reads between packets (never a lock on the packet path). In lossless mode
+//! the worker waits, with a short spin and then sleeps, until every analyzer is past what is
+//! about to be reused; an analyzer whose consumer index has not moved for the stall timeout
+//! while the worker waits for it is detached, so a stopped analyzer cannot hang a replay.
+
+use super::region::AnalyzerRegions;
+use crate::capture::RawPacket;
+use crate::event::{Event, EventKind};
+use crate::parse::TcpSegment;
+use crate::replay::EventSink;
+use crate::tracker::Tracker;
+use anyhow::Result;
+use shm_layout::control::Subscription;
+use shm_layout::layout::{
+    counter, detach_reason, event_kind, sensor_state, AnalyzerPage, EventRecord, EventRingHeader,
+    EventSlot, Header, PktInfo, WorkerInfo, NO_PKT, SIDE_NONE,
+};
+use shm_layout::pktlog::PktLogWriter;
+use shm_layout::ring::{Producer, ProducerState};
+use shm_layout::EventMask;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::time::{Duration, Instant};
+
+/// An analyzer as the control thread hands it to a worker.
+#[derive(Debug)]
+pub struct Attached {
+    /// Its number.
+    pub id: u32,
+    /// Its name, for logs.
+    pub name: String,
+    /// Its process id (from the socket's credentials).
+    pub pid: u32,
+    /// Its regions.
+    pub regions: AnalyzerRegions,
+}
+
+/// Control thread to worker.
+#[derive(Debug)]
+pub enum ToWorker {
+    /// A new analyzer (no subscription yet).
+    Attach(Box<Attached>),
+    /// An analyzer's subscription changed.
+    Subscribe(u32, Subscription),
+    /// An analyzer is ready for events.
+    Ready(u32),
+    /// An analyzer left (asked to, or its socket closed).
+    Detach(u32),
+}
+
+/// Worker to control thread.
+#[derive(Debug)]
+pub enum ToControl {
+    /// The worker detached an analyzer; tell it why and close its socket.
+    Detached(u32, String),
+    /// The input ended and every event is published.
+    Done,
+}
+
+/// How the worker treats analyzers.
+#[derive(Clone, Copy, Debug)]
+pub struct FanoutOptions {
+    /// Wait for analyzers instead of dropping their events.
+    pub lossless: bool,
+    /// Detach an analyzer that makes no progress for this long while the worker waits for it.
+    pub stall_timeout: Duration,
+}
+
+struct Member {
+    a: Attached,
+    sub: Subscription,
+    ready: bool,
+    prod: ProducerState,
+    /// Consumer index when it last moved, and when.
+    progress: (u64, Instant),
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member")
+            .field("id", &self.a.id)
+            .field("name", &self.a.name)
+            .field("sub", &self.sub)
+            .field("ready", &self.ready)
+            .finish()
+    }
+}
+
+/// The views of worker `w`'s ring in an analyzer's regions.
+fn views(r: &AnalyzerRegions, w: usize) -> Option<(&EventRingHeader, &[EventSlot], &AnalyzerPage)> {
+    {
+        let hdr = r
+            .events
+            .get::<EventRingHeader>(r.plan.ring_off(w) as usize)?;
+        let slots = r
+            .events
+            .slice::<EventSlot>(r.plan.records_off(w) as usize, r.plan.capacity as usize)?;
+        let page = r.page.get::<AnalyzerPage>(0)?;
+        Some((hdr, slots, page))
+    }
+}
+
+impl Member {
+    /// Every event of publication sequence `<= result` has been consumed.
+    fn passed(&mut self, w: usize) -> u64 {
+        let prod_state = self.prod;
+        let Some((hdr, slots, page)) = views(&self.a.regions, w) else {
+            return u64::MAX;
+        };
+        let Some(mut p) = Producer::resume(hdr, slots, &page.consumer[w], prod_state) else {
+            return u64::MAX;
+        };
+        let c = p.refresh_consumer();
+        let result = if c >= p.published() {
+            u64::MAX
+        } else {
+            p.record(c).map_or(u64::MAX, |r| r.pseq.saturating_sub(1))
+        };
+        self.prod = p.state();
+        if c != self.progress.0 {
+            self.progress = (c, Instant::now());
+        }
+        result
+    }
+
+    fn stalled(&self, timeout: Duration) -> bool {
+        self.progress.1.elapsed() >= timeout
+    }
+}
+
+/// The packet log of one worker, and the publication sequence of each logged frame (lossless
+/// mode may not overwrite a frame an analyzer has not passed).
+struct PacketLog {
+    w: PktLogWriter<'static>,
+    /// `(data_pos, pseq)` by entry index.
+    at: Vec<(u64, u64)>,
+    /// The oldest frame whose bytes are still intact.
+    oldest: u64,
+}
+
+/// One worker's analyzers.
+pub struct Fanout {
+    worker: usize,
+    members: Vec<Member>,
+    opts: FanoutOptions,
+    rx: Receiver<ToWorker>,
+    tx: Sender<ToControl>,
+    info: &'static WorkerInfo,
+    log: PacketLog,
+    /// Some member asked for packets.
+    packets: bool,
+    /// Union of the members' event masks.
+    wanted: u64,
+    /// Frames since the control channel was last read.
+    since_poll: u32,
+    /// Frames the sensor logged for analyzers.
+    pub logged: u64,
+}
+
+impl std::fmt::Debug for Fanout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fanout")
+            .field("worker", &self.worker)
+            .field("members", &self.members)
+            .finish_non_exhaustive()
+    }
+}
+
+fn kind_code(k: &EventKind) -> (u8, u8, u8, u64, u64) {
+    match *k {
+        EventKind::PktIn => (event_kind::PKT_IN, 0, 0, 0, 0),
+        EventKind::ConnStart => (event_kind::CONN_START, 0, 0, 0, 0),
+        EventKind::ConnNewData => (event_kind::CONN_NEW_DATA, 0, 0, 0, 0),
+        EventKind::StateChange { old, new } => {
+            (event_kind::TCP_STATE_CHANGE, old.code(), new.code(), 0, 0)
+        }
+        EventKind::Rexmit => (event_kind::REXMIT, 0, 0, 0, 0),
+        EventKind::ConnEnd { reason } => (event_kind::CONN_END, reason as u8, 0, 0, 0),
+        EventKind::Orphan => (event_kind::ORPHAN, 0, 0, 0, 0),
+        EventKind::Error { kind, offset, len } => (event_kind::ERROR, kind as u8, 0, offset, len),
+        EventKind::Timeout => (event_kind::TIMEOUT, 0, 0, 0, 0),
+    }
+}
+
+/// The record of an event.
+pub fn record(ev: &Event, worker: usize, pkt_ref: u64) -> EventRecord {
+    let (kind, aux0, aux1, err_offset, err_len) = kind_code(&ev.kind);
+    EventRecord {
+        slot: ev.flow.slot,
+        generation: ev.flow.generation,
+        kind,
+        side: ev.side.map_or(SIDE_NONE, |s| s.code()),
+        hook: ev.hook as u8,
+        tcp_flags: ev.tcp_flags,
+        aux0,
+        aux1,
+        worker: worker as u16,
+        ts_ns: ev.ts_ns,
+        pseq: ev.pseq,
+        pkt_pos: ev.pkt_pos,
+        seq: ev.seq,
+        ack: ev.ack,
+        payload_len: ev.payload_len,
+        _pad: 0,
+        head: ev.head,
+        tail: ev.tail,
+        err_offset,
+        err_len,
+        pkt_ref: if ev.pkt_pos == u64::MAX {
+            NO_PKT
+        } else {
+            pkt_ref
+        },
+    }
+}
+
+impl Fanout {
+    /// The analyzers of worker `worker`, attached through `rx`.
+    pub fn new(
+        worker: usize,
+        opts: FanoutOptions,
+        rx: Receiver<ToWorker>,
+        tx: Sender<ToControl>,
+        info: &'static WorkerInfo,
+        pktlog: PktLogWriter<'static>,
+    ) -> Self {
+        let n = pktlog.entries() as usize;
+        Fanout {
+            worker,
+            members: Vec::new(),
+            opts,
+            rx,
+            tx,
+            info,
+            log: PacketLog {
+                oldest: pktlog.next_seq(),
+                w: pktlog,
+                at: vec![(0, 0); n],
+            },
+            packets: false,
+            wanted: 0,
+            since_poll: 0,
+            logged: 0,
+        }
+    }
+
+    /// Analyzers attached.
+    pub fn attached(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Analyzers attached and ready.
+    pub fn ready(&self) -> usize {
+        self.members.iter().filter(|m| m.ready).count()
+    }
+
+    fn count(&self, c: usize, n: u64) {
+        self.info.counters[c].fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn recompute(&mut self) {
+        self.packets = self.members.iter().any(|m| m.sub.packets);
+        self.wanted = self.members.iter().fold(0, |a, m| a | m.sub.events);
+    }
+
+    /// Reads the control channel; `false` once the control thread is gone.
+    pub fn poll_control(&mut self) -> bool {
+        loop {
+            match self.rx.try_recv() {
+                Ok(ToWorker::Attach(a)) => {
+                    let now = Instant::now();
+                    let mut m = Member {
+                        a: *a,
+                        sub: Subscription::default(),
+                        ready: false,
+                        prod: ProducerState::default(),
+                        progress: (0, now),
+                    };
+                    if let Some((hdr, slots, page)) = views(&m.a.regions, self.worker) {
+                        if let Some(p) = Producer::new(hdr, slots, &page.consumer[self.worker]) {
+                            m.prod = p.state();
+                        }
+                    }
+                    self.members.push(m);
+                }
+                Ok(ToWorker::Subscribe(id, sub)) => {
+                    if let Some(m) = self.members.iter_mut().find(|m| m.a.id == id) {
+                        m.sub = sub;
+                    }
+                    self.recompute();
+                }
+                Ok(ToWorker::Ready(id)) => {
+                    if let Some(m) = self.members.iter_mut().find(|m| m.a.id == id) {
+                        m.ready = true;
+                        m.progress.1 = Instant::now();
+                    }
+                }
+                Ok(ToWorker::Detach(id)) => {
+                    self.members.retain(|m| m.a.id != id);
+                    self.recompute();
+                }
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    /// Detaches a member the worker gave up on, and tells the control thread.
+    fn detach(&mut self, i: usize, reason: u64, why: String) {
+        let m = self.members.remove(i);
+        if let Some((hdr, slots, page)) = views(&m.a.regions, self.worker) {
+            if let Some(p) = Producer::resume(hdr, slots, &page.consumer[self.worker], m.prod) {
+                p.mark_detached(reason);
+            }
+        }
+        if reason == detach_reason::STALLED {
+            self.count(counter::STALLED_DETACHED, 1);
+        }
+        let _ = self.tx.send(ToControl::Detached(m.a.id, why));
+        self.recompute();
+    }
+
+    /// Waits (polling the control channel) until `n` analyzers are ready; `false` if the
+    /// control thread went away.
+    pub fn wait_ready(&mut self, n: usize, mut progress: impl FnMut(usize)) -> bool {
+        let mut last = Instant::now();
+        while self.ready() < n {
+            if !self.poll_control() {
+                return false;
+            }
+            if last.elapsed() >= Duration::from_secs(1) {
+                progress(self.ready());
+                last = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        true
+    }
+
+    /// Every attached analyzer has passed every event of publication sequence `<= result`
+    /// (`u64::MAX` with none attached, or when all are drained).
+    pub fn passed(&mut self) -> u64 {
+        let w = self.worker;
+        self.members
+            .iter_mut()
+            .map(|m| m.passed(w))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Waits until every analyzer has passed publication sequence `p`, detaching those that
+    /// stall. Returns the new `passed()`.
+    pub fn wait_passed(&mut self, p: u64) -> u64 {
+        let mut spins = 0u32;
+        let mut counted = false;
+        loop {
+            let passed = self.passed();
+            if passed >= p {
+                return passed;
+            }
+            if !counted {
+                self.count(counter::WAITS, 1);
+                counted = true;
+            }
+            self.backoff(&mut spins, |m, w| m.passed(w) < p);
+        }
+    }
+
+    /// Between attempts of a wait: reads the control channel, detaches members that `blocking`
+    /// says hold the wait up and that have not moved for the stall timeout, then pauses.
+    fn backoff(&mut self, spins: &mut u32, mut blocking: impl FnMut(&mut Member, usize) -> bool) {
+        self.poll_control();
+        let w = self.worker;
+        let timeout = self.opts.stall_timeout;
+        let mut i = 0;
+        while i < self.members.len() {
+            let m = &mut self.members[i];
+            if blocking(m, w) && m.stalled(timeout) {
+                let why = format!(
+                    "analyzer {} ({}, pid {}) made no progress for {:.1} s: detached",
+                    m.a.id,
+                    m.a.name,
+                    m.a.pid,
+                    timeout.as_secs_f64()
+                );
+                eprintln!("mos-sensor: {why}");
+                self.detach(i, detach_reason::STALLED, why);
+                continue;
+            }
+            i += 1;
+        }
+        *spins += 1;
+        if *spins < 64 {
+            std::hint::spin_loop();
+        } else if *spins < 128 {
+            std::thread::yield_now();
+        } else {
+            let us = (*spins - 127).min(50) * 20;
+            std::thread::sleep(Duration::from_micros(u64::from(us)));
+        }
+    }
+
+    /// Pushes one packet's (or tick's) events to the analyzers that subscribed to them.
+    pub fn publish(&mut self, events: &[Event], pkt_ref: u64) {
+        if self.members.is_empty() || events.iter().all(|e| e.kind.mask().0 & self.wanted == 0) {
+            return;
+        }
+        let w = self.worker;
+        let mut i = 0;
+        while i < self.members.len() {
+            let mask = self.members[i].sub.events;
+            let mut pushed = 0u64;
+            let mut dropped = 0u64;
+            let mut spins = 0u32;
+            let mut ev_i = 0;
+            while ev_i < events.len() {
+                let ev = &events[ev_i];
+                if ev.kind.mask().0 & mask == 0 {
+                    ev_i += 1;
+                    continue;
+                }
+                let rec = record(ev, w, pkt_ref);
+                let m = &mut self.members[i];
+                let state = m.prod;
+                let Some((hdr, slots, page)) = views(&m.a.regions, w) else {
+                    break;
+                };
+                let Some(mut p) = Producer::resume(hdr, slots, &page.consumer[w], state) else {
+                    break;
+                };
+                let ok = p.try_push(&rec);
+                if !ok && !self.opts.lossless {
+                    p.count_drop();
+                    dropped += 1;
+                }
+                let c = p.consumed();
+                m.prod = p.state();
+                if c != m.progress.0 {
+                    m.progress = (c, Instant::now());
+                }
+                if ok || !self.opts.lossless {
+                    pushed += u64::from(ok);
+                    ev_i += 1;
+                    continue;
+                }
+                // Lossless and full: wait for room (or detach the analyzer if it stalls).
+                let id = m.a.id;
+                self.backoff(&mut spins, |m, w| {
+                    let Some((hdr, slots, page)) = views(&m.a.regions, w) else {
+                        return false;
+                    };
+                    Producer::resume(hdr, slots, &page.consumer[w], m.prod).is_some_and(|mut p| {
+                        p.refresh_consumer();
+                        let full = p.published() - p.consumed() >= p.capacity();
+                        m.prod = p.state();
+                        full
+                    })
+                });
+                if self.members.get(i).is_none_or(|m| m.a.id != id) {
+                    // Detached while we waited: its events go nowhere now.
+                    break;
+                }
+            }
+            self.count(counter::EVENTS, pushed);
+            if dropped > 0 {
+                self.count(counter::EVENTS_DROPPED, dropped);
+            }
+            if self.members.get(i).is_some() {
+                i += 1;
+            }
+        }
+    }
+
+    /// Logs a frame when some analyzer reads packets; returns its packet-log sequence, or
+    /// [`NO_PKT`]. In lossless mode, first waits until the frames it overwrites are passed.
+    pub fn log_packet(
+        &mut self,
+        pkt: &RawPacket<'_>,
+        seg: Option<&TcpSegment<'_>>,
+        offset: u64,
+        pseq: u64,
+    ) -> u64 {
+        if !self.packets {
+            return NO_PKT;
+        }
+        let n = self.log.w.entries();
+        let next = self.log.w.next_seq();
+        if self.opts.lossless {
+            // Frames whose entry is reused or whose bytes are overwritten.
+            let (_, head) = self.log.w.plan(pkt.data.len());
+            let mut need = 0;
+            let mut s = self.log.oldest;
+            while s < next {
+                let (pos, p) = self.log.at[(s % n) as usize];
+                if s + n > next && pos >= head {
+                    break;
+                }
+                need = need.max(p);
+                s += 1;
+            }
+            if need > 0 && self.passed() < need {
+                self.wait_passed(need);
+            }
+        }
+        let mut info = PktInfo {
+            ts_ns: pkt.ts_ns,
+            wirelen: pkt.orig_len,
+            linktype: pkt.link.code() as u16,
+            offset,
+            ..Default::default()
+        };
+        if let Some(seg) = seg {
+            let base = pkt.data.as_ptr() as usize;
+            info.ip_off = seg.header_off[0];
+            info.tcp_off = seg.header_off[1];
+            info.payload_off = (seg.payload.as_ptr() as usize - base) as u16;
+            info.payload_len = seg.payload_len;
+        }
+        let seq = self.log.w.append(info, pkt.data);
+        let (_, head) = self.log.w.plan(0);
+        let pos = self.log.w.info(seq).map_or(0, |i| i.data_pos);
+        self.log.at[(seq % n) as usize] = (pos, pseq);
+        while self.log.oldest < seq
+            && (self.log.oldest + n <= seq || self.log.at[(self.log.oldest % n) as usize].0 < head)
+        {
+            self.log.oldest += 1;
+        }
+        self.logged += 1;
+        seq
+    }
+
+    /// At the end of the input: waits (lossless) until every analyzer drained its ring, then
+    /// tells the control thread the sensor is done.
+    pub fn finish(&mut self) {
+        if self.opts.lossless {
+            self.wait_passed(u64::MAX);
+        }
+        let _ = self.tx.send(ToControl::Done);
+    }
+
+    /// Whether analyzers want any of `mask`'s events.
+    pub fn wants(&self, mask: EventMask) -> bool {
+        self.wanted & mask.0 != 0
+    }
+}
+
+/// The replay loop's hooks: lossless waits before each packet, publication after.
+#[derive(Debug)]
+pub struct PublishSink {
+    /// The analyzers.
+    pub fanout: Fanout,
+    pkt_ref: u64,
+    /// Events built whatever the analyzers want (for another sink, such as `--dump`).
+    base_events: EventMask,
+    header: &'static Header,
+}
+
+impl PublishSink {
+    /// A sink over a worker's analyzers; the tracker builds `base_events` and whatever the
+    /// analyzers subscribe to.
+    pub fn new(fanout: Fanout, base_events: EventMask, header: &'static Header) -> Self {
+        PublishSink {
+            fanout,
+            pkt_ref: NO_PKT,
+            base_events,
+            header,
+        }
+    }
+}
+
+impl EventSink for PublishSink {
+    fn before(
+        &mut self,
+        tracker: &mut Tracker,
+        pkt: &RawPacket<'_>,
+        seg: Option<&TcpSegment<'_>>,
+    ) -> Result<()> {
+        self.fanout.since_poll += 1;
+        if self.fanout.since_poll >= 256 {
+            self.fanout.since_poll = 0;
+            self.fanout.poll_control();
+            self.header.clock_ns.fetch_max(pkt.ts_ns, Ordering::Relaxed);
+        }
+        tracker.set_events(EventMask(self.base_events.0 | self.fanout.wanted));
+        if self.fanout.opts.lossless && !self.fanout.members.is_empty() {
+            let mut passed = self.fanout.passed();
+            if let Some(seg) = seg {
+                let need = tracker.discard_needs(seg);
+                if need > passed {
+                    passed = self.fanout.wait_passed(need);
+                }
+            }
+            tracker.set_passed(passed);
+            while let Some(p) = tracker.must_wait() {
+                let passed = self.fanout.wait_passed(p);
+                tracker.set_passed(passed);
+            }
+        } else {
+            tracker.set_passed(u64::MAX);
+        }
+        let offset = match seg {
+            Some(s) if self.fanout.packets => tracker.payload_offset(s).unwrap_or(u64::MAX),
+            _ => u64::MAX,
+        };
+        self.pkt_ref = self.fanout.log_packet(pkt, seg, offset, tracker.pseq() + 1);
+        if let Some(p) = tracker.publisher_mut() {
+            p.pkt_ref = self.pkt_ref;
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, _tracker: &Tracker, events: &[Event]) -> Result<()> {
+        self.fanout.publish(events, self.pkt_ref);
+        Ok(())
+    }
+
+    fn end(&mut self, _tracker: &mut Tracker) -> Result<()> {
+        self.header
+            .state
+            .store(sensor_state::DONE, Ordering::Release);
+        self.fanout.finish();
+        Ok(())
+    }
+}

@@ -1,0 +1,289 @@
+//! Creating the shared regions: the main region (header, flow slots, ring metadata, stream
+//! rings, packet logs) once at start, and an event region and a page per analyzer at attach.
+//!
+//! Each region is a memfd. The sensor maps it read-write, then seals it against new writable
+//! mappings and writes (`F_SEAL_FUTURE_WRITE`; its own mapping keeps working) and hands
+//! analyzers a descriptor opened read-only through `/proc/self/fd`: the kernel refuses them
+//! `PROT_WRITE` (`EACCES`), and the seal stops a reopen from writing. Only an analyzer's own
+//! page is passed writable.
+
+use rustix::fs::{MemfdFlags, Mode, OFlags, SealFlags};
+use shm_layout::layout::{
+    features, sensor_state, AnalyzerPage, ConfigInfo, EventRingHeader, FlowSlot, Header,
+    PktLogEntry, PktLogHeader, RingMetaSlot, WorkerInfo, ABI_MAJOR, ABI_MINOR, MAGIC,
+};
+use shm_layout::pktlog::PktLogWriter;
+use shm_layout::plan::{EventPlan, MainPlan, PAGE_LEN};
+use shm_layout::region::Mapping;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
+
+/// Whether to back the main region with hugepages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HugePages {
+    /// Use 2 MiB hugepages when the host has enough free, else ordinary shared memory.
+    Auto,
+    /// Never use hugepages.
+    Off,
+    /// Fail if the region cannot be backed by hugepages.
+    Require,
+}
+
+/// The main region, mapped read-write for the life of the process.
+#[derive(Debug)]
+pub struct MainRegion {
+    /// The mapping (leaked: the region lives as long as the sensor).
+    pub map: &'static Mapping,
+    /// The header.
+    pub header: &'static Header,
+    /// A read-only descriptor for analyzers.
+    pub ro_fd: OwnedFd,
+    /// The read-write descriptor (kept so the memfd lives; never passed on).
+    pub rw_fd: OwnedFd,
+    /// Bytes mapped.
+    pub len: u64,
+    /// Backed by hugepages.
+    pub hugepages: bool,
+}
+
+/// One worker's parts of the main region.
+#[derive(Debug)]
+pub struct WorkerParts {
+    /// The worker's number.
+    pub index: usize,
+    /// Its flow slots.
+    pub slots: &'static [FlowSlot],
+    /// Its ring metadata.
+    pub metas: &'static [RingMetaSlot],
+    /// Its stream rings' bytes.
+    pub ring_bytes: &'static mut [u8],
+    /// Its packet log.
+    pub pktlog: PktLogWriter<'static>,
+    /// Its offsets and counters in the header.
+    pub info: &'static WorkerInfo,
+}
+
+const HUGE_2M: u64 = 2 << 20;
+
+fn memfd(name: &str, huge: bool) -> io::Result<OwnedFd> {
+    let mut flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+    if huge {
+        flags |= MemfdFlags::HUGETLB | MemfdFlags::HUGE_2MB;
+    }
+    Ok(rustix::fs::memfd_create(name, flags)?)
+}
+
+/// Seals a memfd against growth, shrinking and any new write access; the sensor's existing
+/// writable mapping keeps working.
+fn seal(fd: &OwnedFd) -> io::Result<()> {
+    rustix::fs::fcntl_add_seals(
+        fd,
+        SealFlags::SHRINK | SealFlags::GROW | SealFlags::FUTURE_WRITE,
+    )?;
+    Ok(())
+}
+
+/// A second descriptor of the same memfd, opened read-only.
+pub fn reopen_read_only(fd: &OwnedFd) -> io::Result<OwnedFd> {
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    Ok(rustix::fs::open(
+        path.as_str(),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+fn map_new(name: &str, len: u64, huge: bool) -> io::Result<(OwnedFd, Mapping)> {
+    let fd = memfd(name, huge)?;
+    rustix::fs::ftruncate(&fd, len)?;
+    let len = usize::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "region too large"))?;
+    let map = Mapping::map(fd.as_fd(), len, true, false)?;
+    Ok((fd, map))
+}
+
+/// Creates the main region for `nworkers` workers with the sizes of `cfg`; `log` gets one
+/// line saying how it is backed.
+pub fn create_main(
+    cfg: &ConfigInfo,
+    nworkers: usize,
+    epoch: u64,
+    hugepages: HugePages,
+    lossless: bool,
+    log: &mut dyn FnMut(String),
+) -> anyhow::Result<(MainRegion, Vec<WorkerParts>)> {
+    let mut attempt = None;
+    if hugepages != HugePages::Off {
+        let plan = MainPlan::new(cfg, nworkers, HUGE_2M)?;
+        match map_new("mos-main", plan.len, true) {
+            Ok((fd, map)) => attempt = Some((fd, map, plan, true)),
+            Err(e) if hugepages == HugePages::Require => {
+                anyhow::bail!(
+                    "cannot back {} MiB of shared memory with hugepages: {e} (reserve more 2 MiB pages, e.g. with deploy/hugepages.sh, or use --hugepages auto)",
+                    plan.len >> 20
+                );
+            }
+            Err(e) => log(format!(
+                "shared memory: {} MiB in ordinary pages (no hugepages: {e})",
+                plan.len >> 20
+            )),
+        }
+    } else {
+        log("shared memory: ordinary pages (--hugepages off)".to_string());
+    }
+    let (rw_fd, mut map, plan, huge) = match attempt {
+        Some(a) => {
+            log(format!(
+                "shared memory: {} MiB in 2 MiB hugepages",
+                a.2.len >> 20
+            ));
+            a
+        }
+        None => {
+            let plan = MainPlan::new(cfg, nworkers, 4096)?;
+            let (fd, map) = map_new("mos-main", plan.len, false).map_err(|e| {
+                anyhow::anyhow!("cannot create {} MiB of shared memory: {e}", plan.len >> 20)
+            })?;
+            (fd, map, plan, false)
+        }
+    };
+    {
+        let h: &mut Header = map
+            .get_mut(0)
+            .ok_or_else(|| anyhow::anyhow!("shared memory too small for its header"))?;
+        h.magic = MAGIC;
+        h.abi_major = ABI_MAJOR;
+        h.abi_minor = ABI_MINOR;
+        h.header_size = core::mem::size_of::<Header>() as u32;
+        h.features = if huge { features::HUGEPAGES } else { 0 }
+            | if lossless { features::LOSSLESS } else { 0 };
+        h.epoch = epoch;
+        h.sensor_pid = u64::from(std::process::id());
+        h.nworkers = nworkers as u64;
+        h.region_len = plan.len;
+        h.config = *cfg;
+        h.state
+            .store(sensor_state::STARTING, std::sync::atomic::Ordering::Relaxed);
+        for (i, w) in plan.workers.iter().enumerate() {
+            let info = &mut h.workers[i];
+            info.slots_off = w.slots_off;
+            info.ring_meta_off = w.ring_meta_off;
+            info.rings_off = w.rings_off;
+            info.pktlog_off = w.pktlog_off;
+        }
+    }
+    if let Err(e) = seal(&rw_fd) {
+        log(format!(
+            "shared memory: cannot seal the region ({e}); analyzers still map it read-only"
+        ));
+    }
+    let ro_fd = reopen_read_only(&rw_fd)?;
+    let len = map.len() as u64;
+    let map: &'static Mapping = Box::leak(Box::new(map));
+    // Byte ranges first: no shared view of the mapping may exist when they are taken.
+    let mut bytes = Vec::new();
+    for w in &plan.workers {
+        let rings = map
+            .take_bytes(
+                w.rings_off as usize,
+                (cfg.rings_per_worker * cfg.ring_size) as usize,
+            )
+            .ok_or_else(|| anyhow::anyhow!("ring bytes outside the region"))?;
+        let log_bytes = map
+            .take_bytes(w.pktlog_bytes_off as usize, cfg.pktlog_bytes as usize)
+            .ok_or_else(|| anyhow::anyhow!("packet log outside the region"))?;
+        bytes.push((rings, log_bytes));
+    }
+    let header: &'static Header = map.get(0).expect("checked above");
+    let mut parts = Vec::new();
+    for (i, (w, (rings, log_bytes))) in plan.workers.iter().zip(bytes).enumerate() {
+        let bad = || anyhow::anyhow!("worker {i}'s parts do not fit the region");
+        let slots = map
+            .slice::<FlowSlot>(w.slots_off as usize, cfg.slots_per_worker as usize)
+            .ok_or_else(bad)?;
+        let metas = map
+            .slice::<RingMetaSlot>(w.ring_meta_off as usize, cfg.rings_per_worker as usize)
+            .ok_or_else(bad)?;
+        let log_hdr = map
+            .get::<PktLogHeader>(w.pktlog_off as usize)
+            .ok_or_else(bad)?;
+        let entries = map
+            .slice::<PktLogEntry>(
+                w.pktlog_off as usize + core::mem::size_of::<PktLogHeader>(),
+                cfg.pktlog_entries as usize,
+            )
+            .ok_or_else(bad)?;
+        let pktlog = PktLogWriter::new(log_hdr, entries, log_bytes)
+            .ok_or_else(|| anyhow::anyhow!("the packet log needs entries and bytes"))?;
+        parts.push(WorkerParts {
+            index: i,
+            slots,
+            metas,
+            ring_bytes: rings,
+            pktlog,
+            info: &header.workers[i],
+        });
+    }
+    Ok((
+        MainRegion {
+            map,
+            header,
+            ro_fd,
+            rw_fd,
+            len,
+            hugepages: huge,
+        },
+        parts,
+    ))
+}
+
+/// One analyzer's regions as mapped here: its event rings and its page.
+#[derive(Clone, Debug)]
+pub struct AnalyzerRegions {
+    /// The event rings, mapped read-write here.
+    pub events: Arc<Mapping>,
+    /// The analyzer's page, mapped read-write here.
+    pub page: Arc<Mapping>,
+    /// The event region's layout.
+    pub plan: EventPlan,
+}
+
+/// The descriptors an analyzer receives for its regions.
+#[derive(Debug)]
+pub struct AnalyzerFds {
+    /// A read-only descriptor of the event rings.
+    pub events_ro: OwnedFd,
+    /// The page's descriptor, passed writable.
+    pub page_fd: OwnedFd,
+}
+
+/// Creates the regions of a new analyzer: `nworkers` rings of `capacity` records, and a page.
+pub fn create_analyzer(
+    capacity: u64,
+    nworkers: usize,
+) -> anyhow::Result<(AnalyzerRegions, AnalyzerFds)> {
+    let plan = EventPlan::new(capacity, nworkers)?;
+    let (fd, mut events) = map_new("mos-events", plan.len, false)?;
+    for w in 0..nworkers {
+        let h: &mut EventRingHeader = events
+            .get_mut(plan.ring_off(w) as usize)
+            .ok_or_else(|| anyhow::anyhow!("event ring outside its region"))?;
+        h.capacity = capacity;
+    }
+    seal(&fd)?;
+    let events_ro = reopen_read_only(&fd)?;
+    drop(fd);
+    let (page_fd, page) = map_new("mos-page", PAGE_LEN, false)?;
+    if page.get::<AnalyzerPage>(0).is_none() {
+        anyhow::bail!("analyzer page too small");
+    }
+    Ok((
+        AnalyzerRegions {
+            events: Arc::new(events),
+            page: Arc::new(page),
+            plan,
+        },
+        AnalyzerFds { events_ro, page_fd },
+    ))
+}

@@ -1,0 +1,285 @@
+//! Flow slots: each connection's state, published under its slot's seqlock, and the
+//! checkpoints that tell lossless mode which events announced a ring's bytes.
+
+use crate::event::EndReason;
+use crate::tcp::conn::Conn;
+use crate::tcp::ring_pool::{GapKind, RingId, RingPool};
+use core::mem::offset_of;
+use shm_layout::layout::{
+    flow_flags, gap_kind, side_flags, FlowData, FlowSlot, FragRec, GapRec, RingMeta, RingMetaSlot,
+    SideData, MAX_FRAGMENTS, MAX_GAPS, NO_PKT, NO_RING,
+};
+use shm_layout::{Side, Words};
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+
+/// Word index of side `i`'s field at byte offset `field` within [`SideData`].
+const fn side_word(i: usize, field: usize) -> usize {
+    (offset_of!(FlowData, sides) + i * core::mem::size_of::<SideData>() + field) / 8
+}
+
+/// How many tail checkpoints each ring keeps: bytes are announced in quarters of the ring.
+const CKPTS: usize = 4;
+
+/// When (publication sequence) a ring's tail crossed each of its last quarter marks.
+#[derive(Clone, Copy, Default)]
+struct Checkpoints {
+    /// `(tail, pseq)` of the last crossing of each quarter mark, by quarter number mod 4.
+    at: [(u64, u64); CKPTS],
+    /// The highest quarter number crossed.
+    quarter: u64,
+    /// The publication sequence of the latest tail move.
+    last_pseq: u64,
+}
+
+/// Writes one worker's flow slots and ring metadata.
+#[derive(Debug)]
+pub struct SlotPublisher {
+    slots: &'static [FlowSlot],
+    metas: &'static [RingMetaSlot],
+    ckpt: Vec<Checkpoints>,
+    quarter_bytes: u64,
+    /// The slot whose write section is open, if any.
+    open: Option<u32>,
+    /// The publication sequence of the call in progress (set by the tracker).
+    pub pseq: u64,
+    /// Packet-log sequence of the frame being processed ([`NO_PKT`] when not logged).
+    pub pkt_ref: u64,
+}
+
+impl std::fmt::Debug for Checkpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoints")
+            .field("quarter", &self.quarter)
+            .finish()
+    }
+}
+
+impl SlotPublisher {
+    /// A publisher over a worker's slots and ring metadata (one [`RingMetaSlot`] per ring of
+    /// `ring_size` bytes).
+    pub fn new(
+        slots: &'static [FlowSlot],
+        metas: &'static [RingMetaSlot],
+        ring_size: usize,
+    ) -> Self {
+        SlotPublisher {
+            slots,
+            metas,
+            ckpt: vec![Checkpoints::default(); metas.len()],
+            quarter_bytes: (ring_size as u64 / CKPTS as u64).max(1),
+            open: None,
+            pseq: 0,
+            pkt_ref: NO_PKT,
+        }
+    }
+
+    /// Slots published.
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Opens `slot`'s write section before its connection's state or ring bytes change, so
+    /// that a reader overlapping the change retries or discards its copy.
+    #[inline]
+    pub fn begin(&mut self, slot: u32) {
+        if self.open == Some(slot) {
+            return;
+        }
+        self.close();
+        if let Some(s) = self.slots.get(slot as usize) {
+            s.stamp.begin_write();
+            self.open = Some(slot);
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some(o) = self.open.take() {
+            self.slots[o as usize].stamp.end_write();
+        }
+    }
+
+    /// Publishes a connection's state into its slot, and closes the write section. The stack
+    /// on side `received_by` (if any) received the frame being processed: its last-packet
+    /// reference becomes that frame.
+    pub fn publish(
+        &mut self,
+        slot: u32,
+        generation: u32,
+        conn: &Conn,
+        pool: &RingPool,
+        received_by: Option<Side>,
+    ) {
+        let Some(s) = self.slots.get(slot as usize) else {
+            return;
+        };
+        if self.open != Some(slot) {
+            self.close();
+            s.stamp.begin_write();
+            self.open = Some(slot);
+        }
+        let mut d = FlowData {
+            generation,
+            flags: flow_flags::LIVE,
+            serial: conn.serial,
+            start_ns: conn.start_ns,
+            last_ns: conn.last_ns,
+            ..Default::default()
+        };
+        if conn.guessed {
+            d.flags |= flow_flags::GUESSED;
+        }
+        if conn.closed.is_some() {
+            d.flags |= flow_flags::CLOSED;
+        }
+        if conn.ended {
+            d.flags |= flow_flags::ENDED;
+        }
+        d.end_reason = conn.closed.map_or(0, |r: EndReason| r as u8);
+        for (i, e) in conn.endpoints.iter().enumerate() {
+            d.port[i] = e.port;
+            match e.addr {
+                IpAddr::V4(a) => d.addr[i][..4].copy_from_slice(&a.octets()),
+                IpAddr::V6(a) => {
+                    d.addr[i] = a.octets();
+                    d.flags |= flow_flags::IPV6;
+                }
+            }
+        }
+        for side in [Side::Cli, Side::Svr] {
+            let i = side.index();
+            let st = conn.stack(side);
+            let r = &st.recv;
+            let sd = &mut d.sides[i];
+            sd.head = r.head();
+            sd.tail = r.tail();
+            sd.lost = r.lost();
+            sd.packets = st.packets;
+            sd.state = st.state.code();
+            sd.ring = r.ring_index().unwrap_or(NO_RING);
+            if r.is_anchored() {
+                sd.flags |= side_flags::ANCHORED;
+                sd.base_seq = r.offset_to_seq(0);
+            }
+            if let Some(isn) = st.isn {
+                sd.flags |= side_flags::HAS_ISN;
+                sd.isn = isn;
+            }
+            if let Some(fin) = st.fin_seq {
+                sd.flags |= side_flags::HAS_FIN;
+                sd.fin_seq = fin;
+            }
+            sd.last_pkt = if received_by == Some(side) {
+                self.pkt_ref
+            } else {
+                // The previous value, which this worker wrote itself.
+                let prev_gen = s.words[0].load(Ordering::Relaxed) as u32;
+                if prev_gen == generation {
+                    s.words[side_word(i, offset_of!(SideData, last_pkt))].load(Ordering::Relaxed)
+                } else {
+                    NO_PKT
+                }
+            };
+            if sd.ring != NO_RING {
+                let prev_tail =
+                    s.words[side_word(i, offset_of!(SideData, tail))].load(Ordering::Relaxed);
+                let prev_ring = s.words[side_word(i, offset_of!(SideData, ring))]
+                    .load(Ordering::Relaxed) as u32;
+                let prev_gen = s.words[0].load(Ordering::Relaxed) as u32;
+                if prev_gen != generation || prev_ring != sd.ring {
+                    self.reset_ring(sd.ring);
+                    self.note_tail(sd.ring, sd.tail);
+                } else if sd.tail > prev_tail {
+                    self.note_tail(sd.ring, sd.tail);
+                }
+                if let Some(m) = self.metas.get(sd.ring as usize) {
+                    ring_meta(pool, RingId(sd.ring)).store_prefix(&m.words);
+                }
+            }
+        }
+        d.store(&s.words);
+        self.close();
+    }
+
+    /// Marks a slot free (its connection is gone): readers holding its old handle get
+    /// `EBADF` from now on.
+    pub fn free(&mut self, slot: u32, new_generation: u32) {
+        let Some(s) = self.slots.get(slot as usize) else {
+            return;
+        };
+        if self.open != Some(slot) {
+            self.close();
+            s.stamp.begin_write();
+        }
+        let d = FlowData {
+            generation: new_generation,
+            ..Default::default()
+        };
+        d.store(&s.words);
+        s.stamp.end_write();
+        self.open = None;
+    }
+
+    fn note_tail(&mut self, ring: u32, tail: u64) {
+        let Some(c) = self.ckpt.get_mut(ring as usize) else {
+            return;
+        };
+        let q = tail / self.quarter_bytes;
+        if q > c.quarter {
+            c.at[(q % CKPTS as u64) as usize] = (tail, self.pseq);
+            c.quarter = q;
+        }
+        c.last_pseq = self.pseq;
+    }
+
+    /// A ring was handed to a new stream: forget its old checkpoints.
+    pub fn reset_ring(&mut self, ring: u32) {
+        if let Some(c) = self.ckpt.get_mut(ring as usize) {
+            *c = Checkpoints::default();
+        }
+    }
+
+    /// The publication sequence by which every byte of `ring` below stream offset `upto` had
+    /// been announced (its `CONN_NEW_DATA` raised): once every analyzer has passed it, those
+    /// bytes may be discarded.
+    pub fn announced_by(&self, ring: u32, upto: u64) -> u64 {
+        let Some(c) = self.ckpt.get(ring as usize) else {
+            return 0;
+        };
+        c.at.iter()
+            .filter(|(tail, p)| *tail >= upto && *p > 0)
+            .map(|&(_, p)| p)
+            .min()
+            .unwrap_or(c.last_pseq)
+    }
+}
+
+/// A ring's metadata in its published form.
+fn ring_meta(pool: &RingPool, id: RingId) -> RingMeta {
+    let meta = pool.meta(id);
+    let mut m = RingMeta {
+        unknown_below: meta.unknown_below(),
+        ..Default::default()
+    };
+    for (i, f) in meta.fragments().iter().take(MAX_FRAGMENTS).enumerate() {
+        m.frags[i] = FragRec {
+            start: f.start,
+            len: f.len,
+            _pad: 0,
+        };
+        m.nfrags += 1;
+    }
+    for (i, g) in meta.gaps().take(MAX_GAPS).enumerate() {
+        m.gaps[i] = GapRec {
+            offset: g.offset,
+            len: g.len,
+            kind: match g.kind {
+                GapKind::Missed => gap_kind::MISSED,
+                GapKind::Snap => gap_kind::SNAP,
+                GapKind::Overflow => gap_kind::OVERFLOW,
+            },
+        };
+        m.ngaps += 1;
+    }
+    m
+}
