@@ -126,6 +126,9 @@ pub struct Tracker {
     passed: u64,
     /// Lossless mode: ended connections waiting for `passed` to reach their last event.
     held: VecDeque<(u32, u64)>,
+    /// Lossless mode: closed connections whose rings go back to the pool once `passed`
+    /// reaches the call that closed them.
+    held_rings: VecDeque<(FlowHandle, u64)>,
 }
 
 /// The packet-level facts every event of one segment shares.
@@ -175,6 +178,7 @@ impl Tracker {
             lossless: false,
             passed: u64::MAX,
             held: VecDeque::new(),
+            held_rings: VecDeque::new(),
         })
     }
 
@@ -227,13 +231,24 @@ impl Tracker {
     /// can be made safely, because held connections use up the slots or rings a packet may
     /// need (`None`: go ahead).
     pub fn must_wait(&self) -> Option<u64> {
-        let (_, p) = *self.held.front()?;
-        if p <= self.passed {
-            return None;
-        }
+        let slot_p = self.held.front().map(|h| h.1).filter(|&p| p > self.passed);
+        let ring_p = self
+            .held_rings
+            .front()
+            .map(|h| h.1)
+            .filter(|&p| p > self.passed);
         let free_slots = self.table.capacity() - self.table.used();
         let free_rings = self.pool.capacity() - self.pool.in_use();
-        (free_slots <= 2 || free_rings <= 2).then_some(p)
+        let slots_short = free_slots <= 2;
+        let rings_short = free_rings <= 2;
+        match (slot_p, ring_p) {
+            (Some(a), Some(b)) if slots_short || rings_short => {
+                Some(if rings_short { a.min(b) } else { a })
+            }
+            (Some(a), None) if slots_short || rings_short => Some(a),
+            (None, Some(b)) if rings_short => Some(b),
+            _ => None,
+        }
     }
 
     /// Where `seg`'s payload lands in its receiver's stream, if its connection is tracked and
@@ -470,6 +485,13 @@ impl Tracker {
     /// that ended, in the previous call (whoever handled its events has read them by now).
     fn reclaim_ended(&mut self) {
         let mut release = std::mem::take(&mut self.release);
+        while let Some(&(h, p)) = self.held_rings.front() {
+            if p > self.passed {
+                break;
+            }
+            self.held_rings.pop_front();
+            release.push(h);
+        }
         for h in release.drain(..) {
             let generation = self.table.generation(h.slot);
             if let Some(c) = self
@@ -834,9 +856,11 @@ impl Tracker {
                 self.stats.conns_closed += 1;
                 let generation = self.table.generation(slot);
                 let h = FlowHandle { slot, generation };
-                // Lossless mode keeps the rings until the slot is freed: analyzers behind
-                // may still read them.
-                if !self.lossless {
+                // Lossless mode keeps the rings until every analyzer has passed this call's
+                // events: one behind may still read them.
+                if self.lossless {
+                    self.held_rings.push_back((h, self.pseq));
+                } else {
                     self.release.push(h);
                 }
                 self.closing

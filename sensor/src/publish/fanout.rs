@@ -115,13 +115,15 @@ impl Member {
             return u64::MAX;
         };
         let c = p.refresh_consumer();
-        let result = if c >= p.published() {
+        let drained = c >= p.published();
+        let result = if drained {
             u64::MAX
         } else {
             p.record(c).map_or(u64::MAX, |r| r.pseq.saturating_sub(1))
         };
         self.prod = p.state();
-        if c != self.progress.0 {
+        // An analyzer that moved, or has nothing left to do, is not stalling.
+        if c != self.progress.0 || drained {
             self.progress = (c, Instant::now());
         }
         result
@@ -416,6 +418,7 @@ impl Fanout {
             let mut pushed = 0u64;
             let mut dropped = 0u64;
             let mut spins = 0u32;
+            let mut detached = false;
             let mut ev_i = 0;
             while ev_i < events.len() {
                 let ev = &events[ev_i];
@@ -438,8 +441,9 @@ impl Fanout {
                     dropped += 1;
                 }
                 let c = p.consumed();
+                let idle = c == p.published() - u64::from(ok);
                 m.prod = p.state();
-                if c != m.progress.0 {
+                if c != m.progress.0 || idle {
                     m.progress = (c, Instant::now());
                 }
                 if ok || !self.opts.lossless {
@@ -462,6 +466,7 @@ impl Fanout {
                 });
                 if self.members.get(i).is_none_or(|m| m.a.id != id) {
                     // Detached while we waited: its events go nowhere now.
+                    detached = true;
                     break;
                 }
             }
@@ -469,7 +474,7 @@ impl Fanout {
             if dropped > 0 {
                 self.count(counter::EVENTS_DROPPED, dropped);
             }
-            if self.members.get(i).is_some() {
+            if !detached {
                 i += 1;
             }
         }
