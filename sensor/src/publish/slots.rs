@@ -18,6 +18,11 @@ const fn side_word(i: usize, field: usize) -> usize {
     (offset_of!(FlowData, sides) + i * core::mem::size_of::<SideData>() + field) / 8
 }
 
+/// Word of [`FlowData::port`] (with `end_reason`).
+const PORT_WORD: usize = offset_of!(FlowData, port) / 8;
+/// Word of [`FlowData::last_ns`].
+const LAST_NS_WORD: usize = offset_of!(FlowData, last_ns) / 8;
+
 /// How many tail checkpoints each ring keeps: bytes are announced in quarters of the ring.
 const CKPTS: usize = 4;
 
@@ -118,11 +123,11 @@ impl SlotPublisher {
             s.stamp.begin_write();
             self.open = Some(slot);
         }
+        let prev0 = s.words[0].load(Ordering::Relaxed);
+        let same_flow = prev0 as u32 == generation && (prev0 >> 32) as u32 & flow_flags::LIVE != 0;
         let mut d = FlowData {
             generation,
             flags: flow_flags::LIVE,
-            serial: conn.serial,
-            start_ns: conn.start_ns,
             last_ns: conn.last_ns,
             ..Default::default()
         };
@@ -138,11 +143,18 @@ impl SlotPublisher {
         d.end_reason = conn.closed.map_or(0, |r: EndReason| r as u8);
         for (i, e) in conn.endpoints.iter().enumerate() {
             d.port[i] = e.port;
-            match e.addr {
-                IpAddr::V4(a) => d.addr[i][..4].copy_from_slice(&a.octets()),
-                IpAddr::V6(a) => {
-                    d.addr[i] = a.octets();
-                    d.flags |= flow_flags::IPV6;
+            if let IpAddr::V6(_) = e.addr {
+                d.flags |= flow_flags::IPV6;
+            }
+        }
+        if !same_flow {
+            // First publication for this connection: the parts that never change too.
+            d.serial = conn.serial;
+            d.start_ns = conn.start_ns;
+            for (i, e) in conn.endpoints.iter().enumerate() {
+                match e.addr {
+                    IpAddr::V4(a) => d.addr[i][..4].copy_from_slice(&a.octets()),
+                    IpAddr::V6(a) => d.addr[i] = a.octets(),
                 }
             }
         }
@@ -171,33 +183,44 @@ impl SlotPublisher {
             }
             sd.last_pkt = if received_by == Some(side) {
                 self.pkt_ref
-            } else {
+            } else if same_flow {
                 // The previous value, which this worker wrote itself.
-                let prev_gen = s.words[0].load(Ordering::Relaxed) as u32;
-                if prev_gen == generation {
-                    s.words[side_word(i, offset_of!(SideData, last_pkt))].load(Ordering::Relaxed)
-                } else {
-                    NO_PKT
-                }
+                s.words[side_word(i, offset_of!(SideData, last_pkt))].load(Ordering::Relaxed)
+            } else {
+                NO_PKT
             };
             if sd.ring != NO_RING {
-                let prev_tail =
-                    s.words[side_word(i, offset_of!(SideData, tail))].load(Ordering::Relaxed);
                 let prev_ring = s.words[side_word(i, offset_of!(SideData, ring))]
                     .load(Ordering::Relaxed) as u32;
-                let prev_gen = s.words[0].load(Ordering::Relaxed) as u32;
-                if prev_gen != generation || prev_ring != sd.ring {
+                if !same_flow || prev_ring != sd.ring {
                     self.reset_ring(sd.ring);
                     self.note_tail(sd.ring, sd.tail);
-                } else if sd.tail > prev_tail {
-                    self.note_tail(sd.ring, sd.tail);
+                } else {
+                    let prev_tail = s.words[side_word(i, offset_of!(SideData, tail))]
+                        .load(Ordering::Relaxed);
+                    if sd.tail > prev_tail {
+                        self.note_tail(sd.ring, sd.tail);
+                    }
                 }
                 if let Some(m) = self.metas.get(sd.ring as usize) {
                     ring_meta(pool, RingId(sd.ring)).store_prefix(&m.words);
                 }
             }
         }
-        d.store(&s.words);
+        if same_flow {
+            // Only the words that change after creation: flags, ports and end reason,
+            // last_ns, and both sides.
+            let mut w = [0u64; FlowData::WORDS];
+            d.to_words(&mut w);
+            for i in [0, PORT_WORD, LAST_NS_WORD] {
+                s.words[i].store(w[i], Ordering::Relaxed);
+            }
+            for i in side_word(0, 0)..FlowData::WORDS {
+                s.words[i].store(w[i], Ordering::Relaxed);
+            }
+        } else {
+            d.store(&s.words);
+        }
         self.close();
     }
 
