@@ -139,6 +139,11 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 64)]
     max_analyzers: usize,
 
+    /// Replay at FACTOR times the capture's own pace (1 = as captured; gaps longer than a
+    /// second are cut to a second). By default frames go as fast as the sensor takes them.
+    #[arg(long, value_name = "FACTOR")]
+    speed: Option<f64>,
+
     /// Print no progress line and no summary.
     #[arg(long, short)]
     quiet: bool,
@@ -189,6 +194,9 @@ fn run(args: Args) -> Result<ExitCode> {
     }
     if !(args.stall_timeout > 0.0 && args.stall_timeout.is_finite()) {
         bail!("--stall-timeout must be a positive number of seconds");
+    }
+    if args.speed.is_some_and(|s| !(s > 0.0 && s.is_finite())) {
+        bail!("--speed must be a positive number");
     }
     if args.pktlog_frames == 0 || args.pktlog_kib == 0 {
         bail!("--pktlog-frames and --pktlog-kib must be at least 1");
@@ -246,6 +254,7 @@ fn run(args: Args) -> Result<ExitCode> {
         verify_checksums: !args.no_checksum,
         progress_every: show_progress.then_some(Duration::from_secs(1)),
         stop: Some(stop.clone()),
+        speed: args.speed,
     };
     let mut progress = |s: &ReplayStats, (done, total): (u64, Option<u64>)| {
         let pct = total

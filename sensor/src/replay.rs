@@ -104,6 +104,8 @@ pub struct ReplayOptions {
     pub progress_every: Option<Duration>,
     /// Set from elsewhere (a signal handler) to stop the replay early, as if the input ended.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Replay at this multiple of the capture's own pace (`None`: as fast as possible).
+    pub speed: Option<f64>,
 }
 
 /// Frame-level counters of a replay.
@@ -147,6 +149,19 @@ pub struct ReplayOutcome {
     pub capture_error: Option<CaptureError>,
 }
 
+/// Sleeps until the frame captured at `ts_ns` is due: the first frame sets the origin
+/// (`pacing`), and capture time runs `speed` times faster than the wall clock. Frames whose
+/// time goes backwards are not held back.
+fn pace(pacing: &mut Option<(Instant, u64)>, ts_ns: u64, speed: f64) {
+    let (t0, ts0) = *pacing.get_or_insert((Instant::now(), ts_ns));
+    let due = Duration::from_secs_f64(ts_ns.saturating_sub(ts0) as f64 / 1e9 / speed);
+    let now = t0.elapsed();
+    if due > now {
+        // Long gaps in the capture are cut to a second, so a quiet hour does not stall a demo.
+        std::thread::sleep((due - now).min(Duration::from_secs(1)));
+    }
+}
+
 /// How far a backend has read: bytes consumed, and the total when known.
 pub type Position = (u64, Option<u64>);
 
@@ -164,6 +179,7 @@ pub fn replay(
     let mut next_report = opts.progress_every.map(|d| (Instant::now() + d, d));
     let mut capture_error = None;
     let mut stopped = false;
+    let mut pacing: Option<(Instant, u64)> = None;
     loop {
         if stats.frames % 1024 == 0 {
             if let Some(stop) = &opts.stop {
@@ -181,6 +197,9 @@ pub fn replay(
                 break;
             }
         };
+        if let Some(speed) = opts.speed {
+            pace(&mut pacing, pkt.ts_ns, speed);
+        }
         let pos = stats.frames;
         stats.frames += 1;
         stats.frame_bytes += pkt.data.len() as u64;

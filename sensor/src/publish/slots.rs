@@ -196,8 +196,8 @@ impl SlotPublisher {
                     self.reset_ring(sd.ring);
                     self.note_tail(sd.ring, sd.tail);
                 } else {
-                    let prev_tail = s.words[side_word(i, offset_of!(SideData, tail))]
-                        .load(Ordering::Relaxed);
+                    let prev_tail =
+                        s.words[side_word(i, offset_of!(SideData, tail))].load(Ordering::Relaxed);
                     if sd.tail > prev_tail {
                         self.note_tail(sd.ring, sd.tail);
                     }

@@ -196,6 +196,7 @@ fn opts(verify: bool) -> ReplayOptions {
         verify_checksums: verify,
         progress_every: None,
         stop: None,
+        speed: None,
     }
 }
 
