@@ -18,6 +18,9 @@ const fn side_word(i: usize, field: usize) -> usize {
     (offset_of!(FlowData, sides) + i * core::mem::size_of::<SideData>() + field) / 8
 }
 
+// `publish` reads the previous generation and flags from the slot's first word.
+const _: () = assert!(offset_of!(FlowData, generation) == 0 && offset_of!(FlowData, flags) == 4);
+
 /// How many tail checkpoints each ring keeps: bytes are announced in quarters of the ring.
 const CKPTS: usize = 4;
 
@@ -136,6 +139,13 @@ impl SlotPublisher {
             d.flags |= flow_flags::ENDED;
         }
         d.end_reason = conn.closed.map_or(0, |r: EndReason| r as u8);
+        // Whether the slot already holds this connection (published live, same generation):
+        // otherwise its words are zeroes or a freed slot's, and none of them is this
+        // connection's (a freed slot reads as ring 0 and packet 0).
+        let w0 = s.words[0].load(Ordering::Relaxed).to_ne_bytes();
+        let prev_gen = u32::from_ne_bytes([w0[0], w0[1], w0[2], w0[3]]);
+        let prev_flags = u32::from_ne_bytes([w0[4], w0[5], w0[6], w0[7]]);
+        let same_conn = prev_gen == generation && prev_flags & flow_flags::LIVE != 0;
         for (i, e) in conn.endpoints.iter().enumerate() {
             d.port[i] = e.port;
             match e.addr {
@@ -173,8 +183,7 @@ impl SlotPublisher {
                 self.pkt_ref
             } else {
                 // The previous value, which this worker wrote itself.
-                let prev_gen = s.words[0].load(Ordering::Relaxed) as u32;
-                if prev_gen == generation {
+                if same_conn {
                     s.words[side_word(i, offset_of!(SideData, last_pkt))].load(Ordering::Relaxed)
                 } else {
                     NO_PKT
@@ -185,8 +194,7 @@ impl SlotPublisher {
                     s.words[side_word(i, offset_of!(SideData, tail))].load(Ordering::Relaxed);
                 let prev_ring = s.words[side_word(i, offset_of!(SideData, ring))]
                     .load(Ordering::Relaxed) as u32;
-                let prev_gen = s.words[0].load(Ordering::Relaxed) as u32;
-                if prev_gen != generation || prev_ring != sd.ring {
+                if !same_conn || prev_ring != sd.ring {
                     self.reset_ring(sd.ring);
                     self.note_tail(sd.ring, sd.tail);
                 } else if sd.tail > prev_tail {
