@@ -92,6 +92,8 @@ struct Client {
     fd: OwnedFd,
     pid: u32,
     uid: u32,
+    /// Whether its credentials allow it to attach (checked at accept, answered at `Hello`).
+    allowed: bool,
     /// Set once attached.
     id: Option<u32>,
     name: String,
@@ -271,6 +273,25 @@ fn serve(
                     };
                     let attached = clients.iter().filter(|c| c.id.is_some()).count();
                     let c = &mut clients[ci];
+                    if !c.allowed {
+                        eprintln!(
+                            "mos-sensor: refused an analyzer of uid {} (pid {}): not allowed",
+                            c.uid, c.pid
+                        );
+                        let _ = send(
+                            &c.fd,
+                            &refuse(
+                                "EACCES",
+                                format!(
+                                    "uid {} may not attach to this sensor (see --allow-user and --allow-group)",
+                                    c.uid
+                                ),
+                            ),
+                            &[],
+                        );
+                        gone.push(ci);
+                        continue;
+                    }
                     if abi_major != ABI_MAJOR {
                         let _ = send(
                             &c.fd,
@@ -393,26 +414,15 @@ fn serve(
                     cred.uid.as_raw(),
                     cred.gid.as_raw(),
                 );
-                if !cfg.allowed.permits(uid, gid, &supplementary_groups(pid)) {
-                    eprintln!(
-                        "mos-sensor: refused an analyzer of uid {uid} (pid {pid}): not allowed"
-                    );
-                    let _ = send(
-                        &fd,
-                        &SensorMsg::Refused {
-                            errno: "EACCES".into(),
-                            reason: format!(
-                                "uid {uid} may not attach to this sensor (see --allow-user and --allow-group)"
-                            ),
-                        },
-                        &[],
-                    );
-                    continue;
-                }
+                // A peer that may not attach is told so in answer to its `Hello`, not now:
+                // closing a socket whose `Hello` is already queued resets the connection, and
+                // the peer would see ECONNRESET instead of the refusal.
+                let allowed = cfg.allowed.permits(uid, gid, &supplementary_groups(pid));
                 clients.push(Client {
                     fd,
                     pid,
                     uid,
+                    allowed,
                     id: None,
                     name: String::new(),
                 });

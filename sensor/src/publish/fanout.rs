@@ -464,10 +464,15 @@ impl Fanout {
                         full
                     })
                 });
-                if self.members.get(i).is_none_or(|m| m.a.id != id) {
-                    // Detached while we waited: its events go nowhere now.
-                    detached = true;
-                    break;
+                // The wait may have detached members, this one or others before it: find it
+                // again by its id.
+                match self.members.iter().position(|m| m.a.id == id) {
+                    Some(k) => i = k,
+                    None => {
+                        // Detached while we waited: its events go nowhere now.
+                        detached = true;
+                        break;
+                    }
                 }
             }
             self.count(counter::EVENTS, pushed);

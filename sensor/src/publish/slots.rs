@@ -22,6 +22,8 @@ const fn side_word(i: usize, field: usize) -> usize {
 const PORT_WORD: usize = offset_of!(FlowData, port) / 8;
 /// Word of [`FlowData::last_ns`].
 const LAST_NS_WORD: usize = offset_of!(FlowData, last_ns) / 8;
+// `publish` reads the previous generation and flags from the slot's first word.
+const _: () = assert!(offset_of!(FlowData, generation) == 0 && offset_of!(FlowData, flags) == 4);
 
 /// How many tail checkpoints each ring keeps: bytes are announced in quarters of the ring.
 const CKPTS: usize = 4;
