@@ -2,6 +2,8 @@
 //! written with shm-layout's sensor-side APIs, and a control socket served by a thread in a
 //! temporary directory. Tests write flows, ring bytes, packets and events by hand, then attach
 //! through [`crate::Mos::attach`] exactly as an analyzer does.
+//!
+//! Test support only (the `fake-sensor` feature): it panics on any failure.
 
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::fs::{ftruncate, memfd_create, open, MemfdFlags, Mode, OFlags};

@@ -40,8 +40,8 @@ mod stream;
 
 #[cfg(test)]
 mod api_tests;
-#[cfg(test)]
-mod fake_sensor;
+#[cfg(any(test, feature = "fake-sensor"))]
+pub mod fake_sensor;
 
 pub use ctx::{Counters, Ctx, Peek, SockId};
 pub use error::{Errno, Error, Result};
