@@ -89,7 +89,7 @@ pub(crate) struct PeekState {
 }
 
 /// Access to the published state, handed to callbacks (and available between runs through
-/// [`crate::Mos::ctx`]).
+/// [`crate::Mos::with_ctx`]).
 #[derive(Debug)]
 pub struct Ctx<'a> {
     pub(crate) regions: &'a Regions,
