@@ -692,7 +692,7 @@ fn events_go_to_the_callbacks_whose_mask_hook_and_side_match() {
     assert!(fake.push_event(1, rexmit));
     fake.set_state(sensor_state::DONE);
     assert_eq!(mos.run().unwrap(), RunEnd::Done);
-    assert_eq!(fake.log().ready, 1);
+    wait_for("ready", || fake.log().ready == 1);
     assert_eq!(
         seen.borrow().clone(),
         vec![

@@ -191,7 +191,8 @@ impl Ctx<'_> {
         *self.stop = true;
     }
 
-    /// The library's counters so far (events dropped as of the last pass of the run loop).
+    /// The library's counters so far (events the sensor dropped as of the last time the run
+    /// loop found the rings empty).
     pub fn counters(&self) -> Counters {
         *self.counters
     }

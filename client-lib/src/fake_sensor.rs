@@ -34,12 +34,19 @@ use std::thread::JoinHandle;
 /// Sizes of a fake sensor.
 #[derive(Clone, Copy, Debug)]
 pub struct FakeConfig {
+    /// Workers (each with its slots, rings, packet log and event ring).
     pub nworkers: usize,
+    /// Bytes per stream ring (a power of two).
     pub ring_size: u64,
+    /// Stream rings per worker.
     pub rings_per_worker: u64,
+    /// Flow slots per worker.
     pub slots_per_worker: u64,
+    /// Packet-log entries per worker.
     pub pktlog_entries: u64,
+    /// Packet-log frame bytes per worker.
     pub pktlog_bytes: u64,
+    /// Records per event ring.
     pub event_capacity: u64,
 }
 
@@ -60,10 +67,15 @@ impl Default for FakeConfig {
 /// What the control thread saw.
 #[derive(Debug, Default)]
 pub struct ServerLog {
+    /// The last `Hello`: ABI major, minor, name.
     pub hello: Option<(u16, u16, String)>,
+    /// Every `Subscribe`, in order.
     pub subscriptions: Vec<Subscription>,
+    /// `Ready` messages.
     pub ready: u32,
+    /// `Detach` messages.
     pub detach: u32,
+    /// Connections accepted.
     pub connections: u32,
 }
 
@@ -92,6 +104,7 @@ impl MainWriter {
         MainWriter::new(self.fd.try_clone().unwrap(), self.plan.clone(), self.cfg)
     }
 
+    /// The main region's header.
     pub fn header(&self) -> &Header {
         self.map.get(0).unwrap()
     }
@@ -149,10 +162,12 @@ impl MainWriter {
 /// The fake sensor.
 #[derive(Debug)]
 pub struct FakeSensor {
+    /// Writes the main region.
     pub main: MainWriter,
     events: Mapping,
     page: Mapping,
     event_plan: EventPlan,
+    /// The sizes it was made with.
     pub cfg: FakeConfig,
     _dir: tempfile::TempDir,
     path: PathBuf,
@@ -181,13 +196,16 @@ fn read_only(fd: &OwnedFd) -> OwnedFd {
 /// How the fake answers `Hello`.
 #[derive(Clone, Debug)]
 pub enum Answer {
+    /// A welcome with the three descriptors.
     Welcome,
+    /// A refusal with this errno name and reason.
     Refuse(String, String),
     /// A welcome whose epoch differs from the header's.
     WrongEpoch,
 }
 
 impl FakeSensor {
+    /// A fake sensor that welcomes analyzers.
     pub fn new(cfg: FakeConfig) -> FakeSensor {
         Self::with(cfg, Answer::Welcome, |_| {})
     }
@@ -294,12 +312,14 @@ impl FakeSensor {
         }
     }
 
+    /// The control socket's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// What the control thread saw so far.
     pub fn log(&self) -> std::sync::MutexGuard<'_, ServerLog> {
-        self.log.lock().unwrap()
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn ring(&self, w: usize) -> (&EventRingHeader, &[EventSlot]) {
@@ -317,6 +337,7 @@ impl FakeSensor {
         (h, s)
     }
 
+    /// The analyzer's page (its consumer indices and heartbeat).
     pub fn page(&self) -> &AnalyzerPage {
         self.page.get(0).unwrap()
     }
@@ -329,18 +350,22 @@ impl FakeSensor {
         p.try_push(&rec)
     }
 
+    /// Counts `n` events dropped for the analyzer on worker `w`'s ring.
     pub fn count_drop(&self, w: usize, n: u64) {
         self.ring(w).0.dropped.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Marks the analyzer detached on worker `w`'s ring.
     pub fn mark_detached(&self, w: usize, reason: u64) {
         self.ring(w).0.detached.store(reason, Ordering::Release);
     }
 
+    /// Sets the header's `sensor_state`.
     pub fn set_state(&self, state: u64) {
         self.main.header().state.store(state, Ordering::Release);
     }
 
+    /// Sends a message to the attached analyzer.
     pub fn send(&self, msg: SensorMsg) {
         self.cmds.lock().unwrap().send(Cmd::Send(msg)).unwrap();
     }
@@ -404,7 +429,7 @@ fn serve(
             let mut fds = [PollFd::new(&listener, PollFlags::IN)];
             if poll(&mut fds, Some(&tick)).unwrap_or(0) > 0 {
                 if let Ok(c) = accept_with(&listener, SocketFlags::CLOEXEC) {
-                    log.lock().unwrap().connections += 1;
+                    log.lock().unwrap_or_else(|e| e.into_inner()).connections += 1;
                     conn = Some(c);
                 }
             }
@@ -437,18 +462,22 @@ fn serve(
                 abi_minor,
                 name,
             } => {
-                log.lock().unwrap().hello = Some((abi_major, abi_minor, name));
+                log.lock().unwrap_or_else(|e| e.into_inner()).hello =
+                    Some((abi_major, abi_minor, name));
                 match &reply {
                     SensorMsg::Welcome { .. } => send_msg(c, &reply, &pass),
                     other => send_msg(c, other, &[]),
                 }
             }
             ClientMsg::Subscribe(s) => {
-                log.lock().unwrap().subscriptions.push(s);
+                log.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .subscriptions
+                    .push(s);
                 send_msg(c, &SensorMsg::Subscribed, &[]);
             }
-            ClientMsg::Ready => log.lock().unwrap().ready += 1,
-            ClientMsg::Detach => log.lock().unwrap().detach += 1,
+            ClientMsg::Ready => log.lock().unwrap_or_else(|e| e.into_inner()).ready += 1,
+            ClientMsg::Detach => log.lock().unwrap_or_else(|e| e.into_inner()).detach += 1,
         }
     }
 }

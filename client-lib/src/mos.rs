@@ -571,6 +571,7 @@ impl Mos {
                 continue;
             }
             // Nothing was waiting: is the run over, or did the sensor go away?
+            counters.events_dropped = consumers.iter().map(Consumer::dropped).sum();
             if !*hung_up {
                 loop {
                     match control.try_recv()? {
