@@ -140,6 +140,15 @@ impl MainWriter {
         }
     }
 
+    /// Runs `f` with ring `ring` of worker `w` as bytes (ring position = stream offset modulo
+    /// the ring size), mapped once for a run of fast writes.
+    pub fn with_ring_bytes(&self, w: usize, ring: u32, f: impl FnOnce(&mut [u8])) {
+        let m = Mapping::map(self.fd.as_fd(), self.plan.len as usize, true, false).unwrap();
+        let size = self.cfg.ring_size;
+        let base = self.plan.workers[w].rings_off + u64::from(ring) * size;
+        f(m.take_bytes(base as usize, size as usize).unwrap());
+    }
+
     /// Logs a frame in worker `w`'s packet log; returns its sequence.
     pub fn log_packet(&self, w: usize, info: PktInfo, frame: &[u8]) -> u64 {
         let m = Mapping::map(self.fd.as_fd(), self.plan.len as usize, true, false).unwrap();
