@@ -1,11 +1,54 @@
-//! The analyzer library: attach to a running `mos-sensor`, subscribe to flows and events, and
-//! read streams with mOS's monitoring API (`peek`, `ppeek`, `getsockopt`, `getlastpkt`,
-//! `getpeername`).
+//! The analyzer library: attach to a running `mos-sensor` and read the connections it follows
+//! through mOS's monitoring API.
 //!
-//! Not built yet: the shared-memory publication it reads arrives with the second foundation
-//! issue. Until then the only consumer of the TCP core is `mos-sensor --dump`, which runs the
-//! core in-process. The crate exists so the workspace has the layout `DESIGN.md` fixes.
+//! | mOS | here |
+//! |---|---|
+//! | `mtcp_init`, `mtcp_create_context` | [`Mos::attach`] |
+//! | `mtcp_socket(MOS_SOCK_MONITOR_STREAM)` | [`Mos::socket`] |
+//! | `mtcp_register_callback` (and with a null callback) | [`Mos::register_callback`], [`Mos::unregister_callback`] |
+//! | the context's event loop | [`Mos::run`] |
+//! | `mtcp_peek` | [`Ctx::peek`] |
+//! | `mtcp_ppeek` | [`Ctx::ppeek`] |
+//! | `mtcp_getsockopt` (`SOL_MONSOCKET`) | [`Ctx::getsockopt`] |
+//! | `mtcp_setsockopt(MOS_CLIOVERLAP/SVROVERLAP)` | [`Ctx::set_overlap_policy`] |
+//! | `mtcp_getlastpkt` | [`Ctx::getlastpkt`] |
+//! | `mtcp_getpeername` | [`Ctx::getpeername`] |
+//! | `mtcp_close` | [`Mos::close`] |
+//!
+//! Everything the sensor publishes is read by copying and re-validating, never by reference:
+//! a stale flow handle gives `EBADF`, a torn or overwritten read is reported (an overrun,
+//! `ENODATA`), never returned as data. The shared regions are mapped read-only from read-only
+//! descriptors, so this process cannot write them even by mistake. `docs/CLIENT.md` describes
+//! the API at more length.
+//!
+//! [`dump`] holds the stream-dump writer that `mos-sensor --dump` and the `mos-dump` analyzer
+//! share, so both write the same bytes.
 
 #![forbid(unsafe_code)]
 
-pub use shm_layout::{Side, TcpState};
+mod control;
+mod ctx;
+pub mod dump;
+mod error;
+mod event;
+mod flow;
+mod mos;
+mod packet;
+mod regions;
+mod sockopt;
+mod stream;
+
+#[cfg(test)]
+mod api_tests;
+#[cfg(any(test, feature = "fake-sensor"))]
+pub mod fake_sensor;
+
+pub use ctx::{Counters, Ctx, Peek, SockId};
+pub use error::{Errno, Error, Result};
+pub use event::{EndReason, ErrorKind, Event, EventKind};
+pub use flow::{FlowId, FlowInfo, SideInfo};
+pub use mos::{AttachOptions, Callback, Filter, Mos, RunEnd, StopHandle, DEFAULT_CONTROL};
+pub use packet::Packet;
+pub use shm_layout::region::WriteProbe;
+pub use shm_layout::{EventMask, Hook, Side, TcpState, MOS_SIDE_BOTH};
+pub use sockopt::{OptValue, OverlapPolicy, RingFragment, SockOpt, TcpBufInfo};

@@ -1,0 +1,52 @@
+//! What the analyzers shipped with mos share: how they stop on a signal and how they exit.
+
+use mos_client::Mos;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// How a run ended, for the exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The sensor's input ended and everything was handled: status 0.
+    Finished,
+    /// SIGINT or SIGTERM stopped the analyzer, which detached cleanly: status 130.
+    Interrupted,
+}
+
+/// Set once SIGINT or SIGTERM arrived.
+#[derive(Clone, Debug, Default)]
+pub struct Interrupt(Arc<AtomicBool>);
+
+impl Interrupt {
+    /// Whether a signal arrived.
+    pub fn arrived(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Makes SIGINT and SIGTERM stop `mos`'s run loop (which then returns, and the analyzer
+/// detaches when it drops its `Mos`).
+pub fn stop_on_signals(mos: &Mos) -> anyhow::Result<Interrupt> {
+    let stop = mos.stop_handle();
+    let flag = Interrupt::default();
+    let seen = flag.clone();
+    ctrlc::set_handler(move || {
+        seen.0.store(true, Ordering::Relaxed);
+        stop.stop();
+    })
+    .map_err(|e| anyhow::anyhow!("cannot handle SIGINT/SIGTERM: {e}"))?;
+    Ok(flag)
+}
+
+/// The exit status of a run; an error is printed as one line on stderr, after `prog: `.
+pub fn exit_status(prog: &str, r: anyhow::Result<Outcome>) -> ExitCode {
+    match r {
+        Ok(Outcome::Finished) => ExitCode::SUCCESS,
+        Ok(Outcome::Interrupted) => ExitCode::from(130),
+        Err(e) => {
+            eprintln!("{prog}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,540 @@
+//! What callbacks (and the analyzer between runs) read the sensor's state through: `peek`,
+//! `ppeek`, `getsockopt`, `getlastpkt`, `getpeername`.
+//!
+//! Every read copies, then re-validates. A flow slot is copied under its seqlock and its
+//! generation compared with the handle's, so a stale handle fails with `EBADF` and never shows
+//! another connection's data. Ring bytes are copied and then the slot is read again: if the
+//! side's ring changed, or its head (or the point below which gaps are no longer known) moved
+//! past the first byte copied, the copy may be torn, so it is thrown away and the reader is
+//! told of an overrun instead.
+
+use crate::error::{Errno, Error, Result};
+use crate::flow::{endpoints, FlowId, FlowInfo};
+use crate::packet::Packet;
+use crate::regions::Regions;
+use crate::sockopt::{OptValue, OverlapPolicy, RingFragment, SockOpt, TcpBufInfo};
+use crate::stream::{self, Chunk};
+use shm_layout::flow::{read_flow, read_flow_with_meta};
+use shm_layout::layout::{flow_flags, side_flags, EventRecord, FlowData, RingMeta, NO_PKT};
+use shm_layout::pktlog::read_packet;
+use shm_layout::{Side, TcpState, MOS_SIDE_BOTH};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// Attempts at a consistent copy of a flow slot before giving up with `EAGAIN`.
+const SLOT_TRIES: u32 = 10_000;
+/// Attempts at an untorn ring copy; each failed one sees the stream moved on, so the next
+/// decision is an overrun and the loop ends long before this.
+const COPY_TRIES: u32 = 8;
+
+/// A monitoring socket's descriptor (`mtcp_socket`'s return value).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SockId(pub u32);
+
+impl std::fmt::Display for SockId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// What `peek` found (the manual's `mtcp_peek` return values, typed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peek {
+    /// This many bytes were copied into the buffer and the read pointer moved past them.
+    Data(usize),
+    /// Nothing new (`-1` with `ENODATA` in the C API).
+    NoData,
+    /// The ring overwrote bytes this reader had not read: the pointer moved past `lost` bytes
+    /// (`-lost` with `ENODATA` in the C API).
+    Overrun {
+        /// Bytes missed.
+        lost: u64,
+    },
+    /// The capture never held `[offset, offset + len)`: the pointer moved past it.
+    Gap {
+        /// Stream offset of the first missing byte (the reader's position).
+        offset: u64,
+        /// Bytes missing.
+        len: u64,
+    },
+}
+
+/// What the library counted, for an analyzer to print.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Events consumed from the event rings.
+    pub events: u64,
+    /// Callback invocations.
+    pub callbacks: u64,
+    /// Events the sensor dropped for this analyzer because a ring was full (live mode).
+    pub events_dropped: u64,
+    /// Records with codes this library could not interpret (skipped).
+    pub events_malformed: u64,
+    /// `peek` calls that reported an overrun, and the bytes they reported.
+    pub overruns: u64,
+    /// See `overruns`.
+    pub overrun_bytes: u64,
+    /// `peek` calls that reported a gap, and the bytes they reported.
+    pub gaps: u64,
+    /// See `gaps`.
+    pub gap_bytes: u64,
+    /// Ring copies discarded because the sensor overwrote them while they were taken.
+    pub torn_copies: u64,
+}
+
+/// One open socket's read pointers: per flow, per side, the next stream offset to peek.
+#[derive(Debug, Default)]
+pub(crate) struct PeekState {
+    pub ptrs: HashMap<FlowId, [Option<u64>; 2]>,
+}
+
+/// Access to the published state, handed to callbacks (and available between runs through
+/// [`crate::Mos::with_ctx`]).
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    pub(crate) regions: &'a Regions,
+    pub(crate) sockets: &'a mut [Option<PeekState>],
+    pub(crate) counters: &'a mut Counters,
+    /// The event being dispatched, with its flow.
+    pub(crate) current: Option<(FlowId, EventRecord)>,
+    pub(crate) stop: &'a mut bool,
+    pub(crate) packets: bool,
+}
+
+fn stale(flow: FlowId, why: &str) -> Error {
+    Error::new(Errno::EBADF, format!("flow handle {flow} is stale ({why})"))
+}
+
+/// Copies a flow's slot (and, with `side`, that side's ring metadata) and checks the handle.
+pub(crate) fn load_flow(
+    regions: &Regions,
+    flow: FlowId,
+    side: Option<Side>,
+) -> Result<(FlowData, Option<RingMeta>)> {
+    let w = usize::from(flow.worker);
+    if w >= regions.nworkers {
+        return Err(Error::new(
+            Errno::EBADF,
+            format!(
+                "flow handle {flow} names worker {w}, the sensor runs {}",
+                regions.nworkers
+            ),
+        ));
+    }
+    let slots = regions.slots(w)?;
+    let slot = slots.get(flow.slot as usize).ok_or_else(|| {
+        Error::new(
+            Errno::EBADF,
+            format!(
+                "flow handle {flow} names slot {} of {}",
+                flow.slot,
+                slots.len()
+            ),
+        )
+    })?;
+    let busy = || {
+        Error::new(
+            Errno::EAGAIN,
+            format!("flow {flow}'s slot stayed busy (the sensor kept writing it)"),
+        )
+    };
+    let (data, meta) = match side {
+        Some(s) => {
+            let metas = regions.ring_metas(w)?;
+            let (snap, meta) =
+                read_flow_with_meta(slot, metas, s.index(), SLOT_TRIES).ok_or_else(busy)?;
+            (snap.data, meta)
+        }
+        None => (read_flow(slot, SLOT_TRIES).ok_or_else(busy)?.data, None),
+    };
+    if data.flags & flow_flags::LIVE == 0 {
+        return Err(stale(flow, "connection gone"));
+    }
+    if data.generation != flow.generation {
+        return Err(stale(flow, "slot reused"));
+    }
+    Ok((data, meta))
+}
+
+/// Where a new reader of each side of `flow` starts.
+pub(crate) fn initial_pointers(regions: &Regions, flow: FlowId) -> Result<[Option<u64>; 2]> {
+    let mut out = [None; 2];
+    for side in [Side::Cli, Side::Svr] {
+        let (d, meta) = load_flow(regions, flow, Some(side))?;
+        out[side.index()] = Some(stream::oldest_readable(
+            &d.sides[side.index()],
+            meta.as_ref(),
+        ));
+    }
+    Ok(out)
+}
+
+/// An open socket's state; `EBADF` for a socket that is not open.
+pub(crate) fn socket_state(
+    sockets: &mut [Option<PeekState>],
+    sock: SockId,
+) -> Result<&mut PeekState> {
+    sockets
+        .get_mut(sock.0 as usize)
+        .and_then(Option::as_mut)
+        .ok_or_else(|| Error::new(Errno::EBADF, format!("socket {sock} is not open")))
+}
+
+impl Ctx<'_> {
+    fn socket(&mut self, sock: SockId) -> Result<&mut PeekState> {
+        socket_state(self.sockets, sock)
+    }
+
+    /// Ends the run loop after the current callback ([`crate::RunEnd::Stopped`]): for an
+    /// analyzer whose callback failed (a full disk) and wants to stop cleanly.
+    pub fn stop(&mut self) {
+        *self.stop = true;
+    }
+
+    /// The library's counters so far (events the sensor dropped as of the last time the run
+    /// loop found the rings empty).
+    pub fn counters(&self) -> Counters {
+        *self.counters
+    }
+
+    /// The stream offset `sock`'s next `peek` of `side` reads from. A reader starts at the
+    /// oldest byte the ring still held when the analyzer first saw the flow; an analyzer that
+    /// wants a record of everything before it (like `mos-dump`) counts `[0, offset)` as lost.
+    pub fn peek_offset(&mut self, sock: SockId, flow: FlowId, side: Side) -> Result<u64> {
+        let regions = self.regions;
+        self.socket(sock)?;
+        let (d, meta) = load_flow(regions, flow, Some(side))?;
+        let state = self.socket(sock)?;
+        let ptrs = state.ptrs.entry(flow).or_default();
+        Ok(*ptrs[side.index()]
+            .get_or_insert_with(|| stream::oldest_readable(&d.sides[side.index()], meta.as_ref())))
+    }
+
+    /// `mtcp_peek`: copies bytes of `side`'s receive stream from `sock`'s read pointer and
+    /// moves the pointer, or says why it cannot ([`Peek`]).
+    ///
+    /// Errors: `EBADF` for a socket that is not open or a stale flow handle; `EAGAIN` if the
+    /// sensor kept the flow's slot busy; `EPROTO` if the slot names a ring that does not exist.
+    pub fn peek(&mut self, sock: SockId, flow: FlowId, side: Side, buf: &mut [u8]) -> Result<Peek> {
+        let regions = self.regions;
+        self.socket(sock)?;
+        let room = buf
+            .len()
+            .min(usize::try_from(regions.config.ring_size).unwrap_or(usize::MAX));
+        for _ in 0..COPY_TRIES {
+            let (d, meta) = load_flow(regions, flow, Some(side))?;
+            let sd = d.sides[side.index()];
+            let ptrs = socket_state(self.sockets, sock)?
+                .ptrs
+                .entry(flow)
+                .or_default();
+            let at = *ptrs[side.index()]
+                .get_or_insert_with(|| stream::oldest_readable(&sd, meta.as_ref()));
+            match stream::chunk(&sd, meta.as_ref(), at, room) {
+                Chunk::NoData => return Ok(Peek::NoData),
+                Chunk::Overrun { lost } => {
+                    ptrs[side.index()] = Some(at + lost);
+                    self.counters.overruns += 1;
+                    self.counters.overrun_bytes += lost;
+                    return Ok(Peek::Overrun { lost });
+                }
+                Chunk::Gap { offset, len } => {
+                    ptrs[side.index()] = Some(offset + len);
+                    self.counters.gaps += 1;
+                    self.counters.gap_bytes += len;
+                    return Ok(Peek::Gap { offset, len });
+                }
+                Chunk::Data { len } => {
+                    regions.copy_ring(usize::from(flow.worker), sd.ring, at, &mut buf[..len])?;
+                    after_copy();
+                    let (d2, meta2) = load_flow(regions, flow, Some(side))?;
+                    if intact(&sd, &d2.sides[side.index()], meta2.as_ref(), at, true) {
+                        let ptrs = socket_state(self.sockets, sock)?
+                            .ptrs
+                            .entry(flow)
+                            .or_default();
+                        ptrs[side.index()] = Some(at + len as u64);
+                        return Ok(Peek::Data(len));
+                    }
+                    self.counters.torn_copies += 1;
+                }
+            }
+        }
+        Err(Error::new(
+            Errno::EAGAIN,
+            format!("flow {flow}'s ring kept changing while it was copied"),
+        ))
+    }
+
+    /// `mtcp_ppeek`: copies held bytes of `side`'s receive stream from the absolute stream
+    /// `offset` (in order, or from an out-of-order fragment, see [`Ctx::fragments`]) up to the
+    /// end of that run of held bytes; does not move the read pointer.
+    ///
+    /// Errors: `ENODATA` when the byte at `offset` is not held (never received, skipped as a
+    /// gap, or overwritten), plus `peek`'s.
+    pub fn ppeek(
+        &mut self,
+        sock: SockId,
+        flow: FlowId,
+        side: Side,
+        buf: &mut [u8],
+        offset: u64,
+    ) -> Result<usize> {
+        let regions = self.regions;
+        self.socket(sock)?;
+        let room = buf
+            .len()
+            .min(usize::try_from(regions.config.ring_size).unwrap_or(usize::MAX));
+        for _ in 0..COPY_TRIES {
+            let (d, meta) = load_flow(regions, flow, Some(side))?;
+            let sd = d.sides[side.index()];
+            let n = stream::extent_at(&sd, meta.as_ref(), offset, room);
+            if n == 0 {
+                if buf.is_empty() {
+                    return Ok(0);
+                }
+                return Err(Error::new(
+                    Errno::ENODATA,
+                    format!("flow {flow} holds no byte at offset {offset} of the {side:?} side"),
+                ));
+            }
+            regions.copy_ring(usize::from(flow.worker), sd.ring, offset, &mut buf[..n])?;
+            after_copy();
+            let (d2, meta2) = load_flow(regions, flow, Some(side))?;
+            if intact(
+                &sd,
+                &d2.sides[side.index()],
+                meta2.as_ref(),
+                offset,
+                offset < sd.tail,
+            ) {
+                return Ok(n);
+            }
+            self.counters.torn_copies += 1;
+        }
+        Err(Error::new(
+            Errno::EAGAIN,
+            format!("flow {flow}'s ring kept changing while it was copied"),
+        ))
+    }
+
+    /// A copy of what the flow's slot says.
+    pub fn flow_info(&self, flow: FlowId) -> Result<FlowInfo> {
+        let (d, _) = load_flow(self.regions, flow, None)?;
+        Ok(FlowInfo::from_data(flow, &d))
+    }
+
+    /// `mtcp_getsockopt` at `SOL_MONSOCKET`.
+    pub fn getsockopt(&self, flow: FlowId, opt: SockOpt) -> Result<OptValue> {
+        let side = opt.side();
+        Ok(match opt {
+            SockOpt::InfoCliBuf | SockOpt::InfoSvrBuf => {
+                OptValue::BufInfo(self.buf_info(flow, side)?)
+            }
+            SockOpt::FragInfoCliBuf | SockOpt::FragInfoSvrBuf => {
+                OptValue::Fragments(self.fragments(flow, side)?)
+            }
+            SockOpt::TcpStateCli | SockOpt::TcpStateSvr => {
+                OptValue::State(self.tcp_state(flow, side)?)
+            }
+            SockOpt::CliOverlap | SockOpt::SvrOverlap => {
+                load_flow(self.regions, flow, None)?;
+                OptValue::Overlap(self.overlap_policy())
+            }
+        })
+    }
+
+    /// `MOS_INFO_CLIBUF`/`MOS_INFO_SVRBUF`: `side`'s receive buffer as sequence numbers.
+    /// `ENODATA` while the side has no sequence number to count from.
+    pub fn buf_info(&self, flow: FlowId, side: Side) -> Result<TcpBufInfo> {
+        let (d, meta) = load_flow(self.regions, flow, Some(side))?;
+        let s = &d.sides[side.index()];
+        if s.flags & side_flags::ANCHORED == 0 {
+            return Err(Error::new(
+                Errno::ENODATA,
+                format!("flow {flow}'s {side:?} side has not seen a sequence number yet"),
+            ));
+        }
+        // Truncation to 32 bits is the modulo-2^32 reduction sequence numbers use.
+        let seq = |off: u64| s.base_seq.wrapping_add(off as u32);
+        let next = seq(s.tail);
+        Ok(TcpBufInfo {
+            init_seq: s.base_seq,
+            last_byte_read: next,
+            next_byte_expected: next,
+            last_byte_received: seq(stream::recv_end(s, meta.as_ref())),
+        })
+    }
+
+    /// `MOS_FRAGINFO_CLIBUF`/`MOS_FRAGINFO_SVRBUF`: `side`'s out-of-order islands.
+    pub fn fragments(&self, flow: FlowId, side: Side) -> Result<Vec<RingFragment>> {
+        let (d, meta) = load_flow(self.regions, flow, Some(side))?;
+        let s = &d.sides[side.index()];
+        Ok(stream::fragments(s, meta.as_ref())
+            .into_iter()
+            .map(|(offset, len)| RingFragment {
+                seq: s.base_seq.wrapping_add(offset as u32),
+                offset,
+                len,
+            })
+            .collect())
+    }
+
+    /// `MOS_TCP_STATE_CLI`/`MOS_TCP_STATE_SVR`: `side`'s emulated state.
+    pub fn tcp_state(&self, flow: FlowId, side: Side) -> Result<TcpState> {
+        let (d, _) = load_flow(self.regions, flow, None)?;
+        let code = d.sides[side.index()].state;
+        TcpState::from_code(code).ok_or_else(|| {
+            Error::new(
+                Errno::EPROTO,
+                format!("flow {flow}'s {side:?} side has state code {code}"),
+            )
+        })
+    }
+
+    /// The sensor's overlap policy (`MOS_CLIOVERLAP`/`MOS_SVROVERLAP`): one ring serves every
+    /// analyzer, so it is the sensor's, the same for both sides and every flow.
+    pub fn overlap_policy(&self) -> OverlapPolicy {
+        OverlapPolicy::from_code(self.regions.config.overlap_policy)
+    }
+
+    /// `mtcp_setsockopt(MOS_CLIOVERLAP/MOS_SVROVERLAP)`: accepted when it asks for the policy
+    /// the sensor applies, refused with `EINVAL` otherwise.
+    pub fn set_overlap_policy(&mut self, sock: SockId, policy: OverlapPolicy) -> Result<()> {
+        self.socket(sock)?;
+        let have = self.overlap_policy();
+        if policy == have {
+            Ok(())
+        } else {
+            Err(Error::new(
+                Errno::EINVAL,
+                format!(
+                    "the sensor's overlap policy is \"{}\"; one ring serves every analyzer, so a socket cannot ask for \"{}\"",
+                    have.describe(),
+                    policy.describe()
+                ),
+            ))
+        }
+    }
+
+    /// `mtcp_getpeername`: `side` is `MOS_SIDE_CLI` (0), `MOS_SIDE_SVR` (1) or
+    /// `MOS_SIDE_BOTH` (2, giving `[client, server]`).
+    pub fn getpeername(&self, flow: FlowId, side: u8) -> Result<Vec<SocketAddr>> {
+        if side > MOS_SIDE_BOTH {
+            return Err(Error::new(
+                Errno::EINVAL,
+                format!("side {side} is none of MOS_SIDE_CLI, MOS_SIDE_SVR, MOS_SIDE_BOTH"),
+            ));
+        }
+        let (d, _) = load_flow(self.regions, flow, None)?;
+        let both = endpoints(&d);
+        Ok(match side {
+            MOS_SIDE_BOTH => both.to_vec(),
+            s => vec![both[usize::from(s)]],
+        })
+    }
+
+    /// `mtcp_getlastpkt`: inside a callback for an event of `flow`, the frame that raised the
+    /// event; otherwise the last frame `side`'s stack received.
+    ///
+    /// Errors: `ENODATA` when there is no such frame, it is no longer in the packet log, or the
+    /// analyzer did not attach with `packets`; `EBADF` for a stale handle.
+    pub fn getlastpkt(&mut self, flow: FlowId, side: Side) -> Result<Packet> {
+        let nodata = |m: String| Error::new(Errno::ENODATA, m);
+        if !self.packets {
+            return Err(nodata(
+                "this analyzer did not ask for packets (AttachOptions::packets)".into(),
+            ));
+        }
+        let cfg = self.regions.config;
+        if cfg.pktlog_entries == 0 || cfg.pktlog_bytes == 0 {
+            return Err(nodata("the sensor keeps no packet log".into()));
+        }
+        let (d, _) = load_flow(self.regions, flow, None)?;
+        let seq = match self.current {
+            Some((f, rec)) if f == flow => {
+                if rec.pkt_ref == NO_PKT {
+                    return Err(nodata(format!(
+                        "no logged frame raised this event of flow {flow}"
+                    )));
+                }
+                rec.pkt_ref
+            }
+            _ => {
+                let s = d.sides[side.index()].last_pkt;
+                if s == NO_PKT {
+                    return Err(nodata(format!(
+                        "flow {flow}'s {side:?} side has received no logged frame"
+                    )));
+                }
+                s
+            }
+        };
+        let w = usize::from(flow.worker);
+        let (hdr, entries, bytes_off) = self.regions.pktlog(w)?;
+        let n = entries.len() as u64;
+        // `read_packet` waits for an entry's write to end; a sensor that died mid-write must
+        // not hang the analyzer, so look first.
+        let entry = &entries[(seq % n) as usize];
+        if !(0..SLOT_TRIES).any(|_| entry.stamp.begin_read().is_some()) {
+            return Err(nodata(format!("frame {seq} is being rewritten")));
+        }
+        let mut frame =
+            vec![0u8; usize::try_from(cfg.pktlog_bytes.min(1 << 18)).unwrap_or(1 << 18)];
+        let regions = self.regions;
+        let got = read_packet(
+            hdr,
+            entries,
+            cfg.pktlog_bytes,
+            seq,
+            &mut frame,
+            |pos, dst| {
+                usize::try_from(pos)
+                    .ok()
+                    .and_then(|p| p.checked_add(bytes_off))
+                    .is_some_and(|off| regions.read_main(off, dst))
+            },
+        );
+        match got {
+            Some((info, k)) => {
+                frame.truncate(k);
+                Ok(Packet::new(&info, frame))
+            }
+            None => Err(nodata(format!(
+                "frame {seq} is no longer in the packet log (overwritten)"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Runs between a ring copy and its re-validation: tests play the sensor there.
+    pub(crate) static AFTER_COPY: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+        std::cell::RefCell::new(None);
+}
+
+#[inline]
+fn after_copy() {
+    #[cfg(test)]
+    AFTER_COPY.with(|h| {
+        if let Some(f) = h.borrow_mut().as_mut() {
+            f()
+        }
+    });
+}
+
+/// Whether a ring copy taken from `before`'s ring at `offset` is still good after: same ring,
+/// the head not past the copy's first byte, and (for in-order bytes) gap knowledge not lost
+/// past it either.
+fn intact(
+    before: &shm_layout::layout::SideData,
+    after: &shm_layout::layout::SideData,
+    meta: Option<&RingMeta>,
+    offset: u64,
+    in_order: bool,
+) -> bool {
+    after.ring == before.ring
+        && after.head <= offset
+        && (!in_order || meta.map_or(0, |m| m.unknown_below) <= offset)
+}

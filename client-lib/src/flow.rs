@@ -1,0 +1,126 @@
+//! Flow handles and what a flow slot says about its connection.
+
+use crate::event::EndReason;
+use shm_layout::layout::{flow_flags, side_flags, FlowData, SideData};
+use shm_layout::{Side, TcpState};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// A connection as an analyzer names it: the worker that owns it, its flow slot, and the
+/// slot's generation, which changes whenever the slot is given to another connection. A handle
+/// whose generation no longer matches is stale: every call with it fails with `EBADF` rather
+/// than read another connection's data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowId {
+    /// The worker.
+    pub worker: u16,
+    /// The slot in the worker's flow table.
+    pub slot: u32,
+    /// The slot's generation.
+    pub generation: u32,
+}
+
+impl fmt::Display for FlowId {
+    /// `worker/slot/generation`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.worker, self.slot, self.generation)
+    }
+}
+
+/// One side of a connection as its slot says (a copy; the connection moves on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SideInfo {
+    /// The emulated stack's state (`None` for a code out of range).
+    pub state: Option<TcpState>,
+    /// This endpoint's initial sequence number, when its SYN (or SYN/ACK) was seen.
+    pub isn: Option<u32>,
+    /// Oldest stream offset still in the side's ring.
+    pub head: u64,
+    /// One past the last in-order byte of the side's receive stream.
+    pub tail: u64,
+    /// Bytes the stream skipped without holding them.
+    pub lost: u64,
+    /// Packets this endpoint sent.
+    pub packets: u64,
+}
+
+impl SideInfo {
+    fn from_data(s: &SideData) -> SideInfo {
+        SideInfo {
+            state: TcpState::from_code(s.state),
+            isn: (s.flags & side_flags::HAS_ISN != 0).then_some(s.isn),
+            head: s.head,
+            tail: s.tail,
+            lost: s.lost,
+            packets: s.packets,
+        }
+    }
+}
+
+/// A connection as its slot says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowInfo {
+    /// The handle.
+    pub id: FlowId,
+    /// Creation order of the connection within its worker.
+    pub serial: u64,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The server's address.
+    pub server: SocketAddr,
+    /// Roles guessed (no handshake seen).
+    pub guessed: bool,
+    /// Both stacks are done; the connection lingers before `CONN_END`.
+    pub closed: bool,
+    /// `CONN_END` was raised.
+    pub ended: bool,
+    /// Why it ended, once it did.
+    pub end_reason: Option<EndReason>,
+    /// Time of the first packet, ns since the Unix epoch.
+    pub start_ns: u64,
+    /// Time of the latest packet.
+    pub last_ns: u64,
+    /// `[client side, server side]`, indexed by [`Side::index`].
+    pub sides: [SideInfo; 2],
+}
+
+impl FlowInfo {
+    pub(crate) fn from_data(id: FlowId, d: &FlowData) -> FlowInfo {
+        let [client, server] = endpoints(d);
+        FlowInfo {
+            id,
+            serial: d.serial,
+            client,
+            server,
+            guessed: d.flags & flow_flags::GUESSED != 0,
+            closed: d.flags & flow_flags::CLOSED != 0,
+            ended: d.flags & flow_flags::ENDED != 0,
+            end_reason: (d.end_reason != 0).then(|| EndReason::from_code(d.end_reason)),
+            start_ns: d.start_ns,
+            last_ns: d.last_ns,
+            sides: [
+                SideInfo::from_data(&d.sides[0]),
+                SideInfo::from_data(&d.sides[1]),
+            ],
+        }
+    }
+
+    /// One side.
+    pub fn side(&self, side: Side) -> &SideInfo {
+        &self.sides[side.index()]
+    }
+}
+
+/// The client's and the server's addresses of a slot.
+pub(crate) fn endpoints(d: &FlowData) -> [SocketAddr; 2] {
+    let v6 = d.flags & flow_flags::IPV6 != 0;
+    [0, 1].map(|i| {
+        let ip = if v6 {
+            IpAddr::V6(Ipv6Addr::from(d.addr[i]))
+        } else {
+            let a = &d.addr[i];
+            IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+        };
+        SocketAddr::new(ip, d.port[i])
+    })
+}
