@@ -3,6 +3,7 @@
 
 use crate::layout::{FlowData, FlowSlot, RingMeta, RingMetaSlot, NO_RING};
 use crate::pod::Words;
+use crate::sync::backoff;
 
 /// A consistent copy of a slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,14 +106,6 @@ impl RingMeta {
             words[g0 + 3 * i + 1].store(self.gaps[i].len, Relaxed);
             words[g0 + 3 * i + 2].store(self.gaps[i].kind, Relaxed);
         }
-    }
-}
-
-fn backoff(i: u32) {
-    if i < 64 {
-        std::hint::spin_loop();
-    } else {
-        std::thread::yield_now();
     }
 }
 
