@@ -8,7 +8,7 @@
 
 use crate::layout::{PktInfo, PktLogEntry, PktLogHeader};
 use crate::pod::Words;
-use crate::sync::{fence, Ordering};
+use crate::sync::{fence, own_load, Ordering};
 
 /// The writer end (one worker).
 #[derive(Debug)]
@@ -32,9 +32,9 @@ impl<'a> PktLogWriter<'a> {
             return None;
         }
         Some(PktLogWriter {
-            next_seq: hdr.next_seq.load(Ordering::Relaxed),
-            tail: hdr.bytes_tail.load(Ordering::Relaxed),
-            head: hdr.bytes_head.load(Ordering::Relaxed),
+            next_seq: own_load(&hdr.next_seq),
+            tail: own_load(&hdr.bytes_tail),
+            head: own_load(&hdr.bytes_head),
             hdr,
             entries,
             bytes,

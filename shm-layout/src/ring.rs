@@ -9,7 +9,7 @@
 
 use crate::layout::{ConsumerIndex, EventRecord, EventRingHeader, EventSlot};
 use crate::pod::Words;
-use crate::sync::Ordering;
+use crate::sync::{own_load, Ordering};
 
 /// The producer end of one ring.
 #[derive(Debug)]
@@ -35,7 +35,7 @@ impl<'a> Producer<'a> {
         if !cap.is_power_of_two() || slots.len() as u64 != cap {
             return None;
         }
-        let prod = hdr.producer.load(Ordering::Relaxed);
+        let prod = own_load(&hdr.producer);
         Some(Producer {
             hdr,
             slots,

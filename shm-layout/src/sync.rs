@@ -9,6 +9,26 @@ pub(crate) use loom::sync::atomic::{fence, AtomicU64, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicU64, Ordering};
 
+/// A load by the only thread that ever stores to `a`: it reads back its own last store.
+///
+/// The same relaxed load in a normal build. Under loom it is an unsynchronised load, which
+/// loom checks (every store to `a` must happen before it, so a second writer is caught) and
+/// which does not hide the readers' earlier loads from loom's race detection: a plain load
+/// there makes loom skip interleavings (loom issues #166 and #392).
+#[inline]
+pub(crate) fn own_load(a: &AtomicU64) -> u64 {
+    #[cfg(loom)]
+    {
+        // SAFETY: only the calling thread stores to `a` (the callers' single-writer rule), so
+        // no store races with this load; loom verifies that claim on every execution.
+        unsafe { a.unsync_load() }
+    }
+    #[cfg(not(loom))]
+    {
+        a.load(Ordering::Relaxed)
+    }
+}
+
 /// A busy-wait hint between two polls of a word another thread writes.
 #[inline]
 pub(crate) fn spin_loop() {
