@@ -10,7 +10,8 @@ use crate::sync::backoff;
 pub struct FlowSnapshot {
     /// The slot's data.
     pub data: FlowData,
-    /// The stamp the copy was taken at (equal stamps: nothing changed in between).
+    /// The stamp the copy was taken at (equal stamps: nothing changed in between). Always even:
+    /// it is the stamp the validated read section opened at, not a later read of the stamp.
     pub stamp: u64,
 }
 
@@ -22,7 +23,7 @@ pub fn read_flow(slot: &FlowSlot, max_tries: u32) -> Option<FlowSnapshot> {
             if slot.stamp.validate(tok) {
                 return Some(FlowSnapshot {
                     data,
-                    stamp: slot.stamp.raw(),
+                    stamp: tok.stamp(),
                 });
             }
         }
@@ -54,7 +55,7 @@ pub fn read_flow_with_meta(
                 return Some((
                     FlowSnapshot {
                         data,
-                        stamp: slot.stamp.raw(),
+                        stamp: tok.stamp(),
                     },
                     meta,
                 ));
