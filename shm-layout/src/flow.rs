@@ -3,13 +3,15 @@
 
 use crate::layout::{FlowData, FlowSlot, RingMeta, RingMetaSlot, NO_RING};
 use crate::pod::Words;
+use crate::sync::backoff;
 
 /// A consistent copy of a slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowSnapshot {
     /// The slot's data.
     pub data: FlowData,
-    /// The stamp the copy was taken at (equal stamps: nothing changed in between).
+    /// The stamp the copy was taken at (equal stamps: nothing changed in between). Always even:
+    /// it is the stamp the validated read section opened at, not a later read of the stamp.
     pub stamp: u64,
 }
 
@@ -21,7 +23,7 @@ pub fn read_flow(slot: &FlowSlot, max_tries: u32) -> Option<FlowSnapshot> {
             if slot.stamp.validate(tok) {
                 return Some(FlowSnapshot {
                     data,
-                    stamp: slot.stamp.raw(),
+                    stamp: tok.stamp(),
                 });
             }
         }
@@ -53,7 +55,7 @@ pub fn read_flow_with_meta(
                 return Some((
                     FlowSnapshot {
                         data,
-                        stamp: slot.stamp.raw(),
+                        stamp: tok.stamp(),
                     },
                     meta,
                 ));
@@ -105,14 +107,6 @@ impl RingMeta {
             words[g0 + 3 * i + 1].store(self.gaps[i].len, Relaxed);
             words[g0 + 3 * i + 2].store(self.gaps[i].kind, Relaxed);
         }
-    }
-}
-
-fn backoff(i: u32) {
-    if i < 64 {
-        std::hint::spin_loop();
-    } else {
-        std::thread::yield_now();
     }
 }
 

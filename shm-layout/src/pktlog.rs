@@ -8,7 +8,7 @@
 
 use crate::layout::{PktInfo, PktLogEntry, PktLogHeader};
 use crate::pod::Words;
-use crate::sync::{fence, Ordering};
+use crate::sync::{backoff, fence, own_load, Ordering};
 
 /// The writer end (one worker).
 #[derive(Debug)]
@@ -32,9 +32,9 @@ impl<'a> PktLogWriter<'a> {
             return None;
         }
         Some(PktLogWriter {
-            next_seq: hdr.next_seq.load(Ordering::Relaxed),
-            tail: hdr.bytes_tail.load(Ordering::Relaxed),
-            head: hdr.bytes_head.load(Ordering::Relaxed),
+            next_seq: own_load(&hdr.next_seq),
+            tail: own_load(&hdr.bytes_tail),
+            head: own_load(&hdr.bytes_head),
             hdr,
             entries,
             bytes,
@@ -105,8 +105,14 @@ impl<'a> PktLogWriter<'a> {
     }
 }
 
+/// Attempts [`read_packet`] makes at an entry whose stamp keeps changing before it gives up:
+/// a write section is a few stores, so only a writer that died inside one (its stamp stays
+/// odd) runs them out, and the reader then gets `None` instead of waiting forever.
+pub const READ_TRIES: u32 = 1 << 12;
+
 /// Reads frame `seq` from a log: its info and bytes copied into `dst` (cut to `dst`'s length;
-/// `caplen` says how long the frame is). `None` when the frame is not (or no longer) in the log.
+/// `caplen` says how long the frame is). `None` when the frame is not (or no longer) in the log,
+/// or its entry stayed busy for [`READ_TRIES`] attempts.
 ///
 /// `copy(pos, dst)` copies bytes at byte-ring position `pos` (already reduced modulo the ring
 /// size) from the mapping; the caller supplies it so this function stays free of raw memory.
@@ -127,16 +133,18 @@ pub fn read_packet(
         return None;
     }
     let e = &entries[(seq % n) as usize];
-    let info = loop {
-        let Some(tok) = e.stamp.begin_read() else {
-            std::hint::spin_loop();
-            continue;
-        };
-        let info = PktInfo::load(&e.words);
-        if e.stamp.validate(tok) {
-            break info;
+    let mut info = None;
+    for i in 0..READ_TRIES {
+        if let Some(tok) = e.stamp.begin_read() {
+            let v = PktInfo::load(&e.words);
+            if e.stamp.validate(tok) {
+                info = Some(v);
+                break;
+            }
         }
-    };
+        backoff(i);
+    }
+    let info = info?;
     if info.seq != seq || u64::from(info.caplen) > ring_len {
         return None;
     }

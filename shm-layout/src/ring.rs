@@ -9,7 +9,7 @@
 
 use crate::layout::{ConsumerIndex, EventRecord, EventRingHeader, EventSlot};
 use crate::pod::Words;
-use crate::sync::Ordering;
+use crate::sync::{own_load, Ordering};
 
 /// A producer's indices between uses, so that it can be rebuilt cheaply per batch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -40,7 +40,7 @@ impl<'a> Producer<'a> {
         slots: &'a [EventSlot],
         cons: &'a ConsumerIndex,
     ) -> Option<Self> {
-        let prod = hdr.producer.load(Ordering::Relaxed);
+        let prod = own_load(&hdr.producer);
         let mut p = Self::resume(
             hdr,
             slots,
@@ -165,6 +165,10 @@ pub struct Consumer<'a> {
 
 impl<'a> Consumer<'a> {
     /// The consumer of a mapped ring; `None` if the header's capacity does not match the slots.
+    ///
+    /// It starts at the index its page holds, clamped as the producer clamps it (to the records
+    /// still in the ring), and writes the clamped index back, so that an index left over from
+    /// another run or overwritten by mistake costs at most the records it skips.
     pub fn new(
         hdr: &'a EventRingHeader,
         slots: &'a [EventSlot],
@@ -174,7 +178,12 @@ impl<'a> Consumer<'a> {
         if !cap.is_power_of_two() || slots.len() as u64 != cap {
             return None;
         }
-        let next = cons.index.load(Ordering::Relaxed);
+        let prod = hdr.producer.load(Ordering::Acquire);
+        let held = cons.index.load(Ordering::Relaxed);
+        let next = held.clamp(prod.saturating_sub(cap), prod);
+        if next != held {
+            cons.index.store(next, Ordering::Release);
+        }
         Some(Consumer {
             hdr,
             slots,
@@ -206,9 +215,14 @@ impl<'a> Consumer<'a> {
     }
 
     /// Consumes the record [`Consumer::peek`] returned: the producer may reuse its slot, and
-    /// whatever it refers to may be reused by the sensor (lossless mode's rule).
+    /// whatever it refers to may be reused by the sensor (lossless mode's rule). Does nothing
+    /// when no record is published past the consumer's index (an `advance` without a `peek`
+    /// that returned a record), so the index never runs ahead of the producer.
     #[inline]
     pub fn advance(&mut self) {
+        if self.next >= self.hdr.producer.load(Ordering::Acquire) {
+            return;
+        }
         self.next += 1;
         self.cons.index.store(self.next, Ordering::Release);
     }

@@ -11,7 +11,7 @@
 //! `s1 == s2` and `s1` is even. This is the classic pairing (Boehm, "Can seqlocks get along
 //! with programming language memory models?", 2012).
 
-use crate::sync::{fence, AtomicU64, Ordering};
+use crate::sync::{fence, own_load, AtomicU64, Ordering};
 
 /// A seqlock stamp.
 #[derive(Debug, Default)]
@@ -21,6 +21,15 @@ pub struct Stamp(AtomicU64);
 /// What a reader saw when it opened a read section.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReadToken(u64);
+
+impl ReadToken {
+    /// The stamp the read section opened at: a copy that validates is the version published
+    /// at this stamp.
+    #[inline]
+    pub fn stamp(self) -> u64 {
+        self.0
+    }
+}
 
 impl Stamp {
     /// A stamp at 0 (even: nothing being written).
@@ -32,7 +41,7 @@ impl Stamp {
     /// writer of the guarded words may call it, and not twice without [`Stamp::end_write`].
     #[inline]
     pub fn begin_write(&self) {
-        let s = self.0.load(Ordering::Relaxed);
+        let s = own_load(&self.0);
         debug_assert!(s.is_multiple_of(2), "seqlock write section opened twice");
         self.0.store(s.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
@@ -41,7 +50,7 @@ impl Stamp {
     /// The writer closes its write section, publishing the stores made inside it.
     #[inline]
     pub fn end_write(&self) {
-        let s = self.0.load(Ordering::Relaxed);
+        let s = own_load(&self.0);
         debug_assert!(
             s % 2 == 1,
             "seqlock write section closed without being opened"
@@ -52,7 +61,7 @@ impl Stamp {
     /// Whether a write section is open (the writer's own view).
     #[inline]
     pub fn writing(&self) -> bool {
-        self.0.load(Ordering::Relaxed) % 2 == 1
+        own_load(&self.0) % 2 == 1
     }
 
     /// A reader opens a read section; `None` while a write is in progress.
