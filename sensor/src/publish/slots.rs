@@ -145,7 +145,7 @@ impl SlotPublisher {
         d.end_reason = conn.closed.map_or(0, |r: EndReason| r as u8);
         for (i, e) in conn.endpoints.iter().enumerate() {
             d.port[i] = e.port;
-            if let IpAddr::V6(_) = e.addr {
+            if e.addr.is_ipv6() {
                 d.flags |= flow_flags::IPV6;
             }
         }
@@ -217,8 +217,9 @@ impl SlotPublisher {
             for i in [0, PORT_WORD, LAST_NS_WORD] {
                 s.words[i].store(w[i], Ordering::Relaxed);
             }
-            for i in side_word(0, 0)..FlowData::WORDS {
-                s.words[i].store(w[i], Ordering::Relaxed);
+            let first = side_word(0, 0);
+            for (dst, v) in s.words[first..].iter().zip(&w[first..]) {
+                dst.store(*v, Ordering::Relaxed);
             }
         } else {
             d.store(&s.words);
