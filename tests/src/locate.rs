@@ -89,3 +89,33 @@ pub fn sensor_bin() -> Result<PathBuf> {
     }
     Ok(p)
 }
+
+/// A binary of the workspace built in the same profile as this executable (`mos-dump`,
+/// `mos-flowstat`, the test analyzer): `MOS_BIN_DIR/<name>` when that is set, else beside the
+/// sensor binary, else in this executable's profile directory.
+pub fn bin(name: &str) -> Result<PathBuf> {
+    let file = format!("{name}{}", std::env::consts::EXE_SUFFIX);
+    let mut tried = Vec::new();
+    let mut dirs = Vec::new();
+    if let Some(d) = std::env::var_os("MOS_BIN_DIR") {
+        dirs.push(PathBuf::from(d));
+    }
+    if let Some(p) = std::env::var_os("MOS_SENSOR_BIN") {
+        if let Some(d) = Path::new(&p).parent() {
+            dirs.push(d.to_path_buf());
+        }
+    }
+    dirs.push(profile_dir()?);
+    for d in dirs {
+        let p = d.join(&file);
+        if p.is_file() {
+            return Ok(p);
+        }
+        tried.push(p.display().to_string());
+    }
+    bail!(
+        "{name} not found (tried {}): build the workspace's binaries first, e.g. \
+         `cargo build --release --bins`",
+        tried.join(", ")
+    )
+}
