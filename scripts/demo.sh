@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# The demo: set up, build the sensor, reassemble a small bundled HTTP capture and show what
-# the sensor saw: one row per TCP connection, then the start of one request and its response.
+# The demo: set up, build the sensor and the analyzers, replay a small bundled HTTP capture
+# through mos-sensor with two analyzers attached as separate processes (mos-flowstat showing
+# the live connections, mos-dump writing the streams), and show what they saw: flowstat's
+# view, one row per TCP connection, then the start of one request and its response.
 #
-#   scripts/demo.sh [--no-setup] [--no-apt] [--pcap FILE] [--out DIR]
+#   scripts/demo.sh [--no-setup] [--no-apt] [--pcap FILE] [--out DIR] [--speed X]
 #
 #   --pcap FILE   a capture to show instead of demo/workshop_2011_browse.pcap
-#   --out DIR     where the sensor writes flows.jsonl and the streams (default: a new
+#   --out DIR     where mos-dump writes flows.jsonl and the streams (default: a new
 #                 temporary directory, kept and printed at the end)
-#
-# For now this shows the sensor's in-process dump (mos-sensor --dump). Once the analyzers
-# exist, the demo will attach them to the running sensor over shared memory instead.
+#   --speed X     replay at X times the capture's pace (default 4: the 15 s capture takes
+#                 about 4 s, so flowstat has live connections to show)
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -19,6 +20,7 @@ run_setup=1
 setup_args=()
 pcap="$MOS_ROOT/demo/workshop_2011_browse.pcap"
 out=""
+speed=4
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -26,7 +28,8 @@ while [[ $# -gt 0 ]]; do
         --no-apt) setup_args+=(--no-apt); shift ;;
         --pcap) [[ $# -ge 2 ]] || mos_die "--pcap needs a file"; pcap=$2; shift 2 ;;
         --out) [[ $# -ge 2 ]] || mos_die "--out needs a directory"; out=$2; shift 2 ;;
-        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --speed) [[ $# -ge 2 ]] || mos_die "--speed needs a factor"; speed=$2; shift 2 ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) mos_die "demo: unknown argument: $1 (try --help)" ;;
     esac
 done
@@ -41,28 +44,68 @@ if [[ $run_setup -eq 1 ]]; then
 fi
 mos_find_cargo || mos_die "cargo not found (run scripts/setup.sh for how to install Rust)"
 
-echo "== demo: building mos-sensor (release)"
+echo "== demo: building mos-sensor, mos-dump and mos-flowstat (release)"
 build_start=$(mos_now)
 # shellcheck disable=SC2046  # empty or one flag
-cargo build --release -p mos-sensor --bin mos-sensor $(mos_locked_flag)
+cargo build --release -p mos-sensor -p mos-analyzers --bins $(mos_locked_flag)
 echo "built in $(mos_elapsed "$build_start") s"
-sensor="${CARGO_TARGET_DIR:-$MOS_ROOT/target}/release/mos-sensor"
+bin="${CARGO_TARGET_DIR:-$MOS_ROOT/target}/release"
 
 if [[ -z "$out" ]]; then
     out=$(mktemp -d "${TMPDIR:-/tmp}/mos-demo.XXXXXX")
 else
     mkdir -p "$out"
 fi
+run_dir=$(mktemp -d "${TMPDIR:-/tmp}/mos-demo-run.XXXXXX")
+sock="$run_dir/control.sock"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$run_dir"
+}
+trap cleanup EXIT
 
 echo
-echo "== demo: mos-sensor --pcap $pcap --dump $out"
-echo "This shows the sensor's in-process dump: the sensor reassembles every TCP connection"
-echo "itself and writes them to files. (Analyzer processes attaching over shared memory come"
-echo "in a later version; the demo will use them then.)"
+echo "== demo: mos-sensor --pcap $pcap --speed $speed --control $sock --wait-analyzers 2"
+echo "The sensor reassembles every TCP connection once and publishes it in shared memory;"
+echo "mos-flowstat and mos-dump are separate, unprivileged-capable processes that attach to it"
+echo "over the control socket and read the shared memory read-only."
 run_start=$(mos_now)
-"$sensor" --pcap "$pcap" --dump "$out"
-echo "sensor finished in $(mos_elapsed "$run_start") s"
-[[ -f "$out/flows.jsonl" ]] || mos_die "the sensor wrote no $out/flows.jsonl"
+"$bin/mos-sensor" --pcap "$pcap" --speed "$speed" --control "$sock" --wait-analyzers 2 \
+    2> "$run_dir/sensor.log" &
+sensor_pid=$!
+pids+=("$sensor_pid")
+for _ in $(seq 100); do
+    [[ -S "$sock" ]] && break
+    kill -0 "$sensor_pid" 2>/dev/null || break
+    sleep 0.05
+done
+[[ -S "$sock" ]] || { cat "$run_dir/sensor.log" >&2; mos_die "the sensor did not open $sock"; }
+"$bin/mos-flowstat" --control "$sock" > "$run_dir/flowstat.out" 2> "$run_dir/flowstat.log" &
+flowstat_pid=$!
+pids+=("$flowstat_pid")
+"$bin/mos-dump" --control "$sock" --out "$out" 2> "$run_dir/dump.log" &
+dump_pid=$!
+pids+=("$dump_pid")
+status=0
+wait "$sensor_pid" || status=$?
+wait "$dump_pid" || status=$?
+wait "$flowstat_pid" || status=$?
+pids=()
+echo "sensor and analyzers finished in $(mos_elapsed "$run_start") s"
+
+echo
+echo "== demo: what the sensor said (stderr)"
+sed 's/^/   /' "$run_dir/sensor.log"
+echo
+echo "== demo: mos-flowstat (one snapshot a second, then its summary)"
+sed 's/^/   /' "$run_dir/flowstat.out"
+sed 's/^/   /' "$run_dir/flowstat.log"
+echo
+echo "== demo: mos-dump"
+sed 's/^/   /' "$run_dir/dump.log"
+[[ $status -eq 0 ]] || mos_die "a process of the demo failed (exit status $status); see above"
+[[ -f "$out/flows.jsonl" ]] || mos_die "mos-dump wrote no $out/flows.jsonl"
 
 echo
 python3 - "$out" <<'PY'
@@ -133,4 +176,4 @@ else:
 PY
 
 echo
-echo "== demo done in $(mos_elapsed "$demo_start") s; the sensor's output is in $out"
+echo "== demo done in $(mos_elapsed "$demo_start") s; mos-dump's output is in $out"
