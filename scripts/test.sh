@@ -3,12 +3,14 @@
 #
 #   scripts/test.sh [--no-setup] [--no-apt] [--only STAGE[,STAGE...]]
 #
-# Stages, in order: fmt clippy build unit integration doc fuzz-build
+# Stages, in order: fmt clippy build unit loom integration doc fuzz-build
 #   fmt          cargo fmt --check
 #   clippy       cargo clippy on every target, warnings are errors
 #   build        release build of every binary (mos-sensor is what the integration tests run)
 #   unit         every test of the crates other than mos-tests (unit tests beside the code,
 #                the TCP core's API tests in sensor/tests, doc tests), debug build
+#   loom         the loom models of the shared-memory protocols (seqlock, event ring, packet
+#                log), release build with --cfg loom in its own target directory
 #   integration  the mos-tests package (corpus runner and multi-process tests), release build,
 #                with MOS_SENSOR_BIN pointing at the release mos-sensor
 #   doc          rustdoc, warnings are errors
@@ -22,7 +24,7 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-all_stages=(fmt clippy build unit integration doc fuzz-build)
+all_stages=(fmt clippy build unit loom integration doc fuzz-build)
 run_setup=1
 setup_args=()
 only=""
@@ -36,7 +38,7 @@ while [[ $# -gt 0 ]]; do
             only=$2
             shift 2
             ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) mos_die "test: unknown argument: $1 (try --help)" ;;
     esac
 done
@@ -149,6 +151,9 @@ fi
     run_stage clippy cargo clippy --workspace --all-targets $locked -- -D warnings
     run_stage build cargo build --workspace --release --bins $locked
     run_stage unit cargo test --workspace --exclude mos-tests --no-fail-fast $locked
+    # Its own target directory: --cfg loom rebuilds every dependency differently.
+    run_stage loom env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$target_dir/loom" \
+        cargo test -p shm-layout --release --test loom $locked
     if [[ " ${wanted[*]} " == *" integration "* && ! -x "$MOS_SENSOR_BIN" ]]; then
         echo "== stage integration: $MOS_SENSOR_BIN is missing; building it first"
         cargo build --release -p mos-sensor --bin mos-sensor $locked
