@@ -231,7 +231,7 @@ fn run(args: Args) -> Result<ExitCode> {
     let mut tracker = if args.no_publish {
         Tracker::new(cfg).context("cannot lay out the ring pool")?
     } else {
-        let p = publish(&args, cfg, base_events)?;
+        let p = publish(&args, cfg, base_events, stop.clone())?;
         let t = p.1;
         publication = Some((p.0, p.2, p.3));
         t
@@ -383,6 +383,7 @@ fn publish(
     args: &Args,
     cfg: TrackerConfig,
     base_events: EventMask,
+    stop: Arc<AtomicBool>,
 ) -> Result<(
     mos_sensor::publish::MainRegion,
     Tracker,
@@ -449,6 +450,7 @@ fn publish(
         FanoutOptions {
             lossless,
             stall_timeout: Duration::from_secs_f64(args.stall_timeout),
+            stop: Some(stop),
         },
         worker_rx,
         to_control,

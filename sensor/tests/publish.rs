@@ -830,6 +830,7 @@ fn rig(lossless: bool, stall: Duration, pktlog_entries: u64) -> Rig {
         FanoutOptions {
             lossless,
             stall_timeout: stall,
+            stop: None,
         },
         rx,
         tx,

@@ -22,8 +22,9 @@ use shm_layout::layout::{
 use shm_layout::pktlog::PktLogWriter;
 use shm_layout::ring::{Producer, ProducerState};
 use shm_layout::EventMask;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// An analyzer as the control thread hands it to a worker.
@@ -62,12 +63,15 @@ pub enum ToControl {
 }
 
 /// How the worker treats analyzers.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct FanoutOptions {
     /// Wait for analyzers instead of dropping their events.
     pub lossless: bool,
     /// Detach an analyzer that makes no progress for this long while the worker waits for it.
     pub stall_timeout: Duration,
+    /// Once set (the sensor is stopping), the worker waits for no analyzer any more: a full
+    /// ring drops the event, and what analyzers have not passed may be reused.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 struct Member {
@@ -361,7 +365,7 @@ impl Fanout {
         let mut counted = false;
         loop {
             let passed = self.passed();
-            if passed >= p {
+            if passed >= p || self.stopping() {
                 return passed;
             }
             if !counted {
@@ -370,6 +374,14 @@ impl Fanout {
             }
             self.backoff(&mut spins, |m, w| m.passed(w) < p);
         }
+    }
+
+    /// The sensor is stopping: waits end at once.
+    fn stopping(&self) -> bool {
+        self.opts
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
     }
 
     /// Between attempts of a wait: reads the control channel, detaches members that `blocking`
@@ -436,7 +448,13 @@ impl Fanout {
                     break;
                 };
                 let ok = p.try_push(&rec);
-                if !ok && !self.opts.lossless {
+                let lossless = self.opts.lossless
+                    && !self
+                        .opts
+                        .stop
+                        .as_ref()
+                        .is_some_and(|s| s.load(Ordering::Relaxed));
+                if !ok && !lossless {
                     p.count_drop();
                     dropped += 1;
                 }
@@ -446,7 +464,7 @@ impl Fanout {
                 if c != m.progress.0 || idle {
                     m.progress = (c, Instant::now());
                 }
-                if ok || !self.opts.lossless {
+                if ok || !lossless {
                     pushed += u64::from(ok);
                     ev_i += 1;
                     continue;
@@ -608,6 +626,10 @@ impl EventSink for PublishSink {
             while let Some(p) = tracker.must_wait() {
                 let passed = self.fanout.wait_passed(p);
                 tracker.set_passed(passed);
+                if passed < p {
+                    // Stopping: go on without the room (what finds none is dropped, counted).
+                    break;
+                }
             }
         } else {
             tracker.set_passed(u64::MAX);
