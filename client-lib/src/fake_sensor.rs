@@ -153,15 +153,16 @@ impl MainWriter {
     pub fn log_packet(&self, w: usize, info: PktInfo, frame: &[u8]) -> u64 {
         let m = Mapping::map(self.fd.as_fd(), self.plan.len as usize, true, false).unwrap();
         let p = &self.plan.workers[w];
+        // Bytes first: no range can be taken once a shared view of the mapping exists.
+        let bytes = m
+            .take_bytes(p.pktlog_bytes_off as usize, self.cfg.pktlog_bytes as usize)
+            .unwrap();
         let hdr: &PktLogHeader = m.get(p.pktlog_off as usize).unwrap();
         let entries: &[PktLogEntry] = m
             .slice(
                 p.pktlog_off as usize + size_of::<PktLogHeader>(),
                 self.cfg.pktlog_entries as usize,
             )
-            .unwrap();
-        let bytes = m
-            .take_bytes(p.pktlog_bytes_off as usize, self.cfg.pktlog_bytes as usize)
             .unwrap();
         let mut wr = PktLogWriter::new(hdr, entries, bytes).unwrap();
         wr.append(info, frame)

@@ -40,7 +40,7 @@ pub struct SideInfo {
     pub tail: u64,
     /// Bytes the stream skipped without holding them.
     pub lost: u64,
-    /// Packets this endpoint sent.
+    /// Packets this endpoint sent (the sensor stops counting at `u32::MAX`).
     pub packets: u64,
 }
 
@@ -52,7 +52,7 @@ impl SideInfo {
             head: s.head,
             tail: s.tail,
             lost: s.lost,
-            packets: s.packets,
+            packets: u64::from(s.packets),
         }
     }
 }

@@ -225,7 +225,7 @@ impl PubSim {
             assert_eq!(sd.head, st.recv.head(), "{what}: head");
             assert_eq!(sd.tail, st.recv.tail(), "{what}: tail");
             assert_eq!(sd.lost, st.recv.lost(), "{what}: lost");
-            assert_eq!(sd.packets, st.packets, "{what}: packets");
+            assert_eq!(u64::from(sd.packets), st.packets, "{what}: packets");
             assert_eq!(
                 sd.ring,
                 st.recv.ring_index().unwrap_or(NO_RING),

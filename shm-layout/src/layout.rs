@@ -212,8 +212,6 @@ pub struct SideData {
     pub tail: u64,
     /// Bytes the stream skipped without holding them (gaps).
     pub lost: u64,
-    /// Packets this side's endpoint sent.
-    pub packets: u64,
     /// Packet-log sequence of the last frame this side's stack received ([`NO_PKT`]).
     pub last_pkt: u64,
     /// The ring holding the stream ([`NO_RING`]).
@@ -224,12 +222,14 @@ pub struct SideData {
     pub isn: u32,
     /// Sequence number of this endpoint's FIN (valid with `HAS_FIN`).
     pub fin_seq: u32,
+    /// Packets this side's endpoint sent (stops at `u32::MAX`).
+    pub packets: u32,
     /// Emulated TCP state ([`crate::TcpState`] code).
     pub state: u8,
     /// [`side_flags`].
     pub flags: u8,
     /// Padding.
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 /// A flow slot's data, published under its seqlock.
@@ -558,15 +558,17 @@ const _: () = {
     assert!(offset_of!(Header, config) == 72);
     assert!(offset_of!(Header, workers) == 136);
     assert!(size_of::<Header>() == 7360);
-    assert!(size_of::<SideData>() == 64);
-    assert!(offset_of!(SideData, ring) == 40);
-    assert!(offset_of!(SideData, state) == 56);
-    assert!(size_of::<FlowData>() == 200);
+    assert!(size_of::<SideData>() == 56);
+    assert!(offset_of!(SideData, last_pkt) == 24);
+    assert!(offset_of!(SideData, ring) == 32);
+    assert!(offset_of!(SideData, packets) == 48);
+    assert!(offset_of!(SideData, state) == 52);
+    assert!(size_of::<FlowData>() == 184);
     assert!(offset_of!(FlowData, addr) == 16);
     assert!(offset_of!(FlowData, port) == 48);
     assert!(offset_of!(FlowData, start_ns) == 56);
     assert!(offset_of!(FlowData, sides) == 72);
-    assert!(size_of::<FlowSlot>() == 208);
+    assert!(size_of::<FlowSlot>() == 192);
     assert!(size_of::<RingMeta>() == 16 + 16 * MAX_FRAGMENTS + 24 * MAX_GAPS);
     assert!(offset_of!(RingMeta, frags) == 16);
     assert!(size_of::<RingMetaSlot>() == size_of::<RingMeta>());

@@ -70,7 +70,7 @@ pub unsafe trait Words: Copy {
 }
 
 // SAFETY: `FlowData` and `SideData` are repr(C) integer-only structs with explicit padding,
-// 200 bytes (pinned in `layout`).
+// 184 bytes (pinned in `layout`).
 unsafe impl Words for FlowData {
     const WORDS: usize = size_of::<FlowData>() / 8;
 }

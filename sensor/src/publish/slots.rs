@@ -168,7 +168,7 @@ impl SlotPublisher {
             sd.head = r.head();
             sd.tail = r.tail();
             sd.lost = r.lost();
-            sd.packets = st.packets;
+            sd.packets = u32::try_from(st.packets).unwrap_or(u32::MAX);
             sd.state = st.state.code();
             sd.ring = r.ring_index().unwrap_or(NO_RING);
             if r.is_anchored() {
