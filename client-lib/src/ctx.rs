@@ -21,8 +21,28 @@ use shm_layout::{Side, TcpState, MOS_SIDE_BOTH};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-/// Attempts at a consistent copy of a flow slot before giving up with `EAGAIN`.
-const SLOT_TRIES: u32 = 10_000;
+/// Attempts at a consistent copy of a flow slot in one go (spinning, then yielding).
+const SLOT_TRIES: u32 = 1_000;
+/// How long a slot may stay busy before a read gives up with `EAGAIN`. The sensor writes a
+/// slot in well under a microsecond, but it can be preempted in the middle, for a scheduler
+/// quantum or more on a loaded machine; only a sensor that died mid-write keeps it busy this
+/// long.
+const BUSY_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs `read` until it returns a value, sleeping briefly between rounds, for at most
+/// [`BUSY_LIMIT`].
+fn patiently<T>(mut read: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + BUSY_LIMIT;
+    loop {
+        if let Some(v) = read() {
+            return Some(v);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
+}
 /// Attempts at an untorn ring copy; each failed one sees the stream moved on, so the next
 /// decision is an overrun and the loop ends long before this.
 const COPY_TRIES: u32 = 8;
@@ -142,10 +162,16 @@ pub(crate) fn load_flow(
         Some(s) => {
             let metas = regions.ring_metas(w)?;
             let (snap, meta) =
-                read_flow_with_meta(slot, metas, s.index(), SLOT_TRIES).ok_or_else(busy)?;
+                patiently(|| read_flow_with_meta(slot, metas, s.index(), SLOT_TRIES))
+                    .ok_or_else(busy)?;
             (snap.data, meta)
         }
-        None => (read_flow(slot, SLOT_TRIES).ok_or_else(busy)?.data, None),
+        None => (
+            patiently(|| read_flow(slot, SLOT_TRIES))
+                .ok_or_else(busy)?
+                .data,
+            None,
+        ),
     };
     if data.flags & flow_flags::LIVE == 0 {
         return Err(stale(flow, "connection gone"));
@@ -476,7 +502,7 @@ impl Ctx<'_> {
         // `read_packet` waits for an entry's write to end; a sensor that died mid-write must
         // not hang the analyzer, so look first.
         let entry = &entries[(seq % n) as usize];
-        if !(0..SLOT_TRIES).any(|_| entry.stamp.begin_read().is_some()) {
+        if patiently(|| (0..SLOT_TRIES).find(|_| entry.stamp.begin_read().is_some())).is_none() {
             return Err(nodata(format!("frame {seq} is being rewritten")));
         }
         let mut frame =
