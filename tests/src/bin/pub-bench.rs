@@ -23,8 +23,9 @@
 //!        pub-bench --idle SMALL.pcap BIG.pcap
 
 use anyhow::{bail, ensure, Context, Result};
-use mos_sensor::flow::FlowKey;
-use mos_sensor::tcp::conn::Conn;
+use mos_sensor::flow::{Endpoint, FlowKey};
+use mos_sensor::tcp::conn::{Conn, Stack};
+use mos_sensor::tcp::reassembly::Stream;
 use mos_tests::bench::{gbps, med_min_max, mpps, payload_segments, run_memcpy, SCRATCH};
 use mos_tests::locate;
 use mos_tests::synth::{expected_path, read_expected};
@@ -556,9 +557,13 @@ fn idle_memory(bins: &Bins, small: &Path, big: &Path, runs: usize) -> Result<()>
     }
     println!();
     println!(
-        "static sizes: Conn {} B, flow-table slot {} B (key {} B + Option<Conn> + last_ns, links, generation, live), \
-         index entry 8 B at load 1/4-1/2 (16-32 B per flow), FlowSlot {} B",
+        "static sizes: Conn {} B (2 endpoints {} B, 2 stacks of {} B each holding a {} B stream, \
+         times, serial, flags), flow-table slot {} B (key {} B + Option<Conn> + last_ns, links, \
+         generation, live), index entry 8 B at load 1/4-1/2 (16-32 B per flow), FlowSlot {} B",
         std::mem::size_of::<Conn>(),
+        std::mem::size_of::<[Endpoint; 2]>(),
+        std::mem::size_of::<Stack>(),
+        std::mem::size_of::<Stream>(),
         std::mem::size_of::<(FlowKey, Option<Conn>, u64, u32, u32, u32, bool)>(),
         std::mem::size_of::<FlowKey>(),
         std::mem::size_of::<FlowSlot>(),
