@@ -36,6 +36,8 @@ struct Tally {
     gaps: u64,
     gap_bytes: u64,
     errors: u64,
+    /// The first error `peek` returned.
+    first_error: Option<String>,
     /// Time inside the peek loops (one clock pair per callback).
     peek_time: Duration,
     /// The size of every data chunk, in order, and where each callback's group of chunks ends.
@@ -120,8 +122,11 @@ fn main() -> Result<()> {
                         t.gaps += 1;
                         t.gap_bytes += len;
                     }
-                    Err(_) => {
+                    Err(e) => {
                         t.errors += 1;
+                        if t.first_error.is_none() {
+                            t.first_error = Some(e.to_string());
+                        }
                         break;
                     }
                 }
@@ -164,6 +169,7 @@ fn main() -> Result<()> {
             "gap_bytes": t.gap_bytes,
             "torn_copies": c.torn_copies,
             "errors": t.errors,
+            "first_error": t.first_error,
             "peek_ns": t.peek_time.as_nanos() as u64,
             "memcpy_grouped_ns": grouped.as_nanos() as u64,
             "memcpy_flat_ns": flat.as_nanos() as u64,
