@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use mos_sensor::capture::FileCapture;
+use mos_sensor::capture::{CaptureBackend, CaptureError, FileCapture, RawPacket};
 use mos_sensor::control::{self, Allowed, ControlConfig};
 use mos_sensor::output::StreamDump;
 use mos_sensor::publish::{
@@ -272,14 +272,27 @@ fn run(args: Args) -> Result<ExitCode> {
             eprintln!("{line}");
         }
     };
-    let outcome = replay(&mut capture, &mut tracker, sink, opts, &mut progress)
+    let mut input = MarkEnd {
+        inner: &mut capture,
+        at_end: None,
+    };
+    let outcome = replay(&mut input, &mut tracker, sink, opts, &mut progress)
         .with_context(|| format!("replaying {}", args.pcap.display()))?;
+    let replay_secs = started.elapsed().as_secs_f64();
+    let mem_at_end = input.at_end.unwrap_or_default();
     if show_progress && tty {
         eprintln!();
     }
+    let mut published = [0u64; 3];
     if let Some((region, sink, server)) = publication.take() {
         let info = &region.header.workers[0];
         publish_counters(info, &outcome.stats, &tracker);
+        let c = |i: usize| info.counters[i].load(Ordering::Relaxed);
+        published = [
+            c(counter::EVENTS),
+            c(counter::EVENTS_DROPPED),
+            c(counter::WAITS),
+        ];
         if !args.quiet {
             let c = |i: usize| info.counters[i].load(Ordering::Relaxed);
             eprintln!(
@@ -346,6 +359,21 @@ fn run(args: Args) -> Result<ExitCode> {
         if let Some((n, path)) = &written {
             eprintln!("mos-sensor: {n} connections written to {}", path.display());
         }
+        // One line for scripts (pub-bench): the replay's time from its start (after
+        // --wait-analyzers) to the end of the lossless drain, and memory when the input ended.
+        eprintln!(
+            "mos-sensor: stats replay_s={replay_secs:.6} frames={} conns={} payload_bytes={} gap_bytes={} overflow_bytes={} events={} events_dropped={} waits={} rss_anon_kib={} rss_shmem_kib={}",
+            s.frames,
+            t.conns_created,
+            t.payload_bytes,
+            t.gap_bytes,
+            t.overflow_bytes,
+            published[0],
+            published[1],
+            published[2],
+            mem_at_end.0,
+            mem_at_end.1,
+        );
     }
     Ok(if outcome.stopped {
         eprintln!("mos-sensor: stopped by a signal");
@@ -355,6 +383,42 @@ fn run(args: Args) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The input, noting this process's memory when it ends (before the connections still open
+/// are ended), so that the state of connections idle at the end of a capture can be measured.
+struct MarkEnd<'a> {
+    inner: &'a mut FileCapture,
+    /// `RssAnon` and `RssShmem` in KiB, once the input ended.
+    at_end: Option<(u64, u64)>,
+}
+
+impl CaptureBackend for MarkEnd<'_> {
+    fn next_packet(&mut self) -> Result<Option<RawPacket<'_>>, CaptureError> {
+        let r = self.inner.next_packet();
+        if self.at_end.is_none() && !matches!(r, Ok(Some(_))) {
+            self.at_end = Some(rss_kib());
+        }
+        r
+    }
+
+    fn progress(&self) -> (u64, Option<u64>) {
+        self.inner.progress()
+    }
+}
+
+/// `RssAnon` and `RssShmem` of this process in KiB (zeros where /proc is not readable).
+fn rss_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("RssAnon:"), field("RssShmem:"))
 }
 
 /// Copies the replay's counters into the shared header.

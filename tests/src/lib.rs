@@ -3,6 +3,7 @@
 //! synthetic capture generator whose streams are known exactly.
 
 pub mod addr;
+pub mod bench;
 pub mod flows;
 pub mod known;
 pub mod locate;

@@ -390,6 +390,36 @@ pub fn bulk(o: &BulkOptions, out_path: &Path) -> Result<Vec<ExpectedDir>> {
     Ok(expected)
 }
 
+#[derive(Debug, Clone)]
+pub struct IdleOptions {
+    pub conns: u64,
+    pub ipv6: bool,
+    pub seed: u64,
+}
+
+/// Connections that complete their handshake (SYN, SYN/ACK, ACK) and then stay silent: no
+/// data, no FIN, no RST, all opened within a few seconds of capture time, so every one is
+/// still open (and idle) when the capture ends. No direction carries data, so the expected
+/// list is empty.
+pub fn idle(o: &IdleOptions, out_path: &Path) -> Result<Vec<ExpectedDir>> {
+    use flags::*;
+    if o.conns > 40_000 * 60_000 {
+        bail!("too many connections for distinct 5-tuples");
+    }
+    let mut rng = XorShift::new(o.seed);
+    let mut out = Out::create(out_path)?;
+    for i in 0..o.conns {
+        let (c, s) = (client_addr(i, o.ipv6), server_addr(i, o.ipv6));
+        let (ci, si) = (rng.next_u64() as u32, rng.next_u64() as u32);
+        let (c1, s1) = (ci.wrapping_add(1), si.wrapping_add(1));
+        out.emit(1, &seg(c, s, ci, 0, SYN, &[]))?;
+        out.emit(1, &seg(s, c, si, c1, SYN | ACK, &[]))?;
+        out.emit(1, &seg(c, s, c1, s1, ACK, &[]))?;
+    }
+    out.finish()?;
+    Ok(Vec::new())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,12 +17,12 @@
 //! The timing lives here, never in the sensor crate.
 
 use anyhow::{bail, ensure, Context, Result};
-use mos_sensor::capture::{CaptureBackend, FileCapture};
+use mos_sensor::capture::FileCapture;
 use mos_sensor::flow::FlowKey;
-use mos_sensor::parse::{parse_packet, Parsed};
 use mos_sensor::replay::{replay, CountingSink, ReplayOptions, ReplayStats};
 use mos_sensor::tcp::conn::Conn;
 use mos_sensor::tracker::{Tracker, TrackerConfig};
+use mos_tests::bench::{gbps, med_min_max, mpps, payload_segments, run_memcpy, SCRATCH};
 use shm_layout::EventMask;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -30,9 +30,6 @@ use std::time::{Duration, Instant};
 
 const USAGE: &str =
     "usage: core-bench [--runs N (default 7)] [--no-checksum] [--warm-tracker] CAPTURE...";
-
-/// Size of the memcpy baseline's destination buffer (the default ring size).
-const SCRATCH: usize = 256 * 1024;
 
 /// What one capture holds, from the untimed walk and the first core run.
 #[derive(Debug)]
@@ -230,51 +227,6 @@ fn run_core(
     Ok((t, out.stats, tr.stats().conns_created - conns0))
 }
 
-/// One memcpy run: every payload, in order, into the wrapping scratch buffer.
-fn run_memcpy(src: &[u8], segments: &[(usize, usize)], scratch: &mut [u8]) -> Duration {
-    let start = Instant::now();
-    let mut pos = 0usize;
-    for &(off, len) in segments {
-        let len = len.min(scratch.len());
-        if pos + len > scratch.len() {
-            pos = 0;
-        }
-        scratch[pos..pos + len].copy_from_slice(&src[off..off + len]);
-        pos += len;
-        black_box(&mut *scratch);
-    }
-    let t = start.elapsed();
-    black_box(scratch);
-    t
-}
-
-/// Each TCP segment's captured payload as (offset, len) in `bytes`, in capture order.
-///
-/// `FileCapture::from_bytes` reads frames in place from the vector it is given, so a payload's
-/// offset is its address minus the vector's; every slice found is checked against `bytes`.
-fn payload_segments(name: &str, bytes: &[u8], verify: bool) -> Result<Vec<(usize, usize)>> {
-    let data = bytes.to_vec();
-    let base = data.as_ptr() as usize;
-    let mut cap = FileCapture::from_bytes(name, data)?;
-    let mut segs = Vec::new();
-    while let Ok(Some(pkt)) = cap.next_packet() {
-        if let Ok(Parsed::Tcp(seg)) = parse_packet(&pkt, verify) {
-            if seg.payload.is_empty() {
-                continue;
-            }
-            let off = (seg.payload.as_ptr() as usize).wrapping_sub(base);
-            let len = seg.payload.len();
-            ensure!(
-                off.checked_add(len).is_some_and(|end| end <= bytes.len())
-                    && bytes[off..off + len] == *seg.payload,
-                "{name}: payload not found in place in the capture bytes"
-            );
-            segs.push((off, len));
-        }
-    }
-    Ok(segs)
-}
-
 fn row(path: &Path, s: &Shape, r: &Runs) -> String {
     let name = path.file_name().map_or_else(
         || path.display().to_string(),
@@ -314,28 +266,8 @@ fn row(path: &Path, s: &Shape, r: &Runs) -> String {
     )
 }
 
-fn med_min_max(v: &[f64]) -> (f64, f64, f64) {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    let med = if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    };
-    (med, s[0], s[n - 1])
-}
-
 fn ms(t: Duration) -> f64 {
     t.as_secs_f64() * 1e3
-}
-
-fn mpps(frames: u64, t: Duration) -> f64 {
-    frames as f64 / t.as_secs_f64() / 1e6
-}
-
-fn gbps(bytes: u64, t: Duration) -> f64 {
-    bytes as f64 * 8.0 / t.as_secs_f64() / 1e9
 }
 
 /// Peak resident set size of this process, KiB.

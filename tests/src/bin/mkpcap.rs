@@ -2,16 +2,19 @@
 //!
 //! mkpcap short-flows [--conns N] [--concurrency N] [--ipv6] [--seed S] --out F
 //! mkpcap bulk [--bytes N] [--mss N] [--conns N] [--ipv6] [--seed S] --out F
+//! mkpcap idle [--conns N] [--ipv6] [--seed S] --out F   (handshakes only, left open)
 
 use anyhow::{bail, Context, Result};
 use mos_tests::synth::{
-    bulk, expected_path, short_flows, write_expected, BulkOptions, ShortFlowsOptions,
+    bulk, expected_path, idle, short_flows, write_expected, BulkOptions, IdleOptions,
+    ShortFlowsOptions,
 };
 use std::path::PathBuf;
 
 const USAGE: &str =
     "usage: mkpcap short-flows [--conns N] [--concurrency N] [--ipv6] [--seed S] --out F\n       \
-                     mkpcap bulk [--bytes N] [--mss N] [--conns N] [--ipv6] [--seed S] --out F";
+                     mkpcap bulk [--bytes N] [--mss N] [--conns N] [--ipv6] [--seed S] --out F\n       \
+                     mkpcap idle [--conns N] [--ipv6] [--seed S] --out F";
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -51,6 +54,14 @@ fn main() -> Result<()> {
                 bytes,
                 mss,
                 conns: conns.unwrap_or(1),
+                ipv6,
+                seed,
+            },
+            &out,
+        )?,
+        "idle" => idle(
+            &IdleOptions {
+                conns: conns.unwrap_or(200_000),
                 ipv6,
                 seed,
             },
