@@ -231,7 +231,7 @@ fn run(args: Args) -> Result<ExitCode> {
     let mut tracker = if args.no_publish {
         Tracker::new(cfg).context("cannot lay out the ring pool")?
     } else {
-        let p = publish(&args, cfg, base_events)?;
+        let p = publish(&args, cfg, base_events, &stop)?;
         let t = p.1;
         publication = Some((p.0, p.2, p.3));
         t
@@ -383,6 +383,7 @@ fn publish(
     args: &Args,
     cfg: TrackerConfig,
     base_events: EventMask,
+    stop: &AtomicBool,
 ) -> Result<(
     mos_sensor::publish::MainRegion,
     Tracker,
@@ -470,7 +471,8 @@ fn publish(
             args.wait_analyzers
         ));
         let n = args.wait_analyzers;
-        if !fanout.wait_ready(n, |ready| {
+        // SIGINT or SIGTERM end the wait; the replay then stops before its first frame.
+        if !fanout.wait_ready(n, stop, |ready| {
             if !quiet {
                 eprintln!("mos-sensor: {ready} of {n} analyzer(s) ready");
             }

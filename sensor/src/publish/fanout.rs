@@ -22,7 +22,7 @@ use shm_layout::layout::{
 use shm_layout::pktlog::PktLogWriter;
 use shm_layout::ring::{Producer, ProducerState};
 use shm_layout::EventMask;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
@@ -326,11 +326,16 @@ impl Fanout {
         self.recompute();
     }
 
-    /// Waits (polling the control channel) until `n` analyzers are ready; `false` if the
-    /// control thread went away.
-    pub fn wait_ready(&mut self, n: usize, mut progress: impl FnMut(usize)) -> bool {
+    /// Waits (polling the control channel) until `n` analyzers are ready, or until `stop` is
+    /// set (a signal); `false` if the control thread went away.
+    pub fn wait_ready(
+        &mut self,
+        n: usize,
+        stop: &AtomicBool,
+        mut progress: impl FnMut(usize),
+    ) -> bool {
         let mut last = Instant::now();
-        while self.ready() < n {
+        while self.ready() < n && !stop.load(Ordering::Relaxed) {
             if !self.poll_control() {
                 return false;
             }
