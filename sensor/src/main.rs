@@ -400,6 +400,8 @@ fn publish(
     for g in &args.allow_group {
         allowed.gids.push(resolve_id("group", g, "/etc/group")?);
     }
+    // The socket first: a bad path fails before any shared memory is made.
+    let listener = control::Listener::bind(&args.control, &allowed)?;
     let info = ConfigInfo {
         ring_size: cfg.ring_size as u64,
         rings_per_worker: cfg.max_rings as u64,
@@ -431,7 +433,8 @@ fn publish(
     tracker.set_lossless(lossless);
     let (to_worker, worker_rx) = std::sync::mpsc::channel();
     let (to_control, control_rx) = std::sync::mpsc::channel();
-    let server = control::start(
+    let server = control::start_on(
+        listener,
         ControlConfig {
             path: args.control.clone(),
             allowed,

@@ -114,47 +114,74 @@ fn supplementary_groups(pid: u32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-fn bind(path: &Path, group: Option<u32>) -> Result<OwnedFd> {
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).with_context(|| {
-                format!(
-                    "cannot create the control socket's directory {}",
-                    dir.display()
-                )
-            })?;
+/// A control socket bound and listening, not served yet (see [`start_on`]). Binding it before
+/// the shared memory is created makes a bad path fail first. Dropping it removes the file.
+#[derive(Debug)]
+pub struct Listener {
+    fd: Option<OwnedFd>,
+    path: PathBuf,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if self.fd.take().is_some() {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
-    let addr = SocketAddrUnix::new(path)
-        .with_context(|| format!("bad control socket path {}", path.display()))?;
-    if path.exists() {
-        // A socket that answers belongs to a running sensor; one that does not is stale.
-        let probe = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None)?;
-        if rustix::net::connect(&probe, &addr).is_ok() {
-            bail!(
-                "another mos-sensor is listening on {} (stop it, or give this one --control PATH)",
-                path.display()
-            );
+}
+
+impl Listener {
+    /// Creates the socket at `path` (and its directory), mode 0660, given to the first allowed
+    /// group; replaces a stale socket, refuses a live one.
+    pub fn bind(path: &Path, allowed: &Allowed) -> Result<Listener> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).with_context(|| {
+                    format!(
+                        "cannot create the control socket's directory {}",
+                        dir.display()
+                    )
+                })?;
+            }
         }
-        std::fs::remove_file(path)
-            .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+        let addr = SocketAddrUnix::new(path)
+            .with_context(|| format!("bad control socket path {}", path.display()))?;
+        if path.exists() {
+            // A socket that answers belongs to a running sensor; one that does not is stale.
+            let probe = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None)?;
+            if rustix::net::connect(&probe, &addr).is_ok() {
+                bail!(
+                    "another mos-sensor is listening on {} (stop it, or give this one --control PATH)",
+                    path.display()
+                );
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+        }
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )?;
+        rustix::net::bind(&fd, &addr)
+            .with_context(|| format!("cannot create the control socket {}", path.display()))?;
+        // From here on the file is ours: dropping the listener removes it.
+        let listener = Listener {
+            fd: Some(fd),
+            path: path.to_path_buf(),
+        };
+        rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(0o660))
+            .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+        if let Some(g) = allowed.gids.first() {
+            rustix::fs::chown(path, None, Some(rustix::process::Gid::from_raw(*g)))
+                .with_context(|| format!("cannot give {} to group {g}", path.display()))?;
+        }
+        if let Some(fd) = &listener.fd {
+            rustix::net::listen(fd, 64)?;
+        }
+        Ok(listener)
     }
-    let fd = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-        None,
-    )?;
-    rustix::net::bind(&fd, &addr)
-        .with_context(|| format!("cannot create the control socket {}", path.display()))?;
-    rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(0o660))
-        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
-    if let Some(g) = group {
-        rustix::fs::chown(path, None, Some(rustix::process::Gid::from_raw(g)))
-            .with_context(|| format!("cannot give {} to group {g}", path.display()))?;
-    }
-    rustix::net::listen(&fd, 64)?;
-    Ok(fd)
 }
 
 fn send(fd: &OwnedFd, msg: &SensorMsg, fds: &[std::os::fd::BorrowedFd<'_>]) -> bool {
@@ -173,20 +200,42 @@ fn send(fd: &OwnedFd, msg: &SensorMsg, fds: &[std::os::fd::BorrowedFd<'_>]) -> b
     .is_ok()
 }
 
-/// Starts the control server on its own thread.
+/// Binds the socket at `cfg.path` and starts the control server on its own thread.
 pub fn start(
     cfg: ControlConfig,
     workers: Vec<Sender<ToWorker>>,
     from_workers: Receiver<ToControl>,
 ) -> Result<ControlServer> {
-    let listener = bind(&cfg.path, cfg.allowed.gids.first().copied())?;
+    let listener = Listener::bind(&cfg.path, &cfg.allowed)?;
+    start_on(listener, cfg, workers, from_workers)
+}
+
+/// Starts the control server on its own thread, on a socket bound already (`cfg.path` is not
+/// used: the listener's path is).
+pub fn start_on(
+    mut listener: Listener,
+    cfg: ControlConfig,
+    workers: Vec<Sender<ToWorker>>,
+    from_workers: Receiver<ToControl>,
+) -> Result<ControlServer> {
+    let path = listener.path.clone();
+    let listener_fd = listener
+        .fd
+        .take()
+        .context("the control socket was served already")?;
     let stop = Arc::new(AtomicBool::new(false));
-    let path = cfg.path.clone();
     let stop2 = stop.clone();
     let thread = std::thread::Builder::new()
         .name("mos-control".into())
-        .spawn(move || serve(cfg, listener, workers, from_workers, stop2))
-        .context("cannot start the control thread")?;
+        .spawn(move || serve(cfg, listener_fd, workers, from_workers, stop2))
+        .context("cannot start the control thread");
+    let thread = match thread {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+    };
     Ok(ControlServer {
         stop,
         thread: Some(thread),
