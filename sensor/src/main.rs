@@ -108,7 +108,8 @@ struct Args {
     stall_timeout: f64,
 
     /// Users allowed to attach, by name or uid (repeatable; root and the sensor's own user
-    /// always are).
+    /// always are). Without --allow-group, the control socket is given to the first one's
+    /// primary group, so that it can connect.
     #[arg(long, value_name = "USER")]
     allow_user: Vec<String>,
 

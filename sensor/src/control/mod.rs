@@ -114,6 +114,35 @@ fn supplementary_groups(pid: u32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// The primary group of `uid` in `/etc/passwd`.
+fn primary_gid(uid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 3 && f[2].parse() == Ok(uid))
+            .then(|| f[3].parse().ok())
+            .flatten()
+    })
+}
+
+/// Whom the socket file goes to, so that the allowed users can connect through its mode 0660:
+/// `(owner, group)` to set, `None` for unchanged. The first allowed group gets it; without
+/// one, the primary group of the first allowed user other than root and the sensor's own
+/// user (or that user itself when `/etc/passwd` does not know it). Connecting is only the
+/// first gate: the sensor checks every peer's credentials at `Hello`.
+fn socket_owner(allowed: &Allowed, own_uid: u32) -> (Option<u32>, Option<u32>) {
+    if let Some(&g) = allowed.gids.first() {
+        return (None, Some(g));
+    }
+    match allowed.uids.iter().find(|&&u| u != 0 && u != own_uid) {
+        Some(&u) => match primary_gid(u) {
+            Some(g) => (None, Some(g)),
+            None => (Some(u), None),
+        },
+        None => (None, None),
+    }
+}
+
 /// A control socket bound and listening, not served yet (see [`start_on`]). Binding it before
 /// the shared memory is created makes a bad path fail first. Dropping it removes the file.
 #[derive(Debug)]
@@ -131,8 +160,8 @@ impl Drop for Listener {
 }
 
 impl Listener {
-    /// Creates the socket at `path` (and its directory), mode 0660, given to the first allowed
-    /// group; replaces a stale socket, refuses a live one.
+    /// Creates the socket at `path` (and its directory), mode 0660, given to whom `allowed`
+    /// needs (see [`socket_owner`]); replaces a stale socket, refuses a live one.
     pub fn bind(path: &Path, allowed: &Allowed) -> Result<Listener> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
@@ -173,9 +202,39 @@ impl Listener {
         };
         rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(0o660))
             .with_context(|| format!("cannot set the mode of {}", path.display()))?;
-        if let Some(g) = allowed.gids.first() {
-            rustix::fs::chown(path, None, Some(rustix::process::Gid::from_raw(*g)))
-                .with_context(|| format!("cannot give {} to group {g}", path.display()))?;
+        let own = rustix::process::geteuid().as_raw();
+        let owner = socket_owner(allowed, own);
+        match owner {
+            (None, None) => {}
+            (uid, gid) => rustix::fs::chown(
+                path,
+                uid.map(rustix::process::Uid::from_raw),
+                gid.map(rustix::process::Gid::from_raw),
+            )
+            .with_context(|| {
+                format!(
+                    "cannot give {} to {}",
+                    path.display(),
+                    match (uid, gid) {
+                        (Some(u), _) => format!("user {u}"),
+                        (_, g) => format!("group {}", g.unwrap_or_default()),
+                    }
+                )
+            })?,
+        }
+        if let (None, Some(g)) = owner {
+            let others: Vec<String> = allowed
+                .uids
+                .iter()
+                .filter(|&&u| u != 0 && u != own && primary_gid(u) != Some(g))
+                .map(u32::to_string)
+                .collect();
+            if !others.is_empty() {
+                eprintln!(
+                    "mos-sensor: the control socket belongs to group {g}: allowed uids {} can connect only as members of it (see --allow-group)",
+                    others.join(", ")
+                );
+            }
         }
         if let Some(fd) = &listener.fd {
             rustix::net::listen(fd, 64)?;
@@ -531,6 +590,27 @@ mod tests {
         assert!(a.permits(1001, 500, &[]));
         assert!(a.permits(1001, 1001, &[7, 500]));
         assert!(!a.permits(65534, 65534, &[65534]));
+    }
+
+    #[test]
+    fn the_socket_goes_to_the_first_group_else_the_first_other_users_group() {
+        let own = 1000;
+        let only = |uids: Vec<u32>, gids: Vec<u32>| Allowed { uids, gids };
+        assert_eq!(socket_owner(&only(vec![own], vec![]), own), (None, None));
+        assert_eq!(socket_owner(&only(vec![own, 0], vec![]), own), (None, None));
+        assert_eq!(
+            socket_owner(&only(vec![own, 4242], vec![77, 78]), own),
+            (None, Some(77))
+        );
+        // A user /etc/passwd knows gets its primary group; one it does not, the file itself.
+        let unknown = 3_999_999_999;
+        assert_eq!(primary_gid(unknown), None);
+        assert_eq!(
+            socket_owner(&only(vec![own, unknown], vec![]), own),
+            (Some(unknown), None)
+        );
+        assert_eq!(primary_gid(0), Some(0));
+        assert_eq!(socket_owner(&only(vec![0], vec![]), 5), (None, None));
     }
 
     #[test]
