@@ -1762,6 +1762,37 @@ fn socket_file_is_0660_exclusive_replaces_a_stale_one_and_goes_on_drop() {
     assert!(matches!(ctl.worker_msg(), ToWorker::Attach(_)));
 }
 
+/// An analyzer started as soon as the socket file appears must find a listener behind it,
+/// never ECONNREFUSED from a socket bound but not yet listening.
+#[test]
+fn the_socket_file_appears_only_once_it_listens() {
+    let dir = temp_dir("listens");
+    let path = dir.join("control.sock");
+    let mut refused = 0;
+    for _ in 0..200 {
+        let watcher = {
+            let addr = SocketAddrUnix::new(&path).unwrap();
+            let fd = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
+            // Connecting in a tight loop until the path exists: the first answer other than
+            // ENOENT tells whether a listener was there.
+            std::thread::spawn(move || loop {
+                match rustix::net::connect(&fd, &addr) {
+                    Err(rustix::io::Errno::NOENT) => std::hint::spin_loop(),
+                    r => return r,
+                }
+            })
+        };
+        let listener = control::Listener::bind(&path, &Allowed::default()).expect("bind");
+        if watcher.join().expect("watcher").is_err() {
+            refused += 1;
+        }
+        drop(listener);
+        assert!(!path.exists());
+    }
+    assert_eq!(refused, 0, "connections refused out of 200 starts");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn done_and_detached_reach_the_analyzer() {
     let ctl = start_ctl("done", Allowed::default());

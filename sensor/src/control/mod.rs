@@ -193,21 +193,38 @@ impl Listener {
             SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
             None,
         )?;
-        rustix::net::bind(&fd, &addr)
-            .with_context(|| format!("cannot create the control socket {}", path.display()))?;
+        // Bound under a temporary name and made ready (listening, its mode and owner set)
+        // before it is renamed into place, so an analyzer never finds the path with nobody
+        // listening behind it (it would get ECONNREFUSED). Without room for the temporary
+        // name in a socket address, in place.
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".new");
+        let tmp = PathBuf::from(tmp);
+        let at = match SocketAddrUnix::new(&tmp) {
+            Ok(a) => {
+                // A leftover of a sensor that died here.
+                let _ = std::fs::remove_file(&tmp);
+                rustix::net::bind(&fd, &a).map(|()| tmp)
+            }
+            Err(_) => rustix::net::bind(&fd, &addr).map(|()| path.to_path_buf()),
+        }
+        .with_context(|| format!("cannot create the control socket {}", path.display()))?;
         // From here on the file is ours: dropping the listener removes it.
-        let listener = Listener {
+        let mut listener = Listener {
             fd: Some(fd),
-            path: path.to_path_buf(),
+            path: at.clone(),
         };
-        rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(0o660))
-            .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+        if let Some(fd) = &listener.fd {
+            rustix::net::listen(fd, 64)?;
+        }
+        rustix::fs::chmod(&at, rustix::fs::Mode::from_raw_mode(0o660))
+            .with_context(|| format!("cannot set the mode of {}", at.display()))?;
         let own = rustix::process::geteuid().as_raw();
         let owner = socket_owner(allowed, own);
         match owner {
             (None, None) => {}
             (uid, gid) => rustix::fs::chown(
-                path,
+                &at,
                 uid.map(rustix::process::Uid::from_raw),
                 gid.map(rustix::process::Gid::from_raw),
             )
@@ -236,8 +253,14 @@ impl Listener {
                 );
             }
         }
-        if let Some(fd) = &listener.fd {
-            rustix::net::listen(fd, 64)?;
+        if at != path {
+            std::fs::rename(&at, path).with_context(|| {
+                format!(
+                    "cannot move the control socket into place at {}",
+                    path.display()
+                )
+            })?;
+            listener.path = path.to_path_buf();
         }
         Ok(listener)
     }
