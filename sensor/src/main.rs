@@ -108,7 +108,8 @@ struct Args {
     stall_timeout: f64,
 
     /// Users allowed to attach, by name or uid (repeatable; root and the sensor's own user
-    /// always are).
+    /// always are). Without --allow-group, the control socket is given to the first one's
+    /// primary group, so that it can connect.
     #[arg(long, value_name = "USER")]
     allow_user: Vec<String>,
 
@@ -464,6 +465,8 @@ fn publish(
     for g in &args.allow_group {
         allowed.gids.push(resolve_id("group", g, "/etc/group")?);
     }
+    // The socket first: a bad path fails before any shared memory is made.
+    let listener = control::Listener::bind(&args.control, &allowed)?;
     let info = ConfigInfo {
         ring_size: cfg.ring_size as u64,
         rings_per_worker: cfg.max_rings as u64,
@@ -495,7 +498,8 @@ fn publish(
     tracker.set_lossless(lossless);
     let (to_worker, worker_rx) = std::sync::mpsc::channel();
     let (to_control, control_rx) = std::sync::mpsc::channel();
-    let server = control::start(
+    let server = control::start_on(
+        listener,
         ControlConfig {
             path: args.control.clone(),
             allowed,
@@ -514,7 +518,7 @@ fn publish(
         FanoutOptions {
             lossless,
             stall_timeout: Duration::from_secs_f64(args.stall_timeout),
-            stop: Some(stop),
+            stop: Some(stop.clone()),
         },
         worker_rx,
         to_control,
@@ -536,7 +540,8 @@ fn publish(
             args.wait_analyzers
         ));
         let n = args.wait_analyzers;
-        if !fanout.wait_ready(n, |ready| {
+        // SIGINT or SIGTERM end the wait; the replay then stops before its first frame.
+        if !fanout.wait_ready(n, &stop, |ready| {
             if !quiet {
                 eprintln!("mos-sensor: {ready} of {n} analyzer(s) ready");
             }

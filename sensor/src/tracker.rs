@@ -21,7 +21,7 @@ use crate::parse::TcpSegment;
 use crate::publish::slots::SlotPublisher;
 use crate::tcp::conn::{Conn, Stack};
 use crate::tcp::reassembly::InsertOutcome;
-use crate::tcp::ring_pool::{PoolError, RingPool};
+use crate::tcp::ring_pool::{PoolError, RingId, RingPool, MAX_GAPS};
 use crate::tcp::state::{self, SegmentFacts};
 use shm_layout::{EventMask, Hook, Side, TcpState};
 use std::collections::VecDeque;
@@ -267,8 +267,9 @@ impl Tracker {
     }
 
     /// Lossless mode: the publication sequence every analyzer must pass before `seg` may be
-    /// processed, because it would make ring bytes unreadable (overwrite them, or skip the
-    /// head past them) that earlier events announced. 0 when nothing is at stake.
+    /// processed, because it would make ring bytes unreadable (overwrite them, skip the head
+    /// past them, or evict the gap record that tells them from skipped bytes) that earlier
+    /// events announced. 0 when nothing is at stake.
     pub fn discard_needs(&self, seg: &TcpSegment<'_>) -> u64 {
         let Some(publ) = self.publisher.as_ref() else {
             return 0;
@@ -289,8 +290,23 @@ impl Tracker {
         let r = self.pool.ring_size() as u64;
         let snd = c.side_of_lo_sender(src_is_lo);
         let mut need = 0;
+        // A stream whose gap list is full evicts its oldest record with the next gap it
+        // records (data past a hole, or an ACK of one): below that record's end bytes can no
+        // longer be told from skipped ones, so readers that have not passed them would be told
+        // they were lost. Which segment records a gap is not known beforehand: whenever the
+        // list is full, wait for readers to be past the oldest record.
+        let gaps_full = |ring: u32| {
+            let meta = self.pool.meta(RingId(ring));
+            let oldest = meta.gaps().next()?;
+            (meta.gaps().count() == MAX_GAPS).then(|| oldest.offset + oldest.len)
+        };
         // The receiver's stream takes the payload: bytes more than a ring behind its end go.
         let recv = &c.stack(snd.peer()).recv;
+        if let (true, Some(ring)) = (seg.payload_len > 0, recv.ring_index()) {
+            if let Some(end) = gaps_full(ring) {
+                need = need.max(publ.announced_by(ring, end));
+            }
+        }
         if seg.payload_len > 0 {
             if let (Some(ring), Some(o)) = (
                 recv.ring_index(),
@@ -305,6 +321,9 @@ impl Tracker {
         // The sender's own stream: an ACK can skip a hole and move its tail, and so its head.
         if seg.flags & ACK != 0 {
             let own = &c.stack(snd).recv;
+            if let Some((ring, end)) = own.ring_index().and_then(|r| Some((r, gaps_full(r)?))) {
+                need = need.max(publ.announced_by(ring, end));
+            }
             if let (Some(ring), Some(a)) = (own.ring_index(), own.seq_to_offset(seg.ack)) {
                 let upto = a.saturating_sub(r);
                 if upto > own.head() {

@@ -758,6 +758,55 @@ fn discard_needs_names_the_call_that_announced_the_bytes() {
     assert_eq!(s.tr.discard_needs(&seg_at(4196, &BIG)), pseqs[1]);
 }
 
+/// A full gap list evicts its oldest record with the next gap, and below the evicted record's
+/// end a reader can no longer tell held bytes from skipped ones: lossless mode waits until
+/// every analyzer is past the call that announced the bytes after that gap.
+#[test]
+fn discard_needs_holds_the_oldest_gap_record_of_a_full_list() {
+    use mos_sensor::tcp::ring_pool::{RingId, MAX_GAPS};
+    let mut s = PubSim::small();
+    s.tr.set_lossless(true);
+    s.tr.set_passed(0);
+    let cv = Conv::v4(40042, 80);
+    let h = cv.handshake(&mut s);
+    let seq = |off: u64| CISN + 1 + off as u32;
+    // 50 bytes every 60: each 10-byte hole becomes a gap once the server acknowledges past it.
+    let data = pattern(50, 1);
+    cv.c2s(&mut s, ACK, seq(0), SISN + 1, &data);
+    let mut acks = Vec::new();
+    for i in 1..=MAX_GAPS as u64 {
+        cv.c2s(&mut s, ACK, seq(i * 60), SISN + 1, &data);
+        cv.s2c(&mut s, ACK, SISN + 1, seq(i * 60 + 50), b"");
+        acks.push(s.tr.pseq());
+    }
+    let d = s.check(h);
+    assert_eq!(d.sides[1].tail, MAX_GAPS as u64 * 60 + 50);
+    assert_eq!(d.sides[1].lost, MAX_GAPS as u64 * 10);
+    // The list is full: the next data or ACK on the stream may evict the gap at [50, 60),
+    // whose bytes after it the first ACK announced (or, as the ring keeps checkpoints only at
+    // quarter marks, a later call). Nothing is overwritten, so only the gap is at stake.
+    let next = MAX_GAPS as u64 * 60 + 60;
+    let more = segment(cv.cli, cv.svr, ACK, seq(next), SISN + 1, &data);
+    let need = s.tr.discard_needs(&more);
+    assert!((acks[0]..=s.tr.pseq()).contains(&need), "{need} {acks:?}");
+    let ack = segment(cv.svr, cv.cli, ACK, SISN + 1, seq(next + 50), b"");
+    assert_eq!(s.tr.discard_needs(&ack), need);
+    // Data into the other direction, which has no gap, needs nothing (without an ACK, which
+    // would concern the full stream).
+    let back = segment(cv.svr, cv.cli, 0, SISN + 1, 0, &data);
+    assert_eq!(s.tr.discard_needs(&back), 0);
+    // Past it, the record goes with the next gap; then the second one is at stake.
+    s.tr.set_passed(need);
+    cv.c2s(&mut s, ACK, seq(next), SISN + 1, &data);
+    cv.s2c(&mut s, ACK, SISN + 1, seq(next + 50), b"");
+    assert_eq!(
+        s.tr.pool().meta(RingId(d.sides[1].ring)).unknown_below(),
+        60
+    );
+    let need = s.tr.discard_needs(&more);
+    assert!((acks[1]..=s.tr.pseq()).contains(&need), "{need} {acks:?}");
+}
+
 #[test]
 fn a_reused_slot_and_ring_start_afresh() {
     // Lossless: A fills a ring in four calls, closes, ends, and is reclaimed; B, picked up
@@ -1712,6 +1761,37 @@ fn socket_file_is_0660_exclusive_replaces_a_stale_one_and_goes_on_drop() {
     send_msg(&c, &hello("after-stale"));
     assert!(matches!(recv_msg(&c), Some((SensorMsg::Welcome { .. }, _))));
     assert!(matches!(ctl.worker_msg(), ToWorker::Attach(_)));
+}
+
+/// An analyzer started as soon as the socket file appears must find a listener behind it,
+/// never ECONNREFUSED from a socket bound but not yet listening.
+#[test]
+fn the_socket_file_appears_only_once_it_listens() {
+    let dir = temp_dir("listens");
+    let path = dir.join("control.sock");
+    let mut refused = 0;
+    for _ in 0..200 {
+        let watcher = {
+            let addr = SocketAddrUnix::new(&path).unwrap();
+            let fd = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
+            // Connecting in a tight loop until the path exists: the first answer other than
+            // ENOENT tells whether a listener was there.
+            std::thread::spawn(move || loop {
+                match rustix::net::connect(&fd, &addr) {
+                    Err(rustix::io::Errno::NOENT) => std::hint::spin_loop(),
+                    r => return r,
+                }
+            })
+        };
+        let listener = control::Listener::bind(&path, &Allowed::default()).expect("bind");
+        if watcher.join().expect("watcher").is_err() {
+            refused += 1;
+        }
+        drop(listener);
+        assert!(!path.exists());
+    }
+    assert_eq!(refused, 0, "connections refused out of 200 starts");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

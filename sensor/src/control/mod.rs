@@ -114,47 +114,156 @@ fn supplementary_groups(pid: u32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-fn bind(path: &Path, group: Option<u32>) -> Result<OwnedFd> {
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).with_context(|| {
+/// The primary group of `uid` in `/etc/passwd`.
+fn primary_gid(uid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 3 && f[2].parse() == Ok(uid))
+            .then(|| f[3].parse().ok())
+            .flatten()
+    })
+}
+
+/// Whom the socket file goes to, so that the allowed users can connect through its mode 0660:
+/// `(owner, group)` to set, `None` for unchanged. The first allowed group gets it; without
+/// one, the primary group of the first allowed user other than root and the sensor's own
+/// user (or that user itself when `/etc/passwd` does not know it). Connecting is only the
+/// first gate: the sensor checks every peer's credentials at `Hello`.
+fn socket_owner(allowed: &Allowed, own_uid: u32) -> (Option<u32>, Option<u32>) {
+    if let Some(&g) = allowed.gids.first() {
+        return (None, Some(g));
+    }
+    match allowed.uids.iter().find(|&&u| u != 0 && u != own_uid) {
+        Some(&u) => match primary_gid(u) {
+            Some(g) => (None, Some(g)),
+            None => (Some(u), None),
+        },
+        None => (None, None),
+    }
+}
+
+/// A control socket bound and listening, not served yet (see [`start_on`]). Binding it before
+/// the shared memory is created makes a bad path fail first. Dropping it removes the file.
+#[derive(Debug)]
+pub struct Listener {
+    fd: Option<OwnedFd>,
+    path: PathBuf,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if self.fd.take().is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Listener {
+    /// Creates the socket at `path` (and its directory), mode 0660, given to whom `allowed`
+    /// needs (see [`socket_owner`]); replaces a stale socket, refuses a live one.
+    pub fn bind(path: &Path, allowed: &Allowed) -> Result<Listener> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).with_context(|| {
+                    format!(
+                        "cannot create the control socket's directory {}",
+                        dir.display()
+                    )
+                })?;
+            }
+        }
+        let addr = SocketAddrUnix::new(path)
+            .with_context(|| format!("bad control socket path {}", path.display()))?;
+        if path.exists() {
+            // A socket that answers belongs to a running sensor; one that does not is stale.
+            let probe = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None)?;
+            if rustix::net::connect(&probe, &addr).is_ok() {
+                bail!(
+                    "another mos-sensor is listening on {} (stop it, or give this one --control PATH)",
+                    path.display()
+                );
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+        }
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )?;
+        // Bound under a temporary name and made ready (listening, its mode and owner set)
+        // before it is renamed into place, so an analyzer never finds the path with nobody
+        // listening behind it (it would get ECONNREFUSED). Without room for the temporary
+        // name in a socket address, in place.
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".new");
+        let tmp = PathBuf::from(tmp);
+        let at = match SocketAddrUnix::new(&tmp) {
+            Ok(a) => {
+                // A leftover of a sensor that died here.
+                let _ = std::fs::remove_file(&tmp);
+                rustix::net::bind(&fd, &a).map(|()| tmp)
+            }
+            Err(_) => rustix::net::bind(&fd, &addr).map(|()| path.to_path_buf()),
+        }
+        .with_context(|| format!("cannot create the control socket {}", path.display()))?;
+        // From here on the file is ours: dropping the listener removes it.
+        let mut listener = Listener {
+            fd: Some(fd),
+            path: at.clone(),
+        };
+        if let Some(fd) = &listener.fd {
+            rustix::net::listen(fd, 64)?;
+        }
+        rustix::fs::chmod(&at, rustix::fs::Mode::from_raw_mode(0o660))
+            .with_context(|| format!("cannot set the mode of {}", at.display()))?;
+        let own = rustix::process::geteuid().as_raw();
+        let owner = socket_owner(allowed, own);
+        match owner {
+            (None, None) => {}
+            (uid, gid) => rustix::fs::chown(
+                &at,
+                uid.map(rustix::process::Uid::from_raw),
+                gid.map(rustix::process::Gid::from_raw),
+            )
+            .with_context(|| {
                 format!(
-                    "cannot create the control socket's directory {}",
-                    dir.display()
+                    "cannot give {} to {}",
+                    path.display(),
+                    match (uid, gid) {
+                        (Some(u), _) => format!("user {u}"),
+                        (_, g) => format!("group {}", g.unwrap_or_default()),
+                    }
+                )
+            })?,
+        }
+        if let (None, Some(g)) = owner {
+            let others: Vec<String> = allowed
+                .uids
+                .iter()
+                .filter(|&&u| u != 0 && u != own && primary_gid(u) != Some(g))
+                .map(u32::to_string)
+                .collect();
+            if !others.is_empty() {
+                eprintln!(
+                    "mos-sensor: the control socket belongs to group {g}: allowed uids {} can connect only as members of it (see --allow-group)",
+                    others.join(", ")
+                );
+            }
+        }
+        if at != path {
+            std::fs::rename(&at, path).with_context(|| {
+                format!(
+                    "cannot move the control socket into place at {}",
+                    path.display()
                 )
             })?;
+            listener.path = path.to_path_buf();
         }
+        Ok(listener)
     }
-    let addr = SocketAddrUnix::new(path)
-        .with_context(|| format!("bad control socket path {}", path.display()))?;
-    if path.exists() {
-        // A socket that answers belongs to a running sensor; one that does not is stale.
-        let probe = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None)?;
-        if rustix::net::connect(&probe, &addr).is_ok() {
-            bail!(
-                "another mos-sensor is listening on {} (stop it, or give this one --control PATH)",
-                path.display()
-            );
-        }
-        std::fs::remove_file(path)
-            .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
-    }
-    let fd = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-        None,
-    )?;
-    rustix::net::bind(&fd, &addr)
-        .with_context(|| format!("cannot create the control socket {}", path.display()))?;
-    rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(0o660))
-        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
-    if let Some(g) = group {
-        rustix::fs::chown(path, None, Some(rustix::process::Gid::from_raw(g)))
-            .with_context(|| format!("cannot give {} to group {g}", path.display()))?;
-    }
-    rustix::net::listen(&fd, 64)?;
-    Ok(fd)
 }
 
 fn send(fd: &OwnedFd, msg: &SensorMsg, fds: &[std::os::fd::BorrowedFd<'_>]) -> bool {
@@ -173,20 +282,42 @@ fn send(fd: &OwnedFd, msg: &SensorMsg, fds: &[std::os::fd::BorrowedFd<'_>]) -> b
     .is_ok()
 }
 
-/// Starts the control server on its own thread.
+/// Binds the socket at `cfg.path` and starts the control server on its own thread.
 pub fn start(
     cfg: ControlConfig,
     workers: Vec<Sender<ToWorker>>,
     from_workers: Receiver<ToControl>,
 ) -> Result<ControlServer> {
-    let listener = bind(&cfg.path, cfg.allowed.gids.first().copied())?;
+    let listener = Listener::bind(&cfg.path, &cfg.allowed)?;
+    start_on(listener, cfg, workers, from_workers)
+}
+
+/// Starts the control server on its own thread, on a socket bound already (`cfg.path` is not
+/// used: the listener's path is).
+pub fn start_on(
+    mut listener: Listener,
+    cfg: ControlConfig,
+    workers: Vec<Sender<ToWorker>>,
+    from_workers: Receiver<ToControl>,
+) -> Result<ControlServer> {
+    let path = listener.path.clone();
+    let listener_fd = listener
+        .fd
+        .take()
+        .context("the control socket was served already")?;
     let stop = Arc::new(AtomicBool::new(false));
-    let path = cfg.path.clone();
     let stop2 = stop.clone();
     let thread = std::thread::Builder::new()
         .name("mos-control".into())
-        .spawn(move || serve(cfg, listener, workers, from_workers, stop2))
-        .context("cannot start the control thread")?;
+        .spawn(move || serve(cfg, listener_fd, workers, from_workers, stop2))
+        .context("cannot start the control thread");
+    let thread = match thread {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+    };
     Ok(ControlServer {
         stop,
         thread: Some(thread),
@@ -482,6 +613,27 @@ mod tests {
         assert!(a.permits(1001, 500, &[]));
         assert!(a.permits(1001, 1001, &[7, 500]));
         assert!(!a.permits(65534, 65534, &[65534]));
+    }
+
+    #[test]
+    fn the_socket_goes_to_the_first_group_else_the_first_other_users_group() {
+        let own = 1000;
+        let only = |uids: Vec<u32>, gids: Vec<u32>| Allowed { uids, gids };
+        assert_eq!(socket_owner(&only(vec![own], vec![]), own), (None, None));
+        assert_eq!(socket_owner(&only(vec![own, 0], vec![]), own), (None, None));
+        assert_eq!(
+            socket_owner(&only(vec![own, 4242], vec![77, 78]), own),
+            (None, Some(77))
+        );
+        // A user /etc/passwd knows gets its primary group; one it does not, the file itself.
+        let unknown = 3_999_999_999;
+        assert_eq!(primary_gid(unknown), None);
+        assert_eq!(
+            socket_owner(&only(vec![own, unknown], vec![]), own),
+            (Some(unknown), None)
+        );
+        assert_eq!(primary_gid(0), Some(0));
+        assert_eq!(socket_owner(&only(vec![0], vec![]), 5), (None, None));
     }
 
     #[test]

@@ -330,11 +330,16 @@ impl Fanout {
         self.recompute();
     }
 
-    /// Waits (polling the control channel) until `n` analyzers are ready; `false` if the
-    /// control thread went away.
-    pub fn wait_ready(&mut self, n: usize, mut progress: impl FnMut(usize)) -> bool {
+    /// Waits (polling the control channel) until `n` analyzers are ready, or until `stop` is
+    /// set (a signal); `false` if the control thread went away.
+    pub fn wait_ready(
+        &mut self,
+        n: usize,
+        stop: &AtomicBool,
+        mut progress: impl FnMut(usize),
+    ) -> bool {
         let mut last = Instant::now();
-        while self.ready() < n {
+        while self.ready() < n && !stop.load(Ordering::Relaxed) {
             if !self.poll_control() {
                 return false;
             }
