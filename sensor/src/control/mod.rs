@@ -160,9 +160,9 @@ impl Drop for Listener {
 }
 
 impl Listener {
-    /// Creates the socket at `path` (and its directory), mode 0660, given to whom `allowed`
-    /// needs (the first allowed group, else the first allowed user and its primary group);
-    /// replaces a stale socket, refuses a live one.
+    /// Creates the socket at `path` (and its directory), mode 0660, given to the first allowed
+    /// group, else to the primary group of the first allowed user other than root and the
+    /// sensor's own; replaces a stale socket, refuses a live one.
     pub fn bind(path: &Path, allowed: &Allowed) -> Result<Listener> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
