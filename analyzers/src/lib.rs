@@ -1,4 +1,7 @@
-//! What the analyzers shipped with mos share: how they stop on a signal and how they exit.
+//! What the analyzers shipped with mos share: how they stop on a signal and how they exit,
+//! and the peek-driven stream dump ([`dump`]).
+
+pub mod dump;
 
 use mos_client::Mos;
 use std::process::ExitCode;

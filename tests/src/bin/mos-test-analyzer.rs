@@ -8,13 +8,13 @@
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
-use mos_client::dump::{DumpError, DumpWriter, FlowEnd};
+use mos_analyzers::dump::{register, PeekDump};
+use mos_client::dump::DumpWriter;
 use mos_client::{
-    AttachOptions, Counters, Ctx, Errno, EventKind, EventMask, Filter, FlowId, FlowInfo, Hook, Mos,
-    Peek, Side, SockId, SockOpt, MOS_SIDE_BOTH,
+    AttachOptions, Counters, Ctx, Errno, EventMask, Filter, FlowId, Hook, Mos, Side, SockId,
+    SockOpt, MOS_SIDE_BOTH,
 };
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,139 +77,20 @@ fn print_counters(c: &Counters) {
 // ---------------------------------------------------------------------------------------------
 // dump
 
-struct Dump {
-    sock: SockId,
-    writer: DumpWriter<FlowId>,
-    info: HashMap<FlowId, FlowInfo>,
-    scratch: Vec<u8>,
-    error: Option<String>,
-    bytes: u64,
-    lost: u64,
-}
-
-impl Dump {
-    fn ensure_open(&mut self, ctx: &Ctx<'_>, flow: FlowId) {
-        if let Ok(info) = ctx.flow_info(flow) {
-            self.writer
-                .open(flow, info.serial, info.client, info.server);
-            self.info.insert(flow, info);
-        }
-    }
-
-    fn drain(&mut self, ctx: &mut Ctx<'_>, flow: FlowId, side: Side) -> Result<(), DumpError> {
-        let Some(mut out) = self.writer.stream(&flow, side) else {
-            return Ok(());
-        };
-        let Ok(start) = ctx.peek_offset(self.sock, flow, side) else {
-            return Ok(());
-        };
-        if start > out.position() {
-            let n = start - out.position();
-            out.lost(n)?;
-            self.lost += n;
-        }
-        loop {
-            match ctx.peek(self.sock, flow, side, &mut self.scratch) {
-                Ok(Peek::NoData) => break,
-                Ok(Peek::Data(n)) => {
-                    out.data(&self.scratch[..n])?;
-                    self.bytes += n as u64;
-                }
-                Ok(Peek::Gap { offset, len }) => {
-                    let n = offset.saturating_sub(out.position()) + len;
-                    out.lost(n)?;
-                    self.lost += n;
-                }
-                Ok(Peek::Overrun { lost }) => {
-                    out.lost(lost)?;
-                    self.lost += lost;
-                }
-                Err(e) if e.errno() == Errno::EBADF || e.errno() == Errno::EAGAIN => break,
-                Err(e) => {
-                    self.error.get_or_insert(format!("flow {flow}: {e}"));
-                    break;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn close(&mut self, ctx: &mut Ctx<'_>, flow: FlowId) -> Result<(), DumpError> {
-        self.ensure_open(ctx, flow);
-        self.drain(ctx, flow, Side::Cli)?;
-        self.drain(ctx, flow, Side::Svr)?;
-        if let Some(info) = self.info.remove(&flow) {
-            self.writer.close(
-                &flow,
-                FlowEnd {
-                    client_isn: info.side(Side::Cli).isn,
-                    server_isn: info.side(Side::Svr).isn,
-                    guessed: info.guessed,
-                    start_ns: info.start_ns,
-                    last_ns: info.last_ns,
-                },
-            )?;
-        }
-        Ok(())
-    }
-
-    fn keep(&mut self, ctx: &mut Ctx<'_>, r: Result<(), DumpError>) {
-        if let Err(e) = r {
-            self.error.get_or_insert(e.to_string());
-            ctx.stop();
-        }
-    }
-}
-
 fn dump(control: &std::path::Path, out: &std::path::Path, sleep_us: u64) -> Result<()> {
     let mut mos = attach(control, false)?;
     let sock = mos.socket()?;
-    let nap = Duration::from_micros(sleep_us);
-    let state = Rc::new(RefCell::new(Dump {
+    let state = Rc::new(RefCell::new(PeekDump::new(
         sock,
-        writer: DumpWriter::create(out)?,
-        info: HashMap::new(),
-        scratch: vec![0; 64 * 1024],
-        error: None,
-        bytes: 0,
-        lost: 0,
-    }));
-    {
-        let state = state.clone();
-        mos.register_callback(
-            sock,
-            EventMask::CONN_NEW_DATA,
-            Hook::Null,
-            move |ctx, ev| {
-                std::thread::sleep(nap);
-                let (Some(flow), Some(side)) = (ev.flow, ev.side) else {
-                    return;
-                };
-                let mut d = state.borrow_mut();
-                d.ensure_open(ctx, flow);
-                let r = d.drain(ctx, flow, side);
-                d.keep(ctx, r);
-            },
-        )?;
-    }
-    {
-        let state = state.clone();
-        let filter = Filter {
-            events: EventMask::CONN_END,
-            hook: None,
-            side: Some(Side::Cli),
-        };
-        mos.register_filtered(sock, filter, move |ctx, ev| {
-            std::thread::sleep(nap);
-            if let (EventKind::ConnEnd { .. }, Some(flow)) = (ev.kind, ev.flow) {
-                let mut d = state.borrow_mut();
-                let r = d.close(ctx, flow);
-                d.keep(ctx, r);
-            }
-        })?;
-    }
+        DumpWriter::create(out)?,
+        None,
+    )));
+    register(&mut mos, &state, Duration::from_micros(sleep_us))?;
     let end = mos.run()?;
     if let Some(e) = state.borrow_mut().error.take() {
+        bail!("{e}");
+    }
+    if let Some(e) = state.borrow_mut().peek_error.take() {
         bail!("{e}");
     }
     if end != mos_client::RunEnd::Done {
