@@ -1112,15 +1112,18 @@ mod tests {
     }
 
     fn corpus_dir() -> std::path::PathBuf {
-        let dir = std::env::var_os("MOS_CORPUS_DIR").map_or_else(
-            || {
-                std::path::PathBuf::from(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/../../shared/corpus/pcaps"
-                ))
-            },
-            std::path::PathBuf::from,
-        );
+        // MOS_CORPUS_DIR names the corpus root (pcaps/ and truth/), as for the tests package.
+        let dir = std::env::var_os("MOS_CORPUS_DIR")
+            .map_or_else(
+                || {
+                    std::path::PathBuf::from(concat!(
+                        env!("CARGO_MANIFEST_DIR"),
+                        "/../../shared/corpus"
+                    ))
+                },
+                std::path::PathBuf::from,
+            )
+            .join("pcaps");
         assert!(
             dir.join("MANIFEST.tsv").is_file(),
             "capture corpus not found at {} (set MOS_CORPUS_DIR)",
