@@ -263,23 +263,35 @@ impl<K: Hash + Eq> DumpWriter<K> {
 
     /// Writes `flows.jsonl` (ordered by start time, client, server, serial) and returns its
     /// path. Connections still open are not recorded: close them first.
-    pub fn finish(mut self) -> DumpResult<PathBuf> {
-        self.records.sort_by(|a, b| {
-            (a.start_ns, &a.client, &a.server, a.serial)
-                .cmp(&(b.start_ns, &b.client, &b.server, b.serial))
-        });
-        let path = self.dir.join("flows.jsonl");
-        let cannot = |e| DumpError::new(format!("cannot write {}", path.display()), e);
-        let file = File::create(&path)
-            .map_err(|e| DumpError::new(format!("cannot create {}", path.display()), e))?;
-        let mut out = io::BufWriter::new(file);
-        for r in &self.records {
-            serde_json::to_writer(&mut out, r).map_err(|e| cannot(io::Error::other(e)))?;
-            out.write_all(b"\n").map_err(cannot)?;
-        }
-        out.flush().map_err(cannot)?;
-        Ok(path)
+    pub fn finish(self) -> DumpResult<PathBuf> {
+        write_index(&self.dir, self.records)
     }
+
+    /// The connections recorded, without writing `flows.jsonl`: for several writers into one
+    /// directory (one per sensor worker), whose records [`write_index`] then writes together.
+    pub fn into_records(self) -> Vec<FlowRecord> {
+        self.records
+    }
+}
+
+/// Writes `dir/flows.jsonl` from `records` (ordered by start time, client, server, serial) and
+/// returns its path.
+pub fn write_index(dir: &Path, mut records: Vec<FlowRecord>) -> DumpResult<PathBuf> {
+    records.sort_by(|a, b| {
+        (a.start_ns, &a.client, &a.server, a.serial)
+            .cmp(&(b.start_ns, &b.client, &b.server, b.serial))
+    });
+    let path = dir.join("flows.jsonl");
+    let cannot = |e| DumpError::new(format!("cannot write {}", path.display()), e);
+    let file = File::create(&path)
+        .map_err(|e| DumpError::new(format!("cannot create {}", path.display()), e))?;
+    let mut out = io::BufWriter::new(file);
+    for r in &records {
+        serde_json::to_writer(&mut out, r).map_err(|e| cannot(io::Error::other(e)))?;
+        out.write_all(b"\n").map_err(cannot)?;
+    }
+    out.flush().map_err(cannot)?;
+    Ok(path)
 }
 
 impl StreamWriter<'_> {

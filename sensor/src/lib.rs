@@ -14,6 +14,7 @@
 
 pub mod capture;
 pub mod control;
+pub mod dispatch;
 pub mod event;
 pub mod flow;
 pub mod output;

@@ -6,18 +6,24 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use mos_sensor::capture::{CaptureBackend, CaptureError, FileCapture, RawPacket};
 use mos_sensor::control::{self, Allowed, ControlConfig};
+use mos_sensor::dispatch::{replay_parallel, Lane, MAX_WORKERS};
+use mos_sensor::event::Event;
+use mos_sensor::output::dump::write_index;
 use mos_sensor::output::StreamDump;
+use mos_sensor::parse::TcpSegment;
 use mos_sensor::publish::{
     create_main, Fanout, FanoutOptions, HugePages, PublishSink, SlotPublisher,
 };
-use mos_sensor::replay::{replay, Both, CountingSink, EventSink, ReplayOptions, ReplayStats};
-use mos_sensor::tracker::{Tracker, TrackerConfig};
+use mos_sensor::replay::{
+    replay, CountingSink, EventSink, ReplayOptions, ReplayOutcome, ReplayStats,
+};
+use mos_sensor::tracker::{Tracker, TrackerConfig, TrackerStats};
 use shm_layout::layout::{counter, sensor_state, ConfigInfo, WorkerInfo};
 use shm_layout::EventMask;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -95,6 +101,13 @@ struct Args {
     /// Hold the replay until N analyzers are attached and ready.
     #[arg(long, value_name = "N", default_value_t = 0)]
     wait_analyzers: usize,
+
+    /// Workers, each on its own thread with its own connection table, rings and shared-memory
+    /// regions; frames are spread over them by a symmetric hash of their connection, so both
+    /// directions of a connection reach the same worker, and results do not depend on the
+    /// number of workers. --max-flows and --max-rings are shared out among them.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    workers: usize,
 
     /// Never wait for analyzers: when an analyzer's event ring is full its event is dropped
     /// and counted, and ring bytes, packets and flow slots are reused on schedule, as with
@@ -184,11 +197,24 @@ fn run(args: Args) -> Result<ExitCode> {
             args.ring_kib
         );
     }
-    if args.max_flows == 0 || args.max_flows > u32::MAX as usize / 2 {
-        bail!("--max-flows must be between 1 and {}", u32::MAX / 2);
+    if args.workers == 0 || args.workers > MAX_WORKERS {
+        bail!(
+            "--workers must be between 1 and {MAX_WORKERS}, not {}",
+            args.workers
+        );
     }
-    if args.max_rings == 0 || args.max_rings > u32::MAX as usize / 2 {
-        bail!("--max-rings must be between 1 and {}", u32::MAX / 2);
+    let nw = args.workers;
+    if args.max_flows < nw || args.max_flows > u32::MAX as usize / 2 {
+        bail!(
+            "--max-flows must be between {nw} (one per worker) and {}",
+            u32::MAX / 2
+        );
+    }
+    if args.max_rings < nw || args.max_rings > u32::MAX as usize / 2 {
+        bail!(
+            "--max-rings must be between {nw} (one per worker) and {}",
+            u32::MAX / 2
+        );
     }
     if !args.event_ring.is_power_of_two() || !(2..=1 << 24).contains(&args.event_ring) {
         bail!("--event-ring must be a power of two between 2 and 16777216");
@@ -207,11 +233,12 @@ fn run(args: Args) -> Result<ExitCode> {
         events = EventMask(0);
     }
     let base_events = events;
+    // Each worker gets its share of the connection and ring limits.
     let cfg = TrackerConfig {
-        max_flows: args.max_flows,
+        max_flows: args.max_flows.div_ceil(nw),
         idle_timeout_ns: args.idle_timeout.saturating_mul(1_000_000_000),
         ring_size: args.ring_kib * 1024,
-        max_rings: args.max_rings,
+        max_rings: args.max_rings.div_ceil(nw),
         track_midstream: !args.no_midstream,
         events,
         ..TrackerConfig::default()
@@ -223,31 +250,43 @@ fn run(args: Args) -> Result<ExitCode> {
         ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
             .context("cannot install the signal handler")?;
     }
-    let mut dump = match &args.dump {
-        Some(dir) => Some(StreamDump::create(dir)?),
-        None => None,
-    };
-    let mut counter = CountingSink::default();
-    let mut publication = None;
-    let mut tracker = if args.no_publish {
-        Tracker::new(cfg).context("cannot lay out the ring pool")?
-    } else {
-        let p = publish(&args, cfg, base_events, stop.clone())?;
-        let t = p.1;
-        publication = Some((p.0, p.2, p.3));
-        t
-    };
-    let mut pub_sink = publication.as_mut().map(|(_, sink, _)| sink);
-    let mut both;
-    let sink: &mut dyn EventSink = match (dump.as_mut(), pub_sink.as_mut()) {
-        (Some(d), Some(p)) => {
-            both = Both(d, &mut **p);
-            &mut both
+    let mut dumps = Vec::new();
+    if let Some(dir) = &args.dump {
+        for _ in 0..nw {
+            dumps.push(StreamDump::create(dir)?);
         }
-        (Some(d), None) => d,
-        (None, Some(p)) => &mut **p,
-        (None, None) => &mut counter,
+    }
+    let (mut trackers, publication) = if args.no_publish {
+        let mut t = Vec::with_capacity(nw);
+        for _ in 0..nw {
+            t.push(Tracker::new(cfg.clone()).context("cannot lay out the ring pool")?);
+        }
+        (t, None)
+    } else {
+        let (region, trackers, sinks, server) = publish(&args, cfg, base_events, stop.clone())?;
+        (trackers, Some((region, sinks, server)))
     };
+    for (w, t) in trackers.iter_mut().enumerate() {
+        t.set_serials(w as u64, nw as u64);
+    }
+    let (region, server) = match publication {
+        Some((region, sinks, server)) => (Some(region), Some((server, sinks))),
+        None => (None, None),
+    };
+    let (server, pub_sinks) = match server {
+        Some((server, sinks)) => (Some(server), sinks),
+        None => (None, Vec::new()),
+    };
+    let mut sinks: Vec<WorkerSink> = Vec::with_capacity(nw);
+    let mut dumps = dumps.into_iter();
+    let mut pub_sinks = pub_sinks.into_iter();
+    for _ in 0..nw {
+        sinks.push(WorkerSink {
+            dump: dumps.next(),
+            publish: pub_sinks.next(),
+            count: CountingSink::default(),
+        });
+    }
     let show_progress = !args.quiet;
     let tty = std::io::stderr().is_terminal();
     let started = Instant::now();
@@ -277,32 +316,69 @@ fn run(args: Args) -> Result<ExitCode> {
         inner: &mut capture,
         at_end: None,
     };
-    let outcome = replay(&mut input, &mut tracker, sink, opts, &mut progress)
+    let (outcome, per_worker) = if nw == 1 {
+        let o = replay(
+            &mut input,
+            &mut trackers[0],
+            &mut sinks[0],
+            opts,
+            &mut progress,
+        )
         .with_context(|| format!("replaying {}", args.pcap.display()))?;
+        let per = vec![o.stats.clone()];
+        (o, per)
+    } else {
+        let lanes = trackers
+            .iter_mut()
+            .zip(sinks.iter_mut())
+            .map(|(tracker, sink)| Lane { tracker, sink })
+            .collect();
+        let o = replay_parallel(&mut input, lanes, &opts, &mut progress)
+            .with_context(|| format!("replaying {}", args.pcap.display()))?;
+        (
+            ReplayOutcome {
+                stats: o.stats,
+                stopped: o.stopped,
+                capture_error: o.capture_error,
+            },
+            o.per_worker,
+        )
+    };
     let replay_secs = started.elapsed().as_secs_f64();
     let mem_at_end = input.at_end.unwrap_or_default();
     if show_progress && tty {
         eprintln!();
     }
-    let mut published = [0u64; 3];
-    if let Some((region, sink, server)) = publication.take() {
-        let info = &region.header.workers[0];
-        publish_counters(info, &outcome.stats, &tracker);
-        let c = |i: usize| info.counters[i].load(Ordering::Relaxed);
-        published = [
-            c(counter::EVENTS),
-            c(counter::EVENTS_DROPPED),
-            c(counter::WAITS),
-        ];
-        if !args.quiet {
+    let mut tstats = TrackerStats::default();
+    for t in &trackers {
+        tstats.add(t.stats());
+    }
+    let mut published = [0u64; 4];
+    let mut logged = 0;
+    if let Some(region) = &region {
+        for (w, t) in trackers.iter().enumerate() {
+            let info = &region.header.workers[w];
+            publish_counters(info, &per_worker[w], t);
             let c = |i: usize| info.counters[i].load(Ordering::Relaxed);
+            for (k, i) in [
+                counter::EVENTS,
+                counter::EVENTS_DROPPED,
+                counter::WAITS,
+                counter::STALLED_DETACHED,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                published[k] += c(i);
+            }
+        }
+        for s in &sinks {
+            logged += s.publish.as_ref().map_or(0, |p| p.fanout.logged);
+        }
+        if !args.quiet {
             eprintln!(
                 "mos-sensor: published {} events to analyzers ({} dropped for full rings, {} waits for slow analyzers, {} analyzers detached for stalling); {} frames logged for getlastpkt",
-                c(counter::EVENTS),
-                c(counter::EVENTS_DROPPED),
-                c(counter::WAITS),
-                c(counter::STALLED_DETACHED),
-                sink.fanout.logged
+                published[0], published[1], published[2], published[3], logged
             );
         }
         if outcome.stopped {
@@ -311,14 +387,21 @@ fn run(args: Args) -> Result<ExitCode> {
                 .state
                 .store(sensor_state::STOPPED, Ordering::Release);
         }
-        // Dropping the server removes the socket; analyzers still attached see it close after
-        // the Done message (or, when stopped, a detach).
-        drop(sink);
-        drop(server);
     }
-    let written = match dump {
-        Some(d) => Some((d.records().len(), d.finish()?)),
-        None => None,
+    let mut records = Vec::new();
+    let mut dumped = false;
+    for s in sinks {
+        // Dropping a publisher's sink and then the server removes the socket; analyzers still
+        // attached see it close after the Done message (or, when stopped, a detach).
+        if let Some(d) = s.dump {
+            records.extend(d.into_records());
+            dumped = true;
+        }
+    }
+    drop(server);
+    let written = match (&args.dump, dumped) {
+        (Some(dir), true) => Some((records.len(), write_index(dir, records)?)),
+        _ => None,
     };
     if let Some(e) = &outcome.capture_error {
         eprintln!(
@@ -328,12 +411,16 @@ fn run(args: Args) -> Result<ExitCode> {
     }
     if !args.quiet {
         let s = &outcome.stats;
-        let t = tracker.stats();
+        let t = &tstats;
         let secs = started.elapsed().as_secs_f64();
         eprintln!(
             "mos-sensor: {} frames ({} TCP, {} other IP, {} not IP) in {:.2} s",
             s.frames, s.tcp, s.other_ip, s.not_ip, secs
         );
+        if nw > 1 {
+            let split: Vec<String> = per_worker.iter().map(|w| w.frames.to_string()).collect();
+            eprintln!("mos-sensor: frames per worker: {}", split.join(", "));
+        }
         eprintln!(
             "mos-sensor: skipped {} truncated, {} malformed, {} of unsupported link type; kept {} with bad TCP checksums, {} cut by the snap length (rest counted as a gap), {} shorter than their IP length",
             s.truncated,
@@ -363,7 +450,7 @@ fn run(args: Args) -> Result<ExitCode> {
         // One line for scripts (pub-bench): the replay's time from its start (after
         // --wait-analyzers) to the end of the lossless drain, and memory when the input ended.
         eprintln!(
-            "mos-sensor: stats replay_s={replay_secs:.6} frames={} conns={} payload_bytes={} gap_bytes={} overflow_bytes={} events={} events_dropped={} waits={} rss_anon_kib={} rss_shmem_kib={}",
+            "mos-sensor: stats replay_s={replay_secs:.6} workers={nw} frames={} conns={} payload_bytes={} gap_bytes={} overflow_bytes={} events={} events_dropped={} waits={} rss_anon_kib={} rss_shmem_kib={}",
             s.frames,
             t.conns_created,
             t.payload_bytes,
@@ -376,6 +463,7 @@ fn run(args: Args) -> Result<ExitCode> {
             mem_at_end.1,
         );
     }
+    drop(region);
     Ok(if outcome.stopped {
         eprintln!("mos-sensor: stopped by a signal");
         ExitCode::from(130)
@@ -384,6 +472,57 @@ fn run(args: Args) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Where one worker's events go: its part of the in-process dump, its analyzers, or (with
+/// neither) a counter.
+#[derive(Debug)]
+struct WorkerSink {
+    dump: Option<StreamDump>,
+    publish: Option<PublishSink>,
+    count: CountingSink,
+}
+
+impl EventSink for WorkerSink {
+    fn before(
+        &mut self,
+        tracker: &mut Tracker,
+        pkt: &RawPacket<'_>,
+        seg: Option<&TcpSegment<'_>>,
+    ) -> Result<()> {
+        if let Some(d) = &mut self.dump {
+            d.before(tracker, pkt, seg)?;
+        }
+        if let Some(p) = &mut self.publish {
+            p.before(tracker, pkt, seg)?;
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, tracker: &Tracker, events: &[Event]) -> Result<()> {
+        match (&mut self.dump, &mut self.publish) {
+            (None, None) => self.count.handle(tracker, events),
+            (d, p) => {
+                if let Some(d) = d {
+                    d.handle(tracker, events)?;
+                }
+                if let Some(p) = p {
+                    p.handle(tracker, events)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn end(&mut self, tracker: &mut Tracker) -> Result<()> {
+        if let Some(d) = &mut self.dump {
+            d.end(tracker)?;
+        }
+        if let Some(p) = &mut self.publish {
+            p.end(tracker)?;
+        }
+        Ok(())
+    }
 }
 
 /// The input, noting this process's memory when it ends (before the connections still open
@@ -443,7 +582,8 @@ fn publish_counters(info: &WorkerInfo, s: &ReplayStats, tracker: &Tracker) {
     set(counter::PSEQ, tracker.pseq());
 }
 
-/// Creates the shared memory and the control socket, and the tracker that writes into them.
+/// Creates the shared memory and the control socket, and each worker's tracker (writing into
+/// its part of the shared memory) and publisher.
 fn publish(
     args: &Args,
     cfg: TrackerConfig,
@@ -451,10 +591,11 @@ fn publish(
     stop: Arc<AtomicBool>,
 ) -> Result<(
     mos_sensor::publish::MainRegion,
-    Tracker,
-    PublishSink,
+    Vec<Tracker>,
+    Vec<PublishSink>,
     control::ControlServer,
 )> {
+    let nw = args.workers;
     let mut allowed = Allowed {
         uids: vec![rustix::process::geteuid().as_raw()],
         gids: Vec::new(),
@@ -490,13 +631,20 @@ fn publish(
             eprintln!("mos-sensor: {line}");
         }
     };
-    let (region, mut parts) = create_main(&info, 1, epoch, args.hugepages, lossless, &mut log)?;
-    let part = parts.remove(0);
-    let slots = SlotPublisher::new(part.slots, part.metas, cfg.ring_size);
-    let mut tracker = Tracker::with_publisher(cfg, part.ring_bytes, slots)
-        .context("cannot lay out the ring pool")?;
-    tracker.set_lossless(lossless);
-    let (to_worker, worker_rx) = std::sync::mpsc::channel();
+    let (region, parts) = create_main(&info, nw, epoch, args.hugepages, lossless, &mut log)?;
+    let mut trackers = Vec::with_capacity(nw);
+    let mut to_workers = Vec::with_capacity(nw);
+    let mut worker_rxs = Vec::with_capacity(nw);
+    for part in parts {
+        let slots = SlotPublisher::new(part.slots, part.metas, cfg.ring_size);
+        let mut tracker = Tracker::with_publisher(cfg.clone(), part.ring_bytes, slots)
+            .context("cannot lay out the ring pool")?;
+        tracker.set_lossless(lossless);
+        trackers.push(tracker);
+        let (tx, rx) = std::sync::mpsc::channel();
+        to_workers.push(tx);
+        worker_rxs.push((rx, part.info, part.pktlog));
+    }
     let (to_control, control_rx) = std::sync::mpsc::channel();
     let server = control::start_on(
         listener,
@@ -506,33 +654,41 @@ fn publish(
             main_ro: region.ro_fd.try_clone()?,
             main_len: region.len,
             epoch,
-            nworkers: 1,
+            nworkers: nw,
             event_capacity: args.event_ring,
             max_analyzers: args.max_analyzers,
         },
-        vec![to_worker],
+        to_workers,
         control_rx,
     )?;
-    let mut fanout = Fanout::new(
-        0,
-        FanoutOptions {
-            lossless,
-            stall_timeout: Duration::from_secs_f64(args.stall_timeout),
-            stop: Some(stop.clone()),
-        },
-        worker_rx,
-        to_control,
-        part.info,
-        part.pktlog,
-    );
+    let mut fanouts: Vec<Fanout> = worker_rxs
+        .into_iter()
+        .enumerate()
+        .map(|(w, (rx, info, pktlog))| {
+            Fanout::new(
+                w,
+                FanoutOptions {
+                    lossless,
+                    stall_timeout: Duration::from_secs_f64(args.stall_timeout),
+                    stop: Some(stop.clone()),
+                },
+                rx,
+                to_control.clone(),
+                info,
+                pktlog,
+            )
+        })
+        .collect();
+    drop(to_control);
     region
         .header
         .state
         .store(sensor_state::RUNNING, Ordering::Release);
     log(format!(
-        "analyzers attach at {} ({} mode)",
+        "analyzers attach at {} ({} mode, {nw} worker{})",
         args.control.display(),
-        if lossless { "lossless" } else { "lossy" }
+        if lossless { "lossless" } else { "lossy" },
+        if nw == 1 { "" } else { "s" }
     ));
     if args.wait_analyzers > 0 {
         log(format!(
@@ -540,15 +696,23 @@ fn publish(
             args.wait_analyzers
         ));
         let n = args.wait_analyzers;
+        // Every worker must have taken the analyzers in before the first frame, or a worker
+        // that polls its control channel late would publish events they never see.
         // SIGINT or SIGTERM end the wait; the replay then stops before its first frame.
-        if !fanout.wait_ready(n, &stop, |ready| {
-            if !quiet {
-                eprintln!("mos-sensor: {ready} of {n} analyzer(s) ready");
+        for (w, fanout) in fanouts.iter_mut().enumerate() {
+            if !fanout.wait_ready(n, &stop, |ready| {
+                if !quiet && w == 0 {
+                    eprintln!("mos-sensor: {ready} of {n} analyzer(s) ready");
+                }
+            }) {
+                bail!("the control thread stopped while waiting for analyzers");
             }
-        }) {
-            bail!("the control thread stopped while waiting for analyzers");
         }
     }
-    let sink = PublishSink::new(fanout, base_events, region.header);
-    Ok((region, tracker, sink, server))
+    let running = Arc::new(AtomicUsize::new(nw));
+    let sinks = fanouts
+        .into_iter()
+        .map(|f| PublishSink::new(f, base_events, region.header, running.clone()))
+        .collect();
+    Ok((region, trackers, sinks, server))
 }

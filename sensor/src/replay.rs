@@ -138,6 +138,24 @@ pub struct ReplayStats {
     pub last_ts_ns: u64,
 }
 
+impl ReplayStats {
+    /// Adds another worker's counters to these (the last time is the later of the two).
+    pub fn add(&mut self, o: &ReplayStats) {
+        self.frames += o.frames;
+        self.frame_bytes += o.frame_bytes;
+        self.tcp += o.tcp;
+        self.other_ip += o.other_ip;
+        self.not_ip += o.not_ip;
+        self.truncated += o.truncated;
+        self.malformed += o.malformed;
+        self.unsupported_link += o.unsupported_link;
+        self.bad_checksum += o.bad_checksum;
+        self.snap_cut += o.snap_cut;
+        self.ip_length_exceeds_frame += o.ip_length_exceeds_frame;
+        self.last_ts_ns = self.last_ts_ns.max(o.last_ts_ns);
+    }
+}
+
 /// What a replay did, and the error that ended it early, if one did.
 #[derive(Debug)]
 pub struct ReplayOutcome {
@@ -151,15 +169,102 @@ pub struct ReplayOutcome {
 
 /// Sleeps until the frame captured at `ts_ns` is due: the first frame sets the origin
 /// (`pacing`), and capture time runs `speed` times faster than the wall clock. Frames whose
-/// time goes backwards are not held back.
-fn pace(pacing: &mut Option<(Instant, u64)>, ts_ns: u64, speed: f64) {
+/// time goes backwards are not held back. Returns whether it slept.
+pub fn pace(pacing: &mut Option<(Instant, u64)>, ts_ns: u64, speed: f64) -> bool {
     let (t0, ts0) = *pacing.get_or_insert((Instant::now(), ts_ns));
     let due = Duration::from_secs_f64(ts_ns.saturating_sub(ts0) as f64 / 1e9 / speed);
     let now = t0.elapsed();
     if due > now {
         // Long gaps in the capture are cut to a second, so a quiet hour does not stall a demo.
         std::thread::sleep((due - now).min(Duration::from_secs(1)));
+        return true;
     }
+    false
+}
+
+/// Takes one frame through the parser, the tracker and `sink`: counts it in `stats`, and
+/// hands the tracker the frame's TCP segment (or reports it as an orphan). `pos` is the
+/// frame's position in the input; `events` is scratch space (cleared first). Every capture
+/// backend and every worker goes through here, so they count and track frames alike.
+pub fn step(
+    tracker: &mut Tracker,
+    sink: &mut dyn EventSink,
+    stats: &mut ReplayStats,
+    events: &mut Vec<Event>,
+    pos: u64,
+    pkt: &RawPacket<'_>,
+    verify_checksums: bool,
+) -> Result<()> {
+    stats.frames += 1;
+    stats.frame_bytes += pkt.data.len() as u64;
+    stats.last_ts_ns = stats.last_ts_ns.max(pkt.ts_ns);
+    events.clear();
+    match parse_packet(pkt, verify_checksums) {
+        Ok(Parsed::Tcp(mut seg)) => {
+            stats.tcp += 1;
+            if seg.checksum == ChecksumStatus::Bad {
+                stats.bad_checksum += 1;
+            }
+            if seg.payload.len() < seg.payload_len as usize {
+                if (pkt.orig_len as usize) > pkt.data.len() {
+                    stats.snap_cut += 1;
+                } else {
+                    // The whole frame was captured, yet the IP header claims more: the header
+                    // lies, so the payload is what the frame holds, not a gap.
+                    stats.ip_length_exceeds_frame += 1;
+                    seg.payload_len = seg.payload.len() as u32;
+                }
+            }
+            sink.before(tracker, pkt, Some(&seg))?;
+            tracker.process(pkt.ts_ns, pos, &seg, events);
+        }
+        Ok(Parsed::OtherIp { .. }) => {
+            stats.other_ip += 1;
+            sink.before(tracker, pkt, None)?;
+            tracker.orphan_packet(pkt.ts_ns, pos, events);
+        }
+        Ok(Parsed::NotIp) => stats.not_ip += 1,
+        Err(ParseError::Truncated(_)) => stats.truncated += 1,
+        Err(ParseError::Malformed(_)) => stats.malformed += 1,
+        Err(ParseError::UnsupportedLink) => stats.unsupported_link += 1,
+    }
+    if !events.is_empty() {
+        sink.handle(tracker, events)?;
+    }
+    Ok(())
+}
+
+/// Advances `tracker`'s clock to `now_ns` without a frame (idle connections time out) and
+/// hands what that raised to `sink`.
+pub fn tick(
+    tracker: &mut Tracker,
+    sink: &mut dyn EventSink,
+    events: &mut Vec<Event>,
+    now_ns: u64,
+) -> Result<()> {
+    events.clear();
+    tracker.advance(now_ns, events);
+    if !events.is_empty() {
+        sink.handle(tracker, events)?;
+    }
+    Ok(())
+}
+
+/// At the end of the input (capture time `now_ns`): ends every connection still open, lets
+/// `sink` finish (a publisher drains its analyzers), then frees what the last connections held.
+pub fn finish(
+    tracker: &mut Tracker,
+    sink: &mut dyn EventSink,
+    events: &mut Vec<Event>,
+    now_ns: u64,
+) -> Result<()> {
+    events.clear();
+    tracker.finish(now_ns, events);
+    sink.handle(tracker, events)?;
+    sink.end(tracker)?;
+    events.clear();
+    tracker.advance(now_ns, events);
+    Ok(())
 }
 
 /// How far a backend has read: bytes consumed, and the total when known.
@@ -201,42 +306,15 @@ pub fn replay(
             pace(&mut pacing, pkt.ts_ns, speed);
         }
         let pos = stats.frames;
-        stats.frames += 1;
-        stats.frame_bytes += pkt.data.len() as u64;
-        stats.last_ts_ns = stats.last_ts_ns.max(pkt.ts_ns);
-        events.clear();
-        match parse_packet(&pkt, opts.verify_checksums) {
-            Ok(Parsed::Tcp(mut seg)) => {
-                stats.tcp += 1;
-                if seg.checksum == ChecksumStatus::Bad {
-                    stats.bad_checksum += 1;
-                }
-                if seg.payload.len() < seg.payload_len as usize {
-                    if (pkt.orig_len as usize) > pkt.data.len() {
-                        stats.snap_cut += 1;
-                    } else {
-                        // The whole frame was captured, yet the IP header claims more: the
-                        // header lies, so the payload is what the frame holds, not a gap.
-                        stats.ip_length_exceeds_frame += 1;
-                        seg.payload_len = seg.payload.len() as u32;
-                    }
-                }
-                sink.before(tracker, &pkt, Some(&seg))?;
-                tracker.process(pkt.ts_ns, pos, &seg, &mut events);
-            }
-            Ok(Parsed::OtherIp { .. }) => {
-                stats.other_ip += 1;
-                sink.before(tracker, &pkt, None)?;
-                tracker.orphan_packet(pkt.ts_ns, pos, &mut events);
-            }
-            Ok(Parsed::NotIp) => stats.not_ip += 1,
-            Err(ParseError::Truncated(_)) => stats.truncated += 1,
-            Err(ParseError::Malformed(_)) => stats.malformed += 1,
-            Err(ParseError::UnsupportedLink) => stats.unsupported_link += 1,
-        }
-        if !events.is_empty() {
-            sink.handle(tracker, &events)?;
-        }
+        step(
+            tracker,
+            sink,
+            &mut stats,
+            &mut events,
+            pos,
+            &pkt,
+            opts.verify_checksums,
+        )?;
         if let Some((at, every)) = next_report {
             // Looking at the clock every 4096 frames keeps it off the per-packet path.
             if stats.frames % 4096 == 0 && Instant::now() >= at {
@@ -245,13 +323,7 @@ pub fn replay(
             }
         }
     }
-    events.clear();
-    tracker.finish(stats.last_ts_ns, &mut events);
-    sink.handle(tracker, &events)?;
-    sink.end(tracker)?;
-    // Frees what the final connections held.
-    events.clear();
-    tracker.advance(stats.last_ts_ns, &mut events);
+    finish(tracker, sink, &mut events, stats.last_ts_ns)?;
     Ok(ReplayOutcome {
         stats,
         stopped,

@@ -100,6 +100,26 @@ pub struct TrackerStats {
     pub conflicts: u64,
 }
 
+impl TrackerStats {
+    /// Adds another worker's counters to these.
+    pub fn add(&mut self, o: &TrackerStats) {
+        self.segments += o.segments;
+        self.conns_created += o.conns_created;
+        self.conns_midstream += o.conns_midstream;
+        self.conns_closed += o.conns_closed;
+        self.conns_timed_out += o.conns_timed_out;
+        self.conns_evicted += o.conns_evicted;
+        self.conns_open_at_end += o.conns_open_at_end;
+        self.late_segments += o.late_segments;
+        self.orphan_segments += o.orphan_segments;
+        self.payload_bytes += o.payload_bytes;
+        self.rexmit_bytes += o.rexmit_bytes;
+        self.gap_bytes += o.gap_bytes;
+        self.overflow_bytes += o.overflow_bytes;
+        self.conflicts += o.conflicts;
+    }
+}
+
 /// The connection tracker of one worker.
 #[derive(Debug)]
 pub struct Tracker {
@@ -114,6 +134,8 @@ pub struct Tracker {
     /// Closed connections and when their linger ends, in closing order.
     closing: VecDeque<(FlowHandle, u64)>,
     serial: u64,
+    /// What the serial grows by per connection (the number of workers).
+    serial_step: u64,
     stats: TrackerStats,
     /// Publication sequence: one per call (packet or clock tick); events carry it.
     pseq: u64,
@@ -172,6 +194,7 @@ impl Tracker {
             release: Vec::new(),
             closing: VecDeque::new(),
             serial: 0,
+            serial_step: 1,
             stats: TrackerStats::default(),
             pseq: 0,
             publisher: None,
@@ -198,6 +221,13 @@ impl Tracker {
         t.pool = pool;
         t.publisher = Some(publisher);
         Ok(t)
+    }
+
+    /// Numbers this tracker's connections `first`, `first + step`, ... (worker `w` of `n`
+    /// takes `w` and `n`, so serials are unique across workers).
+    pub fn set_serials(&mut self, first: u64, step: u64) {
+        self.serial = first;
+        self.serial_step = step.max(1);
     }
 
     /// Lossless mode: keep what ended connections refer to until [`Tracker::set_passed`]
@@ -652,7 +682,7 @@ impl Tracker {
             ended: false,
             serial: self.serial,
         };
-        self.serial += 1;
+        self.serial += self.serial_step;
         if guessed {
             // Neither handshake segment was seen: both stacks are assumed established.
             conn.stacks[0].state = TcpState::Established;

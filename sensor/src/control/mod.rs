@@ -336,6 +336,8 @@ fn serve(
     let mut clients: Vec<Client> = Vec::new();
     let mut next_id = 1u32;
     let mut done = false;
+    // Workers that reached the end of the input; the sensor is done when all have.
+    let mut workers_done = 0usize;
     let mut workers_gone = false;
     let to_all = |m: &dyn Fn() -> ToWorker| {
         for w in &workers {
@@ -571,6 +573,10 @@ fn serve(
                     }
                 }
                 Ok(ToControl::Done) => {
+                    workers_done += 1;
+                    if workers_done < cfg.nworkers {
+                        continue;
+                    }
                     done = true;
                     for c in clients.iter().filter(|c| c.id.is_some()) {
                         let _ = send(&c.fd, &SensorMsg::Done, &[]);

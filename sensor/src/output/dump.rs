@@ -52,6 +52,19 @@ impl StreamDump {
         Ok(self.writer.finish()?)
     }
 
+    /// The connections recorded, without writing `flows.jsonl` (one dump per worker into one
+    /// directory; [`write_index`] writes their records together).
+    pub fn into_records(self) -> Vec<FlowRecord> {
+        self.writer.into_records()
+    }
+}
+
+/// Writes `dir/flows.jsonl` from the records of every worker's dump and returns its path.
+pub fn write_index(dir: &Path, records: Vec<FlowRecord>) -> Result<PathBuf> {
+    Ok(mos_client::dump::write_index(dir, records)?)
+}
+
+impl StreamDump {
     fn ensure_open(&mut self, tracker: &Tracker, h: FlowHandle) {
         if let Some(conn) = tracker.conn(h) {
             self.writer

@@ -22,7 +22,7 @@ use shm_layout::layout::{
 use shm_layout::pktlog::PktLogWriter;
 use shm_layout::ring::{Producer, ProducerState};
 use shm_layout::EventMask;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -590,17 +590,26 @@ pub struct PublishSink {
     /// Events built whatever the analyzers want (for another sink, such as `--dump`).
     base_events: EventMask,
     header: &'static Header,
+    /// Workers that have not reached the end of the input; the last one marks the sensor done.
+    running: Arc<AtomicUsize>,
 }
 
 impl PublishSink {
     /// A sink over a worker's analyzers; the tracker builds `base_events` and whatever the
-    /// analyzers subscribe to.
-    pub fn new(fanout: Fanout, base_events: EventMask, header: &'static Header) -> Self {
+    /// analyzers subscribe to. `running` counts the workers still going (shared by all of
+    /// them): the last to end marks the sensor done in the header.
+    pub fn new(
+        fanout: Fanout,
+        base_events: EventMask,
+        header: &'static Header,
+        running: Arc<AtomicUsize>,
+    ) -> Self {
         PublishSink {
             fanout,
             pkt_ref: NO_PKT,
             base_events,
             header,
+            running,
         }
     }
 }
@@ -656,9 +665,13 @@ impl EventSink for PublishSink {
     }
 
     fn end(&mut self, _tracker: &mut Tracker) -> Result<()> {
-        self.header
-            .state
-            .store(sensor_state::DONE, Ordering::Release);
+        // Analyzers learn the sensor is done once every worker has ended its connections:
+        // from the header's state, and from the control thread once all workers said so.
+        if self.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.header
+                .state
+                .store(sensor_state::DONE, Ordering::Release);
+        }
         self.fanout.finish();
         Ok(())
     }
