@@ -33,8 +33,6 @@ const BATCH_FRAMES: usize = 256;
 const BATCH_BYTES: usize = 512 * 1024;
 /// Batches in flight to each worker.
 const QUEUE: usize = 8;
-/// A worker whose frames are this far behind the reader's clock ticks its own.
-const TICK_NS: u64 = 1_000_000_000;
 
 /// Picks a worker for each frame so that both directions of a connection get the same one.
 ///
@@ -89,6 +87,10 @@ impl DispatchHash {
 struct FrameRef {
     pos: u64,
     ts_ns: u64,
+    /// Capture time to advance the worker's clock to before this frame (0: none): the latest
+    /// time among other workers' frames since this worker's previous one, when it is later
+    /// than this frame's own (capture time went backwards).
+    tick_ns: u64,
     link: LinkType,
     orig_len: u32,
     start: u32,
@@ -100,17 +102,19 @@ struct FrameRef {
 struct Batch {
     bytes: Vec<u8>,
     frames: Vec<FrameRef>,
-    /// The reader's clock (latest capture time read) when the batch left.
+    /// Capture time to advance the worker's clock to after the batch (0: none): the latest
+    /// time among other workers' frames read since this worker's last frame.
     now_ns: u64,
 }
 
 impl Batch {
-    fn push(&mut self, pos: u64, pkt: &RawPacket<'_>) {
+    fn push(&mut self, pos: u64, pkt: &RawPacket<'_>, tick_ns: u64) {
         let start = self.bytes.len() as u32;
         self.bytes.extend_from_slice(pkt.data);
         self.frames.push(FrameRef {
             pos,
             ts_ns: pkt.ts_ns,
+            tick_ns,
             link: pkt.link,
             orig_len: pkt.orig_len,
             start,
@@ -155,19 +159,22 @@ struct Outlet {
     tx: Option<SyncSender<Batch>>,
     back: Receiver<Batch>,
     filling: Batch,
+    /// The latest capture time among frames that went to other workers since this worker's
+    /// last frame (0: none).
+    pending_ns: u64,
 }
 
 impl Outlet {
     /// Sends the batch being filled (if it holds frames, or `always`); false if the worker is
     /// gone (it failed: its error is reported when it is joined).
-    fn flush(&mut self, now_ns: u64, always: bool) -> bool {
+    fn flush(&mut self, always: bool) -> bool {
         if self.filling.frames.is_empty() && !always {
             return true;
         }
         let fresh = self.back.try_recv().unwrap_or_default();
         let mut b = std::mem::replace(&mut self.filling, fresh);
         self.filling.clear();
-        b.now_ns = now_ns;
+        b.now_ns = std::mem::take(&mut self.pending_ns);
         match &self.tx {
             Some(tx) => tx.send(b).is_ok(),
             None => false,
@@ -202,6 +209,7 @@ pub fn replay_parallel<S: EventSink + Send>(
                 tx: Some(tx),
                 back: back_rx,
                 filling: Batch::default(),
+                pending_ns: 0,
             });
             let end_ns = &end_ns;
             let h = std::thread::Builder::new()
@@ -242,16 +250,26 @@ pub fn replay_parallel<S: EventSink + Send>(
             read.frame_bytes += pkt.data.len() as u64;
             read.last_ts_ns = read.last_ts_ns.max(pkt.ts_ns);
             let w = hash.worker_of(&pkt, n);
+            // A single worker would have advanced its clock to every frame's time: each worker
+            // hears of the others' frames' times, as the latest one since its own last frame,
+            // so its connections time out exactly as they would with one worker.
+            for (v, out) in outlets.iter_mut().enumerate() {
+                if v != w {
+                    out.pending_ns = out.pending_ns.max(pkt.ts_ns);
+                }
+            }
             let out = &mut outlets[w];
-            out.filling.push(pos, &pkt);
-            if out.filling.full() && !out.flush(read.last_ts_ns, false) {
+            let tick_ns = std::mem::take(&mut out.pending_ns);
+            out.filling
+                .push(pos, &pkt, if tick_ns > pkt.ts_ns { tick_ns } else { 0 });
+            if out.filling.full() && !out.flush(false) {
                 worker_gone = true;
                 break;
             }
             if slept {
                 // A paced replay is watched as it goes: nothing waits in a half-full batch.
                 for out in &mut outlets {
-                    if !out.flush(read.last_ts_ns, false) {
+                    if !out.flush(false) {
                         worker_gone = true;
                         break 'read;
                     }
@@ -267,8 +285,8 @@ pub fn replay_parallel<S: EventSink + Send>(
         end_ns.store(read.last_ts_ns, Ordering::Relaxed);
         for out in &mut outlets {
             if !worker_gone {
-                // Every worker hears the final clock, even one that got no frame lately.
-                let _ = out.flush(read.last_ts_ns, true);
+                // Every worker hears of the frames after its last one.
+                let _ = out.flush(true);
             }
             out.tx = None;
         }
@@ -315,9 +333,11 @@ fn run_worker<S: EventSink + Send>(
     let Lane { tracker, sink } = lane;
     let mut stats = ReplayStats::default();
     let mut events: Vec<Event> = Vec::with_capacity(64);
-    let mut clock = 0u64;
     while let Ok(batch) = rx.recv() {
         for f in &batch.frames {
+            if f.tick_ns != 0 {
+                replay::tick(tracker, sink, &mut events, f.tick_ns)?;
+            }
             let pkt = RawPacket {
                 ts_ns: f.ts_ns,
                 link: f.link,
@@ -325,11 +345,9 @@ fn run_worker<S: EventSink + Send>(
                 orig_len: f.orig_len,
             };
             replay::step(tracker, sink, &mut stats, &mut events, f.pos, &pkt, verify)?;
-            clock = clock.max(f.ts_ns);
         }
-        if batch.now_ns >= clock.saturating_add(TICK_NS) {
-            clock = batch.now_ns;
-            replay::tick(tracker, sink, &mut events, clock)?;
+        if batch.now_ns != 0 {
+            replay::tick(tracker, sink, &mut events, batch.now_ns)?;
         }
         // The reader may have stopped taking batches back; that is fine.
         let _ = back.send(batch);
