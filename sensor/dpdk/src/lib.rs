@@ -63,8 +63,15 @@ pub enum DpdkError {
     },
     /// An [`Eal`] already exists (or existed) in this process.
     AlreadyInitialised,
-    /// An EAL argument could not be passed to C (it contains a NUL byte).
-    BadArgument(String),
+    /// An EAL argument refused before DPDK sees it: it contains a NUL byte,
+    /// or it asks for help, which makes DPDK 22.11 print its usage and
+    /// `exit(0)` the whole process.
+    BadArgument {
+        /// The argument.
+        arg: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
     /// The port id names no port the EAL found.
     NoPort {
         /// The port asked for.
@@ -100,8 +107,8 @@ impl fmt::Display for DpdkError {
                 f,
                 "DPDK EAL already initialised in this process (only one Eal per process)"
             ),
-            DpdkError::BadArgument(a) => {
-                write!(f, "DPDK EAL argument {a:?} contains a NUL byte")
+            DpdkError::BadArgument { arg, reason } => {
+                write!(f, "DPDK EAL argument {arg:?} refused: {reason}")
             }
             DpdkError::NoPort { port, available } => write!(
                 f,
@@ -189,6 +196,24 @@ mod libc_errno {
     pub const EALREADY: i32 = 114;
 }
 
+/// Whether DPDK 22.11's option parser would take `arg` as `-h`/`--help`,
+/// on which it calls `exit(0)`: `--help` or an unambiguous prefix of it
+/// (`--he`, getopt_long accepts those), or a cluster of short flags that
+/// contains `h` (`-h`, `-vh`; `v` and `h` are EAL's only short options
+/// without a value, so scanning stops at any other letter).
+fn asks_for_help(arg: &str) -> bool {
+    if let Some(long) = arg.strip_prefix("--") {
+        return long.len() >= 2 && "help".starts_with(long);
+    }
+    match arg.strip_prefix('-') {
+        Some(short) => short
+            .chars()
+            .take_while(|c| matches!(c, 'v' | 'h'))
+            .any(|c| c == 'h'),
+        None => false,
+    }
+}
+
 /// Runs `rte_eal_cleanup` when the last holder is dropped.
 #[derive(Debug)]
 struct EalInner {
@@ -227,35 +252,39 @@ impl Eal {
     ///
     /// On bad arguments DPDK 22.11 prints the offending option and its usage
     /// to stderr and `rte_eal_init` returns EINVAL (it does not exit the
-    /// process), and this returns [`DpdkError::EalInit`]. Only `-h`/`--help`
-    /// makes DPDK exit the process.
+    /// process), and this returns [`DpdkError::EalInit`]. `-h`/`--help`
+    /// would make DPDK exit the process with status 0, so they are refused
+    /// here before DPDK sees them. A `--vdev` whose driver fails to probe
+    /// (e.g. net_pcap with a missing file) does not fail the init: DPDK only
+    /// logs it, and the port is then missing for [`Port::start`].
     ///
     /// # Errors
     /// [`DpdkError::AlreadyInitialised`] if an `Eal` was made before in this
-    /// process, [`DpdkError::BadArgument`] for an argument with a NUL byte,
+    /// process, [`DpdkError::BadArgument`] for a help option or an argument
+    /// with a NUL byte,
     /// [`DpdkError::EalInit`] with `rte_strerror(rte_errno)` and a hint.
     pub fn init(args: &[String]) -> Result<Eal, DpdkError> {
+        // Validate first: nothing here needs (or takes) the one-EAL flag.
+        if let Some(a) = args.iter().find(|a| asks_for_help(a)) {
+            return Err(DpdkError::BadArgument {
+                arg: a.clone(),
+                reason: "help options make DPDK print its usage and exit the process",
+            });
+        }
+        let mut cargs = Vec::with_capacity(args.len() + 1);
+        for a in std::iter::once("mos-sensor").chain(args.iter().map(String::as_str)) {
+            cargs.push(CString::new(a).map_err(|_| DpdkError::BadArgument {
+                arg: a.to_string(),
+                reason: "it contains a NUL byte",
+            })?);
+        }
         if EAL_TAKEN
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
             return Err(DpdkError::AlreadyInitialised);
         }
-        let mut argv: Vec<*mut c_char> = Vec::with_capacity(args.len() + 2);
-        for a in std::iter::once("mos-sensor").chain(args.iter().map(String::as_str)) {
-            match CString::new(a) {
-                Ok(c) => argv.push(c.into_raw()),
-                Err(_) => {
-                    for p in argv {
-                        // SAFETY: each p came from CString::into_raw above and
-                        // has not been handed to C yet.
-                        drop(unsafe { CString::from_raw(p) });
-                    }
-                    EAL_TAKEN.store(false, Ordering::Release);
-                    return Err(DpdkError::BadArgument(a.to_string()));
-                }
-            }
-        }
+        let mut argv: Vec<*mut c_char> = cargs.into_iter().map(CString::into_raw).collect();
         let argc = c_int::try_from(argv.len()).expect("fewer than 2^31 EAL arguments");
         argv.push(ptr::null_mut());
         // The vector is leaked with its strings: getopt permutes it and DPDK
@@ -987,4 +1016,55 @@ impl Drop for Mbuf {
 pub fn lcore_id() -> u32 {
     // SAFETY: reads a thread-local; no preconditions.
     unsafe { ffi::mos_shim_lcore_id() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_options_are_recognised() {
+        for a in ["-h", "--help", "--he", "--hel", "-vh", "-hv", "-vvh"] {
+            assert!(asks_for_help(a), "{a}");
+        }
+        for a in [
+            "--h",
+            "--huge-dir",
+            "--helpx",
+            "-v",
+            "-l0",
+            "-lh",
+            "-mh",
+            "h",
+            "--vdev=net_null0",
+            "--",
+            "-",
+        ] {
+            assert!(!asks_for_help(a), "{a}");
+        }
+    }
+
+    #[test]
+    fn symmetric_key_repeats() {
+        let key: Vec<u8> = SYMMETRIC_KEY_PAIR
+            .iter()
+            .copied()
+            .cycle()
+            .take(DEFAULT_RSS_KEY_LEN)
+            .collect();
+        assert_eq!(key.len(), 40);
+        assert!(key.chunks(2).all(|c| c == [0x6d, 0x5a]));
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        let e = DpdkError::EalInit {
+            errno: 13,
+            message: strerror(13),
+            hint: eal_hint(13),
+        };
+        assert!(!e.to_string().contains('\n'));
+        assert!(e.to_string().contains("CAP_SYS_ADMIN"));
+        assert!(eal_hint(libc_errno::EALREADY).contains("already initialised"));
+    }
 }
