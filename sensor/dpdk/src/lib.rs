@@ -235,7 +235,8 @@ impl Drop for EalInner {
 /// The initialised DPDK environment (EAL). At most one per process.
 ///
 /// `rte_eal_cleanup` runs when this and every [`Port`], [`Burst`] and
-/// [`Mbuf`] made from it are dropped.
+/// [`Mbuf`] made from it are dropped, on whichever thread drops the last of
+/// them; to have it run on the main thread, drop workers' mbufs first.
 #[derive(Debug)]
 pub struct Eal {
     inner: Arc<EalInner>,
