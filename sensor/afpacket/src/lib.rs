@@ -30,9 +30,9 @@
 //! traffic: each frame goes to exactly one of them. With [`FanoutMode::Hash`] the kernel picks the
 //! socket from `__skb_get_hash_symmetric`, a flow hash over addresses and ports computed after
 //! ordering the two endpoints, so both directions of a flow reach the same socket. (Kernels before
-//! the 2022 fix "net: core: fix flow symmetric hash" compared IPv4 addresses with a signed
-//! difference and could split a flow whose addresses differ by 2^31 or more; this crate's tests
-//! check the symmetry on the kernel they run on.)
+//! the 2022 fix "net: core: fix flow symmetric hash" ordered IPv4 addresses by the sign of their
+//! difference and split flows whose addresses, as 32-bit words, differ by exactly 2^31; this
+//! crate's fanout test includes such a pair and checks the symmetry on the kernel it runs on.)
 //!
 //! **Privileges.** Opening a ring needs `CAP_NET_RAW` in the user namespace that owns the
 //! interface's network namespace (root has it).
