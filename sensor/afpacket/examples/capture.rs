@@ -8,7 +8,7 @@
 //!
 //! It prints `{"event":"ready"}` once every ring is open, then a line per frame with the ring
 //! that got it, its timestamp and lengths, the VLAN tag the kernel reported, and for IPv4 UDP and
-//! TCP the addresses, ports, TCP flags and payload (hex). When its standard input reaches end of
+//! TCP the addresses, ports, TCP flags and payload (hex, up to 64 KiB). When its standard input reaches end of
 //! file it keeps reading until the rings have been quiet for 300 ms, prints a `stats` line per
 //! ring and exits; it also stops by itself after `--max-secs` (default 60). With more than one
 //! ring the rings join a hash fanout group (id from `--fanout-group`, default 4242). If a ring
@@ -101,7 +101,7 @@ fn l4_fields(data: &[u8]) -> String {
     let dport = u16::from_be_bytes([l4[2], l4[3]]);
     out += &format!(
         ",\"sport\":{sport},\"dport\":{dport}{extra},\"payload\":\"{}\"",
-        hex(&payload[..payload.len().min(4096)])
+        hex(&payload[..payload.len().min(65536)])
     );
     out
 }

@@ -125,3 +125,36 @@ fn vlan_tags_are_reported_out_of_band() {
     }
     assert_eq!(stats(&lines, 0)["drops"], 0);
 }
+
+#[test]
+fn frames_larger_than_frame_size_are_whole() {
+    let net = NetnsPair::new();
+    for (ns, dev) in [(&net.a, VETH_A), (&net.b, VETH_B)] {
+        net.exec(ns, &["ip", "link", "set", dev, "mtu", "9000"]);
+    }
+    // frame_size is 2048; these frames are 8042 bytes.
+    let cap = Capture::start(&net.a, &["--iface", VETH_A]);
+    net.python(
+        &net.b,
+        &format!(
+            "import socket, time\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             s.sendto(b'warm-up', ('{ADDR_A}', {PORT}))\n\
+             time.sleep(0.3)\n\
+             for i in range(5):\n\
+             \x20   s.sendto(bytes([65 + i]) * 8000, ('{ADDR_A}', {PORT}))\n"
+        ),
+    );
+    let lines = cap.finish();
+    let frames = frames(&lines);
+    for i in 0..5u8 {
+        let want = hex(&[b'A' + i; 8000]);
+        let seen: Vec<_> = frames
+            .iter()
+            .filter(|f| f["proto"] == 17 && f["payload"] == want.as_str())
+            .collect();
+        assert_eq!(seen.len(), 1, "datagram {i}");
+        assert_eq!(seen[0]["wire_len"], 8042);
+        assert_eq!(seen[0]["caplen"], 8042);
+    }
+}
