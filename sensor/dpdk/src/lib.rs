@@ -646,9 +646,10 @@ impl Port {
     }
 
     /// One handle per RX queue, each `Send`, so that each queue can be
-    /// polled by its own thread while the port stays borrowed.
-    pub fn split_queues(&mut self) -> Vec<RxQueue<'_>> {
-        (0..self.rx_queues)
+    /// polled by its own thread while the port stays borrowed, and a handle
+    /// that reads the port's counters meanwhile (from any thread).
+    pub fn split_queues(&mut self) -> (Vec<RxQueue<'_>>, PortStats<'_>) {
+        let queues = (0..self.rx_queues)
             .map(|queue| RxQueue {
                 port_id: self.port_id,
                 nb_queues: self.rx_queues,
@@ -657,7 +658,12 @@ impl Port {
                 pool: &self.pool,
                 _port: PhantomData,
             })
-            .collect()
+            .collect();
+        let stats = PortStats {
+            port_id: self.port_id,
+            _port: PhantomData,
+        };
+        (queues, stats)
     }
 
     /// The port's counters.
@@ -665,19 +671,44 @@ impl Port {
     /// # Errors
     /// [`DpdkError::Call`] if `rte_eth_stats_get` fails.
     pub fn stats(&self) -> Result<EthStats, DpdkError> {
-        let mut s = ffi::rte_eth_stats::default();
-        // SAFETY: valid, started port; s is a writable rte_eth_stats.
-        check("rte_eth_stats_get", self.port_id, unsafe {
-            ffi::rte_eth_stats_get(self.port_id, &mut s)
-        })?;
-        Ok(EthStats {
-            ipackets: s.ipackets,
-            ibytes: s.ibytes,
-            imissed: s.imissed,
-            ierrors: s.ierrors,
-            rx_nombuf: s.rx_nombuf,
-        })
+        port_stats(self.port_id)
     }
+}
+
+/// Reads a port's counters while its queues are polled elsewhere (from
+/// [`Port::split_queues`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PortStats<'p> {
+    port_id: u16,
+    _port: PhantomData<&'p Port>,
+}
+
+impl PortStats<'_> {
+    /// As [`Port::stats`].
+    ///
+    /// # Errors
+    /// [`DpdkError::Call`] if `rte_eth_stats_get` fails.
+    pub fn stats(&self) -> Result<EthStats, DpdkError> {
+        port_stats(self.port_id)
+    }
+}
+
+fn port_stats(port_id: u16) -> Result<EthStats, DpdkError> {
+    let mut s = ffi::rte_eth_stats::default();
+    // SAFETY: the port is valid and started (a Port or its PortStats borrow
+    // exists); s is a writable rte_eth_stats. Reading counters while other
+    // threads poll the queues is what the ethdev API allows: drivers keep
+    // per-queue counters that stats_get only reads.
+    check("rte_eth_stats_get", port_id, unsafe {
+        ffi::rte_eth_stats_get(port_id, &mut s)
+    })?;
+    Ok(EthStats {
+        ipackets: s.ipackets,
+        ibytes: s.ibytes,
+        imissed: s.imissed,
+        ierrors: s.ierrors,
+        rx_nombuf: s.rx_nombuf,
+    })
 }
 
 impl Drop for Port {

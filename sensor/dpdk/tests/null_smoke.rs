@@ -64,8 +64,10 @@ fn net_null_rx_smoke() {
 
     // Per-queue handles can be polled from their own threads.
     let per_queue: Vec<usize> = std::thread::scope(|s| {
-        let handles: Vec<_> = port
-            .split_queues()
+        let (queues, stats) = port.split_queues();
+        // The counters stay readable while the queues are out.
+        assert!(stats.stats().is_ok());
+        let handles: Vec<_> = queues
             .into_iter()
             .map(|mut q| {
                 s.spawn(move || {
