@@ -13,9 +13,10 @@
 //!   its workers take time from the frames alone.
 //!
 //! Spreading frames over workers: AF_PACKET sockets join a fanout group whose hash the kernel
-//! computes symmetrically; a DPDK port with RSS is configured with a symmetric key; a DPDK port
-//! without RSS (virtual devices) is read by one receive thread that hashes each frame with
-//! [`DispatchHash`] and hands the mbuf itself to its worker (no copy).
+//! computes symmetrically; a DPDK port with RSS is configured with a symmetric key (as is one
+//! whose queues are declared to hold whole flows already); a DPDK port without RSS (virtual
+//! devices) is read by one receive thread that hashes each frame with [`DispatchHash`] and
+//! hands the mbuf itself to its worker (no copy).
 
 use crate::capture::{LinkType, RawPacket};
 use crate::dispatch::{DispatchHash, Lane};
@@ -42,8 +43,44 @@ pub struct LiveOptions {
     pub stop: Arc<AtomicBool>,
     /// Stop once no frame has arrived for this long.
     pub stop_after_idle: Option<Duration>,
+    /// Stop after about this many frames (all workers together; each finishes the burst or
+    /// block it holds).
+    pub count: Option<u64>,
     /// Print a progress line about this often.
     pub progress_every: Option<Duration>,
+    /// Pin worker `w` to CPU `cpus[w]` (none pinned when empty).
+    pub cpus: Vec<usize>,
+}
+
+/// The CPUs this thread may run on.
+pub fn allowed_cpus() -> Vec<usize> {
+    match rustix::thread::sched_getaffinity(None) {
+        Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&c| set.is_set(c))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Lets this thread run on `cpus` only (nothing changes when it is empty).
+fn set_cpus(cpus: &[usize]) -> Result<()> {
+    if cpus.is_empty() {
+        return Ok(());
+    }
+    let mut set = rustix::thread::CpuSet::new();
+    for &c in cpus {
+        set.set(c);
+    }
+    rustix::thread::sched_setaffinity(None, &set)
+        .with_context(|| format!("cannot run on CPU(s) {cpus:?}"))
+}
+
+/// Pins the calling worker thread to its CPU, if it has one.
+fn pin_worker(shared: &Shared, w: usize) -> Result<()> {
+    match shared.opts.cpus.get(w) {
+        Some(&cpu) => set_cpus(&[cpu]),
+        None => Ok(()),
+    }
 }
 
 /// What a live capture did.
@@ -81,6 +118,8 @@ struct Shared {
     frames: Vec<AtomicU64>,
     /// The latest frame time any worker saw (the end time when frames carry a file's time).
     max_ts: AtomicU64,
+    /// Frames taken by all workers (counted per burst, for `count`).
+    taken: AtomicU64,
 }
 
 impl Shared {
@@ -92,6 +131,7 @@ impl Shared {
             idle_stop: AtomicBool::new(false),
             frames: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             max_ts: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
         }
     }
 
@@ -181,7 +221,16 @@ impl<'l, S: EventSink> Worker<'l, S> {
     /// After a burst or block: counters for progress lines and the shared header.
     fn after_frames(&mut self, shared: &Shared) {
         shared.saw_frames();
-        shared.frames[self.w].store(self.stats.frames, Ordering::Relaxed);
+        let before = shared.frames[self.w].swap(self.stats.frames, Ordering::Relaxed);
+        if let Some(limit) = shared.opts.count {
+            let taken = shared
+                .taken
+                .fetch_add(self.stats.frames - before, Ordering::Relaxed)
+                + (self.stats.frames - before);
+            if taken >= limit {
+                shared.idle_stop.store(true, Ordering::Relaxed);
+            }
+        }
         shared
             .max_ts
             .fetch_max(self.stats.last_ts_ns, Ordering::Relaxed);
@@ -353,6 +402,7 @@ pub fn run_afpacket<S: EventSink + Send>(
             let h = std::thread::Builder::new()
                 .name(format!("mos-worker-{w}"))
                 .spawn_scoped(scope, move || -> Result<ReplayStats> {
+                    pin_worker(shared, w)?;
                     let mut wk = Worker::new(w, lane, info, Clock::Wall);
                     let mut last_stats = Instant::now();
                     while !shared.should_stop() {
@@ -430,14 +480,30 @@ mod dpdk {
 
     /// Initialises the EAL with `eal_args` (split on whitespace) and starts `port_id` with a
     /// queue per worker.
-    pub fn open_dpdk(eal_args: &str, port_id: u16, workers: usize) -> Result<DpdkInput> {
+    /// `queues_hold_flows`: the port's queues already hold whole flows (see
+    /// `PortOptions::queues_hold_flows`), so each worker polls its own without RSS. `mbufs`
+    /// sizes the pool (default: enough for the queues and the frames in flight to workers).
+    pub fn open_dpdk(
+        eal_args: &str,
+        port_id: u16,
+        workers: usize,
+        queues_hold_flows: bool,
+        mbufs: Option<u32>,
+    ) -> Result<DpdkInput> {
         let args: Vec<String> = eal_args.split_whitespace().map(String::from).collect();
+        let allowed = allowed_cpus();
         let eal = Eal::init(&args).map_err(|e| anyhow!("{e}"))?;
+        // The EAL pins the calling thread to its first lcore, and every thread started later
+        // would inherit that one CPU: give this thread back the CPUs it had (workers are
+        // pinned one by one, by LiveOptions::cpus).
+        set_cpus(&allowed)?;
         let opts = PortOptions {
             rx_queues: workers as u16,
             // Enough mbufs for every queue's descriptors plus the batches in flight to
             // workers under software dispatch.
-            mbufs: (workers as u32 * (1024 + (HANDOFF * QUEUE) as u32) + 4096).max(8191),
+            mbufs: mbufs
+                .unwrap_or((workers as u32 * (1024 + (HANDOFF * QUEUE) as u32) + 4096).max(8191)),
+            queues_hold_flows,
             ..PortOptions::default()
         };
         let port = match Port::start(&eal, port_id, opts) {
@@ -495,7 +561,9 @@ mod dpdk {
             input.port.id(),
             input.port.driver_name()
         );
-        let software = n > 1 && !input.port.rss();
+        // One queue per worker when the port hashes flows (RSS) or its queues hold whole
+        // flows already; otherwise one receive thread dispatches.
+        let software = n > 1 && usize::from(input.port.rx_queues()) != n;
         let info0 = infos.first().copied().flatten();
         let (queues, stats) = input.port.split_queues();
         let nic = AtomicU64::new(0);
@@ -558,6 +626,7 @@ mod dpdk {
         clock: Clock,
     ) -> Result<ReplayStats> {
         let verify = shared.opts.verify_checksums;
+        pin_worker(shared, w)?;
         let mut wk = Worker::new(w, lane, info, clock);
         let mut burst = Burst::new();
         let mut quiet_since = Instant::now();
@@ -612,6 +681,7 @@ mod dpdk {
             let h = std::thread::Builder::new()
                 .name(format!("mos-worker-{w}"))
                 .spawn_scoped(scope, move || -> Result<ReplayStats> {
+                    pin_worker(shared, w)?;
                     let mut wk = Worker::new(w, lane, info, clock);
                     loop {
                         match rx.recv_timeout(IDLE_TICK) {
@@ -658,6 +728,11 @@ mod dpdk {
                     }
                     quiet_since = Instant::now();
                     shared.saw_frames();
+                    if let Some(limit) = shared.opts.count {
+                        if pos + got as u64 >= limit {
+                            shared.idle_stop.store(true, Ordering::Relaxed);
+                        }
+                    }
                     let now = if clock == Clock::Wall { wall_ns() } else { 0 };
                     for i in 0..got {
                         let (w, ts) = {

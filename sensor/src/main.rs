@@ -9,7 +9,7 @@ use mos_sensor::capture::{CaptureBackend, CaptureError, FileCapture, RawPacket};
 use mos_sensor::control::{self, Allowed, ControlConfig};
 use mos_sensor::dispatch::{replay_parallel, Lane, MAX_WORKERS};
 use mos_sensor::event::Event;
-use mos_sensor::live::{iface_link_type, open_afpacket, run_afpacket, LiveOptions};
+use mos_sensor::live::{allowed_cpus, iface_link_type, open_afpacket, run_afpacket, LiveOptions};
 #[cfg(feature = "dpdk")]
 use mos_sensor::live::{open_dpdk, run_dpdk, DpdkInput};
 use mos_sensor::output::dump::write_index;
@@ -75,6 +75,20 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 0, requires = "dpdk")]
     port: u16,
 
+    /// The DPDK port's RX queues already hold whole flows (steered by rules set up outside
+    /// mos, or a net_pcap device given one capture per queue, split by flow): each worker
+    /// polls its own queue, with neither RSS nor software dispatch. Without it, a port with
+    /// RSS gets a symmetric key and one queue per worker, and a port without RSS one queue
+    /// read by a dispatching thread.
+    #[arg(long, requires = "dpdk")]
+    queues_hold_flows: bool,
+
+    /// Mbufs in the DPDK port's pool (by default enough for every queue's descriptors and
+    /// the frames in flight to workers; net_pcap with infinite_rx=1 needs one per frame of
+    /// its file).
+    #[arg(long, value_name = "N", requires = "dpdk")]
+    mbufs: Option<u32>,
+
     /// Capture live on this network interface through AF_PACKET (TPACKET_V3; with several
     /// workers, a fanout group that the kernel splits by a symmetric flow hash). Needs root or
     /// CAP_NET_RAW.
@@ -86,6 +100,18 @@ struct Args {
     /// sensor is done. Without it, a live capture runs until SIGINT or SIGTERM.
     #[arg(long, value_name = "SECONDS", conflicts_with = "pcap")]
     stop_after_idle: Option<f64>,
+
+    /// CPUs for the workers of a live capture, one per worker in order, as a list such as
+    /// 2,3 or a range such as 2-5. By default worker w of a live capture runs on the w-th CPU
+    /// the sensor may use (when there are at least as many CPUs as workers); a replay's
+    /// workers are not pinned.
+    #[arg(long, value_name = "LIST", value_parser = parse_cpus)]
+    cpus: Option<CpuList>,
+
+    /// End a live capture after about N frames (each worker finishes the burst or block it
+    /// holds, so a few more may be taken), as if its input ended there.
+    #[arg(long, value_name = "N", conflicts_with = "pcap")]
+    count: Option<u64>,
 
     /// Write each connection's streams and DIR/flows.jsonl into DIR (created if missing).
     /// Bytes the receiver acknowledged but the capture never held, and bytes cut by the snap
@@ -199,6 +225,37 @@ struct Args {
     /// Print no progress line and no summary.
     #[arg(long, short)]
     quiet: bool,
+}
+
+/// A list of CPU numbers (`--cpus`).
+#[derive(Clone, Debug)]
+struct CpuList(Vec<usize>);
+
+fn parse_cpus(s: &str) -> Result<CpuList, String> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let bad = || format!("{part:?} is not a CPU number or range (such as 3 or 2-5)");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (
+                    a.trim().parse().map_err(|_| bad())?,
+                    b.trim().parse().map_err(|_| bad())?,
+                );
+                if a > b {
+                    return Err(bad());
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.trim().parse().map_err(|_| bad())?),
+        }
+    }
+    if out.iter().any(|&c| c >= rustix::thread::CpuSet::MAX_CPU) {
+        return Err(format!(
+            "CPU numbers must be below {}",
+            rustix::thread::CpuSet::MAX_CPU
+        ));
+    }
+    Ok(CpuList(out))
 }
 
 impl Args {
@@ -372,6 +429,18 @@ fn run(args: Args) -> Result<ExitCode> {
         verify_checksums: !args.no_checksum,
         stop: stop.clone(),
         stop_after_idle: args.stop_after_idle.map(Duration::from_secs_f64),
+        count: args.count,
+        cpus: match &args.cpus {
+            Some(c) => c.0.clone(),
+            None => {
+                let allowed = allowed_cpus();
+                if allowed.len() >= nw {
+                    allowed[..nw].to_vec()
+                } else {
+                    Vec::new()
+                }
+            }
+        },
         progress_every: show_progress.then_some(Duration::from_secs(5)),
     };
     let mut live_drops = None;
@@ -453,10 +522,11 @@ fn run(args: Args) -> Result<ExitCode> {
                     d.port.rx_queues(),
                     if d.port.rx_queues() == 1 { "" } else { "s" },
                     if nw == 1 { "" } else { "s" },
-                    match (nw, d.port.rss()) {
-                        (1, _) => "",
-                        (_, true) => ", symmetric RSS",
-                        (_, false) => ", no RSS: software dispatch",
+                    match (nw, d.port.rss(), usize::from(d.port.rx_queues()) == nw) {
+                        (1, _, _) => "",
+                        (_, true, _) => ", symmetric RSS",
+                        (_, false, true) => ", queues hold whole flows",
+                        (_, false, false) => ", no RSS: software dispatch",
                     }
                 );
             }
@@ -692,6 +762,8 @@ fn open_input(args: &Args) -> Result<Input> {
                 eal,
                 args.port,
                 args.workers,
+                args.queues_hold_flows,
+                args.mbufs,
             )?)));
         }
         #[cfg(not(feature = "dpdk"))]

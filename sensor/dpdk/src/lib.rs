@@ -531,6 +531,10 @@ pub struct PortOptions {
     pub mbufs: u32,
     /// Turn on promiscuous mode (ignored where the driver does not support it).
     pub promiscuous: bool,
+    /// The device's queues already hold whole flows without RSS (traffic steered by rules
+    /// set up outside, or a `net_pcap` device given one pre-split capture per queue): use
+    /// `rx_queues` queues, when the device has that many, without configuring RSS.
+    pub queues_hold_flows: bool,
 }
 
 impl Default for PortOptions {
@@ -540,6 +544,7 @@ impl Default for PortOptions {
             rx_desc: 1024,
             mbufs: 8191,
             promiscuous: true,
+            queues_hold_flows: false,
         }
     }
 }
@@ -612,8 +617,12 @@ impl Port {
         };
 
         let wanted = opts.rx_queues.max(1);
-        let rss = wanted > 1 && info.flow_type_rss_offloads != 0 && info.max_rx_queues >= wanted;
-        let rx_queues = if rss { wanted } else { 1 };
+        let rss = wanted > 1
+            && !opts.queues_hold_flows
+            && info.flow_type_rss_offloads != 0
+            && info.max_rx_queues >= wanted;
+        let preset = wanted > 1 && opts.queues_hold_flows && info.max_rx_queues >= wanted;
+        let rx_queues = if rss || preset { wanted } else { 1 };
 
         let mut conf = ffi::rte_eth_conf::default();
         let key_len = match info.hash_key_size {
