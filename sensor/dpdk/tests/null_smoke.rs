@@ -21,6 +21,7 @@ fn net_null_rx_smoke() {
             rx_desc: 256,
             mbufs: 2047,
             promiscuous: true,
+            ..PortOptions::default()
         },
     )
     .expect("start net_null");
