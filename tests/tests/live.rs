@@ -335,11 +335,13 @@ fn capture_args(backend: Backend, iface: &str) -> Vec<String> {
     }
 }
 
-/// Whether the sensor has said it is capturing.
+/// Whether the sensor has said it is capturing and that mos-dump attached.
 fn capture_started(sensor_err: &str) -> bool {
-    sensor_err
-        .lines()
-        .any(|l| l.starts_with("mos-sensor: capture started") || l.contains("capturing on"))
+    let capturing = sensor_err.lines().any(|l| {
+        l.starts_with("mos-sensor: capturing on ")
+            || l.starts_with("mos-sensor: receiving from DPDK port ")
+    });
+    capturing && sensor_err.contains("attached: mos-dump")
 }
 
 /// Downloads every file of the list through the capture; checks the dump.
@@ -430,6 +432,8 @@ fn live_run(tag: &str, backend: Backend, workers: usize) -> Result<()> {
         }
         Ok(capture_started(&sensor.stderr()))
     })?;
+    // mos-dump attached; give it and the capture a moment to be under way.
+    std::thread::sleep(Duration::from_millis(500));
 
     // The downloads.
     let t0 = Instant::now();
