@@ -134,7 +134,7 @@ impl Batch {
 
 /// One worker's state: its tracker and where its events go.
 #[derive(Debug)]
-pub struct Lane<'a, S: EventSink + Send> {
+pub struct Lane<'a, S: EventSink> {
     /// The worker's connection tracker.
     pub tracker: &'a mut Tracker,
     /// The worker's event sink.

@@ -17,6 +17,7 @@ pub mod control;
 pub mod dispatch;
 pub mod event;
 pub mod flow;
+pub mod live;
 pub mod output;
 pub mod parse;
 pub mod publish;

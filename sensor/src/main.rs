@@ -3,16 +3,20 @@
 //! (or writes the streams to a directory itself with `--dump`).
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
+use clap::{ArgGroup, Parser};
+use mos_sensor::capture::LinkType;
 use mos_sensor::capture::{CaptureBackend, CaptureError, FileCapture, RawPacket};
 use mos_sensor::control::{self, Allowed, ControlConfig};
 use mos_sensor::dispatch::{replay_parallel, Lane, MAX_WORKERS};
 use mos_sensor::event::Event;
+use mos_sensor::live::{iface_link_type, open_afpacket, run_afpacket, LiveOptions};
+#[cfg(feature = "dpdk")]
+use mos_sensor::live::{open_dpdk, run_dpdk, DpdkInput};
 use mos_sensor::output::dump::write_index;
 use mos_sensor::output::StreamDump;
 use mos_sensor::parse::TcpSegment;
 use mos_sensor::publish::{
-    create_main, Fanout, FanoutOptions, HugePages, PublishSink, SlotPublisher,
+    create_main, store_counters, Fanout, FanoutOptions, HugePages, PublishSink, SlotPublisher,
 };
 use mos_sensor::replay::{
     replay, CountingSink, EventSink, ReplayOptions, ReplayOutcome, ReplayStats,
@@ -46,14 +50,42 @@ use std::time::{Duration, Instant};
 /// status is 2. Other errors exit with 1. SIGINT or SIGTERM stop the replay as if the input
 /// ended there (exit status 130).
 ///
-/// DPDK and live capture are not implemented yet.
+/// With --dpdk the sensor receives from a DPDK port, with --iface it captures on a network
+/// interface through AF_PACKET; both run until SIGINT or SIGTERM (or --stop-after-idle), and
+/// are lossy by default: a full analyzer ring drops that analyzer's event and counts it.
+/// --workers N runs N workers on N threads, each with its own connections, rings and
+/// shared-memory part; analyzers see all workers' connections as one.
 #[derive(Debug, Parser)]
 #[command(name = "mos-sensor", version, about, long_about)]
+#[command(group(ArgGroup::new("input").required(true).args(["pcap", "dpdk", "iface"])))]
 struct Args {
     /// Capture file to replay (pcap or pcapng; Ethernet, Linux cooked v1/v2, BSD loopback,
     /// raw IP, PPP, Cisco HDLC and NFLOG link types).
     #[arg(long, value_name = "FILE")]
-    pcap: PathBuf,
+    pcap: Option<PathBuf>,
+
+    /// Receive from a DPDK port; the value is DPDK's EAL arguments as one string, split on
+    /// spaces (no quoting), for example '-l 0-2 --allow 0000:03:00.0' for a NIC, or
+    /// '--no-huge -m 256 --no-pci --vdev=net_pcap0,rx_pcap=FILE' to read a capture through a
+    /// virtual device. Needs root (or the capabilities DPDK asks for).
+    #[arg(long, value_name = "EAL-ARGS", allow_hyphen_values = true)]
+    dpdk: Option<String>,
+
+    /// The DPDK port to receive from (with --dpdk).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "dpdk")]
+    port: u16,
+
+    /// Capture live on this network interface through AF_PACKET (TPACKET_V3; with several
+    /// workers, a fanout group that the kernel splits by a symmetric flow hash). Needs root or
+    /// CAP_NET_RAW.
+    #[arg(long, value_name = "IFACE")]
+    iface: Option<String>,
+
+    /// End a live capture (--dpdk or --iface) as if its input ended once no frame has arrived
+    /// for this many seconds: every open connection ends, analyzers drain and are told the
+    /// sensor is done. Without it, a live capture runs until SIGINT or SIGTERM.
+    #[arg(long, value_name = "SECONDS", conflicts_with = "pcap")]
+    stop_after_idle: Option<f64>,
 
     /// Write each connection's streams and DIR/flows.jsonl into DIR (created if missing).
     /// Bytes the receiver acknowledged but the capture never held, and bytes cut by the snap
@@ -95,7 +127,7 @@ struct Args {
 
     /// Publish nothing: no shared memory, no control socket (with --dump, the sensor alone
     /// writes the streams).
-    #[arg(long, conflicts_with_all = ["wait_analyzers", "lossy"])]
+    #[arg(long, conflicts_with_all = ["wait_analyzers", "lossy", "lossless"])]
     no_publish: bool,
 
     /// Hold the replay until N analyzers are attached and ready.
@@ -110,10 +142,16 @@ struct Args {
     workers: usize,
 
     /// Never wait for analyzers: when an analyzer's event ring is full its event is dropped
-    /// and counted, and ring bytes, packets and flow slots are reused on schedule, as with
-    /// live capture. By default a replay is lossless.
+    /// and counted, and ring bytes, packets and flow slots are reused on schedule. The
+    /// default for live capture (--dpdk, --iface); a replay (--pcap) is lossless by default.
     #[arg(long)]
     lossy: bool,
+
+    /// Wait for slow analyzers instead of dropping their events, whatever the input (the
+    /// default with --pcap). A live input that waits loses frames at the NIC or socket
+    /// instead (counted as capture drops); what a user wants when DPDK reads a file.
+    #[arg(long, conflicts_with = "lossy")]
+    lossless: bool,
 
     /// Detach an analyzer that makes no progress for this many seconds while the sensor
     /// waits for it (lossless mode).
@@ -155,12 +193,20 @@ struct Args {
 
     /// Replay at FACTOR times the capture's own pace (1 = as captured; gaps longer than a
     /// second are cut to a second). By default frames go as fast as the sensor takes them.
-    #[arg(long, value_name = "FACTOR")]
+    #[arg(long, value_name = "FACTOR", requires = "pcap")]
     speed: Option<f64>,
 
     /// Print no progress line and no summary.
     #[arg(long, short)]
     quiet: bool,
+}
+
+impl Args {
+    /// Whether the sensor waits for slow analyzers: a replay by default, a live input only
+    /// with --lossless.
+    fn is_lossless(&self) -> bool {
+        !self.lossy && (self.lossless || self.pcap.is_some())
+    }
 }
 
 /// A user or group given by name or number.
@@ -243,7 +289,14 @@ fn run(args: Args) -> Result<ExitCode> {
         events,
         ..TrackerConfig::default()
     };
-    let mut capture = FileCapture::open(&args.pcap)?;
+    if args
+        .stop_after_idle
+        .is_some_and(|s| !(s > 0.0 && s.is_finite()))
+    {
+        bail!("--stop-after-idle must be a positive number of seconds");
+    }
+    // The input first: a bad file, interface or DPDK setup fails before anything is made.
+    let mut input = open_input(&args)?;
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -312,40 +365,116 @@ fn run(args: Args) -> Result<ExitCode> {
             eprintln!("{line}");
         }
     };
-    let mut input = MarkEnd {
-        inner: &mut capture,
-        at_end: None,
+    let infos: Vec<Option<&'static WorkerInfo>> = (0..nw)
+        .map(|w| region.as_ref().map(|r| &r.header.workers[w]))
+        .collect();
+    let live_opts = LiveOptions {
+        verify_checksums: !args.no_checksum,
+        stop: stop.clone(),
+        stop_after_idle: args.stop_after_idle.map(Duration::from_secs_f64),
+        progress_every: show_progress.then_some(Duration::from_secs(5)),
     };
-    let (outcome, per_worker) = if nw == 1 {
-        let o = replay(
-            &mut input,
-            &mut trackers[0],
-            &mut sinks[0],
-            opts,
-            &mut progress,
-        )
-        .with_context(|| format!("replaying {}", args.pcap.display()))?;
-        let per = vec![o.stats.clone()];
-        (o, per)
-    } else {
-        let lanes = trackers
-            .iter_mut()
-            .zip(sinks.iter_mut())
-            .map(|(tracker, sink)| Lane { tracker, sink })
-            .collect();
-        let o = replay_parallel(&mut input, lanes, &opts, &mut progress)
-            .with_context(|| format!("replaying {}", args.pcap.display()))?;
-        (
-            ReplayOutcome {
-                stats: o.stats,
-                stopped: o.stopped,
-                capture_error: o.capture_error,
-            },
-            o.per_worker,
-        )
+    let mut live_drops = None;
+    let mut mem_at_end = None;
+    let (outcome, per_worker) = match &mut input {
+        Input::File(capture) => {
+            let name = args.pcap.clone().unwrap_or_default();
+            let mut input = MarkEnd {
+                inner: capture,
+                at_end: None,
+            };
+            let r = if nw == 1 {
+                let o = replay(
+                    &mut input,
+                    &mut trackers[0],
+                    &mut sinks[0],
+                    opts,
+                    &mut progress,
+                )
+                .with_context(|| format!("replaying {}", name.display()))?;
+                let per = vec![o.stats.clone()];
+                (o, per)
+            } else {
+                let lanes = trackers
+                    .iter_mut()
+                    .zip(sinks.iter_mut())
+                    .map(|(tracker, sink)| Lane { tracker, sink })
+                    .collect();
+                let o = replay_parallel(&mut input, lanes, &opts, &mut progress)
+                    .with_context(|| format!("replaying {}", name.display()))?;
+                (
+                    ReplayOutcome {
+                        stats: o.stats,
+                        stopped: o.stopped,
+                        capture_error: o.capture_error,
+                    },
+                    o.per_worker,
+                )
+            };
+            mem_at_end = input.at_end;
+            r
+        }
+        Input::Iface { rings, link, name } => {
+            let lanes = trackers
+                .iter_mut()
+                .zip(sinks.iter_mut())
+                .map(|(tracker, sink)| Lane { tracker, sink })
+                .collect();
+            if !args.quiet {
+                eprintln!(
+                    "mos-sensor: capturing on {name} (AF_PACKET, {nw} worker{})",
+                    if nw == 1 { "" } else { "s" }
+                );
+            }
+            let o = run_afpacket(std::mem::take(rings), *link, lanes, infos, live_opts)
+                .with_context(|| format!("capturing on {name}"))?;
+            live_drops = Some((o.capture_drops, o.nic_errors));
+            (
+                ReplayOutcome {
+                    stats: o.stats,
+                    stopped: o.stopped,
+                    capture_error: None,
+                },
+                o.per_worker,
+            )
+        }
+        #[cfg(feature = "dpdk")]
+        Input::Dpdk(d) => {
+            let lanes = trackers
+                .iter_mut()
+                .zip(sinks.iter_mut())
+                .map(|(tracker, sink)| Lane { tracker, sink })
+                .collect();
+            if !args.quiet {
+                eprintln!(
+                    "mos-sensor: receiving from DPDK port {} ({}, {} RX queue{}, {nw} worker{}{})",
+                    d.port.id(),
+                    d.port.driver_name(),
+                    d.port.rx_queues(),
+                    if d.port.rx_queues() == 1 { "" } else { "s" },
+                    if nw == 1 { "" } else { "s" },
+                    match (nw, d.port.rss()) {
+                        (1, _) => "",
+                        (_, true) => ", symmetric RSS",
+                        (_, false) => ", no RSS: software dispatch",
+                    }
+                );
+            }
+            let o = run_dpdk(d, lanes, infos, live_opts)
+                .with_context(|| format!("receiving from DPDK port {}", d.port.id()))?;
+            live_drops = Some((o.capture_drops, o.nic_errors));
+            (
+                ReplayOutcome {
+                    stats: o.stats,
+                    stopped: o.stopped,
+                    capture_error: None,
+                },
+                o.per_worker,
+            )
+        }
     };
     let replay_secs = started.elapsed().as_secs_f64();
-    let mem_at_end = input.at_end.unwrap_or_default();
+    let mem_at_end = mem_at_end.unwrap_or_else(rss_kib);
     if show_progress && tty {
         eprintln!();
     }
@@ -358,7 +487,7 @@ fn run(args: Args) -> Result<ExitCode> {
     if let Some(region) = &region {
         for (w, t) in trackers.iter().enumerate() {
             let info = &region.header.workers[w];
-            publish_counters(info, &per_worker[w], t);
+            store_counters(info, &per_worker[w], t);
             let c = |i: usize| info.counters[i].load(Ordering::Relaxed);
             for (k, i) in [
                 counter::EVENTS,
@@ -417,6 +546,11 @@ fn run(args: Args) -> Result<ExitCode> {
             "mos-sensor: {} frames ({} TCP, {} other IP, {} not IP) in {:.2} s",
             s.frames, s.tcp, s.other_ip, s.not_ip, secs
         );
+        if let Some((drops, (errors, nombuf))) = live_drops {
+            eprintln!(
+                "mos-sensor: {drops} frames dropped by the capture before the sensor saw them; {errors} receive errors, {nombuf} frames lost for want of an mbuf"
+            );
+        }
         if nw > 1 {
             let split: Vec<String> = per_worker.iter().map(|w| w.frames.to_string()).collect();
             eprintln!("mos-sensor: frames per worker: {}", split.join(", "));
@@ -525,6 +659,50 @@ impl EventSink for WorkerSink {
     }
 }
 
+/// Where frames come from.
+enum Input {
+    File(FileCapture),
+    Iface {
+        rings: Vec<mos_afpacket::Ring>,
+        link: LinkType,
+        name: String,
+    },
+    #[cfg(feature = "dpdk")]
+    Dpdk(Box<DpdkInput>),
+}
+
+/// Opens the input the arguments name (exactly one, which clap checks).
+fn open_input(args: &Args) -> Result<Input> {
+    if let Some(path) = &args.pcap {
+        return Ok(Input::File(FileCapture::open(path)?));
+    }
+    if let Some(iface) = &args.iface {
+        let link = iface_link_type(iface)?;
+        let rings = open_afpacket(iface, args.workers)?;
+        return Ok(Input::Iface {
+            rings,
+            link,
+            name: iface.clone(),
+        });
+    }
+    if let Some(eal) = &args.dpdk {
+        #[cfg(feature = "dpdk")]
+        {
+            return Ok(Input::Dpdk(Box::new(open_dpdk(
+                eal,
+                args.port,
+                args.workers,
+            )?)));
+        }
+        #[cfg(not(feature = "dpdk"))]
+        {
+            let _ = eal;
+            bail!("this mos-sensor was built without DPDK (cargo feature \"dpdk\")");
+        }
+    }
+    bail!("no input: give --pcap, --dpdk or --iface")
+}
+
 /// The input, noting this process's memory when it ends (before the connections still open
 /// are ended), so that the state of connections idle at the end of a capture can be measured.
 struct MarkEnd<'a> {
@@ -559,27 +737,6 @@ fn rss_kib() -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("RssAnon:"), field("RssShmem:"))
-}
-
-/// Copies the replay's counters into the shared header.
-fn publish_counters(info: &WorkerInfo, s: &ReplayStats, tracker: &Tracker) {
-    let t = tracker.stats();
-    let set = |i: usize, v: u64| info.counters[i].store(v, Ordering::Relaxed);
-    set(counter::FRAMES, s.frames);
-    set(counter::FRAME_BYTES, s.frame_bytes);
-    set(counter::TCP, s.tcp);
-    set(counter::OTHER_IP, s.other_ip);
-    set(counter::NOT_IP, s.not_ip);
-    set(counter::TRUNCATED, s.truncated);
-    set(counter::MALFORMED, s.malformed);
-    set(counter::UNSUPPORTED_LINK, s.unsupported_link);
-    set(counter::BAD_CHECKSUM, s.bad_checksum);
-    set(counter::SNAP_CUT, s.snap_cut);
-    set(counter::FLOWS_TOTAL, t.conns_created);
-    set(counter::FLOWS_LIVE, tracker.live_conns() as u64);
-    set(counter::FLOWS_EVICTED, t.conns_evicted);
-    set(counter::PAYLOAD_BYTES, t.payload_bytes);
-    set(counter::PSEQ, tracker.pseq());
 }
 
 /// Creates the shared memory and the control socket, and each worker's tracker (writing into
@@ -624,7 +781,7 @@ fn publish(
             .unwrap_or_default();
         (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 40)
     };
-    let lossless = !args.lossy;
+    let lossless = args.is_lossless();
     let quiet = args.quiet;
     let mut log = |line: String| {
         if !quiet {

@@ -26,6 +26,10 @@ pub trait EventSink {
         Ok(())
     }
 
+    /// Called when a live input has had no frame for a while: a publisher looks at its
+    /// control channel here (analyzers attach and detach on a quiet link too).
+    fn idle(&mut self, _tracker: &mut Tracker) {}
+
     /// Called once after the last events: a publisher waits for analyzers to drain here.
     fn end(&mut self, _tracker: &mut Tracker) -> Result<()> {
         Ok(())
@@ -88,6 +92,10 @@ impl<T: EventSink + ?Sized> EventSink for &mut T {
 
     fn handle(&mut self, tracker: &Tracker, events: &[Event]) -> Result<()> {
         (**self).handle(tracker, events)
+    }
+
+    fn idle(&mut self, tracker: &mut Tracker) {
+        (**self).idle(tracker)
     }
 
     fn end(&mut self, tracker: &mut Tracker) -> Result<()> {

@@ -24,7 +24,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"MOS-SHM\x01");
 /// Consumers refuse a region whose major version differs from theirs.
 pub const ABI_MAJOR: u16 = 1;
 /// Minor versions only add things a v1 reader may ignore.
-pub const ABI_MINOR: u16 = 0;
+pub const ABI_MINOR: u16 = 1;
 
 /// The most workers one sensor runs; the header has a [`WorkerInfo`] for each.
 pub const MAX_WORKERS: usize = 32;
@@ -141,6 +141,13 @@ pub mod counter {
     pub const STALLED_DETACHED: usize = 17;
     /// Publication sequence: packets and clock ticks the worker has processed.
     pub const PSEQ: usize = 18;
+    /// Frames the capture dropped before the sensor saw them: AF_PACKET's ring drops (each
+    /// worker its own socket's), or DPDK's `imissed` (the whole port, in worker 0).
+    pub const CAPTURE_DROPS: usize = 19;
+    /// DPDK's `ierrors`: frames the port received with errors (the whole port, in worker 0).
+    pub const NIC_ERRORS: usize = 20;
+    /// DPDK's `rx_nombuf`: frames lost for want of an mbuf (the whole port, in worker 0).
+    pub const NIC_NO_MBUF: usize = 21;
     /// Number of counters.
     pub const COUNT: usize = 24;
 }

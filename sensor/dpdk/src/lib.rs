@@ -60,6 +60,9 @@ pub enum DpdkError {
         message: String,
         /// What to check, by errno.
         hint: &'static str,
+        /// DPDK's own complaint, from what it printed during the call (the
+        /// first line that names the problem), if any.
+        said: Option<String>,
     },
     /// An [`Eal`] already exists (or existed) in this process.
     AlreadyInitialised,
@@ -99,10 +102,17 @@ impl fmt::Display for DpdkError {
                 errno,
                 message,
                 hint,
-            } => write!(
-                f,
-                "DPDK EAL initialisation failed: {message} (errno {errno}); {hint}"
-            ),
+                said,
+            } => {
+                write!(
+                    f,
+                    "DPDK EAL initialisation failed: {message} (errno {errno})"
+                )?;
+                if let Some(said) = said {
+                    write!(f, ": {said}")?;
+                }
+                write!(f, "; {hint}")
+            }
             DpdkError::AlreadyInitialised => write!(
                 f,
                 "DPDK EAL already initialised in this process (only one Eal per process)"
@@ -163,6 +173,115 @@ fn check(what: &'static str, port: u16, ret: c_int) -> Result<c_int, DpdkError> 
     }
 }
 
+/// Lines DPDK 22.11 prints on every successful start.
+fn is_chatter(line: &str) -> bool {
+    line.trim().is_empty()
+        || [
+            "EAL: Detected ",
+            "EAL: Selected IOVA mode",
+            "EAL: Physical addresses are unavailable",
+            "EAL: No available 1048576 kB hugepages",
+            "TELEMETRY: No legacy callbacks",
+        ]
+        .iter()
+        .any(|p| line.starts_with(p))
+}
+
+/// The line of DPDK's output that names what went wrong: an option
+/// complaint, else the last `EAL:` line that is not start-up chatter.
+fn complaint(out: &str) -> Option<String> {
+    let lines = || out.lines().map(str::trim).filter(|l| !is_chatter(l));
+    lines()
+        .find(|l| {
+            l.contains("unrecognized option")
+                || l.contains("invalid option")
+                || l.contains("requires an argument")
+                || l.contains("Invalid ")
+                || l.contains("invalid ")
+        })
+        .or_else(|| lines().rfind(|l| l.starts_with("EAL: ")))
+        .map(|l| {
+            // getopt prefixes argv[0]; that name is this crate's, not news.
+            let l = l.strip_prefix("mos-sensor: ").unwrap_or(l);
+            l.chars().take(200).collect()
+        })
+}
+
+/// Standard output and error sent to a memory file for the length of one
+/// call (DPDK writes to both with C stdio and with direct writes).
+struct StdioCapture {
+    file: std::fs::File,
+    saved: [std::os::fd::OwnedFd; 2],
+}
+
+impl StdioCapture {
+    /// Starts capturing; `None` (nothing captured, output goes where it
+    /// went) if a file descriptor cannot be made.
+    fn start() -> Option<StdioCapture> {
+        use std::io::Write;
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        // SAFETY: memfd_create with a NUL-terminated name and valid flags;
+        // a negative result is checked.
+        let fd = unsafe { libc::memfd_create(c"mos-dpdk-eal".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: fd was just created and is owned by nothing else.
+        let file = unsafe { std::fs::File::from_raw_fd(fd) };
+        let mut saved = Vec::with_capacity(2);
+        for target in [1, 2] {
+            // SAFETY: dup of a standard descriptor; a negative result is
+            // checked.
+            let d = unsafe { libc::dup(target) };
+            if d < 0 {
+                return None;
+            }
+            // SAFETY: d is a fresh descriptor owned by nothing else.
+            saved.push(unsafe { OwnedFd::from_raw_fd(d) });
+        }
+        let saved: [OwnedFd; 2] = saved.try_into().ok()?;
+        for target in [1, 2] {
+            // SAFETY: both descriptors are open; dup2 atomically replaces
+            // the standard descriptor, which `finish` restores from `saved`.
+            if unsafe { libc::dup2(file.as_raw_fd(), target) } < 0 {
+                // Put back what was already moved.
+                for (t, s) in [1, 2].iter().zip(&saved) {
+                    // SAFETY: as above, restoring from the saved copies.
+                    unsafe { libc::dup2(s.as_raw_fd(), *t) };
+                }
+                return None;
+            }
+        }
+        Some(StdioCapture { file, saved })
+    }
+
+    /// Restores stdout and stderr and returns what was written meanwhile.
+    fn finish(self) -> String {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        // C stdio buffers stdout when it is not a terminal: flush it into
+        // the file before the descriptor moves back.
+        // SAFETY: fflush(NULL) flushes every open C output stream.
+        unsafe { libc::fflush(std::ptr::null_mut()) };
+        let _ = std::io::stdout().flush();
+        for (t, s) in [1, 2].iter().zip(&self.saved) {
+            // SAFETY: both descriptors are open; this puts back the
+            // standard descriptor saved by `start`.
+            unsafe { libc::dup2(s.as_raw_fd(), *t) };
+        }
+        let mut file = self.file;
+        let mut out = String::new();
+        if file.seek(std::io::SeekFrom::Start(0)).is_ok() {
+            let mut bytes = Vec::new();
+            let _ = file.read_to_end(&mut bytes);
+            out = String::from_utf8_lossy(&bytes).into_owned();
+        }
+        out
+    }
+}
+
 fn eal_hint(errno: i32) -> &'static str {
     match errno {
         libc_errno::EACCES | libc_errno::EPERM => {
@@ -170,16 +289,14 @@ fn eal_hint(errno: i32) -> &'static str {
              and /dev/vfio), or run with --no-huge for a test"
         }
         libc_errno::EALREADY => "EAL already initialised in this process",
-        libc_errno::EINVAL => {
-            "invalid EAL arguments (DPDK printed which one and its usage on stderr)"
-        }
+        libc_errno::EINVAL => "invalid EAL arguments (see DPDK's EAL parameters documentation)",
         libc_errno::ENOMEM => {
             "not enough memory: reserve hugepages, or lower -m / use --no-huge -m 256"
         }
         libc_errno::ENODEV => "no device or driver: check --vdev / --allow and device binding",
         libc_errno::ENOTSUP => "a required feature is not supported on this machine",
         libc_errno::EFAULT => "the EAL failed to start its service or interrupt threads",
-        _ => "see DPDK's messages on stderr",
+        _ => "see DPDK's message",
     }
 }
 
@@ -240,6 +357,7 @@ impl Drop for EalInner {
 #[derive(Debug)]
 pub struct Eal {
     inner: Arc<EalInner>,
+    log: Vec<String>,
 }
 
 impl Eal {
@@ -291,11 +409,16 @@ impl Eal {
         // The vector is leaked with its strings: getopt permutes it and DPDK
         // may keep pointers into it for the life of the process.
         let argv = Box::leak(argv.into_boxed_slice());
+        // DPDK prints its start-up chatter, and on a bad argument its whole
+        // usage, to stdout and stderr: that goes to a memory file instead, so a
+        // failure is one line naming DPDK's complaint, and a success is quiet.
+        let quiet = StdioCapture::start();
         // SAFETY: argv holds argc valid NUL-terminated strings followed by a
         // NULL, all leaked so they outlive the process's use of them; the
         // EAL_TAKEN flag guarantees no concurrent or repeated call from this
         // crate.
         let ret = unsafe { ffi::rte_eal_init(argc, argv.as_mut_ptr()) };
+        let said = quiet.map(StdioCapture::finish).unwrap_or_default();
         if ret < 0 {
             let errno = rte_errno();
             // DPDK 22.11 lets rte_eal_init be retried after an argument
@@ -307,11 +430,26 @@ impl Eal {
                 errno,
                 message: strerror(errno),
                 hint: eal_hint(errno),
+                said: complaint(&said),
             });
         }
+        // Anything beyond the usual start-up lines is worth keeping (a
+        // device that failed to probe says why here).
+        let log: Vec<String> = said
+            .lines()
+            .filter(|l| !is_chatter(l))
+            .map(String::from)
+            .collect();
         Ok(Eal {
+            log,
             inner: Arc::new(EalInner { _private: () }),
         })
+    }
+
+    /// What DPDK printed while it started, without the lines it prints on
+    /// every start (a virtual device that failed to probe says why here).
+    pub fn startup_log(&self) -> &[String] {
+        &self.log
     }
 
     /// How many ethdev ports the EAL found (`rte_eth_dev_count_avail`).
@@ -1094,7 +1232,9 @@ mod tests {
             errno: 13,
             message: strerror(13),
             hint: eal_hint(13),
+            said: complaint("EAL: Detected CPU lcores: 2\nEAL: Cannot create lock on '/var/run/dpdk/rte/config'\n"),
         };
+        assert!(e.to_string().contains("Cannot create lock"));
         assert!(!e.to_string().contains('\n'));
         assert!(e.to_string().contains("CAP_SYS_ADMIN"));
         assert!(eal_hint(libc_errno::EALREADY).contains("already initialised"));

@@ -15,4 +15,9 @@ fn unknown_eal_flag_is_an_error() {
         "EINVAL expected: {err:?}"
     );
     assert!(msg.contains("invalid EAL arguments"), "{msg}");
+    // DPDK's own complaint is in the line, not in pages of usage.
+    assert!(
+        msg.contains("unrecognized option '--no-such-flag'"),
+        "{msg}"
+    );
 }

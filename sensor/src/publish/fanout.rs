@@ -664,6 +664,11 @@ impl EventSink for PublishSink {
         Ok(())
     }
 
+    fn idle(&mut self, _tracker: &mut Tracker) {
+        self.fanout.since_poll = 0;
+        self.fanout.poll_control();
+    }
+
     fn end(&mut self, _tracker: &mut Tracker) -> Result<()> {
         // Analyzers learn the sensor is done once every worker has ended its connections:
         // from the header's state, and from the control thread once all workers said so.

@@ -15,3 +15,30 @@ pub use region::{
     create_analyzer, create_main, AnalyzerFds, AnalyzerRegions, HugePages, MainRegion,
 };
 pub use slots::SlotPublisher;
+
+use crate::replay::ReplayStats;
+use crate::tracker::Tracker;
+use shm_layout::layout::{counter, WorkerInfo};
+use std::sync::atomic::Ordering;
+
+/// Copies a worker's frame and connection counters into its part of the shared header (at
+/// the end of the input, and about once a second while a live capture runs).
+pub fn store_counters(info: &WorkerInfo, s: &ReplayStats, tracker: &Tracker) {
+    let t = tracker.stats();
+    let set = |i: usize, v: u64| info.counters[i].store(v, Ordering::Relaxed);
+    set(counter::FRAMES, s.frames);
+    set(counter::FRAME_BYTES, s.frame_bytes);
+    set(counter::TCP, s.tcp);
+    set(counter::OTHER_IP, s.other_ip);
+    set(counter::NOT_IP, s.not_ip);
+    set(counter::TRUNCATED, s.truncated);
+    set(counter::MALFORMED, s.malformed);
+    set(counter::UNSUPPORTED_LINK, s.unsupported_link);
+    set(counter::BAD_CHECKSUM, s.bad_checksum);
+    set(counter::SNAP_CUT, s.snap_cut);
+    set(counter::FLOWS_TOTAL, t.conns_created);
+    set(counter::FLOWS_LIVE, tracker.live_conns() as u64);
+    set(counter::FLOWS_EVICTED, t.conns_evicted);
+    set(counter::PAYLOAD_BYTES, t.payload_bytes);
+    set(counter::PSEQ, tracker.pseq());
+}

@@ -1,0 +1,700 @@
+//! Live inputs: a DPDK port or a Linux interface (AF_PACKET), read by N workers.
+//!
+//! Each worker owns a tracker and an event sink, as with a capture file, and takes frames
+//! through the same [`replay::step`]. What differs from a file is the end and the clock:
+//!
+//! - a live input ends on SIGINT/SIGTERM, or with `stop_after_idle` once no frame has arrived
+//!   for that long (for a DPDK virtual device that reads a file, this is the end of the file:
+//!   its receive call returns nothing only then);
+//! - frames carry the time the capture stamped them with (the kernel's for AF_PACKET, the
+//!   driver's when a DPDK port stamps frames, else the wall clock at receive), and a worker
+//!   with nothing to do advances its clock from the wall clock, so idle connections time out
+//!   on a quiet link too. A DPDK port that stamps frames from a file keeps the file's time:
+//!   its workers take time from the frames alone.
+//!
+//! Spreading frames over workers: AF_PACKET sockets join a fanout group whose hash the kernel
+//! computes symmetrically; a DPDK port with RSS is configured with a symmetric key; a DPDK port
+//! without RSS (virtual devices) is read by one receive thread that hashes each frame with
+//! [`DispatchHash`] and hands the mbuf itself to its worker (no copy).
+
+use crate::capture::{LinkType, RawPacket};
+use crate::dispatch::{DispatchHash, Lane};
+use crate::event::Event;
+use crate::publish::store_counters;
+use crate::replay::{self, EventSink, ReplayStats};
+use anyhow::{anyhow, Context, Result};
+use shm_layout::layout::{counter, WorkerInfo};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often a worker with no frames advances its clock and looks at its control channel.
+const IDLE_TICK: Duration = Duration::from_millis(100);
+/// How often a worker copies its counters into the shared header.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// Settings of a live capture.
+#[derive(Clone, Debug)]
+pub struct LiveOptions {
+    /// Check TCP checksums (bad ones are counted, never dropped).
+    pub verify_checksums: bool,
+    /// Set by the signal handler: stop, ending every connection.
+    pub stop: Arc<AtomicBool>,
+    /// Stop once no frame has arrived for this long.
+    pub stop_after_idle: Option<Duration>,
+    /// Print a progress line about this often.
+    pub progress_every: Option<Duration>,
+}
+
+/// What a live capture did.
+#[derive(Debug, Default)]
+pub struct LiveOutcome {
+    /// Every worker's counters added up.
+    pub stats: ReplayStats,
+    /// Each worker's counters.
+    pub per_worker: Vec<ReplayStats>,
+    /// A signal stopped the capture (rather than `stop_after_idle`).
+    pub stopped: bool,
+    /// Frames the capture dropped before the sensor saw them (AF_PACKET ring drops, DPDK
+    /// `imissed`).
+    pub capture_drops: u64,
+    /// DPDK's `ierrors` and `rx_nombuf`.
+    pub nic_errors: (u64, u64),
+}
+
+/// Capture time in nanoseconds since the Unix epoch, from the wall clock.
+pub fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// What the threads of one live capture share.
+#[derive(Debug)]
+struct Shared {
+    opts: LiveOptions,
+    start: Instant,
+    /// Milliseconds since `start` when a frame last arrived.
+    last_rx_ms: AtomicU64,
+    idle_stop: AtomicBool,
+    /// Frames each worker has taken (for progress lines).
+    frames: Vec<AtomicU64>,
+    /// The latest frame time any worker saw (the end time when frames carry a file's time).
+    max_ts: AtomicU64,
+}
+
+impl Shared {
+    fn new(opts: LiveOptions, workers: usize) -> Shared {
+        Shared {
+            opts,
+            start: Instant::now(),
+            last_rx_ms: AtomicU64::new(0),
+            idle_stop: AtomicBool::new(false),
+            frames: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            max_ts: AtomicU64::new(0),
+        }
+    }
+
+    fn should_stop(&self) -> bool {
+        self.opts.stop.load(Ordering::Relaxed) || self.idle_stop.load(Ordering::Relaxed)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// Frames arrived (called once per burst or block, not per frame).
+    fn saw_frames(&self) {
+        let ms = self.now_ms();
+        if self.last_rx_ms.load(Ordering::Relaxed) != ms {
+            self.last_rx_ms.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// Nothing arrived: stop if the input has been quiet for `stop_after_idle`.
+    fn check_idle(&self) {
+        if let Some(limit) = self.opts.stop_after_idle {
+            let quiet = self
+                .now_ms()
+                .saturating_sub(self.last_rx_ms.load(Ordering::Relaxed));
+            if quiet >= limit.as_millis() as u64 {
+                self.idle_stop.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn total_frames(&self) -> u64 {
+        self.frames.iter().map(|f| f.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// Where a worker's clock comes from when no frame arrives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Clock {
+    /// Frames are stamped at capture: idle ticks use the wall clock.
+    Wall,
+    /// Frames carry another time (a file's): only frames advance the clock.
+    Frames,
+}
+
+/// One worker's loop state.
+struct Worker<'l, S: EventSink> {
+    w: usize,
+    lane: Lane<'l, S>,
+    info: Option<&'static WorkerInfo>,
+    stats: ReplayStats,
+    events: Vec<Event>,
+    pos: u64,
+    clock: Clock,
+    last_tick: Instant,
+    last_publish: Instant,
+}
+
+impl<'l, S: EventSink> Worker<'l, S> {
+    fn new(w: usize, lane: Lane<'l, S>, info: Option<&'static WorkerInfo>, clock: Clock) -> Self {
+        Worker {
+            w,
+            lane,
+            info,
+            stats: ReplayStats::default(),
+            events: Vec::with_capacity(64),
+            pos: 0,
+            clock,
+            last_tick: Instant::now(),
+            last_publish: Instant::now(),
+        }
+    }
+
+    #[inline]
+    fn frame(&mut self, pos: u64, pkt: &RawPacket<'_>, verify: bool) -> Result<()> {
+        replay::step(
+            self.lane.tracker,
+            self.lane.sink,
+            &mut self.stats,
+            &mut self.events,
+            pos,
+            pkt,
+            verify,
+        )
+    }
+
+    /// After a burst or block: counters for progress lines and the shared header.
+    fn after_frames(&mut self, shared: &Shared) {
+        shared.saw_frames();
+        shared.frames[self.w].store(self.stats.frames, Ordering::Relaxed);
+        shared
+            .max_ts
+            .fetch_max(self.stats.last_ts_ns, Ordering::Relaxed);
+        if self.last_publish.elapsed() >= PUBLISH_EVERY {
+            self.publish();
+        }
+    }
+
+    /// Nothing arrived: advance the clock, look at the control channel, maybe stop.
+    fn idle(&mut self, shared: &Shared) -> Result<()> {
+        shared.check_idle();
+        if self.last_tick.elapsed() >= IDLE_TICK {
+            self.last_tick = Instant::now();
+            self.lane.sink.idle(self.lane.tracker);
+            if self.clock == Clock::Wall {
+                replay::tick(
+                    self.lane.tracker,
+                    self.lane.sink,
+                    &mut self.events,
+                    wall_ns(),
+                )?;
+            }
+            if self.last_publish.elapsed() >= PUBLISH_EVERY {
+                self.publish();
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self) {
+        self.last_publish = Instant::now();
+        if let Some(info) = self.info {
+            store_counters(info, &self.stats, self.lane.tracker);
+        }
+    }
+
+    /// Ends every connection and lets the sink finish.
+    fn finish(mut self, shared: &Shared) -> Result<ReplayStats> {
+        let end = match self.clock {
+            Clock::Wall => wall_ns().max(self.stats.last_ts_ns),
+            Clock::Frames => shared
+                .max_ts
+                .load(Ordering::Relaxed)
+                .max(self.stats.last_ts_ns),
+        };
+        replay::finish(self.lane.tracker, self.lane.sink, &mut self.events, end)?;
+        self.publish();
+        shared.frames[self.w].store(self.stats.frames, Ordering::Relaxed);
+        Ok(self.stats)
+    }
+}
+
+/// Waits for the workers while printing progress; `poll` runs about once a second (NIC
+/// counters). Returns each worker's result in order.
+fn supervise<T>(
+    shared: &Shared,
+    handles: Vec<std::thread::ScopedJoinHandle<'_, Result<T>>>,
+    what: &str,
+    mut poll: impl FnMut() -> u64,
+) -> Result<Vec<T>> {
+    let mut last = (Instant::now(), 0u64);
+    let every = shared.opts.progress_every;
+    let mut next_poll = Instant::now();
+    while !handles.iter().all(|h| h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(20));
+        if Instant::now() >= next_poll {
+            next_poll = Instant::now() + Duration::from_secs(1);
+            let drops = poll();
+            if let Some(every) = every {
+                if last.0.elapsed() >= every {
+                    let frames = shared.total_frames();
+                    let rate = (frames - last.1) as f64 / last.0.elapsed().as_secs_f64();
+                    eprintln!(
+                        "mos-sensor: {what}: {frames} frames ({rate:.0}/s), {drops} dropped by the capture"
+                    );
+                    last = (Instant::now(), frames);
+                }
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(handles.len());
+    let mut first_error = None;
+    for (w, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(Ok(v)) => out.push(v),
+            Ok(Err(e)) => {
+                // The other workers must stop too.
+                shared.idle_stop.store(true, Ordering::Relaxed);
+                first_error.get_or_insert(e.context(format!("worker {w}")));
+            }
+            Err(_) => {
+                shared.idle_stop.store(true, Ordering::Relaxed);
+                first_error.get_or_insert(anyhow!("worker {w} panicked"));
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+fn outcome(shared: &Shared, per_worker: Vec<ReplayStats>) -> LiveOutcome {
+    let mut stats = ReplayStats::default();
+    for s in &per_worker {
+        stats.add(s);
+    }
+    LiveOutcome {
+        stats,
+        per_worker,
+        stopped: shared.opts.stop.load(Ordering::Relaxed),
+        ..LiveOutcome::default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// AF_PACKET
+
+/// How frames of an interface begin, from its ARP hardware type in sysfs.
+pub fn iface_link_type(iface: &str) -> Result<LinkType> {
+    let path = format!("/sys/class/net/{iface}/type");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("no network interface named {iface} ({path})"))?;
+    match text.trim() {
+        // Ethernet, and the loopback device (which carries an Ethernet header of zeros).
+        "1" | "772" => Ok(LinkType::Ethernet),
+        // A device without link-layer header (tun, some tunnels): frames are IP packets.
+        "65534" => Ok(LinkType::Raw),
+        other => Err(anyhow!(
+            "{iface} has ARP hardware type {other}; mos reads Ethernet, loopback and raw IP interfaces"
+        )),
+    }
+}
+
+/// Opens one AF_PACKET ring per worker on `iface` (a fanout group when there are several).
+pub fn open_afpacket(iface: &str, workers: usize) -> Result<Vec<mos_afpacket::Ring>> {
+    let group = (std::process::id() & 0xffff) as u16;
+    (0..workers)
+        .map(|_| {
+            let opts = mos_afpacket::RingOptions {
+                fanout: (workers > 1).then(|| mos_afpacket::Fanout::hash(group)),
+                ..mos_afpacket::RingOptions::default()
+            };
+            mos_afpacket::Ring::open(iface, opts).map_err(|e| anyhow!("{e}"))
+        })
+        .collect()
+}
+
+/// Captures from `rings` (one per lane) until stopped.
+pub fn run_afpacket<S: EventSink + Send>(
+    rings: Vec<mos_afpacket::Ring>,
+    link: LinkType,
+    lanes: Vec<Lane<'_, S>>,
+    infos: Vec<Option<&'static WorkerInfo>>,
+    opts: LiveOptions,
+) -> Result<LiveOutcome> {
+    let n = lanes.len();
+    let shared = Shared::new(opts, n);
+    let verify = shared.opts.verify_checksums;
+    let drops: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
+    let what = format!(
+        "{} (AF_PACKET)",
+        rings.first().map_or("", |r| r.interface())
+    );
+    let per_worker = std::thread::scope(|scope| {
+        let mut handles = Vec::with_capacity(n);
+        for (w, ((lane, mut ring), info)) in lanes.into_iter().zip(rings).zip(infos).enumerate() {
+            let (shared, drops) = (&shared, &drops);
+            let h = std::thread::Builder::new()
+                .name(format!("mos-worker-{w}"))
+                .spawn_scoped(scope, move || -> Result<ReplayStats> {
+                    let mut wk = Worker::new(w, lane, info, Clock::Wall);
+                    let mut last_stats = Instant::now();
+                    while !shared.should_stop() {
+                        match ring.next_block(IDLE_TICK)? {
+                            Some(block) => {
+                                for f in &block {
+                                    let pkt = RawPacket {
+                                        ts_ns: f.ts_ns,
+                                        link,
+                                        data: f.data,
+                                        orig_len: f.wire_len,
+                                    };
+                                    let pos = wk.pos;
+                                    wk.pos += 1;
+                                    wk.frame(pos, &pkt, verify)?;
+                                }
+                                drop(block);
+                                wk.after_frames(shared);
+                            }
+                            None => wk.idle(shared)?,
+                        }
+                        if last_stats.elapsed() >= PUBLISH_EVERY {
+                            last_stats = Instant::now();
+                            let d = ring.stats()?.drops;
+                            drops[w].store(d, Ordering::Relaxed);
+                            if let Some(info) = info {
+                                info.counters[counter::CAPTURE_DROPS].store(d, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    let d = ring.stats()?.drops;
+                    drops[w].store(d, Ordering::Relaxed);
+                    if let Some(info) = info {
+                        info.counters[counter::CAPTURE_DROPS].store(d, Ordering::Relaxed);
+                    }
+                    wk.finish(shared)
+                })
+                .map_err(|e| anyhow!("cannot start worker {w}: {e}"))?;
+            handles.push(h);
+        }
+        supervise(&shared, handles, &what, || {
+            drops.iter().map(|d| d.load(Ordering::Relaxed)).sum()
+        })
+    })?;
+    let mut out = outcome(&shared, per_worker);
+    out.capture_drops = drops.iter().map(|d| d.load(Ordering::Relaxed)).sum();
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// DPDK
+
+#[cfg(feature = "dpdk")]
+pub use self::dpdk::{open_dpdk, run_dpdk, DpdkInput};
+
+#[cfg(feature = "dpdk")]
+mod dpdk {
+    use super::*;
+    use mos_dpdk::{Burst, Eal, Mbuf, Port, PortOptions, PortStats, RxQueue};
+    use std::sync::mpsc;
+
+    /// Mbufs per batch handed from the receive thread to a worker.
+    const HANDOFF: usize = 64;
+    /// Batches in flight to each worker.
+    const QUEUE: usize = 64;
+
+    /// An initialised EAL and a started port.
+    #[derive(Debug)]
+    pub struct DpdkInput {
+        /// Kept for as long as the port is used.
+        pub eal: Eal,
+        /// The port, with one RX queue per worker when it has RSS, else one.
+        pub port: Port,
+    }
+
+    /// Initialises the EAL with `eal_args` (split on whitespace) and starts `port_id` with a
+    /// queue per worker.
+    pub fn open_dpdk(eal_args: &str, port_id: u16, workers: usize) -> Result<DpdkInput> {
+        let args: Vec<String> = eal_args.split_whitespace().map(String::from).collect();
+        let eal = Eal::init(&args).map_err(|e| anyhow!("{e}"))?;
+        let opts = PortOptions {
+            rx_queues: workers as u16,
+            // Enough mbufs for every queue's descriptors plus the batches in flight to
+            // workers under software dispatch.
+            mbufs: (workers as u32 * (1024 + (HANDOFF * QUEUE) as u32) + 4096).max(8191),
+            ..PortOptions::default()
+        };
+        let port = match Port::start(&eal, port_id, opts) {
+            Ok(p) => p,
+            Err(e) => {
+                // A device that failed to probe is missing rather than failed: DPDK's
+                // reason is in what it printed while starting.
+                let why = eal
+                    .startup_log()
+                    .iter()
+                    .find(|l| !l.contains("probe failed"))
+                    .or(eal.startup_log().first());
+                return Err(match why {
+                    Some(why) => anyhow!("{e}; DPDK said: {}", why.trim()),
+                    None => anyhow!("{e}"),
+                });
+            }
+        };
+        for line in eal.startup_log() {
+            eprintln!("mos-sensor: DPDK: {}", line.trim());
+        }
+        Ok(DpdkInput { eal, port })
+    }
+
+    /// Between empty polls: none while traffic has only just stopped (polling is what keeps
+    /// latency low), short sleeps once the port has been quiet for a while, so an idle sensor
+    /// does not hold a core.
+    fn nap(quiet_since: Instant) {
+        if quiet_since.elapsed() >= Duration::from_millis(10) {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+
+    fn stamp(ts: Option<u64>, burst_ns: u64) -> u64 {
+        ts.unwrap_or(burst_ns)
+    }
+
+    /// Receives from the port until stopped: each worker polls its own queue when the port has
+    /// RSS (or there is one worker), otherwise one thread receives and dispatches in software.
+    pub fn run_dpdk<S: EventSink + Send>(
+        input: &mut DpdkInput,
+        lanes: Vec<Lane<'_, S>>,
+        infos: Vec<Option<&'static WorkerInfo>>,
+        opts: LiveOptions,
+    ) -> Result<LiveOutcome> {
+        let n = lanes.len();
+        let shared = Shared::new(opts, n);
+        let clock = if input.port.has_rx_timestamp() {
+            Clock::Frames
+        } else {
+            Clock::Wall
+        };
+        let what = format!(
+            "DPDK port {} ({})",
+            input.port.id(),
+            input.port.driver_name()
+        );
+        let software = n > 1 && !input.port.rss();
+        let info0 = infos.first().copied().flatten();
+        let (queues, stats) = input.port.split_queues();
+        let nic = AtomicU64::new(0);
+        let poll_nic = |stats: &PortStats<'_>| -> u64 {
+            if let Ok(s) = stats.stats() {
+                if let Some(info) = info0 {
+                    let set = |i: usize, v: u64| info.counters[i].store(v, Ordering::Relaxed);
+                    set(counter::CAPTURE_DROPS, s.imissed);
+                    set(counter::NIC_ERRORS, s.ierrors);
+                    set(counter::NIC_NO_MBUF, s.rx_nombuf);
+                }
+                nic.store(s.imissed, Ordering::Relaxed);
+                return s.imissed;
+            }
+            nic.load(Ordering::Relaxed)
+        };
+        let per_worker = std::thread::scope(|scope| -> Result<Vec<ReplayStats>> {
+            let handles = if software {
+                let queue = queues.into_iter().next().context("the port has no queue")?;
+                spawn_dispatched(scope, &shared, queue, lanes, infos, clock)?
+            } else {
+                let mut handles = Vec::with_capacity(n);
+                for (w, ((lane, queue), info)) in
+                    lanes.into_iter().zip(queues).zip(infos).enumerate()
+                {
+                    let shared = &shared;
+                    let h = std::thread::Builder::new()
+                        .name(format!("mos-worker-{w}"))
+                        .spawn_scoped(scope, move || {
+                            poll_queue(w, shared, queue, lane, info, clock)
+                        })
+                        .map_err(|e| anyhow!("cannot start worker {w}: {e}"))?;
+                    handles.push(h);
+                }
+                handles
+            };
+            supervise(&shared, handles, &what, || poll_nic(&stats))
+        })?;
+        let mut out = outcome(&shared, per_worker);
+        if let Ok(s) = input.port.stats() {
+            if let Some(info) = info0 {
+                let set = |i: usize, v: u64| info.counters[i].store(v, Ordering::Relaxed);
+                set(counter::CAPTURE_DROPS, s.imissed);
+                set(counter::NIC_ERRORS, s.ierrors);
+                set(counter::NIC_NO_MBUF, s.rx_nombuf);
+            }
+            out.capture_drops = s.imissed;
+            out.nic_errors = (s.ierrors, s.rx_nombuf);
+        }
+        Ok(out)
+    }
+
+    /// A worker that polls its own RX queue.
+    fn poll_queue<S: EventSink>(
+        w: usize,
+        shared: &Shared,
+        mut queue: RxQueue<'_>,
+        lane: Lane<'_, S>,
+        info: Option<&'static WorkerInfo>,
+        clock: Clock,
+    ) -> Result<ReplayStats> {
+        let verify = shared.opts.verify_checksums;
+        let mut wk = Worker::new(w, lane, info, clock);
+        let mut burst = Burst::new();
+        let mut quiet_since = Instant::now();
+        while !shared.should_stop() {
+            let got = queue.rx_burst(&mut burst);
+            if got == 0 {
+                wk.idle(shared)?;
+                nap(quiet_since);
+                continue;
+            }
+            quiet_since = Instant::now();
+            let now = if clock == Clock::Wall { wall_ns() } else { 0 };
+            for p in burst.iter() {
+                let pkt = RawPacket {
+                    ts_ns: stamp(p.timestamp_ns(), now),
+                    link: LinkType::Ethernet,
+                    data: p.data(),
+                    orig_len: p.pkt_len(),
+                };
+                let pos = wk.pos;
+                wk.pos += 1;
+                wk.frame(pos, &pkt, verify)?;
+            }
+            burst.clear();
+            wk.after_frames(shared);
+        }
+        wk.finish(shared)
+    }
+
+    /// A batch of mbufs for one worker: each with its capture time and input position.
+    type Handoff = Vec<(Mbuf, u64, u64)>;
+
+    /// One receive thread (polling `queue`) and `lanes.len()` workers fed by it.
+    fn spawn_dispatched<'scope, 'env, S: EventSink + Send + 'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        shared: &'scope Shared,
+        mut queue: RxQueue<'env>,
+        lanes: Vec<Lane<'env, S>>,
+        infos: Vec<Option<&'static WorkerInfo>>,
+        clock: Clock,
+    ) -> Result<Vec<std::thread::ScopedJoinHandle<'scope, Result<ReplayStats>>>> {
+        let n = lanes.len();
+        let verify = shared.opts.verify_checksums;
+        let mut txs = Vec::with_capacity(n);
+        let mut backs = Vec::with_capacity(n);
+        let mut handles = Vec::with_capacity(n + 1);
+        for (w, (lane, info)) in lanes.into_iter().zip(infos).enumerate() {
+            let (tx, rx) = mpsc::sync_channel::<Handoff>(QUEUE);
+            let (back_tx, back_rx) = mpsc::channel::<Handoff>();
+            txs.push(tx);
+            backs.push(back_rx);
+            let h = std::thread::Builder::new()
+                .name(format!("mos-worker-{w}"))
+                .spawn_scoped(scope, move || -> Result<ReplayStats> {
+                    let mut wk = Worker::new(w, lane, info, clock);
+                    loop {
+                        match rx.recv_timeout(IDLE_TICK) {
+                            Ok(mut batch) => {
+                                for (m, ts, pos) in batch.drain(..) {
+                                    let pkt = RawPacket {
+                                        ts_ns: ts,
+                                        link: LinkType::Ethernet,
+                                        data: m.data(),
+                                        orig_len: m.pkt_len(),
+                                    };
+                                    wk.frame(pos, &pkt, verify)?;
+                                }
+                                let _ = back_tx.send(batch);
+                                wk.after_frames(shared);
+                            }
+                            Err(mpsc::RecvTimeoutError::Timeout) => wk.idle(shared)?,
+                            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                        }
+                    }
+                    wk.finish(shared)
+                })
+                .map_err(|e| anyhow!("cannot start worker {w}: {e}"))?;
+            handles.push(h);
+        }
+        // The receive thread: it ends when the capture stops, and the workers end once it has
+        // dropped their channels. Its own handle is not joined by the supervisor; the workers'
+        // are, and they end only after it.
+        let recv = std::thread::Builder::new()
+            .name("mos-receive".into())
+            .spawn_scoped(scope, move || {
+                let hash = DispatchHash::default();
+                let mut burst = Burst::new();
+                let mut filling: Vec<Handoff> =
+                    (0..n).map(|_| Vec::with_capacity(HANDOFF)).collect();
+                let mut pos = 0u64;
+                let mut quiet_since = Instant::now();
+                'rx: while !shared.should_stop() {
+                    let got = queue.rx_burst(&mut burst);
+                    if got == 0 {
+                        shared.check_idle();
+                        nap(quiet_since);
+                        continue;
+                    }
+                    quiet_since = Instant::now();
+                    shared.saw_frames();
+                    let now = if clock == Clock::Wall { wall_ns() } else { 0 };
+                    for i in 0..got {
+                        let (w, ts) = {
+                            let p = burst.get(i);
+                            let ts = stamp(p.timestamp_ns(), now);
+                            let view = RawPacket {
+                                ts_ns: ts,
+                                link: LinkType::Ethernet,
+                                data: p.data(),
+                                orig_len: p.pkt_len(),
+                            };
+                            (hash.worker_of(&view, n), ts)
+                        };
+                        filling[w].push((burst.take(i), ts, pos));
+                        pos += 1;
+                    }
+                    burst.clear();
+                    for w in 0..n {
+                        if filling[w].is_empty() {
+                            continue;
+                        }
+                        let fresh = backs[w]
+                            .try_recv()
+                            .unwrap_or_else(|_| Vec::with_capacity(HANDOFF));
+                        let full = std::mem::replace(&mut filling[w], fresh);
+                        if txs[w].send(full).is_err() {
+                            // A worker failed; its error is reported when it is joined.
+                            shared.idle_stop.store(true, Ordering::Relaxed);
+                            break 'rx;
+                        }
+                    }
+                }
+                drop(txs);
+            })
+            .map_err(|e| anyhow!("cannot start the receive thread: {e}"))?;
+        // Joined through the scope; the supervisor watches the workers.
+        drop(recv);
+        Ok(handles)
+    }
+}
