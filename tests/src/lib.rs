@@ -9,6 +9,7 @@ pub mod known;
 pub mod locate;
 pub mod matcher;
 pub mod pcap;
+pub mod procs;
 pub mod runner;
 pub mod synth;
 pub mod truth;

@@ -9,15 +9,16 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use mos_tests::locate::{bin, corpus_dir, list_captures, sensor_bin};
+use mos_tests::procs::{
+    assert_no_panic, assert_one_line, cmd, tail, wait_for, wait_for_socket, Proc,
+};
 use mos_tests::runner::{default_workers, parallel_map, run_sensor_dump, ScratchDir};
 use mos_tests::synth::{bulk, short_flows, BulkOptions, ShortFlowsOptions};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::fs::File;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// The longest any single process of these tests may take.
@@ -26,162 +27,13 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 // ---------------------------------------------------------------------------------------------
 // Processes
 
-/// A child process whose output goes to files in a scratch directory (never pipes, so a chatty
-/// child cannot block); killed when dropped unless it was waited for.
-#[derive(Debug)]
-struct Proc {
-    name: String,
-    child: Child,
-    out: PathBuf,
-    err: PathBuf,
-    status: Option<ExitStatus>,
-}
-
-impl Proc {
-    fn spawn(name: &str, mut cmd: Command, dir: &Path) -> Result<Proc> {
-        let out = dir.join(format!("{name}.stdout"));
-        let err = dir.join(format!("{name}.stderr"));
-        cmd.stdin(Stdio::null())
-            .stdout(File::create(&out)?)
-            .stderr(File::create(&err)?);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {name}: {cmd:?}"))?;
-        Ok(Proc {
-            name: name.to_string(),
-            child,
-            out,
-            err,
-            status: None,
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The exit status if the process has exited.
-    fn poll(&mut self) -> Result<Option<ExitStatus>> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait()?;
-        }
-        Ok(self.status)
-    }
-
-    /// Waits until `deadline`; past it, kills the process and fails with its stderr.
-    fn wait_until(&mut self, deadline: Instant) -> Result<ExitStatus> {
-        let mut nap = Duration::from_millis(1);
-        loop {
-            if let Some(s) = self.poll()? {
-                return Ok(s);
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                self.status = Some(self.child.wait()?);
-                bail!(
-                    "{} did not exit in time (killed); stderr:\n{}",
-                    self.name,
-                    tail(&self.stderr())
-                );
-            }
-            std::thread::sleep(nap);
-            nap = (nap * 2).min(Duration::from_millis(20));
-        }
-    }
-
-    fn wait(&mut self, timeout: Duration) -> Result<ExitStatus> {
-        self.wait_until(Instant::now() + timeout)
-    }
-
-    fn signal(&self, sig: rustix::process::Signal) -> Result<()> {
-        let pid = rustix::process::Pid::from_raw(self.pid() as i32).context("pid 0")?;
-        rustix::process::kill_process(pid, sig)
-            .with_context(|| format!("signalling {} (pid {})", self.name, self.pid()))
-    }
-
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.out).unwrap_or_default()).into_owned()
-    }
-
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.err).unwrap_or_default()).into_owned()
-    }
-
-    /// Fails unless the process exited with `code`, showing its stderr.
-    fn expect_code(&mut self, code: i32, timeout: Duration) -> Result<()> {
-        let s = self.wait(timeout)?;
-        ensure!(
-            s.code() == Some(code),
-            "{} exited with {s}, expected {code}; stderr:\n{}",
-            self.name,
-            tail(&self.stderr())
-        );
-        Ok(())
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.status.is_none() {
-            // SIGKILL ends a stopped process too.
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn tail(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    let from = lines.len().saturating_sub(40);
-    let t = lines[from..].join("\n");
-    if t.trim().is_empty() {
-        "(empty)".into()
-    } else {
-        t
-    }
-}
-
-fn cmd(program: &Path, args: &[&dyn AsRef<OsStr>]) -> Command {
-    let mut c = Command::new(program);
-    for a in args {
-        c.arg(a.as_ref());
-    }
-    c
-}
-
 /// Starts `mos-sensor --pcap PCAP --control CONTROL EXTRA...` and waits for its socket.
 fn start_sensor(work: &Path, pcap: &Path, control: &Path, extra: &[&str]) -> Result<Proc> {
     let mut c = cmd(&sensor_bin()?, &[&"--pcap", &pcap, &"--control", &control]);
     c.args(extra);
     let mut s = Proc::spawn("sensor", c, work)?;
-    wait_for(
-        &format!("the control socket {}", control.display()),
-        TIMEOUT,
-        || {
-            if let Some(st) = s.poll()? {
-                bail!(
-                    "the sensor exited with {st} before creating its socket; stderr:\n{}",
-                    tail(&s.stderr())
-                );
-            }
-            Ok(std::fs::symlink_metadata(control).is_ok_and(|m| m.file_type().is_socket()))
-        },
-    )?;
+    wait_for_socket(&mut s, control, TIMEOUT)?;
     Ok(s)
-}
-
-/// Polls `cond` every 10 ms until it holds; fails after `timeout`.
-fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond()? {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn analyzer(work: &Path, name: &str, program: &str, args: &[&dyn AsRef<OsStr>]) -> Result<Proc> {
@@ -295,12 +147,6 @@ fn published(sensor_err: &str) -> Result<(u64, u64, u64, u64)> {
     Ok((n[0], n[1], n[2], n[3]))
 }
 
-fn assert_no_panic(p: &Proc) -> Result<()> {
-    let err = p.stderr();
-    ensure!(!err.contains("panicked"), "{} panicked:\n{err}", p.name);
-    Ok(())
-}
-
 /// Replay speed for [`paced_capture`]: about 4 s of wall time.
 const PACE: &str = "10";
 
@@ -389,7 +235,7 @@ fn corpus_capture(pcap: &Path, name: &str) -> Result<i32> {
             report += &match w {
                 Ok(st) => format!(
                     "{} exited with {st}; stderr:\n{}\n",
-                    p.name,
+                    p.name(),
                     tail(&p.stderr())
                 ),
                 Err(e) => format!("{e:#}\n"),
@@ -910,16 +756,6 @@ fn a_stale_flow_handle_gives_ebadf_once_its_slot_is_reused() -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // 6. Bad input
 
-/// One line on stderr containing every one of `words`.
-fn assert_one_line(p: &Proc, words: &[&str]) -> Result<()> {
-    let err = p.stderr();
-    assert_eq!(err.trim_end().lines().count(), 1, "{}: {err}", p.name);
-    for w in words {
-        assert!(err.contains(w), "{}: no {w:?} in {err}", p.name);
-    }
-    assert_no_panic(p)
-}
-
 #[test]
 fn an_analyzer_with_no_sensor_behind_its_path_fails_fast() -> Result<()> {
     let work = ScratchDir::new("an-nosensor")?;
@@ -1010,7 +846,7 @@ fn analyzers_exit_with_one_line_when_the_sensor_is_killed() -> Result<()> {
         assert!(
             !st.success() && st.code().is_some(),
             "{} exited with {st}",
-            p.name
+            p.name()
         );
         assert_one_line(p, &["the sensor went away"])?;
     }

@@ -1,0 +1,776 @@
+//! Live capture on real traffic: HTTP downloads between two network namespaces joined by a
+//! veth pair, captured on the server's end of the veth by `mos-sensor` (AF_PACKET, or DPDK's
+//! `net_af_packet` driver) with `mos-dump` attached, and every downloaded file found again,
+//! byte for byte and with nothing lost, after the response header of its connection's
+//! server-to-client stream.
+//!
+//! Needs root (namespaces, raw capture), `ip`, `ethtool`, `python3` and the workspace's
+//! binaries built in the same profile (`cargo build --release --bins`). A missing tool fails the
+//! test. Every namespace is deleted by a guard, also when a test fails; every process is killed
+//! by its guard; every wait has a deadline. Traffic flows only between the namespaces made
+//! here.
+
+use anyhow::{bail, ensure, Context, Result};
+use mos_tests::flows::{parse_flows, FlowRecord};
+use mos_tests::locate::{bin, sensor_bin};
+use mos_tests::procs::{assert_no_panic, cmd, tail, wait_for, wait_for_socket, Proc};
+use mos_tests::runner::ScratchDir;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The longest any single process of these tests may take.
+const TIMEOUT: Duration = Duration::from_secs(120);
+/// The server's address, on the veth end in the server namespace.
+const SRV_ADDR: &str = "10.80.0.1";
+/// The client's address.
+const CLI_ADDR: &str = "10.80.0.2";
+const HTTP_PORT: u16 = 8080;
+
+/// One live run at a time: the runs share two cores, and a capture that cannot keep up with
+/// the wire loses frames in the kernel, which would be the machine's fault, not the sensor's.
+static LIVE: Mutex<()> = Mutex::new(());
+
+// ---------------------------------------------------------------------------------------------
+// Network namespaces
+
+/// Runs a command to completion; fails with its output unless it succeeded.
+fn run(c: &mut Command) -> Result<std::process::Output> {
+    let out = c.output().with_context(|| format!("cannot run {c:?}"))?;
+    ensure!(
+        out.status.success(),
+        "{c:?} failed with {}: {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(out)
+}
+
+/// `ip netns exec NS PROGRAM`, the start of a command run inside namespace `ns`.
+fn in_ns(ns: &str, program: &Path) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns]).arg(program);
+    c
+}
+
+/// Fails with a clear message unless `tool` is on the PATH.
+fn need_tool(tool: &str) -> Result<()> {
+    let found = std::env::var_os("PATH").is_some_and(|p| {
+        std::env::split_paths(&p).any(|d| {
+            std::fs::metadata(d.join(tool))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    });
+    ensure!(
+        found,
+        "{tool} is not installed (not on PATH); these tests need it"
+    );
+    Ok(())
+}
+
+/// Two fresh network namespaces, server and client, joined by a veth pair with IPv4 addresses,
+/// IPv6 off (no neighbour discovery chatter), and the offloads that merge frames or leave
+/// checksums to the hardware off on both ends, so that what is captured is what a wire would
+/// carry. Dropping it deletes both namespaces, which removes the veth pair too.
+#[derive(Debug)]
+struct Netns {
+    srv: String,
+    cli: String,
+    /// The veth end in the server namespace, where the sensor captures.
+    srv_if: String,
+    cli_if: String,
+}
+
+impl Netns {
+    fn new() -> Result<Netns> {
+        assert_root()?;
+        for t in ["ip", "ethtool"] {
+            need_tool(t)?;
+        }
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let net = Netns {
+            srv: format!("mos-lt-{pid}-{n}-srv"),
+            cli: format!("mos-lt-{pid}-{n}-cli"),
+            // Interface names have at most 15 characters.
+            srv_if: format!("lt{pid}n{n}s"),
+            cli_if: format!("lt{pid}n{n}c"),
+        };
+        // A leftover of an earlier run with the same pid would make `add` fail.
+        net.delete();
+        // From here on the guard exists: a failing step still deletes whatever was made.
+        for ns in [&net.srv, &net.cli] {
+            run(Command::new("ip").args(["netns", "add", ns]))?;
+        }
+        run(Command::new("ip").args([
+            "link",
+            "add",
+            &net.srv_if,
+            "netns",
+            &net.srv,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &net.cli_if,
+            "netns",
+            &net.cli,
+        ]))?;
+        for (ns, dev, addr) in [
+            (&net.srv, &net.srv_if, SRV_ADDR),
+            (&net.cli, &net.cli_if, CLI_ADDR),
+        ] {
+            let x = |argv: &[&str]| run(Command::new("ip").args(["netns", "exec", ns]).args(argv));
+            x(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
+            x(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])?;
+            x(&["ip", "addr", "add", &format!("{addr}/24"), "dev", dev])?;
+            // tx off: checksums computed by the sender's stack rather than left partial for
+            // an offload that a veth never performs.
+            x(&[
+                "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off", "tx", "off",
+            ])?;
+            x(&["ip", "link", "set", "lo", "up"])?;
+            x(&["ip", "link", "set", dev, "up"])?;
+        }
+        Ok(net)
+    }
+
+    fn delete(&self) {
+        for ns in [&self.srv, &self.cli] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for ns in [&self.srv, &self.cli] {
+            let ok = Command::new("ip")
+                .args(["netns", "del", ns])
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("warning: could not delete network namespace {ns}");
+            }
+        }
+    }
+}
+
+fn assert_root() -> Result<()> {
+    ensure!(
+        rustix::process::geteuid().is_root(),
+        "these tests make network namespaces and capture on them: run them as root"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Served files and downloads
+
+/// One file the server serves.
+#[derive(Debug, Clone)]
+struct Served {
+    name: String,
+    size: u64,
+    sha256: String,
+}
+
+/// Sizes served: round ones from 1 KiB to 16 MiB, and odd ones.
+const SIZES: [u64; 12] = [
+    1 << 10,
+    10 << 10,
+    100 << 10,
+    1 << 20,
+    4 << 20,
+    16 << 20,
+    1,
+    777,
+    65_537,
+    123_457,
+    1_000_003,
+    2_345_679,
+];
+
+/// How many times each file of [`SIZES`] is downloaded (same order): 36 downloads.
+const TIMES: [usize; 12] = [4, 4, 4, 3, 3, 2, 2, 3, 3, 3, 3, 2];
+
+/// Downloads at once.
+const CONCURRENCY: usize = 6;
+
+/// Deterministic pseudo-random bytes (splitmix64 seeded with `seed`).
+fn content(seed: u64, size: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x6A09_E667_F3BC_C908;
+    let mut out = Vec::with_capacity(size as usize + 8);
+    while (out.len() as u64) < size {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(size as usize);
+    out
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// Writes the served files into `dir`.
+fn make_files(dir: &Path) -> Result<Vec<Served>> {
+    std::fs::create_dir_all(dir)?;
+    let mut files = Vec::new();
+    for (i, &size) in SIZES.iter().enumerate() {
+        let bytes = content(i as u64 + 1, size);
+        let name = format!("f{i:02}-{size}.bin");
+        std::fs::write(dir.join(&name), &bytes)?;
+        files.push(Served {
+            name,
+            size,
+            sha256: sha256_hex(&bytes),
+        });
+    }
+    Ok(files)
+}
+
+/// The download list, files interleaved so that large and small ones overlap.
+fn downloads(files: &[Served]) -> Vec<Served> {
+    let mut out = Vec::new();
+    let most = TIMES.iter().copied().max().unwrap_or(0);
+    for round in 0..most {
+        for (f, &t) in files.iter().zip(&TIMES) {
+            if round < t {
+                out.push(f.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The client: downloads every job of a JSON list with a pool of threads, one connection each,
+/// checks each body (status, length, SHA-256) itself, and prints one JSON line per job with the
+/// local port its connection used.
+const CLIENT_PY: &str = r#"
+import hashlib, http.client, json, queue, sys, threading
+host, port, conc, jobs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.load(open(sys.argv[4]))
+q = queue.Queue()
+for i, j in enumerate(jobs):
+    q.put((i, j))
+results = [None] * len(jobs)
+def work():
+    while True:
+        try:
+            i, j = q.get_nowait()
+        except queue.Empty:
+            return
+        try:
+            c = http.client.HTTPConnection(host, port, timeout=30)
+            c.connect()
+            lport = c.sock.getsockname()[1]
+            c.request("GET", "/" + j["name"])
+            r = c.getresponse()
+            h, n = hashlib.sha256(), 0
+            while True:
+                b = r.read(1 << 16)
+                if not b:
+                    break
+                h.update(b)
+                n += len(b)
+            c.close()
+            ok = r.status == 200 and n == j["size"] and h.hexdigest() == j["sha256"]
+            results[i] = {"i": i, "port": lport, "status": r.status, "bytes": n, "ok": ok}
+        except Exception as e:
+            results[i] = {"i": i, "error": repr(e), "ok": False}
+threads = [threading.Thread(target=work) for _ in range(conc)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+for r in results:
+    print(json.dumps(r))
+"#;
+
+/// What the client said of one download.
+#[derive(Debug, serde::Deserialize)]
+struct Fetched {
+    i: usize,
+    #[serde(default)]
+    port: u16,
+    #[serde(default)]
+    error: Option<String>,
+    ok: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+/// How the sensor captures.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    AfPacket,
+    Dpdk,
+}
+
+/// The sensor's capture arguments for `iface` in the server namespace.
+fn capture_args(backend: Backend, iface: &str) -> Vec<String> {
+    match backend {
+        Backend::AfPacket => vec!["--iface".into(), iface.into()],
+        Backend::Dpdk => vec![
+            "--dpdk".into(),
+            format!(
+                "--no-huge -m 256 --no-pci --no-shconf -l 0 \
+                 --vdev=net_af_packet0,iface={iface},framecnt=8192"
+            ),
+            "--port".into(),
+            "0".into(),
+        ],
+    }
+}
+
+/// Whether the sensor has said it is capturing and that mos-dump attached.
+fn capture_started(sensor_err: &str) -> bool {
+    let capturing = sensor_err.lines().any(|l| {
+        l.starts_with("mos-sensor: capturing on ")
+            || l.starts_with("mos-sensor: receiving from DPDK port ")
+    });
+    capturing && sensor_err.contains("attached: mos-dump")
+}
+
+/// Downloads every file of the list through the capture; checks the dump.
+fn live_run(tag: &str, backend: Backend, workers: usize) -> Result<()> {
+    let _one_at_a_time = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    need_tool("python3")?;
+    let started = Instant::now();
+    let work = ScratchDir::new(&format!("live-{tag}"))?;
+    let w = work.path();
+    let www = w.join("www");
+    let files = make_files(&www)?;
+    let jobs = downloads(&files);
+    let jobs_path = w.join("jobs.json");
+    let list: Vec<_> = jobs
+        .iter()
+        .map(|j| serde_json::json!({"name": j.name, "size": j.size, "sha256": j.sha256}))
+        .collect();
+    std::fs::write(&jobs_path, serde_json::to_vec(&list)?)?;
+    let client_py = w.join("client.py");
+    std::fs::write(&client_py, CLIENT_PY)?;
+
+    let net = Netns::new()?;
+    let deadline = Instant::now() + TIMEOUT;
+
+    // The server, ready once it says so (unbuffered, so the line comes at once).
+    let mut server = Proc::spawn(
+        "http-server",
+        {
+            let mut c = in_ns(&net.srv, Path::new("python3"));
+            c.args([
+                "-u",
+                "-m",
+                "http.server",
+                &HTTP_PORT.to_string(),
+                "--bind",
+                SRV_ADDR,
+            ])
+            .arg("--directory")
+            .arg(&www);
+            c
+        },
+        w,
+    )?;
+    wait_for("the HTTP server", TIMEOUT, || {
+        if let Some(st) = server.poll()? {
+            bail!(
+                "the HTTP server exited with {st}:\n{}",
+                tail(&server.stderr())
+            );
+        }
+        Ok(server.stdout().contains("Serving HTTP"))
+    })?;
+
+    // The sensor, in the server namespace; its control socket is a path, reachable from here.
+    let control = w.join("c.sock");
+    let out = w.join("out");
+    let mut c = in_ns(&net.srv, &sensor_bin()?);
+    c.args(capture_args(backend, &net.srv_if))
+        .args(["--workers", &workers.to_string()])
+        .args([
+            "--stop-after-idle",
+            "2",
+            "--lossless",
+            "--wait-analyzers",
+            "1",
+        ])
+        .arg("--control")
+        .arg(&control);
+    let mut sensor = Proc::spawn("sensor", c, w)?;
+    wait_for_socket(&mut sensor, &control, TIMEOUT)?;
+    let mut dump = Proc::spawn(
+        "mos-dump",
+        cmd(&bin("mos-dump")?, &[&"--control", &control, &"--out", &out]),
+        w,
+    )?;
+    wait_for("the sensor to start capturing", TIMEOUT, || {
+        if let Some(st) = sensor.poll()? {
+            bail!(
+                "the sensor exited with {st} before capturing:\n{}",
+                tail(&sensor.stderr())
+            );
+        }
+        if let Some(st) = dump.poll()? {
+            bail!(
+                "mos-dump exited with {st} before the capture started:\n{}",
+                tail(&dump.stderr())
+            );
+        }
+        Ok(capture_started(&sensor.stderr()))
+    })?;
+    // mos-dump attached; give it and the capture a moment to be under way.
+    std::thread::sleep(Duration::from_millis(500));
+
+    // The downloads.
+    let t0 = Instant::now();
+    let mut client = Proc::spawn(
+        "client",
+        {
+            let mut c = in_ns(&net.cli, Path::new("python3"));
+            c.arg(&client_py)
+                .args([SRV_ADDR, &HTTP_PORT.to_string(), &CONCURRENCY.to_string()]);
+            c.arg(&jobs_path);
+            c
+        },
+        w,
+    )?;
+    client.expect_code(0, deadline.saturating_duration_since(Instant::now()))?;
+    let download_time = t0.elapsed();
+    let fetched: Vec<Fetched> = client
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).with_context(|| format!("client line {l:?}")))
+        .collect::<Result<_>>()?;
+    ensure!(
+        fetched.len() == jobs.len(),
+        "the client reported {} of {} downloads:\n{}",
+        fetched.len(),
+        jobs.len(),
+        client.stdout()
+    );
+    let bad: Vec<String> = fetched
+        .iter()
+        .filter(|f| !f.ok)
+        .map(|f| {
+            format!(
+                "download {} ({}): {}",
+                f.i,
+                jobs[f.i].name,
+                f.error
+                    .as_deref()
+                    .unwrap_or("wrong status, length or content")
+            )
+        })
+        .collect();
+    ensure!(
+        bad.is_empty(),
+        "downloads failed at the client (not the sensor's fault):\n{}",
+        bad.join("\n")
+    );
+
+    // The sensor ends by itself once the wire is idle; mos-dump with it.
+    let ss = sensor.wait_until(deadline)?;
+    let ds = dump.wait_until(deadline)?;
+    let serr = sensor.stderr();
+    ensure!(
+        ss.code() == Some(0),
+        "the sensor exited with {ss}; stderr:\n{}",
+        tail(&serr)
+    );
+    ensure!(
+        ds.code() == Some(0),
+        "mos-dump exited with {ds}; stderr:\n{}",
+        tail(&dump.stderr())
+    );
+    assert_no_panic(&sensor)?;
+    assert_no_panic(&dump)?;
+    // With checksum offload off, every checksum on the wire is real.
+    let bad = bad_checksums(&serr)?;
+    ensure!(bad == 0, "{bad} frames with bad TCP checksums:\n{serr}");
+    server.signal(rustix::process::Signal::TERM)?;
+    let _ = server.wait(Duration::from_secs(5));
+
+    let (conns, bytes) = check_dump(&out, &jobs, &fetched).with_context(|| {
+        format!(
+            "sensor stderr:\n{}\nmos-dump stderr:\n{}",
+            tail(&serr),
+            tail(&dump.stderr())
+        )
+    })?;
+    println!(
+        "live {tag}: {conns} connections, {:.1} MiB served, downloads {:.2} s, whole run {:.1} s",
+        bytes as f64 / f64::from(1 << 20),
+        download_time.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    println!("sensor stderr:\n{}", serr.trim_end());
+    Ok(())
+}
+
+/// The number of frames the sensor's summary says had bad TCP checksums.
+fn bad_checksums(sensor_err: &str) -> Result<u64> {
+    sensor_err
+        .lines()
+        .find_map(|l| {
+            let (_, rest) = l.split_once("kept ")?;
+            let (n, rest) = rest.split_once(' ')?;
+            rest.starts_with("with bad TCP checksums")
+                .then(|| n.parse().ok())
+                .flatten()
+        })
+        .with_context(|| format!("no count of bad TCP checksums in:\n{sensor_err}"))
+}
+
+/// Checks the dump in `out` against the downloads: one connection per download, nothing lost,
+/// and each response body, after the header, is the served file. Returns (connections, body
+/// bytes).
+fn check_dump(out: &Path, jobs: &[Served], fetched: &[Fetched]) -> Result<(usize, u64)> {
+    let text = std::fs::read_to_string(out.join("flows.jsonl"))
+        .with_context(|| format!("reading {}/flows.jsonl", out.display()))?;
+    let flows = parse_flows(&text)?;
+    let server = format!("{SRV_ADDR}:{HTTP_PORT}");
+    let by_client: BTreeMap<&str, &FlowRecord> = flows
+        .iter()
+        .filter(|f| f.server == server)
+        .map(|f| (f.client.as_str(), f))
+        .collect();
+    let to_server = flows.iter().filter(|f| f.server == server).count();
+    let mut problems = Vec::new();
+    if to_server != jobs.len() {
+        problems.push(format!(
+            "{to_server} connections to {server} in flows.jsonl, {} downloads",
+            jobs.len()
+        ));
+    }
+    if by_client.len() != to_server {
+        problems.push("several connections from one client endpoint".to_string());
+    }
+    if flows.len() != to_server {
+        problems.push(format!("{} other connections", flows.len() - to_server));
+    }
+    let mut bytes = 0;
+    for f in fetched {
+        let job = &jobs[f.i];
+        let client = format!("{CLI_ADDR}:{}", f.port);
+        let Some(rec) = by_client.get(client.as_str()) else {
+            problems.push(format!(
+                "download {} ({}, {client}): no connection",
+                f.i, job.name
+            ));
+            continue;
+        };
+        if let Err(e) = check_flow(out, rec, job) {
+            problems.push(format!("download {} ({}, {client}): {e:#}", f.i, job.name));
+        }
+        bytes += job.size;
+    }
+    if !problems.is_empty() {
+        let mut msg = format!("{} problems:\n", problems.len());
+        for p in problems.iter().take(20) {
+            let _ = writeln!(msg, "  {p}");
+        }
+        bail!("{msg}");
+    }
+    Ok((to_server, bytes))
+}
+
+/// One connection: nothing lost, its files as the record says, a 200 response whose body is
+/// `job`'s file.
+fn check_flow(out: &Path, rec: &FlowRecord, job: &Served) -> Result<()> {
+    ensure!(
+        rec.c2s_lost == 0 && rec.s2c_lost == 0,
+        "lost bytes: c2s {} of {}, s2c {} of {}",
+        rec.c2s_lost,
+        rec.c2s_bytes,
+        rec.s2c_lost,
+        rec.s2c_bytes
+    );
+    let read = |file: &Option<String>, n: u64, sha: &str, what: &str| -> Result<Vec<u8>> {
+        let b = match file {
+            Some(f) => std::fs::read(out.join(f)).with_context(|| format!("reading {f}"))?,
+            None => Vec::new(),
+        };
+        ensure!(
+            b.len() as u64 == n,
+            "{what} file has {} bytes, record says {n}",
+            b.len()
+        );
+        ensure!(
+            sha256_hex(&b) == sha.to_ascii_lowercase(),
+            "{what} file's SHA-256 is not the record's"
+        );
+        Ok(b)
+    };
+    let c2s = read(&rec.c2s_file, rec.c2s_bytes, &rec.c2s_sha256, "c2s")?;
+    let s2c = read(&rec.s2c_file, rec.s2c_bytes, &rec.s2c_sha256, "s2c")?;
+    let want = format!("GET /{} HTTP/1.1\r\n", job.name);
+    ensure!(
+        c2s.starts_with(want.as_bytes()),
+        "the request is not {want:?}: {:?}",
+        String::from_utf8_lossy(&c2s[..c2s.len().min(80)])
+    );
+    let end = s2c
+        .windows(4)
+        .position(|x| x == b"\r\n\r\n")
+        .context("no end of the response header in the s2c stream")?;
+    let (head, body) = (&s2c[..end], &s2c[end + 4..]);
+    ensure!(
+        head.starts_with(b"HTTP/1.0 200 "),
+        "response {:?}",
+        String::from_utf8_lossy(&head[..head.len().min(80)])
+    );
+    ensure!(
+        body.len() as u64 == job.size && sha256_hex(body) == job.sha256,
+        "the body ({} bytes) is not the served file ({} bytes)",
+        body.len(),
+        job.size
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The variants
+
+#[test]
+fn afpacket_one_worker_dumps_every_download() -> Result<()> {
+    live_run("afpacket-1w", Backend::AfPacket, 1)
+}
+
+#[test]
+fn afpacket_two_workers_dump_every_download() -> Result<()> {
+    live_run("afpacket-2w", Backend::AfPacket, 2)
+}
+
+#[test]
+fn dpdk_af_packet_one_worker_dumps_every_download() -> Result<()> {
+    live_run("dpdk-1w", Backend::Dpdk, 1)
+}
+
+#[test]
+fn dpdk_af_packet_two_workers_dump_every_download() -> Result<()> {
+    live_run("dpdk-2w", Backend::Dpdk, 2)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/// Runs the sensor command `c` and expects status 1 with one
+/// `mos-sensor: error:` line on stderr containing every one of `words`; returns its stderr.
+fn sensor_fails(w: &Path, name: &str, c: Command, words: &[&str]) -> Result<String> {
+    let mut p = Proc::spawn(name, c, w)?;
+    let st = p.wait(Duration::from_secs(30))?;
+    let err = p.stderr();
+    assert_no_panic(&p)?;
+    ensure!(
+        st.code() == Some(1),
+        "{name}: exited with {st}, expected 1; stderr:\n{err}"
+    );
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("mos-sensor:"))
+        .collect();
+    ensure!(
+        lines.len() == 1,
+        "{name}: expected one mos-sensor line on stderr, got:\n{err}"
+    );
+    ensure!(lines[0].starts_with("mos-sensor: error:"), "{name}: {err}");
+    for word in words {
+        ensure!(lines[0].contains(word), "{name}: no {word:?} in {err}");
+    }
+    Ok(err)
+}
+
+#[test]
+fn bad_live_capture_arguments_fail_with_one_line() -> Result<()> {
+    assert_root()?;
+    let work = ScratchDir::new("live-errors")?;
+    let w = work.path();
+    let sensor = sensor_bin()?;
+    let mut report = String::new();
+
+    let mut c = cmd(
+        &sensor,
+        &[
+            &"--iface",
+            &"no-such-if0",
+            &"--no-publish",
+            &"--dump",
+            &w.join("d"),
+        ],
+    );
+    c.current_dir(w);
+    let err = sensor_fails(w, "no-such-iface", c, &["no-such-if0"])?;
+    let _ = writeln!(report, "--iface no-such-if0: {}", err.trim_end());
+
+    let eal = "--no-huge -m 256 --no-pci --no-shconf -l 0";
+    let c = cmd(
+        &sensor,
+        &[
+            &"--dpdk",
+            &format!("{eal} --bogus"),
+            &"--no-publish",
+            &"--dump",
+            &w.join("d"),
+        ],
+    );
+    let err = sensor_fails(w, "bogus-eal", c, &["--bogus"])?;
+    let _ = writeln!(report, "--bogus: {}", err.trim_end());
+
+    let c = cmd(
+        &sensor,
+        &[
+            &"--dpdk",
+            &format!("{eal} --vdev=net_null0"),
+            &"--port",
+            &"3",
+            &"--no-publish",
+            &"--dump",
+            &w.join("d"),
+        ],
+    );
+    let err = sensor_fails(w, "no-port-3", c, &["port 3"])?;
+    let _ = writeln!(report, "--port 3: {}", err.trim_end());
+
+    // Without hugepages or PCI devices DPDK needs no privilege (net_null runs fine as uid
+    // 65534), but net_af_packet needs CAP_NET_RAW for its socket. uid 65534 runs a copy it
+    // can read and execute; lo exists in every namespace and no frame is sent.
+    let exe: PathBuf = w.join("mos-sensor");
+    std::fs::copy(&sensor, &exe)?;
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::set_permissions(w, std::fs::Permissions::from_mode(0o755))?;
+    need_tool("setpriv")?;
+    let nobody_dump = w.join("nobody-dump");
+    std::fs::create_dir(&nobody_dump)?;
+    std::fs::set_permissions(&nobody_dump, std::fs::Permissions::from_mode(0o777))?;
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(&exe)
+        .args([
+            "--dpdk",
+            &format!("{eal} --vdev=net_af_packet0,iface=lo"),
+            "--port",
+            "0",
+            "--no-publish",
+            "--dump",
+        ])
+        .arg(&nobody_dump)
+        .current_dir(w);
+    let err = sensor_fails(w, "nobody", c, &["AF_PACKET"])?;
+    let _ = writeln!(report, "uid 65534: {}", err.trim_end());
+    println!("{report}");
+    Ok(())
+}
