@@ -497,7 +497,7 @@ fn run(args: Args) -> Result<ExitCode> {
             }
             let o = run_afpacket(std::mem::take(rings), *link, lanes, infos, live_opts)
                 .with_context(|| format!("capturing on {name}"))?;
-            live_drops = Some((o.capture_drops, o.nic_errors));
+            live_drops = Some((o.capture_drops, o.nic_errors, false));
             (
                 ReplayOutcome {
                     stats: o.stats,
@@ -530,9 +530,16 @@ fn run(args: Args) -> Result<ExitCode> {
                     }
                 );
             }
+            let blind = d.port.driver_name() == "net_af_packet";
+            if blind && !args.quiet {
+                // DPDK 22.11's af_packet driver does not read the socket's drop counter.
+                eprintln!(
+                    "mos-sensor: note: net_af_packet does not count frames the kernel drops when its ring is full; size the ring with framecnt= (65536 or more for fast links), or capture with --iface, which counts them"
+                );
+            }
             let o = run_dpdk(d, lanes, infos, live_opts)
                 .with_context(|| format!("receiving from DPDK port {}", d.port.id()))?;
-            live_drops = Some((o.capture_drops, o.nic_errors));
+            live_drops = Some((o.capture_drops, o.nic_errors, blind));
             (
                 ReplayOutcome {
                     stats: o.stats,
@@ -616,9 +623,14 @@ fn run(args: Args) -> Result<ExitCode> {
             "mos-sensor: {} frames ({} TCP, {} other IP, {} not IP) in {:.2} s",
             s.frames, s.tcp, s.other_ip, s.not_ip, secs
         );
-        if let Some((drops, (errors, nombuf))) = live_drops {
+        if let Some((drops, (errors, nombuf), blind)) = live_drops {
             eprintln!(
-                "mos-sensor: {drops} frames dropped by the capture before the sensor saw them; {errors} receive errors, {nombuf} frames lost for want of an mbuf"
+                "mos-sensor: {drops} frames dropped by the capture before the sensor saw them{}; {errors} receive errors, {nombuf} frames lost for want of an mbuf",
+                if blind {
+                    " (as far as the driver counts: net_af_packet does not count the kernel's)"
+                } else {
+                    ""
+                }
             );
         }
         if nw > 1 {

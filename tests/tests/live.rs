@@ -327,7 +327,7 @@ fn capture_args(backend: Backend, iface: &str) -> Vec<String> {
             "--dpdk".into(),
             format!(
                 "--no-huge -m 256 --no-pci --no-shconf -l 0 \
-                 --vdev=net_af_packet0,iface={iface},framecnt=8192"
+                 --vdev=net_af_packet0,iface={iface},framecnt=65536"
             ),
             "--port".into(),
             "0".into(),
