@@ -516,9 +516,15 @@ mod dpdk {
                     .iter()
                     .find(|l| !l.contains("probe failed"))
                     .or(eal.startup_log().first());
+                let root = if rustix::process::geteuid().is_root() {
+                    ""
+                } else {
+                    "; not running as root: DPDK devices need root or CAP_NET_RAW (and \
+                     CAP_SYS_ADMIN, /dev/vfio and hugepages for a NIC)"
+                };
                 return Err(match why {
-                    Some(why) => anyhow!("{e}; DPDK said: {}", why.trim()),
-                    None => anyhow!("{e}"),
+                    Some(why) => anyhow!("{e}; DPDK said: {}{root}", why.trim()),
+                    None => anyhow!("{e}{root}"),
                 });
             }
         };
@@ -535,6 +541,25 @@ mod dpdk {
         if quiet_since.elapsed() >= Duration::from_millis(10) {
             std::thread::sleep(Duration::from_micros(100));
         }
+    }
+
+    /// A frame's bytes in one piece: the first segment itself, or (for a frame longer than
+    /// one mbuf, such as a jumbo frame) all its segments copied into `scratch`.
+    fn linear<'a>(
+        first: &'a [u8],
+        more: mos_dpdk::Segments<'a>,
+        pkt_len: u32,
+        scratch: &'a mut Vec<u8>,
+    ) -> &'a [u8] {
+        if pkt_len as usize <= first.len() {
+            return first;
+        }
+        scratch.clear();
+        scratch.extend_from_slice(first);
+        for seg in more {
+            scratch.extend_from_slice(seg);
+        }
+        scratch
     }
 
     fn stamp(ts: Option<u64>, burst_ns: u64) -> u64 {
@@ -629,6 +654,7 @@ mod dpdk {
         pin_worker(shared, w)?;
         let mut wk = Worker::new(w, lane, info, clock);
         let mut burst = Burst::new();
+        let mut scratch = Vec::new();
         let mut quiet_since = Instant::now();
         while !shared.should_stop() {
             let got = queue.rx_burst(&mut burst);
@@ -643,7 +669,7 @@ mod dpdk {
                 let pkt = RawPacket {
                     ts_ns: stamp(p.timestamp_ns(), now),
                     link: LinkType::Ethernet,
-                    data: p.data(),
+                    data: linear(p.data(), p.more_segments(), p.pkt_len(), &mut scratch),
                     orig_len: p.pkt_len(),
                 };
                 let pos = wk.pos;
@@ -683,6 +709,7 @@ mod dpdk {
                 .spawn_scoped(scope, move || -> Result<ReplayStats> {
                     pin_worker(shared, w)?;
                     let mut wk = Worker::new(w, lane, info, clock);
+                    let mut scratch = Vec::new();
                     loop {
                         match rx.recv_timeout(IDLE_TICK) {
                             Ok(mut batch) => {
@@ -690,7 +717,12 @@ mod dpdk {
                                     let pkt = RawPacket {
                                         ts_ns: ts,
                                         link: LinkType::Ethernet,
-                                        data: m.data(),
+                                        data: linear(
+                                            m.data(),
+                                            m.more_segments(),
+                                            m.pkt_len(),
+                                            &mut scratch,
+                                        ),
                                         orig_len: m.pkt_len(),
                                     };
                                     wk.frame(pos, &pkt, verify)?;

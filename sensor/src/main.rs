@@ -33,10 +33,11 @@ use std::time::{Duration, Instant};
 
 /// mos sensor: TCP connection tracking, endpoint emulation and stream reassembly.
 ///
-/// Reads a pcap or pcapng capture, follows every TCP connection in it (both endpoints' state
-/// machines, each side's byte stream reassembled in order, retransmissions and overlaps
-/// resolved first-copy-wins, bytes the capture never held recorded as gaps), and with --dump
-/// writes each connection's two streams and a flows.jsonl index to a directory.
+/// Reads a pcap or pcapng capture (--pcap), a DPDK port (--dpdk) or a network interface
+/// (--iface), follows every TCP connection (both endpoints' state machines, each side's byte
+/// stream reassembled in order, retransmissions and overlaps resolved first-copy-wins, bytes
+/// the capture never held recorded as gaps), and with --dump writes each connection's two
+/// streams and a flows.jsonl index to a directory.
 ///
 /// Everything is published in shared memory for analyzer processes (mos-dump, mos-flowstat,
 /// or your own built on the mos-client library), which attach through the control socket.

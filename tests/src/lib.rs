@@ -4,6 +4,7 @@
 
 pub mod addr;
 pub mod bench;
+pub mod dumps;
 pub mod flows;
 pub mod known;
 pub mod locate;

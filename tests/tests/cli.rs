@@ -92,3 +92,61 @@ fn bad_ring_size_is_refused_before_reading() -> Result<()> {
     );
     Ok(())
 }
+
+/// `deploy/hugepages.sh` is idempotent: asking again for what is reserved changes nothing,
+/// mounts hugetlbfs at most once, and exits 0 (also where the kernel refuses, which it says).
+#[test]
+fn the_hugepages_script_is_idempotent() -> Result<()> {
+    let script = mos_tests::locate::workspace_root().join("deploy/hugepages.sh");
+    let run = |args: &[&str]| -> Result<(bool, String)> {
+        let o = Command::new("bash").arg(&script).args(args).output()?;
+        Ok((
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        ))
+    };
+    let mounts = || -> Result<usize> {
+        Ok(std::fs::read_to_string("/proc/mounts")?
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some("/dev/hugepages"))
+            .count())
+    };
+    let reserved = || -> Result<u64> {
+        Ok(std::fs::read_to_string("/proc/sys/vm/nr_hugepages")?
+            .trim()
+            .parse()?)
+    };
+    // Ask for what is already reserved (at least one page): a second run must find nothing
+    // to do.
+    let pages = reserved()?.max(1).to_string();
+    let (ok1, out1) = run(&["--pages", &pages])?;
+    assert!(ok1, "first run failed: {out1}");
+    let (before, mounted) = (reserved()?, mounts()?);
+    let (ok2, out2) = run(&["--pages", &pages])?;
+    assert!(ok2, "second run failed: {out2}");
+    assert_eq!(reserved()?, before, "the reservation changed: {out2}");
+    assert_eq!(mounts()?, mounted, "hugetlbfs was mounted again: {out2}");
+    assert!(
+        mounted <= 1,
+        "hugetlbfs is mounted {mounted} times at /dev/hugepages"
+    );
+    // (The free count in the state line may move: other tests' sensors use hugepages.)
+    assert!(
+        out2.contains(&format!("hugepages: {before} x 2 MiB reserved"))
+            || out2.contains("unavailable"),
+        "{out2}"
+    );
+    let (ok3, check) = run(&["--check"])?;
+    assert!(
+        ok3 && check.starts_with("hugepages: "),
+        "--check said {check:?}"
+    );
+    // A bad argument is refused with status 2.
+    let o = Command::new("bash")
+        .arg(&script)
+        .arg("--pages")
+        .arg("lots")
+        .output()?;
+    assert_eq!(o.status.code(), Some(2));
+    Ok(())
+}

@@ -769,7 +769,7 @@ fn bad_live_capture_arguments_fail_with_one_line() -> Result<()> {
         ])
         .arg(&nobody_dump)
         .current_dir(w);
-    let err = sensor_fails(w, "nobody", c, &["AF_PACKET"])?;
+    let err = sensor_fails(w, "nobody", c, &["AF_PACKET", "not running as root"])?;
     let _ = writeln!(report, "uid 65534: {}", err.trim_end());
     println!("{report}");
     Ok(())

@@ -41,6 +41,11 @@ uint16_t mos_shim_pktmbuf_nb_segs(const struct rte_mbuf *m)
 	return m->nb_segs;
 }
 
+const struct rte_mbuf *mos_shim_mbuf_next(const struct rte_mbuf *m)
+{
+	return m->next;
+}
+
 uint64_t mos_shim_mbuf_ol_flags(const struct rte_mbuf *m)
 {
 	return m->ol_flags;

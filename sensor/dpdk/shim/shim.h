@@ -14,6 +14,7 @@ const void *mos_shim_pktmbuf_mtod(const struct rte_mbuf *m);
 uint16_t mos_shim_pktmbuf_data_len(const struct rte_mbuf *m);
 uint32_t mos_shim_pktmbuf_pkt_len(const struct rte_mbuf *m);
 uint16_t mos_shim_pktmbuf_nb_segs(const struct rte_mbuf *m);
+const struct rte_mbuf *mos_shim_mbuf_next(const struct rte_mbuf *m);
 uint64_t mos_shim_mbuf_ol_flags(const struct rte_mbuf *m);
 uint64_t mos_shim_mbuf_dynfield_u64(const struct rte_mbuf *m, int offset);
 uint32_t mos_shim_mbuf_rss_hash(const struct rte_mbuf *m);

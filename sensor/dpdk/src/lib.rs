@@ -1038,6 +1038,38 @@ impl Drop for Burst {
 ///
 /// # Safety
 /// `m` must point to a live mbuf owned by the caller's value.
+/// The segments of a chained mbuf after the first, each as its bytes.
+#[derive(Debug, Clone)]
+pub struct Segments<'a> {
+    next: Option<NonNull<ffi::rte_mbuf>>,
+    _frame: PhantomData<&'a [u8]>,
+}
+
+impl<'a> Iterator for Segments<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let m = self.next?;
+        // SAFETY: m is a segment of a live chain owned by the Burst or Mbuf
+        // borrowed for 'a; next is NULL or the chain's next segment.
+        self.next = NonNull::new(unsafe { ffi::mos_shim_mbuf_next(m.as_ptr()) }.cast_mut());
+        // SAFETY: as above, a live segment of the chain.
+        Some(unsafe { mbuf_data(m) })
+    }
+}
+
+/// The segments after the first of the chain headed by live mbuf `m`.
+///
+/// # Safety
+/// `m` must stay live for `'a`.
+unsafe fn more_segments<'a>(m: NonNull<ffi::rte_mbuf>) -> Segments<'a> {
+    Segments {
+        // SAFETY: m is live (caller); next is NULL or the second segment.
+        next: NonNull::new(unsafe { ffi::mos_shim_mbuf_next(m.as_ptr()) }.cast_mut()),
+        _frame: PhantomData,
+    }
+}
+
 unsafe fn mbuf_data<'a>(m: NonNull<ffi::rte_mbuf>) -> &'a [u8] {
     // SAFETY: m is live (caller); mtod points at data_len initialised bytes
     // of the first segment, written by the driver before rx_burst returned.
@@ -1090,6 +1122,13 @@ impl<'a> Packet<'a> {
     pub fn data(&self) -> &'a [u8] {
         // SAFETY: the mbuf is owned by the Burst borrowed for 'a.
         unsafe { mbuf_data(self.m) }
+    }
+
+    /// The bytes of the segments after the first (empty unless the frame is
+    /// longer than one mbuf's data room: `pkt_len > data_len`).
+    pub fn more_segments(&self) -> Segments<'a> {
+        // SAFETY: the mbuf is owned by the Burst borrowed for 'a.
+        unsafe { more_segments(self.m) }
     }
 
     /// Length of the whole frame, all segments (`pkt_len`).
@@ -1150,6 +1189,12 @@ impl Mbuf {
     pub fn data(&self) -> &[u8] {
         // SAFETY: self owns the live mbuf for as long as the borrow.
         unsafe { mbuf_data(self.m) }
+    }
+
+    /// As [`Packet::more_segments`].
+    pub fn more_segments(&self) -> Segments<'_> {
+        // SAFETY: self owns the live mbuf for as long as the borrow.
+        unsafe { more_segments(self.m) }
     }
 
     /// As [`Packet::pkt_len`].

@@ -39,9 +39,22 @@ fn check_port(eal: &Eal, port_id: u16, precision: Precision, sent: &[Frame]) {
     );
     let mut batch = Burst::new();
     let mut got = Vec::new();
+    let mut wholes = Vec::new();
     for _ in 0..10 {
         port.rx_burst(0, &mut batch);
         for p in batch.iter() {
+            // The whole frame, from every segment of its chain.
+            let whole: Vec<u8> = std::iter::once(p.data())
+                .chain(p.more_segments())
+                .flatten()
+                .copied()
+                .collect();
+            assert_eq!(
+                whole.len(),
+                p.pkt_len() as usize,
+                "segments add up to pkt_len"
+            );
+            wholes.push(whole);
             got.push((
                 p.data().to_vec(),
                 p.pkt_len(),
@@ -52,6 +65,9 @@ fn check_port(eal: &Eal, port_id: u16, precision: Precision, sent: &[Frame]) {
         }
     }
     assert_eq!(got.len(), sent.len(), "port {port_id}: frame count");
+    for (i, (f, whole)) in sent.iter().zip(&wholes).enumerate() {
+        assert_eq!(whole, &f.bytes, "frame {i}: all segments");
+    }
     for (i, (f, (data, pkt_len, data_len, ts, ts_ns))) in sent.iter().zip(&got).enumerate() {
         assert_eq!(*pkt_len as usize, f.bytes.len(), "frame {i} pkt_len");
         assert_eq!(*data_len as usize, data.len(), "frame {i} data_len");
