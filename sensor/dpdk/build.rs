@@ -72,7 +72,7 @@ fn main() {
     let bindings = bindgen::Builder::default()
         .header_contents(
             "mos_dpdk_wrapper.h",
-            "#include <rte_eal.h>\n#include <rte_errno.h>\n#include <rte_ethdev.h>\n\
+            "#include <rte_eal.h>\n#include <rte_errno.h>\n#include <rte_ethdev.h>\n#include <rte_lcore.h>\n\
              #include <rte_mbuf.h>\n#include <rte_mbuf_dyn.h>\n#include <rte_mempool.h>\n\
              #include <rte_version.h>\n#include \"shim.h\"\n",
         )
@@ -80,6 +80,8 @@ fn main() {
         .clang_arg("-Ishim")
         .allowlist_function("rte_eal_init")
         .allowlist_function("rte_eal_cleanup")
+        .allowlist_function("rte_thread_register")
+        .allowlist_function("rte_thread_unregister")
         .allowlist_function("rte_eth_dev_count_avail")
         .allowlist_function("rte_eth_dev_is_valid_port")
         .allowlist_function("rte_eth_dev_info_get")

@@ -461,7 +461,7 @@ pub use self::dpdk::{open_dpdk, run_dpdk, DpdkInput};
 #[cfg(feature = "dpdk")]
 mod dpdk {
     use super::*;
-    use mos_dpdk::{Burst, Eal, Mbuf, Port, PortOptions, PortStats, RxQueue};
+    use mos_dpdk::{Burst, Eal, Mbuf, Port, PortOptions, PortStats, RxQueue, ThreadRegistration};
     use std::sync::mpsc;
 
     /// Mbufs per batch handed from the receive thread to a worker.
@@ -534,6 +534,14 @@ mod dpdk {
         Ok(DpdkInput { eal, port })
     }
 
+    /// Registers the calling thread with the EAL, so that it has its own cache in the mbuf
+    /// pool: without one, every allocation and free goes through the pool's shared ring,
+    /// where a thread preempted in the middle of an update makes the others spin. A thread
+    /// the EAL has no lcore id left for works without a cache.
+    fn register(eal: &Eal) -> Option<ThreadRegistration> {
+        ThreadRegistration::new(eal).ok()
+    }
+
     /// Between empty polls: none while traffic has only just stopped (polling is what keeps
     /// latency low), short sleeps once the port has been quiet for a while, so an idle sensor
     /// does not hold a core.
@@ -590,6 +598,7 @@ mod dpdk {
         // flows already; otherwise one receive thread dispatches.
         let software = n > 1 && usize::from(input.port.rx_queues()) != n;
         let info0 = infos.first().copied().flatten();
+        let eal = &input.eal;
         let (queues, stats) = input.port.split_queues();
         let nic = AtomicU64::new(0);
         let poll_nic = |stats: &PortStats<'_>| -> u64 {
@@ -608,7 +617,7 @@ mod dpdk {
         let per_worker = std::thread::scope(|scope| -> Result<Vec<ReplayStats>> {
             let handles = if software {
                 let queue = queues.into_iter().next().context("the port has no queue")?;
-                spawn_dispatched(scope, &shared, queue, lanes, infos, clock)?
+                spawn_dispatched(scope, &shared, eal, queue, lanes, infos, clock)?
             } else {
                 let mut handles = Vec::with_capacity(n);
                 for (w, ((lane, queue), info)) in
@@ -618,7 +627,7 @@ mod dpdk {
                     let h = std::thread::Builder::new()
                         .name(format!("mos-worker-{w}"))
                         .spawn_scoped(scope, move || {
-                            poll_queue(w, shared, queue, lane, info, clock)
+                            poll_queue(w, shared, eal, queue, lane, info, clock)
                         })
                         .map_err(|e| anyhow!("cannot start worker {w}: {e}"))?;
                     handles.push(h);
@@ -645,6 +654,7 @@ mod dpdk {
     fn poll_queue<S: EventSink>(
         w: usize,
         shared: &Shared,
+        eal: &Eal,
         mut queue: RxQueue<'_>,
         lane: Lane<'_, S>,
         info: Option<&'static WorkerInfo>,
@@ -652,6 +662,7 @@ mod dpdk {
     ) -> Result<ReplayStats> {
         let verify = shared.opts.verify_checksums;
         pin_worker(shared, w)?;
+        let _lcore = register(eal);
         let mut wk = Worker::new(w, lane, info, clock);
         let mut burst = Burst::new();
         let mut scratch = Vec::new();
@@ -689,6 +700,7 @@ mod dpdk {
     fn spawn_dispatched<'scope, 'env, S: EventSink + Send + 'env>(
         scope: &'scope std::thread::Scope<'scope, 'env>,
         shared: &'scope Shared,
+        eal: &'env Eal,
         mut queue: RxQueue<'env>,
         lanes: Vec<Lane<'env, S>>,
         infos: Vec<Option<&'static WorkerInfo>>,
@@ -708,6 +720,7 @@ mod dpdk {
                 .name(format!("mos-worker-{w}"))
                 .spawn_scoped(scope, move || -> Result<ReplayStats> {
                     pin_worker(shared, w)?;
+                    let _lcore = register(eal);
                     let mut wk = Worker::new(w, lane, info, clock);
                     let mut scratch = Vec::new();
                     loop {
@@ -745,6 +758,7 @@ mod dpdk {
         let recv = std::thread::Builder::new()
             .name("mos-receive".into())
             .spawn_scoped(scope, move || {
+                let _lcore = register(eal);
                 let hash = DispatchHash::default();
                 let mut burst = Burst::new();
                 let mut filling: Vec<Handoff> =

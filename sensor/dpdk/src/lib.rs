@@ -1235,6 +1235,51 @@ impl Drop for Mbuf {
     }
 }
 
+/// The calling thread registered with the EAL as a non-EAL lcore
+/// (`rte_thread_register`): it gets an lcore id, and with it its own cache
+/// in every mbuf pool, so its allocations and frees stay off the pool's
+/// shared ring. Unregistered on drop (drop it on the thread that made it).
+#[derive(Debug)]
+pub struct ThreadRegistration {
+    _eal: Arc<EalInner>,
+    /// Not Send: registration belongs to the thread.
+    _thread: PhantomData<*const ()>,
+}
+
+impl ThreadRegistration {
+    /// Registers the calling thread with the EAL behind `eal`.
+    ///
+    /// # Errors
+    /// [`DpdkError::Call`] (`rte_thread_register`, port 0 standing for none)
+    /// when the EAL has no lcore id left.
+    pub fn new(eal: &Eal) -> Result<ThreadRegistration, DpdkError> {
+        // SAFETY: the EAL is initialised (an Eal exists); the call registers
+        // the calling thread only.
+        if unsafe { ffi::rte_thread_register() } != 0 {
+            let errno = rte_errno();
+            return Err(DpdkError::Call {
+                what: "rte_thread_register",
+                port: 0,
+                errno,
+                message: strerror(errno),
+            });
+        }
+        Ok(ThreadRegistration {
+            _eal: Arc::clone(&eal.inner),
+            _thread: PhantomData,
+        })
+    }
+}
+
+impl Drop for ThreadRegistration {
+    fn drop(&mut self) {
+        // SAFETY: this thread registered itself in `new` (the value is not
+        // Send, so it is dropped on the same thread) and the EAL is alive
+        // (held by the Arc).
+        unsafe { ffi::rte_thread_unregister() };
+    }
+}
+
 /// The lcore id of the calling thread (`u32::MAX`, LCORE_ID_ANY, for a
 /// thread that is not an EAL lcore).
 pub fn lcore_id() -> u32 {

@@ -63,6 +63,18 @@ fn net_null_rx_smoke() {
         .unwrap();
     assert_eq!(lens, (128, 128));
 
+    // A registered thread has an lcore id (and so mbuf pool caches); it loses it when the
+    // registration drops.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            assert_eq!(mos_dpdk::lcore_id(), u32::MAX, "a plain thread has none");
+            let reg = mos_dpdk::ThreadRegistration::new(&eal).expect("register");
+            assert_ne!(mos_dpdk::lcore_id(), u32::MAX, "registered");
+            drop(reg);
+            assert_eq!(mos_dpdk::lcore_id(), u32::MAX, "unregistered");
+        });
+    });
+
     // Per-queue handles can be polled from their own threads.
     let per_queue: Vec<usize> = std::thread::scope(|s| {
         let (queues, stats) = port.split_queues();
