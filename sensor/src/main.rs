@@ -432,7 +432,17 @@ fn run(args: Args) -> Result<ExitCode> {
         stop_after_idle: args.stop_after_idle.map(Duration::from_secs_f64),
         count: args.count,
         cpus: match &args.cpus {
-            Some(c) => c.0.clone(),
+            Some(c) => {
+                let mut sorted = c.0.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                if sorted.len() < c.0.len() && !args.quiet {
+                    eprintln!(
+                        "mos-sensor: note: --cpus puts several workers on one CPU; they will take turns"
+                    );
+                }
+                c.0.clone()
+            }
             None => {
                 let allowed = allowed_cpus();
                 if allowed.len() >= nw {
