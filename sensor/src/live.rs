@@ -106,6 +106,11 @@ pub fn wall_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// A worker's counter on a cache line of its own (workers write theirs after every burst).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct PerWorker(AtomicU64);
+
 /// What the threads of one live capture share.
 #[derive(Debug)]
 struct Shared {
@@ -114,8 +119,8 @@ struct Shared {
     /// Milliseconds since `start` when a frame last arrived.
     last_rx_ms: AtomicU64,
     idle_stop: AtomicBool,
-    /// Frames each worker has taken (for progress lines).
-    frames: Vec<AtomicU64>,
+    /// Frames each worker has taken (for progress lines), one cache line each.
+    frames: Vec<PerWorker>,
     /// The latest frame time any worker saw (the end time when frames carry a file's time).
     max_ts: AtomicU64,
     /// Frames taken by all workers (counted per burst, for `count`).
@@ -129,7 +134,7 @@ impl Shared {
             start: Instant::now(),
             last_rx_ms: AtomicU64::new(0),
             idle_stop: AtomicBool::new(false),
-            frames: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            frames: (0..workers).map(|_| PerWorker::default()).collect(),
             max_ts: AtomicU64::new(0),
             taken: AtomicU64::new(0),
         }
@@ -164,7 +169,10 @@ impl Shared {
     }
 
     fn total_frames(&self) -> u64 {
-        self.frames.iter().map(|f| f.load(Ordering::Relaxed)).sum()
+        self.frames
+            .iter()
+            .map(|f| f.0.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -221,7 +229,9 @@ impl<'l, S: EventSink> Worker<'l, S> {
     /// After a burst or block: counters for progress lines and the shared header.
     fn after_frames(&mut self, shared: &Shared) {
         shared.saw_frames();
-        let before = shared.frames[self.w].swap(self.stats.frames, Ordering::Relaxed);
+        let before = shared.frames[self.w]
+            .0
+            .swap(self.stats.frames, Ordering::Relaxed);
         if let Some(limit) = shared.opts.count {
             let taken = shared
                 .taken
@@ -231,9 +241,11 @@ impl<'l, S: EventSink> Worker<'l, S> {
                 shared.idle_stop.store(true, Ordering::Relaxed);
             }
         }
-        shared
-            .max_ts
-            .fetch_max(self.stats.last_ts_ns, Ordering::Relaxed);
+        if self.clock == Clock::Frames {
+            shared
+                .max_ts
+                .fetch_max(self.stats.last_ts_ns, Ordering::Relaxed);
+        }
         if self.last_publish.elapsed() >= PUBLISH_EVERY {
             self.publish();
         }
@@ -278,7 +290,9 @@ impl<'l, S: EventSink> Worker<'l, S> {
         };
         replay::finish(self.lane.tracker, self.lane.sink, &mut self.events, end)?;
         self.publish();
-        shared.frames[self.w].store(self.stats.frames, Ordering::Relaxed);
+        shared.frames[self.w]
+            .0
+            .store(self.stats.frames, Ordering::Relaxed);
         Ok(self.stats)
     }
 }
