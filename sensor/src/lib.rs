@@ -1,7 +1,9 @@
 //! The mos sensor as a library: each module is one step of the data path, in the order a packet
 //! takes them.
 //!
-//! `capture` (files, later DPDK and AF_PACKET) -> `parse` (link, IP and TCP views) -> `flow`
+//! `capture` (files; DPDK ports and AF_PACKET rings come through `live`, with the `mos-dpdk`
+//! and `mos-afpacket` crates) -> `dispatch` (a symmetric flow hash picks each frame's worker)
+//! -> `parse` (link, IP and TCP views) -> `flow`
 //! (the flow table, client/server roles, timeouts, eviction) -> `tcp` (both endpoints' state
 //! machines and the reassembly of each side's receive stream) -> `publish` (the shared memory
 //! analyzers read: flow slots, rings, the packet log, event rings) and `control` (the socket
