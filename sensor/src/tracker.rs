@@ -139,6 +139,11 @@ pub struct Tracker {
     stats: TrackerStats,
     /// Publication sequence: one per call (packet or clock tick); events carry it.
     pseq: u64,
+    /// The latest capture time seen (a packet's or a tick's). Timeouts and the recency list
+    /// run on it, never on a time that went backwards, so a capture whose clock jumps back
+    /// and forth ends each connection at one well-defined point, whatever else the tracker
+    /// holds (and, with several workers, whichever worker holds it).
+    clock_ns: u64,
     /// Where connection state is published, if anywhere.
     publisher: Option<SlotPublisher>,
     /// Lossless mode: rings and slots of ended connections are kept until every analyzer has
@@ -197,6 +202,7 @@ impl Tracker {
             serial_step: 1,
             stats: TrackerStats::default(),
             pseq: 0,
+            clock_ns: 0,
             publisher: None,
             lossless: false,
             passed: u64::MAX,
@@ -394,7 +400,8 @@ impl Tracker {
     pub fn process(&mut self, ts_ns: u64, pos: u64, seg: &TcpSegment<'_>, out: &mut Vec<Event>) {
         self.next_call();
         self.reclaim_ended();
-        self.expire(ts_ns, out);
+        let now = self.advance_clock(ts_ns);
+        self.expire(now, out);
         self.stats.segments += 1;
 
         let (key, src_is_lo) = FlowKey::of_packet(
@@ -456,7 +463,7 @@ impl Tracker {
                 }
             }
         };
-        self.table.touch(slot, ts_ns);
+        self.table.touch(slot, now);
         self.update(slot, src_is_lo, seg, &ctx, out);
     }
 
@@ -464,7 +471,14 @@ impl Tracker {
     pub fn advance(&mut self, now_ns: u64, out: &mut Vec<Event>) {
         self.next_call();
         self.reclaim_ended();
-        self.expire(now_ns, out);
+        let now = self.advance_clock(now_ns);
+        self.expire(now, out);
+    }
+
+    /// Moves the tracker's clock to `ts_ns` if that is later, and returns the clock.
+    fn advance_clock(&mut self, ts_ns: u64) -> u64 {
+        self.clock_ns = self.clock_ns.max(ts_ns);
+        self.clock_ns
     }
 
     /// Reports a packet that belongs to no connection (non-TCP IP traffic, for instance).
@@ -593,7 +607,10 @@ impl Tracker {
             let (Some(reason), false) = (c.closed, c.ended) else {
                 continue;
             };
-            let again = c.last_ns.saturating_add(self.cfg.linger_ns);
+            let again = self
+                .table
+                .last_touched(h.slot)
+                .saturating_add(self.cfg.linger_ns);
             if now_ns < again {
                 // A late segment restarted the wait.
                 self.closing.push_back((h, again));
@@ -694,7 +711,7 @@ impl Tracker {
                 conn.stacks[Side::Cli.index()].state = TcpState::SynSent;
             }
         }
-        let slot = self.table.insert(key, conn, ctx.ts_ns)?;
+        let slot = self.table.insert(key, conn, self.clock_ns.max(ctx.ts_ns))?;
         self.stats.conns_created += 1;
         if guessed {
             self.stats.conns_midstream += 1;
@@ -913,7 +930,7 @@ impl Tracker {
                     self.release.push(h);
                 }
                 self.closing
-                    .push_back((h, ctx.ts_ns.saturating_add(self.cfg.linger_ns)));
+                    .push_back((h, self.clock_ns.saturating_add(self.cfg.linger_ns)));
             }
         }
         self.publish(slot, Some(rcv));

@@ -1107,3 +1107,34 @@ fn syn_after_syn_ack_and_ack_stays_one_connection() {
     assert_eq!(sim.stats().conns_created, 1);
     assert_eq!(sim.bytes(h, Side::Svr, 0), b"data".to_vec());
 }
+
+/// Timeouts run on the latest capture time seen, never on a time that went backwards: a
+/// connection whose packets come after the capture's clock jumped ahead counts its idle time
+/// from the jumped clock, so it ends at one well-defined point whatever else the tracker
+/// holds (and so several workers, each holding some connections, end each one where a single
+/// worker does).
+#[test]
+fn timeouts_run_on_the_latest_time_seen() {
+    let mut sim = Sim::new(TrackerConfig {
+        idle_timeout_ns: 10 * SEC,
+        ..TrackerConfig::default()
+    });
+    let (a, c) = (Conv::new(40001, 80), Conv::new(40003, 80));
+    let t0 = sim.now;
+    let (_, ha) = a.handshake(&mut sim);
+    // The clock jumps 100 s ahead: a, idle since t0, ends there.
+    let ev = sim.advance_to(t0 + 100 * SEC);
+    assert_eq!(ends(&ev), both_ends(ha, EndReason::Timeout));
+    // Then the capture's time goes back: c's packets say t0 + 1 s, but the tracker's clock
+    // stays at the jump, so c is idle from there, not from t0 + 1 s.
+    sim.now = t0 + SEC;
+    let (_, hc) = c.handshake(&mut sim);
+    let ev = sim.advance_to(t0 + 109 * SEC);
+    assert!(
+        ends(&ev).is_empty(),
+        "c is not idle 10 s yet: {:?}",
+        ends(&ev)
+    );
+    let ev = sim.advance_to(t0 + 110 * SEC + 1);
+    assert_eq!(ends(&ev), both_ends(hc, EndReason::Timeout));
+}

@@ -256,6 +256,12 @@ impl<V> FlowTable<V> {
         }
     }
 
+    /// When `slot` was last touched (inserted or [`FlowTable::touch`]ed); 0 for a slot that
+    /// does not exist.
+    pub fn last_touched(&self, slot: u32) -> u64 {
+        self.slots.get(slot as usize).map_or(0, |s| s.last_ns)
+    }
+
     /// The least recently used live slot and its last-use time.
     pub fn oldest(&self) -> Option<(u32, u64)> {
         (self.lru_head != NIL).then(|| (self.lru_head, self.slots[self.lru_head as usize].last_ns))
