@@ -380,13 +380,9 @@ fn run(args: Args) -> Result<ExitCode> {
     for (w, t) in trackers.iter_mut().enumerate() {
         t.set_serials(w as u64, nw as u64);
     }
-    let (region, server) = match publication {
-        Some((region, sinks, server)) => (Some(region), Some((server, sinks))),
-        None => (None, None),
-    };
-    let (server, pub_sinks) = match server {
-        Some((server, sinks)) => (Some(server), sinks),
-        None => (None, Vec::new()),
+    let (region, server, pub_sinks) = match publication {
+        Some((region, sinks, server)) => (Some(region), Some(server), sinks),
+        None => (None, None, Vec::new()),
     };
     let mut sinks: Vec<WorkerSink> = Vec::with_capacity(nw);
     let mut dumps = dumps.into_iter();
@@ -738,6 +734,12 @@ impl EventSink for WorkerSink {
                 }
                 Ok(())
             }
+        }
+    }
+
+    fn idle(&mut self, tracker: &mut Tracker) {
+        if let Some(p) = &mut self.publish {
+            p.idle(tracker);
         }
     }
 
