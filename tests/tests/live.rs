@@ -774,3 +774,86 @@ fn bad_live_capture_arguments_fail_with_one_line() -> Result<()> {
     println!("{report}");
     Ok(())
 }
+
+/// An analyzer that attaches while the link is quiet is taken in by the worker at once, not
+/// at the worker's next batch of frames: it sees the very next connection, whole.
+#[test]
+fn an_analyzer_attaching_to_a_quiet_link_sees_the_next_connection() -> Result<()> {
+    let _one_at_a_time = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    need_tool("python3")?;
+    let work = ScratchDir::new("live-quiet-attach")?;
+    let w = work.path();
+    let net = Netns::new()?;
+    let (control, out) = (w.join("c.sock"), w.join("out"));
+    let mut c = in_ns(&net.srv, &sensor_bin()?);
+    c.args([
+        "--iface",
+        &net.srv_if,
+        "--stop-after-idle",
+        "3",
+        "--lossless",
+    ])
+    .arg("--control")
+    .arg(&control);
+    let mut sensor = Proc::spawn("sensor", c, w)?;
+    wait_for_socket(&mut sensor, &control, TIMEOUT)?;
+    wait_for("the capture to start", TIMEOUT, || {
+        Ok(sensor.stderr().contains("mos-sensor: capturing on "))
+    })?;
+    let mut dump = Proc::spawn(
+        "mos-dump",
+        cmd(&bin("mos-dump")?, &[&"--control", &control, &"--out", &out]),
+        w,
+    )?;
+    wait_for("mos-dump to attach", TIMEOUT, || {
+        Ok(sensor.stderr().contains("attached: mos-dump"))
+    })?;
+    // Quiet for a moment (the worker's idle tick is 100 ms), then one short connection:
+    // fewer frames than a busy worker handles between looks at its control channel.
+    std::thread::sleep(Duration::from_millis(500));
+    let body = 1000;
+    let mut server = Proc::spawn(
+        "server",
+        {
+            let mut c = in_ns(&net.srv, Path::new("python3"));
+            c.args([
+                "-c",
+                &format!(
+                    "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('{SRV_ADDR}',9099))\ns.listen()\nprint('ready',flush=True)\nc,_=s.accept()\nc.recv(100)\nc.sendall(b'x'*{body})\nc.close()\n"
+                ),
+            ]);
+            c
+        },
+        w,
+    )?;
+    wait_for("the server", TIMEOUT, || {
+        Ok(server.stdout().contains("ready"))
+    })?;
+    let mut client = in_ns(&net.cli, Path::new("python3"));
+    client.args([
+        "-c",
+        &format!(
+            "import socket\nk=socket.create_connection(('{SRV_ADDR}',9099))\nk.sendall(b'hello')\nn=0\nwhile True:\n    d=k.recv(4096)\n    if not d: break\n    n+=len(d)\nassert n=={body}, n\n"
+        ),
+    ]);
+    run(&mut client)?;
+    server.expect_code(0, TIMEOUT)?;
+    sensor.expect_code(0, TIMEOUT)?;
+    dump.expect_code(0, TIMEOUT)?;
+    let flows = parse_flows(&std::fs::read_to_string(out.join("flows.jsonl"))?)?;
+    let conn: Vec<&FlowRecord> = flows
+        .iter()
+        .filter(|f| f.server == format!("{SRV_ADDR}:9099"))
+        .collect();
+    ensure!(
+        conn.len() == 1,
+        "mos-dump should have the one connection, it has {flows:?}"
+    );
+    let f = conn[0];
+    ensure!(
+        (f.c2s_bytes, f.s2c_bytes, f.c2s_lost, f.s2c_lost) == (5, body, 0, 0),
+        "the connection's streams are incomplete: {f:?}"
+    );
+    drop(net);
+    Ok(())
+}
