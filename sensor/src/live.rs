@@ -19,7 +19,7 @@
 //! hands the mbuf itself to its worker (no copy).
 
 use crate::capture::{LinkType, RawPacket};
-use crate::dispatch::{DispatchHash, Lane};
+use crate::dispatch::Lane;
 use crate::event::Event;
 use crate::publish::store_counters;
 use crate::replay::{self, EventSink, ReplayStats};
@@ -475,6 +475,7 @@ pub use self::dpdk::{open_dpdk, run_dpdk, DpdkInput};
 #[cfg(feature = "dpdk")]
 mod dpdk {
     use super::*;
+    use crate::dispatch::DispatchHash;
     use mos_dpdk::{Burst, Eal, Mbuf, Port, PortOptions, PortStats, RxQueue, ThreadRegistration};
     use std::sync::mpsc;
 
