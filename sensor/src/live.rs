@@ -15,7 +15,7 @@
 //! Spreading frames over workers: AF_PACKET sockets join a fanout group whose hash the kernel
 //! computes symmetrically; a DPDK port with RSS is configured with a symmetric key (as is one
 //! whose queues are declared to hold whole flows already); a DPDK port without RSS (virtual
-//! devices) is read by one receive thread that hashes each frame with [`DispatchHash`] and
+//! devices) is read by one receive thread that hashes each frame with [`DispatchHash`](crate::dispatch::DispatchHash) and
 //! hands the mbuf itself to its worker (no copy).
 
 use crate::capture::{LinkType, RawPacket};
