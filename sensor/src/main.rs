@@ -471,11 +471,7 @@ fn run(args: Args) -> Result<ExitCode> {
                 let per = vec![o.stats.clone()];
                 (o, per)
             } else {
-                let lanes = trackers
-                    .iter_mut()
-                    .zip(sinks.iter_mut())
-                    .map(|(tracker, sink)| Lane { tracker, sink })
-                    .collect();
+                let lanes = lanes(&mut trackers, &mut sinks);
                 let o = replay_parallel(&mut input, lanes, &opts, &mut progress)
                     .with_context(|| format!("replaying {}", name.display()))?;
                 (
@@ -491,11 +487,7 @@ fn run(args: Args) -> Result<ExitCode> {
             r
         }
         Input::Iface { rings, link, name } => {
-            let lanes = trackers
-                .iter_mut()
-                .zip(sinks.iter_mut())
-                .map(|(tracker, sink)| Lane { tracker, sink })
-                .collect();
+            let lanes = lanes(&mut trackers, &mut sinks);
             if !args.quiet {
                 eprintln!(
                     "mos-sensor: capturing on {name} (AF_PACKET, {nw} worker{})",
@@ -516,11 +508,7 @@ fn run(args: Args) -> Result<ExitCode> {
         }
         #[cfg(feature = "dpdk")]
         Input::Dpdk(d) => {
-            let lanes = trackers
-                .iter_mut()
-                .zip(sinks.iter_mut())
-                .map(|(tracker, sink)| Lane { tracker, sink })
-                .collect();
+            let lanes = lanes(&mut trackers, &mut sinks);
             if !args.quiet {
                 eprintln!(
                     "mos-sensor: receiving from DPDK port {} ({}, {} RX queue{}, {nw} worker{}{})",
@@ -695,6 +683,18 @@ fn run(args: Args) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Each worker's tracker and sink, as the lanes the input loops take.
+fn lanes<'a>(
+    trackers: &'a mut [Tracker],
+    sinks: &'a mut [WorkerSink],
+) -> Vec<Lane<'a, WorkerSink>> {
+    trackers
+        .iter_mut()
+        .zip(sinks.iter_mut())
+        .map(|(tracker, sink)| Lane { tracker, sink })
+        .collect()
 }
 
 /// Where one worker's events go: its part of the in-process dump, its analyzers, or (with

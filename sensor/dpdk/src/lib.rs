@@ -1107,12 +1107,14 @@ fn to_ns(raw: Option<u64>, ts: TsInfo) -> Option<u64> {
     }
 }
 
-/// A received packet, borrowed from a [`Burst`].
+/// A received packet, borrowed from a [`Burst`] (or from an [`Mbuf`], through
+/// [`Mbuf::packet`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Packet<'a> {
     m: NonNull<ffi::rte_mbuf>,
     ts: TsInfo,
-    _burst: PhantomData<&'a Burst>,
+    /// The Burst or Mbuf that owns the mbuf, borrowed for 'a.
+    _burst: PhantomData<&'a ()>,
 }
 
 impl<'a> Packet<'a> {
@@ -1120,14 +1122,14 @@ impl<'a> Packet<'a> {
     /// [`Packet::pkt_len`] is larger, the frame continued in further
     /// segments that this does not show: treat it as cut.
     pub fn data(&self) -> &'a [u8] {
-        // SAFETY: the mbuf is owned by the Burst borrowed for 'a.
+        // SAFETY: the mbuf is owned by the Burst or Mbuf borrowed for 'a.
         unsafe { mbuf_data(self.m) }
     }
 
     /// The bytes of the segments after the first (empty unless the frame is
     /// longer than one mbuf's data room: `pkt_len > data_len`).
     pub fn more_segments(&self) -> Segments<'a> {
-        // SAFETY: the mbuf is owned by the Burst borrowed for 'a.
+        // SAFETY: the mbuf is owned by the Burst or Mbuf borrowed for 'a.
         unsafe { more_segments(self.m) }
     }
 
@@ -1153,7 +1155,7 @@ impl<'a> Packet<'a> {
     /// nanosecond-magic file down to microseconds (truncating). Hardware
     /// NICs usually report their own clock ticks.
     pub fn timestamp(&self) -> Option<u64> {
-        // SAFETY: the mbuf is owned by the borrowed Burst.
+        // SAFETY: the mbuf is owned by the borrowed Burst or Mbuf.
         unsafe { mbuf_timestamp(self.m, self.ts) }
     }
 
@@ -1185,45 +1187,49 @@ pub struct Mbuf {
 unsafe impl Send for Mbuf {}
 
 impl Mbuf {
+    /// A view of this mbuf with [`Packet`]'s accessors (data, segments, lengths,
+    /// timestamps, RSS hash).
+    pub fn packet(&self) -> Packet<'_> {
+        Packet {
+            m: self.m,
+            ts: self.ts,
+            _burst: PhantomData,
+        }
+    }
+
     /// As [`Packet::data`].
     pub fn data(&self) -> &[u8] {
-        // SAFETY: self owns the live mbuf for as long as the borrow.
-        unsafe { mbuf_data(self.m) }
+        self.packet().data()
     }
 
     /// As [`Packet::more_segments`].
     pub fn more_segments(&self) -> Segments<'_> {
-        // SAFETY: self owns the live mbuf for as long as the borrow.
-        unsafe { more_segments(self.m) }
+        self.packet().more_segments()
     }
 
     /// As [`Packet::pkt_len`].
     pub fn pkt_len(&self) -> u32 {
-        // SAFETY: live mbuf, plain field read.
-        unsafe { ffi::mos_shim_pktmbuf_pkt_len(self.m.as_ptr()) }
+        self.packet().pkt_len()
     }
 
     /// As [`Packet::data_len`].
     pub fn data_len(&self) -> u16 {
-        // SAFETY: live mbuf, plain field read.
-        unsafe { ffi::mos_shim_pktmbuf_data_len(self.m.as_ptr()) }
+        self.packet().data_len()
     }
 
-    /// As [`Packet::timestamp`] (same unit caveats).
+    /// As [`Packet::timestamp`].
     pub fn timestamp(&self) -> Option<u64> {
-        // SAFETY: self owns the live mbuf.
-        unsafe { mbuf_timestamp(self.m, self.ts) }
+        self.packet().timestamp()
     }
 
     /// As [`Packet::timestamp_ns`].
     pub fn timestamp_ns(&self) -> Option<u64> {
-        to_ns(self.timestamp(), self.ts)
+        self.packet().timestamp_ns()
     }
 
     /// As [`Packet::rss_hash`].
     pub fn rss_hash(&self) -> u32 {
-        // SAFETY: live mbuf, plain field read.
-        unsafe { ffi::mos_shim_mbuf_rss_hash(self.m.as_ptr()) }
+        self.packet().rss_hash()
     }
 }
 
