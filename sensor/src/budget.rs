@@ -20,8 +20,8 @@ use shm_layout::layout::{FlowSlot, PktLogEntry, PktLogHeader, RingMetaSlot};
 use shm_layout::plan::{EventPlan, PAGE_LEN, PART_ALIGN};
 
 /// What the process needs whatever its configuration: code, libraries, thread stacks in use,
-/// the allocator's own overhead, the control thread. Measured at about 6 MiB of peak RSS for
-/// a sensor with tiny tables (docs/BENCHMARKS.md), so this leaves room.
+/// the allocator's own overhead, the control thread. A replay of the demo capture peaks at
+/// about 20 MiB resident (docs/BENCHMARKS.md, "Issue 5: limits"), so this leaves room.
 pub const BASELINE: u64 = 32 << 20;
 
 /// Bytes of one AF_PACKET ring (`mos_afpacket::RingOptions::default()`: 64 blocks of 1 MiB).
