@@ -21,7 +21,7 @@ use shm_layout::plan::{EventPlan, PAGE_LEN, PART_ALIGN};
 
 /// What the process needs whatever its configuration: code, libraries, thread stacks in use,
 /// the allocator's own overhead, the control thread. A replay of the demo capture peaks at
-/// about 20 MiB resident (docs/BENCHMARKS.md, "Issue 5: limits"), so this leaves room.
+/// about 20 MiB resident (docs/BENCHMARKS.md, issue 5), so this leaves room.
 pub const BASELINE: u64 = 32 << 20;
 
 /// Bytes of one AF_PACKET ring (`mos_afpacket::RingOptions::default()`: 64 blocks of 1 MiB).

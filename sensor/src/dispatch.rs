@@ -98,8 +98,9 @@ struct FrameRef {
 }
 
 /// The most bytes the batches to `workers` workers hold: each worker's queue, the batch it
-/// works on, the one being filled and the one coming back, each at most [`BATCH_BYTES`] plus
-/// one frame (taken as as much again) and [`BATCH_FRAMES`] frame references.
+/// works on, the one being filled and the one coming back, each at most 512 KiB of frames
+/// plus one more frame (counted as 512 KiB again: real frames are far shorter) and 256 frame
+/// references.
 pub fn memory_bound(workers: usize) -> usize {
     workers * (QUEUE + 3) * (2 * BATCH_BYTES + 2 * BATCH_FRAMES * core::mem::size_of::<FrameRef>())
 }
