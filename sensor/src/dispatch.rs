@@ -17,7 +17,7 @@ use crate::capture::{CaptureBackend, CaptureError, LinkType, RawPacket};
 use crate::event::Event;
 use crate::flow::key::{FlowKey, HashKeys};
 use crate::parse::{parse_packet, Parsed};
-use crate::replay::{self, pace, EventSink, Position, ReplayOptions, ReplayStats};
+use crate::replay::{self, pace, ChecksumPolicy, EventSink, Position, ReplayOptions, ReplayStats};
 use crate::tracker::Tracker;
 use anyhow::{anyhow, Result};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,6 +95,14 @@ struct FrameRef {
     orig_len: u32,
     start: u32,
     len: u32,
+}
+
+/// The most bytes the batches to `workers` workers hold: each worker's queue, the batch it
+/// works on, the one being filled and the one coming back, each at most 512 KiB of frames
+/// plus one more frame (counted as 512 KiB again: real frames are far shorter) and 256 frame
+/// references.
+pub fn memory_bound(workers: usize) -> usize {
+    workers * (QUEUE + 3) * (2 * BATCH_BYTES + 2 * BATCH_FRAMES * core::mem::size_of::<FrameRef>())
 }
 
 /// Frames on their way to one worker.
@@ -198,7 +206,7 @@ pub fn replay_parallel<S: EventSink + Send>(
     let hash = DispatchHash::default();
     // The capture time every worker ends its connections at.
     let end_ns = AtomicU64::new(0);
-    let verify = opts.verify_checksums;
+    let checksums = opts.checksums;
     std::thread::scope(|scope| {
         let mut outlets = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
@@ -214,7 +222,9 @@ pub fn replay_parallel<S: EventSink + Send>(
             let end_ns = &end_ns;
             let h = std::thread::Builder::new()
                 .name(format!("mos-worker-{w}"))
-                .spawn_scoped(scope, move || run_worker(lane, rx, back_tx, verify, end_ns))
+                .spawn_scoped(scope, move || {
+                    run_worker(lane, rx, back_tx, checksums, end_ns)
+                })
                 .map_err(|e| anyhow!("cannot start worker {w}: {e}"))?;
             handles.push(h);
         }
@@ -327,7 +337,7 @@ fn run_worker<S: EventSink + Send>(
     lane: Lane<'_, S>,
     rx: Receiver<Batch>,
     back: Sender<Batch>,
-    verify: bool,
+    checksums: ChecksumPolicy,
     end_ns: &AtomicU64,
 ) -> Result<ReplayStats> {
     let Lane { tracker, sink } = lane;
@@ -344,7 +354,15 @@ fn run_worker<S: EventSink + Send>(
                 data: &batch.bytes[f.start as usize..(f.start + f.len) as usize],
                 orig_len: f.orig_len,
             };
-            replay::step(tracker, sink, &mut stats, &mut events, f.pos, &pkt, verify)?;
+            replay::step(
+                tracker,
+                sink,
+                &mut stats,
+                &mut events,
+                f.pos,
+                &pkt,
+                checksums,
+            )?;
         }
         if batch.now_ns != 0 {
             replay::tick(tracker, sink, &mut events, batch.now_ns)?;

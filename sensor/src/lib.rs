@@ -14,6 +14,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod budget;
 pub mod capture;
 pub mod control;
 pub mod dispatch;

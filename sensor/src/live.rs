@@ -22,7 +22,7 @@ use crate::capture::{LinkType, RawPacket};
 use crate::dispatch::Lane;
 use crate::event::Event;
 use crate::publish::store_counters;
-use crate::replay::{self, EventSink, ReplayStats};
+use crate::replay::{self, ChecksumPolicy, EventSink, ReplayStats};
 use anyhow::{anyhow, Context, Result};
 use shm_layout::layout::{counter, WorkerInfo};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,8 +37,8 @@ const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// Settings of a live capture.
 #[derive(Clone, Debug)]
 pub struct LiveOptions {
-    /// Check TCP checksums (bad ones are counted, never dropped).
-    pub verify_checksums: bool,
+    /// What to do with TCP checksums.
+    pub checksums: ChecksumPolicy,
     /// Set by the signal handler: stop, ending every connection.
     pub stop: Arc<AtomicBool>,
     /// Stop once no frame has arrived for this long.
@@ -214,7 +214,7 @@ impl<'l, S: EventSink> Worker<'l, S> {
     }
 
     #[inline]
-    fn frame(&mut self, pos: u64, pkt: &RawPacket<'_>, verify: bool) -> Result<()> {
+    fn frame(&mut self, pos: u64, pkt: &RawPacket<'_>, checksums: ChecksumPolicy) -> Result<()> {
         replay::step(
             self.lane.tracker,
             self.lane.sink,
@@ -222,7 +222,7 @@ impl<'l, S: EventSink> Worker<'l, S> {
             &mut self.events,
             pos,
             pkt,
-            verify,
+            checksums,
         )
     }
 
@@ -403,7 +403,7 @@ pub fn run_afpacket<S: EventSink + Send>(
 ) -> Result<LiveOutcome> {
     let n = lanes.len();
     let shared = Shared::new(opts, n);
-    let verify = shared.opts.verify_checksums;
+    let checksums = shared.opts.checksums;
     let drops: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
     let what = format!(
         "{} (AF_PACKET)",
@@ -431,7 +431,7 @@ pub fn run_afpacket<S: EventSink + Send>(
                                     };
                                     let pos = wk.pos;
                                     wk.pos += 1;
-                                    wk.frame(pos, &pkt, verify)?;
+                                    wk.frame(pos, &pkt, checksums)?;
                                 }
                                 drop(block);
                                 wk.after_frames(shared);
@@ -675,7 +675,7 @@ mod dpdk {
         info: Option<&'static WorkerInfo>,
         clock: Clock,
     ) -> Result<ReplayStats> {
-        let verify = shared.opts.verify_checksums;
+        let checksums = shared.opts.checksums;
         pin_worker(shared, w)?;
         let _lcore = register(eal);
         let mut wk = Worker::new(w, lane, info, clock);
@@ -700,7 +700,7 @@ mod dpdk {
                 };
                 let pos = wk.pos;
                 wk.pos += 1;
-                wk.frame(pos, &pkt, verify)?;
+                wk.frame(pos, &pkt, checksums)?;
             }
             burst.clear();
             wk.after_frames(shared);
@@ -722,7 +722,7 @@ mod dpdk {
         clock: Clock,
     ) -> Result<Vec<std::thread::ScopedJoinHandle<'scope, Result<ReplayStats>>>> {
         let n = lanes.len();
-        let verify = shared.opts.verify_checksums;
+        let checksums = shared.opts.checksums;
         let mut txs = Vec::with_capacity(n);
         let mut backs = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n + 1);
@@ -753,7 +753,7 @@ mod dpdk {
                                         ),
                                         orig_len: m.pkt_len(),
                                     };
-                                    wk.frame(pos, &pkt, verify)?;
+                                    wk.frame(pos, &pkt, checksums)?;
                                 }
                                 let _ = back_tx.send(batch);
                                 wk.after_frames(shared);

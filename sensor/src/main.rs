@@ -4,6 +4,9 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Parser};
+use mos_sensor::budget::{
+    human, parse_size, physical_memory, Budget, InputKind, PublishShape, Shape,
+};
 use mos_sensor::capture::LinkType;
 use mos_sensor::capture::{CaptureBackend, CaptureError, FileCapture, RawPacket};
 use mos_sensor::control::{self, Allowed, ControlConfig};
@@ -19,7 +22,7 @@ use mos_sensor::publish::{
     create_main, store_counters, Fanout, FanoutOptions, HugePages, PublishSink, SlotPublisher,
 };
 use mos_sensor::replay::{
-    replay, CountingSink, EventSink, ReplayOptions, ReplayOutcome, ReplayStats,
+    replay, ChecksumPolicy, CountingSink, EventSink, ReplayOptions, ReplayOutcome, ReplayStats,
 };
 use mos_sensor::tracker::{Tracker, TrackerConfig, TrackerStats};
 use shm_layout::layout::{counter, sensor_state, ConfigInfo, WorkerInfo};
@@ -61,7 +64,7 @@ use std::time::{Duration, Instant};
 #[command(group(ArgGroup::new("input").required(true).args(["pcap", "dpdk", "iface"])))]
 struct Args {
     /// Capture file to replay (pcap or pcapng; Ethernet, Linux cooked v1/v2, BSD loopback,
-    /// raw IP, PPP, Cisco HDLC and NFLOG link types).
+    /// raw IP, PPP, Cisco HDLC and NFLOG link types); - reads it from standard input.
     #[arg(long, value_name = "FILE")]
     pcap: Option<PathBuf>,
 
@@ -130,9 +133,19 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 16384)]
     max_rings: usize,
 
-    /// Most connections tracked at once; beyond it the least recently active is evicted.
+    /// Most connections tracked at once; beyond it the least recently active is evicted
+    /// (CONN_END with reason evicted, counted).
     #[arg(long, value_name = "N", default_value_t = 1 << 20)]
     max_flows: usize,
+
+    /// The most memory the sensor may use, in bytes with an optional K, M, G or T suffix
+    /// (powers of 1024). At start the sensor adds up what its settings can make it allocate
+    /// (connections, rings, shared memory, packet log, analyzers' event rings, buffers) and
+    /// refuses, naming the setting to lower, a configuration that does not fit; every
+    /// structure is bounded by those settings, so at run time it stays within. Default: the
+    /// machine's memory.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    memcap: Option<u64>,
 
     /// A connection idle this many seconds (capture time) ends with a timeout.
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
@@ -143,9 +156,16 @@ struct Args {
     #[arg(long)]
     no_midstream: bool,
 
-    /// Do not verify TCP checksums (by default bad ones are counted; they are never dropped).
+    /// Do not verify TCP checksums (by default bad ones are counted and kept).
     #[arg(long)]
     no_checksum: bool,
+
+    /// Drop TCP segments whose checksum is wrong before they reach the connection tracker, as
+    /// the receiving host would (counted as dropped; their bytes become a gap unless a
+    /// retransmission brings them). By default they are counted and kept, since captures
+    /// taken on the sending host often hold checksums the NIC would have filled in.
+    #[arg(long, conflicts_with = "no_checksum")]
+    drop_bad_checksums: bool,
 
     /// The control socket where analyzers attach (created mode 0660; its directory is
     /// created if missing).
@@ -265,6 +285,39 @@ impl Args {
     fn is_lossless(&self) -> bool {
         !self.lossy && (self.lossless || self.pcap.is_some())
     }
+
+    /// What is done with TCP checksums.
+    fn checksums(&self) -> ChecksumPolicy {
+        if self.no_checksum {
+            ChecksumPolicy::Ignore
+        } else if self.drop_bad_checksums {
+            ChecksumPolicy::Drop
+        } else {
+            ChecksumPolicy::Count
+        }
+    }
+
+    /// The memory budget of this configuration (`cfg`: one worker's tracker settings).
+    fn budget(&self, cfg: &TrackerConfig) -> Budget {
+        Budget::of(&Shape {
+            workers: self.workers,
+            tracker: cfg.clone(),
+            lossless: self.is_lossless(),
+            publish: (!self.no_publish).then_some(PublishShape {
+                pktlog_frames: self.pktlog_frames,
+                pktlog_bytes: self.pktlog_kib.saturating_mul(1024),
+                event_ring: self.event_ring,
+                max_analyzers: self.max_analyzers as u64,
+            }),
+            input: if self.iface.is_some() {
+                InputKind::Iface
+            } else if self.dpdk.is_some() {
+                InputKind::Dpdk
+            } else {
+                InputKind::File
+            },
+        })
+    }
 }
 
 /// A user or group given by name or number.
@@ -347,6 +400,17 @@ fn run(args: Args) -> Result<ExitCode> {
         events,
         ..TrackerConfig::default()
     };
+    let budget = args.budget(&cfg);
+    let memcap = args.memcap.or_else(physical_memory);
+    if let Some(cap) = memcap {
+        budget.check(cap).map_err(|e| {
+            anyhow::anyhow!(if args.memcap.is_none() {
+                e.replace("--memcap is", "the machine has (the default --memcap)")
+            } else {
+                e
+            })
+        })?;
+    }
     if args
         .stop_after_idle
         .is_some_and(|s| !(s > 0.0 && s.is_finite()))
@@ -398,7 +462,7 @@ fn run(args: Args) -> Result<ExitCode> {
     let tty = std::io::stderr().is_terminal();
     let started = Instant::now();
     let opts = ReplayOptions {
-        verify_checksums: !args.no_checksum,
+        checksums: args.checksums(),
         progress_every: show_progress.then_some(Duration::from_secs(1)),
         stop: Some(stop.clone()),
         speed: args.speed,
@@ -423,7 +487,7 @@ fn run(args: Args) -> Result<ExitCode> {
         .map(|w| region.as_ref().map(|r| &r.header.workers[w]))
         .collect();
     let live_opts = LiveOptions {
-        verify_checksums: !args.no_checksum,
+        checksums: args.checksums(),
         stop: stop.clone(),
         stop_after_idle: args.stop_after_idle.map(Duration::from_secs_f64),
         count: args.count,
@@ -633,11 +697,12 @@ fn run(args: Args) -> Result<ExitCode> {
             eprintln!("mos-sensor: frames per worker: {}", split.join(", "));
         }
         eprintln!(
-            "mos-sensor: skipped {} truncated, {} malformed, {} of unsupported link type; kept {} with bad TCP checksums, {} cut by the snap length (rest counted as a gap), {} shorter than their IP length",
+            "mos-sensor: skipped {} truncated, {} malformed, {} of unsupported link type, {} with bad TCP checksums (--drop-bad-checksums); kept {} with bad TCP checksums, {} cut by the snap length (rest counted as a gap), {} shorter than their IP length",
             s.truncated,
             s.malformed,
             s.unsupported_link,
-            s.bad_checksum,
+            s.bad_checksum_dropped,
+            s.bad_checksum - s.bad_checksum_dropped,
             s.snap_cut,
             s.ip_length_exceeds_frame
         );
@@ -655,15 +720,26 @@ fn run(args: Args) -> Result<ExitCode> {
             t.overflow_bytes,
             t.conflicts
         );
+        eprintln!(
+            "mos-sensor: memory: at most {} by this configuration ({}); peak resident {}",
+            human(budget.total()),
+            match (args.memcap, memcap) {
+                (Some(c), _) => format!("--memcap {}", human(c)),
+                (None, Some(c)) => format!("the machine has {}", human(c)),
+                (None, None) => "no cap".to_string(),
+            },
+            human(peak_rss_kib() * 1024)
+        );
         if let Some((n, path)) = &written {
             eprintln!("mos-sensor: {n} connections written to {}", path.display());
         }
         // One line for scripts (pub-bench): the replay's time from its start (after
         // --wait-analyzers) to the end of the lossless drain, and memory when the input ended.
         eprintln!(
-            "mos-sensor: stats replay_s={replay_secs:.6} workers={nw} frames={} conns={} payload_bytes={} gap_bytes={} overflow_bytes={} events={} events_dropped={} waits={} rss_anon_kib={} rss_shmem_kib={}",
+            "mos-sensor: stats replay_s={replay_secs:.6} workers={nw} frames={} conns={} evicted={} payload_bytes={} gap_bytes={} overflow_bytes={} events={} events_dropped={} waits={} rss_anon_kib={} rss_shmem_kib={} peak_rss_kib={} mem_bound_kib={} memcap_kib={}",
             s.frames,
             t.conns_created,
+            t.conns_evicted,
             t.payload_bytes,
             t.gap_bytes,
             t.overflow_bytes,
@@ -672,6 +748,9 @@ fn run(args: Args) -> Result<ExitCode> {
             published[2],
             mem_at_end.0,
             mem_at_end.1,
+            peak_rss_kib(),
+            budget.total() / 1024,
+            memcap.unwrap_or(0) / 1024,
         );
     }
     drop(region);
@@ -769,6 +848,9 @@ enum Input {
 /// Opens the input the arguments name (exactly one, which clap checks).
 fn open_input(args: &Args) -> Result<Input> {
     if let Some(path) = &args.pcap {
+        if path.as_os_str() == "-" {
+            return Ok(Input::File(FileCapture::stdin()?));
+        }
         return Ok(Input::File(FileCapture::open(path)?));
     }
     if let Some(iface) = &args.iface {
@@ -820,6 +902,17 @@ impl CaptureBackend for MarkEnd<'_> {
     fn progress(&self) -> (u64, Option<u64>) {
         self.inner.progress()
     }
+}
+
+/// `VmHWM`, this process's peak resident memory, in KiB (0 where /proc is not readable).
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// `RssAnon` and `RssShmem` of this process in KiB (zeros where /proc is not readable).

@@ -7,7 +7,7 @@
 use crate::capture::{CaptureBackend, CaptureError, RawPacket};
 use crate::event::Event;
 use crate::parse::{parse_packet, ChecksumStatus, ParseError, Parsed, TcpSegment};
-use crate::tracker::Tracker;
+use crate::tracker::{Tracker, MAX_ENDS_PER_CALL};
 use anyhow::Result;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -103,11 +103,34 @@ impl<T: EventSink + ?Sized> EventSink for &mut T {
     }
 }
 
+/// What the sensor does with TCP checksums (`--no-checksum`, `--drop-bad-checksums`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ChecksumPolicy {
+    /// Not verified.
+    Ignore,
+    /// Verified; a segment with a bad one is counted and kept. The default: captures taken on
+    /// the sending host often carry checksums the NIC would have filled in later.
+    #[default]
+    Count,
+    /// Verified; a segment with a bad one is counted and dropped before the tracker, as the
+    /// receiving host would drop it (its bytes become a gap unless a retransmission brings
+    /// them).
+    Drop,
+}
+
+impl ChecksumPolicy {
+    /// Whether checksums are computed at all.
+    #[inline]
+    pub fn verifies(self) -> bool {
+        self != ChecksumPolicy::Ignore
+    }
+}
+
 /// Replay settings.
 #[derive(Clone, Debug)]
 pub struct ReplayOptions {
-    /// Check TCP checksums (bad ones are counted, never dropped).
-    pub verify_checksums: bool,
+    /// What to do with TCP checksums.
+    pub checksums: ChecksumPolicy,
     /// Call the progress callback about this often (`None`: never).
     pub progress_every: Option<Duration>,
     /// Set from elsewhere (a signal handler) to stop the replay early, as if the input ended.
@@ -135,8 +158,10 @@ pub struct ReplayStats {
     pub malformed: u64,
     /// Frames of a link type mos does not read: skipped.
     pub unsupported_link: u64,
-    /// TCP segments whose checksum failed (kept).
+    /// TCP segments whose checksum failed (kept, or dropped with [`ChecksumPolicy::Drop`]).
     pub bad_checksum: u64,
+    /// Of those, segments dropped before the tracker ([`ChecksumPolicy::Drop`]).
+    pub bad_checksum_dropped: u64,
     /// TCP segments whose payload the snap length cut (the rest is a gap).
     pub snap_cut: u64,
     /// TCP segments whose IP header declares more bytes than the whole, uncut frame holds
@@ -158,6 +183,7 @@ impl ReplayStats {
         self.malformed += o.malformed;
         self.unsupported_link += o.unsupported_link;
         self.bad_checksum += o.bad_checksum;
+        self.bad_checksum_dropped += o.bad_checksum_dropped;
         self.snap_cut += o.snap_cut;
         self.ip_length_exceeds_frame += o.ip_length_exceeds_frame;
         self.last_ts_ns = self.last_ts_ns.max(o.last_ts_ns);
@@ -201,17 +227,28 @@ pub fn step(
     events: &mut Vec<Event>,
     pos: u64,
     pkt: &RawPacket<'_>,
-    verify_checksums: bool,
+    checksums: ChecksumPolicy,
 ) -> Result<()> {
     stats.frames += 1;
     stats.frame_bytes += pkt.data.len() as u64;
     stats.last_ts_ns = stats.last_ts_ns.max(pkt.ts_ns);
     events.clear();
-    match parse_packet(pkt, verify_checksums) {
+    match parse_packet(pkt, checksums.verifies()) {
         Ok(Parsed::Tcp(mut seg)) => {
             stats.tcp += 1;
             if seg.checksum == ChecksumStatus::Bad {
                 stats.bad_checksum += 1;
+                if checksums == ChecksumPolicy::Drop {
+                    // The tracker never sees it, as the receiving stack would never have.
+                    stats.bad_checksum_dropped += 1;
+                    return Ok(());
+                }
+            }
+            // Connections due to end by this frame's time end first, a bounded number per
+            // call, so that no call's events grow with the table.
+            if tracker.ends_due(pkt.ts_ns) {
+                tick(tracker, sink, events, pkt.ts_ns)?;
+                events.clear();
             }
             if seg.payload.len() < seg.payload_len as usize {
                 if (pkt.orig_len as usize) > pkt.data.len() {
@@ -243,19 +280,24 @@ pub fn step(
 }
 
 /// Advances `tracker`'s clock to `now_ns` without a frame (idle connections time out) and
-/// hands what that raised to `sink`.
+/// hands what that raised to `sink`, in calls of at most [`MAX_ENDS_PER_CALL`] ended
+/// connections each.
 pub fn tick(
     tracker: &mut Tracker,
     sink: &mut dyn EventSink,
     events: &mut Vec<Event>,
     now_ns: u64,
 ) -> Result<()> {
-    events.clear();
-    tracker.advance(now_ns, events);
-    if !events.is_empty() {
-        sink.handle(tracker, events)?;
+    loop {
+        events.clear();
+        tracker.advance(now_ns, events);
+        if !events.is_empty() {
+            sink.handle(tracker, events)?;
+        }
+        if !tracker.ends_due(now_ns) {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 /// At the end of the input (capture time `now_ns`): ends every connection still open, lets
@@ -266,9 +308,14 @@ pub fn finish(
     events: &mut Vec<Event>,
     now_ns: u64,
 ) -> Result<()> {
-    events.clear();
-    tracker.finish(now_ns, events);
-    sink.handle(tracker, events)?;
+    loop {
+        events.clear();
+        let more = tracker.finish_some(now_ns, MAX_ENDS_PER_CALL, events);
+        sink.handle(tracker, events)?;
+        if !more {
+            break;
+        }
+    }
     sink.end(tracker)?;
     events.clear();
     tracker.advance(now_ns, events);
@@ -321,7 +368,7 @@ pub fn replay(
             &mut events,
             pos,
             &pkt,
-            opts.verify_checksums,
+            opts.checksums,
         )?;
         if let Some((at, every)) = next_report {
             // Looking at the clock every 4096 frames keeps it off the per-packet path.

@@ -26,6 +26,12 @@ use crate::tcp::state::{self, SegmentFacts};
 use shm_layout::{EventMask, Hook, Side, TcpState};
 use std::collections::VecDeque;
 
+/// The most connections one [`Tracker::advance`] or [`Tracker::finish_some`] call ends, so
+/// that no single call's events grow with the table (a jump in capture time past the idle
+/// timeout, or the end of the input, can end every connection at once). The caller repeats
+/// the call while [`Tracker::ends_due`] says more are due.
+pub const MAX_ENDS_PER_CALL: usize = 1024;
+
 /// Tracker settings.
 #[derive(Clone, Debug)]
 pub struct TrackerConfig {
@@ -63,6 +69,18 @@ impl Default for TrackerConfig {
             hash_keys: HashKeys::random(),
         }
     }
+}
+
+/// The most heap bytes one tracker uses ([`Tracker::memory_bound`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrackerMemory {
+    /// The flow table (slab, index, free list, reserved whole or grown to a bounded size) and
+    /// the queues of closing and ended connections.
+    pub flows: usize,
+    /// The ring pool: each ring's metadata, and the rings themselves when private.
+    pub rings: usize,
+    /// The events of one call.
+    pub events: usize,
 }
 
 /// Counters of what the tracker did.
@@ -195,13 +213,15 @@ impl Tracker {
         // Two slots beyond the limit: one for a connection ended this call and not yet
         // reclaimed, one for its successor on the same tuple.
         let table = FlowTable::new(cfg.max_flows + 2);
+        // Stale entries are pruned once it holds two per slot, so it never grows past that.
+        let closing = VecDeque::with_capacity(2 * table.capacity());
         Ok(Tracker {
             cfg,
             table,
             pool,
             reclaim: Vec::new(),
             release: Vec::new(),
-            closing: VecDeque::new(),
+            closing,
             serial: 0,
             serial_step: 1,
             stats: TrackerStats::default(),
@@ -244,6 +264,34 @@ impl Tracker {
     /// says every analyzer is past it.
     pub fn set_lossless(&mut self, on: bool) {
         self.lossless = on;
+        if on {
+            // Each holds at most one entry per slot: reserved now, they never reallocate.
+            let n = self.table.capacity();
+            self.held.reserve(n);
+            self.held_rings.reserve(n);
+        }
+    }
+
+    /// The most heap bytes a tracker with these settings uses, by part. Nothing the tracker
+    /// allocates grows past it, whatever the traffic.
+    pub fn memory_bound(cfg: &TrackerConfig, lossless: bool, private_rings: bool) -> TrackerMemory {
+        use core::mem::size_of;
+        let slots = cfg.max_flows + 2;
+        let queues = 2 * size_of::<(FlowHandle, u64)>() // closing
+            + 2 * (size_of::<u32>() + size_of::<FlowHandle>()) // reclaim, release
+            + if lossless {
+                size_of::<(u32, u64)>() + size_of::<(FlowHandle, u64)>()
+            } else {
+                0
+            };
+        TrackerMemory {
+            flows: FlowTable::<Conn>::memory_bound(slots, cfg.max_flows)
+                .saturating_add(slots.saturating_mul(queues)),
+            rings: RingPool::memory_bound(cfg.ring_size, cfg.max_rings, private_rings),
+            // TIMEOUT and CONN_END on both sides for each connection one call ends, plus a
+            // segment's own; the vector doubles as it fills.
+            events: 2 * 4 * (MAX_ENDS_PER_CALL + 16) * size_of::<Event>(),
+        }
     }
 
     /// Every analyzer has passed every event of publication sequence `<= pseq` (`u64::MAX`
@@ -405,7 +453,7 @@ impl Tracker {
         self.next_call();
         self.reclaim_ended();
         let now = self.advance_clock(ts_ns);
-        self.expire(now, out);
+        self.expire(now, usize::MAX, out);
         self.stats.segments += 1;
 
         let (key, src_is_lo) = FlowKey::of_packet(
@@ -471,12 +519,31 @@ impl Tracker {
         self.update(slot, src_is_lo, seg, &ctx, out);
     }
 
-    /// Advances the clock without a packet: ends connections idle past the timeout.
+    /// Advances the clock without a packet: ends connections idle past the timeout (at most
+    /// [`MAX_ENDS_PER_CALL`]; call again while [`Tracker::ends_due`] holds).
     pub fn advance(&mut self, now_ns: u64, out: &mut Vec<Event>) {
         self.next_call();
         self.reclaim_ended();
         let now = self.advance_clock(now_ns);
-        self.expire(now, out);
+        self.expire(now, MAX_ENDS_PER_CALL, out);
+    }
+
+    /// Whether some connection is due to end (or a closing entry to be looked at) at capture
+    /// time `now_ns`: a caller that bounds its events per call ([`Tracker::advance`]) repeats
+    /// the call until this is false before it hands the tracker a packet of that time, so the
+    /// packet finds the table as one unbounded call would have left it.
+    pub fn ends_due(&self, now_ns: u64) -> bool {
+        let now = self.clock_ns.max(now_ns);
+        if self.closing.front().is_some_and(|&(_, due)| now >= due) {
+            return true;
+        }
+        self.table.oldest().is_some_and(|(slot, last)| {
+            let limit = match self.table.get(slot).and_then(|c| c.closed) {
+                Some(_) => self.cfg.linger_ns,
+                None => self.cfg.idle_timeout_ns,
+            };
+            now.saturating_sub(last) >= limit
+        })
     }
 
     /// Moves the tracker's clock to `ts_ns` if that is later, and returns the clock.
@@ -491,6 +558,29 @@ impl Tracker {
         let mut ctx = PacketCtx::tick(ts_ns);
         ctx.pos = pos;
         self.orphan(&ctx, out);
+    }
+
+    /// Ends up to `max` open connections, least recently active first, as
+    /// [`Tracker::finish`] ends them all; returns whether some remain. Calling it until it
+    /// returns false ends the input with events bounded per call.
+    pub fn finish_some(&mut self, now_ns: u64, max: usize, out: &mut Vec<Event>) -> bool {
+        self.next_call();
+        self.reclaim_ended();
+        let ctx = PacketCtx::tick(now_ns);
+        self.closing.clear();
+        for _ in 0..max {
+            let Some((slot, _)) = self.table.oldest() else {
+                break;
+            };
+            let closed = self.table.get(slot).and_then(|c| c.closed);
+            if closed.is_none() {
+                self.stats.conns_open_at_end += 1;
+            }
+            self.end_conn(slot, closed.unwrap_or(EndReason::EndOfInput), &ctx, out);
+            self.table.detach(slot);
+            self.retire(slot);
+        }
+        self.table.live() > 0
     }
 
     /// Ends every open connection (`CONN_END` with [`EndReason::EndOfInput`]).
@@ -605,11 +695,13 @@ impl Tracker {
     }
 
     /// Ends connections idle past the timeout, and forgets ended ones past their linger time.
-    fn expire(&mut self, now_ns: u64, out: &mut Vec<Event>) {
+    /// Ends at most `limit` connections (late-segment re-queues do not count).
+    fn expire(&mut self, now_ns: u64, limit: usize, out: &mut Vec<Event>) {
+        let mut ended = 0;
         // Closed connections, in the order they closed: an open connection that is older in
         // the recency list must not hold back their (much shorter) linger.
         while let Some(&(h, due)) = self.closing.front() {
-            if now_ns < due {
+            if now_ns < due || ended == limit {
                 break;
             }
             self.closing.pop_front();
@@ -629,17 +721,19 @@ impl Tracker {
             self.end_conn(h.slot, reason, &PacketCtx::tick(now_ns), out);
             self.table.detach(h.slot);
             self.retire(h.slot);
+            ended += 1;
         }
         while let Some((slot, last)) = self.table.oldest() {
             let closed = self.table.get(slot).and_then(|c| c.closed);
-            let limit = if closed.is_some() {
+            let wait = if closed.is_some() {
                 self.cfg.linger_ns
             } else {
                 self.cfg.idle_timeout_ns
             };
-            if now_ns.saturating_sub(last) < limit {
+            if now_ns.saturating_sub(last) < wait || ended == limit {
                 break;
             }
+            ended += 1;
             let ctx = PacketCtx::tick(now_ns);
             match closed {
                 Some(reason) => self.end_conn(slot, reason, &ctx, out),
@@ -957,11 +1051,29 @@ impl Tracker {
                 } else {
                     self.release.push(h);
                 }
-                self.closing
-                    .push_back((h, self.clock_ns.saturating_add(self.cfg.linger_ns)));
+                self.queue_closing(h);
             }
         }
         self.publish(slot, Some(rcv));
+    }
+
+    /// Queues a connection that just closed for the end of its linger. Entries of connections
+    /// ended some other way (evicted, timed out behind it) stay queued until due, so a burst
+    /// of short connections could pile them up: once the queue holds two per slot, the stale
+    /// ones go (at most one entry per slot is current, so this runs at most once per slot's
+    /// worth of closes, and the queue never reallocates).
+    fn queue_closing(&mut self, h: FlowHandle) {
+        if self.closing.len() >= 2 * self.table.capacity() {
+            let table = &self.table;
+            self.closing.retain(|&(h, _)| {
+                table.generation(h.slot) == h.generation
+                    && table
+                        .get(h.slot)
+                        .is_some_and(|c| c.closed.is_some() && !c.ended)
+            });
+        }
+        self.closing
+            .push_back((h, self.clock_ns.saturating_add(self.cfg.linger_ns)));
     }
 
     /// Counts what an insert did and raises its `REXMIT` and `ERROR` events. `seg_offset` is

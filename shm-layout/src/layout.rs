@@ -119,7 +119,7 @@ pub mod counter {
     pub const MALFORMED: usize = 6;
     /// Frames of an unsupported link type (skipped).
     pub const UNSUPPORTED_LINK: usize = 7;
-    /// TCP segments with a bad checksum (kept).
+    /// TCP segments with a bad checksum (kept, or dropped with `--drop-bad-checksums`).
     pub const BAD_CHECKSUM: usize = 8;
     /// TCP segments cut by the snap length.
     pub const SNAP_CUT: usize = 9;

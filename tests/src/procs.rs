@@ -42,6 +42,34 @@ impl Proc {
         })
     }
 
+    /// As [`Proc::spawn`], but with stdin a pipe whose writing end is returned (dropping it
+    /// closes the child's input).
+    pub fn spawn_with_stdin(
+        name: &str,
+        mut cmd: Command,
+        dir: &Path,
+    ) -> Result<(Proc, std::process::ChildStdin)> {
+        let out = dir.join(format!("{name}.stdout"));
+        let err = dir.join(format!("{name}.stderr"));
+        cmd.stdin(Stdio::piped())
+            .stdout(File::create(&out)?)
+            .stderr(File::create(&err)?);
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {name}: {cmd:?}"))?;
+        let stdin = child.stdin.take().context("no stdin pipe")?;
+        Ok((
+            Proc {
+                name: name.to_string(),
+                child,
+                out,
+                err,
+                status: None,
+            },
+            stdin,
+        ))
+    }
+
     /// The name it was started under (for messages).
     pub fn name(&self) -> &str {
         &self.name

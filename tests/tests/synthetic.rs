@@ -118,3 +118,101 @@ fn bulk_transfer_reassembles_exactly() -> Result<()> {
     let expected = bulk(&o, &pcap)?;
     check_exact(&pcap, &expected)
 }
+
+/// One connection whose second data segment ("world!") has a wrong TCP checksum, followed, if
+/// `retransmit`, by a good copy of it; then "bye", the server's ACK of everything, and a FIN
+/// handshake. Returns the capture's path.
+fn bad_checksum_capture(dir: &Path, retransmit: bool) -> Result<std::path::PathBuf> {
+    use mos_tests::pcap::{flags::*, tcp_frame, PcapWriter, Segment};
+    let c: std::net::SocketAddr = "10.0.0.1:40000".parse()?;
+    let s: std::net::SocketAddr = "10.0.0.2:80".parse()?;
+    let seg = |from_client: bool, seq: u32, ack: u32, flags: u8, payload: &'static [u8]| {
+        let (src, dst) = if from_client { (c, s) } else { (s, c) };
+        tcp_frame(&Segment {
+            src,
+            dst,
+            seq,
+            ack,
+            flags,
+            window: 65535,
+            mss: None,
+            payload,
+        })
+    };
+    let mut bad = seg(true, 1007, 5001, PSH | ACK, b"world!");
+    // The TCP checksum field: after Ethernet (14), IPv4 (20) and 16 bytes of TCP header.
+    bad[14 + 20 + 16] ^= 0xff;
+    let mut frames = vec![
+        seg(true, 1000, 0, SYN, b""),
+        seg(false, 5000, 1001, SYN | ACK, b""),
+        seg(true, 1001, 5001, ACK, b""),
+        seg(true, 1001, 5001, PSH | ACK, b"hello "),
+        bad,
+    ];
+    if retransmit {
+        frames.push(seg(true, 1007, 5001, PSH | ACK, b"world!"));
+    }
+    frames.extend([
+        seg(true, 1013, 5001, PSH | ACK, b"bye"),
+        seg(false, 5001, 1016, ACK, b""),
+        seg(true, 1016, 5001, FIN | ACK, b""),
+        seg(false, 5001, 1017, FIN | ACK, b""),
+        seg(true, 1017, 5002, ACK, b""),
+    ]);
+    let path = dir.join(format!("bad-checksum-{retransmit}.pcap"));
+    let mut w = PcapWriter::new(std::fs::File::create(&path)?)?;
+    for (i, f) in frames.iter().enumerate() {
+        w.packet(1_000_000 + 1000 * i as u64, f)?;
+    }
+    w.finish()?;
+    Ok(path)
+}
+
+/// The client's stream (bytes, SHA-256, lost) as the sensor dumped it with `extra` flags.
+fn client_stream(pcap: &Path, extra: &[&str]) -> Result<(u64, String, u64)> {
+    let ours = dump_capture_with(&sensor_bin()?, pcap, TIMEOUT, extra)?;
+    let h = ours
+        .iter()
+        .find(|h| h.src.port() == 40000)
+        .ok_or_else(|| anyhow::anyhow!("no client stream in {ours:?}"))?;
+    Ok((h.bytes, h.sha256.clone(), h.lost))
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+#[test]
+fn a_bad_checksum_is_kept_by_default_and_dropped_on_request() -> Result<()> {
+    let dir = ScratchDir::new("bad-checksum")?;
+    let whole = b"hello world!bye";
+    let mut holed = *whole;
+    holed[6..12].fill(0);
+
+    let lone = bad_checksum_capture(dir.path(), false)?;
+    // Counted, kept: the segment's bytes are in the stream.
+    assert_eq!(
+        client_stream(&lone, &[])?,
+        (15, sha256_hex(whole), 0),
+        "default"
+    );
+    // Dropped before the tracker: the server acknowledged bytes the sensor never took, so
+    // they are a gap (zeros in the dump, counted as lost).
+    assert_eq!(
+        client_stream(&lone, &["--drop-bad-checksums"])?,
+        (15, sha256_hex(&holed), 6),
+        "--drop-bad-checksums without a retransmission"
+    );
+
+    // With a good retransmission, dropping the bad copy loses nothing.
+    let rexmit = bad_checksum_capture(dir.path(), true)?;
+    for extra in [&[][..], &["--drop-bad-checksums"][..]] {
+        assert_eq!(
+            client_stream(&rexmit, extra)?,
+            (15, sha256_hex(whole), 0),
+            "{extra:?} with a retransmission"
+        );
+    }
+    Ok(())
+}

@@ -8,6 +8,7 @@
 
 use std::fs::File;
 use std::io::{ErrorKind, Read};
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use super::{CaptureBackend, CaptureError, LinkType, RawPacket};
@@ -245,6 +246,12 @@ pub struct FileCapture {
 }
 
 impl FileCapture {
+    /// The most bytes a reader holds: its buffer, which grows to the largest record read
+    /// (at most 256 MiB, the longest record accepted).
+    pub fn memory_bound() -> usize {
+        MAX_RECORD.max(BUF_SIZE)
+    }
+
     /// Opens a capture file, reads its file header, and streams the rest on demand.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, CaptureError> {
         Self::open_with_buffer(path, BUF_SIZE)
@@ -265,6 +272,29 @@ impl FileCapture {
             base: 0,
             file: Some(file),
             total,
+        };
+        Self::start(name, input)
+    }
+
+    /// Reads a capture from standard input (`--pcap -`), front to back as from a file; its
+    /// length is not known, so progress has no total.
+    pub fn stdin() -> Result<Self, CaptureError> {
+        let name = "standard input".to_string();
+        let file = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(File::from)
+            .map_err(|error| CaptureError::Io {
+                path: name.clone(),
+                error,
+            })?;
+        let input = Input {
+            buf: vec![0; BUF_SIZE],
+            pos: 0,
+            len: 0,
+            base: 0,
+            file: Some(file),
+            total: 0,
         };
         Self::start(name, input)
     }
@@ -661,7 +691,11 @@ impl CaptureBackend for FileCapture {
     }
 
     fn progress(&self) -> (u64, Option<u64>) {
-        (self.input.offset(), Some(self.input.total))
+        // A pipe (standard input) has no length to go by.
+        (
+            self.input.offset(),
+            (self.input.total > 0).then_some(self.input.total),
+        )
     }
 }
 

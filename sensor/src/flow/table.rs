@@ -9,8 +9,10 @@
 //! - a slot's generation changes each time it is freed, so a handle kept past reuse is
 //!   recognised as stale.
 //!
-//! Slots are created on demand up to `capacity` and then reused from the free list, so a
-//! large limit costs nothing until traffic needs it, and the steady state allocates nothing.
+//! Room for `capacity` slots is reserved at creation (address space only: pages are taken as
+//! slots are first used), slots are created on demand up to `capacity` and then reused from
+//! the free list, so a large limit costs nothing until traffic needs it, the steady state
+//! allocates nothing, and the table never holds more than [`FlowTable::memory_bound`] bytes.
 //!
 //! The index is an open-addressing table of 8-byte entries (the key's 32-bit hash and a slot
 //! number) rather than a map holding whole keys: it stays small enough to sit in cache with
@@ -18,6 +20,7 @@
 //! reads a slot's key only when the hash already matches.
 
 use super::key::FlowKey;
+use core::mem::size_of;
 
 const NIL: u32 = u32::MAX;
 
@@ -151,7 +154,9 @@ pub struct FlowTable<V> {
     slots: Vec<Slot<V>>,
     capacity: usize,
     index: Index,
-    free: Vec<u32>,
+    /// Free slots, linked through their `next` field (most recently freed first).
+    free_head: u32,
+    free_len: usize,
     lru_head: u32,
     lru_tail: u32,
     live: usize,
@@ -165,14 +170,36 @@ impl<V> FlowTable<V> {
             "flow table capacity out of range"
         );
         FlowTable {
-            slots: Vec::new(),
+            // Reserved whole, so the slab never doubles past the limit (nor copies itself).
+            slots: Vec::with_capacity(capacity),
             capacity,
             index: Index::default(),
-            free: Vec::new(),
+            free_head: NIL,
+            free_len: 0,
             lru_head: NIL,
             lru_tail: NIL,
             live: 0,
         }
+    }
+
+    /// The most heap bytes a table of `capacity` slots uses while at most `max_live` of them
+    /// are live at once: the slab (reserved at creation), the index at its
+    /// largest (the smallest power of two at least twice `max_live`) plus the half-size array
+    /// it held while growing to that size, and the list [`FlowTable::detach_all`] returns.
+    pub fn memory_bound(capacity: usize, max_live: usize) -> usize {
+        let index = max_live
+            .saturating_mul(2)
+            .max(Index::MIN_SIZE)
+            .checked_next_power_of_two()
+            .unwrap_or(usize::MAX);
+        capacity
+            .saturating_mul(size_of::<Slot<V>>() + size_of::<u32>())
+            .saturating_add(index.saturating_mul(size_of::<u64>()) / 2 * 3)
+    }
+
+    /// Bytes of one slot (with its value) in the slab.
+    pub fn slot_bytes() -> usize {
+        size_of::<Slot<V>>()
     }
 
     /// Number of live slots.
@@ -182,7 +209,7 @@ impl<V> FlowTable<V> {
 
     /// Number of slots not free (live and detached).
     pub fn used(&self) -> usize {
-        self.slots.len() - self.free.len()
+        self.slots.len() - self.free_len
     }
 
     /// The most slots the table will hold.
@@ -200,9 +227,9 @@ impl<V> FlowTable<V> {
     /// Takes a free slot for `key` (which must not be live) and makes it live and most recent.
     /// `None` when no slot is free.
     pub fn insert(&mut self, key: FlowKey, value: V, now_ns: u64) -> Option<u32> {
-        let slot = match self.free.pop() {
-            Some(slot) => slot,
-            None if self.slots.len() < self.capacity => {
+        let slot = match self.free_head {
+            NIL if self.slots.len() >= self.capacity => return None,
+            NIL => {
                 self.slots.push(Slot {
                     key: FlowKey::default(),
                     value: None,
@@ -214,7 +241,11 @@ impl<V> FlowTable<V> {
                 });
                 (self.slots.len() - 1) as u32
             }
-            None => return None,
+            slot => {
+                self.free_head = self.slots[slot as usize].next;
+                self.free_len -= 1;
+                slot
+            }
         };
         let s = &mut self.slots[slot as usize];
         s.key = key;
@@ -304,7 +335,10 @@ impl<V> FlowTable<V> {
         let s = &mut self.slots[slot as usize];
         let value = s.value.take()?;
         s.generation = s.generation.wrapping_add(1);
-        self.free.push(slot);
+        // Detached above, so `next` is free to link it.
+        s.next = self.free_head;
+        self.free_head = slot;
+        self.free_len += 1;
         Some(value)
     }
 

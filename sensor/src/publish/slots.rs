@@ -81,6 +81,12 @@ impl SlotPublisher {
         }
     }
 
+    /// The heap bytes of a publisher over `rings` rings (the slots and ring metadata
+    /// themselves are in the shared region).
+    pub fn memory_bound(rings: usize) -> usize {
+        rings.saturating_mul(core::mem::size_of::<Checkpoints>())
+    }
+
     /// Slots published.
     pub fn capacity(&self) -> usize {
         self.slots.len()

@@ -270,6 +270,21 @@ impl RingPool {
         ))
     }
 
+    /// The most heap bytes a pool of `max_rings` rings of `ring_size` bytes uses: the rings
+    /// themselves when they are private (with `in_shared` they are in the shared region),
+    /// each ring's [`RingMeta`], the free list and the allocation flags. All of it is
+    /// allocated at creation; out-of-order data lives in the rings, so it is bounded by this
+    /// too.
+    pub fn memory_bound(ring_size: usize, max_rings: usize, private: bool) -> usize {
+        let per_ring = core::mem::size_of::<RingMeta>() + core::mem::size_of::<u32>() + 1;
+        let rings = if private {
+            ring_size.saturating_mul(max_rings)
+        } else {
+            0
+        };
+        rings.saturating_add(per_ring.saturating_mul(max_rings))
+    }
+
     /// A pool whose rings are `bytes` (shared memory), `ring_size` bytes each: ring `i` is
     /// `bytes[i * ring_size..][..ring_size]`.
     pub fn in_shared(ring_size: usize, bytes: &'static mut [u8]) -> Result<Self, PoolError> {

@@ -19,7 +19,7 @@
 use anyhow::{bail, ensure, Context, Result};
 use mos_sensor::capture::FileCapture;
 use mos_sensor::flow::FlowKey;
-use mos_sensor::replay::{replay, CountingSink, ReplayOptions, ReplayStats};
+use mos_sensor::replay::{replay, ChecksumPolicy, CountingSink, ReplayOptions, ReplayStats};
 use mos_sensor::tcp::conn::Conn;
 use mos_sensor::tracker::{Tracker, TrackerConfig};
 use mos_tests::bench::{gbps, med_min_max, mpps, payload_segments, run_memcpy, SCRATCH};
@@ -190,7 +190,11 @@ fn tracker() -> Result<Tracker> {
 
 fn opts(verify: bool) -> ReplayOptions {
     ReplayOptions {
-        verify_checksums: verify,
+        checksums: if verify {
+            ChecksumPolicy::Count
+        } else {
+            ChecksumPolicy::Ignore
+        },
         progress_every: None,
         stop: None,
         speed: None,
