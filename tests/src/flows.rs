@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
+use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -43,8 +44,18 @@ pub struct HalfStream {
     /// Lowercase hex.
     pub sha256: String,
     pub lost: u64,
+    /// First 16 hex digits of the SHA-1 of the stream file (the form the corpus's
+    /// `reference-disagreements.tsv` gives for each reference); set by [`read_dump`].
+    pub sha1: String,
     pub client_guessed: bool,
     pub file: Option<String>,
+}
+
+/// First 16 hex digits of the SHA-1 of `data`.
+pub fn short_sha1(data: &[u8]) -> String {
+    let mut h = hex::encode(Sha1::digest(data));
+    h.truncate(16);
+    h
 }
 
 pub fn parse_flows(text: &str) -> Result<Vec<FlowRecord>> {
@@ -73,6 +84,7 @@ pub fn half_streams(flows: &[FlowRecord]) -> Result<Vec<HalfStream>> {
             bytes: f.c2s_bytes,
             sha256: f.c2s_sha256.to_ascii_lowercase(),
             lost: f.c2s_lost,
+            sha1: short_sha1(b""),
             client_guessed: f.client_guessed,
             file: f.c2s_file.clone(),
         });
@@ -85,6 +97,7 @@ pub fn half_streams(flows: &[FlowRecord]) -> Result<Vec<HalfStream>> {
             bytes: f.s2c_bytes,
             sha256: f.s2c_sha256.to_ascii_lowercase(),
             lost: f.s2c_lost,
+            sha1: short_sha1(b""),
             client_guessed: f.client_guessed,
             file: f.s2c_file.clone(),
         });
@@ -104,9 +117,9 @@ pub fn read_dump(dir: &Path) -> Result<Vec<HalfStream>> {
         )
     })?;
     let flows = parse_flows(&text)?;
-    let halves = half_streams(&flows)?;
-    for h in &halves {
-        verify_file(dir, h).with_context(|| {
+    let mut halves = half_streams(&flows)?;
+    for h in &mut halves {
+        h.sha1 = verify_file(dir, h).with_context(|| {
             format!(
                 "flows.jsonl line {} ({}): {} -> {}",
                 h.flow + 1,
@@ -119,10 +132,11 @@ pub fn read_dump(dir: &Path) -> Result<Vec<HalfStream>> {
     Ok(halves)
 }
 
-fn verify_file(dir: &Path, h: &HalfStream) -> Result<()> {
+/// Checks one stream file and returns its short SHA-1.
+fn verify_file(dir: &Path, h: &HalfStream) -> Result<String> {
     let Some(name) = &h.file else {
         if h.bytes == 0 {
-            return Ok(());
+            return Ok(short_sha1(b""));
         }
         bail!("{} bytes but no stream file named", h.bytes);
     };
@@ -130,7 +144,9 @@ fn verify_file(dir: &Path, h: &HalfStream) -> Result<()> {
     let data = match std::fs::read(&path) {
         Ok(d) => d,
         // An empty direction may legitimately have no file on disk.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && h.bytes == 0 => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && h.bytes == 0 => {
+            return Ok(short_sha1(b""))
+        }
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     if data.len() as u64 != h.bytes {
@@ -145,7 +161,7 @@ fn verify_file(dir: &Path, h: &HalfStream) -> Result<()> {
     if sha != h.sha256 {
         bail!("{} hashes to {sha}, flows.jsonl says {}", name, h.sha256);
     }
-    Ok(())
+    Ok(short_sha1(&data))
 }
 
 #[cfg(test)]
@@ -181,7 +197,11 @@ mod tests {
         );
         std::fs::write(dir.join("flows.jsonl"), &line).unwrap();
         std::fs::write(dir.join("a"), b"abc").unwrap();
-        assert_eq!(read_dump(&dir).unwrap().len(), 2);
+        let halves = read_dump(&dir).unwrap();
+        assert_eq!(halves.len(), 2);
+        // SHA-1("abc") and SHA-1("") as the corpus's reference table writes them.
+        assert_eq!(halves[0].sha1, "a9993e364706816a");
+        assert_eq!(halves[1].sha1, "da39a3ee5e6b4b0d");
         std::fs::write(dir.join("a"), b"abd").unwrap();
         let err = format!("{:#}", read_dump(&dir).unwrap_err());
         assert!(err.contains("hashes to"), "{err}");

@@ -1,9 +1,16 @@
-//! `tests/known-differences.md`: the accepted mismatches with agreeing references.
+//! `tests/known-differences.md`: the accepted differences with the references.
 //!
-//! Every table line `| capture | stream | src | dst | cause |` (a line starting with `|`,
-//! other than the header and the `|---|` separator) accepts one truth row: the row of that
-//! capture with that Wireshark stream index and that directed (src, dst). The cause is free
-//! text (no `|` in it). Everything else in the file is prose and ignored.
+//! Two kinds of table, told apart by their header line:
+//!
+//! - `| capture | stream | src | dst | cause |`: each line accepts one row (a truth row or a
+//!   row of `reference-disagreements.tsv`): the row of that capture with that Wireshark
+//!   stream index and that directed (src, dst).
+//! - `| rule | capture | cause |`: each line names one of the [`Rule`]s, which the corpus
+//!   test checks on a row from the capture and the dumps; it accepts the rows of that capture
+//!   (`*`: of every capture) on which the rule holds, and no other.
+//!
+//! A table line is one starting with `|`, other than a header and the `|---|` separator.
+//! Causes are free text (no `|` in them). Everything else in the file is prose and ignored.
 
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeSet, HashMap};
@@ -40,12 +47,74 @@ pub struct KnownEntry {
     pub line: usize,
 }
 
+/// A cause of difference that the corpus test can check on each row by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rule {
+    /// mos has no half-stream for the row, and the sensor's parser finds no TCP segment of
+    /// that direction anywhere in the capture (the traffic is inside something mos does not
+    /// decode).
+    NotDecoded,
+    /// Wireshark and mos have no byte for the direction, libnids none either, and tcpflow's
+    /// bytes are exactly (length and hash) the link-layer trailer of one of the direction's
+    /// segments that carry no TCP payload.
+    TcpflowPaddingOnly,
+    /// mos's bytes equal Wireshark's, and tcpflow's stream is longer by no more than the sum
+    /// of the link-layer trailer bytes of the direction's frames (tcpflow writes a frame's
+    /// trailer after its payload); no other reference recovered more than mos.
+    TcpflowTrailer,
+}
+
+impl Rule {
+    pub const ALL: [Rule; 3] = [
+        Rule::NotDecoded,
+        Rule::TcpflowPaddingOnly,
+        Rule::TcpflowTrailer,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::NotDecoded => "not-decoded",
+            Rule::TcpflowPaddingOnly => "tcpflow-padding-only",
+            Rule::TcpflowTrailer => "tcpflow-trailer",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Rule> {
+        Rule::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
+/// One line of the rules table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleEntry {
+    pub rule: Rule,
+    /// `None` for `*` (every capture).
+    pub capture: Option<String>,
+    pub cause: String,
+    /// 1-based line in the file, for messages.
+    pub line: usize,
+}
+
+impl RuleEntry {
+    pub fn applies_to(&self, capture: &str) -> bool {
+        self.capture.as_deref().is_none_or(|c| c == capture)
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct KnownDifferences {
     entries: HashMap<RowKey, KnownEntry>,
+    rules: Vec<RuleEntry>,
 }
 
 pub const TABLE_HEADER: &str = "| capture | stream | src | dst | cause |";
+pub const RULES_HEADER: &str = "| rule | capture | cause |";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Table {
+    Rows,
+    Rules,
+}
 
 fn cells(line: &str) -> Vec<String> {
     let inner = line.trim().trim_start_matches('|');
@@ -59,17 +128,31 @@ fn cells(line: &str) -> Vec<String> {
 impl KnownDifferences {
     pub fn parse(text: &str) -> Result<Self> {
         let mut entries = HashMap::new();
+        let mut rules: Vec<RuleEntry> = Vec::new();
+        let mut table = Table::Rows;
         for (i, line) in text.lines().enumerate() {
             let n = i + 1;
             if !line.trim_start().starts_with('|') {
                 continue;
             }
             let c = cells(line);
-            let is_header = c.first().is_some_and(|s| s.eq_ignore_ascii_case("capture"));
+            let first = c.first().map(String::as_str).unwrap_or_default();
+            if first.eq_ignore_ascii_case("capture") {
+                table = Table::Rows;
+                continue;
+            }
+            if first.eq_ignore_ascii_case("rule") {
+                table = Table::Rules;
+                continue;
+            }
             let is_separator = c
                 .iter()
                 .all(|s| !s.is_empty() && s.chars().all(|ch| matches!(ch, '-' | ':')));
-            if is_header || is_separator {
+            if is_separator {
+                continue;
+            }
+            if table == Table::Rules {
+                rules.push(parse_rule(&c, n)?);
                 continue;
             }
             if c.len() != 5 {
@@ -104,7 +187,19 @@ impl KnownDifferences {
                 },
             );
         }
-        Ok(KnownDifferences { entries })
+        for (i, r) in rules.iter().enumerate() {
+            if let Some(prev) = rules[..i]
+                .iter()
+                .find(|p| p.rule == r.rule && p.capture == r.capture)
+            {
+                bail!(
+                    "known-differences line {} repeats the rule of line {}",
+                    r.line,
+                    prev.line
+                );
+            }
+        }
+        Ok(KnownDifferences { entries, rules })
     }
 
     pub fn load(path: &Path) -> Result<Self> {
@@ -113,12 +208,35 @@ impl KnownDifferences {
         Self::parse(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
+    /// Row entries and rule entries.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.rules.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
+    }
+
+    /// The rule entries that apply to a capture, in file order.
+    pub fn rules_for<'a>(&'a self, capture: &'a str) -> impl Iterator<Item = &'a RuleEntry> {
+        self.rules.iter().filter(move |r| r.applies_to(capture))
+    }
+
+    /// Rule entries for captures that were run (any, for `*`) that accepted no row, sorted
+    /// by line: their cause no longer occurs (or never did) and they should go.
+    pub fn stale_rules(
+        &self,
+        ran: &BTreeSet<String>,
+        used_lines: &BTreeSet<usize>,
+    ) -> Vec<&RuleEntry> {
+        self.rules
+            .iter()
+            .filter(|r| match &r.capture {
+                None => !ran.is_empty(),
+                Some(c) => ran.contains(c),
+            })
+            .filter(|r| !used_lines.contains(&r.line))
+            .collect()
     }
 
     pub fn get(&self, key: &RowKey) -> Option<&KnownEntry> {
@@ -136,6 +254,35 @@ impl KnownDifferences {
         out.sort_by_key(|e| e.line);
         out
     }
+}
+
+fn parse_rule(c: &[String], n: usize) -> Result<RuleEntry> {
+    if c.len() != 3 {
+        bail!(
+            "known-differences line {n}: {} cells, expected 3: {RULES_HEADER}",
+            c.len()
+        );
+    }
+    let Some(rule) = Rule::from_name(&c[0]) else {
+        let names: Vec<&str> = Rule::ALL.iter().map(|r| r.name()).collect();
+        bail!(
+            "known-differences line {n}: unknown rule {:?} (the test checks only {})",
+            c[0],
+            names.join(", ")
+        );
+    };
+    if c[1].is_empty() {
+        bail!("known-differences line {n}: name a capture, or `*` for all");
+    }
+    if c[2].is_empty() {
+        bail!("known-differences line {n}: the cause is empty; say why we differ");
+    }
+    Ok(RuleEntry {
+        rule,
+        capture: (c[1] != "*").then(|| c[1].clone()),
+        cause: c[2].clone(),
+        line: n,
+    })
 }
 
 /// A table line for an unlisted difference, ready to paste once the cause is filled in.
@@ -205,6 +352,54 @@ mod tests {
         assert!(KnownDifferences::parse("| a.pcap | 1 | 1.1.1.1:1 | 2.2.2.2:2 |").is_err());
         let dup = "| a.pcap | 1 | 1.1.1.1:1 | 2.2.2.2:2 | c |\n| a.pcap | 1 | 1.1.1.1:1 | 2.2.2.2:2 | d |";
         assert!(KnownDifferences::parse(dup).is_err());
+    }
+
+    const RULES: &str = "| rule | capture | cause |\n|---|---|---|\n\
+        | not-decoded | `t.pcap` | GRE |\n\
+        | tcpflow-trailer | * | padding |\n\
+        \n| capture | stream | src | dst | cause |\n|---|---|---|---|---|\n\
+        | b.pcap | 0 | 10.0.0.1:1 | 10.0.0.2:2 | urgent byte |\n";
+
+    #[test]
+    fn parses_rules_and_rows_after_them() {
+        let k = KnownDifferences::parse(RULES).unwrap();
+        assert_eq!(k.len(), 3);
+        assert!(k
+            .get(&key("b.pcap", 0, "10.0.0.1:1", "10.0.0.2:2"))
+            .is_some());
+        let t: Vec<Rule> = k.rules_for("t.pcap").map(|r| r.rule).collect();
+        assert_eq!(t, [Rule::NotDecoded, Rule::TcpflowTrailer]);
+        let other: Vec<Rule> = k.rules_for("u.pcap").map(|r| r.rule).collect();
+        assert_eq!(other, [Rule::TcpflowTrailer]);
+        assert_eq!(k.rules_for("t.pcap").next().unwrap().line, 3);
+    }
+
+    #[test]
+    fn stale_rules_are_those_of_captures_run_that_accepted_nothing() {
+        let k = KnownDifferences::parse(RULES).unwrap();
+        let ran: BTreeSet<String> = ["t.pcap".to_string()].into();
+        let stale: Vec<usize> = k
+            .stale_rules(&ran, &[4].into())
+            .iter()
+            .map(|r| r.line)
+            .collect();
+        assert_eq!(stale, [3]);
+        let none_ran = BTreeSet::new();
+        assert!(k.stale_rules(&none_ran, &BTreeSet::new()).is_empty());
+    }
+
+    #[test]
+    fn rejects_bad_rules() {
+        let bad = |line: &str| {
+            KnownDifferences::parse(&format!("| rule | capture | cause |\n{line}\n")).is_err()
+        };
+        assert!(bad("| any-excuse | * | because |"));
+        assert!(bad("| not-decoded | a.pcap |  |"));
+        assert!(bad("| not-decoded |  | c |"));
+        assert!(bad("| not-decoded | a.pcap | c | d |"));
+        assert!(bad(
+            "| not-decoded | a.pcap | c |\n| not-decoded | a.pcap | d |"
+        ));
     }
 
     #[test]

@@ -3,9 +3,12 @@
 //! synthetic capture generator whose streams are known exactly.
 
 pub mod addr;
+pub mod audit;
 pub mod bench;
+pub mod disagreements;
 pub mod dumps;
 pub mod flows;
+pub mod frames;
 pub mod known;
 pub mod locate;
 pub mod matcher;

@@ -232,6 +232,7 @@ mod tests {
             bytes,
             sha256: sha.into(),
             lost: 0,
+            sha1: String::new(),
             client_guessed: false,
             file: None,
         }

@@ -1,7 +1,7 @@
 //! Running the sensor on captures and comparing its dump with the truth.
 
 use anyhow::{bail, Context, Result};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -9,8 +9,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::audit::{audit_capture, describe, Explained};
+use crate::disagreements::{DisagreementRow, Reference};
 use crate::flows::{read_dump, HalfStream};
-use crate::known::{table_row, KnownDifferences, KnownEntry, RowKey};
+use crate::frames::{scan_capture, FrameIndex};
+use crate::known::{table_row, KnownDifferences, KnownEntry, RowKey, Rule, RuleEntry};
 use crate::matcher::{compare, Comparison, MatchedBy, Outcome};
 use crate::truth::{read_truth, TruthRow};
 
@@ -154,6 +157,10 @@ pub struct CaptureResult {
     pub ours: Vec<HalfStream>,
     /// `Err` when the sensor failed or its dump or the truth could not be read.
     pub comparison: std::result::Result<Comparison, String>,
+    /// The capture's rows of `reference-disagreements.tsv`.
+    pub disagreements: Vec<DisagreementRow>,
+    /// What the sensor's parser finds in the capture, for the known-difference rules.
+    pub frames: std::result::Result<FrameIndex, String>,
     pub elapsed: Duration,
 }
 
@@ -167,11 +174,14 @@ impl CaptureResult {
     }
 }
 
+/// Runs the sensor on one capture and compares its dump with the truth; `disagreements` are
+/// the capture's rows of `reference-disagreements.tsv`, kept for [`audit_capture`].
 pub fn check_capture(
     corpus: &Path,
     sensor: &Path,
     capture: &str,
     timeout: Duration,
+    disagreements: &[DisagreementRow],
 ) -> CaptureResult {
     let start = Instant::now();
     let truth_path = corpus.join("truth").join(format!("{capture}.tsv"));
@@ -186,11 +196,18 @@ pub fn check_capture(
             Err(e) => (truth, Err(format!("{e:#}")), Vec::new()),
         },
     };
+    let frames = if comparison.is_ok() {
+        scan_capture(&corpus.join("pcaps").join(capture)).map_err(|e| format!("{e:#}"))
+    } else {
+        Err("not scanned: the capture did not run".to_string())
+    };
     CaptureResult {
         capture: capture.to_string(),
         truth,
         ours,
         comparison,
+        disagreements: disagreements.to_vec(),
+        frames,
         elapsed: start.elapsed(),
     }
 }
@@ -236,10 +253,25 @@ pub struct Summary {
     pub tshark_only: usize,
     pub tshark_only_matched: usize,
     pub extras: usize,
-    /// Agreeing rows that differ, are not in known-differences.md, in captures that ran.
+    /// Rows of `reference-disagreements.tsv` in captures that ran.
+    pub disagreement_rows: usize,
+    /// Of those, how many our bytes equal for each reference (a row can count for several).
+    pub equal_to: [usize; 3],
+    /// Of those, how many our bytes equal for no reference.
+    pub equal_to_none: usize,
+    /// Rows (truth or disagreement) where we recovered fewer bytes than some reference.
+    pub deficit_rows: usize,
+    /// Deficits per reference.
+    pub deficits_by_ref: [usize; 3],
+    /// Rows needing an explanation, by what explains them.
+    pub explained_by_entry: usize,
+    pub explained_by_rule: BTreeMap<Rule, usize>,
+    /// Rows that need an explanation and have none, in captures that ran.
     pub unlisted: Vec<(RowKey, String)>,
-    /// Every row (agreeing or not) that does not match, in captures that ran.
+    /// Every row that needs an explanation (a difference or a deficit), in captures that ran.
     pub differing: BTreeSet<RowKey>,
+    /// Lines of the rule entries that accepted at least one row.
+    pub used_rules: BTreeSet<usize>,
     /// Captures whose sensor run and comparison completed.
     pub ran: BTreeSet<String>,
 }
@@ -256,17 +288,9 @@ impl Summary {
     pub fn stale<'a>(&self, known: &'a KnownDifferences) -> Vec<&'a KnownEntry> {
         known.stale(&self.ran, &self.differing)
     }
-}
 
-pub fn describe_difference(r: &CaptureResult, row: usize) -> String {
-    let t = &r.truth[row];
-    let truth = format!("truth {} B lost {} ({})", t.bytes, t.lost, t.agree);
-    match r.outcome(row).ours() {
-        Some(oi) => {
-            let o = &r.ours[oi];
-            format!("ours {} B lost {} vs {truth}", o.bytes, o.lost)
-        }
-        None => format!("ours missing vs {truth}"),
+    pub fn stale_rules<'a>(&self, known: &'a KnownDifferences) -> Vec<&'a RuleEntry> {
+        known.stale_rules(&self.ran, &self.used_rules)
     }
 }
 
@@ -277,17 +301,13 @@ pub fn summarize(results: &[CaptureResult], known: &KnownDifferences) -> Summary
     };
     for r in results {
         s.rows += r.truth.len();
-        let ok = match &r.comparison {
+        match &r.comparison {
             Ok(c) => {
                 s.extras += c.extras.len();
                 s.ran.insert(r.capture.clone());
-                true
             }
-            Err(e) => {
-                s.failed.push((r.capture.clone(), e.clone()));
-                false
-            }
-        };
+            Err(e) => s.failed.push((r.capture.clone(), e.clone())),
+        }
         for (i, t) in r.truth.iter().enumerate() {
             let matched = r.outcome(i).is_match();
             if t.is_agreeing() {
@@ -297,12 +317,33 @@ pub fn summarize(results: &[CaptureResult], known: &KnownDifferences) -> Summary
                 s.tshark_only += 1;
                 s.tshark_only_matched += usize::from(matched);
             }
-            if ok && !matched {
-                let key = RowKey::of(&r.capture, t);
-                if t.is_agreeing() && known.get(&key).is_none() {
-                    s.unlisted.push((key.clone(), describe_difference(r, i)));
+        }
+        for a in audit_capture(r, known) {
+            if a.disagreement.is_some() {
+                s.disagreement_rows += 1;
+                for (k, x) in Reference::ALL.iter().enumerate() {
+                    s.equal_to[k] += usize::from(a.equals.contains(x));
                 }
-                s.differing.insert(key);
+                s.equal_to_none += usize::from(a.equals.is_empty());
+            }
+            if !a.deficits.is_empty() {
+                s.deficit_rows += 1;
+                for (k, x) in Reference::ALL.iter().enumerate() {
+                    s.deficits_by_ref[k] +=
+                        usize::from(a.deficits.iter().any(|d| d.reference == *x));
+                }
+            }
+            if !a.needs_explanation() {
+                continue;
+            }
+            s.differing.insert(a.key.clone());
+            match a.explained {
+                Explained::No => s.unlisted.push((a.key.clone(), describe(r, &a))),
+                Explained::Entry(_) => s.explained_by_entry += 1,
+                Explained::Rule(rule, line) => {
+                    *s.explained_by_rule.entry(rule).or_default() += 1;
+                    s.used_rules.insert(line);
+                }
             }
         }
     }
@@ -339,10 +380,44 @@ impl std::fmt::Display for Summary {
             self.tshark_only,
             pct(self.tshark_only_matched, self.tshark_only)
         )?;
-        write!(
+        writeln!(
             f,
             "extra half-streams of ours (not failing): {}",
             self.extras
+        )?;
+        writeln!(
+            f,
+            "reference disagreements: {} rows; ours equal tshark {}, tcpflow {}, libnids {}, none {}",
+            self.disagreement_rows,
+            self.equal_to[0],
+            self.equal_to[1],
+            self.equal_to[2],
+            self.equal_to_none
+        )?;
+        writeln!(
+            f,
+            "rows where ours recovered fewer bytes than a reference: {} (than tshark {}, tcpflow {}, libnids {})",
+            self.deficit_rows,
+            self.deficits_by_ref[0],
+            self.deficits_by_ref[1],
+            self.deficits_by_ref[2]
+        )?;
+        let rules: Vec<String> = self
+            .explained_by_rule
+            .iter()
+            .map(|(r, n)| format!("{} {n}", r.name()))
+            .collect();
+        write!(
+            f,
+            "rows needing an explanation: {} (row entries {}, rules: {}; unexplained {})",
+            self.differing.len(),
+            self.explained_by_entry,
+            if rules.is_empty() {
+                "none".to_string()
+            } else {
+                rules.join(", ")
+            },
+            self.unlisted.len()
         )
     }
 }
@@ -354,6 +429,70 @@ pub fn unlisted_rows(s: &Summary) -> String {
         let _ = writeln!(out, "{}", table_row(key, &format!("TODO cause: {what}")));
     }
     out
+}
+
+/// The rows of `reference-disagreements.tsv` grouped by capture, and the slice for one.
+pub fn disagreements_of<'a>(
+    all: &'a BTreeMap<String, Vec<DisagreementRow>>,
+    capture: &str,
+) -> &'a [DisagreementRow] {
+    all.get(capture).map_or(&[][..], Vec::as_slice)
+}
+
+/// One line per audited row (truth and disagreement rows, see [`audit_capture`]): which
+/// references ours equal, the deficits, and what explains the row.
+pub fn write_audit_report(
+    path: &Path,
+    results: &[CaptureResult],
+    known: &KnownDifferences,
+) -> Result<()> {
+    let mut out = String::from(
+        "capture\tstream\tsrc\tdst\tverdict\ttruth\tours_bytes\tours_lost\tequals\t\
+         deficits\tneeds\texplained\tdetail\n",
+    );
+    for r in results {
+        for a in audit_capture(r, known) {
+            let verdict = a
+                .disagreement
+                .map_or("all agree", |i| r.disagreements[i].verdict.as_str());
+            let truth = match a.truth_match {
+                Some(true) => "match",
+                Some(false) => "differs",
+                None => "no row",
+            };
+            let (bytes, lost) = a.ours.map_or((String::new(), String::new()), |i| {
+                (r.ours[i].bytes.to_string(), r.ours[i].lost.to_string())
+            });
+            let equals: Vec<&str> = a.equals.iter().map(|x| x.name()).collect();
+            let deficits: Vec<String> = a
+                .deficits
+                .iter()
+                .map(|d| format!("{}:{}<{}", d.reference.name(), d.ours, d.theirs))
+                .collect();
+            let explained = match a.explained {
+                Explained::No if a.needs_explanation() => "UNEXPLAINED".to_string(),
+                Explained::No => String::new(),
+                Explained::Entry(line) => format!("entry line {line}"),
+                Explained::Rule(rule, line) => format!("{} line {line}", rule.name()),
+            };
+            let _ = writeln!(
+                out,
+                "{}\t{}\t{}\t{}\t{verdict}\t{truth}\t{bytes}\t{lost}\t{}\t{}\t{}\t{explained}\t{}",
+                r.capture,
+                a.key.stream,
+                a.key.src,
+                a.key.dst,
+                equals.join("+"),
+                deficits.join(" "),
+                if a.needs_explanation() { "yes" } else { "" },
+                describe(r, &a)
+            );
+        }
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
 }
 
 /// One line per truth row (and one per extra of ours), for developers to sort and grep.

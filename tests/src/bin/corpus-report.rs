@@ -4,10 +4,13 @@
 //! cargo run -p mos-tests --bin corpus-report -- [--sensor PATH] [--timeout SECS] [CAPTURE-SUBSTRING...]
 
 use anyhow::{bail, Context, Result};
+use mos_tests::disagreements::read_disagreements;
 use mos_tests::known::{KnownDifferences, RowKey};
 use mos_tests::locate::{corpus_dir, list_captures, sensor_bin, workspace_root};
 use mos_tests::matcher::{candidates, Outcome};
-use mos_tests::runner::{check_capture, default_workers, parallel_map, summarize, unlisted_rows};
+use mos_tests::runner::{
+    check_capture, default_workers, disagreements_of, parallel_map, summarize, unlisted_rows,
+};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -47,9 +50,16 @@ fn main() -> Result<()> {
     if captures.is_empty() {
         bail!("no capture name contains any of {filters:?}");
     }
+    let disagreements = read_disagreements(&corpus.join("reference-disagreements.tsv"))?;
     let start = Instant::now();
     let results = parallel_map(&captures, default_workers(), |c| {
-        check_capture(&corpus, &sensor, c, timeout)
+        check_capture(
+            &corpus,
+            &sensor,
+            c,
+            timeout,
+            disagreements_of(&disagreements, c),
+        )
     });
 
     for r in &results {
@@ -119,13 +129,21 @@ fn main() -> Result<()> {
     println!("{summary}");
     println!("elapsed: {:.1} s", start.elapsed().as_secs_f64());
     if !summary.unlisted.is_empty() {
-        println!("\nunlisted agreeing-row differences (paste into tests/known-differences.md once explained):");
+        println!("\nunexplained rows (paste into tests/known-differences.md once explained):");
         print!("{}", unlisted_rows(&summary));
     }
     for e in summary.stale(&known) {
         println!(
             "stale known difference (line {}): now matches: {:?}",
             e.line, e.key
+        );
+    }
+    for e in summary.stale_rules(&known) {
+        println!(
+            "stale rule (line {}): accepted no row: {} for {}",
+            e.line,
+            e.rule.name(),
+            e.capture.as_deref().unwrap_or("*")
         );
     }
     Ok(())
