@@ -55,9 +55,18 @@ for t in "${targets[@]}"; do
     fi
     log="$corpus_root/$t.log"
     start=$(mos_now)
-    if cargo fuzz run -a "$t" "$corpus" -- -max_total_time="$seconds" -jobs="$jobs" \
-        -workers="$jobs" -print_final_stats=1 -rss_limit_mb=4096 \
+    parallel=()
+    if [[ "$jobs" -gt 1 ]]; then
+        # libFuzzer writes each job's log as fuzz-N.log in the working directory.
+        parallel=(-jobs="$jobs" -workers="$jobs")
+    fi
+    if cargo fuzz run -a "$t" "$corpus" -- -max_total_time="$seconds" "${parallel[@]}" \
+        -print_final_stats=1 -rss_limit_mb=4096 \
         -artifact_prefix="$corpus_root/$t-" >"$log" 2>&1; then
+        if [[ "$jobs" -gt 1 ]]; then
+            cat fuzz-*.log >>"$log" 2>/dev/null || true
+            rm -f fuzz-*.log
+        fi
         execs=$(grep -h 'stat::number_of_executed_units' "$log" | awk '{s += $2} END {print s + 0}')
         echo "fuzz $t: $execs executions in $(mos_elapsed "$start") s ($((execs / seconds)) per second), no crash"
     else
