@@ -879,14 +879,20 @@ impl Tracker {
         // The receiver's stream holds what the sender sends: anchor it on the SYN (offset 0 is
         // ISN+1) or, midstream, on the first sequence number the sender is seen using. A SYN
         // with another ISN once bytes are held keeps the first numbering (and the first ISN).
+        // Before that, a second ISN becomes the sender's ISN but does not move offset 0: the
+        // peer's next ACK decides which of the two it took (see the ACK below).
         {
             let recv = &conn.stack(rcv).recv;
-            if syn && !(recv.has_ring() || recv.tail() > 0) {
+            let empty = !(recv.has_ring() || recv.tail() > 0);
+            let prev_isn = conn.stack(snd).isn;
+            if syn && empty {
                 conn.stack_mut(snd).isn = Some(seg.seq);
             }
             let recv = &mut conn.stack_mut(rcv).recv;
             if syn {
-                recv.reanchor(data_seq);
+                if prev_isn.is_none_or(|p| p == seg.seq) {
+                    recv.reanchor(data_seq);
+                }
             } else if !recv.is_anchored() && seg.flags & RST == 0 {
                 recv.anchor(seg.seq);
             }
@@ -909,6 +915,20 @@ impl Tracker {
         // acknowledges that the capture never had become a gap in the sender's own stream.
         let mut gap = None;
         if seg.flags & ACK != 0 && seg.flags & RST == 0 {
+            // Of two ISNs the peer offered before sending a byte, the one this ACK names wins.
+            if let Some(peer_isn) = conn.stack(rcv).isn {
+                let own = &conn.stack(snd).recv;
+                if own.is_anchored() && !own.has_ring() && own.tail() == 0 {
+                    let (latest, anchor) = (peer_isn.wrapping_add(1), own.offset_to_seq(0));
+                    if latest != anchor {
+                        if seg.ack == latest {
+                            conn.stack_mut(snd).recv.reanchor(latest);
+                        } else if seg.ack == anchor {
+                            conn.stack_mut(rcv).isn = Some(anchor.wrapping_sub(1));
+                        }
+                    }
+                }
+            }
             let peer_fin = conn.stack(rcv).fin_seq;
             let own = &mut conn.stack_mut(snd).recv;
             if own.is_anchored() {

@@ -1206,7 +1206,8 @@ fn retransmitted_syn_syn_ack_and_fin_raise_rexmit() {
 
 #[test]
 fn a_second_syn_ack_with_another_isn() {
-    // Before the server sent data, a SYN/ACK with another ISN renumbers the client's stream.
+    // Before the server sent data, the client's ACK decides between two SYN/ACK ISNs: here it
+    // takes the second.
     let mut sim = Sim::default_cfg();
     let cv = Conv::new(40000, 80);
     cv.c2s(&mut sim, SYN, CISN, 0, b"");
@@ -1220,6 +1221,21 @@ fn a_second_syn_ack_with_another_isn() {
         sim.tr.conn(h).unwrap().stack(Side::Svr).isn,
         Some(5_000_000)
     );
+
+    // Here it takes the first (as in ndpi's KakaoTalk captures): the ISN goes back to it.
+    let mut sim = Sim::default_cfg();
+    cv.c2s(&mut sim, SYN, CISN, 0, b"");
+    let ev = cv.s2c(&mut sim, SYN | ACK, SISN, CISN + 1, b"");
+    let h = ev[0].flow;
+    cv.s2c(&mut sim, SYN | ACK, 5_000_000, CISN + 1, b"");
+    assert_eq!(
+        sim.tr.conn(h).unwrap().stack(Side::Svr).isn,
+        Some(5_000_000)
+    );
+    cv.c2s(&mut sim, ACK, CISN + 1, SISN + 1, b"");
+    cv.s2c(&mut sim, ACK | PSH, SISN + 1, CISN + 1, b"hello");
+    assert_eq!(sim.bytes(h, Side::Cli, 0), b"hello".to_vec());
+    assert_eq!(sim.tr.conn(h).unwrap().stack(Side::Svr).isn, Some(SISN));
 
     // Once the server has sent data, the first numbering stays: the second SYN/ACK neither
     // renumbers the stream nor replaces the ISN, and data continues where it was.
