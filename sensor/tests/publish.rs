@@ -286,6 +286,7 @@ fn segment<'a>(
         payload_len: data.len() as u32,
         checksum: ChecksumStatus::Unchecked,
         header_off: [0, 20],
+        tunnel: Default::default(),
     }
 }
 

@@ -199,6 +199,34 @@ pub mod flow_flags {
     pub const ENDED: u32 = 1 << 4;
 }
 
+/// Encapsulations a flow's first packet crossed (bits of a tunnel description's `kinds`).
+pub mod tunnel_kind {
+    /// GRE (RFC 2784/2890, and PPTP's enhanced GRE).
+    pub const GRE: u16 = 1 << 0;
+    /// ERSPAN type I, II or III (inside GRE, which is set too).
+    pub const ERSPAN: u16 = 1 << 1;
+    /// VXLAN (UDP port 4789).
+    pub const VXLAN: u16 = 1 << 2;
+    /// GTP-U (UDP port 2152).
+    pub const GTP_U: u16 = 1 << 3;
+    /// An MPLS label stack.
+    pub const MPLS: u16 = 1 << 4;
+    /// A PPPoE session.
+    pub const PPPOE: u16 = 1 << 5;
+    /// IPv4 or IPv6 directly inside IPv4 or IPv6 (4in4, 6in4, 4in6, 6in6).
+    pub const IP_IN_IP: u16 = 1 << 6;
+    /// Every kind with its name, in bit order.
+    pub const NAMES: [(u16, &str); 7] = [
+        (GRE, "gre"),
+        (ERSPAN, "erspan"),
+        (VXLAN, "vxlan"),
+        (GTP_U, "gtp-u"),
+        (MPLS, "mpls"),
+        (PPPOE, "pppoe"),
+        (IP_IN_IP, "ip-in-ip"),
+    ];
+}
+
 /// Flags of [`SideData::flags`].
 pub mod side_flags {
     /// `isn` is valid (the side's SYN or SYN/ACK was seen).

@@ -15,6 +15,14 @@ pub mod ethertype {
     pub const QINQ: u16 = 0x88a8;
     /// The pre-standard QinQ outer tag.
     pub const QINQ_OLD: u16 = 0x9100;
+    /// MPLS, unicast.
+    pub const MPLS: u16 = 0x8847;
+    /// MPLS, multicast (upstream-assigned labels).
+    pub const MPLS_MULTICAST: u16 = 0x8848;
+    /// PPPoE session stage.
+    pub const PPPOE_SESSION: u16 = 0x8864;
+    /// Transparent Ethernet bridging (an Ethernet frame, in GRE).
+    pub const TEB: u16 = 0x6558;
 }
 
 /// Ethernet header: destination, source, ethertype.
@@ -51,8 +59,9 @@ const LINUX_AF_INET: u8 = 2;
 const LINUX_AF_INET6: u8 = 10;
 
 /// PPP protocol numbers.
-const PPP_IPV4: u16 = 0x0021;
-const PPP_IPV6: u16 = 0x0057;
+pub(super) const PPP_IPV4: u16 = 0x0021;
+pub(super) const PPP_IPV6: u16 = 0x0057;
+pub(super) const PPP_MPLS: u16 = 0x0281;
 
 /// The network-layer bytes of a frame, as the link header announces them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +72,10 @@ pub enum L3<'a> {
     Ipv6(&'a [u8]),
     /// The link header says IP; the version nibble tells which.
     Ip(&'a [u8]),
+    /// An MPLS label stack (see [`super::tunnel`]).
+    Mpls(&'a [u8]),
+    /// A PPPoE session header (see [`super::tunnel`]).
+    Pppoe(&'a [u8]),
     /// The frame carries something else (ARP, LLDP, another family).
     NotIp,
 }
@@ -118,7 +131,7 @@ fn be16(data: &[u8], off: usize) -> Option<u16> {
 }
 
 /// Follows any number of VLAN tags, then maps the ethertype.
-fn by_ethertype(mut ty: u16, mut rest: &[u8]) -> Result<L3<'_>, ParseError> {
+pub(super) fn by_ethertype(mut ty: u16, mut rest: &[u8]) -> Result<L3<'_>, ParseError> {
     while matches!(ty, ethertype::VLAN | ethertype::QINQ | ethertype::QINQ_OLD) {
         ty = be16(rest, 2).ok_or(ParseError::Truncated("vlan"))?;
         rest = &rest[VLAN_TAG_LEN..];
@@ -130,6 +143,8 @@ fn l3_for_ethertype(ty: u16, rest: &[u8]) -> L3<'_> {
     match ty {
         ethertype::IPV4 => L3::Ipv4(rest),
         ethertype::IPV6 => L3::Ipv6(rest),
+        ethertype::MPLS | ethertype::MPLS_MULTICAST => L3::Mpls(rest),
+        ethertype::PPPOE_SESSION => L3::Pppoe(rest),
         _ => L3::NotIp,
     }
 }
@@ -159,6 +174,7 @@ fn strip_ppp(data: &[u8]) -> Result<L3<'_>, ParseError> {
     Ok(match proto {
         PPP_IPV4 => L3::Ipv4(rest),
         PPP_IPV6 => L3::Ipv6(rest),
+        PPP_MPLS => L3::Mpls(rest),
         _ => L3::NotIp,
     })
 }
