@@ -165,7 +165,7 @@ impl PubSim {
     fn new(tcfg: TrackerConfig, rings: u64) -> Self {
         let cfg = config(rings, tcfg.max_flows as u64 + 2, 64);
         let (region, part) = main_region(&cfg);
-        let publisher = SlotPublisher::new(part.slots, part.metas, RING as usize);
+        let publisher = SlotPublisher::new(part.slots, part.metas, part.tunnels, RING as usize);
         let tr = Tracker::with_publisher(tcfg, part.ring_bytes, publisher).expect("tracker");
         PubSim {
             tr,
