@@ -67,6 +67,32 @@ mod gre {
     pub const ERSPAN_3: u16 = 0x22eb;
     /// PPP (PPTP).
     pub const PPP: u16 = 0x880b;
+    /// Aruba access points: an 802.11 frame without FCS.
+    pub const ARUBA_WLAN: u16 = 0x8200;
+}
+
+/// 802.11 data frames (as Aruba access points tunnel them) and the LLC/SNAP header after them.
+mod wlan {
+    /// Frame control, duration, three addresses, sequence control.
+    pub const HEADER_LEN: usize = 24;
+    /// The fourth address, when both ToDS and FromDS are set.
+    pub const ADDR4_LEN: usize = 6;
+    pub const QOS_LEN: usize = 2;
+    pub const HT_CONTROL_LEN: usize = 4;
+    pub const TYPE_DATA: u8 = 2;
+    /// Subtype bits: QoS, and "no data" (null and CF frames without payload).
+    pub const SUBTYPE_QOS: u8 = 0x8;
+    pub const SUBTYPE_NO_DATA: u8 = 0x4;
+    /// Flag bits of frame control's second byte.
+    pub const FLAGS_DS: u8 = 0x03;
+    pub const FLAG_PROTECTED: u8 = 0x40;
+    pub const FLAG_ORDER: u8 = 0x80;
+    /// QoS control: the payload is an A-MSDU.
+    pub const QOS_AMSDU: u8 = 0x80;
+    /// LLC/SNAP: DSAP, SSAP, control, an OUI (RFC 1042 or 802.1H), then the ethertype.
+    pub const SNAP_LEN: usize = 8;
+    pub const SNAP_RFC1042: [u8; 6] = [0xaa, 0xaa, 0x03, 0, 0, 0];
+    pub const SNAP_BRIDGE_TUNNEL: [u8; 6] = [0xaa, 0xaa, 0x03, 0, 0, 0xf8];
 }
 
 /// ERSPAN headers.
@@ -379,11 +405,54 @@ fn gre_packet<'a>(b: &'a [u8], room: usize, t: &mut Tunnel) -> Result<Layer<'a>,
                 _ => Ok(after(b, room, len, |_| L3::NotIp)),
             }
         }
+        gre::ARUBA_WLAN => wlan_data(b, room),
         _ => Ok(Layer {
             l3: link::by_ethertype(ptype, b)?,
             room,
         }),
     }
+}
+
+/// An 802.11 data frame and its LLC/SNAP header; frames without an unencrypted single payload
+/// (management, control, null data, protected frames, A-MSDUs) carry no IP here.
+fn wlan_data(b: &[u8], room: usize) -> Result<Layer<'_>, ParseError> {
+    let not_ip = Layer {
+        l3: L3::NotIp,
+        room,
+    };
+    need(b, room, wlan::HEADER_LEN, "802.11")?;
+    let (fc, flags) = (b[0], b[1]);
+    let subtype = fc >> 4;
+    if (fc >> 2) & 3 != wlan::TYPE_DATA
+        || subtype & wlan::SUBTYPE_NO_DATA != 0
+        || flags & wlan::FLAG_PROTECTED != 0
+    {
+        return Ok(not_ip);
+    }
+    let mut len = wlan::HEADER_LEN;
+    if flags & wlan::FLAGS_DS == wlan::FLAGS_DS {
+        len += wlan::ADDR4_LEN;
+    }
+    if subtype & wlan::SUBTYPE_QOS != 0 {
+        len += wlan::QOS_LEN;
+        need(b, room, len, "802.11")?;
+        if b[len - 2] & wlan::QOS_AMSDU != 0 {
+            return Ok(not_ip);
+        }
+        if flags & wlan::FLAG_ORDER != 0 {
+            len += wlan::HT_CONTROL_LEN;
+        }
+    }
+    need(b, room, len + wlan::SNAP_LEN, "802.11")?;
+    let snap = &b[len..len + 6];
+    if snap != wlan::SNAP_RFC1042 && snap != wlan::SNAP_BRIDGE_TUNNEL {
+        return Ok(not_ip);
+    }
+    let len = len + wlan::SNAP_LEN;
+    Ok(Layer {
+        l3: link::by_ethertype(be16(b, len - 2), &b[len..])?,
+        room: room - len,
+    })
 }
 
 /// PPTP's enhanced GRE (RFC 2637): a key made of the payload length and the call ID, an
@@ -843,6 +912,29 @@ mod tests {
             let t = tcp_in(LinkType::Raw, &f, &inner4());
             assert_eq!(t.tunnel.id, Some(TunnelId::ErspanSession(0x205)));
         }
+    }
+
+    #[test]
+    fn aruba_wlan_qos_data_frame() {
+        let mut w = vec![0x88, 0x01, 0, 0];
+        w.extend_from_slice(&[0x11; 18]);
+        w.extend_from_slice(&[0x40, 0x7d, 0, 0]);
+        w.extend_from_slice(&[0xaa, 0xaa, 0x03, 0, 0, 0, 0x08, 0x00]);
+        w.extend_from_slice(&inner4());
+        let f = outer4(proto::GRE, &gre(0, gre::ARUBA_WLAN, 0, &w));
+        let t = tcp_in(LinkType::Raw, &f, &inner4());
+        assert_eq!(t.tunnel.kinds, kind::GRE);
+        // Protected, it carries no readable IP: the carrier is other IP.
+        let mut p = w.clone();
+        p[1] |= wlan::FLAG_PROTECTED;
+        let f = outer4(proto::GRE, &gre(0, gre::ARUBA_WLAN, 0, &p));
+        assert!(matches!(
+            parse_packet(&pkt(LinkType::Raw, &f), true),
+            Ok(Parsed::OtherIp {
+                proto: proto::GRE,
+                ..
+            })
+        ));
     }
 
     #[test]
