@@ -99,7 +99,7 @@ pub struct FlowRecord {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TunnelRecord {
     /// The encapsulations crossed, by name (`gre`, `erspan`, `vxlan`, `gtp-u`, `mpls`,
-    /// `pppoe`, `ip-in-ip`), in that fixed order rather than the order met.
+    /// `pppoe`, `ip-in-ip`, `l2tp`, `ayiya`), in that fixed order rather than the order met.
     pub encaps: Vec<&'static str>,
     /// How many encapsulations were crossed.
     pub depth: u8,

@@ -283,8 +283,12 @@ pub mod tunnel_kind {
     pub const PPPOE: u16 = 1 << 5;
     /// IPv4 or IPv6 directly inside IPv4 or IPv6 (4in4, 6in4, 4in6, 6in6).
     pub const IP_IN_IP: u16 = 1 << 6;
+    /// L2TPv2 (UDP port 1701), PPP inside.
+    pub const L2TP: u16 = 1 << 7;
+    /// AYIYA (UDP port 5072).
+    pub const AYIYA: u16 = 1 << 8;
     /// Every kind with its name, in bit order.
-    pub const NAMES: [(u16, &str); 7] = [
+    pub const NAMES: [(u16, &str); 9] = [
         (GRE, "gre"),
         (ERSPAN, "erspan"),
         (VXLAN, "vxlan"),
@@ -292,6 +296,8 @@ pub mod tunnel_kind {
         (MPLS, "mpls"),
         (PPPOE, "pppoe"),
         (IP_IN_IP, "ip-in-ip"),
+        (L2TP, "l2tp"),
+        (AYIYA, "ayiya"),
     ];
 }
 

@@ -2,8 +2,8 @@
 //!
 //! A frame may carry its TCP segment inside encapsulations, nested in any order: MPLS label
 //! stacks and PPPoE sessions below IP; GRE (with ERSPAN types I, II and III, transparent
-//! Ethernet bridging and PPTP's enhanced GRE), VXLAN, GTP-U and IP in IP (4in4, 6in4, 4in6,
-//! 6in6) above it. The walk strips one encapsulation per step, at most [`MAX_DEPTH`] of them;
+//! Ethernet bridging, Aruba's 802.11 frames and PPTP's enhanced GRE), VXLAN, GTP-U, L2TPv2,
+//! AYIYA and IP in IP (4in4, 6in4, 4in6, 6in6) above it. The walk strips one encapsulation per step, at most [`MAX_DEPTH`] of them;
 //! a frame that nests deeper is malformed.
 //!
 //! Each step knows two lengths: the bytes the frame holds (a slice, possibly cut by the snap
@@ -42,6 +42,29 @@ mod port {
     pub const VXLAN: u16 = 4789;
     /// GTP-U (either port).
     pub const GTP_U: u16 = 2152;
+    /// L2TP (either port).
+    pub const L2TP: u16 = 1701;
+    /// AYIYA (either port).
+    pub const AYIYA: u16 = 5072;
+}
+
+/// L2TPv2 (RFC 2661) data messages: flags and version, optional length, tunnel and session
+/// IDs, optional Ns/Nr, optional offset; then a PPP frame.
+mod l2tp {
+    pub const FLAG_CONTROL: u16 = 0x8000;
+    pub const FLAG_LENGTH: u16 = 0x4000;
+    pub const FLAG_SEQUENCE: u16 = 0x0800;
+    pub const FLAG_OFFSET: u16 = 0x0200;
+    pub const VERSION_MASK: u16 = 0x000f;
+    pub const VERSION_2: u16 = 2;
+}
+
+/// AYIYA (draft-massar-v6ops-ayiya): identity length and type, signature length and hash,
+/// authentication and opcode, next header, epoch; then the identity and the signature.
+mod ayiya {
+    pub const HEADER_LEN: usize = 8;
+    /// Opcode "forward": the payload is a packet.
+    pub const OP_FORWARD: u8 = 1;
 }
 
 /// GRE (RFC 2784, RFC 2890, and RFC 2637's enhanced GRE for PPTP).
@@ -481,7 +504,6 @@ fn pptp<'a>(
     if payload_len > room {
         return Err(ParseError::Malformed("gre"));
     }
-    let b = &b[len..];
     if payload_len == 0 {
         // An acknowledgment alone.
         return Ok(Layer {
@@ -489,21 +511,7 @@ fn pptp<'a>(
             room: 0,
         });
     }
-    // PPP's header is at most 4 bytes (address, control, protocol); reading it whole keeps a
-    // cut frame from being read another way.
-    need(b, payload_len, payload_len.min(4), "ppp")?;
-    let l3 = link::strip_link(LinkType::Ppp, b)?;
-    let consumed = match l3 {
-        L3::Ipv4(r) | L3::Ipv6(r) | L3::Ip(r) | L3::Mpls(r) | L3::Pppoe(r) => b.len() - r.len(),
-        L3::NotIp => 0,
-    };
-    if consumed > payload_len {
-        return Err(ParseError::Malformed("ppp"));
-    }
-    Ok(Layer {
-        l3,
-        room: payload_len - consumed,
-    })
+    ppp_frame(&b[len..], payload_len)
 }
 
 /// A UDP datagram that carries a tunnel by its ports (VXLAN, GTP-U), or `None` for any other.
@@ -515,10 +523,15 @@ fn udp_tunnel<'a>(
     const UDP_LEN: usize = 8;
     need(b, room, UDP_LEN, "udp")?;
     let (sport, dport, len) = (be16(b, 0), be16(b, 2), usize::from(be16(b, 4)));
+    let either = |p| sport == p || dport == p;
     let k = if dport == port::VXLAN {
         kind::VXLAN
-    } else if sport == port::GTP_U || dport == port::GTP_U {
+    } else if either(port::GTP_U) {
         kind::GTP_U
+    } else if either(port::L2TP) {
+        kind::L2TP
+    } else if either(port::AYIYA) {
+        kind::AYIYA
     } else {
         return Ok(None);
     };
@@ -526,16 +539,99 @@ fn udp_tunnel<'a>(
         return Err(ParseError::Malformed("udp"));
     }
     let (b, room) = (&b[UDP_LEN..], len - UDP_LEN);
-    let next = if k == kind::VXLAN {
-        need(b, room, vxlan::HEADER_LEN, "vxlan")?;
-        if b[0] & vxlan::FLAG_I != 0 {
-            t.identify(TunnelId::VxlanVni(be32(b, 4) >> 8));
+    let next = match k {
+        kind::VXLAN => {
+            need(b, room, vxlan::HEADER_LEN, "vxlan")?;
+            if b[0] & vxlan::FLAG_I != 0 {
+                t.identify(TunnelId::VxlanVni(be32(b, 4) >> 8));
+            }
+            ethernet(&b[vxlan::HEADER_LEN..], room - vxlan::HEADER_LEN)?
         }
-        ethernet(&b[vxlan::HEADER_LEN..], room - vxlan::HEADER_LEN)?
-    } else {
-        gtp_u(b, room, t)?
+        kind::GTP_U => gtp_u(b, room, t)?,
+        kind::L2TP => l2tp_data(b, room)?,
+        _ => ayiya_packet(b, room)?,
     };
     Ok(Some((k, next)))
+}
+
+/// An L2TPv2 data message and the PPP frame in it; control messages and other versions carry
+/// no IP.
+fn l2tp_data(b: &[u8], room: usize) -> Result<Layer<'_>, ParseError> {
+    need(b, room, 2, "l2tp")?;
+    let flags = be16(b, 0);
+    if flags & l2tp::FLAG_CONTROL != 0 || flags & l2tp::VERSION_MASK != l2tp::VERSION_2 {
+        return Ok(Layer {
+            l3: L3::NotIp,
+            room,
+        });
+    }
+    let mut room = room;
+    let mut len = 2;
+    if flags & l2tp::FLAG_LENGTH != 0 {
+        need(b, room, len + 2, "l2tp")?;
+        // The length covers the whole message, header included.
+        let total = usize::from(be16(b, len));
+        if total > room {
+            return Err(ParseError::Malformed("l2tp"));
+        }
+        room = total;
+        len += 2;
+    }
+    // Tunnel ID and session ID.
+    len += 4;
+    if flags & l2tp::FLAG_SEQUENCE != 0 {
+        len += 4;
+    }
+    if flags & l2tp::FLAG_OFFSET != 0 {
+        need(b, room, len + 2, "l2tp")?;
+        len += 2 + usize::from(be16(b, len));
+    }
+    need(b, room, len, "l2tp")?;
+    ppp_frame(&b[len..], room - len)
+}
+
+/// A PPP frame inside a tunnel (PPTP, L2TP).
+fn ppp_frame(b: &[u8], room: usize) -> Result<Layer<'_>, ParseError> {
+    // PPP's header is at most 4 bytes (address, control, protocol); reading it whole keeps a
+    // cut frame from being read another way.
+    need(b, room, room.min(4), "ppp")?;
+    let l3 = link::strip_link(LinkType::Ppp, b)?;
+    let consumed = match l3 {
+        L3::Ipv4(r) | L3::Ipv6(r) | L3::Ip(r) | L3::Mpls(r) | L3::Pppoe(r) => b.len() - r.len(),
+        L3::NotIp => 0,
+    };
+    if consumed > room {
+        return Err(ParseError::Malformed("ppp"));
+    }
+    Ok(Layer {
+        l3,
+        room: room - consumed,
+    })
+}
+
+/// An AYIYA packet: a forwarded packet whose next header is IPv4 or IPv6; anything else
+/// (heartbeats, queries) carries none.
+fn ayiya_packet(b: &[u8], room: usize) -> Result<Layer<'_>, ParseError> {
+    need(b, room, ayiya::HEADER_LEN, "ayiya")?;
+    // The identity is 2^IDLen bytes; the signature SigLen 4-byte words.
+    let id_len = 1usize << (b[0] >> 4);
+    let sig_len = usize::from(b[1] >> 4) * 4;
+    let len = ayiya::HEADER_LEN + id_len + sig_len;
+    need(b, room, len, "ayiya")?;
+    if b[2] & 0x0f != ayiya::OP_FORWARD {
+        return Ok(Layer {
+            l3: L3::NotIp,
+            room,
+        });
+    }
+    Ok(match b[3] {
+        proto::IPV4 => after(b, room, len, L3::Ipv4),
+        proto::IPV6 => after(b, room, len, L3::Ipv6),
+        _ => Layer {
+            l3: L3::NotIp,
+            room,
+        },
+    })
 }
 
 /// A GTPv1-U message: a T-PDU carries a user IP packet; other messages (echo, error
@@ -938,6 +1034,40 @@ mod tests {
     }
 
     #[test]
+    fn l2tp_data_message_with_ppp() {
+        let mut ppp = vec![0xff, 0x03, 0x00, 0x57];
+        ppp.extend_from_slice(&inner6());
+        // Length, sequence and offset (2 bytes of padding) present.
+        let mut m = vec![0x4a, 0x02];
+        m.extend_from_slice(&((16 + ppp.len()) as u16).to_be_bytes());
+        m.extend_from_slice(&[0, 1, 0, 2, 0, 5, 0, 6, 0, 2, 0xee, 0xee]);
+        m.extend_from_slice(&ppp);
+        let f = outer4(proto::UDP, &udp(1701, 1701, &m));
+        let t = tcp_in(LinkType::Raw, &f, &inner6());
+        assert_eq!(t.tunnel.kinds, kind::L2TP);
+        // A control message carries no IP.
+        let f = outer4(
+            proto::UDP,
+            &udp(1701, 1701, &[0xc8, 0x02, 0, 12, 0, 1, 0, 0, 0, 0, 0, 0]),
+        );
+        assert!(matches!(
+            parse_packet(&pkt(LinkType::Raw, &f), true),
+            Ok(Parsed::OtherIp { proto: 17, .. })
+        ));
+    }
+
+    #[test]
+    fn ayiya_forwarding_ipv6() {
+        // A 16-byte identity (IDLen 4), a 20-byte signature (SigLen 5), opcode forward.
+        let mut a = vec![0x41, 0x52, 0x11, proto::IPV6, 0, 0, 0, 1];
+        a.extend_from_slice(&[0x77; 36]);
+        a.extend_from_slice(&inner6());
+        let f = outer4(proto::UDP, &udp(5072, 5072, &a));
+        let t = tcp_in(LinkType::Raw, &f, &inner6());
+        assert_eq!(t.tunnel.kinds, kind::AYIYA);
+    }
+
+    #[test]
     fn pptp_enhanced_gre_with_ppp() {
         let mut ppp = vec![0xff, 0x03, 0x00, 0x21];
         ppp.extend_from_slice(&inner4());
@@ -1203,7 +1333,7 @@ mod tests {
         /// keeps its payload within its declared length.
         #[test]
         fn random_tunnel_bodies_never_panic(
-            way in 0usize..6,
+            way in 0usize..8,
             body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..160),
         ) {
             let (link, f) = match way {
@@ -1212,6 +1342,8 @@ mod tests {
                 2 => (LinkType::Raw, outer6(proto::UDP, &udp(port::GTP_U, 9, &body))),
                 3 => (LinkType::Ethernet, eth(ethertype::MPLS, &body)),
                 4 => (LinkType::Ethernet, eth(ethertype::PPPOE_SESSION, &body)),
+                5 => (LinkType::Raw, outer4(proto::UDP, &udp(port::L2TP, 9, &body))),
+                6 => (LinkType::Raw, outer4(proto::UDP, &udp(port::AYIYA, 9, &body))),
                 _ => (LinkType::Raw, outer4(proto::GRE, &gre(gre::S, gre::ERSPAN_3, 0, &body))),
             };
             if let Ok(Parsed::Tcp(t)) = parse_packet(&pkt(link, &f), true) {
