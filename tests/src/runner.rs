@@ -238,6 +238,9 @@ pub struct Summary {
     pub extras: usize,
     /// Agreeing rows that differ, are not in known-differences.md, in captures that ran.
     pub unlisted: Vec<(RowKey, String)>,
+    /// Rows only Wireshark produced that differ, in captures that ran (informative: the test
+    /// does not require them).
+    pub tshark_only_differing: Vec<(RowKey, String)>,
     /// Every row (agreeing or not) that does not match, in captures that ran.
     pub differing: BTreeSet<RowKey>,
     /// Captures whose sensor run and comparison completed.
@@ -302,6 +305,10 @@ pub fn summarize(results: &[CaptureResult], known: &KnownDifferences) -> Summary
                 if t.is_agreeing() && known.get(&key).is_none() {
                     s.unlisted.push((key.clone(), describe_difference(r, i)));
                 }
+                if !t.is_agreeing() {
+                    s.tshark_only_differing
+                        .push((key.clone(), describe_difference(r, i)));
+                }
                 s.differing.insert(key);
             }
         }
@@ -345,6 +352,19 @@ impl std::fmt::Display for Summary {
             self.extras
         )
     }
+}
+
+/// One line per Wireshark-only row that differs: capture, stream, direction, and how.
+pub fn tshark_only_rows(s: &Summary) -> String {
+    let mut out = String::new();
+    for (key, what) in &s.tshark_only_differing {
+        let _ = writeln!(
+            out,
+            "  {} stream {} {} -> {}: {what}",
+            key.capture, key.stream, key.src, key.dst
+        );
+    }
+    out
 }
 
 /// Table lines for unlisted differences, ready to paste into known-differences.md.

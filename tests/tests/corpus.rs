@@ -6,7 +6,8 @@ use anyhow::Result;
 use mos_tests::known::KnownDifferences;
 use mos_tests::locate::{corpus_dir, list_captures, sensor_bin, target_dir, workspace_root};
 use mos_tests::runner::{
-    check_capture, default_workers, parallel_map, summarize, unlisted_rows, write_report,
+    check_capture, default_workers, parallel_map, summarize, tshark_only_rows, unlisted_rows,
+    write_report,
 };
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -32,6 +33,10 @@ fn corpus_matches_agreeing_references() -> Result<()> {
     write_report(&report, &results, &known)?;
     let summary = summarize(&results, &known);
     println!("{summary}");
+    println!(
+        "tshark-only rows that differ (not required; see tests/known-differences.md):\n{}",
+        tshark_only_rows(&summary)
+    );
     println!(
         "elapsed: {:.1} s; per-row report: {}",
         start.elapsed().as_secs_f64(),
