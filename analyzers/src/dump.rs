@@ -121,6 +121,7 @@ impl PeekDump {
                     guessed: info.guessed,
                     start_ns: info.start_ns,
                     last_ns: info.last_ns,
+                    tunnel: info.tunnel,
                 },
             )?;
         }

@@ -219,6 +219,7 @@ fn mos_dump_writes_what_the_shared_writer_writes() {
                 guessed: false,
                 start_ns: d.start_ns,
                 last_ns: d.last_ns,
+                tunnel: None,
             },
         )
         .unwrap();

@@ -14,8 +14,10 @@ use crate::packet::Packet;
 use crate::regions::Regions;
 use crate::sockopt::{OptValue, OverlapPolicy, RingFragment, SockOpt, TcpBufInfo};
 use crate::stream::{self, Chunk};
-use shm_layout::flow::{read_flow, read_flow_with_meta};
-use shm_layout::layout::{flow_flags, side_flags, EventRecord, FlowData, RingMeta, NO_PKT};
+use shm_layout::flow::{read_flow, read_flow_with_meta, read_flow_with_tunnel};
+use shm_layout::layout::{
+    flow_flags, side_flags, EventRecord, FlowData, FlowSlot, RingMeta, TunnelData, NO_PKT,
+};
 use shm_layout::pktlog::read_packet;
 use shm_layout::{Side, TcpState, MOS_SIDE_BOTH};
 use std::collections::HashMap;
@@ -125,12 +127,41 @@ fn stale(flow: FlowId, why: &str) -> Error {
     Error::new(Errno::EBADF, format!("flow handle {flow} is stale ({why})"))
 }
 
-/// Copies a flow's slot (and, with `side`, that side's ring metadata) and checks the handle.
-pub(crate) fn load_flow(
+/// Copies a flow's slot and, when it has one, the tunnel record of its first packet, and
+/// checks the handle.
+pub(crate) fn load_flow_tunnel(
     regions: &Regions,
     flow: FlowId,
-    side: Option<Side>,
-) -> Result<(FlowData, Option<RingMeta>)> {
+) -> Result<(FlowData, Option<TunnelData>)> {
+    let slot = flow_slot(regions, flow)?;
+    let tunnel = regions
+        .tunnels(usize::from(flow.worker))?
+        .and_then(|t| t.get(flow.slot as usize));
+    let (snap, t) =
+        patiently(|| read_flow_with_tunnel(slot, tunnel, SLOT_TRIES)).ok_or_else(|| busy(flow))?;
+    check_handle(flow, &snap.data)?;
+    Ok((snap.data, t))
+}
+
+fn busy(flow: FlowId) -> Error {
+    Error::new(
+        Errno::EAGAIN,
+        format!("flow {flow}'s slot stayed busy (the sensor kept writing it)"),
+    )
+}
+
+fn check_handle(flow: FlowId, data: &FlowData) -> Result<()> {
+    if data.flags & flow_flags::LIVE == 0 {
+        return Err(stale(flow, "connection gone"));
+    }
+    if data.generation != flow.generation {
+        return Err(stale(flow, "slot reused"));
+    }
+    Ok(())
+}
+
+/// The slot a handle names (`EBADF` for a worker or slot out of range).
+fn flow_slot(regions: &Regions, flow: FlowId) -> Result<&FlowSlot> {
     let w = usize::from(flow.worker);
     if w >= regions.nworkers {
         return Err(Error::new(
@@ -142,7 +173,7 @@ pub(crate) fn load_flow(
         ));
     }
     let slots = regions.slots(w)?;
-    let slot = slots.get(flow.slot as usize).ok_or_else(|| {
+    slots.get(flow.slot as usize).ok_or_else(|| {
         Error::new(
             Errno::EBADF,
             format!(
@@ -151,34 +182,32 @@ pub(crate) fn load_flow(
                 slots.len()
             ),
         )
-    })?;
-    let busy = || {
-        Error::new(
-            Errno::EAGAIN,
-            format!("flow {flow}'s slot stayed busy (the sensor kept writing it)"),
-        )
-    };
+    })
+}
+
+/// Copies a flow's slot (and, with `side`, that side's ring metadata) and checks the handle.
+pub(crate) fn load_flow(
+    regions: &Regions,
+    flow: FlowId,
+    side: Option<Side>,
+) -> Result<(FlowData, Option<RingMeta>)> {
+    let slot = flow_slot(regions, flow)?;
     let (data, meta) = match side {
         Some(s) => {
-            let metas = regions.ring_metas(w)?;
+            let metas = regions.ring_metas(usize::from(flow.worker))?;
             let (snap, meta) =
                 patiently(|| read_flow_with_meta(slot, metas, s.index(), SLOT_TRIES))
-                    .ok_or_else(busy)?;
+                    .ok_or_else(|| busy(flow))?;
             (snap.data, meta)
         }
         None => (
             patiently(|| read_flow(slot, SLOT_TRIES))
-                .ok_or_else(busy)?
+                .ok_or_else(|| busy(flow))?
                 .data,
             None,
         ),
     };
-    if data.flags & flow_flags::LIVE == 0 {
-        return Err(stale(flow, "connection gone"));
-    }
-    if data.generation != flow.generation {
-        return Err(stale(flow, "slot reused"));
-    }
+    check_handle(flow, &data)?;
     Ok((data, meta))
 }
 
@@ -346,8 +375,10 @@ impl Ctx<'_> {
 
     /// A copy of what the flow's slot says.
     pub fn flow_info(&self, flow: FlowId) -> Result<FlowInfo> {
-        let (d, _) = load_flow(self.regions, flow, None)?;
-        Ok(FlowInfo::from_data(flow, &d))
+        let (d, tunnel) = load_flow_tunnel(self.regions, flow)?;
+        let mut info = FlowInfo::from_data(flow, &d);
+        info.tunnel = tunnel;
+        Ok(info)
     }
 
     /// `mtcp_getsockopt` at `SOL_MONSOCKET`.

@@ -13,13 +13,14 @@
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use shm_layout::layout::{tunnel_flags, tunnel_id, tunnel_kind, TunnelData};
 use shm_layout::Side;
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::hash::Hash;
 use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// Bytes a direction buffers in memory before appending to its file.
@@ -86,10 +87,66 @@ pub struct FlowRecord {
     pub c2s_file: Option<String>,
     /// The server-to-client stream file (null when empty).
     pub s2c_file: Option<String>,
+    /// The tunnel the connection's first packet came through (null: none).
+    pub tunnel: Option<TunnelRecord>,
     #[serde(skip)]
     start_ns: u64,
     #[serde(skip)]
     serial: u64,
+}
+
+/// A connection's tunnel as `flows.jsonl` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TunnelRecord {
+    /// The encapsulations crossed, by name (`gre`, `erspan`, `vxlan`, `gtp-u`, `mpls`,
+    /// `pppoe`, `ip-in-ip`, `l2tp`, `ayiya`), in that fixed order rather than the order met.
+    pub encaps: Vec<&'static str>,
+    /// How many encapsulations were crossed.
+    pub depth: u8,
+    /// Source of the outermost IP header, when that header carried a tunnel.
+    pub outer_src: Option<IpAddr>,
+    /// Its destination.
+    pub outer_dst: Option<IpAddr>,
+    /// What `id` is: `gre_key`, `erspan_session`, `vxlan_vni`, `gtp_teid` or `mpls_label`
+    /// (the first identifier met from the outside); null when none was met.
+    pub id_kind: Option<&'static str>,
+    /// The identifier.
+    pub id: Option<u32>,
+}
+
+impl TunnelRecord {
+    /// The record of a published tunnel description.
+    pub fn from_data(t: &TunnelData) -> TunnelRecord {
+        let v6 = t.flags & tunnel_flags::OUTER_IPV6 != 0;
+        let addr = |a: &[u8; 16]| {
+            if v6 {
+                IpAddr::V6(Ipv6Addr::from(*a))
+            } else {
+                IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+            }
+        };
+        let outer = (t.flags & tunnel_flags::OUTER != 0).then(|| t.outer.each_ref().map(addr));
+        let id_kind = match t.id_kind {
+            tunnel_id::GRE_KEY => Some("gre_key"),
+            tunnel_id::ERSPAN_SESSION => Some("erspan_session"),
+            tunnel_id::VXLAN_VNI => Some("vxlan_vni"),
+            tunnel_id::GTP_TEID => Some("gtp_teid"),
+            tunnel_id::MPLS_LABEL => Some("mpls_label"),
+            _ => None,
+        };
+        TunnelRecord {
+            encaps: tunnel_kind::NAMES
+                .iter()
+                .filter(|(bit, _)| t.kinds & bit != 0)
+                .map(|&(_, name)| name)
+                .collect(),
+            depth: t.depth,
+            outer_src: outer.map(|[s, _]| s),
+            outer_dst: outer.map(|[_, d]| d),
+            id_kind,
+            id: id_kind.map(|_| t.id),
+        }
+    }
 }
 
 /// What is known of a connection when it is closed.
@@ -105,6 +162,8 @@ pub struct FlowEnd {
     pub start_ns: u64,
     /// Time of the last packet.
     pub last_ns: u64,
+    /// The tunnel its first packet came through, if any.
+    pub tunnel: Option<TunnelData>,
 }
 
 #[derive(Debug)]
@@ -245,6 +304,7 @@ impl<K: Hash + Eq> DumpWriter<K> {
             s2c_lost: s2c.lost,
             c2s_file: c2s.written.then_some(c2s.name),
             s2c_file: s2c.written.then_some(s2c.name),
+            tunnel: end.tunnel.as_ref().map(TunnelRecord::from_data),
             start_ns: end.start_ns,
             serial: open.serial,
         });
@@ -384,6 +444,7 @@ mod tests {
             guessed: false,
             start_ns: 1_500_000_000,
             last_ns: 2_000_000_000,
+            tunnel: None,
         };
         let rec = w.close(&7, end).unwrap().unwrap().clone();
         assert_eq!(rec.client, "10.0.0.1:40000");
@@ -416,6 +477,7 @@ mod tests {
             guessed: true,
             start_ns,
             last_ns: start_ns,
+            tunnel: None,
         };
         for (k, serial, client, start) in [
             (1, 0, "10.0.0.9:1", 5),

@@ -1,7 +1,7 @@
 //! Flow handles and what a flow slot says about its connection.
 
 use crate::event::EndReason;
-use shm_layout::layout::{flow_flags, side_flags, FlowData, SideData};
+use shm_layout::layout::{flow_flags, side_flags, FlowData, SideData, TunnelData};
 use shm_layout::{Side, TcpState};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -82,6 +82,9 @@ pub struct FlowInfo {
     pub last_ns: u64,
     /// `[client side, server side]`, indexed by [`Side::index`].
     pub sides: [SideInfo; 2],
+    /// The tunnel the connection's first packet came through (`None`: none, or a sensor that
+    /// does not publish tunnels). Filled by [`crate::Ctx::flow_info`].
+    pub tunnel: Option<TunnelData>,
 }
 
 impl FlowInfo {
@@ -102,6 +105,7 @@ impl FlowInfo {
                 SideInfo::from_data(&d.sides[0]),
                 SideInfo::from_data(&d.sides[1]),
             ],
+            tunnel: None,
         }
     }
 

@@ -8,8 +8,8 @@
 
 use crate::error::{Errno, Error, Result};
 use shm_layout::layout::{
-    AnalyzerPage, ConfigInfo, EventRingHeader, EventSlot, FlowSlot, Header, PktLogEntry,
-    PktLogHeader, RingMetaSlot,
+    features, AnalyzerPage, ConfigInfo, EventRingHeader, EventSlot, FlowSlot, Header, PktLogEntry,
+    PktLogHeader, RingMetaSlot, TunnelSlot,
 };
 use shm_layout::plan::{EventPlan, MainPlan};
 use shm_layout::region::{Mapping, WriteProbe};
@@ -42,6 +42,8 @@ pub(crate) struct Regions {
     pub config: ConfigInfo,
     pub nworkers: usize,
     pub welcome: Welcome,
+    /// The sensor publishes tunnel records ([`features::TUNNELS`]; ABI minor 2 on).
+    tunnels: bool,
 }
 
 fn proto(msg: impl Into<String>) -> Error {
@@ -98,6 +100,7 @@ impl Regions {
             )));
         }
         let config = header.config;
+        let tunnels = header.features & features::TUNNELS != 0;
         let r = Regions {
             main,
             events,
@@ -110,6 +113,7 @@ impl Regions {
             config,
             nworkers,
             welcome,
+            tunnels,
         };
         // Every fixed part must be viewable before anyone relies on it.
         r.page_view()?;
@@ -117,6 +121,7 @@ impl Regions {
             r.event_ring(w)?;
             r.slots(w)?;
             r.ring_metas(w)?;
+            r.tunnels(w)?;
             if r.config.pktlog_entries > 0 {
                 r.pktlog(w)?;
             }
@@ -185,6 +190,26 @@ impl Regions {
             .ok_or_else(|| {
                 proto(format!(
                     "worker {w}'s flow slots lie outside the main region"
+                ))
+            })
+    }
+
+    /// Worker `w`'s tunnel records, one per flow slot (`None` from a sensor that publishes
+    /// none).
+    pub fn tunnels(&self, w: usize) -> Result<Option<&[TunnelSlot]>> {
+        if !self.tunnels {
+            return Ok(None);
+        }
+        let p = self.plan.workers.get(w).ok_or_else(|| no_worker(w))?;
+        self.main
+            .slice(
+                to_usize(p.tunnels_off, "tunnel records")?,
+                to_usize(self.config.slots_per_worker, "tunnel records")?,
+            )
+            .map(Some)
+            .ok_or_else(|| {
+                proto(format!(
+                    "worker {w}'s tunnel records lie outside the main region"
                 ))
             })
     }

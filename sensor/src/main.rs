@@ -983,7 +983,7 @@ fn publish(
     let mut to_workers = Vec::with_capacity(nw);
     let mut worker_rxs = Vec::with_capacity(nw);
     for part in parts {
-        let slots = SlotPublisher::new(part.slots, part.metas, cfg.ring_size);
+        let slots = SlotPublisher::new(part.slots, part.metas, part.tunnels, cfg.ring_size);
         let mut tracker = Tracker::with_publisher(cfg.clone(), part.ring_bytes, slots)
             .context("cannot lay out the ring pool")?;
         tracker.set_lossless(lossless);

@@ -15,9 +15,9 @@
 //! bytes change and closes once the new state is written.
 
 use crate::event::{EndReason, ErrorKind, Event, EventKind, FlowHandle, NO_FLOW};
-use crate::flow::{Endpoint, FlowKey, FlowTable, HashKeys};
+use crate::flow::{Endpoint, FlowKey, FlowTable, HashKeys, TunnelTable};
 use crate::parse::flags::{ACK, FIN, RST, SYN};
-use crate::parse::TcpSegment;
+use crate::parse::{TcpSegment, Tunnel};
 use crate::publish::slots::SlotPublisher;
 use crate::tcp::conn::{Conn, Stack};
 use crate::tcp::reassembly::{InsertOutcome, Stream};
@@ -166,6 +166,8 @@ pub struct Tracker {
     /// and forth ends each connection at one well-defined point, whatever else the tracker
     /// holds (and, with several workers, whichever worker holds it).
     clock_ns: u64,
+    /// The tunnel each connection's first packet came through, by slot.
+    tunnels: TunnelTable,
     /// Where connection state is published, if anywhere.
     publisher: Option<SlotPublisher>,
     /// Lossless mode: rings and slots of ended connections are kept until every analyzer has
@@ -227,6 +229,7 @@ impl Tracker {
             stats: TrackerStats::default(),
             pseq: 0,
             clock_ns: 0,
+            tunnels: TunnelTable::default(),
             publisher: None,
             lossless: false,
             passed: u64::MAX,
@@ -448,6 +451,13 @@ impl Tracker {
         (self.table.generation(h.slot) == h.generation).then_some(c)
     }
 
+    /// The tunnel a connection's first packet came through (`None`: no tunnel, or a stale
+    /// handle).
+    pub fn tunnel(&self, h: FlowHandle) -> Option<&Tunnel> {
+        self.conn(h)?;
+        self.tunnels.get(h.slot)
+    }
+
     /// Processes one TCP segment captured at `ts_ns`, the `pos`-th frame of the input.
     pub fn process(&mut self, ts_ns: u64, pos: u64, seg: &TcpSegment<'_>, out: &mut Vec<Event>) {
         self.next_call();
@@ -631,6 +641,7 @@ impl Tracker {
                     slot,
                     self.table.generation(slot),
                     c,
+                    self.tunnels.get(slot),
                     &self.pool,
                     received_by,
                 );
@@ -816,6 +827,7 @@ impl Tracker {
             }
         }
         let slot = self.table.insert(key, conn, self.clock_ns.max(ctx.ts_ns))?;
+        self.tunnels.set(slot, &seg.tunnel);
         self.stats.conns_created += 1;
         if guessed {
             self.stats.conns_midstream += 1;

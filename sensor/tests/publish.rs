@@ -9,7 +9,7 @@ use mos_sensor::control::{self, Allowed, ControlConfig, ControlServer};
 use mos_sensor::event::{EndReason, Event, EventKind, FlowHandle};
 use mos_sensor::flow::Endpoint;
 use mos_sensor::parse::flags::{ACK, FIN, PSH, SYN};
-use mos_sensor::parse::{ChecksumStatus, TcpSegment};
+use mos_sensor::parse::{ChecksumStatus, TcpSegment, Tunnel, TunnelId};
 use mos_sensor::publish::region::WorkerParts;
 use mos_sensor::publish::{
     create_analyzer, create_main, AnalyzerRegions, Attached, Fanout, FanoutOptions, HugePages,
@@ -17,11 +17,12 @@ use mos_sensor::publish::{
 };
 use mos_sensor::tracker::{Tracker, TrackerConfig};
 use shm_layout::control::{decode, encode, ClientMsg, SensorMsg, Subscription, MAX_MESSAGE};
-use shm_layout::flow::{read_flow, read_flow_with_meta};
+use shm_layout::flow::{read_flow, read_flow_with_meta, read_flow_with_tunnel};
 use shm_layout::layout::{
-    counter, detach_reason, event_kind, flow_flags, gap_kind, side_flags, AnalyzerPage, ConfigInfo,
-    EventRecord, EventRingHeader, EventSlot, FlowData, FlowSlot, Header, PktLogEntry, PktLogHeader,
-    RingMeta, RingMetaSlot, WorkerInfo, ABI_MAJOR, ABI_MINOR, MAGIC, NO_PKT, NO_RING,
+    counter, detach_reason, event_kind, features, flow_flags, gap_kind, side_flags, tunnel_flags,
+    tunnel_id, tunnel_kind, AnalyzerPage, ConfigInfo, EventRecord, EventRingHeader, EventSlot,
+    FlowData, FlowSlot, Header, PktLogEntry, PktLogHeader, RingMeta, RingMetaSlot, TunnelData,
+    TunnelSlot, WorkerInfo, ABI_MAJOR, ABI_MINOR, MAGIC, NO_PKT, NO_RING,
 };
 use shm_layout::plan::{MainPlan, WorkerPlan};
 use shm_layout::region::Mapping;
@@ -114,6 +115,25 @@ impl Reader {
             .expect("metas")
     }
 
+    fn tunnel(&self, slot: u32) -> (FlowData, Option<TunnelData>) {
+        let h: &Header = self.map.get(0).expect("header");
+        assert_ne!(h.features & features::TUNNELS, 0);
+        let tunnels: &[TunnelSlot] = self
+            .map
+            .slice(
+                self.w.tunnels_off as usize,
+                self.cfg.slots_per_worker as usize,
+            )
+            .expect("tunnel records");
+        let (snap, t) = read_flow_with_tunnel(
+            &self.slots()[slot as usize],
+            Some(&tunnels[slot as usize]),
+            1000,
+        )
+        .expect("consistent copy");
+        (snap.data, t)
+    }
+
     fn flow(&self, slot: u32) -> FlowData {
         read_flow(&self.slots()[slot as usize], 1000)
             .expect("consistent copy")
@@ -165,7 +185,7 @@ impl PubSim {
     fn new(tcfg: TrackerConfig, rings: u64) -> Self {
         let cfg = config(rings, tcfg.max_flows as u64 + 2, 64);
         let (region, part) = main_region(&cfg);
-        let publisher = SlotPublisher::new(part.slots, part.metas, RING as usize);
+        let publisher = SlotPublisher::new(part.slots, part.metas, part.tunnels, RING as usize);
         let tr = Tracker::with_publisher(tcfg, part.ring_bytes, publisher).expect("tracker");
         PubSim {
             tr,
@@ -189,9 +209,24 @@ impl PubSim {
         ack: u32,
         data: &[u8],
     ) -> Vec<Event> {
+        self.send_through(Tunnel::default(), from, to, flags, seq, ack, data)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn send_through(
+        &mut self,
+        tunnel: Tunnel,
+        from: Endpoint,
+        to: Endpoint,
+        flags: u8,
+        seq: u32,
+        ack: u32,
+        data: &[u8],
+    ) -> Vec<Event> {
         self.now += MS;
         self.pos += 1;
-        let seg = segment(from, to, flags, seq, ack, data);
+        let mut seg = segment(from, to, flags, seq, ack, data);
+        seg.tunnel = tunnel;
         let mut out = Vec::new();
         self.tr.process(self.now, self.pos, &seg, &mut out);
         out
@@ -286,6 +321,7 @@ fn segment<'a>(
         payload_len: data.len() as u32,
         checksum: ChecksumStatus::Unchecked,
         header_off: [0, 20],
+        tunnel: Default::default(),
     }
 }
 
@@ -469,6 +505,47 @@ fn v4_connection_is_published_at_every_step() {
     assert_eq!(d.flags & flow_flags::LIVE, 0);
     assert_ne!(d.generation, h.generation);
     assert_eq!(d.port, [0, 0], "a freed slot publishes no connection");
+}
+
+#[test]
+fn tunnel_of_the_first_packet_is_published_with_the_slot() {
+    let mut s = PubSim::small();
+    let gre = Tunnel {
+        kinds: tunnel_kind::MPLS | tunnel_kind::GRE,
+        depth: 2,
+        outer: Some([
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 9)),
+        ]),
+        id: Some(TunnelId::MplsLabel(1000)),
+    };
+    let cv = Conv::v4(40000, 80);
+    let ev = s.send_through(gre, cv.cli, cv.svr, SYN, CISN, 0, b"");
+    let h = ev[0].flow;
+    // Later packets, through another tunnel or none, are the same connection and do not
+    // change the record.
+    cv.s2c(&mut s, SYN | ACK, SISN, CISN + 1, b"");
+    cv.c2s(&mut s, ACK, CISN + 1, SISN + 1, b"hello");
+    let (d, t) = s.rd.tunnel(h.slot);
+    assert_ne!(d.flags & flow_flags::TUNNEL, 0);
+    let t = t.expect("a tunnel record");
+    assert_eq!(t.kinds, tunnel_kind::MPLS | tunnel_kind::GRE);
+    assert_eq!(t.depth, 2);
+    assert_eq!((t.id_kind, t.id), (tunnel_id::MPLS_LABEL, 1000));
+    assert_eq!(t.flags, tunnel_flags::OUTER | tunnel_flags::OUTER_IPV6);
+    assert_eq!(
+        t.outer[1],
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 9).octets()
+    );
+    assert_eq!(s.tr.tunnel(h), Some(&gre));
+
+    // A plain connection has none.
+    let plain = Conv::v4(40001, 80);
+    let hp = plain.handshake(&mut s);
+    let (d, t) = s.rd.tunnel(hp.slot);
+    assert_eq!(d.flags & flow_flags::TUNNEL, 0);
+    assert_eq!(t, None);
+    assert_eq!(s.tr.tunnel(hp), None);
 }
 
 #[test]

@@ -61,6 +61,7 @@ impl Sim {
             payload_len: data.len() as u32,
             checksum: ChecksumStatus::Unchecked,
             header_off: [0, 0],
+            tunnel: Default::default(),
         };
         let mut out = Vec::new();
         self.tr.process(self.now, self.pos, &seg, &mut out);

@@ -342,6 +342,7 @@ impl Harness {
                     payload_len,
                     checksum: ChecksumStatus::Unchecked,
                     header_off: [0, 0],
+                    tunnel: Default::default(),
                 };
                 self.pos += 1;
                 self.segments += 1;

@@ -1,7 +1,9 @@
 //! Reading a flow slot: one consistent copy of its [`FlowData`] and, when asked, of the
 //! metadata of the rings its sides hold.
 
-use crate::layout::{FlowData, FlowSlot, RingMeta, RingMetaSlot, NO_RING};
+use crate::layout::{
+    flow_flags, FlowData, FlowSlot, RingMeta, RingMetaSlot, TunnelData, TunnelSlot, NO_RING,
+};
 use crate::pod::Words;
 use crate::sync::backoff;
 
@@ -58,6 +60,34 @@ pub fn read_flow_with_meta(
                         stamp: tok.stamp(),
                     },
                     meta,
+                ));
+            }
+        }
+        backoff(i);
+    }
+    None
+}
+
+/// Copies a slot's data and, when its flags say it has one, its tunnel record (`tunnel`:
+/// the slot's [`TunnelSlot`], `None` when the sensor publishes none).
+pub fn read_flow_with_tunnel(
+    slot: &FlowSlot,
+    tunnel: Option<&TunnelSlot>,
+    max_tries: u32,
+) -> Option<(FlowSnapshot, Option<TunnelData>)> {
+    for i in 0..max_tries {
+        if let Some(tok) = slot.stamp.begin_read() {
+            let data = FlowData::load(&slot.words);
+            let t = tunnel
+                .filter(|_| data.flags & flow_flags::TUNNEL != 0)
+                .map(|t| TunnelData::load(&t.words));
+            if slot.stamp.validate(tok) {
+                return Some((
+                    FlowSnapshot {
+                        data,
+                        stamp: tok.stamp(),
+                    },
+                    t,
                 ));
             }
         }

@@ -23,8 +23,9 @@ use core::mem::{offset_of, size_of};
 pub const MAGIC: u64 = u64::from_le_bytes(*b"MOS-SHM\x01");
 /// Consumers refuse a region whose major version differs from theirs.
 pub const ABI_MAJOR: u16 = 1;
-/// Minor versions only add things a v1 reader may ignore.
-pub const ABI_MINOR: u16 = 1;
+/// Minor versions only add things a v1 reader may ignore. Minor 2 added the tunnel records
+/// ([`features::TUNNELS`]).
+pub const ABI_MINOR: u16 = 2;
 
 /// The most workers one sensor runs; the header has a [`WorkerInfo`] for each.
 pub const MAX_WORKERS: usize = 32;
@@ -47,6 +48,10 @@ pub mod features {
     pub const LOSSLESS: u64 = 1 << 1;
     /// The packet log is kept (some analyzer asked for packets).
     pub const PACKET_LOG: u64 = 1 << 2;
+    /// Each worker's flow slots have tunnel records ([`super::TunnelSlot`]), after the last
+    /// worker's parts (see [`crate::plan::WorkerPlan::tunnels_off`]); a slot whose flags have
+    /// [`super::flow_flags::TUNNEL`] has a valid one.
+    pub const TUNNELS: u64 = 1 << 3;
 }
 
 /// [`Header::state`] values.
@@ -197,6 +202,103 @@ pub mod flow_flags {
     pub const CLOSED: u32 = 1 << 3;
     /// `CONN_END` was raised.
     pub const ENDED: u32 = 1 << 4;
+    /// The connection's first packet came through a tunnel, which the slot's
+    /// [`TunnelSlot`] describes (only with [`features::TUNNELS`]).
+    pub const TUNNEL: u32 = 1 << 5;
+}
+
+/// What [`TunnelData::id`] is.
+pub mod tunnel_id {
+    /// No identifier.
+    pub const NONE: u8 = 0;
+    /// GRE key (PPTP: the call ID).
+    pub const GRE_KEY: u8 = 1;
+    /// ERSPAN session ID.
+    pub const ERSPAN_SESSION: u8 = 2;
+    /// VXLAN network identifier.
+    pub const VXLAN_VNI: u8 = 3;
+    /// GTP-U tunnel endpoint identifier.
+    pub const GTP_TEID: u8 = 4;
+    /// MPLS label on top of the stack.
+    pub const MPLS_LABEL: u8 = 5;
+}
+
+/// Flags of [`TunnelData::flags`].
+pub mod tunnel_flags {
+    /// `outer` holds the outermost IP header's addresses.
+    pub const OUTER: u8 = 1 << 0;
+    /// They are IPv6 (else IPv4 in the first 4 bytes).
+    pub const OUTER_IPV6: u8 = 1 << 1;
+}
+
+/// The tunnel a connection's first packet came through. The connection's key is the inner
+/// 5-tuple: the same inner tuple through two tunnels is one connection, described by the
+/// tunnel of its first packet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct TunnelData {
+    /// Encapsulations crossed ([`tunnel_kind`] bits).
+    pub kinds: u16,
+    /// How many encapsulations were crossed.
+    pub depth: u8,
+    /// [`tunnel_flags`].
+    pub flags: u8,
+    /// [`tunnel_id`]: what `id` is.
+    pub id_kind: u8,
+    /// Padding.
+    pub _pad: [u8; 3],
+    /// The first identifier met from the outside.
+    pub id: u32,
+    /// Padding.
+    pub _pad2: u32,
+    /// Source (`[0]`) and destination (`[1]`) of the outermost IP header that carried a
+    /// tunnel.
+    pub outer: [[u8; 16]; 2],
+}
+
+/// Words in a [`TunnelData`].
+pub const TUNNEL_WORDS: usize = size_of::<TunnelData>() / 8;
+
+/// A flow slot's tunnel record: [`TunnelData`] as words, guarded by the flow slot's stamp.
+#[derive(Debug)]
+#[repr(C)]
+pub struct TunnelSlot {
+    /// [`TunnelData`] as words.
+    pub words: [AtomicU64; TUNNEL_WORDS],
+}
+
+/// Encapsulations a flow's first packet crossed (bits of a tunnel description's `kinds`).
+pub mod tunnel_kind {
+    /// GRE (RFC 2784/2890, and PPTP's enhanced GRE).
+    pub const GRE: u16 = 1 << 0;
+    /// ERSPAN type I, II or III (inside GRE, which is set too).
+    pub const ERSPAN: u16 = 1 << 1;
+    /// VXLAN (UDP port 4789).
+    pub const VXLAN: u16 = 1 << 2;
+    /// GTP-U (UDP port 2152).
+    pub const GTP_U: u16 = 1 << 3;
+    /// An MPLS label stack.
+    pub const MPLS: u16 = 1 << 4;
+    /// A PPPoE session.
+    pub const PPPOE: u16 = 1 << 5;
+    /// IPv4 or IPv6 directly inside IPv4 or IPv6 (4in4, 6in4, 4in6, 6in6).
+    pub const IP_IN_IP: u16 = 1 << 6;
+    /// L2TPv2 (UDP port 1701), PPP inside.
+    pub const L2TP: u16 = 1 << 7;
+    /// AYIYA (UDP port 5072).
+    pub const AYIYA: u16 = 1 << 8;
+    /// Every kind with its name, in bit order.
+    pub const NAMES: [(u16, &str); 9] = [
+        (GRE, "gre"),
+        (ERSPAN, "erspan"),
+        (VXLAN, "vxlan"),
+        (GTP_U, "gtp-u"),
+        (MPLS, "mpls"),
+        (PPPOE, "pppoe"),
+        (IP_IN_IP, "ip-in-ip"),
+        (L2TP, "l2tp"),
+        (AYIYA, "ayiya"),
+    ];
 }
 
 /// Flags of [`SideData::flags`].
@@ -576,6 +678,10 @@ const _: () = {
     assert!(offset_of!(FlowData, start_ns) == 56);
     assert!(offset_of!(FlowData, sides) == 72);
     assert!(size_of::<FlowSlot>() == 192);
+    assert!(size_of::<TunnelData>() == 48);
+    assert!(offset_of!(TunnelData, id) == 8);
+    assert!(offset_of!(TunnelData, outer) == 16);
+    assert!(size_of::<TunnelSlot>() == 48);
     assert!(size_of::<RingMeta>() == 16 + 16 * MAX_FRAGMENTS + 24 * MAX_GAPS);
     assert!(offset_of!(RingMeta, frags) == 16);
     assert!(size_of::<RingMetaSlot>() == size_of::<RingMeta>());

@@ -4,12 +4,16 @@
 
 use crate::layout::{
     AnalyzerPage, ConfigInfo, EventRingHeader, EventSlot, FlowSlot, Header, PktLogEntry,
-    PktLogHeader, RingMetaSlot, ABI_MAJOR, MAGIC, MAX_WORKERS,
+    PktLogHeader, RingMetaSlot, TunnelSlot, ABI_MAJOR, MAGIC, MAX_WORKERS,
 };
 use core::mem::size_of;
 
 /// Alignment of every part: a hugepage, so each worker's rings start on their own pages.
 pub const PART_ALIGN: u64 = 4096;
+
+fn mul_sz(n: u64, sz: usize) -> Option<u64> {
+    n.checked_mul(sz as u64)
+}
 
 fn align_up(x: u64, a: u64) -> Option<u64> {
     Some(x.checked_add(a - 1)? / a * a)
@@ -28,8 +32,12 @@ pub struct WorkerPlan {
     pub pktlog_off: u64,
     /// Offset of the packet-log frame bytes.
     pub pktlog_bytes_off: u64,
-    /// One past the worker's last byte.
+    /// One past the worker's last byte (tunnel records aside).
     pub end: u64,
+    /// Offset of the worker's `slots_per_worker` [`TunnelSlot`]s. They follow every worker's
+    /// other parts, so that a reader of ABI minor 1, which does not know them, lays the
+    /// workers out the same way.
+    pub tunnels_off: u64,
 }
 
 /// The main region's layout.
@@ -102,6 +110,14 @@ impl MainPlan {
             .ok_or_else(over)?;
             w.end = at;
             workers.push(w);
+        }
+        for w in &mut workers {
+            w.tunnels_off = at;
+            at = align_up(
+                at + mul_sz(cfg.slots_per_worker, size_of::<TunnelSlot>()).ok_or_else(over)?,
+                PART_ALIGN,
+            )
+            .ok_or_else(over)?;
         }
         let len = align_up(at, round_to.max(PART_ALIGN)).ok_or_else(over)?;
         Ok(MainPlan { workers, len })

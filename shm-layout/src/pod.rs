@@ -4,7 +4,7 @@
 //! with every padding byte an explicit field, and a multiple of 8 bytes long; every bit pattern
 //! is a valid value. That is what makes the two copies below sound.
 
-use crate::layout::{EventRecord, FlowData, PktInfo, RingMeta};
+use crate::layout::{EventRecord, FlowData, PktInfo, RingMeta, TunnelData};
 use crate::sync::AtomicU64;
 use core::mem::size_of;
 
@@ -73,6 +73,10 @@ pub unsafe trait Words: Copy {
 // 184 bytes (pinned in `layout`).
 unsafe impl Words for FlowData {
     const WORDS: usize = size_of::<FlowData>() / 8;
+}
+// SAFETY: repr(C), integers only, padding explicit, 48 bytes (pinned in `layout`).
+unsafe impl Words for TunnelData {
+    const WORDS: usize = size_of::<TunnelData>() / 8;
 }
 // SAFETY: repr(C), integers only, padding explicit, 912 bytes (pinned in `layout`).
 unsafe impl Words for RingMeta {

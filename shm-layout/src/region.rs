@@ -17,7 +17,7 @@ use std::sync::Mutex;
 
 use crate::layout::{
     AnalyzerPage, ConsumerIndex, EventRingHeader, EventSlot, FlowSlot, Header, PktLogEntry,
-    PktLogHeader, RingMetaSlot, WorkerInfo,
+    PktLogHeader, RingMetaSlot, TunnelSlot, WorkerInfo,
 };
 
 /// Types that may be viewed in a shared region through `&T`.
@@ -38,6 +38,8 @@ unsafe impl Shared for WorkerInfo {}
 unsafe impl Shared for FlowSlot {}
 // SAFETY: see above (atomics only).
 unsafe impl Shared for RingMetaSlot {}
+// SAFETY: see above (atomics only).
+unsafe impl Shared for TunnelSlot {}
 // SAFETY: see above (atomics, and `capacity` written before sharing).
 unsafe impl Shared for EventRingHeader {}
 // SAFETY: see above (atomics only).

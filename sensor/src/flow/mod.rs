@@ -3,6 +3,8 @@
 
 pub mod key;
 pub mod table;
+pub mod tunnels;
 
 pub use key::{Endpoint, FlowKey, HashKeys};
 pub use table::FlowTable;
+pub use tunnels::TunnelTable;

@@ -11,6 +11,7 @@
 
 use crate::event::{Event, EventKind, FlowHandle};
 use crate::flow::Endpoint;
+use crate::publish::slots::tunnel_data;
 use crate::replay::EventSink;
 use crate::tcp::reassembly::ReadChunk;
 use crate::tracker::Tracker;
@@ -107,6 +108,7 @@ impl StreamDump {
                 guessed: conn.guessed,
                 start_ns: conn.start_ns,
                 last_ns: conn.last_ns,
+                tunnel: tracker.tunnel(h).map(tunnel_data),
             },
         )?;
         Ok(())

@@ -184,62 +184,102 @@ pub fn parse_ip(l3: &[u8], verify_checksum: bool) -> Result<Parsed<'_>, ParseErr
     }
 }
 
+/// An IP packet's upper-layer part: what follows the IP header (and, for IPv6, the extension
+/// headers), with the addresses it needs.
+#[derive(Clone, Copy, Debug)]
+pub struct IpPayload<'a> {
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// The addresses as the TCP checksum's pseudo-header takes them.
+    pub pseudo: PseudoHeader<'a>,
+    /// Protocol of the upper layer (the last next-header for IPv6).
+    pub proto: u8,
+    /// Whether this is a piece of a fragmented datagram (then `present` is only a piece).
+    pub fragment: bool,
+    /// Bytes of IP header (options and extension headers included) before the payload.
+    pub header_len: usize,
+    /// The upper-layer bytes the frame holds: at most `declared`, fewer when cut short.
+    pub present: &'a [u8],
+    /// The upper layer's length by the IP header.
+    pub declared: usize,
+}
+
+impl<'a> IpPayload<'a> {
+    /// The TCP segment this carries, or the connection-less packet it is.
+    pub fn into_parsed(self, verify_checksum: bool) -> Result<Parsed<'a>, ParseError> {
+        if self.fragment || self.proto != PROTO_TCP {
+            return Ok(Parsed::OtherIp {
+                src: self.src,
+                dst: self.dst,
+                proto: self.proto,
+                fragment: self.fragment,
+            });
+        }
+        let seg = tcp::parse_tcp(
+            self.src,
+            self.dst,
+            self.pseudo,
+            self.present,
+            self.declared,
+            verify_checksum,
+        )?;
+        Ok(Parsed::Tcp(seg))
+    }
+}
+
 /// Parses an IPv4 packet (the link header said IPv4).
 pub fn parse_ipv4(l3: &[u8], verify_checksum: bool) -> Result<Parsed<'_>, ParseError> {
-    let h = Ipv4Header::new_checked(l3)?;
-    let (s, d) = (h.src(), h.dst());
-    let (src, dst) = (
-        IpAddr::V4(Ipv4Addr::from(*s)),
-        IpAddr::V4(Ipv4Addr::from(*d)),
-    );
-    let proto = h.protocol();
-    if h.is_fragment() || proto != PROTO_TCP {
-        return Ok(Parsed::OtherIp {
-            src,
-            dst,
-            proto,
-            fragment: h.is_fragment(),
-        });
-    }
-    let end = l3.len().min(h.total_len());
-    let present = l3.get(h.header_len()..end).unwrap_or_default();
-    let declared = h.total_len() - h.header_len();
-    let seg = tcp::parse_tcp(
-        src,
-        dst,
-        PseudoHeader::V4(s, d),
-        present,
-        declared,
-        verify_checksum,
-    )?;
-    Ok(Parsed::Tcp(seg))
+    ipv4_payload(l3)?.into_parsed(verify_checksum)
 }
 
 /// Parses an IPv6 packet (the link header said IPv6), walking its extension headers.
 pub fn parse_ipv6(l3: &[u8], verify_checksum: bool) -> Result<Parsed<'_>, ParseError> {
+    ipv6_payload(l3)?.into_parsed(verify_checksum)
+}
+
+/// Checks the IPv4 header at the start of `l3` and finds its payload.
+pub fn ipv4_payload(l3: &[u8]) -> Result<IpPayload<'_>, ParseError> {
+    let h = Ipv4Header::new_checked(l3)?;
+    let (s, d) = (h.src(), h.dst());
+    let end = l3.len().min(h.total_len());
+    Ok(IpPayload {
+        src: IpAddr::V4(Ipv4Addr::from(*s)),
+        dst: IpAddr::V4(Ipv4Addr::from(*d)),
+        pseudo: PseudoHeader::V4(s, d),
+        proto: h.protocol(),
+        fragment: h.is_fragment(),
+        header_len: h.header_len(),
+        present: l3.get(h.header_len()..end).unwrap_or_default(),
+        declared: h.total_len() - h.header_len(),
+    })
+}
+
+/// Checks the IPv6 header at the start of `l3`, walks its extension headers and finds the
+/// upper-layer payload.
+pub fn ipv6_payload(l3: &[u8]) -> Result<IpPayload<'_>, ParseError> {
     let h = Ipv6Header::new_checked(l3)?;
     let (s, d) = (h.src(), h.dst());
-    let (src, dst) = (
-        IpAddr::V6(Ipv6Addr::from(*s)),
-        IpAddr::V6(Ipv6Addr::from(*d)),
-    );
     let declared_total = h.payload_len();
     let end = l3.len().min(v6::HEADER_LEN + declared_total);
     let payload = l3.get(v6::HEADER_LEN..end).unwrap_or_default();
+    let at = |proto, fragment, off: usize| IpPayload {
+        src: IpAddr::V6(Ipv6Addr::from(*s)),
+        dst: IpAddr::V6(Ipv6Addr::from(*d)),
+        pseudo: PseudoHeader::V6(s, d),
+        proto,
+        fragment,
+        header_len: v6::HEADER_LEN + off,
+        present: payload.get(off..).unwrap_or_default(),
+        declared: declared_total - off,
+    };
 
     // `off` walks the payload; every extension header is checked against the declared length
     // (else malformed) and then against the bytes present (else truncated). Each step moves
     // at least 8 bytes, so the walk ends.
     let mut next = h.next_header();
     let mut off = 0usize;
-    let other = |proto, fragment| {
-        Ok(Parsed::OtherIp {
-            src,
-            dst,
-            proto,
-            fragment,
-        })
-    };
     loop {
         let ext_len = match next {
             nh::HOP_BY_HOP | nh::ROUTING | nh::DEST_OPTS | nh::MOBILITY | nh::FRAGMENT | nh::AH => {
@@ -258,28 +298,17 @@ pub fn parse_ipv6(l3: &[u8], verify_checksum: bool) -> Result<Parsed<'_>, ParseE
                     let fo = u16::from_be_bytes([payload[off + 2], payload[off + 3]]);
                     // Offset in the high 13 bits, the M flag in bit 0.
                     if fo >> 3 != 0 || fo & 1 != 0 {
-                        return other(n, true);
+                        return Ok(at(n, true, off + ext_len));
                     }
                 }
                 next = n;
                 ext_len
             }
-            nh::NO_NEXT => return other(nh::NO_NEXT, false),
-            PROTO_TCP => break,
-            proto => return other(proto, false),
+            nh::NO_NEXT => return Ok(at(nh::NO_NEXT, false, off)),
+            proto => return Ok(at(proto, false, off)),
         };
         off += ext_len;
     }
-    let present = payload.get(off..).unwrap_or_default();
-    let seg = tcp::parse_tcp(
-        src,
-        dst,
-        PseudoHeader::V6(s, d),
-        present,
-        declared_total - off,
-        verify_checksum,
-    )?;
-    Ok(Parsed::Tcp(seg))
 }
 
 /// The error for an extension header that needs the payload to reach `need` bytes.

@@ -15,6 +15,16 @@ pub mod ethertype {
     pub const QINQ: u16 = 0x88a8;
     /// The pre-standard QinQ outer tag.
     pub const QINQ_OLD: u16 = 0x9100;
+    /// 802.1ah provider backbone bridging: an I-TAG, then the customer's Ethernet header.
+    pub const PBB_ITAG: u16 = 0x88e7;
+    /// MPLS, unicast.
+    pub const MPLS: u16 = 0x8847;
+    /// MPLS, multicast (upstream-assigned labels).
+    pub const MPLS_MULTICAST: u16 = 0x8848;
+    /// PPPoE session stage.
+    pub const PPPOE_SESSION: u16 = 0x8864;
+    /// Transparent Ethernet bridging (an Ethernet frame, in GRE).
+    pub const TEB: u16 = 0x6558;
 }
 
 /// Ethernet header: destination, source, ethertype.
@@ -22,6 +32,9 @@ const ETH_TYPE: usize = 12;
 const ETH_LEN: usize = 14;
 /// A VLAN tag: TCI then the inner ethertype.
 const VLAN_TAG_LEN: usize = 4;
+/// An 802.1ah I-TAG (flags and service ID) and the customer's addresses; the customer's
+/// ethertype follows.
+const PBB_ITAG_LEN: usize = 16;
 /// Linux cooked capture v1: packet type, ARPHRD, address length, 8 address bytes, protocol.
 const SLL_PROTO: usize = 14;
 const SLL_LEN: usize = 16;
@@ -51,8 +64,9 @@ const LINUX_AF_INET: u8 = 2;
 const LINUX_AF_INET6: u8 = 10;
 
 /// PPP protocol numbers.
-const PPP_IPV4: u16 = 0x0021;
-const PPP_IPV6: u16 = 0x0057;
+pub(super) const PPP_IPV4: u16 = 0x0021;
+pub(super) const PPP_IPV6: u16 = 0x0057;
+pub(super) const PPP_MPLS: u16 = 0x0281;
 
 /// The network-layer bytes of a frame, as the link header announces them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +77,10 @@ pub enum L3<'a> {
     Ipv6(&'a [u8]),
     /// The link header says IP; the version nibble tells which.
     Ip(&'a [u8]),
+    /// An MPLS label stack (see [`super::tunnel`]).
+    Mpls(&'a [u8]),
+    /// A PPPoE session header (see [`super::tunnel`]).
+    Pppoe(&'a [u8]),
     /// The frame carries something else (ARP, LLDP, another family).
     NotIp,
 }
@@ -117,11 +135,20 @@ fn be16(data: &[u8], off: usize) -> Option<u16> {
     Some(u16::from_be_bytes([b[0], b[1]]))
 }
 
-/// Follows any number of VLAN tags, then maps the ethertype.
-fn by_ethertype(mut ty: u16, mut rest: &[u8]) -> Result<L3<'_>, ParseError> {
-    while matches!(ty, ethertype::VLAN | ethertype::QINQ | ethertype::QINQ_OLD) {
-        ty = be16(rest, 2).ok_or(ParseError::Truncated("vlan"))?;
-        rest = &rest[VLAN_TAG_LEN..];
+/// Follows any number of VLAN tags and 802.1ah I-TAGs, then maps the ethertype.
+pub(super) fn by_ethertype(mut ty: u16, mut rest: &[u8]) -> Result<L3<'_>, ParseError> {
+    loop {
+        match ty {
+            ethertype::VLAN | ethertype::QINQ | ethertype::QINQ_OLD => {
+                ty = be16(rest, 2).ok_or(ParseError::Truncated("vlan"))?;
+                rest = &rest[VLAN_TAG_LEN..];
+            }
+            ethertype::PBB_ITAG => {
+                ty = be16(rest, PBB_ITAG_LEN).ok_or(ParseError::Truncated("pbb"))?;
+                rest = &rest[PBB_ITAG_LEN + 2..];
+            }
+            _ => break,
+        }
     }
     Ok(l3_for_ethertype(ty, rest))
 }
@@ -130,6 +157,8 @@ fn l3_for_ethertype(ty: u16, rest: &[u8]) -> L3<'_> {
     match ty {
         ethertype::IPV4 => L3::Ipv4(rest),
         ethertype::IPV6 => L3::Ipv6(rest),
+        ethertype::MPLS | ethertype::MPLS_MULTICAST => L3::Mpls(rest),
+        ethertype::PPPOE_SESSION => L3::Pppoe(rest),
         _ => L3::NotIp,
     }
 }
@@ -159,6 +188,7 @@ fn strip_ppp(data: &[u8]) -> Result<L3<'_>, ParseError> {
     Ok(match proto {
         PPP_IPV4 => L3::Ipv4(rest),
         PPP_IPV6 => L3::Ipv6(rest),
+        PPP_MPLS => L3::Mpls(rest),
         _ => L3::NotIp,
     })
 }
@@ -231,6 +261,24 @@ mod tests {
         }
         let arp = eth(&[(ethertype::VLAN, 5)], 0x0806, &[0; 28]);
         assert_eq!(strip_link(LinkType::Ethernet, &arp), Ok(L3::NotIp));
+    }
+
+    #[test]
+    fn provider_backbone_bridging() {
+        let mut itag = vec![0, 0, 0x01, 0x00];
+        itag.extend_from_slice(&[0xcc; 12]);
+        itag.extend_from_slice(&ethertype::VLAN.to_be_bytes());
+        itag.extend_from_slice(&[0, 7, 0x08, 0x00]);
+        itag.extend_from_slice(IP4);
+        let f = eth(&[(ethertype::QINQ, 3)], ethertype::PBB_ITAG, &itag);
+        assert_eq!(strip_link(LinkType::Ethernet, &f), Ok(L3::Ipv4(IP4)));
+        for cut in 18..36 {
+            assert_eq!(
+                strip_link(LinkType::Ethernet, &f[..cut]),
+                Err(ParseError::Truncated("pbb")),
+                "cut {cut}"
+            );
+        }
     }
 
     #[test]

@@ -4,16 +4,19 @@
 //! frame; nothing after it can read out of bounds. Payload length comes from the IP header,
 //! never the frame length, so Ethernet padding is never payload; a frame cut short by the snap
 //! length reports the missing bytes in [`TcpSegment::payload_len`] so the core can treat them
-//! as a gap.
+//! as a gap. Tunnels are stripped on the way (see [`tunnel`]): the segment is the innermost
+//! one, and [`TcpSegment::tunnel`] says what it crossed.
 
 pub mod checksum;
 pub mod ip;
 pub mod link;
 pub mod tcp;
+pub mod tunnel;
 
 use std::net::IpAddr;
 
 pub use crate::capture::{LinkType, RawPacket};
+pub use tunnel::{Tunnel, TunnelId};
 
 /// TCP header flag bits.
 pub mod flags {
@@ -57,8 +60,11 @@ pub struct TcpSegment<'a> {
     pub payload_len: u32,
     /// Whether the TCP checksum could be checked and whether it held.
     pub checksum: ChecksumStatus,
-    /// Offsets in the frame of the IP header and of the TCP header (for the packet log).
+    /// Offsets in the frame of the (innermost) IP header and of the TCP header (for the
+    /// packet log).
     pub header_off: [u16; 2],
+    /// The encapsulations the segment came through (none for a plain frame).
+    pub tunnel: Tunnel,
 }
 
 impl TcpSegment<'_> {
@@ -120,23 +126,19 @@ pub fn parse_packet<'a>(
     pkt: &RawPacket<'a>,
     verify_checksum: bool,
 ) -> Result<Parsed<'a>, ParseError> {
-    let (l3, parsed) = match link::strip_link(pkt.link, pkt.data)? {
-        link::L3::Ipv4(l3) => (l3, ip::parse_ipv4(l3, verify_checksum)),
-        link::L3::Ipv6(l3) => (l3, ip::parse_ipv6(l3, verify_checksum)),
-        link::L3::Ip(l3) => (l3, ip::parse_ip(l3, verify_checksum)),
-        link::L3::NotIp => return Ok(Parsed::NotIp),
-    };
-    match parsed {
-        Ok(Parsed::Tcp(mut seg)) => {
+    let l3 = link::strip_link(pkt.link, pkt.data)?;
+    let walked = tunnel::walk(l3, verify_checksum)?;
+    match walked.parsed {
+        Parsed::Tcp(mut seg) => {
             let base = pkt.data.as_ptr() as usize;
-            let ip_off = l3.as_ptr() as usize - base;
+            let ip_off = walked.ip.as_ptr() as usize - base;
             // The TCP header ends where the payload starts.
             let payload_off = seg.payload.as_ptr() as usize - base;
             let tcp_off = payload_off - usize::from(seg.header_off[1]);
             seg.header_off = [ip_off as u16, tcp_off as u16];
             Ok(Parsed::Tcp(seg))
         }
-        other => other,
+        other => Ok(other),
     }
 }
 

@@ -127,6 +127,7 @@ pub fn parse_tcp<'a>(
         // Filled in by `parse_packet`, which knows where the frame starts; the TCP header's
         // length travels in the second element until then.
         header_off: [0, hdr.header_len() as u16],
+        tunnel: super::Tunnel::default(),
     })
 }
 

@@ -10,7 +10,7 @@
 use rustix::fs::{MemfdFlags, Mode, OFlags, SealFlags};
 use shm_layout::layout::{
     features, sensor_state, AnalyzerPage, ConfigInfo, EventRingHeader, FlowSlot, Header,
-    PktLogEntry, PktLogHeader, RingMetaSlot, WorkerInfo, ABI_MAJOR, ABI_MINOR, MAGIC,
+    PktLogEntry, PktLogHeader, RingMetaSlot, TunnelSlot, WorkerInfo, ABI_MAJOR, ABI_MINOR, MAGIC,
 };
 use shm_layout::pktlog::PktLogWriter;
 use shm_layout::plan::{EventPlan, MainPlan, PAGE_LEN};
@@ -56,6 +56,8 @@ pub struct WorkerParts {
     pub slots: &'static [FlowSlot],
     /// Its ring metadata.
     pub metas: &'static [RingMetaSlot],
+    /// Its flow slots' tunnel records.
+    pub tunnels: &'static [TunnelSlot],
     /// Its stream rings' bytes.
     pub ring_bytes: &'static mut [u8],
     /// Its packet log.
@@ -157,7 +159,8 @@ pub fn create_main(
         h.abi_minor = ABI_MINOR;
         h.header_size = core::mem::size_of::<Header>() as u32;
         h.features = if huge { features::HUGEPAGES } else { 0 }
-            | if lossless { features::LOSSLESS } else { 0 };
+            | if lossless { features::LOSSLESS } else { 0 }
+            | features::TUNNELS;
         h.epoch = epoch;
         h.sensor_pid = u64::from(std::process::id());
         h.nworkers = nworkers as u64;
@@ -205,6 +208,9 @@ pub fn create_main(
         let metas = map
             .slice::<RingMetaSlot>(w.ring_meta_off as usize, cfg.rings_per_worker as usize)
             .ok_or_else(bad)?;
+        let tunnels = map
+            .slice::<TunnelSlot>(w.tunnels_off as usize, cfg.slots_per_worker as usize)
+            .ok_or_else(bad)?;
         let log_hdr = map
             .get::<PktLogHeader>(w.pktlog_off as usize)
             .ok_or_else(bad)?;
@@ -220,6 +226,7 @@ pub fn create_main(
             index: i,
             slots,
             metas,
+            tunnels,
             ring_bytes: rings,
             pktlog,
             info: &header.workers[i],

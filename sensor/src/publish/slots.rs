@@ -2,12 +2,14 @@
 //! checkpoints that tell lossless mode which events announced a ring's bytes.
 
 use crate::event::EndReason;
+use crate::parse::{Tunnel, TunnelId};
 use crate::tcp::conn::Conn;
 use crate::tcp::ring_pool::{GapKind, RingId, RingPool};
 use core::mem::offset_of;
 use shm_layout::layout::{
-    flow_flags, gap_kind, side_flags, FlowData, FlowSlot, FragRec, GapRec, RingMeta, RingMetaSlot,
-    SideData, MAX_FRAGMENTS, MAX_GAPS, NO_PKT, NO_RING,
+    flow_flags, gap_kind, side_flags, tunnel_flags, tunnel_id, FlowData, FlowSlot, FragRec, GapRec,
+    RingMeta, RingMetaSlot, SideData, TunnelData, TunnelSlot, MAX_FRAGMENTS, MAX_GAPS, NO_PKT,
+    NO_RING,
 };
 use shm_layout::{Side, Words};
 use std::net::IpAddr;
@@ -44,6 +46,7 @@ struct Checkpoints {
 pub struct SlotPublisher {
     slots: &'static [FlowSlot],
     metas: &'static [RingMetaSlot],
+    tunnels: &'static [TunnelSlot],
     ckpt: Vec<Checkpoints>,
     quarter_bytes: u64,
     /// The slot whose write section is open, if any.
@@ -63,16 +66,18 @@ impl std::fmt::Debug for Checkpoints {
 }
 
 impl SlotPublisher {
-    /// A publisher over a worker's slots and ring metadata (one [`RingMetaSlot`] per ring of
-    /// `ring_size` bytes).
+    /// A publisher over a worker's slots, their tunnel records (one per slot, or none) and
+    /// ring metadata (one [`RingMetaSlot`] per ring of `ring_size` bytes).
     pub fn new(
         slots: &'static [FlowSlot],
         metas: &'static [RingMetaSlot],
+        tunnels: &'static [TunnelSlot],
         ring_size: usize,
     ) -> Self {
         SlotPublisher {
             slots,
             metas,
+            tunnels,
             ckpt: vec![Checkpoints::default(); metas.len()],
             quarter_bytes: (ring_size as u64 / CKPTS as u64).max(1),
             open: None,
@@ -114,12 +119,14 @@ impl SlotPublisher {
 
     /// Publishes a connection's state into its slot, and closes the write section. The stack
     /// on side `received_by` (if any) received the frame being processed: its last-packet
-    /// reference becomes that frame.
+    /// reference becomes that frame. `tunnel` is the one the connection's first packet came
+    /// through.
     pub fn publish(
         &mut self,
         slot: u32,
         generation: u32,
         conn: &Conn,
+        tunnel: Option<&Tunnel>,
         pool: &RingPool,
         received_by: Option<Side>,
     ) {
@@ -148,6 +155,10 @@ impl SlotPublisher {
         if conn.ended {
             d.flags |= flow_flags::ENDED;
         }
+        let tunnel = tunnel.zip(self.tunnels.get(slot as usize));
+        if tunnel.is_some() {
+            d.flags |= flow_flags::TUNNEL;
+        }
         d.end_reason = conn.closed.map_or(0, |r: EndReason| r as u8);
         for (i, e) in conn.endpoints.iter().enumerate() {
             d.port[i] = e.port;
@@ -164,6 +175,9 @@ impl SlotPublisher {
                     IpAddr::V4(a) => d.addr[i][..4].copy_from_slice(&a.octets()),
                     IpAddr::V6(a) => d.addr[i] = a.octets(),
                 }
+            }
+            if let Some((t, ts)) = tunnel {
+                tunnel_data(t).store(&ts.words);
             }
         }
         for side in [Side::Cli, Side::Svr] {
@@ -284,6 +298,36 @@ impl SlotPublisher {
             .min()
             .unwrap_or(c.last_pseq)
     }
+}
+
+/// A tunnel description in its published form.
+pub fn tunnel_data(t: &Tunnel) -> TunnelData {
+    let mut d = TunnelData {
+        kinds: t.kinds,
+        depth: t.depth,
+        ..Default::default()
+    };
+    if let Some(outer) = t.outer {
+        d.flags |= tunnel_flags::OUTER;
+        for (i, a) in outer.iter().enumerate() {
+            match a {
+                IpAddr::V4(a) => d.outer[i][..4].copy_from_slice(&a.octets()),
+                IpAddr::V6(a) => {
+                    d.flags |= tunnel_flags::OUTER_IPV6;
+                    d.outer[i] = a.octets();
+                }
+            }
+        }
+    }
+    (d.id_kind, d.id) = match t.id {
+        None => (tunnel_id::NONE, 0),
+        Some(TunnelId::GreKey(k)) => (tunnel_id::GRE_KEY, k),
+        Some(TunnelId::ErspanSession(s)) => (tunnel_id::ERSPAN_SESSION, u32::from(s)),
+        Some(TunnelId::VxlanVni(v)) => (tunnel_id::VXLAN_VNI, v),
+        Some(TunnelId::GtpTeid(t)) => (tunnel_id::GTP_TEID, t),
+        Some(TunnelId::MplsLabel(l)) => (tunnel_id::MPLS_LABEL, l),
+    };
+    d
 }
 
 /// A ring's metadata in its published form.
