@@ -486,6 +486,47 @@ fn getsockopt_gives_sequence_numbers_states_and_the_overlap_policy() {
 }
 
 #[test]
+fn overlap_policy_is_the_sensors_for_both_sides() {
+    use shm_layout::layout::overlap_policy;
+    let cases = [
+        (overlap_policy::FIRST, OverlapPolicy::FirstCopy),
+        (overlap_policy::LAST, OverlapPolicy::LastCopy),
+        (overlap_policy::LINUX, OverlapPolicy::Linux),
+        (overlap_policy::BSD, OverlapPolicy::Bsd),
+        (overlap_policy::WINDOWS, OverlapPolicy::Windows),
+        (9, OverlapPolicy::Other(9)),
+    ];
+    for (code, policy) in cases {
+        assert_eq!(OverlapPolicy::from_code(code), policy);
+        assert_eq!(policy.code(), code);
+        let fake = FakeSensor::new(FakeConfig {
+            overlap_policy: code,
+            ..FakeConfig::default()
+        });
+        let mut mos = attach(&fake);
+        let s = mos.socket().unwrap();
+        publish(&fake, side(0, 0, NO_RING), meta(0, &[], &[]), 0, 0);
+        mos.with_ctx(|c| {
+            assert_eq!(c.overlap_policy(), policy);
+            for opt in [SockOpt::CliOverlap, SockOpt::SvrOverlap] {
+                assert_eq!(c.getsockopt(FLOW, opt).unwrap(), OptValue::Overlap(policy));
+            }
+            // Asking for the sensor's own policy is accepted; any other is refused, saying
+            // which one the sensor applies.
+            c.set_overlap_policy(s, policy).unwrap();
+            for other in cases.map(|(_, p)| p).into_iter().filter(|&p| p != policy) {
+                let e = c.set_overlap_policy(s, other).unwrap_err();
+                assert_eq!(e.errno(), Errno::EINVAL, "{e}");
+                let msg = e.to_string();
+                assert!(msg.contains(&policy.describe()), "{msg}");
+                assert!(msg.contains(&other.describe()), "{msg}");
+                assert!(msg.contains("--overlap"), "{msg}");
+            }
+        });
+    }
+}
+
+#[test]
 fn getpeername_gives_client_then_server_for_v4_and_v6() {
     let fake = FakeSensor::new(FakeConfig::default());
     let mut mos = attach(&fake);

@@ -425,7 +425,7 @@ impl Ctx<'_> {
     }
 
     /// `mtcp_setsockopt(MOS_CLIOVERLAP/MOS_SVROVERLAP)`: accepted when it asks for the policy
-    /// the sensor applies, refused with `EINVAL` otherwise.
+    /// the sensor applies (`mos-sensor --overlap`), refused with `EINVAL` otherwise.
     pub fn set_overlap_policy(&mut self, sock: SockId, policy: OverlapPolicy) -> Result<()> {
         self.socket(sock)?;
         let have = self.overlap_policy();
@@ -435,7 +435,7 @@ impl Ctx<'_> {
             Err(Error::new(
                 Errno::EINVAL,
                 format!(
-                    "the sensor's overlap policy is \"{}\"; one ring serves every analyzer, so a socket cannot ask for \"{}\"",
+                    "the sensor's overlap policy is \"{}\" (mos-sensor --overlap); one ring serves every analyzer, so a socket cannot ask for \"{}\"",
                     have.describe(),
                     policy.describe()
                 ),
