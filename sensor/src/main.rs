@@ -139,12 +139,10 @@ struct Args {
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     idle_timeout: u64,
 
-    /// Which copy of a byte stays when a segment overlaps out-of-order data already held:
-    /// first (the held copy, mOS's default), last (the new copy), or the rule of a target's
-    /// TCP stack: linux (the new copy when it starts before the held data, or at the same
-    /// byte and ends after it), bsd or windows (the new copy when it starts before the held
-    /// data). Bytes already in order are never rewritten; a copy whose bytes differ raises an
-    /// ERROR event whichever wins. Analyzers read it with MOS_CLIOVERLAP/MOS_SVROVERLAP.
+    /// Which copy of a byte stays when a segment overlaps out-of-order data already held;
+    /// bytes already in order are never rewritten. A copy whose bytes differ raises an ERROR
+    /// event whichever wins. Analyzers read the policy with MOS_CLIOVERLAP/MOS_SVROVERLAP; the
+    /// rules are in docs/REASSEMBLY.md.
     #[arg(long, value_enum, value_name = "POLICY", default_value_t = OverlapPolicy::First)]
     overlap: OverlapPolicy,
 

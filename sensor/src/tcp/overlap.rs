@@ -18,16 +18,23 @@ use shm_layout::layout::overlap_policy as code;
 pub enum OverlapPolicy {
     /// The held bytes always stay (mOS's `MOS_OVERLAP_POLICY_FIRST`).
     #[default]
+    #[value(help = "the held copy stays (mOS's MOS_OVERLAP_POLICY_FIRST)")]
     First,
     /// The new bytes always replace held out-of-order bytes (`MOS_OVERLAP_POLICY_LAST`).
+    #[value(help = "the new copy wins (MOS_OVERLAP_POLICY_LAST)")]
     Last,
     /// The new bytes win over held data that starts after the new segment, or starts where it
     /// starts and ends before it ends.
+    #[value(
+        help = "the new copy wins where it starts before the held data, or at the same byte and ends after it"
+    )]
     Linux,
     /// The new bytes win over held data that starts after the new segment.
+    #[value(help = "the new copy wins where it starts before the held data")]
     Bsd,
     /// The rule of [`OverlapPolicy::Bsd`]: the published descriptions give Windows the same
     /// overlap behaviour.
+    #[value(help = "the bsd rule, which the published descriptions give Windows too")]
     Windows,
 }
 
