@@ -15,7 +15,9 @@ use crate::regions::Regions;
 use crate::sockopt::{OptValue, OverlapPolicy, RingFragment, SockOpt, TcpBufInfo};
 use crate::stream::{self, Chunk};
 use shm_layout::flow::{read_flow, read_flow_with_meta};
-use shm_layout::layout::{flow_flags, side_flags, EventRecord, FlowData, RingMeta, NO_PKT};
+use shm_layout::layout::{
+    flow_flags, overlap_policy, side_flags, EventRecord, FlowData, RingMeta, NO_PKT,
+};
 use shm_layout::pktlog::read_packet;
 use shm_layout::{Side, TcpState, MOS_SIDE_BOTH};
 use std::collections::HashMap;
@@ -131,6 +133,16 @@ pub(crate) fn load_flow(
     flow: FlowId,
     side: Option<Side>,
 ) -> Result<(FlowData, Option<RingMeta>)> {
+    load_flow_stamped(regions, flow, side).map(|(d, m, _)| (d, m))
+}
+
+/// [`load_flow`] with the slot's seqlock stamp at the copy: equal stamps mean the sensor
+/// changed nothing of the connection in between, ring bytes included.
+pub(crate) fn load_flow_stamped(
+    regions: &Regions,
+    flow: FlowId,
+    side: Option<Side>,
+) -> Result<(FlowData, Option<RingMeta>, u64)> {
     let w = usize::from(flow.worker);
     if w >= regions.nworkers {
         return Err(Error::new(
@@ -158,28 +170,25 @@ pub(crate) fn load_flow(
             format!("flow {flow}'s slot stayed busy (the sensor kept writing it)"),
         )
     };
-    let (data, meta) = match side {
+    let (snap, meta) = match side {
         Some(s) => {
             let metas = regions.ring_metas(w)?;
-            let (snap, meta) =
-                patiently(|| read_flow_with_meta(slot, metas, s.index(), SLOT_TRIES))
-                    .ok_or_else(busy)?;
-            (snap.data, meta)
+            patiently(|| read_flow_with_meta(slot, metas, s.index(), SLOT_TRIES))
+                .ok_or_else(busy)?
         }
         None => (
-            patiently(|| read_flow(slot, SLOT_TRIES))
-                .ok_or_else(busy)?
-                .data,
+            patiently(|| read_flow(slot, SLOT_TRIES)).ok_or_else(busy)?,
             None,
         ),
     };
+    let data = snap.data;
     if data.flags & flow_flags::LIVE == 0 {
         return Err(stale(flow, "connection gone"));
     }
     if data.generation != flow.generation {
         return Err(stale(flow, "slot reused"));
     }
-    Ok((data, meta))
+    Ok((data, meta, snap.stamp))
 }
 
 /// Where a new reader of each side of `flow` starts.
@@ -311,8 +320,11 @@ impl Ctx<'_> {
         let room = buf
             .len()
             .min(usize::try_from(regions.config.ring_size).unwrap_or(usize::MAX));
+        // Under any policy but the first copy, the sensor may rewrite held out-of-order bytes
+        // in place: a copy of them stands only if the slot did not change meanwhile.
+        let rewrites = regions.config.overlap_policy != overlap_policy::FIRST;
         for _ in 0..COPY_TRIES {
-            let (d, meta) = load_flow(regions, flow, Some(side))?;
+            let (d, meta, stamp) = load_flow_stamped(regions, flow, Some(side))?;
             let sd = d.sides[side.index()];
             let n = stream::extent_at(&sd, meta.as_ref(), offset, room);
             if n == 0 {
@@ -326,14 +338,16 @@ impl Ctx<'_> {
             }
             regions.copy_ring(usize::from(flow.worker), sd.ring, offset, &mut buf[..n])?;
             after_copy();
-            let (d2, meta2) = load_flow(regions, flow, Some(side))?;
+            let (d2, meta2, stamp2) = load_flow_stamped(regions, flow, Some(side))?;
+            let in_order = offset < sd.tail;
             if intact(
                 &sd,
                 &d2.sides[side.index()],
                 meta2.as_ref(),
                 offset,
-                offset < sd.tail,
-            ) {
+                in_order,
+            ) && (in_order || !rewrites || stamp2 == stamp)
+            {
                 return Ok(n);
             }
             self.counters.torn_copies += 1;
