@@ -3,7 +3,7 @@
 #
 #   scripts/test.sh [--no-setup] [--no-apt] [--only STAGE[,STAGE...]]
 #
-# Stages, in order: fmt clippy build unit loom integration doc fuzz-build
+# Stages, in order: fmt clippy build unit loom integration doc fuzz
 #   fmt          cargo fmt --check
 #   clippy       cargo clippy on every target, warnings are errors
 #   build        release build of every binary (mos-sensor is what the integration tests run)
@@ -14,8 +14,8 @@
 #   integration  the mos-tests package (corpus runner and multi-process tests), release build,
 #                with MOS_SENSOR_BIN pointing at the release mos-sensor
 #   doc          rustdoc, warnings are errors
-#   fuzz-build   the cargo-fuzz targets in fuzz/ still compile (a plain build; fuzzing itself
-#                needs cargo-fuzz, see the README)
+#   fuzz         every cargo-fuzz target in fuzz/ for MOS_FUZZ_SECONDS (default 20) from its
+#                seeds (scripts/fuzz.sh; installs cargo-fuzz if missing)
 #
 # PROPTEST_CASES, if set, is passed on to the tests. With CI=true cargo prints no colours or
 # progress bars. Exits non-zero, naming the stage, at the first stage that fails.
@@ -24,7 +24,7 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-all_stages=(fmt clippy build unit loom integration doc fuzz-build)
+all_stages=(fmt clippy build unit loom integration doc fuzz)
 run_setup=1
 setup_args=()
 only=""
@@ -160,7 +160,7 @@ fi
     fi
     run_stage integration cargo test --release -p mos-tests --no-fail-fast $locked
     run_stage doc env RUSTDOCFLAGS="${RUSTDOCFLAGS:-} -Dwarnings" cargo doc --workspace --no-deps $locked
-    run_stage fuzz-build cargo build --manifest-path fuzz/Cargo.toml $locked
+    run_stage fuzz bash scripts/fuzz.sh --seconds "${MOS_FUZZ_SECONDS:-20}"
 }
 
 summary

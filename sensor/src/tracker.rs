@@ -21,7 +21,7 @@ use crate::parse::TcpSegment;
 use crate::publish::slots::SlotPublisher;
 use crate::tcp::conn::{Conn, Stack};
 use crate::tcp::overlap::OverlapPolicy;
-use crate::tcp::reassembly::InsertOutcome;
+use crate::tcp::reassembly::{InsertOutcome, Stream};
 use crate::tcp::ring_pool::{PoolError, RingId, RingPool, MAX_GAPS};
 use crate::tcp::state::{self, SegmentFacts};
 use shm_layout::{EventMask, Hook, Side, TcpState};
@@ -102,6 +102,9 @@ pub struct TrackerStats {
     pub overflow_bytes: u64,
     /// Retransmissions whose bytes differed from the buffered ones.
     pub conflicts: u64,
+    /// Keep-alive probes (at most one byte, one before the next byte expected); their byte
+    /// is not stored.
+    pub keepalives: u64,
 }
 
 impl TrackerStats {
@@ -121,6 +124,7 @@ impl TrackerStats {
         self.gap_bytes += o.gap_bytes;
         self.overflow_bytes += o.overflow_bytes;
         self.conflicts += o.conflicts;
+        self.keepalives += o.keepalives;
     }
 }
 
@@ -567,7 +571,13 @@ impl Tracker {
                 .filter(|_| generation == h.generation)
             {
                 for st in &mut c.stacks {
-                    st.recv.release(&mut self.pool);
+                    // Out-of-order bytes still wait for the hole before them to fill (a late
+                    // segment may bring it): that ring stays until the connection ends. Whether
+                    // it holds any does not depend on when this runs (late bytes go to a fresh
+                    // ring after a release), so results do not depend on analyzer timing.
+                    if st.recv.fragments(&self.pool).next().is_none() {
+                        st.recv.release(&mut self.pool);
+                    }
                 }
                 self.publish(h.slot, None);
             }
@@ -760,20 +770,30 @@ impl Tracker {
         // The first sequence number after this segment's SYN (which takes one number).
         let data_seq = seg.seq.wrapping_add(u32::from(syn));
 
-        // --- Sender side: what sending this segment does to the sender's stack.
+        // --- Sender side: what sending this segment does to the sender's stack. A SYN with
+        // the ISN already seen, or a FIN at the sequence number already seen, is a
+        // retransmission (`REXMIT` below, like retransmitted data).
+        let mut control_rexmit = false;
         {
             let st = conn.stack_mut(snd);
             st.packets += 1;
             if syn {
-                st.isn = Some(seg.seq);
+                control_rexmit |= st.isn == Some(seg.seq);
             }
             if seg.flags & FIN != 0 {
-                st.fin_seq = Some(data_seq.wrapping_add(seg.payload_len));
+                let fin = data_seq.wrapping_add(seg.payload_len);
+                control_rexmit |= st.fin_seq == Some(fin);
+                st.fin_seq = Some(fin);
             }
         }
         // The receiver's stream holds what the sender sends: anchor it on the SYN (offset 0 is
-        // ISN+1) or, midstream, on the first sequence number the sender is seen using.
+        // ISN+1) or, midstream, on the first sequence number the sender is seen using. A SYN
+        // with another ISN once bytes are held keeps the first numbering (and the first ISN).
         {
+            let recv = &conn.stack(rcv).recv;
+            if syn && !(recv.has_ring() || recv.tail() > 0) {
+                conn.stack_mut(snd).isn = Some(seg.seq);
+            }
             let recv = &mut conn.stack_mut(rcv).recv;
             if syn {
                 recv.reanchor(data_seq);
@@ -850,7 +870,14 @@ impl Tracker {
         let mut outcome = InsertOutcome::default();
         // Where the segment's first byte lands in the stream (for ERROR offsets).
         let mut seg_offset = 0;
-        if seg.payload_len > 0 {
+        let keepalive = seg.payload_len <= 1
+            && seg.flags & (SYN | FIN | RST) == 0
+            && is_keepalive(&conn.stack(rcv).recv, &self.pool, data_seq);
+        if keepalive {
+            // Its byte (if any) is filler, often not the byte it repeats: neither stored nor
+            // compared, so it raises no `REXMIT` and no conflict.
+            self.stats.keepalives += 1;
+        } else if seg.payload_len > 0 {
             let recv = &mut conn.stack_mut(rcv).recv;
             if recv.is_anchored() {
                 seg_offset = recv.seq_to_offset(data_seq).unwrap_or(0);
@@ -863,6 +890,7 @@ impl Tracker {
                 );
             }
         }
+        outcome.rexmit |= control_rexmit;
         let acks_fin = seg.flags & ACK != 0
             && conn
                 .stack(rcv)
@@ -1069,6 +1097,17 @@ impl Tracker {
             tail,
         });
     }
+}
+
+/// Whether a segment of at most one byte starting at `seq` is a keep-alive for the stream
+/// `recv`: it sits one before the next byte expected (one past the highest byte received),
+/// which a sender probing an idle peer uses so that the peer answers with an ACK.
+fn is_keepalive(recv: &Stream, pool: &RingPool, seq: u32) -> bool {
+    if !recv.is_anchored() {
+        return false;
+    }
+    let next = recv.offset_to_seq(recv.recv_end(pool));
+    seq == next.wrapping_sub(1) && recv.recv_end(pool) > 0
 }
 
 /// Whether `a` comes after `b` in sequence space (`a - b` in `(0, 2^31)`).

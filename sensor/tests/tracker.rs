@@ -1175,3 +1175,257 @@ fn timeouts_run_on_the_latest_time_seen() {
     let ev = sim.advance_to(t0 + 110 * SEC + 1);
     assert_eq!(ends(&ev), both_ends(hc, EndReason::Timeout));
 }
+
+// Edge cases: one documented behaviour each (docs/REASSEMBLY.md, "Edge cases"). -------------
+
+#[test]
+fn syn_carrying_data_is_stored_at_offset_zero() {
+    let mut sim = Sim::default_cfg();
+    let cv = Conv::new(40000, 80);
+    // A SYN with data (TCP Fast Open): its bytes are the stream's first.
+    let ev = cv.c2s(&mut sim, SYN, CISN, 0, b"early");
+    let h = ev[0].flow;
+    assert_eq!(
+        sides(&ev, EventKind::ConnNewData),
+        vec![(Some(Side::Svr), Hook::Null)]
+    );
+    cv.s2c(&mut sim, SYN | ACK, SISN, CISN + 6, b"");
+    cv.c2s(&mut sim, ACK | PSH, CISN + 6, SISN + 1, b" and late");
+    assert_eq!(sim.bytes(h, Side::Svr, 0), b"early and late".to_vec());
+    // A retransmitted SYN with the same data is a retransmission, not new bytes.
+    let ev = cv.c2s(&mut sim, SYN, CISN, 0, b"early");
+    assert_eq!(
+        sides(&ev, EventKind::Rexmit),
+        vec![(Some(Side::Svr), Hook::Rcv)]
+    );
+    assert!(errors(&ev).is_empty(), "{ev:?}");
+    assert_eq!(sim.stats().conns_created, 1);
+}
+
+#[test]
+fn retransmitted_syn_syn_ack_and_fin_raise_rexmit() {
+    let mut sim = Sim::default_cfg();
+    let cv = Conv::new(40000, 80);
+    let ev = cv.c2s(&mut sim, SYN, CISN, 0, b"");
+    assert!(of_kind(&ev, EventKind::Rexmit).is_empty());
+    let ev = cv.c2s(&mut sim, SYN, CISN, 0, b"");
+    assert_eq!(
+        sides(&ev, EventKind::Rexmit),
+        vec![(Some(Side::Svr), Hook::Rcv)]
+    );
+    let ev = cv.s2c(&mut sim, SYN | ACK, SISN, CISN + 1, b"");
+    assert!(of_kind(&ev, EventKind::Rexmit).is_empty());
+    let ev = cv.s2c(&mut sim, SYN | ACK, SISN, CISN + 1, b"");
+    assert_eq!(
+        sides(&ev, EventKind::Rexmit),
+        vec![(Some(Side::Cli), Hook::Rcv)]
+    );
+    let h = ev[0].flow;
+    cv.c2s(&mut sim, ACK, CISN + 1, SISN + 1, b"");
+    // A FIN carrying data, then the same FIN again.
+    let ev = cv.c2s(&mut sim, FIN | ACK | PSH, CISN + 1, SISN + 1, b"last");
+    assert!(of_kind(&ev, EventKind::Rexmit).is_empty());
+    assert_eq!(sim.bytes(h, Side::Svr, 0), b"last".to_vec());
+    assert_eq!(
+        sim.tr.conn(h).unwrap().stack(Side::Cli).state,
+        TcpState::FinWait1
+    );
+    let ev = cv.c2s(&mut sim, FIN | ACK | PSH, CISN + 1, SISN + 1, b"last");
+    // One REXMIT for the segment, though both its bytes and its FIN were seen before.
+    assert_eq!(
+        sides(&ev, EventKind::Rexmit),
+        vec![(Some(Side::Svr), Hook::Rcv)]
+    );
+    let ev = cv.c2s(&mut sim, FIN | ACK, CISN + 5, SISN + 1, b"");
+    assert_eq!(of_kind(&ev, EventKind::Rexmit).len(), 1);
+    assert_eq!(sim.stats().conns_created, 1);
+}
+
+#[test]
+fn a_second_syn_ack_with_another_isn() {
+    // Before the server sent data, a SYN/ACK with another ISN renumbers the client's stream.
+    let mut sim = Sim::default_cfg();
+    let cv = Conv::new(40000, 80);
+    cv.c2s(&mut sim, SYN, CISN, 0, b"");
+    let ev = cv.s2c(&mut sim, SYN | ACK, SISN, CISN + 1, b"");
+    let h = ev[0].flow;
+    cv.s2c(&mut sim, SYN | ACK, 5_000_000, CISN + 1, b"");
+    cv.c2s(&mut sim, ACK, CISN + 1, 5_000_001, b"");
+    cv.s2c(&mut sim, ACK | PSH, 5_000_001, CISN + 1, b"hello");
+    assert_eq!(sim.bytes(h, Side::Cli, 0), b"hello".to_vec());
+    assert_eq!(
+        sim.tr.conn(h).unwrap().stack(Side::Svr).isn,
+        Some(5_000_000)
+    );
+
+    // Once the server has sent data, the first numbering stays: the second SYN/ACK neither
+    // renumbers the stream nor replaces the ISN, and data continues where it was.
+    let mut sim = Sim::default_cfg();
+    let (_, h) = cv.handshake(&mut sim);
+    cv.s2c(&mut sim, ACK | PSH, SISN + 1, CISN + 1, b"abc");
+    let ev = cv.s2c(&mut sim, SYN | ACK, 9_000_000, CISN + 1, b"");
+    assert!(ends(&ev).is_empty());
+    cv.s2c(&mut sim, ACK | PSH, SISN + 4, CISN + 1, b"def");
+    assert_eq!(sim.bytes(h, Side::Cli, 0), b"abcdef".to_vec());
+    assert_eq!(sim.tr.conn(h).unwrap().stack(Side::Svr).isn, Some(SISN));
+    assert_eq!(sim.stats().conns_created, 1);
+}
+
+#[test]
+fn data_carried_by_a_reset_is_stored() {
+    let mut sim = Sim::default_cfg();
+    let cv = Conv::new(40000, 80);
+    let (_, h) = cv.handshake(&mut sim);
+    cv.s2c(&mut sim, ACK | PSH, SISN + 1, CISN + 1, b"abc");
+    let ev = cv.s2c(&mut sim, RST | ACK, SISN + 4, CISN + 1, b"bye");
+    assert_eq!(
+        sides(&ev, EventKind::ConnNewData),
+        vec![(Some(Side::Cli), Hook::Null)]
+    );
+    assert_eq!(sim.bytes(h, Side::Cli, 0), b"abcbye".to_vec());
+    assert_eq!(sim.tr.conn(h).unwrap().closed, Some(EndReason::Reset));
+}
+
+#[test]
+fn urgent_data_stays_in_the_stream() {
+    const URG: u8 = 0x20;
+    let mut sim = Sim::default_cfg();
+    let cv = Conv::new(40000, 23);
+    let (_, h) = cv.handshake(&mut sim);
+    cv.c2s(&mut sim, ACK | PSH, CISN + 1, SISN + 1, b"ls");
+    let ev = cv.c2s(
+        &mut sim,
+        ACK | PSH | URG,
+        CISN + 3,
+        SISN + 1,
+        b"\xff\xf4\xff\xf2",
+    );
+    assert!(errors(&ev).is_empty());
+    cv.c2s(&mut sim, ACK | PSH, CISN + 7, SISN + 1, b"\r\n");
+    assert_eq!(
+        sim.bytes(h, Side::Svr, 0),
+        b"ls\xff\xf4\xff\xf2\r\n".to_vec()
+    );
+}
+
+#[test]
+fn simultaneous_open_is_one_connection() {
+    let mut sim = Sim::default_cfg();
+    let cv = Conv::new(40000, 40001);
+    let ev = cv.c2s(&mut sim, SYN, CISN, 0, b"");
+    let h = ev[0].flow;
+    cv.s2c(&mut sim, SYN, SISN, 0, b"");
+    cv.c2s(&mut sim, SYN | ACK, CISN, SISN + 1, b"");
+    cv.s2c(&mut sim, SYN | ACK, SISN, CISN + 1, b"");
+    cv.c2s(&mut sim, ACK | PSH, CISN + 1, SISN + 1, b"from a");
+    cv.s2c(&mut sim, ACK | PSH, SISN + 1, CISN + 7, b"from b");
+    let c = sim.tr.conn(h).expect("one connection");
+    // The first SYN's sender is the client.
+    assert_eq!(c.client().port, 40000);
+    assert!(!c.guessed);
+    assert_eq!(c.stack(Side::Cli).isn, Some(CISN));
+    assert_eq!(c.stack(Side::Svr).isn, Some(SISN));
+    assert_eq!(sim.bytes(h, Side::Svr, 0), b"from a".to_vec());
+    assert_eq!(sim.bytes(h, Side::Cli, 0), b"from b".to_vec());
+    assert_eq!(sim.stats().conns_created, 1);
+    let ev = cv.close(&mut sim, CISN, SISN, 6, 6);
+    assert!(ends(&ev).is_empty());
+    assert_eq!(sim.tr.conn(h).unwrap().closed, Some(EndReason::Closed));
+}
+
+#[test]
+fn keepalives_are_neither_stored_nor_retransmissions() {
+    let mut sim = Sim::default_cfg();
+    let cv = Conv::new(40000, 80);
+    let (_, h) = cv.handshake(&mut sim);
+    cv.c2s(&mut sim, ACK | PSH, CISN + 1, SISN + 1, b"abc");
+    // A probe one before the next byte, with a filler byte unlike the one it repeats.
+    let ev = cv.c2s(&mut sim, ACK, CISN + 3, SISN + 1, b"\0");
+    assert!(of_kind(&ev, EventKind::Rexmit).is_empty(), "{ev:?}");
+    assert!(errors(&ev).is_empty(), "{ev:?}");
+    // And one without a byte.
+    let ev = cv.c2s(&mut sim, ACK, CISN + 3, SISN + 1, b"");
+    assert!(of_kind(&ev, EventKind::Rexmit).is_empty(), "{ev:?}");
+    assert_eq!(sim.stats().keepalives, 2);
+    assert_eq!(sim.stats().conflicts, 0);
+    cv.c2s(&mut sim, ACK | PSH, CISN + 4, SISN + 1, b"def");
+    assert_eq!(sim.bytes(h, Side::Svr, 0), b"abcdef".to_vec());
+}
+
+#[test]
+fn zero_window_probe_then_the_same_byte_again() {
+    let mut sim = Sim::default_cfg();
+    let cv = Conv::new(40000, 80);
+    let (_, h) = cv.handshake(&mut sim);
+    cv.c2s(&mut sim, ACK | PSH, CISN + 1, SISN + 1, b"abc");
+    // The server's window is closed; the client probes with the next byte, which the server
+    // does not take (its ACK stays), and sends it again with more once the window opens.
+    cv.s2c(&mut sim, ACK, SISN + 1, CISN + 4, b"");
+    let ev = cv.c2s(&mut sim, ACK, CISN + 4, SISN + 1, b"d");
+    assert!(errors(&ev).is_empty());
+    cv.s2c(&mut sim, ACK, SISN + 1, CISN + 4, b"");
+    let ev = cv.c2s(&mut sim, ACK | PSH, CISN + 4, SISN + 1, b"def");
+    assert_eq!(of_kind(&ev, EventKind::Rexmit).len(), 1);
+    assert!(errors(&ev).is_empty(), "{ev:?}");
+    assert_eq!(sim.bytes(h, Side::Svr, 0), b"abcdef".to_vec());
+    assert_eq!(sim.stats().keepalives, 0);
+}
+
+#[test]
+fn a_new_syn_after_a_reset_starts_a_new_connection() {
+    let mut sim = Sim::default_cfg();
+    let cv = Conv::new(40000, 80);
+    let (_, old) = cv.handshake(&mut sim);
+    cv.c2s(&mut sim, ACK | PSH, CISN + 1, SISN + 1, b"one");
+    cv.s2c(&mut sim, RST | ACK, SISN + 1, CISN + 4, b"");
+    let ev = cv.c2s(&mut sim, SYN, 77_000, 0, b"");
+    // Ended as reused, as after a FIN handshake: the tuple was taken by a new connection
+    // before the old one's linger ran out.
+    assert_eq!(ends(&ev), both_ends(old, EndReason::Reused));
+    let new = ev.last().unwrap().flow;
+    assert_ne!(new, old);
+    cv.s2c(&mut sim, SYN | ACK, 88_000, 77_001, b"");
+    cv.c2s(&mut sim, ACK | PSH, 77_001, 88_001, b"two");
+    assert_eq!(sim.bytes(new, Side::Svr, 0), b"two".to_vec());
+    assert_eq!(sim.stats().conns_created, 2);
+}
+
+/// Runs a connection that is reset while it holds out-of-order bytes and then receives the
+/// missing ones late, in lossless mode with
+/// analyzers that pass nothing until the end, or in lossy mode; returns the client-to-server
+/// bytes as a dump collects them (each call's new bytes, lost ones as zeros) and the lost count.
+fn replay_reset_script(lossless: bool) -> (Vec<u8>, u64) {
+    let mut sim = Sim::default_cfg();
+    sim.tr.set_lossless(lossless);
+    let cv = Conv::new(40000, 80);
+    let (_, h) = cv.handshake(&mut sim);
+    let mut bytes = Vec::new();
+    let mut collect = |sim: &Sim| {
+        for c in sim.chunks(h, Side::Svr, bytes.len() as u64) {
+            match c {
+                Chunk::Data(d) => bytes.extend_from_slice(&d),
+                Chunk::Gap { len, .. } => bytes.extend(std::iter::repeat_n(0, len as usize)),
+            }
+        }
+    };
+    cv.c2s(&mut sim, ACK | PSH, CISN + 1, SISN + 1, b"aaaa");
+    collect(&sim);
+    // A reset carrying bytes beyond a hole (out of order when the connection closes), an
+    // unrelated packet, then the hole's bytes, late.
+    cv.c2s(&mut sim, RST | ACK, CISN + 9, SISN + 1, b"cccc");
+    collect(&sim);
+    Conv::new(40001, 80).c2s(&mut sim, ACK, 1, 1, b"");
+    cv.c2s(&mut sim, ACK | PSH, CISN + 5, SISN + 1, b"bbbb");
+    collect(&sim);
+    (bytes, sim.stream_lost(h, Side::Svr))
+}
+
+#[test]
+fn late_data_after_a_close_does_not_depend_on_when_analyzers_pass() {
+    // A closed connection gives its rings back early, except a ring that holds out-of-order
+    // bytes: whether analyzers have passed the close yet must not change the stream.
+    let lossy = replay_reset_script(false);
+    let lossless = replay_reset_script(true);
+    assert_eq!(lossy, lossless);
+    assert_eq!(lossy, (b"aaaabbbbcccc".to_vec(), 0));
+}
