@@ -342,6 +342,43 @@ fn a_copy_the_sensor_overwrote_meanwhile_is_an_overrun_not_data() {
 }
 
 #[test]
+fn ppeek_of_held_data_the_sensor_rewrote_meanwhile_is_copied_again() {
+    // Under the linux policy the sensor may rewrite held out-of-order bytes in place: a copy
+    // taken while it did is torn, and the library takes it again.
+    let fake = FakeSensor::new(FakeConfig {
+        overlap_policy: shm_layout::layout::overlap_policy::LINUX,
+        ..FakeConfig::default()
+    });
+    let mut mos = attach(&fake);
+    let s = mos.socket().unwrap();
+    publish(&fake, side(0, 100, 1), meta(0, &[], &[(150, 10)]), 0, 100);
+    fake.main.write_ring(W, 1, 150, b"oooooooooo");
+    let sensor = fake.main.another();
+    let mut fired = false;
+    AFTER_COPY.with(|h| {
+        *h.borrow_mut() = Some(Box::new(move || {
+            if !fired {
+                fired = true;
+                // A segment that starts before the island wins over its first 4 bytes.
+                sensor.write_ring(W, 1, 146, b"NNNNNNNN");
+                sensor.set_flow(
+                    W,
+                    SLOT,
+                    &flow_data(GEN, side(0, 0, NO_RING), side(0, 100, 1)),
+                    &[(1, meta(0, &[], &[(146, 14)]))],
+                );
+            }
+        }))
+    });
+    let mut buf = [0u8; 10];
+    let got = mos.with_ctx(|c| c.ppeek(s, FLOW, Side::Svr, &mut buf, 150));
+    AFTER_COPY.with(|h| *h.borrow_mut() = None);
+    assert_eq!(got.unwrap(), 10);
+    assert_eq!(&buf, b"NNNNoooooo");
+    assert_eq!(mos.counters().torn_copies, 1);
+}
+
+#[test]
 fn ppeek_reads_fragments_without_moving_the_pointer() {
     let fake = FakeSensor::new(FakeConfig::default());
     let mut mos = attach(&fake);
@@ -483,6 +520,47 @@ fn getsockopt_gives_sequence_numbers_states_and_the_overlap_policy() {
         assert_eq!(e.errno(), Errno::EINVAL);
         assert!(e.to_string().contains("first copy wins"), "{e}");
     });
+}
+
+#[test]
+fn overlap_policy_is_the_sensors_for_both_sides() {
+    use shm_layout::layout::overlap_policy;
+    let cases = [
+        (overlap_policy::FIRST, OverlapPolicy::FirstCopy),
+        (overlap_policy::LAST, OverlapPolicy::LastCopy),
+        (overlap_policy::LINUX, OverlapPolicy::Linux),
+        (overlap_policy::BSD, OverlapPolicy::Bsd),
+        (overlap_policy::WINDOWS, OverlapPolicy::Windows),
+        (9, OverlapPolicy::Other(9)),
+    ];
+    for (code, policy) in cases {
+        assert_eq!(OverlapPolicy::from_code(code), policy);
+        assert_eq!(policy.code(), code);
+        let fake = FakeSensor::new(FakeConfig {
+            overlap_policy: code,
+            ..FakeConfig::default()
+        });
+        let mut mos = attach(&fake);
+        let s = mos.socket().unwrap();
+        publish(&fake, side(0, 0, NO_RING), meta(0, &[], &[]), 0, 0);
+        mos.with_ctx(|c| {
+            assert_eq!(c.overlap_policy(), policy);
+            for opt in [SockOpt::CliOverlap, SockOpt::SvrOverlap] {
+                assert_eq!(c.getsockopt(FLOW, opt).unwrap(), OptValue::Overlap(policy));
+            }
+            // Asking for the sensor's own policy is accepted; any other is refused, saying
+            // which one the sensor applies.
+            c.set_overlap_policy(s, policy).unwrap();
+            for other in cases.map(|(_, p)| p).into_iter().filter(|&p| p != policy) {
+                let e = c.set_overlap_policy(s, other).unwrap_err();
+                assert_eq!(e.errno(), Errno::EINVAL, "{e}");
+                let msg = e.to_string();
+                assert!(msg.contains(&policy.describe()), "{msg}");
+                assert!(msg.contains(&other.describe()), "{msg}");
+                assert!(msg.contains("--overlap"), "{msg}");
+            }
+        });
+    }
 }
 
 #[test]

@@ -16,7 +16,8 @@ use crate::sockopt::{OptValue, OverlapPolicy, RingFragment, SockOpt, TcpBufInfo}
 use crate::stream::{self, Chunk};
 use shm_layout::flow::{read_flow, read_flow_with_meta, read_flow_with_tunnel};
 use shm_layout::layout::{
-    flow_flags, side_flags, EventRecord, FlowData, FlowSlot, RingMeta, TunnelData, NO_PKT,
+    flow_flags, overlap_policy, side_flags, EventRecord, FlowData, FlowSlot, RingMeta, TunnelData,
+    NO_PKT,
 };
 use shm_layout::pktlog::read_packet;
 use shm_layout::{Side, TcpState, MOS_SIDE_BOTH};
@@ -191,24 +192,30 @@ pub(crate) fn load_flow(
     flow: FlowId,
     side: Option<Side>,
 ) -> Result<(FlowData, Option<RingMeta>)> {
+    load_flow_stamped(regions, flow, side).map(|(d, m, _)| (d, m))
+}
+
+/// [`load_flow`] with the slot's seqlock stamp at the copy: equal stamps mean the sensor
+/// changed nothing of the connection in between, ring bytes included.
+pub(crate) fn load_flow_stamped(
+    regions: &Regions,
+    flow: FlowId,
+    side: Option<Side>,
+) -> Result<(FlowData, Option<RingMeta>, u64)> {
     let slot = flow_slot(regions, flow)?;
-    let (data, meta) = match side {
+    let (snap, meta) = match side {
         Some(s) => {
             let metas = regions.ring_metas(usize::from(flow.worker))?;
-            let (snap, meta) =
-                patiently(|| read_flow_with_meta(slot, metas, s.index(), SLOT_TRIES))
-                    .ok_or_else(|| busy(flow))?;
-            (snap.data, meta)
+            patiently(|| read_flow_with_meta(slot, metas, s.index(), SLOT_TRIES))
+                .ok_or_else(|| busy(flow))?
         }
         None => (
-            patiently(|| read_flow(slot, SLOT_TRIES))
-                .ok_or_else(|| busy(flow))?
-                .data,
+            patiently(|| read_flow(slot, SLOT_TRIES)).ok_or_else(|| busy(flow))?,
             None,
         ),
     };
-    check_handle(flow, &data)?;
-    Ok((data, meta))
+    check_handle(flow, &snap.data)?;
+    Ok((snap.data, meta, snap.stamp))
 }
 
 /// Where a new reader of each side of `flow` starts.
@@ -340,8 +347,11 @@ impl Ctx<'_> {
         let room = buf
             .len()
             .min(usize::try_from(regions.config.ring_size).unwrap_or(usize::MAX));
+        // Under any policy but the first copy, the sensor may rewrite held out-of-order bytes
+        // in place: a copy of them stands only if the slot did not change meanwhile.
+        let rewrites = regions.config.overlap_policy != overlap_policy::FIRST;
         for _ in 0..COPY_TRIES {
-            let (d, meta) = load_flow(regions, flow, Some(side))?;
+            let (d, meta, stamp) = load_flow_stamped(regions, flow, Some(side))?;
             let sd = d.sides[side.index()];
             let n = stream::extent_at(&sd, meta.as_ref(), offset, room);
             if n == 0 {
@@ -355,14 +365,16 @@ impl Ctx<'_> {
             }
             regions.copy_ring(usize::from(flow.worker), sd.ring, offset, &mut buf[..n])?;
             after_copy();
-            let (d2, meta2) = load_flow(regions, flow, Some(side))?;
+            let (d2, meta2, stamp2) = load_flow_stamped(regions, flow, Some(side))?;
+            let in_order = offset < sd.tail;
             if intact(
                 &sd,
                 &d2.sides[side.index()],
                 meta2.as_ref(),
                 offset,
-                offset < sd.tail,
-            ) {
+                in_order,
+            ) && (in_order || !rewrites || stamp2 == stamp)
+            {
                 return Ok(n);
             }
             self.counters.torn_copies += 1;
@@ -456,7 +468,7 @@ impl Ctx<'_> {
     }
 
     /// `mtcp_setsockopt(MOS_CLIOVERLAP/MOS_SVROVERLAP)`: accepted when it asks for the policy
-    /// the sensor applies, refused with `EINVAL` otherwise.
+    /// the sensor applies (`mos-sensor --overlap`), refused with `EINVAL` otherwise.
     pub fn set_overlap_policy(&mut self, sock: SockId, policy: OverlapPolicy) -> Result<()> {
         self.socket(sock)?;
         let have = self.overlap_policy();
@@ -466,7 +478,7 @@ impl Ctx<'_> {
             Err(Error::new(
                 Errno::EINVAL,
                 format!(
-                    "the sensor's overlap policy is \"{}\"; one ring serves every analyzer, so a socket cannot ask for \"{}\"",
+                    "the sensor's overlap policy is \"{}\" (mos-sensor --overlap); one ring serves every analyzer, so a socket cannot ask for \"{}\"",
                     have.describe(),
                     policy.describe()
                 ),

@@ -48,6 +48,8 @@ pub struct FakeConfig {
     pub pktlog_bytes: u64,
     /// Records per event ring.
     pub event_capacity: u64,
+    /// The overlap policy code the header publishes.
+    pub overlap_policy: u64,
 }
 
 impl Default for FakeConfig {
@@ -60,6 +62,7 @@ impl Default for FakeConfig {
             pktlog_entries: 4,
             pktlog_bytes: 1024,
             event_capacity: 16,
+            overlap_policy: 0,
         }
     }
 }
@@ -230,7 +233,7 @@ impl FakeSensor {
             pktlog_bytes: cfg.pktlog_bytes,
             event_ring_len: cfg.event_capacity,
             idle_timeout_ns: 1,
-            overlap_policy: 0,
+            overlap_policy: cfg.overlap_policy,
         };
         let plan = MainPlan::new(&config, cfg.nworkers, 4096).unwrap();
         let main_fd = memfd("mos-main", plan.len);

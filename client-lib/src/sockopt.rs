@@ -1,5 +1,6 @@
 //! Monitoring-socket options (`SOL_MONSOCKET` in mOS) and their values.
 
+use shm_layout::layout::overlap_policy as code;
 use shm_layout::{Side, TcpState};
 
 /// An option of `mtcp_getsockopt` at the `SOL_MONSOCKET` level.
@@ -62,24 +63,50 @@ pub struct RingFragment {
     pub len: u32,
 }
 
-/// How the sensor's rings treat overlapping retransmissions (`MOS_OVERLAP_POLICY_*`).
+/// How the sensor resolves a segment that overlaps out-of-order data it holds (the value of
+/// `MOS_CLIOVERLAP`/`MOS_SVROVERLAP`). Bytes already in order never change under any policy;
+/// the rules are in `docs/REASSEMBLY.md`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum OverlapPolicy {
-    /// The first copy of a byte wins (`MOS_OVERLAP_POLICY_FIRST`).
+    /// The held copy stays (`MOS_OVERLAP_POLICY_FIRST`, 0; `--overlap first`).
     FirstCopy,
-    /// The last copy wins (`MOS_OVERLAP_POLICY_LAST`).
+    /// The new copy wins (`MOS_OVERLAP_POLICY_LAST`, 1; `--overlap last`).
     LastCopy,
+    /// Linux's rule (2; `--overlap linux`): the new copy wins over held data that starts
+    /// after it, or at the same byte and ends before it.
+    Linux,
+    /// The BSD rule (3; `--overlap bsd`): the new copy wins over held data that starts after
+    /// it.
+    Bsd,
+    /// Windows (4; `--overlap windows`): the BSD rule.
+    Windows,
     /// A code this library does not know.
     Other(u64),
 }
 
 impl OverlapPolicy {
     /// The policy of the sensor's configuration code.
-    pub fn from_code(code: u64) -> OverlapPolicy {
-        match code {
-            0 => OverlapPolicy::FirstCopy,
-            1 => OverlapPolicy::LastCopy,
+    pub fn from_code(c: u64) -> OverlapPolicy {
+        match c {
+            code::FIRST => OverlapPolicy::FirstCopy,
+            code::LAST => OverlapPolicy::LastCopy,
+            code::LINUX => OverlapPolicy::Linux,
+            code::BSD => OverlapPolicy::Bsd,
+            code::WINDOWS => OverlapPolicy::Windows,
             c => OverlapPolicy::Other(c),
+        }
+    }
+
+    /// The code: mOS's `MOS_OVERLAP_POLICY_FIRST` (0) and `MOS_OVERLAP_POLICY_LAST` (1), then
+    /// the target-based policies.
+    pub fn code(self) -> u64 {
+        match self {
+            OverlapPolicy::FirstCopy => code::FIRST,
+            OverlapPolicy::LastCopy => code::LAST,
+            OverlapPolicy::Linux => code::LINUX,
+            OverlapPolicy::Bsd => code::BSD,
+            OverlapPolicy::Windows => code::WINDOWS,
+            OverlapPolicy::Other(c) => c,
         }
     }
 
@@ -88,6 +115,9 @@ impl OverlapPolicy {
         match self {
             OverlapPolicy::FirstCopy => "first copy wins".into(),
             OverlapPolicy::LastCopy => "last copy wins".into(),
+            OverlapPolicy::Linux => "linux rule".into(),
+            OverlapPolicy::Bsd => "bsd rule".into(),
+            OverlapPolicy::Windows => "windows rule".into(),
             OverlapPolicy::Other(c) => format!("policy {c}"),
         }
     }

@@ -24,6 +24,7 @@ use mos_sensor::publish::{
 use mos_sensor::replay::{
     replay, ChecksumPolicy, CountingSink, EventSink, ReplayOptions, ReplayOutcome, ReplayStats,
 };
+use mos_sensor::tcp::overlap::OverlapPolicy;
 use mos_sensor::tracker::{Tracker, TrackerConfig, TrackerStats};
 use shm_layout::layout::{counter, sensor_state, ConfigInfo, WorkerInfo};
 use shm_layout::EventMask;
@@ -38,7 +39,7 @@ use std::time::{Duration, Instant};
 ///
 /// Reads a pcap or pcapng capture (--pcap), a DPDK port (--dpdk) or a network interface
 /// (--iface), follows every TCP connection (both endpoints' state machines, each side's byte
-/// stream reassembled in order, retransmissions and overlaps resolved first-copy-wins, bytes
+/// stream reassembled in order, overlapping out-of-order data resolved by --overlap, bytes
 /// the capture never held recorded as gaps), and with --dump writes each connection's two
 /// streams and a flows.jsonl index to a directory.
 ///
@@ -150,6 +151,13 @@ struct Args {
     /// A connection idle this many seconds (capture time) ends with a timeout.
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     idle_timeout: u64,
+
+    /// Which copy of a byte stays when a segment overlaps out-of-order data already held;
+    /// bytes already in order are never rewritten. A copy whose bytes differ raises an ERROR
+    /// event whichever wins. Analyzers read the policy with MOS_CLIOVERLAP/MOS_SVROVERLAP; the
+    /// rules are in docs/REASSEMBLY.md.
+    #[arg(long, value_enum, value_name = "POLICY", default_value_t = OverlapPolicy::First)]
+    overlap: OverlapPolicy,
 
     /// Do not track connections whose handshake was not captured (their packets become
     /// orphans).
@@ -397,6 +405,7 @@ fn run(args: Args) -> Result<ExitCode> {
         ring_size: args.ring_kib * 1024,
         max_rings: args.max_rings.div_ceil(nw),
         track_midstream: !args.no_midstream,
+        overlap: args.overlap,
         events,
         ..TrackerConfig::default()
     };
@@ -963,7 +972,7 @@ fn publish(
         pktlog_bytes: args.pktlog_kib * 1024,
         event_ring_len: args.event_ring,
         idle_timeout_ns: cfg.idle_timeout_ns,
-        overlap_policy: 0,
+        overlap_policy: cfg.overlap.code(),
     };
     let epoch = {
         let t = std::time::SystemTime::now()

@@ -20,6 +20,7 @@ use crate::parse::flags::{ACK, FIN, RST, SYN};
 use crate::parse::{TcpSegment, Tunnel};
 use crate::publish::slots::SlotPublisher;
 use crate::tcp::conn::{Conn, Stack};
+use crate::tcp::overlap::OverlapPolicy;
 use crate::tcp::reassembly::{InsertOutcome, Stream};
 use crate::tcp::ring_pool::{PoolError, RingId, RingPool, MAX_GAPS};
 use crate::tcp::state::{self, SegmentFacts};
@@ -49,6 +50,8 @@ pub struct TrackerConfig {
     pub max_rings: usize,
     /// Track connections whose handshake was not seen; when off, their packets are orphans.
     pub track_midstream: bool,
+    /// Which copy stays when a segment overlaps held out-of-order data.
+    pub overlap: OverlapPolicy,
     /// The events to produce; others are not even built.
     pub events: EventMask,
     /// Multipliers of the flow hash; random per process by default, so crafted tuples cannot
@@ -65,6 +68,7 @@ impl Default for TrackerConfig {
             ring_size: 256 * 1024,
             max_rings: 16 * 1024,
             track_midstream: true,
+            overlap: OverlapPolicy::First,
             events: EventMask(u64::MAX),
             hash_keys: HashKeys::random(),
         }
@@ -1003,7 +1007,13 @@ impl Tracker {
             let recv = &mut conn.stack_mut(rcv).recv;
             if recv.is_anchored() {
                 seg_offset = recv.seq_to_offset(data_seq).unwrap_or(0);
-                outcome = recv.insert(&mut self.pool, data_seq, seg.payload, seg.payload_len);
+                outcome = recv.insert(
+                    &mut self.pool,
+                    data_seq,
+                    seg.payload,
+                    seg.payload_len,
+                    self.cfg.overlap,
+                );
             }
         }
         outcome.rexmit |= control_rexmit;

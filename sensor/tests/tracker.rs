@@ -5,6 +5,7 @@ use mos_sensor::event::{EndReason, ErrorKind, Event, EventKind, FlowHandle, NO_F
 use mos_sensor::flow::Endpoint;
 use mos_sensor::parse::flags::{ACK, FIN, PSH, RST, SYN};
 use mos_sensor::parse::{ChecksumStatus, TcpSegment};
+use mos_sensor::tcp::overlap::OverlapPolicy;
 use mos_sensor::tcp::reassembly::ReadChunk;
 use mos_sensor::tracker::{Tracker, TrackerConfig, TrackerStats};
 use shm_layout::{EventMask, Hook, Side, TcpState};
@@ -889,6 +890,42 @@ fn retransmission_and_conflict() {
     assert_eq!(of_kind(&ev, EventKind::ConnNewData).len(), 1);
     assert!(errors(&ev).is_empty());
     assert_eq!(sim.bytes(h, Side::Svr, 0), b"0123456789abc".to_vec());
+}
+
+#[test]
+fn overlap_policy_decides_held_data_and_conflicts_raise_errors_under_every_policy() {
+    for policy in OverlapPolicy::ALL {
+        let mut sim = Sim::new(TrackerConfig {
+            overlap: policy,
+            ..TrackerConfig::default()
+        });
+        let cv = Conv::new(40000, 80);
+        let (_, h) = cv.handshake(&mut sim);
+        // Out of order: offsets 4..8, then the segment that fills the hole and overlaps two
+        // of them with other bytes.
+        let ev = cv.c2s(&mut sim, PSH | ACK, CISN + 5, SISN + 1, b"WXYZ");
+        assert!(errors(&ev).is_empty(), "{policy:?}: {ev:?}");
+        let ev = cv.c2s(&mut sim, PSH | ACK, CISN + 1, SISN + 1, b"abcdef");
+        assert_eq!(
+            errors(&ev),
+            vec![(Some(Side::Svr), Hook::Rcv, ErrorKind::Conflict, 4, 2)],
+            "{policy:?}"
+        );
+        let want: &[u8] = match policy {
+            OverlapPolicy::First => b"abcdWXYZ",
+            _ => b"abcdefYZ",
+        };
+        assert_eq!(sim.bytes(h, Side::Svr, 0), want, "{policy:?}");
+        // In order now: a differing copy is reported and changes nothing, under any policy.
+        let ev = cv.c2s(&mut sim, PSH | ACK, CISN + 1, SISN + 1, b"ABC");
+        assert_eq!(
+            errors(&ev),
+            vec![(Some(Side::Svr), Hook::Rcv, ErrorKind::Conflict, 0, 3)],
+            "{policy:?}"
+        );
+        assert_eq!(sim.bytes(h, Side::Svr, 0), want, "{policy:?}");
+        assert_eq!(sim.stats().conflicts, 2);
+    }
 }
 
 // 12. -----------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"MOS-SHM\x01");
 /// Consumers refuse a region whose major version differs from theirs.
 pub const ABI_MAJOR: u16 = 1;
 /// Minor versions only add things a v1 reader may ignore. Minor 2 added the tunnel records
-/// ([`features::TUNNELS`]).
+/// ([`features::TUNNELS`]) and the target-based overlap policy codes 2-4.
 pub const ABI_MINOR: u16 = 2;
 
 /// The most workers one sensor runs; the header has a [`WorkerInfo`] for each.
@@ -52,6 +52,23 @@ pub mod features {
     /// worker's parts (see [`crate::plan::WorkerPlan::tunnels_off`]); a slot whose flags have
     /// [`super::flow_flags::TUNNEL`] has a valid one.
     pub const TUNNELS: u64 = 1 << 3;
+}
+
+/// [`ConfigInfo::overlap_policy`] values. The first two are mOS's `MOS_OVERLAP_POLICY_FIRST`
+/// and `MOS_OVERLAP_POLICY_LAST`; the others are target-based policies (ABI 1.2), described in
+/// `docs/REASSEMBLY.md`.
+pub mod overlap_policy {
+    /// The first copy of a byte wins.
+    pub const FIRST: u64 = 0;
+    /// The last copy of a byte wins.
+    pub const LAST: u64 = 1;
+    /// Linux's rule: new data wins over held data that starts after it, or at the same place
+    /// and ends before it.
+    pub const LINUX: u64 = 2;
+    /// The BSD rule: new data wins over held data that starts after it.
+    pub const BSD: u64 = 3;
+    /// Windows: the same rule as [`BSD`], under its own name.
+    pub const WINDOWS: u64 = 4;
 }
 
 /// [`Header::state`] values.
@@ -85,7 +102,7 @@ pub struct ConfigInfo {
     pub event_ring_len: u64,
     /// Idle timeout, ns.
     pub idle_timeout_ns: u64,
-    /// 0: first copy wins (the only overlap policy so far).
+    /// How the sensor resolves overlapping out-of-order data: one of [`overlap_policy`].
     pub overlap_policy: u64,
 }
 

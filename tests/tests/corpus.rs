@@ -6,10 +6,12 @@ use anyhow::Result;
 use mos_tests::disagreements::read_disagreements;
 use mos_tests::known::KnownDifferences;
 use mos_tests::locate::{corpus_dir, list_captures, sensor_bin, target_dir, workspace_root};
+use mos_tests::matcher::{compare, Outcome};
 use mos_tests::runner::{
-    check_capture, default_workers, disagreements_of, parallel_map, summarize, unlisted_rows,
-    write_audit_report, write_report,
+    check_capture, default_workers, disagreements_of, dump_capture_with, parallel_map, summarize,
+    unlisted_rows, write_audit_report, write_report,
 };
+use mos_tests::truth::read_truth;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -121,5 +123,54 @@ fn corpus_matches_agreeing_references() -> Result<()> {
         failures.is_empty(),
         "corpus conformance failed:\n{failures}"
     );
+    Ok(())
+}
+
+/// The corpus's one overlap difference (see `known-differences.md`): the segment that fills a
+/// hole overlaps held out-of-order bytes with other bytes. Wireshark and tcpflow keep the new
+/// copy there; so do `--overlap last`, `linux`, `bsd` and `windows` (the new segment starts
+/// before the held data), while the default, `first`, keeps the held copy.
+#[test]
+fn overlap_policies_that_favour_the_hole_filler_reproduce_the_references() -> Result<()> {
+    const CAPTURE: &str = "ndpi__fuzz-2006-06-26-2594.pcap";
+    let corpus = corpus_dir()?;
+    let sensor = sensor_bin()?;
+    let truth = read_truth(&corpus.join("truth").join(format!("{CAPTURE}.tsv")))?;
+    let row = truth
+        .iter()
+        .position(|r| {
+            r.stream == 3
+                && r.src.to_string() == "192.168.1.2:2720"
+                && r.dst.to_string() == "147.234.1.253:21"
+                && r.agree.contains('=')
+        })
+        .expect("the overlap row of the truth");
+    for (policy, matches) in [
+        ("first", false),
+        ("last", true),
+        ("linux", true),
+        ("bsd", true),
+        ("windows", true),
+    ] {
+        let ours = dump_capture_with(
+            &sensor,
+            &corpus.join("pcaps").join(CAPTURE),
+            PER_CAPTURE_TIMEOUT,
+            &["--overlap", policy],
+        )?;
+        let outcome = compare(&truth, &ours).outcomes[row];
+        match outcome {
+            Outcome::Match { .. } => assert!(matches, "--overlap {policy} matched"),
+            Outcome::Mismatch { ours: i, .. } => {
+                assert!(!matches, "--overlap {policy} differs");
+                // Only the overlapped bytes differ: same length, same loss.
+                assert_eq!(
+                    (ours[i].bytes, ours[i].lost),
+                    (truth[row].bytes, truth[row].lost)
+                );
+            }
+            Outcome::Missing => panic!("--overlap {policy}: the stream is missing"),
+        }
+    }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! stream into its ring.
 
 pub mod conn;
+pub mod overlap;
 pub mod reassembly;
 pub mod ring_pool;
 pub mod seq;

@@ -5,6 +5,7 @@
 //! anchor sequence number (ISN+1, or the first byte seen for a flow picked up midstream), so
 //! offsets never wrap even for streams of many GiB.
 
+use super::overlap::OverlapPolicy;
 use super::ring_pool::{Fragment, Gap, GapKind, RingId, RingMeta, RingPool, MAX_FRAGMENTS};
 use super::seq::SeqNum;
 
@@ -20,8 +21,8 @@ pub struct InsertOutcome {
     /// How far the tail moved over bytes now held in order (this segment's and the fragments
     /// it joined); skipped gaps are not counted.
     pub new_bytes: u64,
-    /// Bytes that first copies already held differ from this segment's: the span `(offset,
-    /// len)` from the first to the last differing byte. The held bytes are kept.
+    /// Bytes already held differ from this segment's: the span `(offset, len)` from the first
+    /// to the last differing byte, whichever copy the overlap policy kept.
     pub conflict: Option<(u64, u32)>,
     /// The ring had to move past bytes not yet received (a segment more than one ring ahead
     /// of the tail); they, and any fragments among them, are lost.
@@ -72,7 +73,9 @@ pub enum ReadChunk {
 /// - `tail <= head + r`: moving the tail or storing a byte beyond the window moves `head`,
 ///   overwriting the oldest bytes.
 /// - Without a ring nothing is held and `head == tail`.
-/// - First copy wins: a byte once stored is never rewritten while it is in the window.
+/// - A byte before the tail is never rewritten while it is in the window. A held out-of-order
+///   byte is rewritten only when the [`OverlapPolicy`] lets a new segment win over its island
+///   (never under [`OverlapPolicy::First`]).
 /// - `lost` is the total length of every gap the stream skipped.
 #[derive(Clone, Debug)]
 pub struct Stream {
@@ -240,7 +243,9 @@ impl Stream {
     }
 
     /// Stores one segment's payload: `data` at `seq`, of which the sender sent `wire_len`
-    /// bytes (more than `data.len()` when the snap length cut the frame).
+    /// bytes (more than `data.len()` when the snap length cut the frame). Where it overlaps
+    /// held out-of-order data, `policy` decides which copy stays; bytes before the tail stay
+    /// as they are.
     ///
     /// An unanchored stream anchors at `seq`. Snap-cut bytes that start at the tail become a
     /// [`GapKind::Snap`] gap right away; when they lie beyond the tail they are left for
@@ -251,6 +256,7 @@ impl Stream {
         seq: u32,
         data: &[u8],
         wire_len: u32,
+        policy: OverlapPolicy,
     ) -> InsertOutcome {
         let mut out = InsertOutcome::default();
         self.anchor(seq);
@@ -274,7 +280,7 @@ impl Stream {
         let tail0 = self.tail;
         let mut span = None;
         if !data.is_empty() {
-            self.place(pool, s, data, &mut out, &mut span);
+            self.place(pool, s, data, policy, &mut out, &mut span);
         }
         if wire_end > e && e <= self.tail && wire_end > self.tail {
             if let Some(g) = self.skip_to(pool, wire_end, GapKind::Snap) {
@@ -296,6 +302,7 @@ impl Stream {
         pool: &mut RingPool,
         s: u64,
         data: &[u8],
+        policy: OverlapPolicy,
         out: &mut InsertOutcome,
         span: &mut Option<(u64, u64)>,
     ) {
@@ -389,7 +396,11 @@ impl Stream {
             let (lo, hi) = (pos.max(f.start), e.min(f.end()));
             if lo < hi {
                 out.rexmit = true;
-                compare_bytes(ring, lo, &data[(lo - s) as usize..(hi - s) as usize], span);
+                let new = &data[(lo - s) as usize..(hi - s) as usize];
+                compare_bytes(ring, lo, new, span);
+                if policy.new_wins(s, e, f.start, f.end()) {
+                    write_ring(ring, lo, new);
+                }
             }
             island_start = island_start.min(f.start);
             island_end = island_end.max(f.end());
@@ -712,7 +723,7 @@ mod tests {
     }
 
     fn ins(p: &mut RingPool, s: &mut Stream, off: u64, data: &[u8]) -> InsertOutcome {
-        s.insert(p, seq(off), data, data.len() as u32)
+        s.insert(p, seq(off), data, data.len() as u32, OverlapPolicy::First)
     }
 
     fn read_all(p: &RingPool, s: &Stream, from: u64) -> Vec<u8> {
@@ -797,16 +808,16 @@ mod tests {
         let mut p = RingPool::new(64, 1).unwrap();
         let mut s = Stream::new();
         assert_eq!(s.ack(&mut p, 1000), None);
-        let o = s.insert(&mut p, 5000, b"mid", 3);
+        let o = s.insert(&mut p, 5000, b"mid", 3, OverlapPolicy::First);
         assert!(s.is_anchored());
         assert_eq!((o.new_bytes, s.tail()), (3, 3));
         // Older data than the first seen is ignored.
-        let o = s.insert(&mut p, 4990, b"0123456789ab", 12);
+        let o = s.insert(&mut p, 4990, b"0123456789ab", 12, OverlapPolicy::First);
         assert!(o.rexmit);
         assert_eq!(o.new_bytes, 0);
         assert_eq!(o.conflict, Some((0, 2)));
         assert_eq!(read_all(&p, &s, 0), b"mid");
-        let o = s.insert(&mut p, 4000, b"old", 3);
+        let o = s.insert(&mut p, 4000, b"old", 3, OverlapPolicy::First);
         assert!(o.rexmit && o.new_bytes == 0);
         s.anchor(1);
         assert_eq!(s.seq_to_offset(5000), Some(0));
@@ -1015,7 +1026,7 @@ mod tests {
         let mut other = Stream::new();
         other.anchor(0);
         assert_eq!(other.ack(&mut p, 7), None);
-        let o = other.insert(&mut p, 5, b"fg", 2);
+        let o = other.insert(&mut p, 5, b"fg", 2, OverlapPolicy::First);
         assert_eq!((o.dropped_bytes, o.pool_empty), (2, true));
         assert_eq!((o.new_bytes, o.gap), (0, None));
         assert!(!other.has_ring());
@@ -1023,7 +1034,7 @@ mod tests {
         assert_eq!(other.read(&p, 0, &mut b), ReadChunk::NoData);
         // The ack is still remembered once a ring is free.
         s.release(&mut p);
-        let o = other.insert(&mut p, 5, b"fg", 2);
+        let o = other.insert(&mut p, 5, b"fg", 2, OverlapPolicy::First);
         assert_eq!(o.gap.map(|g| (g.offset, g.len)), Some((0, 5)));
         assert_eq!((other.tail(), other.lost()), (7, 5));
     }
@@ -1032,7 +1043,7 @@ mod tests {
     fn snap_length_loss() {
         let (mut p, mut s) = setup(1024, 1);
         // Cut at the tail: a gap right away.
-        let o = s.insert(&mut p, seq(0), b"abcd", 10);
+        let o = s.insert(&mut p, seq(0), b"abcd", 10, OverlapPolicy::First);
         assert_eq!((o.new_bytes, o.lost_snap), (4, 6));
         assert_eq!((s.tail(), s.lost()), (10, 6));
         let gaps: Vec<_> = s.gaps(&p).collect();
@@ -1045,12 +1056,12 @@ mod tests {
             }]
         );
         // Cut beyond the tail: left for the ack.
-        let o = s.insert(&mut p, seq(20), b"uv", 8);
+        let o = s.insert(&mut p, seq(20), b"uv", 8, OverlapPolicy::First);
         assert_eq!(o.lost_snap, 0);
         assert_eq!(frags(&p, &s), [(20, 2)]);
         // The cut part of a segment reaching the tail is a gap, around held fragments.
         ins(&mut p, &mut s, 24, b"yz");
-        let o = s.insert(&mut p, seq(10), b"kl", 20);
+        let o = s.insert(&mut p, seq(10), b"kl", 20, OverlapPolicy::First);
         assert_eq!((o.new_bytes, o.lost_snap), (6, 14));
         assert_eq!((s.tail(), s.lost()), (30, 20));
         assert!(frags(&p, &s).is_empty());
@@ -1061,7 +1072,7 @@ mod tests {
             ReadChunk::Gap { offset: 22, len: 2 }
         );
         // A frame cut to no payload at all.
-        let o = s.insert(&mut p, seq(30), &[], 5);
+        let o = s.insert(&mut p, seq(30), &[], 5, OverlapPolicy::First);
         assert_eq!((o.lost_snap, s.tail()), (5, 35));
     }
 
@@ -1116,7 +1127,7 @@ mod tests {
         let mut b = Stream::new();
         b.anchor(0);
         ins(&mut p, &mut a, 0, b"x");
-        let o = b.insert(&mut p, 0, b"hello", 5);
+        let o = b.insert(&mut p, 0, b"hello", 5, OverlapPolicy::First);
         assert_eq!((o.dropped_bytes, o.pool_empty, o.new_bytes), (5, true, 0));
         assert_eq!((b.tail(), b.lost()), (0, 0));
         assert_eq!(b.read(&p, 0, &mut [0; 4]), ReadChunk::NoData);
@@ -1124,7 +1135,7 @@ mod tests {
         a.release(&mut p);
         assert_eq!((a.tail(), a.head(), p.in_use()), (1, 1, 0));
         a.release(&mut p);
-        let o = b.insert(&mut p, 0, b"hello", 5);
+        let o = b.insert(&mut p, 0, b"hello", 5, OverlapPolicy::First);
         assert_eq!((o.dropped_bytes, o.new_bytes), (0, 5));
     }
 
@@ -1194,9 +1205,10 @@ mod tests {
     }
 }
 
-/// The stream against an obviously-correct model: a byte map of what each offset holds (first
-/// write wins) and a flag for skipped offsets, with the tail, head and lost count recomputed
-/// byte by byte.
+/// The stream against an obviously-correct model: a byte map of what each offset holds and a
+/// flag for skipped offsets, with the tail, head and lost count recomputed byte by byte. Where
+/// a segment overlaps held out-of-order bytes, the overlap policy's rule decides byte by byte,
+/// against the island (maximal run of held bytes past the tail) holding that byte.
 #[cfg(test)]
 mod model_tests {
     use super::*;
@@ -1204,6 +1216,7 @@ mod model_tests {
 
     struct Model {
         ring: u64,
+        policy: OverlapPolicy,
         data: Vec<Option<u8>>,
         gap: Vec<bool>,
         head: u64,
@@ -1213,9 +1226,10 @@ mod model_tests {
     }
 
     impl Model {
-        fn new(ring: u64) -> Self {
+        fn new(ring: u64, policy: OverlapPolicy) -> Self {
             Model {
                 ring,
+                policy,
                 data: Vec::new(),
                 gap: Vec::new(),
                 head: 0,
@@ -1330,6 +1344,8 @@ mod model_tests {
                     }
                     self.head = nh;
                 }
+                // The held islands before this segment's bytes go in.
+                let islands = self.islands();
                 for o in s_new.max(self.head)..e {
                     let b = bytes[(o - s) as usize];
                     let i = o as usize;
@@ -1337,8 +1353,20 @@ mod model_tests {
                         continue;
                     }
                     match self.data[i] {
-                        Some(held) if held != b => diffs.push(o),
-                        Some(_) => {}
+                        Some(held) => {
+                            if held != b {
+                                diffs.push(o);
+                            }
+                            // Past the tail, the byte belongs to an island.
+                            let island = islands
+                                .iter()
+                                .find(|&&(is, l)| is <= o && o < is + u64::from(l));
+                            if let Some(&(is, l)) = island {
+                                if self.policy.new_wins(s, e, is, is + u64::from(l)) {
+                                    self.data[i] = Some(b);
+                                }
+                            }
+                        }
                         None => self.data[i] = Some(b),
                     }
                 }
@@ -1379,7 +1407,10 @@ mod model_tests {
         GarbageAck { seq_off: i64 },
     }
 
-    fn scenario(seed: u64, len: usize, max_seg: usize) -> Vec<Event> {
+    /// A stream of `len` random bytes cut into segments of at most `max_seg` bytes, 8 % of
+    /// them never sent; after `dup_pct` % of them comes an overlapping copy (half the time
+    /// with some bytes changed); then reordered, with acks in between.
+    fn scenario(seed: u64, len: usize, max_seg: usize, dup_pct: u64) -> Vec<Event> {
         let mut rng = Rng(seed | 1);
         let truth: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
         let byte_at = |rng: &mut Rng, o: i64, mutate: bool| -> u8 {
@@ -1407,7 +1438,7 @@ mod model_tests {
                     wire: n as u32,
                 });
             }
-            if p >= 80 {
+            if p >= 100 - dup_pct {
                 // An overlapping duplicate, sometimes with different bytes or before offset 0.
                 let off = o as i64 + rng.below(2 * max_seg as u64) as i64 - max_seg as i64;
                 let n2 = 1 + rng.below(max_seg as u64) as i64;
@@ -1531,11 +1562,11 @@ mod model_tests {
         assert_eq!(*reader, m.tail);
     }
 
-    fn run(isn: u32, ring: usize, events: &[Event]) {
+    fn run(isn: u32, ring: usize, policy: OverlapPolicy, events: &[Event]) {
         let mut pool = RingPool::new(ring, 1).unwrap();
         let mut s = Stream::new();
         s.anchor(isn);
-        let mut m = Model::new(ring as u64);
+        let mut m = Model::new(ring as u64, policy);
         let mut reader = 0;
         let seq_of = |off: i64| isn.wrapping_add(off as u32);
         for (step, ev) in events.iter().enumerate() {
@@ -1545,7 +1576,7 @@ mod model_tests {
                     assert!(from >= m.head);
                     let (conflict, dropped) = m.insert(*off, bytes, u64::from(*wire), from);
                     m.skip_acked();
-                    let got = s.insert(&mut pool, seq_of(*off), bytes, *wire);
+                    let got = s.insert(&mut pool, seq_of(*off), bytes, *wire, policy);
                     assert_eq!(got.conflict, conflict, "conflict at step {step}");
                     assert_eq!(got.dropped_bytes, dropped, "dropped at step {step}");
                 }
@@ -1570,6 +1601,10 @@ mod model_tests {
         prop_oneof![any::<u32>(), (u32::MAX - 8192)..=u32::MAX]
     }
 
+    fn policy() -> impl Strategy<Value = OverlapPolicy> {
+        prop::sample::select(OverlapPolicy::ALL.to_vec())
+    }
+
     proptest! {
         // The default config: 256 cases, or PROPTEST_CASES.
         #[test]
@@ -1579,8 +1614,27 @@ mod model_tests {
             max_seg in 8usize..400,
             ring in prop_oneof![Just(1usize << 10), Just(1 << 12), Just(1 << 16)],
             isn in isn(),
+            policy in policy(),
         ) {
-            run(isn, ring, &scenario(seed, len, max_seg));
+            run(isn, ring, policy, &scenario(seed, len, max_seg, 20));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        // Overlap-heavy scenarios, each under every policy, starting close enough below 2^32
+        // that the stream always crosses the sequence wrap.
+        #[test]
+        fn every_policy_matches_model_across_the_wrap(
+            seed in any::<u64>(),
+            len in 64usize..3000,
+            max_seg in 4usize..120,
+            before_wrap in 1u32..64,
+        ) {
+            let events = scenario(seed, len, max_seg, 60);
+            for policy in OverlapPolicy::ALL {
+                run(u32::MAX - before_wrap, 1 << 12, policy, &events);
+            }
         }
     }
 }
