@@ -193,13 +193,16 @@ pub fn parse_ipv4(l3: &[u8], verify_checksum: bool) -> Result<Parsed<'_>, ParseE
         IpAddr::V4(Ipv4Addr::from(*d)),
     );
     let proto = h.protocol();
-    if h.is_fragment() || proto != PROTO_TCP {
-        return Ok(Parsed::OtherIp {
+    if h.is_fragment() {
+        return Ok(Parsed::Fragment {
             src,
             dst,
             proto,
-            fragment: h.is_fragment(),
+            ip: l3,
         });
+    }
+    if proto != PROTO_TCP {
+        return Ok(Parsed::OtherIp { src, dst, proto });
     }
     let end = l3.len().min(h.total_len());
     let present = l3.get(h.header_len()..end).unwrap_or_default();
@@ -232,14 +235,7 @@ pub fn parse_ipv6(l3: &[u8], verify_checksum: bool) -> Result<Parsed<'_>, ParseE
     // at least 8 bytes, so the walk ends.
     let mut next = h.next_header();
     let mut off = 0usize;
-    let other = |proto, fragment| {
-        Ok(Parsed::OtherIp {
-            src,
-            dst,
-            proto,
-            fragment,
-        })
-    };
+    let other = |proto| Ok(Parsed::OtherIp { src, dst, proto });
     loop {
         let ext_len = match next {
             nh::HOP_BY_HOP | nh::ROUTING | nh::DEST_OPTS | nh::MOBILITY | nh::FRAGMENT | nh::AH => {
@@ -258,15 +254,20 @@ pub fn parse_ipv6(l3: &[u8], verify_checksum: bool) -> Result<Parsed<'_>, ParseE
                     let fo = u16::from_be_bytes([payload[off + 2], payload[off + 3]]);
                     // Offset in the high 13 bits, the M flag in bit 0.
                     if fo >> 3 != 0 || fo & 1 != 0 {
-                        return other(n, true);
+                        return Ok(Parsed::Fragment {
+                            src,
+                            dst,
+                            proto: n,
+                            ip: l3,
+                        });
                     }
                 }
                 next = n;
                 ext_len
             }
-            nh::NO_NEXT => return other(nh::NO_NEXT, false),
+            nh::NO_NEXT => return other(nh::NO_NEXT),
             PROTO_TCP => break,
-            proto => return other(proto, false),
+            proto => return other(proto),
         };
         off += ext_len;
     }
@@ -418,21 +419,19 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn ipv4_fragments_are_other_ip() {
+    fn ipv4_fragments_are_fragments() {
         let seg = tcp_seg(b"frag");
-        for frag in [0x2000u16, 0x0001, 0x2010] {
+        for frag in [0x2000u16, 0x0001, 0x2010, 0x6000] {
             let p = v4_packet(&[], PROTO_TCP, frag, &seg);
-            assert!(
-                matches!(
-                    parse_ip(&p, true),
-                    Ok(Parsed::OtherIp {
-                        proto: PROTO_TCP,
-                        fragment: true,
-                        ..
-                    })
-                ),
-                "frag {frag:#x}"
-            );
+            let Ok(Parsed::Fragment {
+                proto: PROTO_TCP,
+                ip,
+                ..
+            }) = parse_ip(&p, true)
+            else {
+                panic!("frag {frag:#x} is not a fragment");
+            };
+            assert_eq!(ip, &p[..]);
         }
         // Don't-fragment alone is not a fragment.
         let p = v4_packet(&[], PROTO_TCP, 0x4000, &seg);
@@ -444,11 +443,7 @@ pub(crate) mod tests {
         let p = v4_packet(&[], 17, 0, &[0u8; 8]);
         assert!(matches!(
             parse_ip(&p, true),
-            Ok(Parsed::OtherIp {
-                proto: 17,
-                fragment: false,
-                ..
-            })
+            Ok(Parsed::OtherIp { proto: 17, .. })
         ));
     }
 
@@ -538,9 +533,8 @@ pub(crate) mod tests {
             let p = v6_packet(nh::FRAGMENT, &e, &tcp_seg(b"f"));
             assert!(matches!(
                 parse_ip(&p, true),
-                Ok(Parsed::OtherIp {
+                Ok(Parsed::Fragment {
                     proto: PROTO_TCP,
-                    fragment: true,
                     ..
                 })
             ));
@@ -550,7 +544,6 @@ pub(crate) mod tests {
             parse_ip(&p, true),
             Ok(Parsed::OtherIp {
                 proto: nh::NO_NEXT,
-                fragment: false,
                 ..
             })
         ));
