@@ -645,8 +645,8 @@ fn run(args: Args) -> Result<ExitCode> {
         let t = &tstats;
         let secs = started.elapsed().as_secs_f64();
         eprintln!(
-            "mos-sensor: {} frames ({} TCP, {} other IP, {} not IP) in {:.2} s",
-            s.frames, s.tcp, s.other_ip, s.not_ip, secs
+            "mos-sensor: {} frames ({} TCP, {} other IP, {} not IP, {} IP fragments; TCP and other IP include reassembled datagrams) in {:.2} s",
+            s.frames, s.tcp, s.other_ip, s.not_ip, s.defrag.fragments, secs
         );
         if let Some((drops, (errors, nombuf), blind)) = live_drops {
             eprintln!(
@@ -660,7 +660,15 @@ fn run(args: Args) -> Result<ExitCode> {
         }
         if nw > 1 {
             let split: Vec<String> = per_worker.iter().map(|w| w.frames.to_string()).collect();
-            eprintln!("mos-sensor: frames per worker: {}", split.join(", "));
+            eprintln!(
+                "mos-sensor: frames per worker: {}{}",
+                split.join(", "),
+                if args.pcap.is_some() && s.defrag.fragments > 0 {
+                    " (IP fragments, reassembled by the reader, counted in worker 0)"
+                } else {
+                    ""
+                }
+            );
         }
         eprintln!(
             "mos-sensor: skipped {} truncated, {} malformed, {} of unsupported link type; kept {} with bad TCP checksums, {} cut by the snap length (rest counted as a gap), {} shorter than their IP length",
