@@ -516,12 +516,16 @@ impl Defragmenter {
         self.complete(s)
     }
 
-    /// Moves the clock to `now_ns` (if later) and drops the datagrams whose time has run out.
-    pub fn expire(&mut self, now_ns: u64) {
+    /// Moves the clock to `now_ns` (if later) and drops the datagrams whose time has run out;
+    /// returns whether any was.
+    pub fn expire(&mut self, now_ns: u64) -> bool {
         self.clock_ns = self.clock_ns.max(now_ns);
+        let mut any = false;
         while self.head != NONE && self.slots[self.head as usize].deadline_ns <= self.clock_ns {
             self.drop_slot(self.head, Cause::Timeout);
+            any = true;
         }
+        any
     }
 
     /// At the end of the input: drops every datagram still in progress (as timed out).

@@ -262,8 +262,9 @@ pub fn step(
         }
         (parsed, d) => {
             if let Some(d) = d {
-                d.expire(pkt.ts_ns);
-                stats.defrag = *d.stats();
+                if d.expire(pkt.ts_ns) {
+                    stats.defrag = *d.stats();
+                }
             }
             packet(tracker, sink, stats, events, pos, pkt, parsed)?;
         }
