@@ -11,6 +11,7 @@
 //! DPDK's own memory (its mbuf pool lives in the memory EAL was given with `-m` or hugepages).
 
 use crate::capture::FileCapture;
+use crate::defrag::{DefragConfig, Defragmenter};
 use crate::dispatch;
 use crate::publish::slots::SlotPublisher;
 use crate::tracker::Tracker;
@@ -65,6 +66,9 @@ pub struct Shape {
     pub publish: Option<PublishShape>,
     /// The input.
     pub input: InputKind,
+    /// IP fragment reassembly limits (one defragmenter per worker live, one in total for a
+    /// capture file); `None` with reassembly off.
+    pub defrag: Option<DefragConfig>,
 }
 
 /// One line of the budget.
@@ -171,6 +175,17 @@ impl Budget {
                 bytes: nw << 20,
             },
         });
+        if let Some(d) = &shape.defrag {
+            let n = match shape.input {
+                InputKind::File => 1,
+                InputKind::Iface | InputKind::Dpdk => nw,
+            };
+            items.push(Item {
+                what: "IP fragments awaiting reassembly",
+                setting: "--frag-memory or --frag-datagrams",
+                bytes: n * Defragmenter::memory_bound(d) as u64,
+            });
+        }
         items.push(Item {
             what: "process baseline",
             setting: "",
@@ -288,6 +303,7 @@ mod tests {
                 ..TrackerConfig::default()
             },
             lossless: true,
+            defrag: Some(DefragConfig::default()),
             publish: Some(PublishShape {
                 pktlog_frames: 1024,
                 pktlog_bytes: 1 << 20,

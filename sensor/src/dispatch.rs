@@ -8,16 +8,24 @@
 //! latest capture time read, so a worker that sees few frames still times out its idle
 //! connections, and at the end every worker ends its connections at the same capture time.
 //!
+//! IP fragments are reassembled here, in the reader, before the hash: a non-first fragment
+//! has no ports, so it would hash elsewhere than its connection. A fragment goes to no worker;
+//! the datagram it completes goes, as one raw IP frame with the fragment's time and position,
+//! to the worker of its connection. So reassembly, like the rest, does not depend on the
+//! number of workers. (The reader's fragment counters are reported as worker 0's.)
+//!
 //! Frames are copied once into per-worker batches (a file backend's frame lives only until its
 //! next read). Batches go back to the reader once processed and are reused: no allocation per
 //! frame. The channels are bounded, so a worker that waits for slow analyzers (lossless mode)
 //! holds the reader back rather than growing a queue.
 
 use crate::capture::{CaptureBackend, CaptureError, LinkType, RawPacket};
-use crate::event::Event;
+use crate::defrag::Defragmenter;
 use crate::flow::key::{FlowKey, HashKeys};
-use crate::parse::{parse_packet, Parsed};
-use crate::replay::{self, pace, ChecksumPolicy, EventSink, Position, ReplayOptions, ReplayStats};
+use crate::parse::{parse_packet, ParseError, Parsed};
+use crate::replay::{
+    self, pace, ChecksumPolicy, EventSink, Position, ReplayOptions, ReplayStats, StepState,
+};
 use crate::tracker::Tracker;
 use anyhow::{anyhow, Result};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,11 +63,19 @@ impl Default for DispatchHash {
 }
 
 impl DispatchHash {
-    /// The symmetric hash of a frame's connection (addresses only for IP that is not TCP).
+    /// The symmetric hash of a frame's connection (addresses only for IP that is not TCP, and
+    /// for IP fragments).
     pub fn hash(&self, pkt: &RawPacket<'_>) -> Option<u32> {
-        let (src, sport, dst, dport) = match parse_packet(pkt, false) {
-            Ok(Parsed::Tcp(seg)) => (seg.src, seg.sport, seg.dst, seg.dport),
-            Ok(Parsed::OtherIp { src, dst, .. }) => (src, 0, dst, 0),
+        self.hash_parsed(&parse_packet(pkt, false))
+    }
+
+    /// [`Self::hash`] of a frame already parsed.
+    pub fn hash_parsed(&self, parsed: &Result<Parsed<'_>, ParseError>) -> Option<u32> {
+        let (src, sport, dst, dport) = match *parsed {
+            Ok(Parsed::Tcp(ref seg)) => (seg.src, seg.sport, seg.dst, seg.dport),
+            Ok(Parsed::OtherIp { src, dst, .. } | Parsed::Fragment { src, dst, .. }) => {
+                (src, 0, dst, 0)
+            }
             _ => return None,
         };
         Some(
@@ -75,7 +91,20 @@ impl DispatchHash {
         if n <= 1 {
             return 0;
         }
-        match self.hash(pkt) {
+        Self::pick(self.hash(pkt), n)
+    }
+
+    /// The worker, of `n`, that takes a frame already parsed.
+    #[inline]
+    pub fn worker_of_parsed(&self, parsed: &Result<Parsed<'_>, ParseError>, n: usize) -> usize {
+        if n <= 1 {
+            return 0;
+        }
+        Self::pick(self.hash_parsed(parsed), n)
+    }
+
+    fn pick(hash: Option<u32>, n: usize) -> usize {
+        match hash {
             Some(h) => ((u64::from(h) * n as u64) >> 32) as usize,
             None => 0,
         }
@@ -95,6 +124,8 @@ struct FrameRef {
     orig_len: u32,
     start: u32,
     len: u32,
+    /// A datagram the reader reassembled (not a frame of the input).
+    whole: bool,
 }
 
 /// The most bytes the batches to `workers` workers hold: each worker's queue, the batch it
@@ -116,7 +147,7 @@ struct Batch {
 }
 
 impl Batch {
-    fn push(&mut self, pos: u64, pkt: &RawPacket<'_>, tick_ns: u64) {
+    fn push(&mut self, pos: u64, pkt: &RawPacket<'_>, tick_ns: u64, whole: bool) {
         let start = self.bytes.len() as u32;
         self.bytes.extend_from_slice(pkt.data);
         self.frames.push(FrameRef {
@@ -127,6 +158,7 @@ impl Batch {
             orig_len: pkt.orig_len,
             start,
             len: pkt.data.len() as u32,
+            whole,
         });
     }
 
@@ -230,6 +262,9 @@ pub fn replay_parallel<S: EventSink + Send>(
         }
 
         let mut read = ReplayStats::default();
+        // Frames that reached no worker (fragments): counted as worker 0's.
+        let mut unsent = ReplayStats::default();
+        let mut defrag = opts.defrag.map(Defragmenter::new);
         let mut stopped = false;
         let mut capture_error = None;
         let mut worker_gone = false;
@@ -259,22 +294,46 @@ pub fn replay_parallel<S: EventSink + Send>(
             read.frames += 1;
             read.frame_bytes += pkt.data.len() as u64;
             read.last_ts_ns = read.last_ts_ns.max(pkt.ts_ns);
-            let w = hash.worker_of(&pkt, n);
+            let parsed = parse_packet(&pkt, false);
+            let (w, whole) = match (&parsed, defrag.as_mut()) {
+                (Ok(Parsed::Fragment { ip, .. }), Some(d)) => {
+                    unsent.frames += 1;
+                    unsent.frame_bytes += pkt.data.len() as u64;
+                    let datagram = d
+                        .push(pkt.ts_ns, ip)
+                        .map(|dg| replay::reassembled(pkt.ts_ns, dg));
+                    let w = datagram
+                        .as_ref()
+                        .map(|dg| hash.worker_of_parsed(&parse_packet(dg, false), n));
+                    (w, datagram)
+                }
+                (parsed, d) => {
+                    if let Some(d) = d {
+                        d.expire(pkt.ts_ns);
+                    }
+                    (Some(hash.worker_of_parsed(parsed, n)), None)
+                }
+            };
             // A single worker would have advanced its clock to every frame's time: each worker
             // hears of the others' frames' times, as the latest one since its own last frame,
             // so its connections time out exactly as they would with one worker.
             for (v, out) in outlets.iter_mut().enumerate() {
-                if v != w {
+                if Some(v) != w {
                     out.pending_ns = out.pending_ns.max(pkt.ts_ns);
                 }
             }
-            let out = &mut outlets[w];
-            let tick_ns = std::mem::take(&mut out.pending_ns);
-            out.filling
-                .push(pos, &pkt, if tick_ns > pkt.ts_ns { tick_ns } else { 0 });
-            if out.filling.full() && !out.flush(false) {
-                worker_gone = true;
-                break;
+            if let Some(w) = w {
+                let out = &mut outlets[w];
+                let tick_ns = std::mem::take(&mut out.pending_ns);
+                let tick_ns = if tick_ns > pkt.ts_ns { tick_ns } else { 0 };
+                match &whole {
+                    Some(dg) => out.filling.push(pos, dg, tick_ns, true),
+                    None => out.filling.push(pos, &pkt, tick_ns, false),
+                }
+                if out.filling.full() && !out.flush(false) {
+                    worker_gone = true;
+                    break;
+                }
             }
             if slept {
                 // A paced replay is watched as it goes: nothing waits in a half-full batch.
@@ -291,6 +350,10 @@ pub fn replay_parallel<S: EventSink + Send>(
                     next_report = Some((Instant::now() + every, every));
                 }
             }
+        }
+        if let Some(d) = defrag.as_mut() {
+            d.finish();
+            unsent.defrag = *d.stats();
         }
         end_ns.store(read.last_ts_ns, Ordering::Relaxed);
         for out in &mut outlets {
@@ -322,6 +385,8 @@ pub fn replay_parallel<S: EventSink + Send>(
         if let Some(e) = first_error {
             return Err(e);
         }
+        per_worker[0].add(&unsent);
+        stats.add(&unsent);
         stats.last_ts_ns = read.last_ts_ns;
         Ok(ParallelOutcome {
             stats,
@@ -341,12 +406,12 @@ fn run_worker<S: EventSink + Send>(
     end_ns: &AtomicU64,
 ) -> Result<ReplayStats> {
     let Lane { tracker, sink } = lane;
-    let mut stats = ReplayStats::default();
-    let mut events: Vec<Event> = Vec::with_capacity(64);
+    // No defragmenter: the reader reassembles fragments before they reach a worker.
+    let mut st = StepState::new(checksums, None);
     while let Ok(batch) = rx.recv() {
         for f in &batch.frames {
             if f.tick_ns != 0 {
-                replay::tick(tracker, sink, &mut events, f.tick_ns)?;
+                replay::tick(tracker, sink, &mut st, f.tick_ns)?;
             }
             let pkt = RawPacket {
                 ts_ns: f.ts_ns,
@@ -354,23 +419,19 @@ fn run_worker<S: EventSink + Send>(
                 data: &batch.bytes[f.start as usize..(f.start + f.len) as usize],
                 orig_len: f.orig_len,
             };
-            replay::step(
-                tracker,
-                sink,
-                &mut stats,
-                &mut events,
-                f.pos,
-                &pkt,
-                checksums,
-            )?;
+            if f.whole {
+                replay::step_datagram(tracker, sink, &mut st, f.pos, &pkt)?;
+            } else {
+                replay::step(tracker, sink, &mut st, f.pos, &pkt)?;
+            }
         }
         if batch.now_ns != 0 {
-            replay::tick(tracker, sink, &mut events, batch.now_ns)?;
+            replay::tick(tracker, sink, &mut st, batch.now_ns)?;
         }
         // The reader may have stopped taking batches back; that is fine.
         let _ = back.send(batch);
     }
-    let end = end_ns.load(Ordering::Relaxed).max(stats.last_ts_ns);
-    replay::finish(tracker, sink, &mut events, end)?;
-    Ok(stats)
+    let end = end_ns.load(Ordering::Relaxed).max(st.stats.last_ts_ns);
+    replay::finish(tracker, sink, &mut st, end)?;
+    Ok(st.stats)
 }

@@ -3,7 +3,7 @@
 //!
 //! `capture` (files; DPDK ports and AF_PACKET rings come through `live`, with the `mos-dpdk`
 //! and `mos-afpacket` crates) -> `dispatch` (a symmetric flow hash picks each frame's worker)
-//! -> `parse` (link, IP and TCP views) -> `flow`
+//! -> `parse` (link, IP and TCP views) -> `defrag` (IP fragments reassembled) -> `flow`
 //! (the flow table, client/server roles, timeouts, eviction) -> `tcp` (both endpoints' state
 //! machines and the reassembly of each side's receive stream) -> `publish` (the shared memory
 //! analyzers read: flow slots, rings, the packet log, event rings) and `control` (the socket
@@ -17,6 +17,7 @@
 pub mod budget;
 pub mod capture;
 pub mod control;
+pub mod defrag;
 pub mod dispatch;
 pub mod event;
 pub mod flow;

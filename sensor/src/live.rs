@@ -17,12 +17,20 @@
 //! whose queues are declared to hold whole flows already); a DPDK port without RSS (virtual
 //! devices) is read by one receive thread that hashes each frame with [`DispatchHash`](crate::dispatch::DispatchHash) and
 //! hands the mbuf itself to its worker (no copy).
+//!
+//! IP fragments: each worker reassembles the fragments it receives. Every fragment of a
+//! datagram carries the same addresses, so the kernel's fanout hash, a symmetric RSS key and
+//! [`DispatchHash`](crate::dispatch::DispatchHash) all send them to one worker (they hash a
+//! fragment by its addresses alone); but that may not be the worker that holds the datagram's
+//! connection, whose unfragmented segments are hashed by their ports too. Such a datagram's
+//! segment then reaches a worker that does not know its connection. Only a capture file read
+//! by several workers reassembles before dispatching (see [`crate::dispatch`]).
 
 use crate::capture::{LinkType, RawPacket};
+use crate::defrag::DefragConfig;
 use crate::dispatch::Lane;
-use crate::event::Event;
 use crate::publish::store_counters;
-use crate::replay::{self, ChecksumPolicy, EventSink, ReplayStats};
+use crate::replay::{self, ChecksumPolicy, EventSink, ReplayStats, StepState};
 use anyhow::{anyhow, Context, Result};
 use shm_layout::layout::{counter, WorkerInfo};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,6 +58,9 @@ pub struct LiveOptions {
     pub progress_every: Option<Duration>,
     /// Pin worker `w` to CPU `cpus[w]` (none pinned when empty).
     pub cpus: Vec<usize>,
+    /// Each worker reassembles IP fragments within these limits (`None`: fragments are
+    /// counted as other IP).
+    pub defrag: Option<DefragConfig>,
 }
 
 /// The CPUs this thread may run on.
@@ -190,8 +201,7 @@ struct Worker<'l, S: EventSink> {
     w: usize,
     lane: Lane<'l, S>,
     info: Option<&'static WorkerInfo>,
-    stats: ReplayStats,
-    events: Vec<Event>,
+    st: StepState,
     pos: u64,
     clock: Clock,
     last_tick: Instant,
@@ -199,13 +209,18 @@ struct Worker<'l, S: EventSink> {
 }
 
 impl<'l, S: EventSink> Worker<'l, S> {
-    fn new(w: usize, lane: Lane<'l, S>, info: Option<&'static WorkerInfo>, clock: Clock) -> Self {
+    fn new(
+        w: usize,
+        lane: Lane<'l, S>,
+        info: Option<&'static WorkerInfo>,
+        clock: Clock,
+        opts: &LiveOptions,
+    ) -> Self {
         Worker {
             w,
             lane,
             info,
-            stats: ReplayStats::default(),
-            events: Vec::with_capacity(64),
+            st: StepState::new(opts.checksums, opts.defrag),
             pos: 0,
             clock,
             last_tick: Instant::now(),
@@ -214,16 +229,8 @@ impl<'l, S: EventSink> Worker<'l, S> {
     }
 
     #[inline]
-    fn frame(&mut self, pos: u64, pkt: &RawPacket<'_>, checksums: ChecksumPolicy) -> Result<()> {
-        replay::step(
-            self.lane.tracker,
-            self.lane.sink,
-            &mut self.stats,
-            &mut self.events,
-            pos,
-            pkt,
-            checksums,
-        )
+    fn frame(&mut self, pos: u64, pkt: &RawPacket<'_>) -> Result<()> {
+        replay::step(self.lane.tracker, self.lane.sink, &mut self.st, pos, pkt)
     }
 
     /// After a burst or block: counters for progress lines and the shared header.
@@ -231,12 +238,12 @@ impl<'l, S: EventSink> Worker<'l, S> {
         shared.saw_frames();
         let before = shared.frames[self.w]
             .0
-            .swap(self.stats.frames, Ordering::Relaxed);
+            .swap(self.st.stats.frames, Ordering::Relaxed);
         if let Some(limit) = shared.opts.count {
             let taken = shared
                 .taken
-                .fetch_add(self.stats.frames - before, Ordering::Relaxed)
-                + (self.stats.frames - before);
+                .fetch_add(self.st.stats.frames - before, Ordering::Relaxed)
+                + (self.st.stats.frames - before);
             if taken >= limit {
                 shared.idle_stop.store(true, Ordering::Relaxed);
             }
@@ -244,7 +251,7 @@ impl<'l, S: EventSink> Worker<'l, S> {
         if self.clock == Clock::Frames {
             shared
                 .max_ts
-                .fetch_max(self.stats.last_ts_ns, Ordering::Relaxed);
+                .fetch_max(self.st.stats.last_ts_ns, Ordering::Relaxed);
         }
         if self.last_publish.elapsed() >= PUBLISH_EVERY {
             self.publish();
@@ -258,12 +265,7 @@ impl<'l, S: EventSink> Worker<'l, S> {
             self.last_tick = Instant::now();
             self.lane.sink.idle(self.lane.tracker);
             if self.clock == Clock::Wall {
-                replay::tick(
-                    self.lane.tracker,
-                    self.lane.sink,
-                    &mut self.events,
-                    wall_ns(),
-                )?;
+                replay::tick(self.lane.tracker, self.lane.sink, &mut self.st, wall_ns())?;
             }
             if self.last_publish.elapsed() >= PUBLISH_EVERY {
                 self.publish();
@@ -275,25 +277,25 @@ impl<'l, S: EventSink> Worker<'l, S> {
     fn publish(&mut self) {
         self.last_publish = Instant::now();
         if let Some(info) = self.info {
-            store_counters(info, &self.stats, self.lane.tracker);
+            store_counters(info, &self.st.stats, self.lane.tracker);
         }
     }
 
     /// Ends every connection and lets the sink finish.
     fn finish(mut self, shared: &Shared) -> Result<ReplayStats> {
         let end = match self.clock {
-            Clock::Wall => wall_ns().max(self.stats.last_ts_ns),
+            Clock::Wall => wall_ns().max(self.st.stats.last_ts_ns),
             Clock::Frames => shared
                 .max_ts
                 .load(Ordering::Relaxed)
-                .max(self.stats.last_ts_ns),
+                .max(self.st.stats.last_ts_ns),
         };
-        replay::finish(self.lane.tracker, self.lane.sink, &mut self.events, end)?;
+        replay::finish(self.lane.tracker, self.lane.sink, &mut self.st, end)?;
         self.publish();
         shared.frames[self.w]
             .0
-            .store(self.stats.frames, Ordering::Relaxed);
-        Ok(self.stats)
+            .store(self.st.stats.frames, Ordering::Relaxed);
+        Ok(self.st.stats)
     }
 }
 
@@ -403,7 +405,6 @@ pub fn run_afpacket<S: EventSink + Send>(
 ) -> Result<LiveOutcome> {
     let n = lanes.len();
     let shared = Shared::new(opts, n);
-    let checksums = shared.opts.checksums;
     let drops: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
     let what = format!(
         "{} (AF_PACKET)",
@@ -417,7 +418,7 @@ pub fn run_afpacket<S: EventSink + Send>(
                 .name(format!("mos-worker-{w}"))
                 .spawn_scoped(scope, move || -> Result<ReplayStats> {
                     pin_worker(shared, w)?;
-                    let mut wk = Worker::new(w, lane, info, Clock::Wall);
+                    let mut wk = Worker::new(w, lane, info, Clock::Wall, &shared.opts);
                     let mut last_stats = Instant::now();
                     while !shared.should_stop() {
                         match ring.next_block(IDLE_TICK)? {
@@ -431,7 +432,7 @@ pub fn run_afpacket<S: EventSink + Send>(
                                     };
                                     let pos = wk.pos;
                                     wk.pos += 1;
-                                    wk.frame(pos, &pkt, checksums)?;
+                                    wk.frame(pos, &pkt)?;
                                 }
                                 drop(block);
                                 wk.after_frames(shared);
@@ -675,10 +676,9 @@ mod dpdk {
         info: Option<&'static WorkerInfo>,
         clock: Clock,
     ) -> Result<ReplayStats> {
-        let checksums = shared.opts.checksums;
         pin_worker(shared, w)?;
         let _lcore = register(eal);
-        let mut wk = Worker::new(w, lane, info, clock);
+        let mut wk = Worker::new(w, lane, info, clock, &shared.opts);
         let mut burst = Burst::new();
         let mut scratch = Vec::new();
         let mut quiet_since = Instant::now();
@@ -700,7 +700,7 @@ mod dpdk {
                 };
                 let pos = wk.pos;
                 wk.pos += 1;
-                wk.frame(pos, &pkt, checksums)?;
+                wk.frame(pos, &pkt)?;
             }
             burst.clear();
             wk.after_frames(shared);
@@ -722,7 +722,6 @@ mod dpdk {
         clock: Clock,
     ) -> Result<Vec<std::thread::ScopedJoinHandle<'scope, Result<ReplayStats>>>> {
         let n = lanes.len();
-        let checksums = shared.opts.checksums;
         let mut txs = Vec::with_capacity(n);
         let mut backs = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n + 1);
@@ -736,7 +735,7 @@ mod dpdk {
                 .spawn_scoped(scope, move || -> Result<ReplayStats> {
                     pin_worker(shared, w)?;
                     let _lcore = register(eal);
-                    let mut wk = Worker::new(w, lane, info, clock);
+                    let mut wk = Worker::new(w, lane, info, clock, &shared.opts);
                     let mut scratch = Vec::new();
                     loop {
                         match rx.recv_timeout(IDLE_TICK) {
@@ -753,7 +752,7 @@ mod dpdk {
                                         ),
                                         orig_len: m.pkt_len(),
                                     };
-                                    wk.frame(pos, &pkt, checksums)?;
+                                    wk.frame(pos, &pkt)?;
                                 }
                                 let _ = back_tx.send(batch);
                                 wk.after_frames(shared);

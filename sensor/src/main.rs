@@ -10,6 +10,7 @@ use mos_sensor::budget::{
 use mos_sensor::capture::LinkType;
 use mos_sensor::capture::{CaptureBackend, CaptureError, FileCapture, RawPacket};
 use mos_sensor::control::{self, Allowed, ControlConfig};
+use mos_sensor::defrag::DefragConfig;
 use mos_sensor::dispatch::{replay_parallel, Lane, MAX_WORKERS};
 use mos_sensor::event::Event;
 use mos_sensor::live::{allowed_cpus, iface_link_type, open_afpacket, run_afpacket, LiveOptions};
@@ -174,6 +175,21 @@ struct Args {
     /// taken on the sending host often hold checksums the NIC would have filled in.
     #[arg(long, conflicts_with = "no_checksum")]
     drop_bad_checksums: bool,
+    /// Memory for IP fragments awaiting reassembly, in MiB (per worker for a live capture; a
+    /// multi-worker replay reassembles in its reader thread); when full, the oldest incomplete
+    /// datagram is dropped. 0 turns reassembly off (fragments count as other IP).
+    #[arg(long, value_name = "MIB", default_value_t = 32)]
+    frag_memory: usize,
+
+    /// An IP datagram whose fragments are not all in this many seconds (capture time) after
+    /// its first is dropped.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    frag_timeout: u64,
+
+    /// Most IP datagrams being reassembled at once (per defragmenter, like --frag-memory);
+    /// beyond it the oldest is dropped.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    frag_datagrams: usize,
 
     /// The control socket where analyzers attach (created mode 0660; its directory is
     /// created if missing).
@@ -305,6 +321,15 @@ impl Args {
         }
     }
 
+    /// IP fragment reassembly limits (`None`: `--frag-memory 0`, reassembly off).
+    fn defrag(&self) -> Option<DefragConfig> {
+        (self.frag_memory > 0).then(|| DefragConfig {
+            memory_bytes: self.frag_memory.saturating_mul(1 << 20),
+            max_datagrams: self.frag_datagrams,
+            timeout_ns: self.frag_timeout.saturating_mul(1_000_000_000),
+        })
+    }
+
     /// The memory budget of this configuration (`cfg`: one worker's tracker settings).
     fn budget(&self, cfg: &TrackerConfig) -> Budget {
         Budget::of(&Shape {
@@ -324,6 +349,7 @@ impl Args {
             } else {
                 InputKind::File
             },
+            defrag: self.defrag(),
         })
     }
 }
@@ -398,6 +424,13 @@ fn run(args: Args) -> Result<ExitCode> {
         events = EventMask(0);
     }
     let base_events = events;
+    if args.frag_memory > 1 << 20 || args.frag_datagrams == 0 || args.frag_datagrams > 1 << 24 {
+        bail!(
+            "--frag-memory must be at most 1048576 MiB and --frag-datagrams between 1 and {}",
+            1 << 24
+        );
+    }
+    let defrag = args.defrag();
     // Each worker gets its share of the connection and ring limits.
     let cfg = TrackerConfig {
         max_flows: args.max_flows.div_ceil(nw),
@@ -475,6 +508,7 @@ fn run(args: Args) -> Result<ExitCode> {
         progress_every: show_progress.then_some(Duration::from_secs(1)),
         stop: Some(stop.clone()),
         speed: args.speed,
+        defrag,
     };
     let mut progress = |s: &ReplayStats, (done, total): (u64, Option<u64>)| {
         let pct = total
@@ -522,6 +556,7 @@ fn run(args: Args) -> Result<ExitCode> {
             }
         },
         progress_every: show_progress.then_some(Duration::from_secs(5)),
+        defrag,
     };
     let mut live_drops = None;
     let mut mem_at_end = None;
@@ -688,8 +723,8 @@ fn run(args: Args) -> Result<ExitCode> {
         let t = &tstats;
         let secs = started.elapsed().as_secs_f64();
         eprintln!(
-            "mos-sensor: {} frames ({} TCP, {} other IP, {} not IP) in {:.2} s",
-            s.frames, s.tcp, s.other_ip, s.not_ip, secs
+            "mos-sensor: {} frames ({} TCP, {} other IP, {} not IP, {} IP fragments; TCP and other IP include reassembled datagrams) in {:.2} s",
+            s.frames, s.tcp, s.other_ip, s.not_ip, s.defrag.fragments, secs
         );
         if let Some((drops, (errors, nombuf), blind)) = live_drops {
             eprintln!(
@@ -703,7 +738,15 @@ fn run(args: Args) -> Result<ExitCode> {
         }
         if nw > 1 {
             let split: Vec<String> = per_worker.iter().map(|w| w.frames.to_string()).collect();
-            eprintln!("mos-sensor: frames per worker: {}", split.join(", "));
+            eprintln!(
+                "mos-sensor: frames per worker: {}{}",
+                split.join(", "),
+                if args.pcap.is_some() && s.defrag.fragments > 0 {
+                    " (IP fragments, reassembled by the reader, counted in worker 0)"
+                } else {
+                    ""
+                }
+            );
         }
         eprintln!(
             "mos-sensor: skipped {} truncated, {} malformed, {} of unsupported link type, {} with bad TCP checksums (--drop-bad-checksums); kept {} with bad TCP checksums, {} cut by the snap length (rest counted as a gap), {} shorter than their IP length",
@@ -715,6 +758,27 @@ fn run(args: Args) -> Result<ExitCode> {
             s.snap_cut,
             s.ip_length_exceeds_frame
         );
+        let d = &s.defrag;
+        if d.fragments > 0 {
+            eprintln!(
+                "mos-sensor: {} IP fragments: {} datagrams reassembled, {} fragments dropped ({} datagrams timed out, {} dropped for memory, {} for the datagram limit, {} overlapping IPv6, {} bogus, {} tiny, {} with too many holes, {} cut by the snap length; {} fragments unreadable, {} late); {} overlapping fragments, {} with conflicting bytes",
+                d.fragments,
+                d.datagrams,
+                d.fragments_dropped,
+                d.drop_timeout,
+                d.drop_memory,
+                d.drop_datagrams,
+                d.drop_overlap,
+                d.drop_bogus,
+                d.drop_tiny,
+                d.drop_holes,
+                d.drop_truncated,
+                d.unreadable,
+                d.late,
+                d.overlaps,
+                d.conflicts
+            );
+        }
         eprintln!(
             "mos-sensor: {} connections ({} midstream, {} closed, {} timed out, {} evicted, {} open at end); {} payload bytes, {} retransmitted, {} lost to gaps, {} lost to overflow, {} conflicting retransmissions",
             t.conns_created,

@@ -4,7 +4,8 @@
 //! This is the only place in the data path that reads a clock, and only to pace progress
 //! reports; the tracker itself sees capture time alone.
 
-use crate::capture::{CaptureBackend, CaptureError, RawPacket};
+use crate::capture::{CaptureBackend, CaptureError, LinkType, RawPacket};
+use crate::defrag::{DefragConfig, DefragStats, Defragmenter};
 use crate::event::Event;
 use crate::parse::{parse_packet, ChecksumStatus, ParseError, Parsed, TcpSegment};
 use crate::tracker::{Tracker, MAX_ENDS_PER_CALL};
@@ -137,6 +138,9 @@ pub struct ReplayOptions {
     pub stop: Option<Arc<AtomicBool>>,
     /// Replay at this multiple of the capture's own pace (`None`: as fast as possible).
     pub speed: Option<f64>,
+    /// Reassemble IP fragments within these limits (`None`: fragments are counted as other
+    /// IP, as orphans).
+    pub defrag: Option<DefragConfig>,
 }
 
 /// Frame-level counters of a replay.
@@ -146,9 +150,10 @@ pub struct ReplayStats {
     pub frames: u64,
     /// Bytes of frames read (as captured).
     pub frame_bytes: u64,
-    /// TCP segments.
+    /// TCP segments (reassembled datagrams included).
     pub tcp: u64,
-    /// IP packets that are not TCP (or IP fragments).
+    /// IP packets that are not TCP (reassembled datagrams included, and IP fragments when
+    /// reassembly is off).
     pub other_ip: u64,
     /// Frames without IP.
     pub not_ip: u64,
@@ -169,6 +174,9 @@ pub struct ReplayStats {
     pub ip_length_exceeds_frame: u64,
     /// Capture time of the last frame, ns.
     pub last_ts_ns: u64,
+    /// IP fragment reassembly: fragments taken in (frames counted in none of the above),
+    /// datagrams handed on, drops by cause.
+    pub defrag: DefragStats,
 }
 
 impl ReplayStats {
@@ -187,6 +195,34 @@ impl ReplayStats {
         self.snap_cut += o.snap_cut;
         self.ip_length_exceeds_frame += o.ip_length_exceeds_frame;
         self.last_ts_ns = self.last_ts_ns.max(o.last_ts_ns);
+        self.defrag.add(&o.defrag);
+    }
+}
+
+/// What a worker keeps besides its tracker and sink while it takes frames: its counters,
+/// scratch space for events, and its IP defragmenter.
+#[derive(Debug)]
+pub struct StepState {
+    /// Frame-level counters.
+    pub stats: ReplayStats,
+    /// Scratch space for the events of one packet (cleared before each).
+    pub events: Vec<Event>,
+    /// The IP defragmenter (`None`: fragments are counted as other IP, or a dispatcher
+    /// reassembles them before they reach this worker).
+    pub defrag: Option<Box<Defragmenter>>,
+    /// What to do with TCP checksums.
+    pub checksums: ChecksumPolicy,
+}
+
+impl StepState {
+    /// Empty counters, and a defragmenter with `defrag`'s limits if it is given.
+    pub fn new(checksums: ChecksumPolicy, defrag: Option<DefragConfig>) -> Self {
+        StepState {
+            stats: ReplayStats::default(),
+            events: Vec::with_capacity(64),
+            defrag: defrag.map(|c| Box::new(Defragmenter::new(c))),
+            checksums,
+        }
     }
 }
 
@@ -216,24 +252,105 @@ pub fn pace(pacing: &mut Option<(Instant, u64)>, ts_ns: u64, speed: f64) -> bool
     false
 }
 
-/// Takes one frame through the parser, the tracker and `sink`: counts it in `stats`, and
-/// hands the tracker the frame's TCP segment (or reports it as an orphan). `pos` is the
-/// frame's position in the input; `events` is scratch space (cleared first). Every capture
-/// backend and every worker goes through here, so they count and track frames alike.
+/// Takes one frame through the parser, the defragmenter, the tracker and `sink`: counts it
+/// in `st.stats`, and hands the tracker the frame's TCP segment (or reports it as an orphan).
+/// An IP fragment goes to the defragmenter, and the datagram it completes, if any, goes on as
+/// a raw IP frame with the fragment's time and position (so the packet log holds the whole
+/// datagram). `pos` is the frame's position in the input. Every capture backend and every
+/// worker goes through here, so they count and track frames alike.
 pub fn step(
+    tracker: &mut Tracker,
+    sink: &mut dyn EventSink,
+    st: &mut StepState,
+    pos: u64,
+    pkt: &RawPacket<'_>,
+) -> Result<()> {
+    let StepState {
+        stats,
+        events,
+        defrag,
+        checksums,
+    } = st;
+    stats.frames += 1;
+    stats.frame_bytes += pkt.data.len() as u64;
+    stats.last_ts_ns = stats.last_ts_ns.max(pkt.ts_ns);
+    events.clear();
+    let parsed = parse_packet(pkt, checksums.verifies());
+    match (parsed, defrag.as_deref_mut()) {
+        (Ok(Parsed::Fragment { ip, .. }), Some(d)) => {
+            let whole = d.push(pkt.ts_ns, ip);
+            if let Some(datagram) = whole {
+                let whole = reassembled(pkt.ts_ns, datagram);
+                let parsed = parse_packet(&whole, checksums.verifies());
+                packet(
+                    tracker, sink, stats, events, pos, &whole, parsed, *checksums,
+                )?;
+            }
+            stats.defrag = *d.stats();
+        }
+        (parsed, d) => {
+            if let Some(d) = d {
+                if d.expire(pkt.ts_ns) {
+                    stats.defrag = *d.stats();
+                }
+            }
+            packet(tracker, sink, stats, events, pos, pkt, parsed, *checksums)?;
+        }
+    }
+    if !events.is_empty() {
+        sink.handle(tracker, events)?;
+    }
+    Ok(())
+}
+
+/// A datagram another thread reassembled (a dispatcher's defragmenter), taken like a frame
+/// but not counted as one: the fragments it came from were.
+pub fn step_datagram(
+    tracker: &mut Tracker,
+    sink: &mut dyn EventSink,
+    st: &mut StepState,
+    pos: u64,
+    pkt: &RawPacket<'_>,
+) -> Result<()> {
+    let StepState {
+        stats,
+        events,
+        checksums,
+        ..
+    } = st;
+    stats.last_ts_ns = stats.last_ts_ns.max(pkt.ts_ns);
+    events.clear();
+    let parsed = parse_packet(pkt, checksums.verifies());
+    packet(tracker, sink, stats, events, pos, pkt, parsed, *checksums)?;
+    if !events.is_empty() {
+        sink.handle(tracker, events)?;
+    }
+    Ok(())
+}
+
+/// A reassembled datagram as a frame of raw IP, captured at `ts_ns`.
+pub fn reassembled(ts_ns: u64, datagram: &[u8]) -> RawPacket<'_> {
+    RawPacket {
+        ts_ns,
+        link: LinkType::Raw,
+        data: datagram,
+        orig_len: datagram.len() as u32,
+    }
+}
+
+/// One parsed packet (a frame, or a reassembled datagram) through the tracker.
+#[allow(clippy::too_many_arguments)]
+fn packet(
     tracker: &mut Tracker,
     sink: &mut dyn EventSink,
     stats: &mut ReplayStats,
     events: &mut Vec<Event>,
     pos: u64,
     pkt: &RawPacket<'_>,
+    parsed: Result<Parsed<'_>, ParseError>,
     checksums: ChecksumPolicy,
 ) -> Result<()> {
-    stats.frames += 1;
-    stats.frame_bytes += pkt.data.len() as u64;
-    stats.last_ts_ns = stats.last_ts_ns.max(pkt.ts_ns);
-    events.clear();
-    match parse_packet(pkt, checksums.verifies()) {
+    match parsed {
         Ok(Parsed::Tcp(mut seg)) => {
             stats.tcp += 1;
             if seg.checksum == ChecksumStatus::Bad {
@@ -247,7 +364,7 @@ pub fn step(
             // Connections due to end by this frame's time end first, a bounded number per
             // call, so that no call's events grow with the table.
             if tracker.ends_due(pkt.ts_ns) {
-                tick(tracker, sink, events, pkt.ts_ns)?;
+                advance(tracker, sink, events, pkt.ts_ns)?;
                 events.clear();
             }
             if seg.payload.len() < seg.payload_len as usize {
@@ -263,7 +380,8 @@ pub fn step(
             sink.before(tracker, pkt, Some(&seg))?;
             tracker.process(pkt.ts_ns, pos, &seg, events);
         }
-        Ok(Parsed::OtherIp { .. }) => {
+        // A fragment with reassembly off (or inside a reassembled datagram) is an orphan.
+        Ok(Parsed::OtherIp { .. } | Parsed::Fragment { .. }) => {
             stats.other_ip += 1;
             sink.before(tracker, pkt, None)?;
             tracker.orphan_packet(pkt.ts_ns, pos, events);
@@ -273,16 +391,28 @@ pub fn step(
         Err(ParseError::Malformed(_)) => stats.malformed += 1,
         Err(ParseError::UnsupportedLink) => stats.unsupported_link += 1,
     }
-    if !events.is_empty() {
-        sink.handle(tracker, events)?;
-    }
     Ok(())
 }
 
-/// Advances `tracker`'s clock to `now_ns` without a frame (idle connections time out) and
-/// hands what that raised to `sink`, in calls of at most [`MAX_ENDS_PER_CALL`] ended
-/// connections each.
+/// Advances `tracker`'s clock (and the defragmenter's) to `now_ns` without a frame (idle
+/// connections and incomplete datagrams time out) and hands what that raised to `sink`, in
+/// calls of at most [`MAX_ENDS_PER_CALL`] ended connections each.
 pub fn tick(
+    tracker: &mut Tracker,
+    sink: &mut dyn EventSink,
+    st: &mut StepState,
+    now_ns: u64,
+) -> Result<()> {
+    if let Some(d) = st.defrag.as_deref_mut() {
+        d.expire(now_ns);
+        st.stats.defrag = *d.stats();
+    }
+    advance(tracker, sink, &mut st.events, now_ns)
+}
+
+/// The tracker's part of [`tick`]: ends what is due by `now_ns`, a bounded number of
+/// connections per call, handing each call's events to `sink`.
+fn advance(
     tracker: &mut Tracker,
     sink: &mut dyn EventSink,
     events: &mut Vec<Event>,
@@ -300,14 +430,20 @@ pub fn tick(
     }
 }
 
-/// At the end of the input (capture time `now_ns`): ends every connection still open, lets
-/// `sink` finish (a publisher drains its analyzers), then frees what the last connections held.
+/// At the end of the input (capture time `now_ns`): drops the datagrams still incomplete,
+/// ends every connection still open, lets `sink` finish (a publisher drains its analyzers),
+/// then frees what the last connections held.
 pub fn finish(
     tracker: &mut Tracker,
     sink: &mut dyn EventSink,
-    events: &mut Vec<Event>,
+    st: &mut StepState,
     now_ns: u64,
 ) -> Result<()> {
+    if let Some(d) = st.defrag.as_deref_mut() {
+        d.finish();
+        st.stats.defrag = *d.stats();
+    }
+    let events = &mut st.events;
     loop {
         events.clear();
         let more = tracker.finish_some(now_ns, MAX_ENDS_PER_CALL, events);
@@ -334,14 +470,13 @@ pub fn replay(
     opts: ReplayOptions,
     progress: &mut dyn FnMut(&ReplayStats, Position),
 ) -> Result<ReplayOutcome> {
-    let mut stats = ReplayStats::default();
-    let mut events: Vec<Event> = Vec::with_capacity(64);
+    let mut st = StepState::new(opts.checksums, opts.defrag);
     let mut next_report = opts.progress_every.map(|d| (Instant::now() + d, d));
     let mut capture_error = None;
     let mut stopped = false;
     let mut pacing: Option<(Instant, u64)> = None;
     loop {
-        if stats.frames % 1024 == 0 {
+        if st.stats.frames.is_multiple_of(1024) {
             if let Some(stop) = &opts.stop {
                 if stop.load(Ordering::Relaxed) {
                     stopped = true;
@@ -360,27 +495,20 @@ pub fn replay(
         if let Some(speed) = opts.speed {
             pace(&mut pacing, pkt.ts_ns, speed);
         }
-        let pos = stats.frames;
-        step(
-            tracker,
-            sink,
-            &mut stats,
-            &mut events,
-            pos,
-            &pkt,
-            opts.checksums,
-        )?;
+        let pos = st.stats.frames;
+        step(tracker, sink, &mut st, pos, &pkt)?;
         if let Some((at, every)) = next_report {
             // Looking at the clock every 4096 frames keeps it off the per-packet path.
-            if stats.frames % 4096 == 0 && Instant::now() >= at {
-                progress(&stats, backend.progress());
+            if st.stats.frames.is_multiple_of(4096) && Instant::now() >= at {
+                progress(&st.stats, backend.progress());
                 next_report = Some((Instant::now() + every, every));
             }
         }
     }
-    finish(tracker, sink, &mut events, stats.last_ts_ns)?;
+    let end = st.stats.last_ts_ns;
+    finish(tracker, sink, &mut st, end)?;
     Ok(ReplayOutcome {
-        stats,
+        stats: st.stats,
         stopped,
         capture_error,
     })

@@ -47,6 +47,7 @@ fn send(
         payload_len: data.len() as u32,
         checksum: ChecksumStatus::Unchecked,
         header_off: [0, 0],
+        tunnel: Default::default(),
     };
     let mut out = Vec::new();
     tr.process(ts, 0, &seg, &mut out);

@@ -24,7 +24,8 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"MOS-SHM\x01");
 /// Consumers refuse a region whose major version differs from theirs.
 pub const ABI_MAJOR: u16 = 1;
 /// Minor versions only add things a v1 reader may ignore. Minor 2 added the tunnel records
-/// ([`features::TUNNELS`]) and the target-based overlap policy codes 2-4.
+/// ([`features::TUNNELS`]), the target-based overlap policy codes 2-4 and the fragment
+/// counters 22-23.
 pub const ABI_MINOR: u16 = 2;
 
 /// The most workers one sensor runs; the header has a [`WorkerInfo`] for each.
@@ -170,6 +171,11 @@ pub mod counter {
     pub const NIC_ERRORS: usize = 20;
     /// DPDK's `rx_nombuf`: frames lost for want of an mbuf (the whole port, in worker 0).
     pub const NIC_NO_MBUF: usize = 21;
+    /// IP fragments taken in by the defragmenter (a multi-worker replay reassembles in its
+    /// reader and reports these in worker 0).
+    pub const FRAGMENTS: usize = 22;
+    /// IP fragments discarded, whatever the cause (with their datagram, or on their own).
+    pub const FRAGMENTS_DROPPED: usize = 23;
     /// Number of counters.
     pub const COUNT: usize = 24;
 }

@@ -147,6 +147,51 @@ pub fn tcp_frame(s: &Segment<'_>) -> Vec<u8> {
     frame
 }
 
+/// Cuts the IP datagram in Ethernet `frame` (as [`tcp_frame`] builds it: a 20-byte IPv4
+/// header, or a 40-byte IPv6 header with no extension) into fragments of `piece` payload
+/// bytes (a multiple of 8), as Ethernet frames in order, with identification `id`. IPv4
+/// fragments lose the don't-fragment bit and get their header checksum; IPv6 ones get a
+/// fragment header. A datagram that fits in one piece comes back whole.
+pub fn fragment_frame(frame: &[u8], piece: usize, id: u32) -> Vec<Vec<u8>> {
+    assert!(
+        piece >= 8 && piece.is_multiple_of(8),
+        "fragment pieces are multiples of 8 bytes"
+    );
+    let v6 = frame[12..14] == [0x86, 0xdd];
+    let hl = if v6 { 40 } else { 20 };
+    let ip = &frame[14..];
+    let payload = &ip[hl..];
+    if payload.len() <= piece {
+        return vec![frame.to_vec()];
+    }
+    let mut out = Vec::new();
+    for off in (0..payload.len()).step_by(piece) {
+        let end = (off + piece).min(payload.len());
+        let more = end < payload.len();
+        let mut f = frame[..14 + hl].to_vec();
+        if v6 {
+            let next = f[14 + 6];
+            f[14 + 6] = 44;
+            f.extend_from_slice(&[next, 0]);
+            f.extend_from_slice(&(off as u16 | u16::from(more)).to_be_bytes());
+            f.extend_from_slice(&id.to_be_bytes());
+            f[14 + 4..14 + 6].copy_from_slice(&((8 + end - off) as u16).to_be_bytes());
+        } else {
+            let h = &mut f[14..14 + 20];
+            h[2..4].copy_from_slice(&((20 + end - off) as u16).to_be_bytes());
+            h[4..6].copy_from_slice(&(id as u16).to_be_bytes());
+            let ff = (off / 8) as u16 | if more { 0x2000 } else { 0 };
+            h[6..8].copy_from_slice(&ff.to_be_bytes());
+            h[10..12].copy_from_slice(&[0, 0]);
+            let c = fold(sum16(0, h));
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+        }
+        f.extend_from_slice(&payload[off..end]);
+        out.push(f);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

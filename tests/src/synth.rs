@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use crate::addr::parse_endpoint;
-use crate::pcap::{flags, tcp_frame, PcapWriter, Segment};
+use crate::pcap::{flags, fragment_frame, tcp_frame, PcapWriter, Segment};
 
 /// xorshift64*: deterministic across platforms, no dependency.
 #[derive(Debug, Clone)]
@@ -109,6 +109,31 @@ impl Out {
     fn emit(&mut self, gap_us: u64, seg: &Segment<'_>) -> Result<()> {
         self.ts_us += gap_us.max(1);
         self.pcap.packet(self.ts_us, &tcp_frame(seg))?;
+        Ok(())
+    }
+
+    /// Writes the segment's datagram as IP fragments of `piece` bytes, in a shuffled order,
+    /// one of them twice when `dup`.
+    fn emit_fragmented(
+        &mut self,
+        rng: &mut XorShift,
+        seg: &Segment<'_>,
+        piece: usize,
+        id: u32,
+        dup: bool,
+    ) -> Result<()> {
+        let mut frags = fragment_frame(&tcp_frame(seg), piece, id);
+        for i in (1..frags.len()).rev() {
+            frags.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        if dup {
+            let k = rng.below(frags.len() as u64) as usize;
+            frags.push(frags[k].clone());
+        }
+        for f in &frags {
+            self.ts_us += 1;
+            self.pcap.packet(self.ts_us, f)?;
+        }
         Ok(())
     }
 
@@ -467,4 +492,90 @@ mod tests {
         assert_ne!(e[0].sha256, e[1].sha256);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+}
+
+#[derive(Debug, Clone)]
+pub struct FragmentedOptions {
+    /// Payload bytes in each direction of each connection.
+    pub bytes: u64,
+    /// TCP payload per segment (larger than a fragment: each segment is fragmented).
+    pub mss: u16,
+    /// IP payload bytes per fragment (a multiple of 8).
+    pub piece: usize,
+    pub conns: u64,
+    pub ipv6: bool,
+    pub seed: u64,
+}
+
+/// Connections, two at a time interleaved segment by segment, whose data segments are all
+/// IP-fragmented (pieces shuffled, some sent twice); the handshakes, ACKs and FINs are not.
+pub fn fragmented(o: &FragmentedOptions, out_path: &Path) -> Result<Vec<ExpectedDir>> {
+    use flags::*;
+    let mut rng = XorShift::new(o.seed);
+    let mut out = Out::create(out_path)?;
+    let mut expected = Vec::new();
+    let mut id = 1u32;
+    let mut i = 0;
+    while i < o.conns {
+        let pair: Vec<u64> = (i..(i + 2).min(o.conns)).collect();
+        i += pair.len() as u64;
+        // Per connection: endpoints, next client and server sequence numbers, hashes.
+        let mut st = Vec::new();
+        for &k in &pair {
+            let (c, s) = (client_addr(k, o.ipv6), server_addr(k, o.ipv6));
+            let (ci, si) = (rng.next_u64() as u32, rng.next_u64() as u32);
+            let (c1, s1) = (ci.wrapping_add(1), si.wrapping_add(1));
+            out.emit(10, &seg(c, s, ci, 0, SYN, &[]))?;
+            out.emit(10, &seg(s, c, si, c1, SYN | ACK, &[]))?;
+            out.emit(10, &seg(c, s, c1, s1, ACK, &[]))?;
+            st.push((c, s, c1, s1, Sha256::new(), Sha256::new()));
+        }
+        let mut buf = vec![0u8; usize::from(o.mss.max(1))];
+        let mut sent = 0u64;
+        while sent < o.bytes {
+            let n = (o.bytes - sent).min(buf.len() as u64) as usize;
+            for (c, s, cseq, sseq, csha, ssha) in &mut st {
+                for to_server in [true, false] {
+                    rng.fill(&mut buf[..n]);
+                    let (src, dst, seq, ack) = if to_server {
+                        csha.update(&buf[..n]);
+                        (*c, *s, *cseq, *sseq)
+                    } else {
+                        ssha.update(&buf[..n]);
+                        (*s, *c, *sseq, *cseq)
+                    };
+                    let dup = rng.below(4) == 0;
+                    let data = seg(src, dst, seq, ack, ACK | PSH, &buf[..n]);
+                    out.emit_fragmented(&mut rng, &data, o.piece, id, dup)?;
+                    id = id.wrapping_add(1);
+                    let next = seq.wrapping_add(n as u32);
+                    if to_server {
+                        *cseq = next;
+                    } else {
+                        *sseq = next;
+                    }
+                    out.emit(5, &seg(dst, src, ack, next, ACK, &[]))?;
+                }
+            }
+            sent += n as u64;
+        }
+        for (c, s, cseq, sseq, csha, ssha) in st {
+            out.emit(10, &seg(c, s, cseq, sseq, FIN | ACK, &[]))?;
+            out.emit(10, &seg(s, c, sseq, cseq.wrapping_add(1), FIN | ACK, &[]))?;
+            out.emit(
+                10,
+                &seg(c, s, cseq.wrapping_add(1), sseq.wrapping_add(1), ACK, &[]),
+            )?;
+            for (src, dst, sha) in [(c, s, csha), (s, c, ssha)] {
+                expected.push(ExpectedDir {
+                    src,
+                    dst,
+                    bytes: o.bytes,
+                    sha256: hex::encode(sha.finalize()),
+                });
+            }
+        }
+    }
+    out.finish()?;
+    Ok(expected)
 }

@@ -5,7 +5,9 @@ use anyhow::Result;
 use mos_tests::locate::sensor_bin;
 use mos_tests::matcher::compare;
 use mos_tests::runner::{dump_capture_with, ScratchDir};
-use mos_tests::synth::{bulk, short_flows, BulkOptions, ExpectedDir, ShortFlowsOptions};
+use mos_tests::synth::{
+    bulk, fragmented, short_flows, BulkOptions, ExpectedDir, FragmentedOptions, ShortFlowsOptions,
+};
 use mos_tests::truth::TruthRow;
 use std::path::Path;
 use std::time::Duration;
@@ -17,6 +19,21 @@ fn check_exact(pcap: &Path, expected: &[ExpectedDir]) -> Result<()> {
 }
 
 fn check_exact_with(pcap: &Path, expected: &[ExpectedDir], extra: &[&str]) -> Result<()> {
+    let bad = mismatches(pcap, expected, extra)?;
+    assert!(
+        bad.is_empty(),
+        "{} of {} directions wrong in {}:\n{}",
+        bad.len(),
+        expected.len(),
+        pcap.display(),
+        bad.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
+    );
+    Ok(())
+}
+
+/// What differs between the sensor's dump of `pcap` (run with `extra` arguments) and the
+/// generator's streams, one line per wrong, missing or extra direction.
+fn mismatches(pcap: &Path, expected: &[ExpectedDir], extra: &[&str]) -> Result<Vec<String>> {
     let ours = dump_capture_with(&sensor_bin()?, pcap, TIMEOUT, extra)?;
     let truth: Vec<TruthRow> = expected
         .iter()
@@ -49,15 +66,7 @@ fn check_exact_with(pcap: &Path, expected: &[ExpectedDir], extra: &[&str]) -> Re
         let h = &ours[oi];
         bad.push(format!("extra: {} -> {} {} B", h.src, h.dst, h.bytes));
     }
-    assert!(
-        bad.is_empty(),
-        "{} of {} directions wrong in {}:\n{}",
-        bad.len(),
-        truth.len(),
-        pcap.display(),
-        bad.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
-    );
-    Ok(())
+    Ok(bad)
 }
 
 #[test]
@@ -213,6 +222,36 @@ fn a_bad_checksum_is_kept_by_default_and_dropped_on_request() -> Result<()> {
             (15, sha256_hex(whole), 0),
             "{extra:?} with a retransmission"
         );
+    }
+    Ok(())
+}
+
+/// TCP segments sent as IP fragments (shuffled, some twice) reassemble exactly, over IPv4
+/// and IPv6, with one worker and with two (whose reader reassembles before it hashes); with
+/// reassembly off the data is lost.
+#[test]
+fn fragmented_segments_reassemble_exactly() -> Result<()> {
+    for ipv6 in [false, true] {
+        let dir = ScratchDir::new(if ipv6 {
+            "synthetic-frag6"
+        } else {
+            "synthetic-frag"
+        })?;
+        let pcap = dir.path().join("frag.pcap");
+        let o = FragmentedOptions {
+            bytes: 200_000,
+            mss: 8000,
+            piece: if ipv6 { 1232 } else { 1480 },
+            conns: 6,
+            ipv6,
+            seed: 11,
+        };
+        let expected = fragmented(&o, &pcap)?;
+        check_exact(&pcap, &expected)?;
+        check_exact_with(&pcap, &expected, &["--workers", "2"])?;
+        check_exact_with(&pcap, &expected, &["--workers", "3"])?;
+        let off = mismatches(&pcap, &expected, &["--frag-memory", "0"])?;
+        assert_eq!(off.len(), expected.len(), "without reassembly: {off:?}");
     }
     Ok(())
 }

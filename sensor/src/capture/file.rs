@@ -1202,6 +1202,7 @@ mod tests {
                 let key = match crate::parse::parse_packet(&p, true) {
                     Ok(crate::parse::Parsed::Tcp(_)) => "tcp".to_string(),
                     Ok(crate::parse::Parsed::OtherIp { .. }) => "other-ip".to_string(),
+                    Ok(crate::parse::Parsed::Fragment { .. }) => "fragment".to_string(),
                     Ok(crate::parse::Parsed::NotIp) => "not-ip".to_string(),
                     Err(e) => e.to_string(),
                 };

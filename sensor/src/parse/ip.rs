@@ -198,6 +198,9 @@ pub struct IpPayload<'a> {
     pub proto: u8,
     /// Whether this is a piece of a fragmented datagram (then `present` is only a piece).
     pub fragment: bool,
+    /// The whole IP packet as the frame holds it, from its first header byte (what the
+    /// defragmenter takes).
+    pub packet: &'a [u8],
     /// Bytes of IP header (options and extension headers included) before the payload.
     pub header_len: usize,
     /// The upper-layer bytes the frame holds: at most `declared`, fewer when cut short.
@@ -209,12 +212,19 @@ pub struct IpPayload<'a> {
 impl<'a> IpPayload<'a> {
     /// The TCP segment this carries, or the connection-less packet it is.
     pub fn into_parsed(self, verify_checksum: bool) -> Result<Parsed<'a>, ParseError> {
-        if self.fragment || self.proto != PROTO_TCP {
+        if self.fragment {
+            return Ok(Parsed::Fragment {
+                src: self.src,
+                dst: self.dst,
+                proto: self.proto,
+                ip: self.packet,
+            });
+        }
+        if self.proto != PROTO_TCP {
             return Ok(Parsed::OtherIp {
                 src: self.src,
                 dst: self.dst,
                 proto: self.proto,
-                fragment: self.fragment,
             });
         }
         let seg = tcp::parse_tcp(
@@ -250,6 +260,7 @@ pub fn ipv4_payload(l3: &[u8]) -> Result<IpPayload<'_>, ParseError> {
         pseudo: PseudoHeader::V4(s, d),
         proto: h.protocol(),
         fragment: h.is_fragment(),
+        packet: l3,
         header_len: h.header_len(),
         present: l3.get(h.header_len()..end).unwrap_or_default(),
         declared: h.total_len() - h.header_len(),
@@ -270,6 +281,7 @@ pub fn ipv6_payload(l3: &[u8]) -> Result<IpPayload<'_>, ParseError> {
         pseudo: PseudoHeader::V6(s, d),
         proto,
         fragment,
+        packet: l3,
         header_len: v6::HEADER_LEN + off,
         present: payload.get(off..).unwrap_or_default(),
         declared: declared_total - off,
@@ -447,21 +459,19 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn ipv4_fragments_are_other_ip() {
+    fn ipv4_fragments_are_fragments() {
         let seg = tcp_seg(b"frag");
-        for frag in [0x2000u16, 0x0001, 0x2010] {
+        for frag in [0x2000u16, 0x0001, 0x2010, 0x6000] {
             let p = v4_packet(&[], PROTO_TCP, frag, &seg);
-            assert!(
-                matches!(
-                    parse_ip(&p, true),
-                    Ok(Parsed::OtherIp {
-                        proto: PROTO_TCP,
-                        fragment: true,
-                        ..
-                    })
-                ),
-                "frag {frag:#x}"
-            );
+            let Ok(Parsed::Fragment {
+                proto: PROTO_TCP,
+                ip,
+                ..
+            }) = parse_ip(&p, true)
+            else {
+                panic!("frag {frag:#x} is not a fragment");
+            };
+            assert_eq!(ip, &p[..]);
         }
         // Don't-fragment alone is not a fragment.
         let p = v4_packet(&[], PROTO_TCP, 0x4000, &seg);
@@ -473,11 +483,7 @@ pub(crate) mod tests {
         let p = v4_packet(&[], 17, 0, &[0u8; 8]);
         assert!(matches!(
             parse_ip(&p, true),
-            Ok(Parsed::OtherIp {
-                proto: 17,
-                fragment: false,
-                ..
-            })
+            Ok(Parsed::OtherIp { proto: 17, .. })
         ));
     }
 
@@ -567,9 +573,8 @@ pub(crate) mod tests {
             let p = v6_packet(nh::FRAGMENT, &e, &tcp_seg(b"f"));
             assert!(matches!(
                 parse_ip(&p, true),
-                Ok(Parsed::OtherIp {
+                Ok(Parsed::Fragment {
                     proto: PROTO_TCP,
-                    fragment: true,
                     ..
                 })
             ));
@@ -579,7 +584,6 @@ pub(crate) mod tests {
             parse_ip(&p, true),
             Ok(Parsed::OtherIp {
                 proto: nh::NO_NEXT,
-                fragment: false,
                 ..
             })
         ));

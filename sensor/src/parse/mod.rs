@@ -90,8 +90,7 @@ pub enum ChecksumStatus {
 pub enum Parsed<'a> {
     /// A TCP segment.
     Tcp(TcpSegment<'a>),
-    /// An IP packet that is not TCP, or a TCP packet that cannot be read as one (a non-first IP
-    /// fragment): mOS's orphan, connection-less traffic.
+    /// An IP packet that is not TCP: mOS's orphan, connection-less traffic.
     OtherIp {
         /// Source address.
         src: IpAddr,
@@ -99,8 +98,17 @@ pub enum Parsed<'a> {
         dst: IpAddr,
         /// IP protocol number (the last next-header for IPv6).
         proto: u8,
-        /// Whether this is a piece of a fragmented IP datagram.
-        fragment: bool,
+    },
+    /// A piece of a fragmented IP datagram, for the [defragmenter](crate::defrag).
+    Fragment {
+        /// Source address.
+        src: IpAddr,
+        /// Destination address.
+        dst: IpAddr,
+        /// IP protocol number (for IPv6, the fragment header's next header).
+        proto: u8,
+        /// The fragment's bytes from its IP header to the end of the frame.
+        ip: &'a [u8],
     },
     /// A frame that carries no IP (ARP, LLDP, ...).
     NotIp,

@@ -252,7 +252,6 @@ pub(super) fn walk(l3: L3<'_>, verify_checksum: bool) -> Result<Walked<'_>, Pars
                         src: c.src,
                         dst: c.dst,
                         proto: c.proto,
-                        fragment: false,
                     },
                     None => Parsed::NotIp,
                 };
@@ -1281,27 +1280,27 @@ mod tests {
     }
 
     #[test]
-    fn fragments_inside_and_outside_a_tunnel_are_other_ip() {
+    fn fragments_inside_and_outside_a_tunnel_go_to_the_defragmenter() {
+        // Inside: the fragment handed on is the inner IP packet.
         let frag = v4_packet(&[], 6, 0x2000, &tcp_seg(PAYLOAD));
         let f = outer4(proto::GRE, &gre(0, ethertype::IPV4, 0, &frag));
-        assert!(matches!(
-            parse_packet(&pkt(LinkType::Raw, &f), true),
-            Ok(Parsed::OtherIp {
-                proto: 6,
-                fragment: true,
-                ..
-            })
-        ));
+        let Ok(Parsed::Fragment { proto: 6, ip, .. }) = parse_packet(&pkt(LinkType::Raw, &f), true)
+        else {
+            panic!("inner fragment not found");
+        };
+        assert_eq!(ip, &frag[..]);
+        // Outside: the carrier itself, whole.
         let mut f = outer4(proto::GRE, &gre(0, ethertype::IPV4, 0, &inner4()));
         f[6] = 0x20;
-        assert!(matches!(
-            parse_packet(&pkt(LinkType::Raw, &f), true),
-            Ok(Parsed::OtherIp {
-                proto: proto::GRE,
-                fragment: true,
-                ..
-            })
-        ));
+        let Ok(Parsed::Fragment {
+            proto: proto::GRE,
+            ip,
+            ..
+        }) = parse_packet(&pkt(LinkType::Raw, &f), true)
+        else {
+            panic!("outer fragment not found");
+        };
+        assert_eq!(ip, &f[..]);
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub fn store_counters(info: &WorkerInfo, s: &ReplayStats, tracker: &Tracker) {
     set(counter::UNSUPPORTED_LINK, s.unsupported_link);
     set(counter::BAD_CHECKSUM, s.bad_checksum);
     set(counter::SNAP_CUT, s.snap_cut);
+    set(counter::FRAGMENTS, s.defrag.fragments);
+    set(counter::FRAGMENTS_DROPPED, s.defrag.fragments_dropped);
     set(counter::FLOWS_TOTAL, t.conns_created);
     set(counter::FLOWS_LIVE, tracker.live_conns() as u64);
     set(counter::FLOWS_EVICTED, t.conns_evicted);

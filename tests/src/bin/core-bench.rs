@@ -198,6 +198,7 @@ fn opts(verify: bool) -> ReplayOptions {
         progress_every: None,
         stop: None,
         speed: None,
+        defrag: Some(mos_sensor::defrag::DefragConfig::default()),
     }
 }
 

@@ -3,6 +3,8 @@
 //! mkpcap short-flows [--conns N] [--concurrency N] [--ipv6] [--seed S] --out F
 //! mkpcap bulk [--bytes N] [--mss N] [--conns N] [--ipv6] [--seed S] --out F
 //! mkpcap idle [--conns N] [--ipv6] [--seed S] --out F   (handshakes only, left open)
+//! mkpcap fragmented [--bytes N] [--mss N] [--piece N] [--conns N] [--ipv6] [--seed S] --out F
+//!   (every data segment sent as shuffled IP fragments of N bytes, some twice)
 //! mkpcap split --parts N --in F --out-prefix P   (P0.pcap .. P{N-1}.pcap, split by flow)
 //!
 //! `split` writes part `w` with the frames that `mos_sensor::dispatch::DispatchHash` gives to
@@ -14,8 +16,8 @@ use mos_sensor::capture::{CaptureBackend, FileCapture, LinkType};
 use mos_sensor::dispatch::{DispatchHash, MAX_WORKERS};
 use mos_tests::pcap::PcapWriter;
 use mos_tests::synth::{
-    bulk, expected_path, idle, short_flows, write_expected, BulkOptions, IdleOptions,
-    ShortFlowsOptions,
+    bulk, expected_path, fragmented, idle, short_flows, write_expected, BulkOptions,
+    FragmentedOptions, IdleOptions, ShortFlowsOptions,
 };
 use std::io::BufWriter;
 use std::path::PathBuf;
@@ -24,6 +26,7 @@ const USAGE: &str =
     "usage: mkpcap short-flows [--conns N] [--concurrency N] [--ipv6] [--seed S] --out F\n       \
                      mkpcap bulk [--bytes N] [--mss N] [--conns N] [--ipv6] [--seed S] --out F\n       \
                      mkpcap idle [--conns N] [--ipv6] [--seed S] --out F\n       \
+                     mkpcap fragmented [--bytes N] [--mss N] [--piece N] [--conns N] [--ipv6] [--seed S] --out F\n       \
                      mkpcap split --parts N --in F --out-prefix P";
 
 fn main() -> Result<()> {
@@ -34,7 +37,7 @@ fn main() -> Result<()> {
     }
     let (mut conns, mut concurrency, mut bytes, mut mss, mut seed) =
         (None, 64usize, 1u64 << 20, 1448u16, 1u64);
-    let (mut ipv6, mut out) = (false, None);
+    let (mut ipv6, mut out, mut piece) = (false, None, None);
     while let Some(a) = args.next() {
         let mut val = || {
             args.next()
@@ -46,6 +49,7 @@ fn main() -> Result<()> {
             "--bytes" => bytes = val()?.parse()?,
             "--mss" => mss = val()?.parse()?,
             "--seed" => seed = val()?.parse()?,
+            "--piece" => piece = Some(val()?.parse()?),
             "--out" => out = Some(PathBuf::from(val()?)),
             "--ipv6" => ipv6 = true,
             _ => bail!("unknown argument {a:?}\n{USAGE}"),
@@ -67,6 +71,17 @@ fn main() -> Result<()> {
                 bytes,
                 mss,
                 conns: conns.unwrap_or(1),
+                ipv6,
+                seed,
+            },
+            &out,
+        )?,
+        "fragmented" => fragmented(
+            &FragmentedOptions {
+                bytes,
+                mss: if mss == 1448 { 8000 } else { mss },
+                piece: piece.unwrap_or(if ipv6 { 1232 } else { 1480 }),
+                conns: conns.unwrap_or(2),
                 ipv6,
                 seed,
             },
