@@ -5,7 +5,8 @@
 #
 # With no TARGET, every target `cargo fuzz list` names. Each run starts from a fresh copy of
 # fuzz/seeds/TARGET (if it exists) in target/fuzz-corpus/TARGET, so a run never depends on an
-# earlier one. cargo-fuzz is installed first if missing (cargo install, about two minutes).
+# earlier one, with the dictionary fuzz/TARGET.dict if there is one. cargo-fuzz is installed
+# first if missing (cargo install, about two minutes).
 # Fuzzing needs nightly-only compiler flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain take
 # them. A crash or leak fails the script, naming the target and the input libFuzzer saved.
 # Prints each target's executions and executions per second.
@@ -55,12 +56,16 @@ for t in "${targets[@]}"; do
     fi
     log="$corpus_root/$t.log"
     start=$(mos_now)
+    dict=()
+    if [[ -f "fuzz/$t.dict" ]]; then
+        dict=(-dict="fuzz/$t.dict")
+    fi
     parallel=()
     if [[ "$jobs" -gt 1 ]]; then
         # libFuzzer writes each job's log as fuzz-N.log in the working directory.
         parallel=(-jobs="$jobs" -workers="$jobs")
     fi
-    if cargo fuzz run -a "$t" "$corpus" -- -max_total_time="$seconds" "${parallel[@]}" \
+    if cargo fuzz run -a "$t" "$corpus" -- -max_total_time="$seconds" "${dict[@]}" "${parallel[@]}" \
         -print_final_stats=1 -rss_limit_mb=4096 \
         -artifact_prefix="$corpus_root/$t-" >"$log" 2>&1; then
         if [[ "$jobs" -gt 1 ]]; then
