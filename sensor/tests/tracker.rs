@@ -1446,3 +1446,49 @@ fn late_data_after_a_close_does_not_depend_on_when_analyzers_pass() {
     assert_eq!(lossy, lossless);
     assert_eq!(lossy, (b"aaaabbbbcccc".to_vec(), 0));
 }
+
+#[test]
+fn a_reset_in_any_state_closes_the_connection() {
+    // The connection's segments in order; a RST (from either side) after each prefix.
+    let script: [(bool, u8, u32, u32); 7] = [
+        (true, SYN, CISN, 0),
+        (false, SYN | ACK, SISN, CISN + 1),
+        (true, ACK, CISN + 1, SISN + 1),
+        (true, FIN | ACK, CISN + 1, SISN + 1),
+        (false, ACK, SISN + 1, CISN + 2),
+        (false, FIN | ACK, SISN + 1, CISN + 2),
+        (true, ACK, CISN + 2, SISN + 2),
+    ];
+    for cut in 1..script.len() {
+        for rst_from_client in [true, false] {
+            let mut sim = Sim::default_cfg();
+            let cv = Conv::new(40000, 80);
+            let mut h = None;
+            for &(c2s, flags, seq, ack) in &script[..cut] {
+                let ev = if c2s {
+                    cv.c2s(&mut sim, flags, seq, ack, b"")
+                } else {
+                    cv.s2c(&mut sim, flags, seq, ack, b"")
+                };
+                h = h.or(ev.first().map(|e| e.flow));
+            }
+            let h = h.expect("a connection");
+            let before = sim.tr.conn(h).unwrap().closed;
+            let ev = if rst_from_client {
+                cv.c2s(&mut sim, RST | ACK, CISN + 1, SISN + 1, b"")
+            } else {
+                cv.s2c(&mut sim, RST | ACK, SISN + 1, CISN + 1, b"")
+            };
+            let c = sim.tr.conn(h).expect("still lingering");
+            let what = format!("RST from client {rst_from_client} after {cut} segments");
+            assert!(ev.iter().all(|e| e.flow == h), "{what}: {ev:?}");
+            // Both stacks end CLOSED; a connection already closed keeps its first reason.
+            assert_eq!(c.stack(Side::Cli).state, TcpState::Closed, "{what}");
+            assert_eq!(c.stack(Side::Svr).state, TcpState::Closed, "{what}");
+            assert_eq!(c.closed, before.or(Some(EndReason::Reset)), "{what}");
+            let reason = c.closed.unwrap();
+            let ev = sim.advance_to(sim.now + sim.tr.config().linger_ns + 1);
+            assert_eq!(ends(&ev), both_ends(h, reason), "{what}");
+        }
+    }
+}
