@@ -530,6 +530,7 @@ impl Defragmenter {
 
     /// Moves the clock to `now_ns` (if later) and drops the datagrams whose time has run out;
     /// returns whether any was.
+    #[inline]
     pub fn expire(&mut self, now_ns: u64) -> bool {
         self.clock_ns = self.clock_ns.max(now_ns);
         let mut any = false;
