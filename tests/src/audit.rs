@@ -172,6 +172,30 @@ fn rule_holds(rule: Rule, v: &RowView<'_>) -> bool {
                 && tcpflow.len > v.our_len()
                 && tcpflow.len - v.our_len() <= f.trailer_total
         }
+        Rule::TcpflowPastHole => {
+            let Some(d) = v.disagreement else {
+                return false;
+            };
+            let (Some(tshark), Some(tcpflow)) = (&d.tshark, &d.tcpflow) else {
+                return false;
+            };
+            let Some(past) = frames.past(v.src, v.dst, v.our_len()) else {
+                return false;
+            };
+            let not_crossed = match past.next_data {
+                // Wireshark, like mos, crosses a hole only once the peer acknowledged it
+                // all.
+                Some(next) => past.max_ack.is_none_or(|a| a < next),
+                // A stream never ends in a hole: only trailers lie past it.
+                None => true,
+            };
+            tshark.equals(v.our_len(), &v.our_sha1())
+                && v.deficits.iter().all(|x| x.reference == Reference::Tcpflow)
+                && tcpflow.len > v.our_len()
+                && !past.covered
+                && not_crossed
+                && i64::try_from(tcpflow.len).is_ok_and(|n| n <= past.reach)
+        }
     }
 }
 
@@ -365,7 +389,7 @@ mod tests {
     use super::*;
     use crate::addr::parse_endpoint;
     use crate::disagreements::RefStream;
-    use crate::frames::{DirFrames, Trailer};
+    use crate::frames::{DirFrames, Seg, Trailer};
 
     fn half(bytes: u64, lost: u64, sha1: &str) -> HalfStream {
         HalfStream {
@@ -429,8 +453,45 @@ mod tests {
                         sha1: sha1.into(),
                     })
                     .collect(),
+                ..DirFrames::default()
             },
         );
+        f
+    }
+
+    /// A direction A -> B with a SYN at `isn`, segments `(offset, len, trailer)`, and the
+    /// peer's acknowledgments as offsets.
+    fn layout(isns: &[u32], segs: &[(u32, u32, u32)], acks: &[u32]) -> FrameIndex {
+        let isn = isns[0];
+        let mut f = FrameIndex::default();
+        let mut fwd = DirFrames {
+            syn_seqs: isns.to_vec(),
+            ..DirFrames::default()
+        };
+        fwd.segs.push(Seg {
+            seq: isn,
+            len: 0,
+            trailer: 0,
+            syn: true,
+        });
+        for &(off, len, trailer) in segs {
+            fwd.segs.push(Seg {
+                seq: isn.wrapping_add(1).wrapping_add(off),
+                len,
+                trailer,
+                syn: false,
+            });
+        }
+        let back = DirFrames {
+            acks: acks
+                .iter()
+                .map(|&a| isn.wrapping_add(1).wrapping_add(a))
+                .collect(),
+            ..DirFrames::default()
+        };
+        let (a, b) = (parse_endpoint(A).unwrap(), parse_endpoint(B).unwrap());
+        f.dirs.insert((a, b), fwd);
+        f.dirs.insert((b, a), back);
         f
     }
 
@@ -488,6 +549,61 @@ mod tests {
             Rule::TcpflowTrailer,
             &view(Some(&other), &d, &frames(6, &[]), &def)
         ));
+    }
+
+    #[test]
+    fn tcpflow_past_hole_needs_an_unacknowledged_hole_at_our_end() {
+        // Ten bytes, then an eight-byte hole, then 29 bytes; the peer acknowledges the ten.
+        // The ISN sits just below the 32-bit wrap, so offsets cross it.
+        let segs = [(0, 10, 0), (18, 29, 0)];
+        let d = row(refs(10, "aa", 0), refs(47, "ff", 0), refs(10, "aa", 0));
+        let o = half(10, 0, "aa");
+        let def = deficits(Some(&o), None, Some(&d));
+        let holds = |f: &FrameIndex, d: &DisagreementRow| {
+            let def = deficits(Some(&o), None, Some(d));
+            rule_holds(Rule::TcpflowPastHole, &view(Some(&o), d, f, &def))
+        };
+        assert!(holds(&layout(&[u32::MAX - 3], &segs, &[0, 10]), &d));
+        // The peer acknowledged part of the hole, not all of it: still held back.
+        assert!(holds(&layout(&[7], &segs, &[0, 17]), &d));
+        // The peer acknowledged the whole hole: Wireshark and mos would cross it.
+        assert!(!holds(&layout(&[7], &segs, &[0, 18]), &d));
+        // tcpflow longer than the furthest segment reaches.
+        let longer = row(refs(10, "aa", 0), refs(48, "ff", 0), refs(10, "aa", 0));
+        assert!(!holds(&layout(&[7], &segs, &[10]), &longer));
+        // ... unless that segment's trailer reaches there.
+        assert!(holds(
+            &layout(&[7], &[(0, 10, 0), (18, 29, 1)], &[10]),
+            &longer
+        ));
+        // A segment holds the byte at our end: no hole there.
+        assert!(!holds(&layout(&[7], &[(0, 10, 0), (5, 42, 0)], &[10]), &d));
+        // Two SYN sequence numbers on the pair: two connections, not checked.
+        assert!(!holds(&layout(&[7, 900], &segs, &[10]), &d));
+        // Ours differ from Wireshark's.
+        let other = half(10, 0, "bb");
+        let f = layout(&[7], &segs, &[10]);
+        assert!(!rule_holds(
+            Rule::TcpflowPastHole,
+            &view(Some(&other), &d, &f, &def)
+        ));
+    }
+
+    #[test]
+    fn tcpflow_past_hole_with_only_padding_past_it() {
+        // Ten bytes; the peer acknowledges 30 that were never captured, then the sender's
+        // empty segment at offset 30 carries six bytes of padding, which tcpflow writes there.
+        let segs = [(0, 10, 0), (30, 0, 6)];
+        let f = layout(&[7], &segs, &[10, 30]);
+        let o = half(10, 0, "aa");
+        for (tcpflow, ok) in [(36, true), (37, false)] {
+            let d = row(refs(10, "aa", 0), refs(tcpflow, "ff", 0), None);
+            let def = deficits(Some(&o), None, Some(&d));
+            assert_eq!(
+                rule_holds(Rule::TcpflowPastHole, &view(Some(&o), &d, &f, &def)),
+                ok
+            );
+        }
     }
 
     #[test]

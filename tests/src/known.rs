@@ -62,13 +62,22 @@ pub enum Rule {
     /// of the link-layer trailer bytes of the direction's frames (tcpflow writes a frame's
     /// trailer after its payload); no other reference recovered more than mos.
     TcpflowTrailer,
+    /// mos's bytes equal Wireshark's and only tcpflow recovered more. Mos's stream stops at
+    /// a hole (no segment's payload holds the byte at its end) that Wireshark does not cross
+    /// either: the peer never acknowledged the whole hole before the next payload byte, or
+    /// no payload lies past it (only trailers of empty segments). tcpflow writes every
+    /// segment at its offset, zeros in between, so its stream is no longer than the
+    /// furthest a segment reaches with its payload and trailer. Checked only where the
+    /// endpoint pair held one connection.
+    TcpflowPastHole,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 3] = [
+    pub const ALL: [Rule; 4] = [
         Rule::NotDecoded,
         Rule::TcpflowPaddingOnly,
         Rule::TcpflowTrailer,
+        Rule::TcpflowPastHole,
     ];
 
     pub fn name(self) -> &'static str {
@@ -76,6 +85,7 @@ impl Rule {
             Rule::NotDecoded => "not-decoded",
             Rule::TcpflowPaddingOnly => "tcpflow-padding-only",
             Rule::TcpflowTrailer => "tcpflow-trailer",
+            Rule::TcpflowPastHole => "tcpflow-past-hole",
         }
     }
 
