@@ -1492,3 +1492,28 @@ fn a_reset_in_any_state_closes_the_connection() {
         }
     }
 }
+
+#[test]
+fn data_after_the_senders_fin_never_opens_a_gap() {
+    // Invalid TCP (zeek's modbus fuzz-72): bytes sent past the sender's own FIN. The peer's
+    // ACKs count at most up to that FIN, so a hole after it is never declared lost and the
+    // bytes past it stay out of order.
+    let mut sim = Sim::default_cfg();
+    let cv = Conv::new(40000, 80);
+    let (_, h) = cv.handshake(&mut sim);
+    cv.c2s(&mut sim, FIN | ACK | PSH, CISN + 1, SISN + 1, b"abc");
+    let ev = cv.c2s(&mut sim, ACK | PSH, CISN + 10, SISN + 1, b"zzz");
+    assert!(errors(&ev).is_empty(), "{ev:?}");
+    let ev = cv.s2c(&mut sim, ACK, SISN + 1, CISN + 13, b"");
+    assert!(errors(&ev).is_empty(), "{ev:?}");
+    assert_eq!(sim.bytes(h, Side::Svr, 0), b"abc".to_vec());
+    assert_eq!(sim.stream_lost(h, Side::Svr), 0);
+    let c = sim.tr.conn(h).unwrap();
+    assert_eq!(
+        c.stack(Side::Svr)
+            .recv
+            .fragments(sim.tr.pool())
+            .collect::<Vec<_>>(),
+        vec![(9, 3)]
+    );
+}
