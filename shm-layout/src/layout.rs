@@ -226,7 +226,8 @@ pub mod flow_flags {
     /// `CONN_END` was raised.
     pub const ENDED: u32 = 1 << 4;
     /// The connection's first packet came through a tunnel, which the slot's
-    /// [`TunnelSlot`] describes (only with [`features::TUNNELS`]).
+    /// [`TunnelSlot`](super::TunnelSlot) describes (only with
+    /// [`features::TUNNELS`](super::features::TUNNELS)).
     pub const TUNNEL: u32 = 1 << 5;
 }
 
