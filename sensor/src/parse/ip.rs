@@ -211,6 +211,7 @@ pub struct IpPayload<'a> {
 
 impl<'a> IpPayload<'a> {
     /// The TCP segment this carries, or the connection-less packet it is.
+    #[inline]
     pub fn into_parsed(self, verify_checksum: bool) -> Result<Parsed<'a>, ParseError> {
         if self.fragment {
             return Ok(Parsed::Fragment {
@@ -250,6 +251,7 @@ pub fn parse_ipv6(l3: &[u8], verify_checksum: bool) -> Result<Parsed<'_>, ParseE
 }
 
 /// Checks the IPv4 header at the start of `l3` and finds its payload.
+#[inline]
 pub fn ipv4_payload(l3: &[u8]) -> Result<IpPayload<'_>, ParseError> {
     let h = Ipv4Header::new_checked(l3)?;
     let (s, d) = (h.src(), h.dst());
@@ -269,6 +271,7 @@ pub fn ipv4_payload(l3: &[u8]) -> Result<IpPayload<'_>, ParseError> {
 
 /// Checks the IPv6 header at the start of `l3`, walks its extension headers and finds the
 /// upper-layer payload.
+#[inline]
 pub fn ipv6_payload(l3: &[u8]) -> Result<IpPayload<'_>, ParseError> {
     let h = Ipv6Header::new_checked(l3)?;
     let (s, d) = (h.src(), h.dst());

@@ -102,6 +102,7 @@ impl<'a> TcpHeader<'a> {
 
 /// Reads the TCP segment whose bytes in the frame are `present` and whose length by the IP
 /// header is `declared_len` (at least `present.len()`).
+#[inline]
 pub fn parse_tcp<'a>(
     src: IpAddr,
     dst: IpAddr,

@@ -235,6 +235,7 @@ pub(super) struct Walked<'a> {
 }
 
 /// Walks from what the link header announced to the innermost IP packet and parses it.
+#[inline]
 pub(super) fn walk(l3: L3<'_>, verify_checksum: bool) -> Result<Walked<'_>, ParseError> {
     let mut t = Tunnel::default();
     // The innermost IP header crossed: a tunnel that carries no IP leaves its carrier, a
