@@ -780,7 +780,7 @@ fn run(args: Args) -> Result<ExitCode> {
             );
         }
         eprintln!(
-            "mos-sensor: {} connections ({} midstream, {} closed, {} timed out, {} evicted, {} open at end); {} payload bytes, {} retransmitted, {} lost to gaps, {} lost to overflow, {} conflicting retransmissions",
+            "mos-sensor: {} connections ({} midstream, {} closed, {} timed out, {} evicted, {} open at end); {} payload bytes, {} retransmitted, {} lost to gaps, {} lost to overflow, {} conflicting retransmissions, {} keep-alives",
             t.conns_created,
             t.conns_midstream,
             t.conns_closed,
@@ -791,7 +791,8 @@ fn run(args: Args) -> Result<ExitCode> {
             t.rexmit_bytes,
             t.gap_bytes,
             t.overflow_bytes,
-            t.conflicts
+            t.conflicts,
+            t.keepalives
         );
         eprintln!(
             "mos-sensor: memory: at most {} by this configuration ({}); peak resident {}",
