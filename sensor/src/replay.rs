@@ -278,13 +278,9 @@ pub fn step(
     let parsed = parse_packet(pkt, checksums.verifies());
     match (parsed, defrag.as_deref_mut()) {
         (Ok(Parsed::Fragment { ip, .. }), Some(d)) => {
-            let whole = d.push(pkt.ts_ns, ip);
-            if let Some(datagram) = whole {
+            if let Some(datagram) = d.push(pkt.ts_ns, ip) {
                 let whole = reassembled(pkt.ts_ns, datagram);
-                let parsed = parse_packet(&whole, checksums.verifies());
-                packet(
-                    tracker, sink, stats, events, pos, &whole, parsed, *checksums,
-                )?;
+                parsed_packet(tracker, sink, stats, events, pos, &whole, *checksums)?;
             }
             stats.defrag = *d.stats();
         }
@@ -320,12 +316,26 @@ pub fn step_datagram(
     } = st;
     stats.last_ts_ns = stats.last_ts_ns.max(pkt.ts_ns);
     events.clear();
-    let parsed = parse_packet(pkt, checksums.verifies());
-    packet(tracker, sink, stats, events, pos, pkt, parsed, *checksums)?;
+    parsed_packet(tracker, sink, stats, events, pos, pkt, *checksums)?;
     if !events.is_empty() {
         sink.handle(tracker, events)?;
     }
     Ok(())
+}
+
+/// Parses `pkt` (a frame or a reassembled datagram) and takes it through the tracker.
+#[inline]
+fn parsed_packet(
+    tracker: &mut Tracker,
+    sink: &mut dyn EventSink,
+    stats: &mut ReplayStats,
+    events: &mut Vec<Event>,
+    pos: u64,
+    pkt: &RawPacket<'_>,
+    checksums: ChecksumPolicy,
+) -> Result<()> {
+    let parsed = parse_packet(pkt, checksums.verifies());
+    packet(tracker, sink, stats, events, pos, pkt, parsed, checksums)
 }
 
 /// A reassembled datagram as a frame of raw IP, captured at `ts_ns`.

@@ -1250,8 +1250,8 @@ fn is_keepalive(recv: &Stream, pool: &RingPool, seq: u32) -> bool {
     if !recv.is_anchored() {
         return false;
     }
-    let next = recv.offset_to_seq(recv.recv_end(pool));
-    seq == next.wrapping_sub(1) && recv.recv_end(pool) > 0
+    let end = recv.recv_end(pool);
+    end > 0 && seq == recv.offset_to_seq(end).wrapping_sub(1)
 }
 
 /// Whether `a` comes after `b` in sequence space (`a - b` in `(0, 2^31)`).
