@@ -16,8 +16,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # libdpdk-dev, dpdk: the DPDK capture backend; libpcap-dev: DPDK's net_pcap driver;
 # clang: libclang for bindgen; ethtool, iproute2: veth/namespace network tests;
-# python3: the demo's table and test helpers.
-MOS_APT_PACKAGES=(libdpdk-dev dpdk libpcap-dev clang pkg-config ethtool iproute2 python3)
+# python3: the demo's table and test helpers; systemd: systemd-analyze, which checks the units.
+MOS_APT_PACKAGES=(libdpdk-dev dpdk libpcap-dev clang pkg-config ethtool iproute2 python3 systemd)
 
 use_apt=1
 hugepages=256

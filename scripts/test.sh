@@ -137,6 +137,8 @@ if [[ -z "$locked" ]]; then
 fi
 target_dir=${CARGO_TARGET_DIR:-$MOS_ROOT/target}
 export MOS_SENSOR_BIN=${MOS_SENSOR_BIN:-$target_dir/release/mos-sensor}
+# Sensors the tests start read no /etc/mos/sensor.toml a host may have (an installed mos).
+export MOS_SENSOR_CONFIG=""
 echo "cargo $(cargo --version | cut -d' ' -f2); MOS_SENSOR_BIN=$MOS_SENSOR_BIN; PROPTEST_CASES=${PROPTEST_CASES:-default}"
 if [[ -d "$MOS_ROOT/../shared/corpus" ]]; then
     echo "corpus: $(cd "$MOS_ROOT/../shared/corpus" && pwd)"

@@ -491,6 +491,8 @@ fn serve(
             }
             ClientMsg::Ready => log.lock().unwrap_or_else(|e| e.into_inner()).ready += 1,
             ClientMsg::Detach => log.lock().unwrap_or_else(|e| e.into_inner()).detach += 1,
+            // No analyzer sends it; the fake has no state to report.
+            ClientMsg::Status => {}
         }
     }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Where `mos-sensor` listens unless told otherwise.
-pub const DEFAULT_CONTROL: &str = "/run/mos/control.sock";
+pub const DEFAULT_CONTROL: &str = shm_layout::control::DEFAULT_PATH;
 
 /// How long attach waits for the sensor's answer, and a subscription for its acknowledgment.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);

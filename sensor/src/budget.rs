@@ -273,11 +273,33 @@ pub fn physical_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Fields of this process's `/proc/self/status` in KiB (`VmRSS`, `VmHWM`, `RssAnon`, ...), in
+/// the order asked; 0 for a field (or a whole file) that cannot be read.
+pub fn self_status_kib<const N: usize>(fields: [&str; N]) -> [u64; N] {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    fields.map(|name| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::flow::FlowTable;
     use crate::tcp::conn::Conn;
+
+    #[test]
+    fn own_status_fields_are_read_and_unknown_ones_are_zero() {
+        let [rss, hwm, none, prefix] = self_status_kib(["VmRSS", "VmHWM", "NoSuchField", "Vm"]);
+        assert!(rss > 0 && hwm >= rss, "VmRSS {rss} KiB, VmHWM {hwm} KiB");
+        // Neither an unknown field nor a prefix of a real one matches.
+        assert_eq!((none, prefix), (0, 0));
+    }
 
     #[test]
     fn sizes_parse_with_binary_suffixes() {

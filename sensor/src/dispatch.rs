@@ -290,6 +290,17 @@ pub fn replay_parallel<S: EventSink + Send>(
             let slept = opts
                 .speed
                 .is_some_and(|speed| pace(&mut pacing, pkt.ts_ns, speed));
+            // A paced replay has time to spare: a signal is seen after each pause rather than
+            // 1024 frames later (the frame in hand is not replayed, as if the input ended).
+            if slept
+                && opts
+                    .stop
+                    .as_ref()
+                    .is_some_and(|s| s.load(Ordering::Relaxed))
+            {
+                stopped = true;
+                break;
+            }
             let pos = read.frames;
             read.frames += 1;
             read.frame_bytes += pkt.data.len() as u64;
@@ -408,6 +419,7 @@ fn run_worker<S: EventSink + Send>(
     let Lane { tracker, sink } = lane;
     // No defragmenter: the reader reassembles fragments before they reach a worker.
     let mut st = StepState::new(checksums, None);
+    let mut next_checkpoint = Instant::now() + replay::CHECKPOINT_EVERY;
     while let Ok(batch) = rx.recv() {
         for f in &batch.frames {
             if f.tick_ns != 0 {
@@ -430,6 +442,11 @@ fn run_worker<S: EventSink + Send>(
         }
         // The reader may have stopped taking batches back; that is fine.
         let _ = back.send(batch);
+        // Once a batch (up to 256 frames), the clock; about once a second, the counters.
+        if Instant::now() >= next_checkpoint {
+            sink.checkpoint(tracker, &st.stats);
+            next_checkpoint = Instant::now() + replay::CHECKPOINT_EVERY;
+        }
     }
     let end = end_ns.load(Ordering::Relaxed).max(st.stats.last_ts_ns);
     replay::finish(tracker, sink, &mut st, end)?;

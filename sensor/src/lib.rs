@@ -16,6 +16,7 @@
 
 pub mod budget;
 pub mod capture;
+pub mod config;
 pub mod control;
 pub mod defrag;
 pub mod dispatch;
@@ -26,5 +27,6 @@ pub mod output;
 pub mod parse;
 pub mod publish;
 pub mod replay;
+pub mod service;
 pub mod tcp;
 pub mod tracker;

@@ -319,8 +319,8 @@ fn supervise<T>(
                 if last.0.elapsed() >= every {
                     let frames = shared.total_frames();
                     let rate = (frames - last.1) as f64 / last.0.elapsed().as_secs_f64();
-                    eprintln!(
-                        "mos-sensor: {what}: {frames} frames ({rate:.0}/s), {drops} dropped by the capture"
+                    crate::log_info!(
+                        "{what}: {frames} frames ({rate:.0}/s), {drops} dropped by the capture"
                     );
                     last = (Instant::now(), frames);
                 }
@@ -545,7 +545,7 @@ mod dpdk {
             }
         };
         for line in eal.startup_log() {
-            eprintln!("mos-sensor: DPDK: {}", line.trim());
+            crate::log_info!("DPDK: {}", line.trim());
         }
         Ok(DpdkInput { eal, port })
     }

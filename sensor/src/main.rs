@@ -3,12 +3,14 @@
 //! (or writes the streams to a directory itself with `--dump`).
 
 use anyhow::{bail, Context, Result};
-use clap::{ArgGroup, Parser};
+use clap::parser::ValueSource;
+use clap::{ArgGroup, CommandFactory, FromArgMatches, Parser};
 use mos_sensor::budget::{
-    human, parse_size, physical_memory, Budget, InputKind, PublishShape, Shape,
+    human, parse_size, physical_memory, self_status_kib, Budget, InputKind, PublishShape, Shape,
 };
 use mos_sensor::capture::LinkType;
 use mos_sensor::capture::{CaptureBackend, CaptureError, FileCapture, RawPacket};
+use mos_sensor::config::{self, ConfigFile};
 use mos_sensor::control::{self, Allowed, ControlConfig};
 use mos_sensor::defrag::DefragConfig;
 use mos_sensor::dispatch::{replay_parallel, Lane, MAX_WORKERS};
@@ -25,14 +27,17 @@ use mos_sensor::publish::{
 use mos_sensor::replay::{
     replay, ChecksumPolicy, CountingSink, EventSink, ReplayOptions, ReplayOutcome, ReplayStats,
 };
+use mos_sensor::service;
 use mos_sensor::tcp::overlap::OverlapPolicy;
 use mos_sensor::tracker::{Tracker, TrackerConfig, TrackerStats};
+use mos_sensor::{log_error, log_info, log_notice, log_warn};
 use shm_layout::layout::{counter, sensor_state, ConfigInfo, WorkerInfo};
 use shm_layout::EventMask;
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,18 +58,45 @@ use std::time::{Duration, Instant};
 ///
 /// A capture that is truncated or malformed part-way ends the replay with one message naming
 /// the byte offset; everything before it is processed and published as usual, and the exit
-/// status is 2. Other errors exit with 1. SIGINT or SIGTERM stop the replay as if the input
-/// ended there (exit status 130).
+/// status is 2. Other errors exit with 1. SIGINT or SIGTERM stop the sensor as if the input
+/// ended there (exit status 130; a second one exits at once). SIGHUP rereads the
+/// configuration file: who may attach (--allow-user, --allow-group) and --stall-timeout
+/// change at once, and the sensor logs which other changed settings wait for a restart.
+///
+/// Started by systemd (Type=notify), the sensor says it is ready once the shared memory is
+/// published and the control socket listens, and its log lines carry syslog levels in the
+/// journal (deploy/mos-sensor.service; docs/OPERATIONS.md).
 ///
 /// With --dpdk the sensor receives from a DPDK port, with --iface it captures on a network
 /// interface through AF_PACKET; both run until SIGINT or SIGTERM (or --stop-after-idle), and
 /// are lossy by default: a full analyzer ring drops that analyzer's event and counts it.
 /// --workers N runs N workers on N threads, each with its own connections, rings and
 /// shared-memory part; analyzers see all workers' connections as one.
-#[derive(Debug, Parser)]
+///
+/// Every setting can also come from a TOML configuration file: /etc/mos/sensor.toml when it
+/// exists, or the file --config names (--no-config reads none). Its sections and keys are in
+/// docs/CONFIG.md, and --print-config prints the default file with every key. A flag given on
+/// the command line overrides the file's key for it (an input given here replaces the file's
+/// input, --allow-group the file's whole list of groups); the input may come from the file
+/// alone.
+#[derive(Clone, Debug, Parser)]
 #[command(name = "mos-sensor", version, about, long_about)]
-#[command(group(ArgGroup::new("input").required(true).args(["pcap", "dpdk", "iface"])))]
+#[command(group(ArgGroup::new("input").args(["pcap", "dpdk", "iface"])))]
 struct Args {
+    /// Read settings from this TOML file (default: /etc/mos/sensor.toml when it exists, or the
+    /// file the environment variable MOS_SENSOR_CONFIG names; set but empty, none); flags on
+    /// the command line override it. See docs/CONFIG.md.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Read no configuration file, not even /etc/mos/sensor.toml.
+    #[arg(long, conflicts_with = "config")]
+    no_config: bool,
+
+    /// Print the default configuration file (every key, with its default and meaning) and exit.
+    #[arg(long)]
+    print_config: bool,
+
     /// Capture file to replay (pcap or pcapng; Ethernet, Linux cooked v1/v2, BSD loopback,
     /// raw IP, PPP, Cisco HDLC and NFLOG link types); - reads it from standard input.
     #[arg(long, value_name = "FILE")]
@@ -267,6 +299,12 @@ struct Args {
     #[arg(long, value_name = "FACTOR", requires = "pcap")]
     speed: Option<f64>,
 
+    /// Serve Prometheus metrics over HTTP at this address (GET /metrics), such as
+    /// 127.0.0.1:9477. Anyone who can reach the address can read them: bind it to loopback or
+    /// a management network.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
+
     /// Print no progress line and no summary.
     #[arg(long, short)]
     quiet: bool,
@@ -277,30 +315,7 @@ struct Args {
 struct CpuList(Vec<usize>);
 
 fn parse_cpus(s: &str) -> Result<CpuList, String> {
-    let mut out = Vec::new();
-    for part in s.split(',') {
-        let bad = || format!("{part:?} is not a CPU number or range (such as 3 or 2-5)");
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b): (usize, usize) = (
-                    a.trim().parse().map_err(|_| bad())?,
-                    b.trim().parse().map_err(|_| bad())?,
-                );
-                if a > b {
-                    return Err(bad());
-                }
-                out.extend(a..=b);
-            }
-            None => out.push(part.trim().parse().map_err(|_| bad())?),
-        }
-    }
-    if out.iter().any(|&c| c >= rustix::thread::CpuSet::MAX_CPU) {
-        return Err(format!(
-            "CPU numbers must be below {}",
-            rustix::thread::CpuSet::MAX_CPU
-        ));
-    }
-    Ok(CpuList(out))
+    config::parse_cpus(s).map(CpuList)
 }
 
 impl Args {
@@ -356,32 +371,348 @@ impl Args {
 
 /// A user or group given by name or number.
 fn resolve_id(what: &str, v: &str, db: &str) -> Result<u32> {
-    if let Ok(n) = v.parse::<u32>() {
-        return Ok(n);
+    config::resolve_id(what, v, db).map_err(anyhow::Error::msg)
+}
+
+/// Why the effective arguments could not be made.
+#[derive(Debug)]
+enum ArgsError {
+    /// The command line is wrong (or asks for --help or --version).
+    Clap(clap::Error),
+    /// The configuration file is wrong, or no input is named anywhere: one line.
+    Config(String),
+}
+
+impl std::fmt::Display for ArgsError {
+    /// One line (a command-line error's first line).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ArgsError::Clap(e) => {
+                let text = e.to_string();
+                let line = text.lines().next().unwrap_or("");
+                f.write_str(line.strip_prefix("error: ").unwrap_or(line))
+            }
+            ArgsError::Config(m) => f.write_str(m),
+        }
     }
-    let text = std::fs::read_to_string(db).with_context(|| format!("cannot read {db}"))?;
-    text.lines()
-        .filter_map(|l| {
-            let mut f = l.split(':');
-            let name = f.next()?;
-            let id = f.nth(1)?.parse().ok()?;
-            (name == v).then_some(id)
-        })
-        .next()
-        .with_context(|| format!("no {what} named {v:?} in {db}"))
+}
+
+/// The arguments in effect, and the configuration file they took settings from.
+#[derive(Clone, Debug)]
+struct Effective {
+    args: Args,
+    config: Option<PathBuf>,
+}
+
+/// The arguments in effect for a command line (`argv`, program name first): the command line's
+/// own, then the configuration file's settings for the keys it does not give (the file is read
+/// anew on each call, so a reload calls this with the original argv). With --print-config, the
+/// command line's alone.
+fn effective_args(argv: &[OsString]) -> Result<Effective, ArgsError> {
+    // The command line alone: what it gives, and where its configuration is. Flags that
+    // require an input may be given with the input in the file.
+    let mut relaxed = Args::command();
+    for id in ["port", "queues_hold_flows", "mbufs", "speed"] {
+        relaxed = relaxed.mut_arg(id, |a| {
+            a.requires(clap::builder::Resettable::<clap::Id>::Reset)
+        });
+    }
+    let matches = relaxed
+        .try_get_matches_from(argv)
+        .map_err(ArgsError::Clap)?;
+    let cli = Args::from_arg_matches(&matches).map_err(ArgsError::Clap)?;
+    if cli.print_config {
+        return Ok(Effective {
+            args: cli,
+            config: None,
+        });
+    }
+    let file = if cli.no_config {
+        None
+    } else if let Some(path) = &cli.config {
+        Some(config::load(path).map_err(|e| ArgsError::Config(e.to_string()))?)
+    } else if let Some(default) = config::default_path() {
+        match config::load(&default) {
+            Ok(f) => Some(f),
+            Err(_) if !default.exists() => None,
+            Err(e) => return Err(ArgsError::Config(e.to_string())),
+        }
+    } else {
+        None
+    };
+    let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    let cli_input = cli.pcap.is_some() || cli.dpdk.is_some() || cli.iface.is_some();
+    if !cli_input && !file.as_ref().is_some_and(ConfigFile::has_input) {
+        return Err(ArgsError::Config(match &file {
+            Some(f) => format!(
+                "no input: set one of input.pcap, input.dpdk or input.iface in {}, or give --pcap, --dpdk or --iface",
+                f.path.display()
+            ),
+            None => "no input: give --pcap, --dpdk or --iface (or set one of input.pcap, input.dpdk or input.iface in a configuration file, --config)".to_owned(),
+        }));
+    }
+    let mut all = argv.to_vec();
+    if let Some(f) = &file {
+        let extra = f
+            .args(&given)
+            .map_err(|e| ArgsError::Config(e.to_string()))?;
+        all.extend(extra.into_iter().map(OsString::from));
+    }
+    let args = Args::try_parse_from(all).map_err(ArgsError::Clap)?;
+    Ok(Effective {
+        args,
+        config: file.map(|f| f.path),
+    })
+}
+
+impl Args {
+    /// Each configuration key's value in these arguments, for comparing two sets of them.
+    fn config_values(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("input.pcap", format!("{:?}", self.pcap)),
+            ("input.dpdk", format!("{:?}", self.dpdk)),
+            ("input.iface", format!("{:?}", self.iface)),
+            ("input.port", format!("{:?}", self.port)),
+            (
+                "input.queues_hold_flows",
+                format!("{:?}", self.queues_hold_flows),
+            ),
+            ("input.mbufs", format!("{:?}", self.mbufs)),
+            (
+                "input.cpus",
+                format!("{:?}", self.cpus.as_ref().map(|c| &c.0)),
+            ),
+            (
+                "input.stop_after_idle",
+                format!("{:?}", self.stop_after_idle),
+            ),
+            ("input.count", format!("{:?}", self.count)),
+            ("input.speed", format!("{:?}", self.speed)),
+            ("sensor.workers", format!("{:?}", self.workers)),
+            ("sensor.mode", format!("{:?}", (self.lossy, self.lossless))),
+            ("sensor.stall_timeout", format!("{:?}", self.stall_timeout)),
+            ("sensor.memcap", format!("{:?}", self.memcap)),
+            ("sensor.hugepages", format!("{:?}", self.hugepages)),
+            ("sensor.quiet", format!("{:?}", self.quiet)),
+            ("tracking.max_flows", format!("{:?}", self.max_flows)),
+            ("tracking.max_rings", format!("{:?}", self.max_rings)),
+            ("tracking.ring_kib", format!("{:?}", self.ring_kib)),
+            ("tracking.idle_timeout", format!("{:?}", self.idle_timeout)),
+            ("tracking.overlap", format!("{:?}", self.overlap)),
+            ("tracking.midstream", format!("{:?}", self.no_midstream)),
+            (
+                "tracking.checksums",
+                format!("{:?}", (self.no_checksum, self.drop_bad_checksums)),
+            ),
+            ("fragments.memory_mib", format!("{:?}", self.frag_memory)),
+            ("fragments.timeout", format!("{:?}", self.frag_timeout)),
+            ("fragments.datagrams", format!("{:?}", self.frag_datagrams)),
+            ("publish.enabled", format!("{:?}", self.no_publish)),
+            ("publish.event_ring", format!("{:?}", self.event_ring)),
+            ("publish.pktlog_frames", format!("{:?}", self.pktlog_frames)),
+            ("publish.pktlog_kib", format!("{:?}", self.pktlog_kib)),
+            ("publish.max_analyzers", format!("{:?}", self.max_analyzers)),
+            (
+                "publish.wait_analyzers",
+                format!("{:?}", self.wait_analyzers),
+            ),
+            ("control.socket", format!("{:?}", self.control)),
+            ("control.allow_users", format!("{:?}", self.allow_user)),
+            ("control.allow_groups", format!("{:?}", self.allow_group)),
+            ("output.dump", format!("{:?}", self.dump)),
+            ("metrics.listen", format!("{:?}", self.metrics_listen)),
+        ]
+    }
+}
+
+/// The configuration keys (`section.key`, such as `sensor.stall_timeout`) whose values differ
+/// between two sets of effective arguments, in the table's order: what a reload changed.
+fn changed_keys(old: &Args, new: &Args) -> Vec<&'static str> {
+    old.config_values()
+        .into_iter()
+        .zip(new.config_values())
+        .filter(|((_, a), (_, b))| a != b)
+        .map(|((k, _), _)| k)
+        .collect()
+}
+
+/// The keys a reload applies to the running sensor; every other key needs a restart.
+const RELOADABLE: [&str; 3] = [
+    "control.allow_users",
+    "control.allow_groups",
+    "sensor.stall_timeout",
+];
+
+/// What SIGHUP works on: the command line the sensor started with (the file is read again
+/// through it, so flags still win), the arguments in effect, and handles on what can change
+/// while the sensor runs (set just before the control socket appears; a reload before that, or
+/// with --no-publish, has nothing to apply them to).
+#[derive(Debug)]
+struct Reloader {
+    argv: Vec<OsString>,
+    running: Args,
+    config: Option<PathBuf>,
+    /// Who may attach, as the control thread checks it.
+    allowed: Option<Arc<std::sync::Mutex<Allowed>>>,
+    /// The workers' stall timeout, ns.
+    stall_timeout_ns: Option<Arc<AtomicU64>>,
+}
+
+impl Reloader {
+    /// Reads the configuration again, applies what can change at run time and logs, in one
+    /// line, what changed and what needs a restart. A file with an error changes nothing.
+    fn reload(&mut self) {
+        service::notify(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading",
+            service::monotonic_usec()
+        ));
+        self.reload_inner();
+        service::notify("READY=1\nSTATUS=running");
+    }
+
+    fn reload_inner(&mut self) {
+        let new = match effective_args(&self.argv) {
+            Ok(e) => e,
+            Err(e) => {
+                mos_sensor::log_error!("SIGHUP: configuration not reloaded, nothing changed: {e}");
+                return;
+            }
+        };
+        let Some(file) = new.config.clone().or_else(|| self.config.clone()) else {
+            mos_sensor::log_notice!(
+                "SIGHUP: no configuration file in use (--no-config, or none at {}); nothing changed",
+                config::default_path().map_or_else(
+                    || format!("${} (empty)", config::ENV_DEFAULT),
+                    |p| p.display().to_string()
+                )
+            );
+            return;
+        };
+        let changed = changed_keys(&self.running, &new.args);
+        if changed.is_empty() {
+            mos_sensor::log_notice!("SIGHUP: reloaded {}: nothing changed", file.display());
+            return;
+        }
+        let (now, later): (Vec<&str>, Vec<&str>) =
+            changed.iter().partition(|k| RELOADABLE.contains(k));
+        let mut applied = Vec::new();
+        let mut failed = Vec::new();
+        let users_or_groups = now
+            .iter()
+            .any(|k| *k == "control.allow_users" || *k == "control.allow_groups");
+        if users_or_groups {
+            match (&self.allowed, allowed_of(&new.args)) {
+                (Some(handle), Ok(allowed)) => {
+                    // The socket file goes to the new first group (or user) before they are
+                    // let in, so that they can also connect.
+                    if let Err(e) =
+                        control::give_socket(&self.running.control, &self.running.control, &allowed)
+                    {
+                        mos_sensor::log_warn!("SIGHUP: {e:#}");
+                    }
+                    *handle.lock().unwrap_or_else(|p| p.into_inner()) = allowed;
+                    self.running.allow_user = new.args.allow_user.clone();
+                    self.running.allow_group = new.args.allow_group.clone();
+                    applied.extend(now.iter().filter(|k| k.starts_with("control.")));
+                }
+                (None, _) => failed.push(
+                    "control.allow_users/allow_groups (no control socket yet, or --no-publish)"
+                        .to_string(),
+                ),
+                (Some(_), Err(e)) => {
+                    failed.push(format!("control.allow_users/allow_groups ({e:#})"))
+                }
+            }
+        }
+        if now.contains(&"sensor.stall_timeout") {
+            match &self.stall_timeout_ns {
+                Some(t) => {
+                    t.store(
+                        Duration::from_secs_f64(new.args.stall_timeout).as_nanos() as u64,
+                        Ordering::Relaxed,
+                    );
+                    self.running.stall_timeout = new.args.stall_timeout;
+                    applied.push("sensor.stall_timeout");
+                }
+                None => failed.push(
+                    "sensor.stall_timeout (no control socket yet, or --no-publish)".to_string(),
+                ),
+            }
+        }
+        let mut line = format!("SIGHUP: reloaded {}", file.display());
+        if !applied.is_empty() {
+            line.push_str(&format!("; applied {}", applied.join(", ")));
+        }
+        if !failed.is_empty() {
+            line.push_str(&format!("; not applied: {}", failed.join("; ")));
+        }
+        if !later.is_empty() {
+            line.push_str(&format!(
+                "; changed but kept at their running values until a restart (systemctl restart mos-sensor): {}",
+                later.join(", ")
+            ));
+        }
+        if failed.is_empty() {
+            mos_sensor::log_notice!("{line}");
+        } else {
+            mos_sensor::log_warn!("{line}");
+        }
+    }
+}
+
+/// Who may attach under these arguments: the sensor's own user, the users and the groups
+/// they name.
+fn allowed_of(args: &Args) -> Result<Allowed> {
+    let mut allowed = Allowed {
+        uids: vec![rustix::process::geteuid().as_raw()],
+        gids: Vec::new(),
+    };
+    for u in &args.allow_user {
+        allowed.uids.push(resolve_id("user", u, "/etc/passwd")?);
+    }
+    for g in &args.allow_group {
+        allowed.gids.push(resolve_id("group", g, "/etc/group")?);
+    }
+    Ok(allowed)
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let effective = match effective_args(&argv) {
+        Ok(e) => e,
+        Err(ArgsError::Clap(e)) => e.exit(),
+        Err(e) => {
+            log_error!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let args = effective.args.clone();
+    if args.print_config {
+        print!("{}", config::default_file());
+        return ExitCode::SUCCESS;
+    }
+    if let Some(path) = &effective.config {
+        if !args.quiet {
+            log_info!("configuration from {}", path.display());
+        }
+    }
+    let reloader = Arc::new(std::sync::Mutex::new(Reloader {
+        argv,
+        running: effective.args,
+        config: effective.config,
+        allowed: None,
+        stall_timeout_ns: None,
+    }));
+    match run(args, reloader) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("mos-sensor: error: {e:#}");
+            log_error!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(args: Args) -> Result<ExitCode> {
+fn run(args: Args, reloader: Arc<std::sync::Mutex<Reloader>>) -> Result<ExitCode> {
     if !args.ring_kib.is_power_of_two() || args.ring_kib > 1 << 20 {
         bail!(
             "--ring-kib must be a power of two between 1 and 1048576, not {}",
@@ -462,11 +793,12 @@ fn run(args: Args) -> Result<ExitCode> {
     // The input first: a bad file, interface or DPDK setup fails before anything is made.
     let mut input = open_input(&args)?;
     let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
-            .context("cannot install the signal handler")?;
-    }
+    let on_hup = reloader.clone();
+    service::handle_signals(
+        stop.clone(),
+        Box::new(move || on_hup.lock().unwrap_or_else(|p| p.into_inner()).reload()),
+    )
+    .context("cannot install the signal handlers")?;
     let mut dumps = Vec::new();
     if let Some(dir) = &args.dump {
         for _ in 0..nw {
@@ -474,13 +806,19 @@ fn run(args: Args) -> Result<ExitCode> {
         }
     }
     let (mut trackers, publication) = if args.no_publish {
+        if args.metrics_listen.is_some() {
+            bail!("--metrics-listen needs the control thread, which --no-publish turns off");
+        }
         let mut t = Vec::with_capacity(nw);
         for _ in 0..nw {
             t.push(Tracker::new(cfg.clone()).context("cannot lay out the ring pool")?);
         }
+        service::notify("READY=1\nSTATUS=running (publishing nothing)");
         (t, None)
     } else {
-        let (region, trackers, sinks, server) = publish(&args, cfg, base_events, stop.clone())?;
+        let about = describe_input(&args, &input);
+        let (region, trackers, sinks, server) =
+            publish(&args, cfg, base_events, stop.clone(), about, &reloader)?;
         (trackers, Some((region, sinks, server)))
     };
     for (w, t) in trackers.iter_mut().enumerate() {
@@ -515,15 +853,15 @@ fn run(args: Args) -> Result<ExitCode> {
             .filter(|&t| t > 0)
             .map(|t| format!(" {:5.1}%", done as f64 * 100.0 / t as f64));
         let line = format!(
-            "mos-sensor: {}{} frames, {} MB read",
+            "{}{} frames, {} MB read",
             s.frames,
             pct.unwrap_or_default(),
             done / 1_000_000
         );
         if tty {
-            eprint!("\r{line}   ");
+            eprint!("\rmos-sensor: {line}   ");
         } else {
-            eprintln!("{line}");
+            log_info!("{line}");
         }
     };
     let infos: Vec<Option<&'static WorkerInfo>> = (0..nw)
@@ -540,9 +878,7 @@ fn run(args: Args) -> Result<ExitCode> {
                 sorted.sort_unstable();
                 sorted.dedup();
                 if sorted.len() < c.0.len() && !args.quiet {
-                    eprintln!(
-                        "mos-sensor: note: --cpus puts several workers on one CPU; they will take turns"
-                    );
+                    log_warn!("note: --cpus puts several workers on one CPU; they will take turns");
                 }
                 c.0.clone()
             }
@@ -555,7 +891,10 @@ fn run(args: Args) -> Result<ExitCode> {
                 }
             }
         },
-        progress_every: show_progress.then_some(Duration::from_secs(5)),
+        // A line a minute in the journal, where they are kept; every 5 s elsewhere.
+        progress_every: show_progress.then_some(Duration::from_secs(
+            if service::stderr_is_journal() { 60 } else { 5 },
+        )),
         defrag,
     };
     let mut live_drops = None;
@@ -597,8 +936,8 @@ fn run(args: Args) -> Result<ExitCode> {
         Input::Iface { rings, link, name } => {
             let lanes = lanes(&mut trackers, &mut sinks);
             if !args.quiet {
-                eprintln!(
-                    "mos-sensor: capturing on {name} (AF_PACKET, {nw} worker{})",
+                log_notice!(
+                    "capturing on {name} (AF_PACKET, {nw} worker{})",
                     if nw == 1 { "" } else { "s" }
                 );
             }
@@ -618,8 +957,8 @@ fn run(args: Args) -> Result<ExitCode> {
         Input::Dpdk(d) => {
             let lanes = lanes(&mut trackers, &mut sinks);
             if !args.quiet {
-                eprintln!(
-                    "mos-sensor: receiving from DPDK port {} ({}, {} RX queue{}, {nw} worker{}{})",
+                log_notice!(
+                    "receiving from DPDK port {} ({}, {} RX queue{}, {nw} worker{}{})",
                     d.port.id(),
                     d.port.driver_name(),
                     d.port.rx_queues(),
@@ -636,8 +975,8 @@ fn run(args: Args) -> Result<ExitCode> {
             let blind = d.port.driver_name() == "net_af_packet";
             if blind && !args.quiet {
                 // DPDK 22.11's af_packet driver does not read the socket's drop counter.
-                eprintln!(
-                    "mos-sensor: note: net_af_packet does not count frames the kernel drops when its ring is full; size the ring with framecnt= (65536 or more for fast links), or capture with --iface, which counts them"
+                log_warn!(
+                    "note: net_af_packet does not count frames the kernel drops when its ring is full; size the ring with framecnt= (65536 or more for fast links), or capture with --iface, which counts them"
                 );
             }
             let o = run_dpdk(d, lanes, infos, live_opts)
@@ -685,9 +1024,18 @@ fn run(args: Args) -> Result<ExitCode> {
             logged += s.publish.as_ref().map_or(0, |p| p.fanout.logged);
         }
         if !args.quiet {
-            eprintln!(
-                "mos-sensor: published {} events to analyzers ({} dropped for full rings, {} waits for slow analyzers, {} analyzers detached for stalling); {} frames logged for getlastpkt",
+            // A warning in the journal when an analyzer lost events or was detached.
+            let level = if published[1] + published[3] > 0 {
+                service::Level::Warning
+            } else {
+                service::Level::Info
+            };
+            service::log(
+                level,
+                format_args!(
+                "published {} events to analyzers ({} dropped for full rings, {} waits for slow analyzers, {} analyzers detached for stalling); {} frames logged for getlastpkt",
                 published[0], published[1], published[2], published[3], logged
+                ),
             );
         }
         if outcome.stopped {
@@ -713,8 +1061,8 @@ fn run(args: Args) -> Result<ExitCode> {
         _ => None,
     };
     if let Some(e) = &outcome.capture_error {
-        eprintln!(
-            "mos-sensor: {e}; the replay stopped there, results cover the {} frames before it",
+        log_warn!(
+            "{e}; the replay stopped there, results cover the {} frames before it",
             outcome.stats.frames
         );
     }
@@ -722,24 +1070,33 @@ fn run(args: Args) -> Result<ExitCode> {
         let s = &outcome.stats;
         let t = &tstats;
         let secs = started.elapsed().as_secs_f64();
-        eprintln!(
-            "mos-sensor: {} frames ({} TCP, {} other IP, {} not IP, {} IP fragments; TCP and other IP include reassembled datagrams) in {:.2} s",
+        log_info!(
+            "{} frames ({} TCP, {} other IP, {} not IP, {} IP fragments; TCP and other IP include reassembled datagrams) in {:.2} s",
             s.frames, s.tcp, s.other_ip, s.not_ip, s.defrag.fragments, secs
         );
         if let Some((drops, (errors, nombuf), blind)) = live_drops {
-            eprintln!(
-                "mos-sensor: {drops} frames dropped by the capture before the sensor saw them{}; {errors} receive errors, {nombuf} frames lost for want of an mbuf",
+            // A warning in the journal when anything was lost.
+            let level = if drops + errors + nombuf > 0 {
+                service::Level::Warning
+            } else {
+                service::Level::Info
+            };
+            service::log(
+                level,
+                format_args!(
+                "{drops} frames dropped by the capture before the sensor saw them{}; {errors} receive errors, {nombuf} frames lost for want of an mbuf",
                 if blind {
                     " (as far as the driver counts: net_af_packet does not count the kernel's)"
                 } else {
                     ""
                 }
+                ),
             );
         }
         if nw > 1 {
             let split: Vec<String> = per_worker.iter().map(|w| w.frames.to_string()).collect();
-            eprintln!(
-                "mos-sensor: frames per worker: {}{}",
+            log_info!(
+                "frames per worker: {}{}",
                 split.join(", "),
                 if args.pcap.is_some() && s.defrag.fragments > 0 {
                     " (IP fragments, reassembled by the reader, counted in worker 0)"
@@ -748,8 +1105,8 @@ fn run(args: Args) -> Result<ExitCode> {
                 }
             );
         }
-        eprintln!(
-            "mos-sensor: skipped {} truncated, {} malformed, {} of unsupported link type, {} with bad TCP checksums (--drop-bad-checksums); kept {} with bad TCP checksums, {} cut by the snap length (rest counted as a gap), {} shorter than their IP length",
+        log_info!(
+            "skipped {} truncated, {} malformed, {} of unsupported link type, {} with bad TCP checksums (--drop-bad-checksums); kept {} with bad TCP checksums, {} cut by the snap length (rest counted as a gap), {} shorter than their IP length",
             s.truncated,
             s.malformed,
             s.unsupported_link,
@@ -760,8 +1117,8 @@ fn run(args: Args) -> Result<ExitCode> {
         );
         let d = &s.defrag;
         if d.fragments > 0 {
-            eprintln!(
-                "mos-sensor: {} IP fragments: {} datagrams reassembled, {} fragments dropped ({} datagrams timed out, {} dropped for memory, {} for the datagram limit, {} overlapping IPv6, {} bogus, {} tiny, {} with too many holes, {} cut by the snap length; {} fragments unreadable, {} late); {} overlapping fragments, {} with conflicting bytes",
+            log_info!(
+                "{} IP fragments: {} datagrams reassembled, {} fragments dropped ({} datagrams timed out, {} dropped for memory, {} for the datagram limit, {} overlapping IPv6, {} bogus, {} tiny, {} with too many holes, {} cut by the snap length; {} fragments unreadable, {} late); {} overlapping fragments, {} with conflicting bytes",
                 d.fragments,
                 d.datagrams,
                 d.fragments_dropped,
@@ -779,8 +1136,8 @@ fn run(args: Args) -> Result<ExitCode> {
                 d.conflicts
             );
         }
-        eprintln!(
-            "mos-sensor: {} connections ({} midstream, {} closed, {} timed out, {} evicted, {} open at end); {} payload bytes, {} retransmitted, {} lost to gaps, {} lost to overflow, {} conflicting retransmissions, {} keep-alives",
+        log_info!(
+            "{} connections ({} midstream, {} closed, {} timed out, {} evicted, {} open at end); {} payload bytes, {} retransmitted, {} lost to gaps, {} lost to overflow, {} conflicting retransmissions, {} keep-alives",
             t.conns_created,
             t.conns_midstream,
             t.conns_closed,
@@ -794,8 +1151,8 @@ fn run(args: Args) -> Result<ExitCode> {
             t.conflicts,
             t.keepalives
         );
-        eprintln!(
-            "mos-sensor: memory: at most {} by this configuration ({}); peak resident {}",
+        log_info!(
+            "memory: at most {} by this configuration ({}); peak resident {}",
             human(budget.total()),
             match (args.memcap, memcap) {
                 (Some(c), _) => format!("--memcap {}", human(c)),
@@ -805,12 +1162,12 @@ fn run(args: Args) -> Result<ExitCode> {
             human(peak_rss_kib() * 1024)
         );
         if let Some((n, path)) = &written {
-            eprintln!("mos-sensor: {n} connections written to {}", path.display());
+            log_info!("{n} connections written to {}", path.display());
         }
         // One line for scripts (pub-bench): the replay's time from its start (after
         // --wait-analyzers) to the end of the lossless drain, and memory when the input ended.
-        eprintln!(
-            "mos-sensor: stats replay_s={replay_secs:.6} workers={nw} frames={} conns={} evicted={} payload_bytes={} gap_bytes={} overflow_bytes={} events={} events_dropped={} waits={} rss_anon_kib={} rss_shmem_kib={} peak_rss_kib={} mem_bound_kib={} memcap_kib={}",
+        log_info!(
+            "stats replay_s={replay_secs:.6} workers={nw} frames={} conns={} evicted={} payload_bytes={} gap_bytes={} overflow_bytes={} events={} events_dropped={} waits={} rss_anon_kib={} rss_shmem_kib={} peak_rss_kib={} mem_bound_kib={} memcap_kib={}",
             s.frames,
             t.conns_created,
             t.conns_evicted,
@@ -829,7 +1186,7 @@ fn run(args: Args) -> Result<ExitCode> {
     }
     drop(region);
     Ok(if outcome.stopped {
-        eprintln!("mos-sensor: stopped by a signal");
+        log_notice!("stopped by a signal");
         ExitCode::from(130)
     } else if outcome.capture_error.is_some() {
         ExitCode::from(2)
@@ -893,6 +1250,12 @@ impl EventSink for WorkerSink {
     fn idle(&mut self, tracker: &mut Tracker) {
         if let Some(p) = &mut self.publish {
             p.idle(tracker);
+        }
+    }
+
+    fn checkpoint(&mut self, tracker: &Tracker, stats: &ReplayStats) {
+        if let Some(p) = &mut self.publish {
+            p.checkpoint(tracker, stats);
         }
     }
 
@@ -980,36 +1343,39 @@ impl CaptureBackend for MarkEnd<'_> {
 
 /// `VmHWM`, this process's peak resident memory, in KiB (0 where /proc is not readable).
 fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    let [hwm] = self_status_kib(["VmHWM"]);
+    hwm
 }
 
 /// `RssAnon` and `RssShmem` of this process in KiB (zeros where /proc is not readable).
 fn rss_kib() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("RssAnon:"), field("RssShmem:"))
+    let [anon, shmem] = self_status_kib(["RssAnon", "RssShmem"]);
+    (anon, shmem)
 }
 
-/// Creates the shared memory and the control socket, and each worker's tracker (writing into
-/// its part of the shared memory) and publisher.
+/// The input as status reports name it.
+fn describe_input(args: &Args, input: &Input) -> String {
+    match input {
+        Input::File(_) => match &args.pcap {
+            Some(p) if p.as_os_str() == "-" => "pcap - (standard input)".to_string(),
+            p => format!("pcap {}", p.clone().unwrap_or_default().display()),
+        },
+        Input::Iface { name, .. } => format!("iface {name} (AF_PACKET)"),
+        #[cfg(feature = "dpdk")]
+        Input::Dpdk(d) => format!("dpdk port {} ({})", d.port.id(), d.port.driver_name()),
+    }
+}
+
+/// Creates the shared memory and the control socket (and the metrics listener), and each
+/// worker's tracker (writing into its part of the shared memory) and publisher. `input`
+/// describes the input for status reports.
 fn publish(
     args: &Args,
     cfg: TrackerConfig,
     base_events: EventMask,
     stop: Arc<AtomicBool>,
+    input: String,
+    reloader: &std::sync::Mutex<Reloader>,
 ) -> Result<(
     mos_sensor::publish::MainRegion,
     Vec<Tracker>,
@@ -1017,18 +1383,26 @@ fn publish(
     control::ControlServer,
 )> {
     let nw = args.workers;
-    let mut allowed = Allowed {
-        uids: vec![rustix::process::geteuid().as_raw()],
-        gids: Vec::new(),
-    };
-    for u in &args.allow_user {
-        allowed.uids.push(resolve_id("user", u, "/etc/passwd")?);
+    let first_allowed = allowed_of(args)?;
+    // What a reload can change is handed to the reloader before the socket appears, so that a
+    // SIGHUP sent as soon as it is there finds them.
+    let allowed = Arc::new(std::sync::Mutex::new(first_allowed.clone()));
+    let stall_timeout_ns = Arc::new(AtomicU64::new(
+        Duration::from_secs_f64(args.stall_timeout).as_nanos() as u64,
+    ));
+    {
+        let mut r = reloader.lock().unwrap_or_else(|p| p.into_inner());
+        r.stall_timeout_ns = Some(stall_timeout_ns.clone());
+        r.allowed = Some(allowed.clone());
     }
-    for g in &args.allow_group {
-        allowed.gids.push(resolve_id("group", g, "/etc/group")?);
-    }
-    // The socket first: a bad path fails before any shared memory is made.
-    let listener = control::Listener::bind(&args.control, &allowed)?;
+    // The sockets first: a bad path or address fails before any shared memory is made.
+    let listener = control::Listener::bind(&args.control, &first_allowed)?;
+    let metrics = args
+        .metrics_listen
+        .as_deref()
+        .map(control::metrics::bind)
+        .transpose()?;
+    let memory_bound = Some(args.budget(&cfg).total());
     let info = ConfigInfo {
         ring_size: cfg.ring_size as u64,
         rings_per_worker: cfg.max_rings as u64,
@@ -1049,7 +1423,7 @@ fn publish(
     let quiet = args.quiet;
     let mut log = |line: String| {
         if !quiet {
-            eprintln!("mos-sensor: {line}");
+            log_info!("{line}");
         }
     };
     let (region, parts) = create_main(&info, nw, epoch, args.hugepages, lossless, &mut log)?;
@@ -1078,6 +1452,13 @@ fn publish(
             nworkers: nw,
             event_capacity: args.event_ring,
             max_analyzers: args.max_analyzers,
+            header: region.header,
+            info: control::SensorInfo {
+                input,
+                lossless,
+                memory_bound,
+            },
+            metrics,
         },
         to_workers,
         control_rx,
@@ -1090,7 +1471,7 @@ fn publish(
                 w,
                 FanoutOptions {
                     lossless,
-                    stall_timeout: Duration::from_secs_f64(args.stall_timeout),
+                    stall_timeout_ns: stall_timeout_ns.clone(),
                     stop: Some(stop.clone()),
                 },
                 rx,
@@ -1111,6 +1492,12 @@ fn publish(
         if lossless { "lossless" } else { "lossy" },
         if nw == 1 { "" } else { "s" }
     ));
+    // Ready: the shared memory is published and the control socket listens (analyzers that
+    // the sensor waits for can only attach from here on).
+    service::notify(&format!(
+        "READY=1\nSTATUS=running; analyzers attach at {}",
+        args.control.display()
+    ));
     if args.wait_analyzers > 0 {
         log(format!(
             "waiting for {} analyzer(s) to attach",
@@ -1123,7 +1510,7 @@ fn publish(
         for (w, fanout) in fanouts.iter_mut().enumerate() {
             if !fanout.wait_ready(n, &stop, |ready| {
                 if !quiet && w == 0 {
-                    eprintln!("mos-sensor: {ready} of {n} analyzer(s) ready");
+                    log_info!("{ready} of {n} analyzer(s) ready");
                 }
             }) {
                 bail!("the control thread stopped while waiting for analyzers");
@@ -1136,4 +1523,137 @@ fn publish(
         .map(|f| PublishSink::new(f, base_events, region.header, running.clone()))
         .collect();
     Ok((region, trackers, sinks, server))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(argv: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("mos-sensor").chain(argv.iter().copied()))
+            .expect("valid arguments")
+    }
+
+    /// Every flag has a configuration key, and every key's flags are flags.
+    #[test]
+    fn every_flag_has_a_key() {
+        let key_ids: Vec<String> = config::KEYS.iter().flat_map(|k| k.flag.ids()).collect();
+        let cmd = Args::command();
+        let arg_ids: Vec<String> = cmd
+            .get_arguments()
+            .map(|a| a.get_id().to_string())
+            .filter(|id| {
+                !matches!(
+                    id.as_str(),
+                    "help" | "version" | "config" | "no_config" | "print_config"
+                )
+            })
+            .collect();
+        for id in &arg_ids {
+            assert!(key_ids.contains(id), "--{id} has no configuration key");
+        }
+        for id in &key_ids {
+            assert!(
+                arg_ids.contains(id),
+                "a key stands for {id}, which is not a flag"
+            );
+        }
+        let names: Vec<&str> = parse(&["--pcap", "x"])
+            .config_values()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        let paths: Vec<String> = config::KEYS.iter().map(|k| k.path()).collect();
+        assert_eq!(names, paths);
+    }
+
+    /// Each key's default, through its flag, gives the flag's own default.
+    #[test]
+    fn the_table_defaults_are_the_flags_defaults() {
+        let plain = parse(&["--dpdk", "x"]).config_values();
+        for k in config::KEYS {
+            let config::Default::Value(v) = k.default else {
+                continue;
+            };
+            let text = format!("[{}]\n{} = {v}\n", k.section, k.name);
+            let file = config::parse(std::path::Path::new("t.toml"), &text).unwrap();
+            let mut argv = vec!["--dpdk".to_owned(), "x".to_owned()];
+            argv.extend(file.args(&|_| false).unwrap());
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            assert_eq!(parse(&argv).config_values(), plain, "{}", k.path());
+        }
+    }
+
+    #[test]
+    fn changed_keys_names_what_differs() {
+        let a = parse(&["--pcap", "x", "--allow-group", "mos"]);
+        let b = parse(&[
+            "--pcap",
+            "x",
+            "--allow-group",
+            "wheel",
+            "--stall-timeout",
+            "3",
+            "--lossy",
+            "--no-checksum",
+        ]);
+        assert_eq!(
+            changed_keys(&a, &b),
+            [
+                "sensor.mode",
+                "sensor.stall_timeout",
+                "tracking.checksums",
+                "control.allow_groups"
+            ]
+        );
+        assert!(changed_keys(&a, &a.clone()).is_empty());
+        let c = parse(&["--iface", "eth0", "--allow-group", "mos"]);
+        assert_eq!(changed_keys(&a, &c), ["input.pcap", "input.iface"]);
+    }
+
+    #[test]
+    fn effective_args_reads_the_file_and_the_command_line_wins() {
+        let dir = std::env::temp_dir().join(format!("mos-config-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.toml");
+        std::fs::write(
+            &path,
+            "[input]\npcap = \"a.pcap\"\n[tracking]\nring_kib = 64\n[sensor]\nmode = \"lossy\"\n",
+        )
+        .unwrap();
+        let argv = |extra: &[&str]| -> Vec<OsString> {
+            ["mos-sensor", "--config", path.to_str().unwrap()]
+                .iter()
+                .chain(extra)
+                .map(OsString::from)
+                .collect()
+        };
+        let e = effective_args(&argv(&[])).unwrap();
+        assert_eq!(e.config.as_deref(), Some(path.as_path()));
+        assert_eq!(e.args.pcap, Some(PathBuf::from("a.pcap")));
+        assert_eq!(e.args.ring_kib, 64);
+        assert!(e.args.lossy);
+        let e = effective_args(&argv(&["--ring-kib", "8", "--lossless", "--iface", "lo"])).unwrap();
+        assert_eq!((e.args.pcap, e.args.iface.as_deref()), (None, Some("lo")));
+        assert_eq!(e.args.ring_kib, 8);
+        assert!(e.args.lossless && !e.args.lossy);
+        // --no-config: the input must come from the command line.
+        let no: Vec<OsString> = ["mos-sensor", "--no-config"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        assert!(
+            matches!(effective_args(&no), Err(ArgsError::Config(m)) if m.starts_with("no input"))
+        );
+        std::fs::write(&path, "[tracking]\nring_kib = 63\n").unwrap();
+        let e = effective_args(&argv(&["--pcap", "b"])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}:2: tracking.ring_kib: must be a power of two, not 63",
+                path.display()
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -27,14 +27,20 @@ pub trait EventSink {
         Ok(())
     }
 
-    /// Called when a live input has had no frame for a while: a publisher looks at its
-    /// control channel here (analyzers attach and detach on a quiet link too).
+    /// Called when the input has had no frame for a while (a quiet live link, a paced replay
+    /// between frames) and before the connections still open are ended: a publisher looks at
+    /// its control channel here, so that analyzers attach and detach then too.
     fn idle(&mut self, _tracker: &mut Tracker) {}
 
     /// Called once after the last events: a publisher waits for analyzers to drain here.
     fn end(&mut self, _tracker: &mut Tracker) -> Result<()> {
         Ok(())
     }
+
+    /// Called about once a second with the worker's counters so far, and once more before
+    /// [`EventSink::end`]: a publisher copies them into the shared header, where status
+    /// reports read them.
+    fn checkpoint(&mut self, _tracker: &Tracker, _stats: &ReplayStats) {}
 
     /// Handles the events one packet (or one clock tick) raised, in order. The tracker still
     /// holds every flow and byte these events refer to.
@@ -79,6 +85,11 @@ impl<A: EventSink, B: EventSink> EventSink for Both<A, B> {
         self.0.end(tracker)?;
         self.1.end(tracker)
     }
+
+    fn checkpoint(&mut self, tracker: &Tracker, stats: &ReplayStats) {
+        self.0.checkpoint(tracker, stats);
+        self.1.checkpoint(tracker, stats);
+    }
 }
 
 impl<T: EventSink + ?Sized> EventSink for &mut T {
@@ -101,6 +112,10 @@ impl<T: EventSink + ?Sized> EventSink for &mut T {
 
     fn end(&mut self, tracker: &mut Tracker) -> Result<()> {
         (**self).end(tracker)
+    }
+
+    fn checkpoint(&mut self, tracker: &Tracker, stats: &ReplayStats) {
+        (**self).checkpoint(tracker, stats)
     }
 }
 
@@ -142,6 +157,9 @@ pub struct ReplayOptions {
     /// IP, as orphans).
     pub defrag: Option<DefragConfig>,
 }
+
+/// How often a replay hands its counters to [`EventSink::checkpoint`].
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// Frame-level counters of a replay.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -453,6 +471,8 @@ pub fn finish(
         d.finish();
         st.stats.defrag = *d.stats();
     }
+    // Analyzers that attached since the sink last looked get the ends of the connections.
+    sink.idle(tracker);
     let events = &mut st.events;
     loop {
         events.clear();
@@ -462,6 +482,8 @@ pub fn finish(
             break;
         }
     }
+    // The counters as they stand while a publisher drains its analyzers.
+    sink.checkpoint(tracker, &st.stats);
     sink.end(tracker)?;
     events.clear();
     tracker.advance(now_ns, events);
@@ -485,6 +507,7 @@ pub fn replay(
     let mut capture_error = None;
     let mut stopped = false;
     let mut pacing: Option<(Instant, u64)> = None;
+    let mut next_checkpoint = Instant::now() + CHECKPOINT_EVERY;
     loop {
         if st.stats.frames.is_multiple_of(1024) {
             if let Some(stop) = &opts.stop {
@@ -502,11 +525,29 @@ pub fn replay(
                 break;
             }
         };
-        if let Some(speed) = opts.speed {
-            pace(&mut pacing, pkt.ts_ns, speed);
-        }
+        let slept = opts
+            .speed
+            .is_some_and(|speed| pace(&mut pacing, pkt.ts_ns, speed));
         let pos = st.stats.frames;
         step(tracker, sink, &mut st, pos, &pkt)?;
+        if slept {
+            // A paced replay has time to spare: analyzers that attached are taken in, and a
+            // signal is seen at once rather than 1024 frames later.
+            sink.idle(tracker);
+            if opts
+                .stop
+                .as_ref()
+                .is_some_and(|s| s.load(Ordering::Relaxed))
+            {
+                stopped = true;
+                break;
+            }
+        }
+        // The clock is read every 1024 frames, or after a paced replay slept anyway.
+        if (slept || st.stats.frames.is_multiple_of(1024)) && Instant::now() >= next_checkpoint {
+            sink.checkpoint(tracker, &st.stats);
+            next_checkpoint = Instant::now() + CHECKPOINT_EVERY;
+        }
         if let Some((at, every)) = next_report {
             // Looking at the clock every 4096 frames keeps it off the per-packet path.
             if st.stats.frames.is_multiple_of(4096) && Instant::now() >= at {

@@ -955,7 +955,9 @@ fn rig(lossless: bool, stall: Duration, pktlog_entries: u64) -> Rig {
         0,
         FanoutOptions {
             lossless,
-            stall_timeout: stall,
+            stall_timeout_ns: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
+                stall.as_nanos() as u64,
+            )),
             stop: None,
         },
         rx,
@@ -1555,13 +1557,20 @@ const EPOCH: u64 = 0x5eed;
 fn ctl_config(path: &Path, region: &MainRegion, allowed: Allowed) -> ControlConfig {
     ControlConfig {
         path: path.to_path_buf(),
-        allowed,
+        allowed: std::sync::Arc::new(std::sync::Mutex::new(allowed)),
         main_ro: region.ro_fd.try_clone().unwrap(),
         main_len: region.len,
         epoch: EPOCH,
         nworkers: 1,
         event_capacity: 16,
         max_analyzers: 4,
+        header: region.header,
+        info: control::SensorInfo {
+            input: "test".into(),
+            lossless: true,
+            memory_bound: None,
+        },
+        metrics: None,
     }
 }
 
@@ -1670,6 +1679,51 @@ fn assert_read_only(fd: &OwnedFd, len: u64, what: &str) {
         Mapping::map(fd.as_fd(), len as usize, true, false).is_err(),
         "{what}: mapped writable"
     );
+}
+
+#[test]
+fn a_status_request_is_answered_without_attaching() {
+    let ctl = start_ctl("status", Allowed::default());
+    // An analyzer attaches and subscribes.
+    let a = connect(&ctl.path).unwrap();
+    send_msg(&a, &hello("watched"));
+    assert!(matches!(recv_msg(&a), Some((SensorMsg::Welcome { .. }, _))));
+    assert!(matches!(ctl.worker_msg(), ToWorker::Attach(_)));
+    let sub = Subscription {
+        events: (EventMask::CONN_START | EventMask::CONN_END).0,
+        packets: true,
+    };
+    send_msg(&a, &ClientMsg::Subscribe(sub));
+    assert!(matches!(recv_msg(&a), Some((SensorMsg::Subscribed, _))));
+    assert!(matches!(ctl.worker_msg(), ToWorker::Subscribe(1, _)));
+    // A status client gets the report, no descriptors, and the socket closes.
+    let s = connect(&ctl.path).unwrap();
+    send_msg(&s, &ClientMsg::Status);
+    let (msg, fds) = recv_msg(&s).expect("an answer");
+    assert!(fds.is_empty());
+    let SensorMsg::Status(report) = msg else {
+        panic!("expected Status, got {msg:?}");
+    };
+    assert_eq!(report.epoch, EPOCH);
+    assert_eq!(report.input, "test");
+    assert_eq!(report.mode, "lossless");
+    assert_eq!(report.sensor_pid, std::process::id());
+    assert_eq!(report.analyzers.len(), 1);
+    let w = &report.analyzers[0];
+    assert_eq!((w.id, w.name.as_str()), (1, "watched"));
+    assert_eq!(w.pid, std::process::id());
+    assert_eq!(w.events, ["CONN_START", "CONN_END"]);
+    assert!(w.packets && !w.ready);
+    assert_eq!((w.published, w.delivered, w.lag, w.dropped), (0, 0, 0, 0));
+    assert!(recv_msg(&s).is_none(), "the status socket stays open");
+    // The workers never heard of it, and it took no analyzer's place.
+    assert!(ctl.worker.try_recv().is_err());
+    let b = connect(&ctl.path).unwrap();
+    send_msg(&b, &hello("second"));
+    assert!(matches!(
+        recv_msg(&b),
+        Some((SensorMsg::Welcome { analyzer_id: 2, .. }, _))
+    ));
 }
 
 #[test]

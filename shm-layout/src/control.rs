@@ -1,12 +1,22 @@
 //! Messages on the control socket (a Unix `SOCK_SEQPACKET` socket: one message per packet,
 //! encoded with bincode). The sensor's answer to `Hello` carries three descriptors
 //! (`SCM_RIGHTS`): the main region and the analyzer's event region, both read-only, and the
-//! analyzer's page, writable.
+//! analyzer's page, writable. A `Status` request (from `mos-ctl`) is answered with a
+//! [`StatusReport`], the one message that may be longer than [`MAX_MESSAGE`].
 
+use crate::status::StatusReport;
 use serde::{Deserialize, Serialize};
 
-/// The largest message either side sends or accepts, in bytes.
+/// Where the sensor's control socket is unless told otherwise (`--control`).
+pub const DEFAULT_PATH: &str = "/run/mos/control.sock";
+
+/// The largest message either side sends or accepts, in bytes, but for [`SensorMsg::Status`].
 pub const MAX_MESSAGE: usize = 4096;
+
+/// The largest [`SensorMsg::Status`] message, in bytes: a report on 64 analyzers with the
+/// longest names (and a 4 KiB input description) takes 53 KiB. Only a client that asked for a
+/// status reads one.
+pub const MAX_STATUS_MESSAGE: usize = 128 * 1024;
 
 /// What an analyzer subscribes to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +46,10 @@ pub enum ClientMsg {
     Ready,
     /// The analyzer leaves.
     Detach,
+    /// Sent instead of `Hello` by a client that only wants the sensor's state (`mos-ctl`):
+    /// answered with [`SensorMsg::Status`] (or `Refused`), then the socket is closed. Such a
+    /// client is no analyzer: it gets no rings and the sensor never waits for it (ABI 1.3).
+    Status,
 }
 
 /// Sensor to analyzer.
@@ -74,6 +88,8 @@ pub enum SensorMsg {
     },
     /// The input ended and every event is published: drain the rings and stop.
     Done,
+    /// The answer to [`ClientMsg::Status`] (ABI 1.3); at most [`MAX_STATUS_MESSAGE`] bytes.
+    Status(Box<StatusReport>),
 }
 
 /// Encodes a message for the socket.
@@ -83,11 +99,17 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
 
 /// Decodes a message from the socket; an error names what was wrong.
 pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
-    if bytes.len() > MAX_MESSAGE {
+    decode_limited(bytes, MAX_MESSAGE)
+}
+
+/// Decodes a message of at most `limit` bytes ([`MAX_STATUS_MESSAGE`] for the answer to a
+/// status request).
+pub fn decode_limited<'a, T: Deserialize<'a>>(bytes: &'a [u8], limit: usize) -> Result<T, String> {
+    if bytes.len() > limit {
         return Err(format!("control message of {} bytes", bytes.len()));
     }
     bincode::options()
-        .with_limit(MAX_MESSAGE as u64)
+        .with_limit(limit as u64)
         .with_fixint_encoding()
         .allow_trailing_bytes()
         .deserialize(bytes)
@@ -113,6 +135,56 @@ mod tests {
             reason: "uid 65534 is not allowed".into(),
         };
         assert_eq!(decode::<SensorMsg>(&encode(&s)).unwrap(), s);
+    }
+
+    #[test]
+    fn a_status_report_on_64_analyzers_fits() {
+        use crate::status::{event_names, AnalyzerStatus};
+        let longest = |c: char, n: usize| std::iter::repeat_n(c, n).collect::<String>();
+        let report = StatusReport {
+            version: longest('v', 32),
+            input: longest('i', 4096),
+            mode: "lossless".into(),
+            state: "running".into(),
+            memory_bound_bytes: Some(u64::MAX),
+            analyzers: (0..64)
+                .map(|i| AnalyzerStatus {
+                    id: i,
+                    // The sensor keeps 64 characters of a name; each may take 4 bytes.
+                    name: longest('\u{10348}', 64),
+                    pid: u32::MAX,
+                    uid: u32::MAX,
+                    user: longest('u', 256),
+                    events: event_names(u64::MAX),
+                    packets: true,
+                    ready: true,
+                    published: u64::MAX,
+                    delivered: u64::MAX,
+                    dropped: u64::MAX,
+                    lag: u64::MAX,
+                    heartbeat_age_ms: Some(u64::MAX),
+                })
+                .collect(),
+            ..StatusReport::default()
+        };
+        let msg = SensorMsg::Status(Box::new(report));
+        let bytes = encode(&msg);
+        assert!(bytes.len() > MAX_MESSAGE);
+        assert!(
+            bytes.len() <= MAX_STATUS_MESSAGE / 2,
+            "{} bytes: raise MAX_STATUS_MESSAGE",
+            bytes.len()
+        );
+        assert_eq!(
+            decode_limited::<SensorMsg>(&bytes, MAX_STATUS_MESSAGE).unwrap(),
+            msg
+        );
+        // An ordinary reader refuses it rather than reading past its limit.
+        assert!(decode::<SensorMsg>(&bytes).is_err());
+        assert_eq!(
+            decode::<ClientMsg>(&encode(&ClientMsg::Status)).unwrap(),
+            ClientMsg::Status
+        );
     }
 
     #[test]

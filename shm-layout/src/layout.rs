@@ -25,8 +25,8 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"MOS-SHM\x01");
 pub const ABI_MAJOR: u16 = 1;
 /// Minor versions only add things a v1 reader may ignore. Minor 2 added the tunnel records
 /// ([`features::TUNNELS`]), the target-based overlap policy codes 2-4 and the fragment
-/// counters 22-23.
-pub const ABI_MINOR: u16 = 2;
+/// counters 22-23; minor 3 the control socket's `Status` request and answer.
+pub const ABI_MINOR: u16 = 3;
 
 /// The most workers one sensor runs; the header has a [`WorkerInfo`] for each.
 pub const MAX_WORKERS: usize = 32;

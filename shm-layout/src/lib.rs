@@ -18,6 +18,7 @@ pub mod pod;
 pub mod region;
 pub mod ring;
 pub mod seqlock;
+pub mod status;
 mod sync;
 
 pub use codes::{EventMask, Hook, Side, TcpState, MOS_SIDE_BOTH};

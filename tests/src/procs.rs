@@ -163,9 +163,12 @@ pub fn tail(text: &str) -> String {
     }
 }
 
-/// `program args...` as a [`Command`], arguments of mixed types.
+/// `program args...` as a [`Command`], arguments of mixed types, with no default configuration
+/// file for a sensor (`MOS_SENSOR_CONFIG` empty).
 pub fn cmd(program: &Path, args: &[&dyn AsRef<OsStr>]) -> Command {
     let mut c = Command::new(program);
+    // A sensor started by a test reads no configuration file but the one the test gives.
+    c.env("MOS_SENSOR_CONFIG", "");
     for a in args {
         c.arg(a.as_ref());
     }
@@ -228,4 +231,31 @@ pub fn assert_one_line(p: &Proc, words: &[&str]) -> Result<()> {
         ensure!(err.contains(w), "{}: no {w:?} in {err}", p.name);
     }
     assert_no_panic(p)
+}
+
+/// Opens `dir` to other users (mode 0755) and checks they can reach it: every directory above
+/// it must be searchable by others, or the test names the one that is not. For tests that run
+/// a process as another user (uid 65534) against a socket in `dir`.
+pub fn open_to_other_users(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    for d in dir.ancestors().skip(1) {
+        let mode = std::fs::metadata(d)?.mode();
+        ensure!(
+            mode & 0o001 != 0,
+            "{} (mode {mode:o}) is not searchable by other users: set TMPDIR elsewhere",
+            d.display()
+        );
+    }
+    Ok(())
+}
+
+/// A copy of `exe` in `dir` that any user may run (the build directory may be closed to them).
+pub fn copy_for_other_users(exe: &Path, dir: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let name = exe.file_name().context("no file name")?;
+    let copy = dir.join(name);
+    std::fs::copy(exe, &copy).with_context(|| format!("copying {}", exe.display()))?;
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))?;
+    Ok(copy)
 }

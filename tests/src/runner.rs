@@ -70,6 +70,7 @@ pub fn run_sensor_dump(
     let out_path = work.join("sensor.stdout");
     let err_path = work.join("sensor.stderr");
     let mut child = Command::new(sensor)
+        .env("MOS_SENSOR_CONFIG", "")
         .arg("--pcap")
         .arg(pcap)
         .arg("--dump")

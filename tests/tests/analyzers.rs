@@ -11,7 +11,8 @@ use anyhow::{bail, ensure, Context, Result};
 use mos_tests::dumps::same_tree;
 use mos_tests::locate::{bin, corpus_dir, list_captures, sensor_bin};
 use mos_tests::procs::{
-    assert_no_panic, assert_one_line, cmd, tail, wait_for, wait_for_socket, Proc,
+    assert_no_panic, assert_one_line, cmd, open_to_other_users, tail, wait_for, wait_for_socket,
+    Proc,
 };
 use mos_tests::runner::{default_workers, parallel_map, run_sensor_dump, ScratchDir};
 use mos_tests::synth::{bulk, short_flows, BulkOptions, ShortFlowsOptions};
@@ -543,15 +544,7 @@ fn a_user_not_allowed_is_refused_and_an_allowed_one_attaches() -> Result<()> {
     let w = work.path();
     // uid 65534 must be able to reach the socket's directory; only the socket's own mode and
     // the sensor's check stand in its way.
-    std::fs::set_permissions(w, std::fs::Permissions::from_mode(0o755))?;
-    for d in w.ancestors().skip(1) {
-        let mode = std::fs::metadata(d)?.mode();
-        assert!(
-            mode & 0o001 != 0,
-            "{} (mode {mode:o}) is not searchable by other users: set TMPDIR elsewhere",
-            d.display()
-        );
-    }
+    open_to_other_users(w)?;
     let pcap = small_capture(w)?;
 
     // Not allowed: refused at attach, one line naming EACCES.

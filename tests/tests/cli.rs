@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 /// The sensor on its own: no shared memory, no control socket.
 fn sensor(args: &[&std::ffi::OsStr]) -> Result<Output> {
     Ok(Command::new(sensor_bin()?)
+        .env("MOS_SENSOR_CONFIG", "")
         .arg("--no-publish")
         .args(args)
         .output()?)

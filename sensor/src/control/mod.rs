@@ -6,29 +6,40 @@
 //! main region and its own event rings, both read-only, and its page, writable. A closed socket
 //! detaches its analyzer. One thread serves the socket; it tells the workers about analyzers
 //! through channels, so the packet path never takes a lock.
+//!
+//! The same thread answers `Status` requests (`mos-ctl`) from an allowed peer with a
+//! [`shm_layout::status::StatusReport`] (built in `report.rs`), and renders the metrics that the
+//! optional HTTP listener ([`metrics`]) serves.
 
-use crate::publish::{create_analyzer, Attached, ToControl, ToWorker};
+pub mod metrics;
+mod report;
+
+pub use report::SensorInfo;
+
+use crate::publish::{create_analyzer, AnalyzerRegions, Attached, ToControl, ToWorker};
 use anyhow::{bail, Context, Result};
 use rustix::event::{PollFd, PollFlags};
 use rustix::net::{
     AddressFamily, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix,
     SocketFlags, SocketType,
 };
-use shm_layout::control::{decode, encode, ClientMsg, SensorMsg, MAX_MESSAGE};
+use shm_layout::control::{decode, encode, ClientMsg, SensorMsg, Subscription, MAX_MESSAGE};
+use shm_layout::layout::Header;
 use shm_layout::layout::ABI_MAJOR;
 use shm_layout::plan::PAGE_LEN;
+use shm_layout::status::render_prometheus;
 use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// The default control socket.
-pub const DEFAULT_PATH: &str = "/run/mos/control.sock";
+pub const DEFAULT_PATH: &str = shm_layout::control::DEFAULT_PATH;
 
 /// Who may attach.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -54,8 +65,8 @@ impl Allowed {
 pub struct ControlConfig {
     /// The socket's path.
     pub path: PathBuf,
-    /// Who may attach.
-    pub allowed: Allowed,
+    /// Who may attach (a reload may change it while the server runs).
+    pub allowed: Arc<Mutex<Allowed>>,
     /// A read-only descriptor of the main region.
     pub main_ro: OwnedFd,
     /// Bytes of the main region.
@@ -68,6 +79,12 @@ pub struct ControlConfig {
     pub event_capacity: u64,
     /// Most analyzers attached at once.
     pub max_analyzers: usize,
+    /// The main region's header, whose counters status reports add up.
+    pub header: &'static Header,
+    /// What status reports say about the sensor besides its counters.
+    pub info: SensorInfo,
+    /// Serve Prometheus metrics on this listener (`--metrics-listen`), bound already.
+    pub metrics: Option<std::net::TcpListener>,
 }
 
 /// The running control server; dropping it stops the thread and removes the socket.
@@ -75,12 +92,16 @@ pub struct ControlConfig {
 pub struct ControlServer {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    metrics: Option<JoinHandle<()>>,
     path: PathBuf,
 }
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.metrics.take() {
+            let _ = t.join();
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -97,6 +118,12 @@ struct Client {
     /// Set once attached.
     id: Option<u32>,
     name: String,
+    /// The analyzer's regions, once attached (status reports read its indices there).
+    regions: Option<AnalyzerRegions>,
+    /// Its last subscription.
+    sub: Option<Subscription>,
+    /// It said it is ready.
+    ready: bool,
 }
 
 /// The supplementary groups of a process, from `/proc/PID/status` (empty if unreadable).
@@ -220,40 +247,7 @@ impl Listener {
         }
         rustix::fs::chmod(&at, rustix::fs::Mode::from_raw_mode(0o660))
             .with_context(|| format!("cannot set the mode of {}", at.display()))?;
-        let own = rustix::process::geteuid().as_raw();
-        let owner = socket_owner(allowed, own);
-        match owner {
-            (None, None) => {}
-            (uid, gid) => rustix::fs::chown(
-                &at,
-                uid.map(rustix::process::Uid::from_raw),
-                gid.map(rustix::process::Gid::from_raw),
-            )
-            .with_context(|| {
-                format!(
-                    "cannot give {} to {}",
-                    path.display(),
-                    match (uid, gid) {
-                        (Some(u), _) => format!("user {u}"),
-                        (_, g) => format!("group {}", g.unwrap_or_default()),
-                    }
-                )
-            })?,
-        }
-        if let (None, Some(g)) = owner {
-            let others: Vec<String> = allowed
-                .uids
-                .iter()
-                .filter(|&&u| u != 0 && u != own && primary_gid(u) != Some(g))
-                .map(u32::to_string)
-                .collect();
-            if !others.is_empty() {
-                eprintln!(
-                    "mos-sensor: the control socket belongs to group {g}: allowed uids {} can connect only as members of it (see --allow-group)",
-                    others.join(", ")
-                );
-            }
-        }
+        give_socket(&at, path, allowed)?;
         if at != path {
             std::fs::rename(&at, path).with_context(|| {
                 format!(
@@ -265,6 +259,48 @@ impl Listener {
         }
         Ok(listener)
     }
+}
+
+/// Gives the socket file at `at` (known to users as `path`) to the first allowed group, else
+/// to the primary group of the first allowed user other than root and the sensor's own, so
+/// that the allowed users can connect through its mode 0660 (at start, and again when a
+/// reload changes who may attach).
+pub fn give_socket(at: &Path, path: &Path, allowed: &Allowed) -> Result<()> {
+    let own = rustix::process::geteuid().as_raw();
+    let owner = socket_owner(allowed, own);
+    match owner {
+        (None, None) => {}
+        (uid, gid) => rustix::fs::chown(
+            at,
+            uid.map(rustix::process::Uid::from_raw),
+            gid.map(rustix::process::Gid::from_raw),
+        )
+        .with_context(|| {
+            format!(
+                "cannot give {} to {}",
+                path.display(),
+                match (uid, gid) {
+                    (Some(u), _) => format!("user {u}"),
+                    (_, g) => format!("group {}", g.unwrap_or_default()),
+                }
+            )
+        })?,
+    }
+    if let (None, Some(g)) = owner {
+        let others: Vec<String> = allowed
+            .uids
+            .iter()
+            .filter(|&&u| u != 0 && u != own && primary_gid(u) != Some(g))
+            .map(u32::to_string)
+            .collect();
+        if !others.is_empty() {
+            crate::log_warn!(
+                "the control socket belongs to group {g}: allowed uids {} can connect only as members of it (see --allow-group)",
+                others.join(", ")
+            );
+        }
+    }
+    Ok(())
 }
 
 fn send(fd: &OwnedFd, msg: &SensorMsg, fds: &[std::os::fd::BorrowedFd<'_>]) -> bool {
@@ -289,7 +325,12 @@ pub fn start(
     workers: Vec<Sender<ToWorker>>,
     from_workers: Receiver<ToControl>,
 ) -> Result<ControlServer> {
-    let listener = Listener::bind(&cfg.path, &cfg.allowed)?;
+    let allowed = cfg
+        .allowed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let listener = Listener::bind(&cfg.path, &allowed)?;
     start_on(listener, cfg, workers, from_workers)
 }
 
@@ -297,7 +338,7 @@ pub fn start(
 /// used: the listener's path is).
 pub fn start_on(
     mut listener: Listener,
-    cfg: ControlConfig,
+    mut cfg: ControlConfig,
     workers: Vec<Sender<ToWorker>>,
     from_workers: Receiver<ToControl>,
 ) -> Result<ControlServer> {
@@ -308,22 +349,35 @@ pub fn start_on(
         .context("the control socket was served already")?;
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
+    let (to_metrics, metrics_rx) = std::sync::mpsc::channel();
+    let http = cfg.metrics.take();
     let thread = std::thread::Builder::new()
         .name("mos-control".into())
-        .spawn(move || serve(cfg, listener_fd, workers, from_workers, stop2))
+        .spawn(move || serve(cfg, listener_fd, workers, from_workers, metrics_rx, stop2))
         .context("cannot start the control thread");
-    let thread = match thread {
-        Ok(t) => t,
+    let mut server = ControlServer {
+        stop: stop.clone(),
+        thread: None,
+        metrics: None,
+        path: path.clone(),
+    };
+    match thread {
+        Ok(t) => server.thread = Some(t),
         Err(e) => {
             let _ = std::fs::remove_file(&path);
             return Err(e);
         }
-    };
-    Ok(ControlServer {
-        stop,
-        thread: Some(thread),
-        path,
-    })
+    }
+    if let Some(http) = http {
+        // Dropping the server on failure stops the control thread and removes the socket.
+        server.metrics = Some(
+            std::thread::Builder::new()
+                .name("mos-metrics".into())
+                .spawn(move || metrics::serve(http, to_metrics, stop))
+                .context("cannot start the metrics thread")?,
+        );
+    }
+    Ok(server)
 }
 
 fn serve(
@@ -331,8 +385,10 @@ fn serve(
     listener: OwnedFd,
     workers: Vec<Sender<ToWorker>>,
     from_workers: Receiver<ToControl>,
+    metrics_requests: Receiver<metrics::MetricsRequest>,
     stop: Arc<AtomicBool>,
 ) {
+    let mut reporter = report::Reporter::new(cfg.header, cfg.nworkers);
     let mut clients: Vec<Client> = Vec::new();
     let mut next_id = 1u32;
     let mut done = false;
@@ -379,7 +435,7 @@ fn serve(
             let msg: ClientMsg = match decode(&buf[..n]) {
                 Ok(m) => m,
                 Err(e) => {
-                    eprintln!("mos-sensor: analyzer pid {}: {e}; detached", c.pid);
+                    crate::log_warn!("analyzer pid {}: {e}; detached", c.pid);
                     let _ = send(
                         &c.fd,
                         &SensorMsg::Detached {
@@ -408,9 +464,10 @@ fn serve(
                     let attached = clients.iter().filter(|c| c.id.is_some()).count();
                     let c = &mut clients[ci];
                     if !c.allowed {
-                        eprintln!(
-                            "mos-sensor: refused an analyzer of uid {} (pid {}): not allowed",
-                            c.uid, c.pid
+                        crate::log_warn!(
+                            "refused an analyzer of uid {} (pid {}): not allowed",
+                            c.uid,
+                            c.pid
                         );
                         let _ = send(
                             &c.fd,
@@ -458,7 +515,7 @@ fn serve(
                     let (regions, afds) = match create_analyzer(cfg.event_capacity, cfg.nworkers) {
                         Ok(r) => r,
                         Err(e) => {
-                            eprintln!("mos-sensor: cannot attach analyzer pid {}: {e:#}", c.pid);
+                            crate::log_error!("cannot attach analyzer pid {}: {e:#}", c.pid);
                             let _ = send(
                                 &c.fd,
                                 &refuse(
@@ -493,9 +550,11 @@ fn serve(
                     }
                     c.id = Some(id);
                     c.name = name.clone();
-                    eprintln!(
-                        "mos-sensor: analyzer {id} attached: {name} (pid {}, uid {})",
-                        c.pid, c.uid
+                    c.regions = Some(regions.clone());
+                    crate::log_notice!(
+                        "analyzer {id} attached: {name} (pid {}, uid {})",
+                        c.pid,
+                        c.uid
                     );
                     for w in &workers {
                         let _ = w.send(ToWorker::Attach(Box::new(Attached {
@@ -509,14 +568,36 @@ fn serve(
                         let _ = send(&c.fd, &SensorMsg::Done, &[]);
                     }
                 }
+                ClientMsg::Status => {
+                    // A status client is no analyzer: it gets an answer and is closed, never
+                    // an id or rings, and the workers never hear of it.
+                    if c.id.is_some() {
+                        continue;
+                    }
+                    let answer = if c.allowed {
+                        SensorMsg::Status(Box::new(reporter.report(&cfg.info, cfg.epoch, &clients)))
+                    } else {
+                        SensorMsg::Refused {
+                            errno: "EACCES".into(),
+                            reason: format!(
+                                "uid {} may not see this sensor's state (see --allow-user and --allow-group)",
+                                clients[ci].uid
+                            ),
+                        }
+                    };
+                    let _ = send(&clients[ci].fd, &answer, &[]);
+                    gone.push(ci);
+                }
                 ClientMsg::Subscribe(sub) => {
                     if let Some(id) = c.id {
+                        c.sub = Some(sub);
                         to_all(&|| ToWorker::Subscribe(id, sub));
                         let _ = send(&c.fd, &SensorMsg::Subscribed, &[]);
                     }
                 }
                 ClientMsg::Ready => {
                     if let Some(id) = c.id {
+                        c.ready = true;
                         to_all(&|| ToWorker::Ready(id));
                     }
                 }
@@ -529,10 +610,7 @@ fn serve(
             let c = clients.remove(ci);
             if let Some(id) = c.id {
                 to_all(&|| ToWorker::Detach(id));
-                eprintln!(
-                    "mos-sensor: analyzer {id} detached: {} (pid {})",
-                    c.name, c.pid
-                );
+                crate::log_notice!("analyzer {id} detached: {} (pid {})", c.name, c.pid);
             }
         }
 
@@ -551,7 +629,11 @@ fn serve(
                 // A peer that may not attach is told so in answer to its `Hello`, not now:
                 // closing a socket whose `Hello` is already queued resets the connection, and
                 // the peer would see ECONNRESET instead of the refusal.
-                let allowed = cfg.allowed.permits(uid, gid, &supplementary_groups(pid));
+                let allowed = cfg
+                    .allowed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .permits(uid, gid, &supplementary_groups(pid));
                 clients.push(Client {
                     fd,
                     pid,
@@ -559,8 +641,18 @@ fn serve(
                     allowed,
                     id: None,
                     name: String::new(),
+                    regions: None,
+                    sub: None,
+                    ready: false,
                 });
             }
+        }
+
+        reporter.tick();
+        while let Ok(reply) = metrics_requests.try_recv() {
+            let _ = reply.send(render_prometheus(
+                &reporter.report(&cfg.info, cfg.epoch, &clients),
+            ));
         }
 
         loop {

@@ -11,7 +11,7 @@ use super::region::AnalyzerRegions;
 use crate::capture::RawPacket;
 use crate::event::{Event, EventKind};
 use crate::parse::TcpSegment;
-use crate::replay::EventSink;
+use crate::replay::{EventSink, ReplayStats};
 use crate::tracker::Tracker;
 use anyhow::Result;
 use shm_layout::control::Subscription;
@@ -22,7 +22,7 @@ use shm_layout::layout::{
 use shm_layout::pktlog::PktLogWriter;
 use shm_layout::ring::{Producer, ProducerState};
 use shm_layout::EventMask;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,8 +67,9 @@ pub enum ToControl {
 pub struct FanoutOptions {
     /// Wait for analyzers instead of dropping their events.
     pub lossless: bool,
-    /// Detach an analyzer that makes no progress for this long while the worker waits for it.
-    pub stall_timeout: Duration,
+    /// Detach an analyzer that makes no progress for this many nanoseconds while the worker
+    /// waits for it (shared, so that a reload changes it for every worker).
+    pub stall_timeout_ns: Arc<AtomicU64>,
     /// Once set (the sensor is stopping), the worker waits for no analyzer any more: a full
     /// ring drops the event, and what analyzers have not passed may be reused.
     pub stop: Option<Arc<AtomicBool>>,
@@ -394,7 +395,7 @@ impl Fanout {
     fn backoff(&mut self, spins: &mut u32, mut blocking: impl FnMut(&mut Member, usize) -> bool) {
         self.poll_control();
         let w = self.worker;
-        let timeout = self.opts.stall_timeout;
+        let timeout = Duration::from_nanos(self.opts.stall_timeout_ns.load(Ordering::Relaxed));
         let mut i = 0;
         while i < self.members.len() {
             let m = &mut self.members[i];
@@ -406,7 +407,7 @@ impl Fanout {
                     m.a.pid,
                     timeout.as_secs_f64()
                 );
-                eprintln!("mos-sensor: {why}");
+                crate::log_warn!("{why}");
                 self.detach(i, detach_reason::STALLED, why);
                 continue;
             }
@@ -664,9 +665,15 @@ impl EventSink for PublishSink {
         Ok(())
     }
 
-    fn idle(&mut self, _tracker: &mut Tracker) {
+    fn idle(&mut self, tracker: &mut Tracker) {
         self.fanout.since_poll = 0;
         self.fanout.poll_control();
+        // What the analyzers taken in now want is raised from the next event on.
+        tracker.set_events(EventMask(self.base_events.0 | self.fanout.wanted));
+    }
+
+    fn checkpoint(&mut self, tracker: &Tracker, stats: &ReplayStats) {
+        super::store_counters(self.fanout.info, stats, tracker);
     }
 
     fn end(&mut self, _tracker: &mut Tracker) -> Result<()> {

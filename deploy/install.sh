@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# Install mos: build in release mode, then install the binaries (mos-sensor, mos-ctl,
+# mos-flowstat, mos-dump), the systemd units, the default configuration, the hugepage script
+# and the documentation; on a system install also the group mos (whose members may attach
+# analyzers) and the system user mos-sensor the sensor runs as. Idempotent: running it again
+# updates binaries, units and documents and keeps an edited configuration.
+#
+#   deploy/install.sh [options]
+#   deploy/install.sh --uninstall [--purge] [options]
+#
+#   --prefix DIR      where binaries and documents go (default /usr/local): DIR/bin,
+#                     DIR/lib/mos, DIR/share/doc/mos
+#   --destdir DIR     stage everything under DIR (also the DESTDIR variable), for packaging:
+#                     nothing outside DIR is touched, no user or group is made
+#   --sysconfdir DIR  configuration directory (default /etc for the prefixes /usr and
+#                     /usr/local, else PREFIX/etc); the files go into DIR/mos
+#   --unitdir DIR     systemd unit directory (default /etc/systemd/system for /usr and
+#                     /usr/local, else PREFIX/lib/systemd/system)
+#   --iface IF        on a fresh configuration, capture on IF (input.iface); by default a
+#                     system install takes the interface of the default route
+#   --no-build        install binaries built already (see --from) instead of building
+#   --from DIR        where the built binaries are (default: the workspace's target/release)
+#   --uninstall       remove what an earlier install put there (its manifest says what);
+#                     the configuration and the user and group stay unless --purge
+#   --purge           with --uninstall: remove the configuration, the user mos-sensor and the
+#                     group mos too
+#
+# A system install is one into / (no --destdir) with the prefix /usr or /usr/local: only then
+# does the script make the user and the group and run `systemctl daemon-reload`, which needs
+# root. Any other prefix installs files only, under that prefix, without root.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+prefix=/usr/local
+destdir=${DESTDIR:-}
+sysconfdir=""
+unitdir=""
+iface=""
+build=1
+from=""
+uninstall=0
+purge=0
+
+die() {
+    echo "install: error: $*" >&2
+    exit 1
+}
+say() {
+    echo "install: $*"
+}
+need_arg() {
+    [[ $2 -ge 2 ]] || die "$1 needs a value (try --help)"
+}
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --prefix) need_arg "$1" $#; prefix=$2; shift 2 ;;
+        --destdir) need_arg "$1" $#; destdir=$2; shift 2 ;;
+        --sysconfdir) need_arg "$1" $#; sysconfdir=$2; shift 2 ;;
+        --unitdir) need_arg "$1" $#; unitdir=$2; shift 2 ;;
+        --iface) need_arg "$1" $#; iface=$2; shift 2 ;;
+        --from) need_arg "$1" $#; from=$2; shift 2 ;;
+        --no-build) build=0; shift ;;
+        --uninstall) uninstall=1; shift ;;
+        --purge) purge=1; shift ;;
+        -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument: $1 (try --help)" ;;
+    esac
+done
+
+[[ "$prefix" == /* ]] || die "--prefix must be an absolute path, not $prefix"
+[[ -z "$destdir" || "$destdir" == /* ]] || die "--destdir must be an absolute path, not $destdir"
+[[ $purge -eq 0 || $uninstall -eq 1 ]] || die "--purge goes with --uninstall"
+prefix=${prefix%/}
+[[ -n "$prefix" ]] || prefix=/
+destdir=${destdir%/}
+
+case "$prefix" in
+    /usr|/usr/local) system_prefix=1 ;;
+    *) system_prefix=0 ;;
+esac
+if [[ -z "$sysconfdir" ]]; then
+    if [[ $system_prefix -eq 1 ]]; then sysconfdir=/etc; else sysconfdir=$prefix/etc; fi
+fi
+if [[ -z "$unitdir" ]]; then
+    if [[ $system_prefix -eq 1 ]]; then
+        unitdir=/etc/systemd/system
+    else
+        unitdir=$prefix/lib/systemd/system
+    fi
+fi
+system=0
+if [[ $system_prefix -eq 1 && -z "$destdir" ]]; then
+    system=1
+fi
+
+bindir=$prefix/bin
+libexecdir=$prefix/lib/mos
+docdir=$prefix/share/doc/mos
+confdir=$sysconfdir/mos
+manifest=$libexecdir/install-manifest
+binaries=(mos-sensor mos-ctl mos-flowstat mos-dump)
+
+if [[ $system -eq 1 && $(id -u) -ne 0 ]]; then
+    die "a system install (prefix $prefix) needs root; run it as root, or give --prefix DIR or --destdir DIR to install elsewhere"
+fi
+
+systemd_running() {
+    [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1
+}
+
+if [[ $uninstall -eq 1 ]]; then
+    [[ -f "$destdir$manifest" ]] || die "no install manifest at $destdir$manifest: nothing installed there (same --prefix/--destdir as the install?)"
+    if [[ $system -eq 1 ]] && systemd_running; then
+        # Stop the analyzers before the sensor they are attached to.
+        mapfile -t running < <(systemctl list-units --plain --no-legend 'mos-analyzer@*' 2>/dev/null | awk '{print $1}')
+        for u in "${running[@]}" mos-sensor.service; do
+            systemctl disable --now "$u" >/dev/null 2>&1 || true
+        done
+    fi
+    removed=0
+    kept=()
+    while IFS= read -r f; do
+        [[ -n "$f" ]] || continue
+        case "$f" in
+            "$confdir"/*)
+                if [[ $purge -eq 0 ]]; then
+                    kept+=("$f")
+                    continue
+                fi
+                ;;
+        esac
+        if [[ -e "$destdir$f" || -L "$destdir$f" ]]; then
+            rm -f "$destdir$f"
+            removed=$((removed + 1))
+        fi
+    done <"$destdir$manifest"
+    rm -f "$destdir$manifest"
+    # Directories of ours left empty.
+    for d in "$docdir/docs" "$docdir" "$libexecdir" "$confdir/analyzers" "$confdir"; do
+        rmdir "$destdir$d" 2>/dev/null || true
+    done
+    if [[ $system -eq 1 ]]; then
+        if systemd_running; then
+            systemctl daemon-reload || true
+        fi
+        if [[ $purge -eq 1 ]]; then
+            if getent passwd mos-sensor >/dev/null; then userdel mos-sensor && say "removed the user mos-sensor"; fi
+            if getent group mos >/dev/null; then groupdel mos && say "removed the group mos"; fi
+        fi
+    fi
+    say "removed $removed files"
+    if [[ ${#kept[@]} -gt 0 ]]; then
+        say "kept the configuration (remove it with --uninstall --purge): ${kept[*]}"
+    fi
+    exit 0
+fi
+
+# The binaries.
+if [[ $build -eq 1 ]]; then
+    command -v cargo >/dev/null 2>&1 || [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]] \
+        || die "cargo not found: run scripts/setup.sh first (it says how to install Rust)"
+    PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+    locked=()
+    [[ -f "$root/Cargo.lock" ]] && locked=(--locked)
+    say "building in release mode (cargo build --release)"
+    (cd "$root" && cargo build --release "${locked[@]}" -p mos-sensor -p mos-ctl -p mos-analyzers --bins)
+fi
+if [[ -z "$from" ]]; then
+    from="${CARGO_TARGET_DIR:-$root/target}/release"
+fi
+for b in "${binaries[@]}"; do
+    [[ -x "$from/$b" ]] || die "$from/$b is not built (run without --no-build, or give --from DIR)"
+done
+
+installed=()
+# install_file MODE SOURCE DEST: copies SOURCE to DESTDIR+DEST (directories made as needed).
+install_file() {
+    install -D -m "$1" "$2" "$destdir$3"
+    installed+=("$3")
+}
+
+# A unit or file with its @...@ paths filled in.
+render() {
+    sed -e "s#@bindir@#$bindir#g" -e "s#@libexecdir@#$libexecdir#g" \
+        -e "s#@sysconfdir@#$sysconfdir#g" -e "s#@docdir@#$docdir#g" "$1"
+}
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/mos-install.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+
+for b in "${binaries[@]}"; do
+    install_file 0755 "$from/$b" "$bindir/$b"
+done
+install_file 0755 "$root/deploy/hugepages.sh" "$libexecdir/hugepages.sh"
+for u in mos-sensor.service mos-analyzer@.service; do
+    render "$root/deploy/$u" >"$tmp/$u"
+    install_file 0644 "$tmp/$u" "$unitdir/$u"
+done
+install_file 0644 "$root/deploy/mos-sensor-dpdk.conf" "$docdir/mos-sensor-dpdk.conf"
+install_file 0644 "$root/README.md" "$docdir/README.md"
+for d in "$root"/docs/*.md; do
+    install_file 0644 "$d" "$docdir/docs/$(basename "$d")"
+done
+
+# The configuration: installed when missing, never overwritten (the shipped default is always
+# at DOCDIR/sensor.toml for comparison).
+install_file 0644 "$root/deploy/sensor.toml" "$docdir/sensor.toml"
+conf=$confdir/sensor.toml
+if [[ -e "$destdir$conf" ]]; then
+    say "kept the existing $conf (the shipped default is $docdir/sensor.toml)"
+    installed+=("$conf")
+else
+    cp "$root/deploy/sensor.toml" "$tmp/sensor.toml"
+    if [[ -z "$iface" && $system -eq 1 ]] && command -v ip >/dev/null 2>&1; then
+        iface=$(ip -o route show default 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "dev") {print $(i + 1); exit}}')
+    fi
+    if [[ -n "$iface" ]]; then
+        # Uncomment the shipped `iface = ...` line of [input] with this interface.
+        sed -i -E "0,/^#[[:space:]]*iface[[:space:]]*=.*/s//iface = \"$iface\"/" "$tmp/sensor.toml"
+        grep -q "^iface = \"$iface\"" "$tmp/sensor.toml" || die "could not set input.iface in the configuration"
+        say "the sensor will capture on $iface (input.iface in $conf)"
+    else
+        say "no input set: edit $conf (one of input.iface, input.dpdk, input.pcap) before starting the sensor"
+    fi
+    install_file 0644 "$tmp/sensor.toml" "$conf"
+fi
+for e in "$root"/deploy/analyzers/*.env; do
+    f=$confdir/analyzers/$(basename "$e")
+    if [[ -e "$destdir$f" ]]; then
+        installed+=("$f")
+    else
+        install_file 0644 "$e" "$f"
+    fi
+done
+
+printf '%s\n' "${installed[@]}" | sort -u >"$tmp/manifest"
+install -D -m 0644 "$tmp/manifest" "$destdir$manifest"
+
+if [[ $system -eq 1 ]]; then
+    if ! getent group mos >/dev/null; then
+        groupadd --system mos
+        say "made the group mos: its members may attach analyzers (usermod -aG mos USER)"
+    fi
+    if ! getent passwd mos-sensor >/dev/null; then
+        useradd --system --gid mos --no-create-home --home-dir /nonexistent \
+            --shell /usr/sbin/nologin --comment "mos sensor" mos-sensor
+        say "made the system user mos-sensor (the sensor runs as it)"
+    fi
+    if systemd_running; then
+        systemctl daemon-reload
+        say "units installed: systemctl enable --now mos-sensor; systemctl enable --now mos-analyzer@flowstat"
+    else
+        say "units installed in $unitdir (systemd is not running here: start them where it is)"
+    fi
+else
+    say "files only (prefix $prefix${destdir:+, destdir $destdir}): no user, group or daemon-reload"
+fi
+say "installed $(wc -l <"$tmp/manifest") files; the manifest is $destdir$manifest"

@@ -1,0 +1,513 @@
+//! `mos-ctl` against a running sensor: `status` (text and JSON) and `metrics` while a slowed
+//! replay publishes to two analyzers, the `--metrics-listen` endpoint, and the errors a user
+//! meets (no sensor, a user the sensor does not allow, an address already taken). Needs the
+//! workspace's binaries built in the same profile (`cargo build --bins`), the corpus, and root
+//! for the test that runs `mos-ctl` as another user.
+
+use anyhow::{bail, ensure, Context, Result};
+use mos_tests::locate::{bin, corpus_dir, sensor_bin};
+use mos_tests::procs::{
+    cmd, copy_for_other_users, open_to_other_users, tail, wait_for, wait_for_socket, Proc,
+};
+use mos_tests::runner::ScratchDir;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// The longest any process of these tests may take.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A capture of about a minute of traffic (30 connections, TCP and UDP), replayed at
+/// `--speed 10`: the replay runs for about 6 s.
+fn paced_capture() -> Result<PathBuf> {
+    Ok(corpus_dir()?.join("pcaps").join("ndpi__1kxun.pcapng"))
+}
+
+fn start_sensor(w: &Path, pcap: &Path, control: &Path, extra: &[&str]) -> Result<Proc> {
+    let mut c = cmd(&sensor_bin()?, &[&"--pcap", &pcap, &"--control", &control]);
+    c.args(extra);
+    let mut s = Proc::spawn("sensor", c, w)?;
+    wait_for_socket(&mut s, control, TIMEOUT)?;
+    Ok(s)
+}
+
+fn analyzer(w: &Path, program: &str, args: &[&dyn AsRef<OsStr>]) -> Result<Proc> {
+    Proc::spawn(program, cmd(&bin(program)?, args), w)
+}
+
+/// Runs `mos-ctl --control CONTROL ARGS...` to completion.
+fn ctl(control: &Path, args: &[&str]) -> Result<Output> {
+    let mut c = Command::new(bin("mos-ctl")?);
+    c.arg("--control").arg(control).args(args);
+    c.output().with_context(|| format!("running {c:?}"))
+}
+
+/// Its stdout, failing unless it succeeded.
+fn ctl_ok(control: &Path, args: &[&str]) -> Result<String> {
+    let out = ctl(control, args)?;
+    ensure!(
+        out.status.success(),
+        "mos-ctl {args:?} exited with {}; stderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Checks Prometheus text exposition (0.0.4) and returns the metric names that have samples.
+/// Every sample's metric must have been introduced by `# HELP` and `# TYPE` lines, names must
+/// be valid, label sets well formed, values floats, and a counter's name must end in
+/// `_total`.
+fn check_exposition(text: &str) -> Result<BTreeSet<String>> {
+    let valid = |n: &str| {
+        let mut c = n.chars();
+        c.next()
+            .is_some_and(|f| f.is_ascii_alphabetic() || f == '_' || f == ':')
+            && c.all(|x| x.is_ascii_alphanumeric() || x == '_' || x == ':')
+    };
+    let mut help = BTreeSet::new();
+    let mut types = std::collections::BTreeMap::new();
+    let mut sampled = BTreeSet::new();
+    ensure!(text.ends_with('\n'), "the text does not end with a newline");
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, doc) = rest.split_once(' ').context(line.to_string())?;
+            ensure!(valid(name) && !doc.is_empty(), "bad HELP line {line:?}");
+            ensure!(help.insert(name.to_string()), "second HELP for {name}");
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').context(line.to_string())?;
+            ensure!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "bad TYPE line {line:?}"
+            );
+            ensure!(
+                (kind == "counter") == name.ends_with("_total"),
+                "{name} is a {kind}: counters and only counters end in _total"
+            );
+            ensure!(
+                types.insert(name.to_string(), kind).is_none(),
+                "second TYPE"
+            );
+            continue;
+        }
+        ensure!(
+            !line.starts_with('#') && !line.is_empty(),
+            "stray line {line:?}"
+        );
+        let (series, value) = line.rsplit_once(' ').context(line.to_string())?;
+        value
+            .parse::<f64>()
+            .with_context(|| format!("value of {line:?}"))?;
+        let name = match series.split_once('{') {
+            Some((name, labels)) => {
+                let labels = labels
+                    .strip_suffix('}')
+                    .with_context(|| format!("labels of {line:?}"))?;
+                // name="value" pairs, values with \\, \" and \n escaped.
+                let mut rest = labels;
+                while !rest.is_empty() {
+                    let (lname, after) = rest.split_once("=\"").context(line.to_string())?;
+                    ensure!(valid(lname), "bad label name in {line:?}");
+                    let mut end = None;
+                    let mut esc = false;
+                    for (i, ch) in after.char_indices() {
+                        match (esc, ch) {
+                            (true, '\\' | '"' | 'n') => esc = false,
+                            (true, _) => bail!("bad escape in {line:?}"),
+                            (false, '\\') => esc = true,
+                            (false, '"') => {
+                                end = Some(i);
+                                break;
+                            }
+                            _ => {}
+                        }
+                    }
+                    let end = end.with_context(|| format!("unterminated label in {line:?}"))?;
+                    rest = &after[end + 1..];
+                    rest = rest.strip_prefix(',').unwrap_or(rest);
+                }
+                name
+            }
+            None => series,
+        };
+        ensure!(valid(name), "bad metric name in {line:?}");
+        ensure!(
+            help.contains(name) && types.contains_key(name),
+            "{name} has a sample but no HELP or TYPE line before it"
+        );
+        sampled.insert(name.to_string());
+    }
+    Ok(sampled)
+}
+
+/// The names introduced by `# HELP` lines.
+fn help_names(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# HELP "))
+        .filter_map(|l| l.split(' ').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `GET path` from `addr`: (status line, headers, body).
+fn http_get(addr: &str, path: &str) -> Result<(String, String, String)> {
+    let mut s = std::net::TcpStream::connect(addr).with_context(|| format!("connecting {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let (head, body) = out.split_once("\r\n\r\n").context("no header end")?;
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    Ok((status.to_string(), headers.to_string(), body.to_string()))
+}
+
+/// A TCP port free on 127.0.0.1 a moment ago.
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn num(v: &Value, key: &str) -> Result<u64> {
+    v.get(key)
+        .and_then(Value::as_u64)
+        .with_context(|| format!("no number {key} in {v}"))
+}
+
+#[test]
+fn status_and_metrics_while_a_replay_publishes_to_two_analyzers() -> Result<()> {
+    let work = ScratchDir::new("ctl-status")?;
+    let w = work.path();
+    let pcap = paced_capture()?;
+    let control = w.join("c.sock");
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    let mut sensor = start_sensor(
+        w,
+        &pcap,
+        &control,
+        &[
+            "--wait-analyzers",
+            "2",
+            "--speed",
+            "10",
+            "--workers",
+            "2",
+            "--metrics-listen",
+            &addr,
+        ],
+    )?;
+
+    // While the sensor waits for its analyzers, a status request is answered and does not
+    // count as one of them.
+    let early: Value = serde_json::from_str(&ctl_ok(&control, &["status", "--json"])?)?;
+    ensure!(num(&early, "frames")? == 0, "{early}");
+    ensure!(early["analyzers"].as_array().is_some_and(Vec::is_empty));
+    std::thread::sleep(Duration::from_millis(300));
+    ensure!(
+        !sensor.stderr().contains("analyzer 1 attached") && !sensor.stderr().contains(" ready"),
+        "a status request counted as an analyzer:\n{}",
+        sensor.stderr()
+    );
+
+    let mut stat = analyzer(
+        w,
+        "mos-flowstat",
+        &[&"--control", &control, &"--interval", &"30"],
+    )?;
+    let out = w.join("dump");
+    let mut dump = analyzer(w, "mos-dump", &[&"--control", &control, &"--out", &out])?;
+
+    // Counters reach the header about once a second during the replay.
+    let mut text = String::new();
+    wait_for("status with frames and two analyzers", TIMEOUT, || {
+        ensure!(
+            sensor.poll()?.is_none(),
+            "the sensor ended before being watched"
+        );
+        text = ctl_ok(&control, &["status"])?;
+        let frames = text
+            .lines()
+            .find_map(|l| l.strip_prefix("frames:"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        Ok(frames > 0 && text.contains("analyzers: 2"))
+    })?;
+    ensure!(
+        sensor.poll()?.is_none(),
+        "the replay ended too soon:\n{text}"
+    );
+    ensure!(
+        text.contains(&format!(
+            "input:     pcap {} (lossless, 2 workers)",
+            pcap.display()
+        )),
+        "{text}"
+    );
+    ensure!(text.contains(&format!("(pid {})", sensor.pid())), "{text}");
+    ensure!(text.lines().any(|l| l.starts_with("uptime:")), "{text}");
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("ID "))
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    ensure!(rows.len() == 2, "{text}");
+    for (p, name) in [(&stat, "mos-flowstat"), (&dump, "mos-dump")] {
+        let row = rows
+            .iter()
+            .find(|r| r.get(1) == Some(&name))
+            .with_context(|| format!("no line for {name}:\n{text}"))?;
+        ensure!(row[2] == p.pid().to_string(), "{name}'s pid in:\n{text}");
+        ensure!(row[3] == "root", "{name}'s user in:\n{text}");
+        for n in &row[5..8] {
+            n.parse::<u64>()
+                .with_context(|| format!("delivered, dropped, lag of {name}:\n{text}"))?;
+        }
+    }
+
+    // JSON: the same report, with numbers that agree.
+    let json: Value = serde_json::from_str(&ctl_ok(&control, &["status", "--json"])?)?;
+    ensure!(
+        num(&json, "sensor_pid")? == u64::from(sensor.pid()),
+        "{json}"
+    );
+    ensure!(
+        json["mode"] == "lossless" && num(&json, "workers")? == 2,
+        "{json}"
+    );
+    ensure!(json["state"] == "running", "{json}");
+    ensure!(
+        json["input"] == format!("pcap {}", pcap.display()).as_str(),
+        "{json}"
+    );
+    ensure!(
+        num(&json, "frames")? > 0 && num(&json, "bytes")? > 0,
+        "{json}"
+    );
+    ensure!(
+        num(&json, "uptime_ms")? > num(&early, "uptime_ms")?,
+        "{json}"
+    );
+    ensure!(num(&json, "memory_rss_bytes")? > 0, "{json}");
+    ensure!(
+        num(&json, "memory_bound_bytes")? >= num(&json, "memory_rss_bytes")?,
+        "{json}"
+    );
+    let analyzers = json["analyzers"].as_array().context("analyzers")?;
+    ensure!(analyzers.len() == 2, "{json}");
+    for a in analyzers {
+        let (published, delivered, lag) =
+            (num(a, "published")?, num(a, "delivered")?, num(a, "lag")?);
+        ensure!(delivered + lag == published, "{a}");
+        // Lossless: nothing is dropped for a full ring.
+        ensure!(num(a, "dropped")? == 0, "{a}");
+        ensure!(a["ready"] == true, "{a}");
+        let pid = num(a, "pid")?;
+        let expect = if pid == u64::from(stat.pid()) {
+            "mos-flowstat"
+        } else {
+            ensure!(pid == u64::from(dump.pid()), "{a}");
+            "mos-dump"
+        };
+        ensure!(a["name"] == expect && a["user"] == "root", "{a}");
+        ensure!(
+            a["events"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|x| x == "CONN_END")),
+            "{a}"
+        );
+    }
+    ensure!(
+        num(&json["drops"], "events")? == 0 && num(&json["drops"], "stalled_analyzers")? == 0,
+        "{json}"
+    );
+
+    // Metrics: well formed, with a series per analyzer.
+    let metrics = ctl_ok(&control, &["metrics"])?;
+    let sampled = check_exposition(&metrics)?;
+    for name in [
+        "mos_frames_total",
+        "mos_flows_live",
+        "mos_sensor_uptime_seconds",
+        "mos_analyzer_events_delivered_total",
+        "mos_analyzer_lag_events",
+    ] {
+        ensure!(sampled.contains(name), "no {name} in:\n{metrics}");
+    }
+    for a in analyzers {
+        let series = format!(
+            "mos_analyzer_events_delivered_total{{id=\"{}\",name=\"{}\",user=\"root\"}} ",
+            num(a, "id")?,
+            a["name"].as_str().unwrap_or_default()
+        );
+        ensure!(
+            metrics.lines().any(|l| l.starts_with(&series)),
+            "no {series:?} in:\n{metrics}"
+        );
+    }
+
+    // The HTTP endpoint serves the same metrics.
+    let (status, headers, body) = http_get(&addr, "/metrics")?;
+    ensure!(status == "HTTP/1.1 200 OK", "{status}");
+    ensure!(
+        headers.contains("Content-Type: text/plain; version=0.0.4"),
+        "{headers}"
+    );
+    check_exposition(&body)?;
+    ensure!(
+        help_names(&body) == help_names(&metrics),
+        "{body}\n---\n{metrics}"
+    );
+    let (status, _, _) = http_get(&addr, "/")?;
+    ensure!(status.starts_with("HTTP/1.1 404"), "{status}");
+
+    ensure!(
+        sensor.poll()?.is_none(),
+        "the replay ended before the checks: slow it down"
+    );
+    for p in [&mut sensor, &mut stat, &mut dump] {
+        p.expect_code(0, TIMEOUT)?;
+    }
+    let err = sensor.stderr();
+    ensure!(!err.contains("analyzer 3 attached"), "{err}");
+    // Gone with the sensor: a clear error, exit status 1.
+    let out = ctl(&control, &["status"])?;
+    ensure!(out.status.code() == Some(1), "{out:?}");
+    let msg = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        msg.contains(&format!(
+            "no sensor listening at {}: is mos-sensor running?",
+            control.display()
+        )),
+        "{msg}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_single_worker_replay_shows_live_counters() -> Result<()> {
+    let work = ScratchDir::new("ctl-one")?;
+    let w = work.path();
+    let control = w.join("c.sock");
+    let mut sensor = start_sensor(w, &paced_capture()?, &control, &["--speed", "10"])?;
+    let mut frames = 0;
+    wait_for("frames in the status", TIMEOUT, || {
+        ensure!(
+            sensor.poll()?.is_none(),
+            "the sensor ended before being watched"
+        );
+        let json: Value = serde_json::from_str(&ctl_ok(&control, &["status", "--json"])?)?;
+        frames = num(&json, "frames")?;
+        Ok(frames > 0)
+    })?;
+    ensure!(
+        sensor.poll()?.is_none(),
+        "the counters appeared only at the end"
+    );
+    sensor.expect_code(0, TIMEOUT)?;
+    let err = sensor.stderr();
+    let total: u64 = err
+        .lines()
+        .find(|l| l.starts_with("mos-sensor: ") && l.contains(" frames (") && l.contains(" TCP, "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no frame count in the sensor's summary:\n{err}"))?;
+    ensure!(frames < total, "{frames} of {total} frames while running");
+    Ok(())
+}
+
+#[test]
+fn a_user_the_sensor_does_not_allow_gets_a_permission_error() -> Result<()> {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test runs mos-ctl as uid 65534 and must run as root"
+    );
+    let work = ScratchDir::new("ctl-users")?;
+    let w = work.path();
+    open_to_other_users(w)?;
+    let exe = copy_for_other_users(&bin("mos-ctl")?, w)?;
+    let control = w.join("c.sock");
+    let mut sensor = start_sensor(w, &paced_capture()?, &control, &["--wait-analyzers", "1"])?;
+    let as_nobody = |groups: &[&str]| -> Result<Output> {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid", "65534", "--regid", "65534"]);
+        if groups.is_empty() {
+            c.arg("--clear-groups");
+        } else {
+            c.arg("--groups").arg(groups.join(","));
+        }
+        c.arg(&exe).arg("--control").arg(&control).arg("status");
+        c.output().context("running setpriv")
+    };
+    // The socket (mode 0660, group root) keeps uid 65534 out: the error names the group.
+    let out = as_nobody(&[])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.code() == Some(1), "{out:?}");
+    ensure!(
+        err.contains("permission denied") && err.contains("group \"root\" (gid 0)"),
+        "{err}"
+    );
+    ensure!(err.trim_end().lines().count() == 1, "{err}");
+    // Through the socket's group it connects, and the sensor refuses it (the same check as
+    // an analyzer's attach).
+    let out = as_nobody(&["0"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.code() == Some(1), "{out:?}");
+    ensure!(
+        err.contains("permission denied")
+            && err.contains("does not answer uid 65534")
+            && err.contains("--allow-user and --allow-group"),
+        "{err}"
+    );
+    ensure!(out.stdout.is_empty(), "{out:?}");
+    // The sensor is still waiting for its analyzer: let one attach so that it finishes.
+    ensure!(sensor.poll()?.is_none(), "{}", tail(&sensor.stderr()));
+    let mut probe = analyzer(w, "mos-test-analyzer", &[&"--control", &control, &"probe"])?;
+    probe.expect_code(0, TIMEOUT)?;
+    sensor.expect_code(0, TIMEOUT)?;
+    Ok(())
+}
+
+#[test]
+fn a_metrics_address_in_use_fails_the_start_clearly() -> Result<()> {
+    let work = ScratchDir::new("ctl-bind")?;
+    let w = work.path();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = taken.local_addr()?.to_string();
+    let control = w.join("c.sock");
+    let mut c = cmd(
+        &sensor_bin()?,
+        &[
+            &"--pcap",
+            &paced_capture()?,
+            &"--control",
+            &control,
+            &"--metrics-listen",
+            &addr,
+        ],
+    );
+    c.arg("--quiet");
+    let mut sensor = Proc::spawn("sensor", c, w)?;
+    sensor.expect_code(1, TIMEOUT)?;
+    let err = sensor.stderr();
+    ensure!(
+        err.contains(&format!("cannot listen for metrics at \"{addr}\"")),
+        "{err}"
+    );
+    ensure!(!control.exists(), "the control socket was left behind");
+    // Without a sensor: the same clear error as after one ends.
+    let out = ctl(&control, &["metrics"])?;
+    ensure!(out.status.code() == Some(1), "{out:?}");
+    ensure!(
+        String::from_utf8_lossy(&out.stderr).contains("is mos-sensor running?"),
+        "{out:?}"
+    );
+    Ok(())
+}
