@@ -184,6 +184,9 @@ pub struct Tracker {
     /// Lossless mode: closed connections whose rings go back to the pool once `passed`
     /// reaches the call that closed them.
     held_rings: VecDeque<(FlowHandle, u64)>,
+    /// Lossless mode: per ring, the latest call that stored bytes in it after its connection
+    /// closed (a held ring still takes late segments; it may go only once those are passed).
+    ring_written: Vec<u64>,
 }
 
 /// The packet-level facts every event of one segment shares.
@@ -239,6 +242,7 @@ impl Tracker {
             passed: u64::MAX,
             held: VecDeque::new(),
             held_rings: VecDeque::new(),
+            ring_written: Vec::new(),
         })
     }
 
@@ -276,6 +280,7 @@ impl Tracker {
             let n = self.table.capacity();
             self.held.reserve(n);
             self.held_rings.reserve(n);
+            self.ring_written = vec![0; self.pool.capacity()];
         }
     }
 
@@ -291,10 +296,16 @@ impl Tracker {
             } else {
                 0
             };
+        let ring_marks = if lossless {
+            cfg.max_rings.saturating_mul(size_of::<u64>())
+        } else {
+            0
+        };
         TrackerMemory {
             flows: FlowTable::<Conn>::memory_bound(slots, cfg.max_flows)
                 .saturating_add(slots.saturating_mul(queues)),
-            rings: RingPool::memory_bound(cfg.ring_size, cfg.max_rings, private_rings),
+            rings: RingPool::memory_bound(cfg.ring_size, cfg.max_rings, private_rings)
+                .saturating_add(ring_marks),
             // TIMEOUT and CONN_END on both sides for each connection one call ends, plus a
             // segment's own; the vector doubles as it fills.
             events: 2 * 4 * (MAX_ENDS_PER_CALL + 16) * size_of::<Event>(),
@@ -662,7 +673,23 @@ impl Tracker {
                 break;
             }
             self.held_rings.pop_front();
-            release.push(h);
+            // Segments that came after the close may have stored bytes in these rings that
+            // an analyzer has not reached yet: then they wait for those calls instead.
+            let written = self
+                .table
+                .get(h.slot)
+                .filter(|_| self.table.generation(h.slot) == h.generation)
+                .into_iter()
+                .flat_map(|c| c.stacks.iter())
+                .filter_map(|st| st.recv.ring_index())
+                .map(|r| self.ring_written[r as usize])
+                .max()
+                .unwrap_or(0);
+            if written > self.passed {
+                self.held_rings.push_back((h, written));
+            } else {
+                release.push(h);
+            }
         }
         for h in release.drain(..) {
             let generation = self.table.generation(h.slot);
@@ -1004,6 +1031,7 @@ impl Tracker {
             // compared, so it raises no `REXMIT` and no conflict.
             self.stats.keepalives += 1;
         } else if seg.payload_len > 0 {
+            let mark_ring = self.lossless && conn.closed.is_some();
             let recv = &mut conn.stack_mut(rcv).recv;
             if recv.is_anchored() {
                 seg_offset = recv.seq_to_offset(data_seq).unwrap_or(0);
@@ -1014,6 +1042,11 @@ impl Tracker {
                     seg.payload_len,
                     self.cfg.overlap,
                 );
+                if mark_ring {
+                    if let Some(r) = recv.ring_index() {
+                        self.ring_written[r as usize] = self.pseq;
+                    }
+                }
             }
         }
         outcome.rexmit |= control_rexmit;

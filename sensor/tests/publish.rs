@@ -8,7 +8,7 @@ use mos_sensor::capture::{LinkType, RawPacket};
 use mos_sensor::control::{self, Allowed, ControlConfig, ControlServer};
 use mos_sensor::event::{EndReason, Event, EventKind, FlowHandle};
 use mos_sensor::flow::Endpoint;
-use mos_sensor::parse::flags::{ACK, FIN, PSH, SYN};
+use mos_sensor::parse::flags::{ACK, FIN, PSH, RST, SYN};
 use mos_sensor::parse::{ChecksumStatus, TcpSegment, Tunnel, TunnelId};
 use mos_sensor::publish::region::WorkerParts;
 use mos_sensor::publish::{
@@ -685,6 +685,51 @@ fn lossless_close_holds_rings_and_slot_until_analyzers_pass() {
     let d = s.rd.flow(h.slot);
     assert_eq!(d.flags & flow_flags::LIVE, 0);
     assert_ne!(d.generation, h.generation);
+}
+
+/// Bytes that arrive after a reset, while an analyzer is still behind the reset's events, go
+/// into the ring the reset left held; the ring must outlive them until the analyzers pass the
+/// call that wrote them (seen in suricata-verify security-4710-02 when an analyzer lagged).
+#[test]
+fn lossless_bytes_after_a_reset_are_held_until_analyzers_pass_them() {
+    let mut s = PubSim::small();
+    s.tr.set_lossless(true);
+    s.tr.set_passed(0);
+    let cv = Conv::v4(40013, 80);
+    let h = cv.handshake(&mut s);
+    cv.s2c(&mut s, ACK, SISN + 1, CISN + 1, &pattern(100, 2));
+    cv.c2s(&mut s, RST | ACK, CISN + 1, SISN + 101, b"");
+    let p_rst = s.tr.pseq();
+    assert_ne!(s.rd.flow(h.slot).flags & flow_flags::CLOSED, 0);
+    let late = pattern(54, 3);
+    cv.c2s(&mut s, PSH | ACK, CISN + 1, SISN + 101, &late);
+    let p_late = s.tr.pseq();
+    assert!(p_late > p_rst);
+    let d = s.check(h);
+    assert_eq!(d.sides[1].tail, 54);
+    assert_eq!(s.rd.ring_bytes(d.sides[1].ring, 0, 54), late);
+
+    // The analyzers pass the reset but not the late bytes: both rings stay readable.
+    s.tr.set_passed(p_rst);
+    s.tick(MS);
+    let d = s.check(h);
+    assert_ne!(
+        d.sides[1].ring, NO_RING,
+        "late bytes freed before they were read"
+    );
+    assert_eq!(d.sides[1].head, 0);
+    assert_eq!(s.rd.ring_bytes(d.sides[1].ring, 0, 54), late);
+    s.tr.set_passed(p_late - 1);
+    s.tick(MS);
+    assert_ne!(s.check(h).sides[1].ring, NO_RING);
+
+    // Once they pass the late bytes, the rings go.
+    s.tr.set_passed(p_late);
+    s.tick(MS);
+    assert_eq!(s.tr.pool().in_use(), 0);
+    let d = s.check(h);
+    assert_eq!((d.sides[0].ring, d.sides[1].ring), (NO_RING, NO_RING));
+    assert_eq!(s.tr.must_wait(), None);
 }
 
 #[test]
