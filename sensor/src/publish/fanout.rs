@@ -80,8 +80,10 @@ struct Member {
     sub: Subscription,
     ready: bool,
     prod: ProducerState,
-    /// Consumer index when it last moved, and when.
-    progress: (u64, Instant),
+    /// Consumer index as last seen, and since when a wait has seen it standing still (`None`:
+    /// it moved since the last wait looked). The clock is read only while waiting, never per
+    /// packet.
+    progress: (u64, Option<Instant>),
 }
 
 impl std::fmt::Debug for Member {
@@ -129,13 +131,21 @@ impl Member {
         self.prod = p.state();
         // An analyzer that moved, or has nothing left to do, is not stalling.
         if c != self.progress.0 || drained {
-            self.progress = (c, Instant::now());
+            self.progress = (c, None);
         }
         result
     }
 
-    fn stalled(&self, timeout: Duration) -> bool {
-        self.progress.1.elapsed() >= timeout
+    /// Whether the consumer index has stood still for `timeout`, counted from the first wait
+    /// that saw it standing.
+    fn stalled(&mut self, timeout: Duration) -> bool {
+        match self.progress.1 {
+            Some(since) => since.elapsed() >= timeout,
+            None => {
+                self.progress.1 = Some(Instant::now());
+                false
+            }
+        }
     }
 }
 
@@ -279,13 +289,12 @@ impl Fanout {
         loop {
             match self.rx.try_recv() {
                 Ok(ToWorker::Attach(a)) => {
-                    let now = Instant::now();
                     let mut m = Member {
                         a: *a,
                         sub: Subscription::default(),
                         ready: false,
                         prod: ProducerState::default(),
-                        progress: (0, now),
+                        progress: (0, None),
                     };
                     if let Some((hdr, slots, page)) = views(&m.a.regions, self.worker) {
                         if let Some(p) = Producer::new(hdr, slots, &page.consumer[self.worker]) {
@@ -303,7 +312,7 @@ impl Fanout {
                 Ok(ToWorker::Ready(id)) => {
                     if let Some(m) = self.members.iter_mut().find(|m| m.a.id == id) {
                         m.ready = true;
-                        m.progress.1 = Instant::now();
+                        m.progress.1 = None;
                     }
                 }
                 Ok(ToWorker::Detach(id)) => {
@@ -468,7 +477,7 @@ impl Fanout {
                 let idle = c == p.published() - u64::from(ok);
                 m.prod = p.state();
                 if c != m.progress.0 || idle {
-                    m.progress = (c, Instant::now());
+                    m.progress = (c, None);
                 }
                 if ok || !lossless {
                     pushed += u64::from(ok);
@@ -631,7 +640,9 @@ impl EventSink for PublishSink {
         tracker.set_events(EventMask(self.base_events.0 | self.fanout.wanted));
         if self.fanout.opts.lossless && !self.fanout.members.is_empty() {
             let mut passed = self.fanout.passed();
-            if let Some(seg) = seg {
+            // Analyzers past every call so far are past whatever this segment could discard:
+            // the lookup is needed only when one is behind.
+            if let Some(seg) = seg.filter(|_| passed < tracker.pseq()) {
                 let need = tracker.discard_needs(seg);
                 if need > passed {
                     passed = self.fanout.wait_passed(need);
