@@ -21,7 +21,6 @@ use shm_layout::layout::{
 };
 use shm_layout::pktlog::read_packet;
 use shm_layout::{Side, TcpState, MOS_SIDE_BOTH};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 /// Attempts at a consistent copy of a flow slot in one go (spinning, then yielding).
@@ -108,7 +107,7 @@ pub struct Counters {
 /// One open socket's read pointers: per flow, per side, the next stream offset to peek.
 #[derive(Debug, Default)]
 pub(crate) struct PeekState {
-    pub ptrs: HashMap<FlowId, [Option<u64>; 2]>,
+    pub ptrs: crate::flow::FlowMap<[Option<u64>; 2]>,
 }
 
 /// Access to the published state, handed to callbacks (and available between runs through

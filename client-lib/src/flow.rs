@@ -20,6 +20,60 @@ pub struct FlowId {
     pub generation: u32,
 }
 
+/// Hashes [`FlowId`]s for the per-socket read-pointer maps, which every `peek` looks up.
+/// Std's SipHash guards against keys an attacker picks; flow handles are slot numbers the
+/// sensor hands out, so a multiply-and-rotate mix (FxHash's) is enough and several times
+/// cheaper.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FlowIdHash;
+
+impl std::hash::BuildHasher for FlowIdHash {
+    type Hasher = FlowIdHasher;
+    #[inline]
+    fn build_hasher(&self) -> FlowIdHasher {
+        FlowIdHasher(0)
+    }
+}
+
+/// The hasher [`FlowIdHash`] builds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FlowIdHasher(u64);
+
+impl FlowIdHasher {
+    #[inline]
+    fn mix(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl std::hash::Hasher for FlowIdHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.mix(u64::from(*b));
+        }
+    }
+    #[inline]
+    fn write_u16(&mut self, x: u16) {
+        self.mix(u64::from(x));
+    }
+    #[inline]
+    fn write_u32(&mut self, x: u32) {
+        self.mix(u64::from(x));
+    }
+    #[inline]
+    fn write_u64(&mut self, x: u64) {
+        self.mix(x);
+    }
+}
+
+/// A map keyed by flow handle.
+pub(crate) type FlowMap<V> = std::collections::HashMap<FlowId, V, FlowIdHash>;
+
 impl fmt::Display for FlowId {
     /// `worker/slot/generation`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

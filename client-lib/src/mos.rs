@@ -27,6 +27,10 @@ const BATCH: u32 = 256;
 /// Idle passes spent spinning, then yielding, before sleeping.
 const SPIN_PASSES: u32 = 64;
 const YIELD_PASSES: u32 = 128;
+/// While spinning, the control socket is read every this many idle passes.
+const CONTROL_EVERY: u32 = 16;
+/// Busy passes between two heartbeat stamps.
+const HEARTBEAT_PASSES: u32 = 64;
 /// The longest sleep between two looks at the rings.
 const MAX_SLEEP: Duration = Duration::from_millis(2);
 /// How often, at most, an idle loop drops the read pointers of flows that are gone.
@@ -525,8 +529,14 @@ impl Mos {
         let mut sleep = Duration::from_micros(20);
         let mut last_sweep = Instant::now();
         let mut stop_now = false;
+        // Passes since the heartbeat was last stamped: the clock is read once per
+        // `HEARTBEAT_PASSES` busy passes and before every pause, not on every pass.
+        let mut unstamped = 0u32;
         loop {
-            page.heartbeat_ns.store(monotonic_ns(), Ordering::Relaxed);
+            if unstamped == 0 {
+                page.heartbeat_ns.store(monotonic_ns(), Ordering::Relaxed);
+            }
+            unstamped = (unstamped + 1) % HEARTBEAT_PASSES;
             if stop.swap(false, Ordering::Relaxed) || stop_now {
                 return Ok(RunEnd::Stopped);
             }
@@ -555,11 +565,13 @@ impl Mos {
                         }
                         None => counters.events_malformed += 1,
                     }
-                    cons.advance();
+                    cons.advance_deferred();
                     if stop_now {
                         break;
                     }
                 }
+                // One store per batch tells the sensor how far this analyzer got.
+                cons.commit();
                 did += n;
                 if stop_now {
                     break;
@@ -570,9 +582,12 @@ impl Mos {
                 sleep = Duration::from_micros(20);
                 continue;
             }
-            // Nothing was waiting: is the run over, or did the sensor go away?
+            // Nothing was waiting: is the run over, or did the sensor go away? The control
+            // socket costs a system call, so a short idle spell looks at it only now and then
+            // (the header's state and each ring's detach word are read on every pass).
             counters.events_dropped = consumers.iter().map(Consumer::dropped).sum();
-            if !*hung_up {
+            idle = idle.saturating_add(1);
+            if !*hung_up && (idle >= SPIN_PASSES || idle.is_multiple_of(CONTROL_EVERY)) {
                 loop {
                     match control.try_recv()? {
                         Polled::Empty => break,
@@ -613,12 +628,14 @@ impl Mos {
                 sweep(regions, sockets);
                 last_sweep = Instant::now();
             }
-            idle = idle.saturating_add(1);
             if idle < SPIN_PASSES {
                 std::hint::spin_loop();
             } else if idle < YIELD_PASSES {
+                unstamped = 0;
                 std::thread::yield_now();
             } else {
+                unstamped = 0;
+                page.heartbeat_ns.store(monotonic_ns(), Ordering::Relaxed);
                 page.waiting.store(1, Ordering::Relaxed);
                 std::thread::sleep(sleep);
                 page.waiting.store(0, Ordering::Relaxed);

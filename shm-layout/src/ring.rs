@@ -227,6 +227,26 @@ impl<'a> Consumer<'a> {
         self.cons.index.store(self.next, Ordering::Release);
     }
 
+    /// [`Consumer::advance`] without telling the producer yet: the record counts as consumed
+    /// here, but the producer may reuse its slot (and the sensor what it refers to) only after
+    /// [`Consumer::commit`]. A batch of records then costs one store to the shared index
+    /// instead of one per record.
+    #[inline]
+    pub fn advance_deferred(&mut self) {
+        if self.next < self.hdr.producer.load(Ordering::Acquire) {
+            self.next += 1;
+        }
+    }
+
+    /// Tells the producer about every record consumed so far (one release store, skipped when
+    /// the index already says so).
+    #[inline]
+    pub fn commit(&mut self) {
+        if own_load(&self.cons.index) != self.next {
+            self.cons.index.store(self.next, Ordering::Release);
+        }
+    }
+
     /// Records consumed so far.
     #[inline]
     pub fn consumed(&self) -> u64 {

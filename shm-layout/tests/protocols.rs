@@ -181,6 +181,34 @@ fn consumer_pending_peek_advance() {
 }
 
 #[test]
+fn deferred_advances_reach_the_producer_at_commit() {
+    let r = ring(2);
+    let mut p = Producer::new(&r.hdr, &r.slots, &r.cons).unwrap();
+    let mut c = Consumer::new(&r.hdr, &r.slots, &r.cons).unwrap();
+    c.advance_deferred();
+    assert_eq!(c.consumed(), 0, "nothing published: nothing to consume");
+    assert!(p.try_push(&rec(1)) && p.try_push(&rec(2)));
+    assert!(!p.try_push(&rec(3)), "full");
+    assert_eq!(idx(&c.peek().unwrap()), 1);
+    c.advance_deferred();
+    assert_eq!(idx(&c.peek().unwrap()), 2);
+    c.advance_deferred();
+    c.advance_deferred();
+    assert_eq!((c.consumed(), c.pending()), (2, 0));
+    // Not committed: the producer still sees both records unconsumed.
+    assert_eq!(r.cons.index.load(Ordering::Relaxed), 0);
+    assert!(
+        !p.try_push(&rec(3)),
+        "the slots are not free before the commit"
+    );
+    c.commit();
+    assert_eq!(r.cons.index.load(Ordering::Relaxed), 2);
+    assert!(p.try_push(&rec(3)));
+    c.commit();
+    assert_eq!(r.cons.index.load(Ordering::Relaxed), 2);
+}
+
+#[test]
 fn consumer_clamps_the_index_it_starts_from() {
     let r = ring(4);
     r.hdr.producer.store(10, Ordering::Relaxed);
