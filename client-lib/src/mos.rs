@@ -624,7 +624,9 @@ impl Mos {
             if *hung_up {
                 return Err(gone());
             }
-            if last_sweep.elapsed() >= SWEEP_EVERY {
+            if (idle >= SPIN_PASSES || idle.is_multiple_of(CONTROL_EVERY))
+                && last_sweep.elapsed() >= SWEEP_EVERY
+            {
                 sweep(regions, sockets);
                 last_sweep = Instant::now();
             }

@@ -34,6 +34,56 @@ pub fn read_flow(slot: &FlowSlot, max_tries: u32) -> Option<FlowSnapshot> {
     None
 }
 
+/// The few words of a slot that decide whether a reader has anything new on one side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SideTail {
+    /// The slot's generation.
+    pub generation: u32,
+    /// [`flow_flags`].
+    pub flags: u32,
+    /// One past the side's last in-order byte.
+    pub tail: u64,
+}
+
+/// The word of [`FlowData`] holding `generation` and `flags`.
+const GEN_FLAGS_WORD: usize = core::mem::offset_of!(FlowData, generation) / 8;
+/// The word of side 0's `tail`; side 1's is [`SIDE_WORDS`] further.
+const TAIL_WORD: usize = (core::mem::offset_of!(FlowData, sides)
+    + core::mem::offset_of!(crate::layout::SideData, tail))
+    / 8;
+const SIDE_WORDS: usize = core::mem::size_of::<crate::layout::SideData>() / 8;
+const _: () = {
+    assert!(core::mem::offset_of!(FlowData, generation) == 0);
+    assert!(core::mem::offset_of!(FlowData, flags) == 4);
+    assert!(core::mem::offset_of!(FlowData, sides).is_multiple_of(8));
+    assert!(core::mem::size_of::<crate::layout::SideData>().is_multiple_of(8));
+};
+
+/// Reads side `side`'s tail with the slot's generation and flags, two words under the seqlock
+/// instead of the whole slot: what a reader needs to learn that nothing new arrived. `None`
+/// only if a writer kept the slot busy for `max_tries` attempts.
+pub fn read_side_tail(slot: &FlowSlot, side: usize, max_tries: u32) -> Option<SideTail> {
+    let tail_word = TAIL_WORD + (side & 1) * SIDE_WORDS;
+    for i in 0..max_tries {
+        if let Some(tok) = slot.stamp.begin_read() {
+            let gf = slot.words[GEN_FLAGS_WORD].load(crate::sync::Ordering::Relaxed);
+            let tail = slot.words[tail_word].load(crate::sync::Ordering::Relaxed);
+            if slot.stamp.validate(tok) {
+                // The words hold the struct's bytes in native order: generation is bytes
+                // 0..4, flags 4..8.
+                let b = gf.to_ne_bytes();
+                return Some(SideTail {
+                    generation: u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+                    flags: u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+                    tail,
+                });
+            }
+        }
+        backoff(i);
+    }
+    None
+}
+
 /// Copies a slot's data and the metadata of the ring held by side `side` (`None` for the
 /// metadata when the side holds no ring or its index is out of range).
 pub fn read_flow_with_meta(
@@ -186,5 +236,34 @@ mod tests {
         assert!(read_flow(&slot, 3).is_none());
         slot.stamp.end_write();
         assert!(read_flow(&slot, 3).is_some());
+    }
+
+    #[test]
+    fn side_tail_reads_the_same_fields_as_the_whole_slot() {
+        let slot = FlowSlot {
+            stamp: crate::seqlock::Stamp::new(),
+            words: core::array::from_fn::<_, FLOW_WORDS, _>(|_| AtomicU64::new(0)),
+        };
+        let mut d = FlowData {
+            generation: 0xdead_beef,
+            flags: flow_flags::LIVE | flow_flags::CLOSED,
+            ..Default::default()
+        };
+        d.sides[0].tail = 0x1234_5678_9abc;
+        d.sides[1].tail = 77;
+        d.sides[0].head = 1;
+        d.sides[1].lost = 2;
+        slot.stamp.begin_write();
+        d.store(&slot.words);
+        assert!(read_side_tail(&slot, 0, 3).is_none(), "read under a write");
+        slot.stamp.end_write();
+        for side in 0..2 {
+            let t = read_side_tail(&slot, side, 3).unwrap();
+            assert_eq!(
+                (t.generation, t.flags, t.tail),
+                (d.generation, d.flags, d.sides[side].tail),
+                "side {side}"
+            );
+        }
     }
 }
