@@ -302,7 +302,7 @@ impl Ctx<'_> {
             }
         }
         for _ in 0..COPY_TRIES {
-            let (d, meta) = load_flow(regions, flow, Some(side))?;
+            let (d, meta, stamp) = load_flow_stamped(regions, flow, Some(side))?;
             let sd = d.sides[side.index()];
             let ptrs = socket_state(self.sockets, sock)?
                 .ptrs
@@ -327,8 +327,14 @@ impl Ctx<'_> {
                 Chunk::Data { len } => {
                     regions.copy_ring(usize::from(flow.worker), sd.ring, at, &mut buf[..len])?;
                     after_copy();
-                    let (d2, meta2) = load_flow(regions, flow, Some(side))?;
-                    if intact(&sd, &d2.sides[side.index()], meta2.as_ref(), at, true) {
+                    // No write to the slot since it was read: the sensor has neither moved the
+                    // head nor given the ring away, so the copy stands (one load). Otherwise
+                    // the slot is read again to tell whether the write touched the copy.
+                    let unchanged = flow_slot(regions, flow)?.stamp.unchanged_since(stamp);
+                    if unchanged || {
+                        let (d2, meta2) = load_flow(regions, flow, Some(side))?;
+                        intact(&sd, &d2.sides[side.index()], meta2.as_ref(), at, true)
+                    } {
                         let ptrs = socket_state(self.sockets, sock)?
                             .ptrs
                             .entry(flow)

@@ -79,6 +79,16 @@ impl Stamp {
         self.0.load(Ordering::Relaxed) == token.0
     }
 
+    /// Whether no write section opened since a validated read at `stamp` (a
+    /// [`ReadToken::stamp`]): what was read after that read, e.g. bytes a slot refers to, is
+    /// as consistent with it as the slot's own words were. The same check as
+    /// [`Stamp::validate`], for a reader that kept only the stamp.
+    #[inline]
+    pub fn unchanged_since(&self, stamp: u64) -> bool {
+        fence(Ordering::Acquire);
+        self.0.load(Ordering::Relaxed) == stamp
+    }
+
     /// The raw stamp value (for diagnostics and tests).
     #[inline]
     pub fn raw(&self) -> u64 {
