@@ -246,6 +246,17 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         section: "input",
+        name: "block_timeout_ms",
+        ty: Type::Int { min: 1, max: 1000 },
+        flag: Flag::Value("--block-timeout-ms"),
+        default: Default::Value("1"),
+        shipped: None,
+        scope: Scope::Live,
+        summary: "With iface: milliseconds the kernel holds a ring block that is not full (bounds latency on a quiet link).",
+        meaning: "How long the kernel holds a block of the AF_PACKET ring that is not full before handing it to the sensor, in milliseconds. It bounds how late a frame on a quiet link reaches the analyzers (about half of it on average); on a busy link blocks fill sooner. Lower values wake the sensor more often on a quiet link. Applies only when the input is `iface`.",
+    },
+    Key {
+        section: "input",
         name: "port",
         ty: Type::Int { min: 0, max: 65535 },
         flag: Flag::Value("--port"),

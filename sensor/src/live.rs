@@ -381,12 +381,18 @@ pub fn iface_link_type(iface: &str) -> Result<LinkType> {
     }
 }
 
-/// Opens one AF_PACKET ring per worker on `iface` (a fanout group when there are several).
-pub fn open_afpacket(iface: &str, workers: usize) -> Result<Vec<mos_afpacket::Ring>> {
+/// Opens one AF_PACKET ring per worker on `iface` (a fanout group when there are several),
+/// whose blocks the kernel hands over when full or `block_timeout_ms` after their first frame.
+pub fn open_afpacket(
+    iface: &str,
+    workers: usize,
+    block_timeout_ms: u32,
+) -> Result<Vec<mos_afpacket::Ring>> {
     let group = (std::process::id() & 0xffff) as u16;
     (0..workers)
         .map(|_| {
             let opts = mos_afpacket::RingOptions {
+                block_timeout_ms,
                 fanout: (workers > 1).then(|| mos_afpacket::Fanout::hash(group)),
                 ..mos_afpacket::RingOptions::default()
             };

@@ -133,6 +133,13 @@ struct Args {
     #[arg(long, value_name = "IFACE")]
     iface: Option<String>,
 
+    /// With --iface: how long the kernel holds a block of the AF_PACKET ring that is not full
+    /// before handing it to the sensor, in milliseconds (1-1000). It bounds how late a frame
+    /// on a quiet link reaches the analyzers; on a busy link blocks fill sooner.
+    #[arg(long, value_name = "MS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    block_timeout_ms: u32,
+
     /// End a live capture (--dpdk or --iface) as if its input ended once no frame has arrived
     /// for this many seconds: every open connection ends, analyzers drain and are told the
     /// sensor is done. Without it, a live capture runs until SIGINT or SIGTERM.
@@ -472,6 +479,10 @@ impl Args {
             ("input.pcap", format!("{:?}", self.pcap)),
             ("input.dpdk", format!("{:?}", self.dpdk)),
             ("input.iface", format!("{:?}", self.iface)),
+            (
+                "input.block_timeout_ms",
+                format!("{:?}", self.block_timeout_ms),
+            ),
             ("input.port", format!("{:?}", self.port)),
             (
                 "input.queues_hold_flows",
@@ -1292,7 +1303,7 @@ fn open_input(args: &Args) -> Result<Input> {
     }
     if let Some(iface) = &args.iface {
         let link = iface_link_type(iface)?;
-        let rings = open_afpacket(iface, args.workers)?;
+        let rings = open_afpacket(iface, args.workers, args.block_timeout_ms)?;
         return Ok(Input::Iface {
             rings,
             link,

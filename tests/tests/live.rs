@@ -857,3 +857,47 @@ fn an_analyzer_attaching_to_a_quiet_link_sees_the_next_connection() -> Result<()
     drop(net);
     Ok(())
 }
+
+/// `latency-bench` (the event-latency benchmark, docs/BENCHMARKS.md) works end to end on lo:
+/// with `--block-timeout-ms`, the analyzer's callback and the plain packet socket each see
+/// every connection it opened. Only counts are checked here; the times are the benchmark's.
+#[test]
+fn latency_bench_sees_every_connection_on_lo() -> Result<()> {
+    let _one_at_a_time = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    assert_root()?;
+    let work = ScratchDir::new("live-latency")?;
+    let mut p = Proc::spawn(
+        "latency-bench",
+        cmd(
+            &bin("latency-bench")?,
+            &[
+                &"--conns",
+                &"40",
+                &"--gap-us",
+                &"2000",
+                &"--sensor-arg=--block-timeout-ms=2",
+            ],
+        ),
+        work.path(),
+    )?;
+    let st = p.wait(TIMEOUT)?;
+    let out = p.stdout();
+    ensure!(
+        st.success(),
+        "latency-bench exited with {st}; stderr:\n{}",
+        tail(&p.stderr())
+    );
+    let json = out
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .with_context(|| format!("no JSON line in:\n{out}"))?;
+    let v: serde_json::Value = serde_json::from_str(json)?;
+    for k in ["conns", "event_seen", "raw_seen"] {
+        ensure!(v[k] == 40, "{k} is {} in {json}", v[k]);
+    }
+    ensure!(
+        v["sensor_args"][0] == "--block-timeout-ms=2",
+        "the sensor argument was not passed: {json}"
+    );
+    Ok(())
+}
