@@ -688,6 +688,8 @@ fn allowed_of(args: &Args) -> Result<Allowed> {
 }
 
 fn main() -> ExitCode {
+    // The status report's uptime counts from here.
+    service::process_started();
     let argv: Vec<OsString> = std::env::args_os().collect();
     let effective = match effective_args(&argv) {
         Ok(e) => e,

@@ -137,6 +137,14 @@ fn send_notification(path: &std::ffi::OsStr, state: &str) -> std::io::Result<()>
     Ok(())
 }
 
+/// When this process started, as first asked (`main` asks first thing): the start the status
+/// report's uptime counts from.
+pub fn process_started() -> (std::time::Instant, std::time::SystemTime) {
+    static STARTED: std::sync::OnceLock<(std::time::Instant, std::time::SystemTime)> =
+        std::sync::OnceLock::new();
+    *STARTED.get_or_init(|| (std::time::Instant::now(), std::time::SystemTime::now()))
+}
+
 /// `CLOCK_MONOTONIC` in ns (the clock analyzers write their heartbeat with).
 pub fn monotonic_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);

@@ -51,11 +51,12 @@ impl Reporter {
             frames: 0,
             bytes: 0,
         };
+        let (started_at, started) = crate::service::process_started();
         Reporter {
             header,
             nworkers: nworkers.min(header.workers.len()),
-            started: SystemTime::now(),
-            started_at: s.at,
+            started,
+            started_at,
             prev: s,
             last: s,
         }
