@@ -1,7 +1,7 @@
 //! Events as callbacks see them: a typed copy of the sensor's [`EventRecord`].
 
 use crate::flow::FlowId;
-use shm_layout::layout::{event_kind, EventRecord, NO_PKT, SIDE_NONE};
+use shm_layout::layout::{end_reason, error_kind, event_kind, EventRecord, NO_PKT, SIDE_NONE};
 use shm_layout::{EventMask, Hook, Side, TcpState};
 
 /// Why an `ERROR` event was raised (the sensor's codes in [`EventRecord::aux0`]).
@@ -25,11 +25,11 @@ impl ErrorKind {
     /// The kind of a code.
     pub fn from_code(code: u8) -> ErrorKind {
         match code {
-            1 => ErrorKind::Gap,
-            2 => ErrorKind::Overflow,
-            3 => ErrorKind::Conflict,
-            4 => ErrorKind::Dropped,
-            5 => ErrorKind::SnapTruncated,
+            error_kind::GAP => ErrorKind::Gap,
+            error_kind::OVERFLOW => ErrorKind::Overflow,
+            error_kind::CONFLICT => ErrorKind::Conflict,
+            error_kind::DROPPED => ErrorKind::Dropped,
+            error_kind::SNAP_TRUNCATED => ErrorKind::SnapTruncated,
             c => ErrorKind::Other(c),
         }
     }
@@ -59,12 +59,12 @@ impl EndReason {
     /// The reason of a code.
     pub fn from_code(code: u8) -> EndReason {
         match code {
-            1 => EndReason::Closed,
-            2 => EndReason::Reset,
-            3 => EndReason::Timeout,
-            4 => EndReason::Evicted,
-            5 => EndReason::Reused,
-            6 => EndReason::EndOfInput,
+            end_reason::CLOSED => EndReason::Closed,
+            end_reason::RESET => EndReason::Reset,
+            end_reason::TIMEOUT => EndReason::Timeout,
+            end_reason::EVICTED => EndReason::Evicted,
+            end_reason::REUSED => EndReason::Reused,
+            end_reason::END_OF_INPUT => EndReason::EndOfInput,
             c => EndReason::Other(c),
         }
     }

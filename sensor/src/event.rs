@@ -4,6 +4,7 @@
 //! an analyzer reads it the flow may have moved on, so everything needed to interpret it (flow
 //! handle, side, hook, time, the packet's TCP fields, the stream offsets then) travels with it.
 
+use shm_layout::layout::{end_reason, error_kind};
 use shm_layout::{EventMask, Hook, Side, TcpState};
 
 /// A flow's name that cannot be confused with a later flow reusing the same table slot: the
@@ -21,15 +22,15 @@ pub struct FlowHandle {
 #[repr(u8)]
 pub enum ErrorKind {
     /// The receiver acknowledged bytes the capture never held; the stream moved past them.
-    Gap = 1,
+    Gap = error_kind::GAP,
     /// The ring overflowed: bytes were overwritten or never stored for lack of room.
-    Overflow = 2,
+    Overflow = error_kind::OVERFLOW,
     /// A retransmission's bytes differ from the bytes already buffered (first copy kept).
-    Conflict = 3,
+    Conflict = error_kind::CONFLICT,
     /// Out-of-order bytes were dropped because the fragment list or the ring pool was full.
-    Dropped = 4,
+    Dropped = error_kind::DROPPED,
     /// The frame was cut by the capture's snap length; its missing payload is a gap.
-    SnapTruncated = 5,
+    SnapTruncated = error_kind::SNAP_TRUNCATED,
 }
 
 /// The kind of an event and the data only that kind carries.
@@ -92,17 +93,17 @@ impl EventKind {
 #[repr(u8)]
 pub enum EndReason {
     /// Both endpoints closed (FIN handshake done, or both reached CLOSED/TIME_WAIT).
-    Closed = 1,
+    Closed = end_reason::CLOSED,
     /// A reset.
-    Reset = 2,
+    Reset = end_reason::RESET,
     /// Idle past the timeout.
-    Timeout = 3,
+    Timeout = end_reason::TIMEOUT,
     /// Evicted to make room in a full flow table.
-    Evicted = 4,
+    Evicted = end_reason::EVICTED,
     /// A new SYN reused the tuple of a closed connection.
-    Reused = 5,
+    Reused = end_reason::REUSED,
     /// The input ended with the connection still open.
-    EndOfInput = 6,
+    EndOfInput = end_reason::END_OF_INPUT,
 }
 
 /// One event, with the snapshot an analyzer needs to interpret it later.

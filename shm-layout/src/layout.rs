@@ -580,6 +580,37 @@ pub struct EventRingHeader {
     pub _pad1: [u64; 5],
 }
 
+/// What went wrong, in an `ERROR` event's `aux0`.
+pub mod error_kind {
+    /// The receiver acknowledged bytes the capture never held; the stream moved past them.
+    pub const GAP: u8 = 1;
+    /// The ring overflowed: bytes were overwritten or never stored for lack of room.
+    pub const OVERFLOW: u8 = 2;
+    /// A retransmission's bytes differ from the bytes already buffered.
+    pub const CONFLICT: u8 = 3;
+    /// Out-of-order bytes were dropped because the fragment list or the ring pool was full.
+    pub const DROPPED: u8 = 4;
+    /// The frame was cut by the capture's snap length; its missing payload is a gap.
+    pub const SNAP_TRUNCATED: u8 = 5;
+}
+
+/// Why a connection ended, in a `CONN_END` event's `aux0` and a flow slot's `end_reason` (0
+/// while it is open).
+pub mod end_reason {
+    /// Both endpoints closed.
+    pub const CLOSED: u8 = 1;
+    /// A reset.
+    pub const RESET: u8 = 2;
+    /// Idle past the timeout.
+    pub const TIMEOUT: u8 = 3;
+    /// Evicted to make room in a full flow table.
+    pub const EVICTED: u8 = 4;
+    /// A new SYN reused the tuple of a closed connection.
+    pub const REUSED: u8 = 5;
+    /// The input ended with the connection still open.
+    pub const END_OF_INPUT: u8 = 6;
+}
+
 /// [`EventRingHeader::detached`] values.
 pub mod detach_reason {
     /// Still attached.
