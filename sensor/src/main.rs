@@ -97,6 +97,12 @@ struct Args {
     #[arg(long)]
     print_config: bool,
 
+    /// Print how many 2 MiB hugepages the shared memory of this configuration takes (0 when
+    /// it publishes nothing or --hugepages is off) and exit; `deploy/hugepages.sh --pages
+    /// auto` reserves that many.
+    #[arg(long)]
+    print_hugepages: bool,
+
     /// Capture file to replay (pcap or pcapng; Ethernet, Linux cooked v1/v2, BSD loopback,
     /// raw IP, PPP, Cisco HDLC and NFLOG link types); - reads it from standard input.
     #[arg(long, value_name = "FILE")]
@@ -786,6 +792,15 @@ fn run(args: Args, reloader: Arc<std::sync::Mutex<Reloader>>) -> Result<ExitCode
         events,
         ..TrackerConfig::default()
     };
+    if args.print_hugepages {
+        let pages = if args.no_publish || args.hugepages == HugePages::Off {
+            0
+        } else {
+            mos_sensor::publish::main_hugepages(&config_info(&args, &cfg), nw)?
+        };
+        println!("{pages}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let budget = args.budget(&cfg);
     let memcap = args.memcap.or_else(physical_memory);
     if let Some(cap) = memcap {
@@ -1382,6 +1397,20 @@ fn describe_input(args: &Args, input: &Input) -> String {
 /// Creates the shared memory and the control socket (and the metrics listener), and each
 /// worker's tracker (writing into its part of the shared memory) and publisher. `input`
 /// describes the input for status reports.
+/// The sizes the shared memory is made with.
+fn config_info(args: &Args, cfg: &TrackerConfig) -> ConfigInfo {
+    ConfigInfo {
+        ring_size: cfg.ring_size as u64,
+        rings_per_worker: cfg.max_rings as u64,
+        slots_per_worker: cfg.max_flows as u64 + 2,
+        pktlog_entries: args.pktlog_frames,
+        pktlog_bytes: args.pktlog_kib * 1024,
+        event_ring_len: args.event_ring,
+        idle_timeout_ns: cfg.idle_timeout_ns,
+        overlap_policy: cfg.overlap.code(),
+    }
+}
+
 fn publish(
     args: &Args,
     cfg: TrackerConfig,
@@ -1416,16 +1445,7 @@ fn publish(
         .map(control::metrics::bind)
         .transpose()?;
     let memory_bound = Some(args.budget(&cfg).total());
-    let info = ConfigInfo {
-        ring_size: cfg.ring_size as u64,
-        rings_per_worker: cfg.max_rings as u64,
-        slots_per_worker: cfg.max_flows as u64 + 2,
-        pktlog_entries: args.pktlog_frames,
-        pktlog_bytes: args.pktlog_kib * 1024,
-        event_ring_len: args.event_ring,
-        idle_timeout_ns: cfg.idle_timeout_ns,
-        overlap_policy: cfg.overlap.code(),
-    };
+    let info = config_info(args, &cfg);
     let epoch = {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -1558,7 +1578,12 @@ mod tests {
             .filter(|id| {
                 !matches!(
                     id.as_str(),
-                    "help" | "version" | "config" | "no_config" | "print_config"
+                    "help"
+                        | "version"
+                        | "config"
+                        | "no_config"
+                        | "print_config"
+                        | "print_hugepages"
                 )
             })
             .collect();

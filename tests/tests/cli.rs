@@ -1,7 +1,7 @@
 //! `mos-sensor` on bad input: one clear message, the right exit status, and what could be
 //! read kept. Needs a built sensor (`cargo build -p mos-sensor`).
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use mos_tests::locate::{corpus_dir, sensor_bin};
 use mos_tests::runner::ScratchDir;
 use std::path::Path;
@@ -149,5 +149,54 @@ fn the_hugepages_script_is_idempotent() -> Result<()> {
         .arg("lots")
         .output()?;
     assert_eq!(o.status.code(), Some(2));
+
+    // auto asks the sensor what its configuration takes. A small configuration takes fewer
+    // pages than are reserved already, so nothing changes on the host.
+    let work = ScratchDir::new("cli-hugepages")?;
+    let small = work.path().join("small.toml");
+    std::fs::write(
+        &small,
+        "[input]\npcap = \"x.pcap\"\n[tracking]\nmax_flows = 1000\nmax_rings = 100\n",
+    )?;
+    let sensor = sensor_bin()?;
+    let want = Command::new(&sensor)
+        .env("MOS_SENSOR_CONFIG", "")
+        .args(["--config"])
+        .arg(&small)
+        .arg("--print-hugepages")
+        .output()?;
+    assert!(want.status.success(), "{want:?}");
+    let want = String::from_utf8_lossy(&want.stdout).trim().to_owned();
+    let n: u64 = want.parse().with_context(|| format!("{want:?}"))?;
+    assert!((1..64).contains(&n), "{n} pages for 1000 flows");
+    let before = reserved()?;
+    let sensor_s = sensor.to_string_lossy().into_owned();
+    let small_s = small.to_string_lossy().into_owned();
+    let (ok, out) = run(&[
+        "--pages", "auto", "--sensor", &sensor_s, "--config", &small_s,
+    ])?;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("the sensor's configuration takes {n} x 2 MiB")),
+        "{out}"
+    );
+    if before >= n {
+        assert_eq!(reserved()?, before, "{out}");
+    }
+    // A configuration the sensor refuses: the default reservation, with the sensor's reason.
+    let bad = work.path().join("bad.toml");
+    std::fs::write(&bad, "[tracking]\nmax_flows = 10\n")?;
+    let bad_s = bad.to_string_lossy().into_owned();
+    let (ok, out) = run(&["--pages", "auto", "--sensor", &sensor_s, "--config", &bad_s])?;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("cannot ask the sensor")
+            && out.contains("no input")
+            && out.contains("reserving 256"),
+        "{out}"
+    );
+    // auto without the sensor's path is a usage error.
+    let (ok, _) = run(&["--pages", "auto"])?;
+    assert!(!ok);
     Ok(())
 }

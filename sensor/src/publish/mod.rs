@@ -12,7 +12,8 @@ pub mod slots;
 
 pub use fanout::{Attached, Fanout, FanoutOptions, PublishSink, ToControl, ToWorker};
 pub use region::{
-    create_analyzer, create_main, AnalyzerFds, AnalyzerRegions, HugePages, MainRegion,
+    create_analyzer, create_main, main_hugepages, AnalyzerFds, AnalyzerRegions, HugePages,
+    MainRegion,
 };
 pub use slots::SlotPublisher;
 

@@ -105,6 +105,11 @@ fn map_new(name: &str, len: u64, huge: bool) -> io::Result<(OwnedFd, Mapping)> {
     Ok((fd, map))
 }
 
+/// The 2 MiB hugepages the main region of `nworkers` workers with the sizes of `cfg` takes.
+pub fn main_hugepages(cfg: &ConfigInfo, nworkers: usize) -> anyhow::Result<u64> {
+    Ok(MainPlan::new(cfg, nworkers, HUGE_2M)?.len.div_ceil(HUGE_2M))
+}
+
 /// Creates the main region for `nworkers` workers with the sizes of `cfg`; `log` gets one
 /// line saying how it is backed.
 pub fn create_main(
