@@ -141,8 +141,10 @@ struct Args {
 
     /// With --iface: how long the kernel holds a block of the AF_PACKET ring that is not full
     /// before handing it to the sensor, in milliseconds (1-1000). It bounds how late a frame
-    /// on a quiet link reaches the analyzers; on a busy link blocks fill sooner.
-    #[arg(long, value_name = "MS", default_value_t = 1,
+    /// on a quiet link reaches the analyzers, and sets how long the ring's 64 blocks last
+    /// while the sensor is held up (each timeout hands over a partly filled block): 1 gives
+    /// about 1 ms latency instead of 6, but less room for bursts in lossless mode.
+    #[arg(long, value_name = "MS", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     block_timeout_ms: u32,
 
