@@ -638,8 +638,13 @@ impl Mos {
             } else {
                 unstamped = 0;
                 page.heartbeat_ns.store(monotonic_ns(), Ordering::Relaxed);
-                page.waiting.store(1, Ordering::Relaxed);
-                std::thread::sleep(sleep);
+                // Asleep on the page's `waiting` word: a worker that pushes events wakes it.
+                // The rings are looked at once more after the flag is up, so that events
+                // pushed just before are not left waiting for the timeout.
+                page.waiting.store(1, Ordering::SeqCst);
+                if consumers.iter().all(|c| c.pending() == 0) {
+                    shm_layout::wake::sleep_while_waiting(&page.waiting, sleep);
+                }
                 page.waiting.store(0, Ordering::Relaxed);
                 sleep = (sleep * 2).min(MAX_SLEEP);
             }

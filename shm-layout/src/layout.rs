@@ -641,7 +641,8 @@ pub struct AnalyzerPage {
     pub heartbeat_ns: AtomicU64,
     /// The analyzer's process id, as it reports it.
     pub pid: AtomicU64,
-    /// Non-zero while the analyzer sleeps waiting for events.
+    /// Non-zero while the analyzer sleeps waiting for events: a futex the sensor wakes it on
+    /// after pushing events ([`crate::wake`]).
     pub waiting: AtomicU64,
     /// Padding.
     pub _pad: [u64; 5],

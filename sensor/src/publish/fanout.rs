@@ -509,6 +509,15 @@ impl Fanout {
                 }
             }
             self.count(counter::EVENTS, pushed);
+            // An analyzer asleep on its page's `waiting` word is woken for what it got (a
+            // read of a line it rarely writes; a system call only when it sleeps).
+            if pushed > 0 && !detached {
+                if let Some((_, _, page)) = views(&self.members[i].a.regions, w) {
+                    if page.waiting.load(Ordering::Relaxed) != 0 {
+                        shm_layout::wake::wake(&page.waiting);
+                    }
+                }
+            }
             if dropped > 0 {
                 self.count(counter::EVENTS_DROPPED, dropped);
             }

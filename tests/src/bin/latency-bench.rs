@@ -14,7 +14,10 @@
 //! Needs `CAP_NET_RAW` (both the sensor and the baseline open packet sockets). Sends only to
 //! 127.0.0.1.
 //!
-//! usage: latency-bench [--conns N] [--gap-us U] [--sensor-arg ARG]...
+//! With `--dpdk` the sensor reads lo through DPDK's `net_af_packet` device instead (polling,
+//! no block timer; no hugepages or PCI devices needed).
+//!
+//! usage: latency-bench [--conns N] [--gap-us U] [--dpdk] [--sensor-arg ARG]...
 
 use anyhow::{bail, Context, Result};
 use mos_client::{AttachOptions, EventMask, Filter, Mos, Side};
@@ -30,11 +33,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: latency-bench [--conns N] [--gap-us U] [--sensor-arg ARG]...
+const USAGE: &str = "usage: latency-bench [--conns N] [--gap-us U] [--dpdk] [--sensor-arg ARG]...
 
 Event latency of a live sensor on lo against a plain AF_PACKET socket (needs CAP_NET_RAW).
   --conns N         connections to open (default 2000)
   --gap-us U        microseconds between two connections (default 500)
+  --dpdk            the sensor reads lo through DPDK's net_af_packet device, not AF_PACKET
   --sensor-arg ARG  one more argument for mos-sensor (repeatable), e.g. --sensor-arg=--workers=2";
 
 fn monotonic_ns() -> u64 {
@@ -49,6 +53,7 @@ fn main() -> Result<()> {
     let mut conns = 2000usize;
     let mut gap_us = 500u64;
     let mut sensor_args: Vec<String> = Vec::new();
+    let mut dpdk = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -67,6 +72,7 @@ fn main() -> Result<()> {
             "--conns" => conns = value()?.parse().context("--conns")?,
             "--gap-us" => gap_us = value()?.parse().context("--gap-us")?,
             "--sensor-arg" => sensor_args.push(value()?),
+            "--dpdk" => dpdk = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -98,7 +104,18 @@ fn main() -> Result<()> {
         });
     }
 
-    let mut c = cmd(&sensor_bin()?, &[&"--iface", &"lo", &"--control", &control]);
+    let input = if dpdk {
+        [
+            "--dpdk",
+            "--no-huge -m 256 --no-pci --no-shconf -l 0 --vdev=net_af_packet0,iface=lo,framecnt=8192",
+        ]
+    } else {
+        ["--iface", "lo"]
+    };
+    let mut c = cmd(
+        &sensor_bin()?,
+        &[&input[0], &input[1], &"--control", &control],
+    );
     c.args(&sensor_args);
     let mut sensor = Proc::spawn("sensor", c, work.path())?;
     wait_for_socket(&mut sensor, &control, Duration::from_secs(20))?;
@@ -218,6 +235,7 @@ fn main() -> Result<()> {
         "{}",
         serde_json::json!({
             "conns": sent.len(),
+            "input": if dpdk { "dpdk net_af_packet" } else { "AF_PACKET" },
             "gap_us": gap_us,
             "sensor_args": sensor_args,
             "event_seen": ev.len(),
