@@ -189,6 +189,20 @@ fn index_of(r: &EventRecord) -> u64 {
     w[0]
 }
 
+/// A producer thread that pushes records 0..n into `ring` in turn, retrying while it is full.
+fn push_in_turn(ring: &Arc<Ring>, n: u64) -> thread::JoinHandle<()> {
+    let r = ring.clone();
+    thread::spawn(move || {
+        let mut p = Producer::new(&r.hdr, &r.slots, &r.cons).unwrap();
+        for k in 0..n {
+            while !p.try_push(&rec(k)) {
+                thread::yield_now();
+            }
+        }
+        assert_eq!(p.published(), n);
+    })
+}
+
 /// Capacity 2, four pushes: the producer retries while the ring is full; the consumer gets
 /// every record once, in order, intact.
 #[test]
@@ -196,16 +210,7 @@ fn ring_delivers_every_record_once_in_order() {
     const N: u64 = 4;
     model(|| {
         let ring = Arc::new(Ring::new(2, 0, 0));
-        let r = ring.clone();
-        let producer = thread::spawn(move || {
-            let mut p = Producer::new(&r.hdr, &r.slots, &r.cons).unwrap();
-            for k in 0..N {
-                while !p.try_push(&rec(k)) {
-                    thread::yield_now();
-                }
-            }
-            assert_eq!(p.published(), N);
-        });
+        let producer = push_in_turn(&ring, N);
         let mut c = Consumer::new(&ring.hdr, &ring.slots, &ring.cons).unwrap();
         let mut next = 0;
         while next < N {
@@ -233,15 +238,7 @@ fn ring_with_deferred_commits_delivers_every_record_once_in_order() {
     const N: u64 = 4;
     model(|| {
         let ring = Arc::new(Ring::new(2, 0, 0));
-        let r = ring.clone();
-        let producer = thread::spawn(move || {
-            let mut p = Producer::new(&r.hdr, &r.slots, &r.cons).unwrap();
-            for k in 0..N {
-                while !p.try_push(&rec(k)) {
-                    thread::yield_now();
-                }
-            }
-        });
+        let producer = push_in_turn(&ring, N);
         let mut c = Consumer::new(&ring.hdr, &ring.slots, &ring.cons).unwrap();
         let mut next = 0;
         while next < N {
