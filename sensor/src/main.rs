@@ -1396,9 +1396,6 @@ fn describe_input(args: &Args, input: &Input) -> String {
     }
 }
 
-/// Creates the shared memory and the control socket (and the metrics listener), and each
-/// worker's tracker (writing into its part of the shared memory) and publisher. `input`
-/// describes the input for status reports.
 /// The sizes the shared memory is made with.
 fn config_info(args: &Args, cfg: &TrackerConfig) -> ConfigInfo {
     ConfigInfo {
@@ -1413,6 +1410,9 @@ fn config_info(args: &Args, cfg: &TrackerConfig) -> ConfigInfo {
     }
 }
 
+/// Creates the shared memory and the control socket (and the metrics listener), and each
+/// worker's tracker (writing into its part of the shared memory) and publisher. `input`
+/// describes the input for status reports.
 fn publish(
     args: &Args,
     cfg: TrackerConfig,
