@@ -75,8 +75,7 @@ impl Stamp {
     /// in between is one consistent version.
     #[inline]
     pub fn validate(&self, token: ReadToken) -> bool {
-        fence(Ordering::Acquire);
-        self.0.load(Ordering::Relaxed) == token.0
+        self.unchanged_since(token.0)
     }
 
     /// Whether no write section opened since a validated read at `stamp` (a

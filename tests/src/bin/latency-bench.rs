@@ -21,6 +21,7 @@
 
 use anyhow::{bail, Context, Result};
 use mos_client::{AttachOptions, EventMask, Filter, Mos, Side};
+use mos_sensor::service::monotonic_ns;
 use mos_tests::locate::sensor_bin;
 use mos_tests::procs::{cmd, wait_for_socket, Proc};
 use mos_tests::runner::ScratchDir;
@@ -40,11 +41,6 @@ Event latency of a live sensor on lo against a plain AF_PACKET socket (needs CAP
   --gap-us U        microseconds between two connections (default 500)
   --dpdk            the sensor reads lo through DPDK's net_af_packet device, not AF_PACKET
   --sensor-arg ARG  one more argument for mos-sensor (repeatable), e.g. --sensor-arg=--workers=2";
-
-fn monotonic_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    (t.tv_sec as u64) * 1_000_000_000 + t.tv_nsec as u64
-}
 
 /// Client port -> first monotonic time it was seen.
 type Seen = Arc<Mutex<HashMap<u16, u64>>>;
