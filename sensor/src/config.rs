@@ -657,6 +657,31 @@ pub const KEYS: &[Key] = &[
         summary: "Groups whose members may attach, by name or gid; the control socket is given to the first.",
         meaning: "Groups whose members may attach, by name or gid; the control socket is given to the first. Each must be a number or a group in /etc/group.",
     },
+    Key {
+        section: "control",
+        name: "max_pending",
+        ty: Type::Int {
+            min: 1,
+            max: 1 << 16,
+        },
+        flag: Flag::Value("--max-pending"),
+        default: Default::Value("64"),
+        shipped: None,
+        scope: Scope::Always,
+        summary: "Most connections to the control socket that have not said hello yet.",
+        meaning: "Most connections to the control socket that have not said hello yet (analyzers attaching, `mos-ctl` asking). Past it, the oldest connection of the user holding the most is closed to make room, so one user's idle connections cannot lock others out.",
+    },
+    Key {
+        section: "control",
+        name: "hello_timeout",
+        ty: Type::Seconds,
+        flag: Flag::Value("--hello-timeout"),
+        default: Default::Value("2.0"),
+        shipped: None,
+        scope: Scope::Always,
+        summary: "Close a connection that has not said hello within this many seconds.",
+        meaning: "A connection to the control socket that has not said hello (or asked for the status) within this many seconds is closed.",
+    },
     // [output]
     Key {
         section: "output",

@@ -287,6 +287,16 @@ struct Args {
     #[arg(long, value_name = "GROUP")]
     allow_group: Vec<String>,
 
+    /// Most connections to the control socket that have not said hello yet; past it, the
+    /// oldest of the user holding the most is closed to make room.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    max_pending: usize,
+
+    /// Close a connection to the control socket that has not said hello (or asked for the
+    /// status) within this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    hello_timeout: f64,
+
     /// Event records in each analyzer's ring (a power of two).
     #[arg(long, value_name = "N", default_value_t = 65536)]
     event_ring: u64,
@@ -538,6 +548,8 @@ impl Args {
             ("control.socket", format!("{:?}", self.control)),
             ("control.allow_users", format!("{:?}", self.allow_user)),
             ("control.allow_groups", format!("{:?}", self.allow_group)),
+            ("control.max_pending", format!("{:?}", self.max_pending)),
+            ("control.hello_timeout", format!("{:?}", self.hello_timeout)),
             ("output.dump", format!("{:?}", self.dump)),
             ("metrics.listen", format!("{:?}", self.metrics_listen)),
         ]
@@ -767,6 +779,23 @@ fn run(args: Args, reloader: Arc<std::sync::Mutex<Reloader>>) -> Result<ExitCode
     }
     if args.speed.is_some_and(|s| !(s > 0.0 && s.is_finite())) {
         bail!("--speed must be a positive number");
+    }
+    if args.max_pending == 0 || args.max_pending > 1 << 16 {
+        bail!(
+            "--max-pending must be between 1 and 65536, not {}",
+            args.max_pending
+        );
+    }
+    if !(args.hello_timeout > 0.0 && args.hello_timeout <= 3600.0) {
+        bail!(
+            "--hello-timeout must be a number of seconds above 0 and at most 3600, not {}",
+            args.hello_timeout
+        );
+    }
+    // Every analyzer and every connection waiting to say hello holds a descriptor: take what
+    // the hard limit allows, so the soft default (often 1024) is not what runs out first.
+    if let Err(e) = control::raise_open_files_limit() {
+        log_warn!("cannot raise the open-files limit: {e}");
     }
     if args.pktlog_frames == 0 || args.pktlog_kib == 0 {
         bail!("--pktlog-frames and --pktlog-kib must be at least 1");
@@ -1487,6 +1516,11 @@ fn publish(
             nworkers: nw,
             event_capacity: args.event_ring,
             max_analyzers: args.max_analyzers,
+            limits: control::Limits {
+                max_pending: args.max_pending,
+                hello_timeout: Duration::try_from_secs_f64(args.hello_timeout)
+                    .context("--hello-timeout: not a number of seconds")?,
+            },
             header: region.header,
             info: control::SensorInfo {
                 input,

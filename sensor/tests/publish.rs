@@ -1020,6 +1020,35 @@ fn rig(lossless: bool, stall: Duration, pktlog_entries: u64) -> Rig {
     }
 }
 
+#[test]
+fn an_analyzers_page_cannot_change_size_and_its_regions_cannot_be_written() {
+    let (r, fds) = create_analyzer(16, 1).expect("analyzer regions");
+    // The page is passed writable: it may be written, never resized.
+    let same = r.page.len() as u64;
+    for len in [0, 1, same - 1, same + 1, 1 << 30] {
+        assert_eq!(
+            rustix::fs::ftruncate(&fds.page_fd, len),
+            Err(rustix::io::Errno::PERM),
+            "ftruncate to {len}"
+        );
+    }
+    assert!(r.page.get::<AnalyzerPage>(0).is_some());
+    // The read-only events region, reopened through /proc for writing, can be neither
+    // resized nor written.
+    let path = format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fds.events_ro)
+    );
+    if let Ok(rw) = rustix::fs::open(
+        path.as_str(),
+        rustix::fs::OFlags::RDWR,
+        rustix::fs::Mode::empty(),
+    ) {
+        assert!(rustix::fs::ftruncate(&rw, 0).is_err());
+        assert!(rustix::io::write(&rw, b"x").is_err());
+    }
+}
+
 const STALL: Duration = Duration::from_millis(200);
 const LONG: Duration = Duration::from_secs(30);
 
@@ -1239,12 +1268,9 @@ fn passed_is_max_when_drained_else_before_the_first_unconsumed_record() {
     rig.fo.publish(&[pkt_in(8)], NO_PKT);
     page.consumer[0].index.store(1 << 40, Ordering::Release);
     assert_eq!(rig.fo.passed(), u64::MAX);
+    // Nor can it take back what it claimed: an index moves only forward.
     page.consumer[0].index.store(0, Ordering::Release);
-    assert_eq!(
-        rig.fo.passed(),
-        4,
-        "clamped to the oldest record still in the ring"
-    );
+    assert_eq!(rig.fo.passed(), u64::MAX, "an index moved back is ignored");
 }
 
 #[test]
@@ -1609,6 +1635,7 @@ fn ctl_config(path: &Path, region: &MainRegion, allowed: Allowed) -> ControlConf
         nworkers: 1,
         event_capacity: 16,
         max_analyzers: 4,
+        limits: control::Limits::default(),
         header: region.header,
         info: control::SensorInfo {
             input: "test".into(),

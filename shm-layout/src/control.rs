@@ -118,9 +118,66 @@ pub fn decode_limited<'a, T: Deserialize<'a>>(bytes: &'a [u8], limit: usize) -> 
 
 use bincode::Options as _;
 
+/// Characters of an analyzer's name that the sensor keeps (what is past them is cut).
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// `s` made safe to print on a terminal, in a log line or a report: at most `max` characters
+/// of it, with control characters and the characters that reorder or hide text (bidirectional
+/// overrides and isolates, zero-width marks) written as escapes (`\n`, `\t`, `\x1b`,
+/// `\u{202e}`) and backslashes doubled, so that an escape in the result always came from an
+/// escaped character. Names come from analyzers, and analyzers are not trusted.
+pub fn printable(s: &str, max: usize) -> String {
+    use core::fmt::Write as _;
+    let mut out = String::with_capacity(s.len().min(max * 4));
+    for c in s.chars().take(max) {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x100 && c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if c.is_control() || hides_text(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Format characters that change how the text around them shows: bidirectional embeddings,
+/// overrides and isolates, zero-width characters, the byte-order mark.
+fn hides_text(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}'
+    )
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_escapes_what_a_terminal_would_act_on() {
+        assert_eq!(printable("mos-dump", 64), "mos-dump");
+        assert_eq!(printable("a\nb\tc\rd", 64), "a\\nb\\tc\\rd");
+        assert_eq!(printable("\x1b[2J\x07", 64), "\\x1b[2J\\x07");
+        assert_eq!(printable("\u{9b}31m", 64), "\\x9b31m");
+        assert_eq!(printable("x\u{202e}y\u{200b}", 64), "x\\u{202e}y\\u{200b}");
+        // A backslash is doubled, so that a literal "\n" cannot pass for an escaped newline.
+        assert_eq!(printable("a\\nb", 64), "a\\\\nb");
+        assert_eq!(printable("é字🙂", 64), "é字🙂");
+        assert_eq!(printable(&"x".repeat(1000), 64).len(), 64);
+        assert_eq!(printable("\n".repeat(10).as_str(), 3), "\\n\\n\\n");
+        // Nothing printed is a control character any more.
+        let all: String = (0u32..0x3000).filter_map(char::from_u32).collect();
+        assert!(!printable(&all, usize::MAX)
+            .chars()
+            .any(|c| c.is_control() || hides_text(c)));
+    }
 
     #[test]
     fn messages_round_trip() {

@@ -5,7 +5,9 @@
 //! index with an acquire load, copies the record, and after handling it stores its own index
 //! (release) in its analyzer page. The producer reads that index (acquire) before reusing a
 //! slot, and clamps it: an analyzer that writes garbage there can only make its own ring look
-//! full or empty, never make the producer write outside the ring.
+//! full or empty, never make the producer write outside the ring. The producer also takes the
+//! index only forward: a value below one it accepted before is ignored, so moving the index
+//! back and forth never counts as progress and never makes consumed slots look unconsumed.
 
 use crate::layout::{ConsumerIndex, EventRecord, EventRingHeader, EventSlot};
 use crate::pod::Words;
@@ -41,13 +43,14 @@ impl<'a> Producer<'a> {
         cons: &'a ConsumerIndex,
     ) -> Option<Self> {
         let prod = own_load(&hdr.producer);
+        // From the lowest index the ring allows, so that the first read takes the consumer's.
         let mut p = Self::resume(
             hdr,
             slots,
             cons,
             ProducerState {
                 published: prod,
-                consumed: prod,
+                consumed: prod.saturating_sub(hdr.capacity),
             },
         )?;
         p.refresh_consumer();
@@ -100,12 +103,13 @@ impl<'a> Producer<'a> {
         self.prod
     }
 
-    /// Reads the consumer's index, clamped to `[published - capacity, published]`.
+    /// Reads the consumer's index (once), clamped to `[published - capacity, published]` and
+    /// never below what was accepted before: the result only moves forward.
     #[inline]
     pub fn refresh_consumer(&mut self) -> u64 {
         let c = self.cons.index.load(Ordering::Acquire);
         let low = self.prod.saturating_sub(self.capacity());
-        self.seen_cons = c.clamp(low, self.prod);
+        self.seen_cons = c.clamp(low, self.prod).max(self.seen_cons);
         self.seen_cons
     }
 

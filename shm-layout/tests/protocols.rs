@@ -98,11 +98,9 @@ fn producer_clamps_a_garbage_consumer_index() {
     // Past what was published: the ring looks empty, never "more than empty".
     r.cons.index.store(u64::MAX, Ordering::Release);
     assert_eq!(p.refresh_consumer(), 6);
-    // Far behind: the ring looks full, never "more than full".
+    // Back again: ignored, the producer takes the index only forward.
     r.cons.index.store(0, Ordering::Release);
-    assert_eq!(p.refresh_consumer(), 2);
-    assert!(!p.try_push(&rec(6)));
-    assert_eq!(p.published(), 6);
+    assert_eq!(p.refresh_consumer(), 6);
     // Past again: the producer may write 4 more records, then stops; no index arithmetic
     // overflows and no slot outside the ring is touched.
     r.cons.index.store(u64::MAX, Ordering::Release);
@@ -112,6 +110,36 @@ fn producer_clamps_a_garbage_consumer_index() {
     r.cons.index.store(3, Ordering::Release);
     assert!(!p.try_push(&rec(10)));
     assert_eq!(p.consumed(), 6);
+}
+
+#[test]
+fn producer_takes_the_consumer_index_only_forward() {
+    let r = ring(8);
+    let mut p = Producer::new(&r.hdr, &r.slots, &r.cons).unwrap();
+    for k in 0..8 {
+        assert!(p.try_push(&rec(k)));
+    }
+    // An index moved back and forth between two values: only the first move forward counts.
+    let mut seen = Vec::new();
+    for i in 0..10 {
+        r.cons
+            .index
+            .store(if i % 2 == 0 { 5 } else { 2 }, Ordering::Release);
+        seen.push(p.refresh_consumer());
+    }
+    assert!(seen.iter().all(|&c| c == 5), "{seen:?}");
+    // Room for exactly the 5 records consumed, however the index moves afterwards.
+    r.cons.index.store(1, Ordering::Release);
+    for k in 8..13 {
+        assert!(p.try_push(&rec(k)), "record {k}");
+    }
+    assert!(!p.try_push(&rec(13)));
+    // A producer made afresh over the same ring starts from what the consumer says, clamped:
+    // far behind, the ring is full.
+    r.cons.index.store(0, Ordering::Release);
+    let mut q = Producer::new(&r.hdr, &r.slots, &r.cons).unwrap();
+    assert_eq!(q.consumed(), 5);
+    assert!(!q.try_push(&rec(13)));
 }
 
 #[test]

@@ -7,6 +7,12 @@
 //! detaches its analyzer. One thread serves the socket; it tells the workers about analyzers
 //! through channels, so the packet path never takes a lock.
 //!
+//! Everything a peer sends is hostile input: messages are bounded in size and in rate, names
+//! are cut and escaped before they reach a log or a report, connections that have not said
+//! hello are bounded in number ([`Limits::max_pending`]) and in time
+//! ([`Limits::hello_timeout`]), and running out of descriptors pauses accepting instead of
+//! spinning.
+//!
 //! The same thread answers `Status` requests (`mos-ctl`) from an allowed peer with a
 //! [`shm_layout::status::StatusReport`] (built in `report.rs`), and renders the metrics that the
 //! optional HTTP listener ([`metrics`]) serves.
@@ -23,7 +29,9 @@ use rustix::net::{
     AddressFamily, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix,
     SocketFlags, SocketType,
 };
-use shm_layout::control::{decode, encode, ClientMsg, SensorMsg, Subscription, MAX_MESSAGE};
+use shm_layout::control::{
+    decode, encode, printable, ClientMsg, SensorMsg, Subscription, MAX_MESSAGE, MAX_NAME_CHARS,
+};
 use shm_layout::layout::Header;
 use shm_layout::layout::ABI_MAJOR;
 use shm_layout::plan::PAGE_LEN;
@@ -36,7 +44,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The default control socket.
 pub const DEFAULT_PATH: &str = shm_layout::control::DEFAULT_PATH;
@@ -60,6 +68,48 @@ impl Allowed {
     }
 }
 
+/// Bounds on the peers of the control socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most connections that have not said hello (nor asked for the status) yet.
+    pub max_pending: usize,
+    /// A connection that has not said hello within this is closed.
+    pub hello_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_pending: 64,
+            hello_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Control messages one peer may send within one second. An analyzer sends a handful (hello,
+/// a subscription per change, ready); a peer past this is flooding, and is closed.
+pub const MAX_MESSAGES_PER_SECOND: u32 = 4096;
+
+/// How long accepting pauses when the process is out of descriptors: the listener stays
+/// readable while connections wait, so accepting at once again would only spin.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Raises the soft limit on open files to the hard limit; returns the new soft limit.
+pub fn raise_open_files_limit() -> std::io::Result<Option<u64>> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let l = getrlimit(Resource::Nofile);
+    if l.current != l.maximum {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: l.maximum,
+                maximum: l.maximum,
+            },
+        )?;
+    }
+    Ok(l.maximum)
+}
+
 /// What the control server needs.
 #[derive(Debug)]
 pub struct ControlConfig {
@@ -79,6 +129,8 @@ pub struct ControlConfig {
     pub event_capacity: u64,
     /// Most analyzers attached at once.
     pub max_analyzers: usize,
+    /// Bounds on connections.
+    pub limits: Limits,
     /// The main region's header, whose counters status reports add up.
     pub header: &'static Header,
     /// What status reports say about the sensor besides its counters.
@@ -105,7 +157,14 @@ impl Drop for ControlServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = std::fs::remove_file(&self.path);
+        remove_socket(&self.path);
+    }
+}
+
+/// Removes the socket file at `path`, and nothing else that may have taken its place.
+fn remove_socket(path: &Path) {
+    if not_a_socket(path).is_none() {
+        let _ = std::fs::remove_file(path);
     }
 }
 
@@ -124,6 +183,71 @@ struct Client {
     sub: Option<Subscription>,
     /// It said it is ready.
     ready: bool,
+    /// When it connected (the hello deadline counts from here).
+    accepted: Instant,
+    /// The start of its current one-second window of messages, and the messages in it.
+    window: (Instant, u32),
+}
+
+impl Client {
+    /// Counts one message; `false` once the peer has sent more than
+    /// [`MAX_MESSAGES_PER_SECOND`] within one window.
+    fn within_rate(&mut self, now: Instant) -> bool {
+        if now.duration_since(self.window.0) >= Duration::from_secs(1) {
+            self.window = (now, 0);
+        }
+        self.window.1 += 1;
+        self.window.1 <= MAX_MESSAGES_PER_SECOND
+    }
+}
+
+/// The index of the connection to close when too many wait for their hello: the oldest of
+/// the user that holds the most (so that one user's idle connections cannot lock others out).
+fn pending_victim(clients: &[Client]) -> Option<usize> {
+    let mut per_uid: Vec<(u32, usize)> = Vec::new();
+    for c in clients.iter().filter(|c| c.id.is_none()) {
+        match per_uid.iter_mut().find(|(u, _)| *u == c.uid) {
+            Some(e) => e.1 += 1,
+            None => per_uid.push((c.uid, 1)),
+        }
+    }
+    let (uid, _) = per_uid.into_iter().max_by_key(|&(_, n)| n)?;
+    clients
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.id.is_none() && c.uid == uid)
+        .min_by_key(|(_, c)| c.accepted)
+        .map(|(i, _)| i)
+}
+
+/// Warnings about peers, at most one line per kind every ten seconds: a flood of bad peers
+/// must not become a flood of log lines.
+#[derive(Debug, Default)]
+struct PeerWarnings {
+    /// Per kind: when it was last logged, and how many happened since.
+    kinds: Vec<(&'static str, Option<Instant>, u64)>,
+}
+
+impl PeerWarnings {
+    fn note(&mut self, kind: &'static str, line: impl FnOnce(u64) -> String) {
+        let now = Instant::now();
+        let i = match self.kinds.iter().position(|k| k.0 == kind) {
+            Some(i) => i,
+            None => {
+                self.kinds.push((kind, None, 0));
+                self.kinds.len() - 1
+            }
+        };
+        let k = &mut self.kinds[i];
+        k.2 += 1;
+        if k.1
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+        {
+            crate::log_warn!("{}", line(k.2));
+            k.1 = Some(now);
+            k.2 = 0;
+        }
+    }
 }
 
 /// The supplementary groups of a process, from `/proc/PID/status` (empty if unreadable).
@@ -181,7 +305,7 @@ pub struct Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         if self.fd.take().is_some() {
-            let _ = std::fs::remove_file(&self.path);
+            remove_socket(&self.path);
         }
     }
 }
@@ -203,6 +327,12 @@ impl Listener {
         }
         let addr = SocketAddrUnix::new(path)
             .with_context(|| format!("bad control socket path {}", path.display()))?;
+        if let Some(kind) = not_a_socket(path) {
+            bail!(
+                "{} exists and is {kind}, not a socket: the sensor removes only a stale socket there (give another --control PATH)",
+                path.display()
+            );
+        }
         if path.exists() {
             // A socket that answers belongs to a running sensor; one that does not is stale.
             let probe = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None)?;
@@ -230,7 +360,13 @@ impl Listener {
         let tmp = PathBuf::from(tmp);
         let at = match SocketAddrUnix::new(&tmp) {
             Ok(a) => {
-                // A leftover of a sensor that died here.
+                // A leftover of a sensor that died here; anything but a socket is not ours.
+                if let Some(kind) = not_a_socket(&tmp) {
+                    bail!(
+                        "{} exists and is {kind}, not a socket left by a sensor: remove it or give another --control PATH",
+                        tmp.display()
+                    );
+                }
                 let _ = std::fs::remove_file(&tmp);
                 rustix::net::bind(&fd, &a).map(|()| tmp)
             }
@@ -258,6 +394,26 @@ impl Listener {
             listener.path = path.to_path_buf();
         }
         Ok(listener)
+    }
+}
+
+/// What is at `path` when it is there and not a socket ("a regular file", "a directory", ...):
+/// the sensor replaces a stale socket, never anything else.
+fn not_a_socket(path: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let t = std::fs::symlink_metadata(path).ok()?.file_type();
+    if t.is_socket() {
+        None
+    } else if t.is_file() {
+        Some("a regular file")
+    } else if t.is_dir() {
+        Some("a directory")
+    } else if t.is_symlink() {
+        Some("a symbolic link")
+    } else if t.is_fifo() {
+        Some("a FIFO")
+    } else {
+        Some("a device")
     }
 }
 
@@ -364,7 +520,7 @@ pub fn start_on(
     match thread {
         Ok(t) => server.thread = Some(t),
         Err(e) => {
-            let _ = std::fs::remove_file(&path);
+            remove_socket(&path);
             return Err(e);
         }
     }
@@ -400,10 +556,19 @@ fn serve(
             let _ = w.send(m());
         }
     };
-    let mut buf = vec![0u8; MAX_MESSAGE];
+    // One byte more than a message may have: a longer one fills it, and is refused.
+    let mut buf = vec![0u8; MAX_MESSAGE + 1];
+    let mut warnings = PeerWarnings::default();
+    // Accepting pauses until then after the process ran out of descriptors.
+    let mut accept_again = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(clients.len() + 1);
-        fds.push(PollFd::new(&listener, PollFlags::IN));
+        let listen_for = if Instant::now() >= accept_again {
+            PollFlags::IN
+        } else {
+            PollFlags::empty()
+        };
+        fds.push(PollFd::new(&listener, listen_for));
         for c in &clients {
             fds.push(PollFd::new(&c.fd, PollFlags::IN));
         }
@@ -417,6 +582,7 @@ fn serve(
 
         // Clients first (indices shift when the listener adds some).
         let mut gone = Vec::new();
+        let now = Instant::now();
         for (i, rev) in ready.iter().enumerate().skip(1) {
             if rev.is_empty() {
                 continue;
@@ -432,9 +598,32 @@ fn serve(
                 gone.push(ci);
                 continue;
             }
+            let refused = if n > MAX_MESSAGE {
+                Some(format!("a control message over {MAX_MESSAGE} bytes"))
+            } else if !c.within_rate(now) {
+                Some(format!(
+                    "more than {MAX_MESSAGES_PER_SECOND} control messages within a second"
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = refused {
+                crate::log_warn!("peer pid {} (uid {}) sent {why}; closed", c.pid, c.uid);
+                let _ = send(
+                    &c.fd,
+                    &SensorMsg::Detached {
+                        reason: format!("the sensor closed this connection: {why}"),
+                    },
+                    &[],
+                );
+                gone.push(ci);
+                continue;
+            }
             let msg: ClientMsg = match decode(&buf[..n]) {
                 Ok(m) => m,
                 Err(e) => {
+                    // The error may quote what the peer sent.
+                    let e = printable(&e, 200);
                     crate::log_warn!("analyzer pid {}: {e}; detached", c.pid);
                     let _ = send(
                         &c.fd,
@@ -456,7 +645,7 @@ fn serve(
                     if c.id.is_some() {
                         continue;
                     }
-                    let name: String = name.chars().take(64).collect();
+                    let name = printable(&name, MAX_NAME_CHARS);
                     let refuse = |errno: &str, reason: String| SensorMsg::Refused {
                         errno: errno.into(),
                         reason,
@@ -614,10 +803,58 @@ fn serve(
             }
         }
 
-        if !ready[0].is_empty() {
-            while let Ok(fd) =
-                rustix::net::accept_with(&listener, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK)
-            {
+        // Connections that did not say hello in time.
+        let timeout = cfg.limits.hello_timeout;
+        let mut late = 0usize;
+        clients.retain(|c| {
+            let keep = c.id.is_some() || now.duration_since(c.accepted) < timeout;
+            if !keep {
+                late += 1;
+                let _ = send(
+                    &c.fd,
+                    &SensorMsg::Refused {
+                        errno: "ETIMEDOUT".into(),
+                        reason: format!(
+                            "no hello within {:.1} s (control.hello_timeout)",
+                            timeout.as_secs_f64()
+                        ),
+                    },
+                    &[],
+                );
+            }
+            keep
+        });
+        if late > 0 {
+            warnings.note("late", |n| {
+                format!(
+                    "closed {n} connection(s) to the control socket that said no hello within {:.1} s",
+                    timeout.as_secs_f64()
+                )
+            });
+        }
+
+        if ready[0].contains(PollFlags::IN) {
+            loop {
+                let fd = match rustix::net::accept_with(
+                    &listener,
+                    SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+                ) {
+                    Ok(fd) => fd,
+                    Err(rustix::io::Errno::AGAIN) => break,
+                    Err(rustix::io::Errno::INTR | rustix::io::Errno::CONNABORTED) => continue,
+                    Err(e) => {
+                        // Out of descriptors or memory: the waiting connection stays queued,
+                        // and the listener readable; try again after a pause.
+                        accept_again = Instant::now() + ACCEPT_PAUSE;
+                        warnings.note("accept", |n| {
+                            format!(
+                                "cannot accept on the control socket ({e}; {n} time(s)); pausing {} ms",
+                                ACCEPT_PAUSE.as_millis()
+                            )
+                        });
+                        break;
+                    }
+                };
                 let Ok(cred) = rustix::net::sockopt::socket_peercred(&fd) else {
                     continue;
                 };
@@ -644,7 +881,32 @@ fn serve(
                     regions: None,
                     sub: None,
                     ready: false,
+                    accepted: Instant::now(),
+                    window: (Instant::now(), 0),
                 });
+                let pending = clients.iter().filter(|c| c.id.is_none()).count();
+                if pending > cfg.limits.max_pending {
+                    if let Some(v) = pending_victim(&clients) {
+                        let c = clients.remove(v);
+                        let _ = send(
+                            &c.fd,
+                            &SensorMsg::Refused {
+                                errno: "EBUSY".into(),
+                                reason: format!(
+                                    "more than {} connections wait to say hello (control.max_pending); the oldest of uid {} is closed",
+                                    cfg.limits.max_pending, c.uid
+                                ),
+                            },
+                            &[],
+                        );
+                        warnings.note("pending", |n| {
+                            format!(
+                                "closed {n} connection(s) to the control socket: more than {} waited to say hello, the oldest of the user holding the most went first (last: uid {}, pid {})",
+                                cfg.limits.max_pending, c.uid, c.pid
+                            )
+                        });
+                    }
+                }
             }
         }
 
@@ -733,6 +995,100 @@ mod tests {
         );
         assert_eq!(primary_gid(0), Some(0));
         assert_eq!(socket_owner(&only(vec![0], vec![]), 5), (None, None));
+    }
+
+    #[test]
+    fn bind_refuses_to_remove_anything_but_a_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let allowed = Allowed::default();
+        let file = dir.path().join("control.sock");
+        std::fs::write(&file, b"precious").unwrap();
+        let e = Listener::bind(&file, &allowed).unwrap_err().to_string();
+        assert!(e.contains("is a regular file, not a socket"), "{e}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+        // Nor what is at the temporary name beside it.
+        let sock = dir.path().join("other.sock");
+        let tmp = dir.path().join("other.sock.new");
+        std::fs::create_dir(&tmp).unwrap();
+        let e = Listener::bind(&sock, &allowed).unwrap_err().to_string();
+        assert!(e.contains("is a directory"), "{e}");
+        assert!(tmp.is_dir());
+        std::fs::remove_dir(&tmp).unwrap();
+        // A stale socket (nobody listening) is replaced, and removed with the listener.
+        let l = Listener::bind(&sock, &allowed).unwrap();
+        drop(l);
+        assert!(!sock.exists());
+        let stale = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        drop(stale);
+        assert!(sock.exists());
+        let l = Listener::bind(&sock, &allowed).unwrap();
+        // A file put in its place is left alone when the listener goes.
+        std::fs::remove_file(&sock).unwrap();
+        std::fs::write(&sock, b"mine").unwrap();
+        drop(l);
+        assert_eq!(std::fs::read(&sock).unwrap(), b"mine");
+    }
+
+    fn pending(uid: u32, age_ms: u64, attached: bool) -> Client {
+        let (a, _b) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let accepted = Instant::now() - Duration::from_millis(age_ms);
+        Client {
+            fd: a,
+            pid: 1,
+            uid,
+            allowed: true,
+            id: attached.then_some(uid),
+            name: String::new(),
+            regions: None,
+            sub: None,
+            ready: false,
+            accepted,
+            window: (accepted, 0),
+        }
+    }
+
+    #[test]
+    fn the_oldest_waiting_connection_of_the_user_holding_most_is_closed_first() {
+        assert_eq!(pending_victim(&[]), None);
+        let clients = vec![
+            pending(1000, 900, false),
+            pending(65534, 100, false),
+            pending(65534, 300, false),
+            pending(65534, 200, false),
+            // Attached analyzers never count, however many and old.
+            pending(7, 5000, true),
+            pending(7, 5000, true),
+            pending(7, 5000, true),
+            pending(7, 5000, true),
+        ];
+        assert_eq!(pending_victim(&clients), Some(2));
+        assert_eq!(pending_victim(&clients[..1]), Some(0));
+        assert_eq!(pending_victim(&clients[4..]), None);
+    }
+
+    #[test]
+    fn a_peer_is_held_to_its_message_rate() {
+        let mut c = pending(1000, 0, false);
+        let t = c.window.0;
+        for _ in 0..MAX_MESSAGES_PER_SECOND {
+            assert!(c.within_rate(t));
+        }
+        assert!(!c.within_rate(t + Duration::from_millis(999)));
+        // A new second, a new allowance.
+        assert!(c.within_rate(t + Duration::from_millis(1001)));
+    }
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        use rustix::process::{getrlimit, Resource};
+        let hard = raise_open_files_limit().unwrap();
+        assert_eq!(getrlimit(Resource::Nofile).current, hard);
     }
 
     #[test]

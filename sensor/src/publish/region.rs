@@ -76,13 +76,22 @@ fn memfd(name: &str, huge: bool) -> io::Result<OwnedFd> {
     Ok(rustix::fs::memfd_create(name, flags)?)
 }
 
-/// Seals a memfd against growth, shrinking and any new write access; the sensor's existing
-/// writable mapping keeps working.
+/// Seals a memfd against growth, shrinking and any new write access, and against further
+/// seals; the sensor's existing writable mapping keeps working. An analyzer that reopens its
+/// read-only descriptor through `/proc/self/fd` for writing gets a file it can neither write,
+/// map writable, nor resize.
 fn seal(fd: &OwnedFd) -> io::Result<()> {
     rustix::fs::fcntl_add_seals(
         fd,
-        SealFlags::SHRINK | SealFlags::GROW | SealFlags::FUTURE_WRITE,
+        SealFlags::SHRINK | SealFlags::GROW | SealFlags::FUTURE_WRITE | SealFlags::SEAL,
     )?;
+    Ok(())
+}
+
+/// Seals an analyzer's page, which it maps writable, against any change of size: truncating
+/// it would make the sensor's next access to its mapping die of `SIGBUS`.
+fn seal_size(fd: &OwnedFd) -> io::Result<()> {
+    rustix::fs::fcntl_add_seals(fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
     Ok(())
 }
 
@@ -181,11 +190,13 @@ pub fn create_main(
             info.pktlog_off = w.pktlog_off;
         }
     }
-    if let Err(e) = seal(&rw_fd) {
-        log(format!(
-            "shared memory: cannot seal the region ({e}); analyzers still map it read-only"
-        ));
-    }
+    // Unsealed, an analyzer could reopen its read-only descriptor for writing and truncate
+    // the region under the sensor (see `seal`): no start without it.
+    seal(&rw_fd).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot seal the shared memory against analyzers ({e}; Linux 5.1 or later is needed)"
+        )
+    })?;
     let ro_fd = reopen_read_only(&rw_fd)?;
     let len = map.len() as u64;
     let map: &'static Mapping = Box::leak(Box::new(map));
@@ -287,6 +298,7 @@ pub fn create_analyzer(
     let events_ro = reopen_read_only(&fd)?;
     drop(fd);
     let (page_fd, page) = map_new("mos-page", PAGE_LEN, false)?;
+    seal_size(&page_fd)?;
     if page.get::<AnalyzerPage>(0).is_none() {
         anyhow::bail!("analyzer page too small");
     }
