@@ -579,3 +579,39 @@ pub fn fragmented(o: &FragmentedOptions, out_path: &Path) -> Result<Vec<Expected
     out.finish()?;
     Ok(expected)
 }
+
+/// Copies the classic pcap at `src` (microsecond timestamps, little-endian, as the generators
+/// here write it) to `dst` with its clock stretched `factor` times from its first frame: the
+/// generators space packets by microseconds, and a paced replay (`--speed`) of the stretched
+/// file lasts long enough for a test to act while it runs.
+pub fn stretch_time(src: &Path, dst: &Path, factor: u64) -> Result<()> {
+    let bytes = std::fs::read(src)?;
+    anyhow::ensure!(bytes.len() >= 24, "{} has no pcap header", src.display());
+    let mut out = bytes[..24].to_vec();
+    let mut at = 24;
+    let mut t0 = None;
+    while at + 16 <= bytes.len() {
+        let word =
+            |i: usize| u32::from_le_bytes(bytes[at + i..at + i + 4].try_into().unwrap_or_default());
+        let ts_us = u64::from(word(0)) * 1_000_000 + u64::from(word(4));
+        let len = word(8) as usize;
+        anyhow::ensure!(
+            at + 16 + len <= bytes.len(),
+            "{} ends inside a record",
+            src.display()
+        );
+        let t0 = *t0.get_or_insert(ts_us);
+        let ts = t0 + (ts_us - t0) * factor;
+        out.extend_from_slice(&((ts / 1_000_000) as u32).to_le_bytes());
+        out.extend_from_slice(&((ts % 1_000_000) as u32).to_le_bytes());
+        out.extend_from_slice(&bytes[at + 8..at + 16 + len]);
+        at += 16 + len;
+    }
+    anyhow::ensure!(
+        at == bytes.len(),
+        "{} does not end on a record",
+        src.display()
+    );
+    std::fs::write(dst, out)?;
+    Ok(())
+}

@@ -15,7 +15,7 @@ use mos_tests::procs::{
     Proc,
 };
 use mos_tests::runner::{default_workers, parallel_map, run_sensor_dump, ScratchDir};
-use mos_tests::synth::{bulk, short_flows, BulkOptions, ShortFlowsOptions};
+use mos_tests::synth::{bulk, short_flows, stretch_time, BulkOptions, ShortFlowsOptions};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -110,28 +110,7 @@ fn paced_capture(work: &Path) -> Result<PathBuf> {
     )?;
     // The generator spaces packets by microseconds: stretch its clock 1000 times.
     let pcap = work.join("paced.pcap");
-    let bytes = std::fs::read(&dense)?;
-    let mut out = bytes[..24].to_vec();
-    let mut at = 24;
-    let mut t0 = None;
-    while at + 16 <= bytes.len() {
-        let word =
-            |i: usize| u32::from_le_bytes(bytes[at + i..at + i + 4].try_into().unwrap_or_default());
-        let ts_us = u64::from(word(0)) * 1_000_000 + u64::from(word(4));
-        let len = word(8) as usize;
-        let t0 = *t0.get_or_insert(ts_us);
-        let ts = t0 + (ts_us - t0) * 1000;
-        out.extend_from_slice(&((ts / 1_000_000) as u32).to_le_bytes());
-        out.extend_from_slice(&((ts % 1_000_000) as u32).to_le_bytes());
-        out.extend_from_slice(&bytes[at + 8..at + 16 + len]);
-        at += 16 + len;
-    }
-    ensure!(
-        at == bytes.len(),
-        "{} does not end on a record",
-        dense.display()
-    );
-    std::fs::write(&pcap, out)?;
+    stretch_time(&dense, &pcap, 1000)?;
     Ok(pcap)
 }
 
