@@ -228,6 +228,16 @@ struct PeerWarnings {
     kinds: Vec<(&'static str, Option<Instant>, u64)>,
 }
 
+/// What a rate-limited warning adds when it stands for more than one event: `n` counts them
+/// all, this one included.
+fn others(n: u64) -> String {
+    if n > 1 {
+        format!(" (with {} more since the last such line)", n - 1)
+    } else {
+        String::new()
+    }
+}
+
 impl PeerWarnings {
     fn note(&mut self, kind: &'static str, line: impl FnOnce(u64) -> String) {
         let now = Instant::now();
@@ -608,7 +618,13 @@ fn serve(
                 None
             };
             if let Some(why) = refused {
-                crate::log_warn!("peer pid {} (uid {}) sent {why}; closed", c.pid, c.uid);
+                let (pid, uid) = (c.pid, c.uid);
+                warnings.note(if n > MAX_MESSAGE { "size" } else { "rate" }, |more| {
+                    format!(
+                        "peer pid {pid} (uid {uid}) sent {why}; closed{}",
+                        others(more)
+                    )
+                });
                 let _ = send(
                     &c.fd,
                     &SensorMsg::Detached {
@@ -624,7 +640,10 @@ fn serve(
                 Err(e) => {
                     // The error may quote what the peer sent.
                     let e = printable(&e, 200);
-                    crate::log_warn!("analyzer pid {}: {e}; detached", c.pid);
+                    let pid = c.pid;
+                    warnings.note("decode", |more| {
+                        format!("analyzer pid {pid}: {e}; detached{}", others(more))
+                    });
                     let _ = send(
                         &c.fd,
                         &SensorMsg::Detached {
