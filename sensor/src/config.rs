@@ -745,30 +745,35 @@ fn string(v: &Value) -> Result<&str, String> {
     }
 }
 
-/// CPU numbers from a list such as `2,3` or a range such as `2-5` (the `--cpus` syntax).
+/// CPU numbers from a list such as `2,3` or a range such as `2-5` (the `--cpus` syntax): each
+/// below [`rustix::thread::CpuSet::MAX_CPU`], and no more of them than that in all (a list is
+/// read one CPU per worker, so a longer one means nothing, and a range is checked before it is
+/// spread out, so that `0-99999999999` costs nothing).
 pub fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
+    let limit = rustix::thread::CpuSet::MAX_CPU;
     let mut out = Vec::new();
     for part in s.split(',') {
         let bad = || format!("{part:?} is not a CPU number or range (such as 3 or 2-5)");
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b): (usize, usize) = (
-                    a.trim().parse().map_err(|_| bad())?,
-                    b.trim().parse().map_err(|_| bad())?,
-                );
-                if a > b {
-                    return Err(bad());
-                }
-                out.extend(a..=b);
+        let (a, b): (usize, usize) = match part.split_once('-') {
+            Some((a, b)) => (
+                a.trim().parse().map_err(|_| bad())?,
+                b.trim().parse().map_err(|_| bad())?,
+            ),
+            None => {
+                let a = part.trim().parse().map_err(|_| bad())?;
+                (a, a)
             }
-            None => out.push(part.trim().parse().map_err(|_| bad())?),
+        };
+        if a > b {
+            return Err(bad());
         }
-    }
-    if out.iter().any(|&c| c >= rustix::thread::CpuSet::MAX_CPU) {
-        return Err(format!(
-            "CPU numbers must be below {}",
-            rustix::thread::CpuSet::MAX_CPU
-        ));
+        if b >= limit {
+            return Err(format!("CPU numbers must be below {limit}, not {b}"));
+        }
+        if out.len() + (b - a + 1) > limit {
+            return Err(format!("the list names more than {limit} CPUs"));
+        }
+        out.extend(a..=b);
     }
     Ok(out)
 }
@@ -1477,6 +1482,17 @@ mod tests {
         assert!(check(Type::Cpus, "[\"2\"]").is_err());
         assert!(check(Type::Cpus, "\"100000\"").is_err());
         assert_eq!(parse_cpus("0,2-4"), Ok(vec![0, 2, 3, 4]));
+        // Ranges are bounded before they are spread out; so is the whole list.
+        let max = rustix::thread::CpuSet::MAX_CPU;
+        assert_eq!(
+            parse_cpus("0-18446744073709551615").unwrap_err(),
+            format!("CPU numbers must be below {max}, not 18446744073709551615")
+        );
+        assert_eq!(parse_cpus(&format!("0-{}", max - 1)).unwrap().len(), max);
+        assert_eq!(
+            parse_cpus(&format!("0-{},0", max - 1)).unwrap_err(),
+            format!("the list names more than {max} CPUs")
+        );
     }
 
     #[test]
