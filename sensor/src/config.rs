@@ -1015,12 +1015,38 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-/// Reads and checks a configuration file.
+/// The largest configuration file the sensor reads. Every key of the table with a comment
+/// fits in a few KiB; the bound keeps `/dev/zero`, a device or a runaway file from filling
+/// memory.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads and checks a configuration file (at most [`MAX_FILE_BYTES`]).
 pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    use std::io::Read as _;
+    let err = |message: String| ConfigError {
         file: path.to_owned(),
         line: None,
-        message: format!("cannot read the configuration file: {e}"),
+        message,
+    };
+    let cannot = |e: std::io::Error| err(format!("cannot read the configuration file: {e}"));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    // One byte past the bound tells a file that is too large from one that fits exactly,
+    // without reading more of a file that never ends.
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(err(format!(
+            "the configuration file is larger than {} MiB ({MAX_FILE_BYTES} bytes), the most the sensor reads",
+            MAX_FILE_BYTES >> 20
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        err(format!(
+            "cannot read the configuration file: not UTF-8 text (invalid at byte offset {})",
+            e.utf8_error().valid_up_to()
+        ))
     })?;
     parse(path, &text)
 }
@@ -1433,6 +1459,40 @@ mod tests {
         assert!(check(Type::Seconds, "inf").is_err());
         assert!(check(Type::Seconds, "nan").is_err());
         assert!(check(Type::Seconds, "\"10s\"").is_err());
+    }
+
+    #[test]
+    fn a_file_is_read_up_to_a_bound() {
+        let dir = std::env::temp_dir().join(format!("mos-config-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Exactly the bound: read (comments only, so it sets nothing).
+        let fits = dir.join("fits.toml");
+        let mut text = "#".repeat(MAX_FILE_BYTES as usize - 1);
+        text.push('\n');
+        std::fs::write(&fits, &text).unwrap();
+        assert!(load(&fits).unwrap().settings.is_empty());
+        // A byte more, or a device that never ends: refused, one line.
+        let big = dir.join("big.toml");
+        text.push('\n');
+        std::fs::write(&big, &text).unwrap();
+        for path in [big.as_path(), Path::new("/dev/zero")] {
+            let e = load(path).unwrap_err();
+            assert_eq!(e.line, None);
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "{}: the configuration file is larger than 1 MiB (1048576 bytes), the most the sensor reads",
+                    path.display()
+                )
+            );
+        }
+        let binary = dir.join("binary.toml");
+        std::fs::write(&binary, b"[sensor]\n\xff\n").unwrap();
+        assert!(load(&binary)
+            .unwrap_err()
+            .message
+            .contains("not UTF-8 text (invalid at byte offset 9)"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
