@@ -37,8 +37,9 @@ pub fn default_path() -> Option<PathBuf> {
     }
 }
 
-/// What a key's value must be.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a key's value must be. The same check applies to the flag the key stands for
+/// ([`Type::check_arg`]), so that the command line and the file accept the same values.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Type {
     /// A non-empty string.
     Text,
@@ -58,10 +59,20 @@ pub enum Type {
         /// The greatest value.
         max: i64,
     },
-    /// A positive, finite number of seconds (integer or decimal).
-    Seconds,
-    /// A positive, finite number.
-    Factor,
+    /// A number of seconds (integer or decimal) within the bounds (inclusive).
+    Seconds {
+        /// The least value.
+        min: f64,
+        /// The greatest value.
+        max: f64,
+    },
+    /// A number (integer or decimal) within the bounds (inclusive).
+    Factor {
+        /// The least value.
+        min: f64,
+        /// The greatest value.
+        max: f64,
+    },
     /// `true` or `false`.
     Bool,
     /// One of the listed strings.
@@ -207,6 +218,14 @@ const CHECKSUMS: &[(&str, Option<&str>)] = &[
 const MODE_NAMES: &[&str] = &["auto", "lossless", "lossy"];
 const CHECKSUM_NAMES: &[&str] = &["count", "drop", "ignore"];
 const U32_HALF: i64 = (u32::MAX / 2) as i64;
+/// A day in seconds: the longest timeout the sensor takes, beyond which a timeout means
+/// nothing but a typing error (and overflows nanosecond clocks long before a float runs out).
+const DAY: i64 = 86_400;
+/// A timeout in seconds (`--stall-timeout`, `--stop-after-idle`): a millisecond to a day.
+const TIMEOUT: Type = Type::Seconds {
+    min: 0.001,
+    max: DAY as f64,
+};
 
 /// Every key of the configuration file, section by section.
 pub const KEYS: &[Key] = &[
@@ -305,7 +324,7 @@ pub const KEYS: &[Key] = &[
     Key {
         section: "input",
         name: "stop_after_idle",
-        ty: Type::Seconds,
+        ty: TIMEOUT,
         flag: Flag::Value("--stop-after-idle"),
         default: Default::Unset("60"),
         shipped: None,
@@ -330,7 +349,10 @@ pub const KEYS: &[Key] = &[
     Key {
         section: "input",
         name: "speed",
-        ty: Type::Factor,
+        ty: Type::Factor {
+            min: 0.001,
+            max: 1e6,
+        },
         flag: Flag::Value("--speed"),
         default: Default::Unset("1.0"),
         shipped: None,
@@ -367,7 +389,7 @@ pub const KEYS: &[Key] = &[
     Key {
         section: "sensor",
         name: "stall_timeout",
-        ty: Type::Seconds,
+        ty: TIMEOUT,
         flag: Flag::Value("--stall-timeout"),
         default: Default::Value("10.0"),
         shipped: None,
@@ -456,7 +478,7 @@ pub const KEYS: &[Key] = &[
         name: "idle_timeout",
         ty: Type::Int {
             min: 1,
-            max: u32::MAX as i64,
+            max: 30 * DAY,
         },
         flag: Flag::Value("--idle-timeout"),
         default: Default::Value("3600"),
@@ -516,10 +538,7 @@ pub const KEYS: &[Key] = &[
     Key {
         section: "fragments",
         name: "timeout",
-        ty: Type::Int {
-            min: 1,
-            max: u32::MAX as i64,
-        },
+        ty: Type::Int { min: 1, max: DAY },
         flag: Flag::Value("--frag-timeout"),
         default: Default::Value("30"),
         shipped: None,
@@ -699,17 +718,12 @@ pub enum Checked {
     List(Vec<String>),
 }
 
-/// A positive, finite number (integer or decimal), or why not.
-fn positive_number(v: &Value) -> Result<f64, String> {
-    let x = match v {
-        Value::Integer(i) => *i.value() as f64,
-        Value::Float(f) => *f.value(),
-        _ => return Err(format!("expected a number, found {}", kind(v))),
-    };
-    if x > 0.0 && x.is_finite() {
-        Ok(x)
-    } else {
-        Err(format!("must be a positive number, not {x}"))
+/// A number (integer or decimal), or why not.
+fn number(v: &Value) -> Result<f64, String> {
+    match v {
+        Value::Integer(i) => Ok(*i.value() as f64),
+        Value::Float(f) => Ok(*f.value()),
+        _ => Err(format!("expected a number, found {}", kind(v))),
     }
 }
 
@@ -731,7 +745,8 @@ fn show(v: &Value) -> String {
     match v {
         Value::String(s) => format!("{:?}", s.value()),
         Value::Integer(i) => i.value().to_string(),
-        Value::Float(f) => f.value().to_string(),
+        // `1e300` as written, not its 301 digits.
+        Value::Float(f) => format!("{:?}", f.value()),
         Value::Boolean(b) => b.value().to_string(),
         other => kind(other).to_owned(),
     }
@@ -809,19 +824,19 @@ impl Type {
     pub fn check(&self, v: &Value) -> Result<Checked, String> {
         match *self {
             Type::Text | Type::Path => string(v).map(|s| Checked::One(s.to_owned())),
-            Type::Int { min, max } | Type::PowerOfTwo { min, max } => {
+            Type::Int { .. } | Type::PowerOfTwo { .. } => {
                 let Some(&n) = v.as_integer().as_ref() else {
                     return Err(format!("expected an integer, found {}", kind(v)));
                 };
-                if !(min..=max).contains(&n) {
-                    return Err(format!("must be between {min} and {max}, not {n}"));
-                }
-                if matches!(self, Type::PowerOfTwo { .. }) && !(n as u64).is_power_of_two() {
-                    return Err(format!("must be a power of two, not {n}"));
-                }
+                self.within_int(n).map_err(|m| format!("{m}, not {n}"))?;
                 Ok(Checked::One(n.to_string()))
             }
-            Type::Seconds | Type::Factor => positive_number(v).map(|x| Checked::One(x.to_string())),
+            Type::Seconds { .. } | Type::Factor { .. } => {
+                let x = number(v)?;
+                self.within(x)
+                    .map_err(|m| format!("{m}, not {}", show(v)))?;
+                Ok(Checked::One(x.to_string()))
+            }
             Type::Bool => v
                 .as_bool()
                 .map(Checked::Bool)
@@ -892,6 +907,81 @@ impl Type {
         }
     }
 
+    /// Checks the value of the flag the key stands for, as given on the command line, against
+    /// the type and range, and returns it as the flag's own parser takes it (`Err`: what the
+    /// value must be, one line). Types whose flags parse their values themselves (strings,
+    /// paths, choices) pass through.
+    pub fn check_arg(&self, s: &str) -> Result<String, String> {
+        match *self {
+            Type::Int { .. } | Type::PowerOfTwo { .. } => {
+                let n: i64 = s.parse().map_err(|_| {
+                    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+                    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                        // Digits that do not fit in 64 bits are out of every range here.
+                        format!("must be {}", self.range())
+                    } else {
+                        format!("expected an integer ({})", self.range())
+                    }
+                })?;
+                self.within_int(n)?;
+                Ok(n.to_string())
+            }
+            Type::Seconds { .. } | Type::Factor { .. } => {
+                let x: f64 = s
+                    .parse()
+                    .map_err(|_| format!("expected a number ({})", self.range()))?;
+                self.within(x)?;
+                Ok(x.to_string())
+            }
+            Type::Size => match parse_size(s)? {
+                0 => Err("must be more than 0 bytes".into()),
+                n => Ok(n.to_string()),
+            },
+            Type::Cpus => parse_cpus(s).map(|_| s.to_owned()),
+            _ => Ok(s.to_owned()),
+        }
+    }
+
+    /// `Err` saying what an integer must be when it is outside the type's range; `Ok` for a
+    /// type without an integer range.
+    fn within_int(&self, n: i64) -> Result<(), String> {
+        let inside = match *self {
+            Type::Int { min, max } => (min..=max).contains(&n),
+            Type::PowerOfTwo { min, max } => (min..=max).contains(&n) && n.count_ones() == 1,
+            _ => true,
+        };
+        if inside {
+            Ok(())
+        } else {
+            Err(format!("must be {}", self.range()))
+        }
+    }
+
+    /// `Err` saying what a number must be when it is outside the type's range (NaN and the
+    /// infinities are outside every range); `Ok` for a type without a decimal range.
+    fn within(&self, x: f64) -> Result<(), String> {
+        let inside = match *self {
+            Type::Seconds { min, max } | Type::Factor { min, max } => (min..=max).contains(&x),
+            _ => true,
+        };
+        if inside {
+            Ok(())
+        } else {
+            Err(format!("must be {}", self.range()))
+        }
+    }
+
+    /// The range of a numeric type in words (`between 1 and 32`).
+    fn range(&self) -> String {
+        match *self {
+            Type::Int { min, max } => format!("between {min} and {max}"),
+            Type::PowerOfTwo { min, max } => format!("a power of two between {min} and {max}"),
+            Type::Seconds { min, max } => format!("between {min} and {max} seconds"),
+            Type::Factor { min, max } => format!("between {min} and {max}"),
+            _ => String::new(),
+        }
+    }
+
     /// The type and range in words, for `docs/CONFIG.md`.
     pub fn describe(&self) -> String {
         match *self {
@@ -899,8 +989,8 @@ impl Type {
             Type::Path => "string (a path)".into(),
             Type::Int { min, max } => format!("integer, {min} to {max}"),
             Type::PowerOfTwo { min, max } => format!("integer, a power of two from {min} to {max}"),
-            Type::Seconds => "number of seconds (more than 0)".into(),
-            Type::Factor => "number (more than 0)".into(),
+            Type::Seconds { min, max } => format!("number of seconds, {min} to {max}"),
+            Type::Factor { min, max } => format!("number, {min} to {max}"),
             Type::Bool => "boolean".into(),
             Type::Choice(c) => format!("one of {}", quoted(c)),
             Type::Size => {
@@ -1356,10 +1446,21 @@ pub fn reference_doc() -> String {
          wrong type or out of range, a key set twice, a user or group that does not exist, or a\n\
          TOML syntax error stops the sensor with one line and exit status 1:\n\n\
          ```\n\
-         mos-sensor: error: /etc/mos/sensor.toml:12: tracking.ring_kib: must be a power of two, not 300\n\
+         mos-sensor: error: /etc/mos/sensor.toml:12: tracking.ring_kib: must be a power of two between 1 and 1048576, not 300\n\
          ```\n\n\
          Users and groups are looked up only for the lists in effect (not when the command line\n\
-         replaces them).\n",
+         replaces them). A file larger than 1 MiB is refused unread (so is anything that never\n\
+         ends, such as `/dev/zero`), and so is one that is not UTF-8 text.\n\n\
+         Each key's type and range below holds for its flag too: a value on the command line\n\
+         that is not a number of that type or is outside its range (NaN, infinite, too small,\n\
+         too large) stops the sensor with one line naming the flag, the value and the range, and\n\
+         exit status 1, like the file's:\n\n\
+         ```\n\
+         mos-sensor: error: invalid value '1e300' for '--stall-timeout <SECONDS>': must be between 0.001 and 86400 seconds\n\
+         ```\n\n\
+         Settings that bound one another are checked next (`--max-flows` and `--max-rings` at\n\
+         least one per worker, `--wait-analyzers` at most `--max-analyzers`), then the memory\n\
+         they add up to against `--memcap`, which names the setting to lower.\n",
     );
     out.push_str(
         "\n## Keys and flags\n\nA boolean or a choice stands for a flag given when it has the value \
@@ -1451,14 +1552,70 @@ mod tests {
     }
 
     #[test]
-    fn seconds_are_positive_and_finite() {
-        assert_eq!(check(Type::Seconds, "10"), one("10"));
-        assert_eq!(check(Type::Seconds, "0.5"), one("0.5"));
-        assert!(check(Type::Seconds, "0").is_err());
-        assert!(check(Type::Seconds, "-1.5").is_err());
-        assert!(check(Type::Seconds, "inf").is_err());
-        assert!(check(Type::Seconds, "nan").is_err());
-        assert!(check(Type::Seconds, "\"10s\"").is_err());
+    fn seconds_and_factors_are_within_their_bounds() {
+        assert_eq!(check(TIMEOUT, "10"), one("10"));
+        assert_eq!(check(TIMEOUT, "0.5"), one("0.5"));
+        assert_eq!(check(TIMEOUT, "0.001"), one("0.001"));
+        assert_eq!(check(TIMEOUT, "86400"), one("86400"));
+        for bad in [
+            "0", "-1.5", "inf", "-inf", "nan", "1e300", "1e-300", "86400.5",
+        ] {
+            let e = check(TIMEOUT, bad).unwrap_err();
+            assert!(
+                e.starts_with("must be between 0.001 and 86400 seconds, not "),
+                "{bad}: {e}"
+            );
+        }
+        assert!(check(TIMEOUT, "\"10s\"")
+            .unwrap_err()
+            .contains("expected a number"));
+        let speed = key("input", "speed").unwrap().ty;
+        assert_eq!(check(speed, "1000000"), one("1000000"));
+        assert_eq!(
+            check(speed, "1e-300").unwrap_err(),
+            "must be between 0.001 and 1000000, not 1e-300"
+        );
+    }
+
+    /// A flag's value on the command line is checked as the key's is in the file.
+    #[test]
+    fn command_line_values_are_checked_like_the_files() {
+        let ring = key("tracking", "ring_kib").unwrap().ty;
+        assert_eq!(ring.check_arg("256"), Ok("256".into()));
+        for bad in ["300", "0", "-4", "2097152", "99999999999999999999999"] {
+            assert_eq!(
+                ring.check_arg(bad).unwrap_err(),
+                "must be a power of two between 1 and 1048576",
+                "{bad}"
+            );
+        }
+        assert!(ring
+            .check_arg("1e3")
+            .unwrap_err()
+            .contains("expected an integer"));
+        assert!(ring
+            .check_arg("")
+            .unwrap_err()
+            .contains("expected an integer"));
+        assert_eq!(TIMEOUT.check_arg("2.5"), Ok("2.5".into()));
+        for bad in [
+            "nan", "NaN", "inf", "infinity", "-1", "0", "1e300", "1e-300",
+        ] {
+            assert_eq!(
+                TIMEOUT.check_arg(bad).unwrap_err(),
+                "must be between 0.001 and 86400 seconds",
+                "{bad}"
+            );
+        }
+        assert!(TIMEOUT
+            .check_arg("ten")
+            .unwrap_err()
+            .contains("expected a number"));
+        assert_eq!(Type::Size.check_arg("1G"), Ok((1u64 << 30).to_string()));
+        assert!(Type::Size.check_arg("0").is_err());
+        assert!(Type::Size.check_arg("99999999999T").is_err());
+        assert!(Type::Cpus.check_arg("0-99999999999").is_err());
+        assert_eq!(Type::Path.check_arg("x"), Ok("x".into()));
     }
 
     #[test]
