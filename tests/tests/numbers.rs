@@ -13,8 +13,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-/// The bound the issue sets for a refusal: at once, within a second; generous here, for a
-/// loaded machine.
+/// How long a refusal may take. It comes before anything starts, in milliseconds; the bound
+/// is generous for a loaded machine, and ends a binary that would run or read on instead.
 const AT_ONCE: Duration = Duration::from_secs(10);
 
 /// Starts `program ARGS` under a 1 GiB address-space limit, so that a binary that reads
