@@ -58,10 +58,13 @@ use std::time::{Duration, Instant};
 ///
 /// A capture that is truncated or malformed part-way ends the replay with one message naming
 /// the byte offset; everything before it is processed and published as usual, and the exit
-/// status is 2. Other errors exit with 1. SIGINT or SIGTERM stop the sensor as if the input
-/// ended there (exit status 130; a second one exits at once). SIGHUP rereads the
-/// configuration file: who may attach (--allow-user, --allow-group) and --stall-timeout
-/// change at once, and the sensor logs which other changed settings wait for a restart.
+/// status is 2. Other errors exit with 1, among them a value outside its range (each flag
+/// below gives its range; so do the file's keys) in one line; a malformed command line (an
+/// unknown flag, a missing value) is a usage error, status 2. SIGINT or SIGTERM stop the
+/// sensor as if the input ended there (exit status 130; a second one exits at once). SIGHUP
+/// rereads the configuration file: who may attach (--allow-user, --allow-group) and
+/// --stall-timeout change at once, and the sensor logs which other changed settings wait for
+/// a restart.
 ///
 /// Started by systemd (Type=notify), the sensor says it is ready once the shared memory is
 /// published and the control socket listens, and its log lines carry syslog levels in the
