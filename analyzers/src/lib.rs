@@ -42,6 +42,21 @@ pub fn stop_on_signals(mos: &Mos) -> anyhow::Result<Interrupt> {
     Ok(flag)
 }
 
+/// The command line, parsed. A value its parser refuses (a number out of its range) is an
+/// error like any other: one line on stderr, after `prog: `, and status 1 (the `Err`). Other
+/// usage errors, `--help` and `--version` are clap's own (usage, status 2 or 0) and exit here.
+pub fn parse_args<A: clap::Parser>(prog: &str) -> Result<A, ExitCode> {
+    A::try_parse().map_err(|e| {
+        if e.kind() != clap::error::ErrorKind::ValueValidation {
+            e.exit()
+        }
+        let text = e.to_string();
+        let line = text.lines().next().unwrap_or_default();
+        eprintln!("{prog}: {}", line.strip_prefix("error: ").unwrap_or(line));
+        ExitCode::FAILURE
+    })
+}
+
 /// The exit status of a run; an error is printed as one line on stderr, after `prog: `.
 pub fn exit_status(prog: &str, r: anyhow::Result<Outcome>) -> ExitCode {
     match r {

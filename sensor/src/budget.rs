@@ -90,36 +90,39 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// The budget of a configuration.
+    /// The budget of a configuration. The products saturate at `u64::MAX`: settings too large
+    /// to multiply out give an item no cap admits, which [`Budget::check`] names.
     pub fn of(shape: &Shape) -> Budget {
         let nw = shape.workers as u64;
         let cfg = &shape.tracker;
         let published = shape.publish.is_some();
         let t = Tracker::memory_bound(cfg, shape.lossless, !published);
-        let slots = cfg.max_flows as u64 + 2;
+        let slots = (cfg.max_flows as u64).saturating_add(2);
         let rings = cfg.max_rings as u64;
+        let sum = |parts: &[u64]| parts.iter().fold(0u64, |a, &b| a.saturating_add(b));
         let mut items = vec![
             Item {
                 what: "connection table, its index and queues",
                 setting: "--max-flows",
-                bytes: nw * t.flows as u64,
+                bytes: nw.saturating_mul(t.flows as u64),
             },
             Item {
                 what: "stream rings and their metadata",
                 setting: "--max-rings or --ring-kib",
                 // Private, or in the shared region.
-                bytes: nw
-                    * (t.rings as u64
-                        + if published {
-                            rings * cfg.ring_size as u64
-                        } else {
-                            0
-                        }),
+                bytes: nw.saturating_mul(sum(&[
+                    t.rings as u64,
+                    if published {
+                        rings.saturating_mul(cfg.ring_size as u64)
+                    } else {
+                        0
+                    },
+                ])),
             },
             Item {
                 what: "events of one call",
                 setting: "",
-                bytes: nw * t.events as u64,
+                bytes: nw.saturating_mul(t.events as u64),
             },
         ];
         if let Some(p) = shape.publish {
@@ -127,52 +130,59 @@ impl Budget {
             items.push(Item {
                 what: "shared flow slots",
                 setting: "--max-flows",
-                bytes: nw * slots * size_of::<FlowSlot>() as u64,
+                bytes: nw
+                    .saturating_mul(slots)
+                    .saturating_mul(size_of::<FlowSlot>() as u64),
             });
             items.push(Item {
                 what: "shared ring metadata",
                 setting: "--max-rings",
-                bytes: nw
-                    * (rings * size_of::<RingMetaSlot>() as u64
-                        + SlotPublisher::memory_bound(cfg.max_rings) as u64),
+                bytes: nw.saturating_mul(sum(&[
+                    rings.saturating_mul(size_of::<RingMetaSlot>() as u64),
+                    SlotPublisher::memory_bound(cfg.max_rings) as u64,
+                ])),
             });
             items.push(Item {
                 what: "packet log",
                 setting: "--pktlog-frames or --pktlog-kib",
-                bytes: nw
-                    * (size_of::<PktLogHeader>() as u64
-                        + p.pktlog_frames * (size_of::<PktLogEntry>() as u64 + 16)
-                        + p.pktlog_bytes
-                        + worker_align),
+                bytes: nw.saturating_mul(sum(&[
+                    size_of::<PktLogHeader>() as u64,
+                    p.pktlog_frames
+                        .saturating_mul(size_of::<PktLogEntry>() as u64 + 16),
+                    p.pktlog_bytes,
+                    worker_align,
+                ])),
             });
-            let per_analyzer =
-                EventPlan::new(p.event_ring, shape.workers).map_or(0, |e| e.len) + PAGE_LEN;
+            // An event ring the layout refuses (not a power of two, too many workers) is
+            // refused before the budget counts; here it counts as the most it may be.
+            let per_analyzer = EventPlan::new(p.event_ring, shape.workers)
+                .map_or(u64::MAX, |e| e.len)
+                .saturating_add(PAGE_LEN);
             items.push(Item {
                 what: "analyzers' event rings",
                 setting: "--max-analyzers or --event-ring",
-                bytes: p.max_analyzers * per_analyzer,
+                bytes: p.max_analyzers.saturating_mul(per_analyzer),
             });
         }
         items.push(match shape.input {
             InputKind::File => Item {
                 what: "capture reader",
                 setting: "--workers",
-                bytes: FileCapture::memory_bound() as u64
-                    + if shape.workers > 1 {
-                        dispatch::memory_bound(shape.workers) as u64
-                    } else {
-                        0
-                    },
+                bytes: (FileCapture::memory_bound() as u64).saturating_add(if shape.workers > 1 {
+                    dispatch::memory_bound(shape.workers) as u64
+                } else {
+                    0
+                }),
             },
             InputKind::Iface => Item {
                 what: "AF_PACKET rings",
                 setting: "--workers",
-                bytes: nw * AFPACKET_RING,
+                bytes: nw.saturating_mul(AFPACKET_RING),
             },
             InputKind::Dpdk => Item {
                 what: "DPDK hand-off",
                 setting: "--workers",
-                bytes: nw << 20,
+                bytes: nw.saturating_mul(1 << 20),
             },
         });
         if let Some(d) = &shape.defrag {
@@ -183,7 +193,7 @@ impl Budget {
             items.push(Item {
                 what: "IP fragments awaiting reassembly",
                 setting: "--frag-memory or --frag-datagrams",
-                bytes: n * Defragmenter::memory_bound(d) as u64,
+                bytes: n.saturating_mul(Defragmenter::memory_bound(d) as u64),
             });
         }
         items.push(Item {
@@ -194,15 +204,18 @@ impl Budget {
         Budget { items }
     }
 
-    /// Total bytes.
+    /// Total bytes (`u64::MAX` when they do not fit in 64 bits).
     pub fn total(&self) -> u64 {
-        self.items.iter().map(|i| i.bytes).sum()
+        self.items
+            .iter()
+            .fold(0u64, |a, i| a.saturating_add(i.bytes))
     }
 
     /// `Err` with one line naming the setting to lower when the budget exceeds `cap` bytes.
     pub fn check(&self, cap: u64) -> Result<(), String> {
         let total = self.total();
-        if total <= cap {
+        // A total that saturated is more than any cap, even u64::MAX.
+        if total <= cap && total < u64::MAX {
             return Ok(());
         }
         let worst = self
@@ -211,12 +224,19 @@ impl Budget {
             .filter(|i| !i.setting.is_empty())
             .max_by_key(|i| i.bytes)
             .expect("the budget has items with settings");
+        let size = |b: u64| {
+            if b == u64::MAX {
+                "more than 16 EiB".to_owned()
+            } else {
+                human(b)
+            }
+        };
         Err(format!(
             "this configuration may use up to {} but --memcap is {}; the largest part is the {} ({}): lower {}, or raise --memcap",
-            human(total),
+            size(total),
             human(cap),
             worst.what,
-            human(worst.bytes),
+            size(worst.bytes),
             worst.setting
         ))
     }
@@ -345,6 +365,41 @@ mod tests {
         let err = b.check(256 << 20).unwrap_err();
         assert!(err.contains("lower --max-rings or --ring-kib"), "{err}");
         assert!(Budget::of(&shape(1000, 16)).check(1 << 30).is_ok());
+    }
+
+    /// Settings far past their ranges (which the command line and the file refuse) still give
+    /// a budget, saturated, that no cap admits and that names a setting: no overflow.
+    #[test]
+    fn settings_too_large_to_multiply_out_are_refused_not_wrapped() {
+        let mut s = shape(usize::MAX, usize::MAX);
+        s.workers = usize::MAX;
+        s.tracker.ring_size = usize::MAX;
+        s.publish = Some(PublishShape {
+            pktlog_frames: u64::MAX,
+            pktlog_bytes: u64::MAX,
+            event_ring: 1 << 24,
+            max_analyzers: u64::MAX,
+        });
+        s.defrag = Some(DefragConfig {
+            memory_bytes: usize::MAX,
+            max_datagrams: usize::MAX,
+            ..DefragConfig::default()
+        });
+        for input in [InputKind::File, InputKind::Iface, InputKind::Dpdk] {
+            s.input = input;
+            let b = Budget::of(&s);
+            assert_eq!(b.total(), u64::MAX);
+            let err = b.check(u64::MAX).unwrap_err();
+            assert!(
+                err.contains("more than 16 EiB") && err.contains(": lower --"),
+                "{err}"
+            );
+        }
+        // One setting alone past what 64 bits hold: the analyzers' rings.
+        let mut s = shape(1000, 16);
+        s.publish.as_mut().unwrap().max_analyzers = u64::MAX;
+        let err = Budget::of(&s).check(u64::MAX).unwrap_err();
+        assert!(err.contains("lower --max-analyzers"), "{err}");
     }
 
     #[test]

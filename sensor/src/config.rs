@@ -37,8 +37,9 @@ pub fn default_path() -> Option<PathBuf> {
     }
 }
 
-/// What a key's value must be.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a key's value must be. The same check applies to the flag the key stands for
+/// ([`Type::check_arg`]), so that the command line and the file accept the same values.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Type {
     /// A non-empty string.
     Text,
@@ -58,10 +59,20 @@ pub enum Type {
         /// The greatest value.
         max: i64,
     },
-    /// A positive, finite number of seconds (integer or decimal).
-    Seconds,
-    /// A positive, finite number.
-    Factor,
+    /// A number of seconds (integer or decimal) within the bounds (inclusive).
+    Seconds {
+        /// The least value.
+        min: f64,
+        /// The greatest value.
+        max: f64,
+    },
+    /// A number (integer or decimal) within the bounds (inclusive).
+    Factor {
+        /// The least value.
+        min: f64,
+        /// The greatest value.
+        max: f64,
+    },
     /// `true` or `false`.
     Bool,
     /// One of the listed strings.
@@ -207,6 +218,14 @@ const CHECKSUMS: &[(&str, Option<&str>)] = &[
 const MODE_NAMES: &[&str] = &["auto", "lossless", "lossy"];
 const CHECKSUM_NAMES: &[&str] = &["count", "drop", "ignore"];
 const U32_HALF: i64 = (u32::MAX / 2) as i64;
+/// A day in seconds: the longest timeout the sensor takes, beyond which a timeout means
+/// nothing but a typing error (and overflows nanosecond clocks long before a float runs out).
+const DAY: i64 = 86_400;
+/// A timeout in seconds (`--stall-timeout`, `--stop-after-idle`): a millisecond to a day.
+const TIMEOUT: Type = Type::Seconds {
+    min: 0.001,
+    max: DAY as f64,
+};
 
 /// Every key of the configuration file, section by section.
 pub const KEYS: &[Key] = &[
@@ -305,7 +324,7 @@ pub const KEYS: &[Key] = &[
     Key {
         section: "input",
         name: "stop_after_idle",
-        ty: Type::Seconds,
+        ty: TIMEOUT,
         flag: Flag::Value("--stop-after-idle"),
         default: Default::Unset("60"),
         shipped: None,
@@ -330,7 +349,10 @@ pub const KEYS: &[Key] = &[
     Key {
         section: "input",
         name: "speed",
-        ty: Type::Factor,
+        ty: Type::Factor {
+            min: 0.001,
+            max: 1e6,
+        },
         flag: Flag::Value("--speed"),
         default: Default::Unset("1.0"),
         shipped: None,
@@ -367,7 +389,7 @@ pub const KEYS: &[Key] = &[
     Key {
         section: "sensor",
         name: "stall_timeout",
-        ty: Type::Seconds,
+        ty: TIMEOUT,
         flag: Flag::Value("--stall-timeout"),
         default: Default::Value("10.0"),
         shipped: None,
@@ -456,7 +478,7 @@ pub const KEYS: &[Key] = &[
         name: "idle_timeout",
         ty: Type::Int {
             min: 1,
-            max: u32::MAX as i64,
+            max: 30 * DAY,
         },
         flag: Flag::Value("--idle-timeout"),
         default: Default::Value("3600"),
@@ -516,10 +538,7 @@ pub const KEYS: &[Key] = &[
     Key {
         section: "fragments",
         name: "timeout",
-        ty: Type::Int {
-            min: 1,
-            max: u32::MAX as i64,
-        },
+        ty: Type::Int { min: 1, max: DAY },
         flag: Flag::Value("--frag-timeout"),
         default: Default::Value("30"),
         shipped: None,
@@ -674,7 +693,10 @@ pub const KEYS: &[Key] = &[
     Key {
         section: "control",
         name: "hello_timeout",
-        ty: Type::Seconds,
+        ty: Type::Seconds {
+            min: 0.01,
+            max: 3600.0,
+        },
         flag: Flag::Value("--hello-timeout"),
         default: Default::Value("2.0"),
         shipped: None,
@@ -724,17 +746,12 @@ pub enum Checked {
     List(Vec<String>),
 }
 
-/// A positive, finite number (integer or decimal), or why not.
-fn positive_number(v: &Value) -> Result<f64, String> {
-    let x = match v {
-        Value::Integer(i) => *i.value() as f64,
-        Value::Float(f) => *f.value(),
-        _ => return Err(format!("expected a number, found {}", kind(v))),
-    };
-    if x > 0.0 && x.is_finite() {
-        Ok(x)
-    } else {
-        Err(format!("must be a positive number, not {x}"))
+/// A number (integer or decimal), or why not.
+fn number(v: &Value) -> Result<f64, String> {
+    match v {
+        Value::Integer(i) => Ok(*i.value() as f64),
+        Value::Float(f) => Ok(*f.value()),
+        _ => Err(format!("expected a number, found {}", kind(v))),
     }
 }
 
@@ -756,7 +773,8 @@ fn show(v: &Value) -> String {
     match v {
         Value::String(s) => format!("{:?}", s.value()),
         Value::Integer(i) => i.value().to_string(),
-        Value::Float(f) => f.value().to_string(),
+        // `1e300` as written, not its 301 digits.
+        Value::Float(f) => format!("{:?}", f.value()),
         Value::Boolean(b) => b.value().to_string(),
         other => kind(other).to_owned(),
     }
@@ -770,30 +788,35 @@ fn string(v: &Value) -> Result<&str, String> {
     }
 }
 
-/// CPU numbers from a list such as `2,3` or a range such as `2-5` (the `--cpus` syntax).
+/// CPU numbers from a list such as `2,3` or a range such as `2-5` (the `--cpus` syntax): each
+/// below [`rustix::thread::CpuSet::MAX_CPU`], and no more of them than that in all (a list is
+/// read one CPU per worker, so a longer one means nothing, and a range is checked before it is
+/// spread out, so that `0-99999999999` costs nothing).
 pub fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
+    let limit = rustix::thread::CpuSet::MAX_CPU;
     let mut out = Vec::new();
     for part in s.split(',') {
         let bad = || format!("{part:?} is not a CPU number or range (such as 3 or 2-5)");
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b): (usize, usize) = (
-                    a.trim().parse().map_err(|_| bad())?,
-                    b.trim().parse().map_err(|_| bad())?,
-                );
-                if a > b {
-                    return Err(bad());
-                }
-                out.extend(a..=b);
+        let (a, b): (usize, usize) = match part.split_once('-') {
+            Some((a, b)) => (
+                a.trim().parse().map_err(|_| bad())?,
+                b.trim().parse().map_err(|_| bad())?,
+            ),
+            None => {
+                let a = part.trim().parse().map_err(|_| bad())?;
+                (a, a)
             }
-            None => out.push(part.trim().parse().map_err(|_| bad())?),
+        };
+        if a > b {
+            return Err(bad());
         }
-    }
-    if out.iter().any(|&c| c >= rustix::thread::CpuSet::MAX_CPU) {
-        return Err(format!(
-            "CPU numbers must be below {}",
-            rustix::thread::CpuSet::MAX_CPU
-        ));
+        if b >= limit {
+            return Err(format!("CPU numbers must be below {limit}, not {b}"));
+        }
+        if out.len() + (b - a + 1) > limit {
+            return Err(format!("the list names more than {limit} CPUs"));
+        }
+        out.extend(a..=b);
     }
     Ok(out)
 }
@@ -829,19 +852,19 @@ impl Type {
     pub fn check(&self, v: &Value) -> Result<Checked, String> {
         match *self {
             Type::Text | Type::Path => string(v).map(|s| Checked::One(s.to_owned())),
-            Type::Int { min, max } | Type::PowerOfTwo { min, max } => {
+            Type::Int { .. } | Type::PowerOfTwo { .. } => {
                 let Some(&n) = v.as_integer().as_ref() else {
                     return Err(format!("expected an integer, found {}", kind(v)));
                 };
-                if !(min..=max).contains(&n) {
-                    return Err(format!("must be between {min} and {max}, not {n}"));
-                }
-                if matches!(self, Type::PowerOfTwo { .. }) && !(n as u64).is_power_of_two() {
-                    return Err(format!("must be a power of two, not {n}"));
-                }
+                self.within_int(n).map_err(|m| format!("{m}, not {n}"))?;
                 Ok(Checked::One(n.to_string()))
             }
-            Type::Seconds | Type::Factor => positive_number(v).map(|x| Checked::One(x.to_string())),
+            Type::Seconds { .. } | Type::Factor { .. } => {
+                let x = number(v)?;
+                self.within(x)
+                    .map_err(|m| format!("{m}, not {}", show(v)))?;
+                Ok(Checked::One(x.to_string()))
+            }
             Type::Bool => v
                 .as_bool()
                 .map(Checked::Bool)
@@ -912,6 +935,81 @@ impl Type {
         }
     }
 
+    /// Checks the value of the flag the key stands for, as given on the command line, against
+    /// the type and range, and returns it as the flag's own parser takes it (`Err`: what the
+    /// value must be, one line). Types whose flags parse their values themselves (strings,
+    /// paths, choices) pass through.
+    pub fn check_arg(&self, s: &str) -> Result<String, String> {
+        match *self {
+            Type::Int { .. } | Type::PowerOfTwo { .. } => {
+                let n: i64 = s.parse().map_err(|_| {
+                    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+                    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                        // Digits that do not fit in 64 bits are out of every range here.
+                        format!("must be {}", self.range())
+                    } else {
+                        format!("expected an integer ({})", self.range())
+                    }
+                })?;
+                self.within_int(n)?;
+                Ok(n.to_string())
+            }
+            Type::Seconds { .. } | Type::Factor { .. } => {
+                let x: f64 = s
+                    .parse()
+                    .map_err(|_| format!("expected a number ({})", self.range()))?;
+                self.within(x)?;
+                Ok(x.to_string())
+            }
+            Type::Size => match parse_size(s)? {
+                0 => Err("must be more than 0 bytes".into()),
+                n => Ok(n.to_string()),
+            },
+            Type::Cpus => parse_cpus(s).map(|_| s.to_owned()),
+            _ => Ok(s.to_owned()),
+        }
+    }
+
+    /// `Err` saying what an integer must be when it is outside the type's range; `Ok` for a
+    /// type without an integer range.
+    fn within_int(&self, n: i64) -> Result<(), String> {
+        let inside = match *self {
+            Type::Int { min, max } => (min..=max).contains(&n),
+            Type::PowerOfTwo { min, max } => (min..=max).contains(&n) && n.count_ones() == 1,
+            _ => true,
+        };
+        if inside {
+            Ok(())
+        } else {
+            Err(format!("must be {}", self.range()))
+        }
+    }
+
+    /// `Err` saying what a number must be when it is outside the type's range (NaN and the
+    /// infinities are outside every range); `Ok` for a type without a decimal range.
+    fn within(&self, x: f64) -> Result<(), String> {
+        let inside = match *self {
+            Type::Seconds { min, max } | Type::Factor { min, max } => (min..=max).contains(&x),
+            _ => true,
+        };
+        if inside {
+            Ok(())
+        } else {
+            Err(format!("must be {}", self.range()))
+        }
+    }
+
+    /// The range of a numeric type in words (`between 1 and 32`).
+    fn range(&self) -> String {
+        match *self {
+            Type::Int { min, max } => format!("between {min} and {max}"),
+            Type::PowerOfTwo { min, max } => format!("a power of two between {min} and {max}"),
+            Type::Seconds { min, max } => format!("between {min} and {max} seconds"),
+            Type::Factor { min, max } => format!("between {min} and {max}"),
+            _ => String::new(),
+        }
+    }
+
     /// The type and range in words, for `docs/CONFIG.md`.
     pub fn describe(&self) -> String {
         match *self {
@@ -919,8 +1017,8 @@ impl Type {
             Type::Path => "string (a path)".into(),
             Type::Int { min, max } => format!("integer, {min} to {max}"),
             Type::PowerOfTwo { min, max } => format!("integer, a power of two from {min} to {max}"),
-            Type::Seconds => "number of seconds (more than 0)".into(),
-            Type::Factor => "number (more than 0)".into(),
+            Type::Seconds { min, max } => format!("number of seconds, {min} to {max}"),
+            Type::Factor { min, max } => format!("number, {min} to {max}"),
             Type::Bool => "boolean".into(),
             Type::Choice(c) => format!("one of {}", quoted(c)),
             Type::Size => {
@@ -1035,12 +1133,38 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-/// Reads and checks a configuration file.
+/// The largest configuration file the sensor reads. Every key of the table with a comment
+/// fits in a few KiB; the bound keeps `/dev/zero`, a device or a runaway file from filling
+/// memory.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads and checks a configuration file (at most [`MAX_FILE_BYTES`]).
 pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    use std::io::Read as _;
+    let err = |message: String| ConfigError {
         file: path.to_owned(),
         line: None,
-        message: format!("cannot read the configuration file: {e}"),
+        message,
+    };
+    let cannot = |e: std::io::Error| err(format!("cannot read the configuration file: {e}"));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    // One byte past the bound tells a file that is too large from one that fits exactly,
+    // without reading more of a file that never ends.
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(err(format!(
+            "the configuration file is larger than {} MiB ({MAX_FILE_BYTES} bytes), the most the sensor reads",
+            MAX_FILE_BYTES >> 20
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        err(format!(
+            "cannot read the configuration file: not UTF-8 text (invalid at byte offset {})",
+            e.utf8_error().valid_up_to()
+        ))
     })?;
     parse(path, &text)
 }
@@ -1350,10 +1474,21 @@ pub fn reference_doc() -> String {
          wrong type or out of range, a key set twice, a user or group that does not exist, or a\n\
          TOML syntax error stops the sensor with one line and exit status 1:\n\n\
          ```\n\
-         mos-sensor: error: /etc/mos/sensor.toml:12: tracking.ring_kib: must be a power of two, not 300\n\
+         mos-sensor: error: /etc/mos/sensor.toml:12: tracking.ring_kib: must be a power of two between 1 and 1048576, not 300\n\
          ```\n\n\
          Users and groups are looked up only for the lists in effect (not when the command line\n\
-         replaces them).\n",
+         replaces them). A file larger than 1 MiB is refused unread (so is anything that never\n\
+         ends, such as `/dev/zero`), and so is one that is not UTF-8 text.\n\n\
+         Each key's type and range below holds for its flag too: a value on the command line\n\
+         that is not a number of that type or is outside its range (NaN, infinite, too small,\n\
+         too large) stops the sensor with one line naming the flag, the value and the range, and\n\
+         exit status 1, like the file's:\n\n\
+         ```\n\
+         mos-sensor: error: invalid value '1e300' for '--stall-timeout <SECONDS>': must be between 0.001 and 86400 seconds\n\
+         ```\n\n\
+         Settings that bound one another are checked next (`--max-flows` and `--max-rings` at\n\
+         least one per worker, `--wait-analyzers` at most `--max-analyzers`), then the memory\n\
+         they add up to against `--memcap`, which names the setting to lower.\n",
     );
     out.push_str(
         "\n## Keys and flags\n\nA boolean or a choice stands for a flag given when it has the value \
@@ -1445,14 +1580,104 @@ mod tests {
     }
 
     #[test]
-    fn seconds_are_positive_and_finite() {
-        assert_eq!(check(Type::Seconds, "10"), one("10"));
-        assert_eq!(check(Type::Seconds, "0.5"), one("0.5"));
-        assert!(check(Type::Seconds, "0").is_err());
-        assert!(check(Type::Seconds, "-1.5").is_err());
-        assert!(check(Type::Seconds, "inf").is_err());
-        assert!(check(Type::Seconds, "nan").is_err());
-        assert!(check(Type::Seconds, "\"10s\"").is_err());
+    fn seconds_and_factors_are_within_their_bounds() {
+        assert_eq!(check(TIMEOUT, "10"), one("10"));
+        assert_eq!(check(TIMEOUT, "0.5"), one("0.5"));
+        assert_eq!(check(TIMEOUT, "0.001"), one("0.001"));
+        assert_eq!(check(TIMEOUT, "86400"), one("86400"));
+        for bad in [
+            "0", "-1.5", "inf", "-inf", "nan", "1e300", "1e-300", "86400.5",
+        ] {
+            let e = check(TIMEOUT, bad).unwrap_err();
+            assert!(
+                e.starts_with("must be between 0.001 and 86400 seconds, not "),
+                "{bad}: {e}"
+            );
+        }
+        assert!(check(TIMEOUT, "\"10s\"")
+            .unwrap_err()
+            .contains("expected a number"));
+        let speed = key("input", "speed").unwrap().ty;
+        assert_eq!(check(speed, "1000000"), one("1000000"));
+        assert_eq!(
+            check(speed, "1e-300").unwrap_err(),
+            "must be between 0.001 and 1000000, not 1e-300"
+        );
+    }
+
+    /// A flag's value on the command line is checked as the key's is in the file.
+    #[test]
+    fn command_line_values_are_checked_like_the_files() {
+        let ring = key("tracking", "ring_kib").unwrap().ty;
+        assert_eq!(ring.check_arg("256"), Ok("256".into()));
+        for bad in ["300", "0", "-4", "2097152", "99999999999999999999999"] {
+            assert_eq!(
+                ring.check_arg(bad).unwrap_err(),
+                "must be a power of two between 1 and 1048576",
+                "{bad}"
+            );
+        }
+        assert!(ring
+            .check_arg("1e3")
+            .unwrap_err()
+            .contains("expected an integer"));
+        assert!(ring
+            .check_arg("")
+            .unwrap_err()
+            .contains("expected an integer"));
+        assert_eq!(TIMEOUT.check_arg("2.5"), Ok("2.5".into()));
+        for bad in [
+            "nan", "NaN", "inf", "infinity", "-1", "0", "1e300", "1e-300",
+        ] {
+            assert_eq!(
+                TIMEOUT.check_arg(bad).unwrap_err(),
+                "must be between 0.001 and 86400 seconds",
+                "{bad}"
+            );
+        }
+        assert!(TIMEOUT
+            .check_arg("ten")
+            .unwrap_err()
+            .contains("expected a number"));
+        assert_eq!(Type::Size.check_arg("1G"), Ok((1u64 << 30).to_string()));
+        assert!(Type::Size.check_arg("0").is_err());
+        assert!(Type::Size.check_arg("99999999999T").is_err());
+        assert!(Type::Cpus.check_arg("0-99999999999").is_err());
+        assert_eq!(Type::Path.check_arg("x"), Ok("x".into()));
+    }
+
+    #[test]
+    fn a_file_is_read_up_to_a_bound() {
+        let dir = std::env::temp_dir().join(format!("mos-config-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Exactly the bound: read (comments only, so it sets nothing).
+        let fits = dir.join("fits.toml");
+        let mut text = "#".repeat(MAX_FILE_BYTES as usize - 1);
+        text.push('\n');
+        std::fs::write(&fits, &text).unwrap();
+        assert!(load(&fits).unwrap().settings.is_empty());
+        // A byte more, or a device that never ends: refused, one line.
+        let big = dir.join("big.toml");
+        text.push('\n');
+        std::fs::write(&big, &text).unwrap();
+        for path in [big.as_path(), Path::new("/dev/zero")] {
+            let e = load(path).unwrap_err();
+            assert_eq!(e.line, None);
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "{}: the configuration file is larger than 1 MiB (1048576 bytes), the most the sensor reads",
+                    path.display()
+                )
+            );
+        }
+        let binary = dir.join("binary.toml");
+        std::fs::write(&binary, b"[sensor]\n\xff\n").unwrap();
+        assert!(load(&binary)
+            .unwrap_err()
+            .message
+            .contains("not UTF-8 text (invalid at byte offset 9)"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -1502,6 +1727,17 @@ mod tests {
         assert!(check(Type::Cpus, "[\"2\"]").is_err());
         assert!(check(Type::Cpus, "\"100000\"").is_err());
         assert_eq!(parse_cpus("0,2-4"), Ok(vec![0, 2, 3, 4]));
+        // Ranges are bounded before they are spread out; so is the whole list.
+        let max = rustix::thread::CpuSet::MAX_CPU;
+        assert_eq!(
+            parse_cpus("0-18446744073709551615").unwrap_err(),
+            format!("CPU numbers must be below {max}, not 18446744073709551615")
+        );
+        assert_eq!(parse_cpus(&format!("0-{}", max - 1)).unwrap().len(), max);
+        assert_eq!(
+            parse_cpus(&format!("0-{},0", max - 1)).unwrap_err(),
+            format!("the list names more than {max} CPUs")
+        );
     }
 
     #[test]

@@ -133,7 +133,9 @@ struct FrameRef {
 /// plus one more frame (counted as 512 KiB again: real frames are far shorter) and 256 frame
 /// references.
 pub fn memory_bound(workers: usize) -> usize {
-    workers * (QUEUE + 3) * (2 * BATCH_BYTES + 2 * BATCH_FRAMES * core::mem::size_of::<FrameRef>())
+    workers.saturating_mul(
+        (QUEUE + 3) * (2 * BATCH_BYTES + 2 * BATCH_FRAMES * core::mem::size_of::<FrameRef>()),
+    )
 }
 
 /// Frames on their way to one worker.

@@ -6,14 +6,14 @@ use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
 use clap::{ArgGroup, CommandFactory, FromArgMatches, Parser};
 use mos_sensor::budget::{
-    human, parse_size, physical_memory, self_status_kib, Budget, InputKind, PublishShape, Shape,
+    human, physical_memory, self_status_kib, Budget, InputKind, PublishShape, Shape,
 };
 use mos_sensor::capture::LinkType;
 use mos_sensor::capture::{CaptureBackend, CaptureError, FileCapture, RawPacket};
 use mos_sensor::config::{self, ConfigFile};
 use mos_sensor::control::{self, Allowed, ControlConfig};
 use mos_sensor::defrag::DefragConfig;
-use mos_sensor::dispatch::{replay_parallel, Lane, MAX_WORKERS};
+use mos_sensor::dispatch::{replay_parallel, Lane};
 use mos_sensor::event::Event;
 use mos_sensor::live::{allowed_cpus, iface_link_type, open_afpacket, run_afpacket, LiveOptions};
 #[cfg(feature = "dpdk")]
@@ -58,10 +58,13 @@ use std::time::{Duration, Instant};
 ///
 /// A capture that is truncated or malformed part-way ends the replay with one message naming
 /// the byte offset; everything before it is processed and published as usual, and the exit
-/// status is 2. Other errors exit with 1. SIGINT or SIGTERM stop the sensor as if the input
-/// ended there (exit status 130; a second one exits at once). SIGHUP rereads the
-/// configuration file: who may attach (--allow-user, --allow-group) and --stall-timeout
-/// change at once, and the sensor logs which other changed settings wait for a restart.
+/// status is 2. Other errors exit with 1, among them a value outside its range (each flag
+/// below gives its range; so do the file's keys) in one line; a malformed command line (an
+/// unknown flag, a missing value) is a usage error, status 2. SIGINT or SIGTERM stop the
+/// sensor as if the input ended there (exit status 130; a second one exits at once). SIGHUP
+/// rereads the configuration file: who may attach (--allow-user, --allow-group) and
+/// --stall-timeout change at once, and the sensor logs which other changed settings wait for
+/// a restart.
 ///
 /// Started by systemd (Type=notify), the sensor says it is ready once the shared memory is
 /// published and the control socket listens, and its log lines carry syslog levels in the
@@ -115,8 +118,10 @@ struct Args {
     #[arg(long, value_name = "EAL-ARGS", allow_hyphen_values = true)]
     dpdk: Option<String>,
 
-    /// The DPDK port to receive from (with --dpdk).
-    #[arg(long, value_name = "N", default_value_t = 0, requires = "dpdk")]
+    /// The DPDK port to receive from (with --dpdk; 0 to 65535).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "dpdk",
+          allow_hyphen_values = true,
+          value_parser = key_value::<u16>("input.port"))]
     port: u16,
 
     /// The DPDK port's RX queues already hold whole flows (steered by rules set up outside
@@ -127,10 +132,11 @@ struct Args {
     #[arg(long, requires = "dpdk")]
     queues_hold_flows: bool,
 
-    /// Mbufs in the DPDK port's pool (by default enough for every queue's descriptors and
-    /// the frames in flight to workers; net_pcap with infinite_rx=1 needs one per frame of
-    /// its file).
-    #[arg(long, value_name = "N", requires = "dpdk")]
+    /// Mbufs in the DPDK port's pool, 1 to 4294967295 (by default enough for every queue's
+    /// descriptors and the frames in flight to workers; net_pcap with infinite_rx=1 needs one
+    /// per frame of its file).
+    #[arg(long, value_name = "N", requires = "dpdk", allow_hyphen_values = true,
+          value_parser = key_value::<u32>("input.mbufs"))]
     mbufs: Option<u32>,
 
     /// Capture live on this network interface through AF_PACKET (TPACKET_V3; with several
@@ -145,25 +151,31 @@ struct Args {
     /// while the sensor is held up (each timeout hands over a partly filled block): 1 gives
     /// about 1 ms latency instead of 6, but less room for bursts in lossless mode.
     #[arg(long, value_name = "MS", default_value_t = 10,
-          value_parser = clap::value_parser!(u32).range(1..=1000))]
+          allow_hyphen_values = true,
+          value_parser = key_value::<u32>("input.block_timeout_ms"))]
     block_timeout_ms: u32,
 
     /// End a live capture (--dpdk or --iface) as if its input ended once no frame has arrived
-    /// for this many seconds: every open connection ends, analyzers drain and are told the
-    /// sensor is done. Without it, a live capture runs until SIGINT or SIGTERM.
-    #[arg(long, value_name = "SECONDS", conflicts_with = "pcap")]
+    /// for this many seconds (0.001 to 86400): every open connection ends, analyzers drain and
+    /// are told the sensor is done. Without it, a live capture runs until SIGINT or SIGTERM.
+    #[arg(long, value_name = "SECONDS", conflicts_with = "pcap",
+          allow_hyphen_values = true,
+          value_parser = key_value::<f64>("input.stop_after_idle"))]
     stop_after_idle: Option<f64>,
 
     /// CPUs for the workers of a live capture, one per worker in order, as a list such as
-    /// 2,3 or a range such as 2-5. By default worker w of a live capture runs on the w-th CPU
+    /// 2,3 or a range such as 2-5 (CPU numbers below 1024). By default worker w of a live capture runs on the w-th CPU
     /// the sensor may use (when there are at least as many CPUs as workers); a replay's
     /// workers are not pinned.
     #[arg(long, value_name = "LIST", value_parser = parse_cpus)]
     cpus: Option<CpuList>,
 
-    /// End a live capture after about N frames (each worker finishes the burst or block it
-    /// holds, so a few more may be taken), as if its input ended there.
-    #[arg(long, value_name = "N", conflicts_with = "pcap")]
+    /// End a live capture after about N frames (1 to 9223372036854775807; each worker
+    /// finishes the burst or block it holds, so a few more may be taken), as if its input
+    /// ended there.
+    #[arg(long, value_name = "N", conflicts_with = "pcap",
+          allow_hyphen_values = true,
+          value_parser = key_value::<u64>("input.count"))]
     count: Option<u64>,
 
     /// Write each connection's streams and DIR/flows.jsonl into DIR (created if missing).
@@ -172,19 +184,27 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     dump: Option<PathBuf>,
 
-    /// Size of each side's receive ring in KiB (a power of two); out-of-order data must fit
-    /// in it, and in-order data older than this is overwritten once read.
-    #[arg(long, value_name = "KIB", default_value_t = 256)]
+    /// Size of each side's receive ring in KiB, a power of two between 1 and 1048576;
+    /// out-of-order data must fit in it, and in-order data older than this is overwritten
+    /// once read.
+    #[arg(long, value_name = "KIB", default_value_t = 256,
+          allow_hyphen_values = true,
+          value_parser = key_value::<usize>("tracking.ring_kib"))]
     ring_kib: usize,
 
-    /// Most receive rings in use at once (one per direction carrying data, returned when the
-    /// connection closes); bytes that find no free ring are dropped and counted.
-    #[arg(long, value_name = "N", default_value_t = 16384)]
+    /// Most receive rings in use at once, from one per worker to 2147483647 (one per
+    /// direction carrying data, returned when the connection closes); bytes that find no free
+    /// ring are dropped and counted.
+    #[arg(long, value_name = "N", default_value_t = 16384,
+          allow_hyphen_values = true,
+          value_parser = key_value::<usize>("tracking.max_rings"))]
     max_rings: usize,
 
-    /// Most connections tracked at once; beyond it the least recently active is evicted
-    /// (CONN_END with reason evicted, counted).
-    #[arg(long, value_name = "N", default_value_t = 1 << 20)]
+    /// Most connections tracked at once, from one per worker to 2147483647; beyond it the
+    /// least recently active is evicted (CONN_END with reason evicted, counted).
+    #[arg(long, value_name = "N", default_value_t = 1 << 20,
+          allow_hyphen_values = true,
+          value_parser = key_value::<usize>("tracking.max_flows"))]
     max_flows: usize,
 
     /// The most memory the sensor may use, in bytes with an optional K, M, G or T suffix
@@ -192,12 +212,16 @@ struct Args {
     /// (connections, rings, shared memory, packet log, analyzers' event rings, buffers) and
     /// refuses, naming the setting to lower, a configuration that does not fit; every
     /// structure is bounded by those settings, so at run time it stays within. Default: the
-    /// machine's memory.
-    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    /// machine's memory. More than 0.
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true,
+          value_parser = key_value::<u64>("sensor.memcap"))]
     memcap: Option<u64>,
 
-    /// A connection idle this many seconds (capture time) ends with a timeout.
-    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    /// A connection idle this many whole seconds (capture time; 1 to 2592000, 30 days) ends
+    /// with a timeout.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600,
+          allow_hyphen_values = true,
+          value_parser = key_value::<u64>("tracking.idle_timeout"))]
     idle_timeout: u64,
 
     /// Which copy of a byte stays when a segment overlaps out-of-order data already held;
@@ -222,20 +246,27 @@ struct Args {
     /// taken on the sending host often hold checksums the NIC would have filled in.
     #[arg(long, conflicts_with = "no_checksum")]
     drop_bad_checksums: bool,
-    /// Memory for IP fragments awaiting reassembly, in MiB (per worker for a live capture; a
-    /// multi-worker replay reassembles in its reader thread); when full, the oldest incomplete
-    /// datagram is dropped. 0 turns reassembly off (fragments count as other IP).
-    #[arg(long, value_name = "MIB", default_value_t = 32)]
+    /// Memory for IP fragments awaiting reassembly, in MiB, 0 to 1048576 (per worker for a
+    /// live capture; a multi-worker replay reassembles in its reader thread); when full, the
+    /// oldest incomplete datagram is dropped. 0 turns reassembly off (fragments count as
+    /// other IP).
+    #[arg(long, value_name = "MIB", default_value_t = 32,
+          allow_hyphen_values = true,
+          value_parser = key_value::<usize>("fragments.memory_mib"))]
     frag_memory: usize,
 
-    /// An IP datagram whose fragments are not all in this many seconds (capture time) after
-    /// its first is dropped.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    /// An IP datagram whose fragments are not all in this many whole seconds (capture time;
+    /// 1 to 86400) after its first is dropped.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30,
+          allow_hyphen_values = true,
+          value_parser = key_value::<u64>("fragments.timeout"))]
     frag_timeout: u64,
 
-    /// Most IP datagrams being reassembled at once (per defragmenter, like --frag-memory);
-    /// beyond it the oldest is dropped.
-    #[arg(long, value_name = "N", default_value_t = 4096)]
+    /// Most IP datagrams being reassembled at once, 1 to 16777216 (per defragmenter, like
+    /// --frag-memory); beyond it the oldest is dropped.
+    #[arg(long, value_name = "N", default_value_t = 4096,
+          allow_hyphen_values = true,
+          value_parser = key_value::<usize>("fragments.datagrams"))]
     frag_datagrams: usize,
 
     /// The control socket where analyzers attach (created mode 0660; its directory is
@@ -248,15 +279,21 @@ struct Args {
     #[arg(long, conflicts_with_all = ["wait_analyzers", "lossy", "lossless"])]
     no_publish: bool,
 
-    /// Hold the replay until N analyzers are attached and ready.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    /// Hold the replay until N analyzers are attached and ready (0 to 65536, and at most
+    /// --max-analyzers).
+    #[arg(long, value_name = "N", default_value_t = 0,
+          allow_hyphen_values = true,
+          value_parser = key_value::<usize>("publish.wait_analyzers"))]
     wait_analyzers: usize,
 
-    /// Workers, each on its own thread with its own connection table, rings and shared-memory
-    /// regions; frames are spread over them by a symmetric hash of their connection, so both
-    /// directions of a connection reach the same worker, and results do not depend on the
-    /// number of workers. --max-flows and --max-rings are shared out among them.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    /// Workers (1 to 32), each on its own thread with its own connection table, rings and
+    /// shared-memory regions; frames are spread over them by a symmetric hash of their
+    /// connection, so both directions of a connection reach the same worker, and results do
+    /// not depend on the number of workers. --max-flows and --max-rings are shared out among
+    /// them.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          allow_hyphen_values = true,
+          value_parser = key_value::<usize>("sensor.workers"))]
     workers: usize,
 
     /// Never wait for analyzers: when an analyzer's event ring is full its event is dropped
@@ -271,9 +308,11 @@ struct Args {
     #[arg(long, conflicts_with = "lossy")]
     lossless: bool,
 
-    /// Detach an analyzer that makes no progress for this many seconds while the sensor
-    /// waits for it (lossless mode).
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    /// Detach an analyzer that makes no progress for this many seconds (0.001 to 86400) while
+    /// the sensor waits for it (lossless mode).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0,
+          allow_hyphen_values = true,
+          value_parser = key_value::<f64>("sensor.stall_timeout"))]
     stall_timeout: f64,
 
     /// Users allowed to attach, by name or uid (repeatable; root and the sensor's own user
@@ -287,27 +326,37 @@ struct Args {
     #[arg(long, value_name = "GROUP")]
     allow_group: Vec<String>,
 
-    /// Most connections to the control socket that have not said hello yet; past it, the
-    /// oldest of the user holding the most is closed to make room.
-    #[arg(long, value_name = "N", default_value_t = 64)]
+    /// Most connections to the control socket that have not said hello yet, 1 to 65536; past
+    /// it, the oldest of the user holding the most is closed to make room.
+    #[arg(long, value_name = "N", default_value_t = 64,
+          allow_hyphen_values = true,
+          value_parser = key_value::<usize>("control.max_pending"))]
     max_pending: usize,
 
     /// Close a connection to the control socket that has not said hello (or asked for the
-    /// status) within this many seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    /// status) within this many seconds (0.01 to 3600).
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0,
+          allow_hyphen_values = true,
+          value_parser = key_value::<f64>("control.hello_timeout"))]
     hello_timeout: f64,
 
-    /// Event records in each analyzer's ring (a power of two).
-    #[arg(long, value_name = "N", default_value_t = 65536)]
+    /// Event records in each analyzer's ring, a power of two between 2 and 16777216.
+    #[arg(long, value_name = "N", default_value_t = 65536,
+          allow_hyphen_values = true,
+          value_parser = key_value::<u64>("publish.event_ring"))]
     event_ring: u64,
 
-    /// Frames kept in the packet log for getlastpkt (used only while an analyzer asks for
-    /// packets).
-    #[arg(long, value_name = "N", default_value_t = 65536)]
+    /// Frames kept in the packet log for getlastpkt, 1 to 4294967295 (used only while an
+    /// analyzer asks for packets).
+    #[arg(long, value_name = "N", default_value_t = 65536,
+          allow_hyphen_values = true,
+          value_parser = key_value::<u64>("publish.pktlog_frames"))]
     pktlog_frames: u64,
 
-    /// Bytes of frames kept in the packet log, in KiB.
-    #[arg(long, value_name = "KIB", default_value_t = 32768)]
+    /// Bytes of frames kept in the packet log, in KiB, 1 to 4294967295.
+    #[arg(long, value_name = "KIB", default_value_t = 32768,
+          allow_hyphen_values = true,
+          value_parser = key_value::<u64>("publish.pktlog_kib"))]
     pktlog_kib: u64,
 
     /// Back the shared memory with 2 MiB hugepages: auto uses them when the host has enough
@@ -315,13 +364,18 @@ struct Args {
     #[arg(long, value_enum, default_value_t = HugePages::Auto)]
     hugepages: HugePages,
 
-    /// Most analyzers attached at once.
-    #[arg(long, value_name = "N", default_value_t = 64)]
+    /// Most analyzers attached at once, 1 to 65536.
+    #[arg(long, value_name = "N", default_value_t = 64,
+          allow_hyphen_values = true,
+          value_parser = key_value::<usize>("publish.max_analyzers"))]
     max_analyzers: usize,
 
-    /// Replay at FACTOR times the capture's own pace (1 = as captured; gaps longer than a
-    /// second are cut to a second). By default frames go as fast as the sensor takes them.
-    #[arg(long, value_name = "FACTOR", requires = "pcap")]
+    /// Replay at FACTOR times the capture's own pace, 0.001 to 1000000 (1 = as captured; gaps
+    /// longer than a second are cut to a second). By default frames go as fast as the sensor
+    /// takes them.
+    #[arg(long, value_name = "FACTOR", requires = "pcap",
+          allow_hyphen_values = true,
+          value_parser = key_value::<f64>("input.speed"))]
     speed: Option<f64>,
 
     /// Serve Prometheus metrics over HTTP at this address (GET /metrics), such as
@@ -338,6 +392,28 @@ struct Args {
 /// A list of CPU numbers (`--cpus`).
 #[derive(Clone, Debug)]
 struct CpuList(Vec<usize>);
+
+/// The parser of a numeric flag's value: the type and range of the configuration key `path`
+/// (`section.name`) that stands for the flag, so that the command line and the file take the
+/// same values. A value out of range is clap's `ValueValidation` error, which [`main`] prints
+/// as one line with exit status 1.
+fn key_value<T>(
+    path: &'static str,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+{
+    move |s| {
+        let key = config::KEYS
+            .iter()
+            .find(|k| k.path() == path)
+            .ok_or_else(|| format!("no configuration key {path} (a bug in mos-sensor)"))?;
+        let checked = key.ty.check_arg(s)?;
+        checked
+            .parse()
+            .map_err(|_| format!("{checked} does not fit {path} (a bug in mos-sensor)"))
+    }
+}
 
 fn parse_cpus(s: &str) -> Result<CpuList, String> {
     config::parse_cpus(s).map(CpuList)
@@ -713,7 +789,10 @@ fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let effective = match effective_args(&argv) {
         Ok(e) => e,
-        Err(ArgsError::Clap(e)) => e.exit(),
+        // A value out of its range is one line with status 1, as a configuration file's is;
+        // other command-line errors are clap's usage errors (status 2), --help and --version
+        // clap's too.
+        Err(ArgsError::Clap(e)) if e.kind() != clap::error::ErrorKind::ValueValidation => e.exit(),
         Err(e) => {
             log_error!("error: {e}");
             return ExitCode::FAILURE;
@@ -746,50 +825,26 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args, reloader: Arc<std::sync::Mutex<Reloader>>) -> Result<ExitCode> {
-    if !args.ring_kib.is_power_of_two() || args.ring_kib > 1 << 20 {
-        bail!(
-            "--ring-kib must be a power of two between 1 and 1048576, not {}",
-            args.ring_kib
-        );
-    }
-    if args.workers == 0 || args.workers > MAX_WORKERS {
-        bail!(
-            "--workers must be between 1 and {MAX_WORKERS}, not {}",
-            args.workers
-        );
-    }
+    // Each value is in its range (the flags' parsers check them); what is left are the
+    // settings that bound one another.
     let nw = args.workers;
-    if args.max_flows < nw || args.max_flows > u32::MAX as usize / 2 {
+    if args.max_flows < nw {
         bail!(
-            "--max-flows must be between {nw} (one per worker) and {}",
-            u32::MAX / 2
+            "--max-flows must be at least one per worker ({nw} with --workers {nw}), not {}",
+            args.max_flows
         );
     }
-    if args.max_rings < nw || args.max_rings > u32::MAX as usize / 2 {
+    if args.max_rings < nw {
         bail!(
-            "--max-rings must be between {nw} (one per worker) and {}",
-            u32::MAX / 2
+            "--max-rings must be at least one per worker ({nw} with --workers {nw}), not {}",
+            args.max_rings
         );
     }
-    if !args.event_ring.is_power_of_two() || !(2..=1 << 24).contains(&args.event_ring) {
-        bail!("--event-ring must be a power of two between 2 and 16777216");
-    }
-    if !(args.stall_timeout > 0.0 && args.stall_timeout.is_finite()) {
-        bail!("--stall-timeout must be a positive number of seconds");
-    }
-    if args.speed.is_some_and(|s| !(s > 0.0 && s.is_finite())) {
-        bail!("--speed must be a positive number");
-    }
-    if args.max_pending == 0 || args.max_pending > 1 << 16 {
+    if args.wait_analyzers > args.max_analyzers {
         bail!(
-            "--max-pending must be between 1 and 65536, not {}",
-            args.max_pending
-        );
-    }
-    if !(args.hello_timeout > 0.0 && args.hello_timeout <= 3600.0) {
-        bail!(
-            "--hello-timeout must be a number of seconds above 0 and at most 3600, not {}",
-            args.hello_timeout
+            "--wait-analyzers {} would wait forever: at most --max-analyzers ({}) can attach",
+            args.wait_analyzers,
+            args.max_analyzers
         );
     }
     // Every analyzer and every connection waiting to say hello holds a descriptor: take what
@@ -797,20 +852,11 @@ fn run(args: Args, reloader: Arc<std::sync::Mutex<Reloader>>) -> Result<ExitCode
     if let Err(e) = control::raise_open_files_limit() {
         log_warn!("cannot raise the open-files limit: {e}");
     }
-    if args.pktlog_frames == 0 || args.pktlog_kib == 0 {
-        bail!("--pktlog-frames and --pktlog-kib must be at least 1");
-    }
     let mut events = EventMask::CONN_NEW_DATA | EventMask::CONN_END;
     if args.dump.is_none() {
         events = EventMask(0);
     }
     let base_events = events;
-    if args.frag_memory > 1 << 20 || args.frag_datagrams == 0 || args.frag_datagrams > 1 << 24 {
-        bail!(
-            "--frag-memory must be at most 1048576 MiB and --frag-datagrams between 1 and {}",
-            1 << 24
-        );
-    }
     let defrag = args.defrag();
     // Each worker gets its share of the connection and ring limits.
     let cfg = TrackerConfig {
@@ -842,12 +888,6 @@ fn run(args: Args, reloader: Arc<std::sync::Mutex<Reloader>>) -> Result<ExitCode
                 e
             })
         })?;
-    }
-    if args
-        .stop_after_idle
-        .is_some_and(|s| !(s > 0.0 && s.is_finite()))
-    {
-        bail!("--stop-after-idle must be a positive number of seconds");
     }
     // The input first: a bad file, interface or DPDK setup fails before anything is made.
     let mut input = open_input(&args)?;
@@ -1641,6 +1681,137 @@ mod tests {
         assert_eq!(names, paths);
     }
 
+    /// The command line a key's flag needs beside it (the input it applies to).
+    fn input_for(k: &config::Key) -> [&'static str; 2] {
+        match k.scope {
+            config::Scope::Dpdk => ["--dpdk", "x"],
+            config::Scope::Live => ["--iface", "lo"],
+            _ => ["--pcap", "x"],
+        }
+    }
+
+    /// Every numeric flag takes exactly its key's range: the bounds are accepted, values past
+    /// them, NaN, the infinities and huge numbers are refused with a one-line message that
+    /// names the flag, the value and the range (and exit status 1, in main).
+    #[test]
+    fn numeric_flags_take_their_keys_range() {
+        use config::Type;
+        let mut checked = 0;
+        for k in config::KEYS {
+            let config::Flag::Value(flag) = k.flag else {
+                continue;
+            };
+            let (good, bad): (Vec<String>, Vec<String>) = match k.ty {
+                Type::Int { min, max } | Type::PowerOfTwo { min, max } => (
+                    vec![min.to_string(), max.to_string()],
+                    vec![
+                        (i128::from(min) - 1).to_string(),
+                        (i128::from(max) + 1).to_string(),
+                        "99999999999999999999999".into(),
+                        "1e300".into(),
+                        "nan".into(),
+                    ],
+                ),
+                Type::Seconds { min, max } | Type::Factor { min, max } => (
+                    vec![min.to_string(), max.to_string()],
+                    vec![
+                        (min / 2.0).to_string(),
+                        (max * 2.0).to_string(),
+                        "0".into(),
+                        "-1".into(),
+                        "1e300".into(),
+                        "1e-300".into(),
+                        "nan".into(),
+                        "inf".into(),
+                        "-inf".into(),
+                    ],
+                ),
+                Type::Size => (
+                    vec!["1".into(), "16G".into()],
+                    vec![
+                        "0".into(),
+                        "-1".into(),
+                        "99999999999T".into(),
+                        "1e300".into(),
+                    ],
+                ),
+                _ => continue,
+            };
+            checked += 1;
+            // `--flag -inf` too: a value that starts with a hyphen is the flag's value.
+            let argv = |v: &str| -> Vec<String> {
+                let mut a = vec!["mos-sensor".to_owned()];
+                a.extend(input_for(k).map(String::from));
+                a.extend([flag.to_owned(), v.to_owned()]);
+                a
+            };
+            for v in &good {
+                Args::try_parse_from(argv(v)).unwrap_or_else(|e| panic!("{flag} {v}: {e}"));
+            }
+            for v in &bad {
+                let e = Args::try_parse_from(argv(v)).expect_err(&format!("{flag} {v}"));
+                assert_eq!(
+                    e.kind(),
+                    clap::error::ErrorKind::ValueValidation,
+                    "{flag} {v}: {e}"
+                );
+                let line = ArgsError::Clap(e).to_string();
+                assert!(
+                    line.starts_with(&format!("invalid value '{v}' for '{flag} <")),
+                    "{flag} {v}: {line}"
+                );
+                if !matches!(k.ty, Type::Size) {
+                    let (lo, hi) = match k.ty {
+                        Type::Int { min, max } | Type::PowerOfTwo { min, max } => {
+                            (min.to_string(), max.to_string())
+                        }
+                        Type::Seconds { min, max } | Type::Factor { min, max } => {
+                            (min.to_string(), max.to_string())
+                        }
+                        _ => unreachable!(),
+                    };
+                    assert!(
+                        line.contains(&format!("between {lo} and {hi}")),
+                        "{flag} {v}: {line}"
+                    );
+                }
+            }
+        }
+        assert!(checked >= 21, "only {checked} numeric keys");
+        // A flag where a number belongs is a value that is not a number.
+        let e = Args::try_parse_from(["mos-sensor", "--pcap", "x", "--stall-timeout", "--lossy"])
+            .unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{e}");
+    }
+
+    /// Every numeric flag's --help gives its range, as its key has it.
+    #[test]
+    fn numeric_flags_help_gives_the_range() {
+        use config::Type;
+        let cmd = Args::command();
+        for k in config::KEYS {
+            let (lo, hi) = match k.ty {
+                Type::Int { min, max } | Type::PowerOfTwo { min, max } => {
+                    (min.to_string(), max.to_string())
+                }
+                Type::Seconds { min, max } | Type::Factor { min, max } => {
+                    (min.to_string(), max.to_string())
+                }
+                _ => continue,
+            };
+            let id = &k.flag.ids()[0];
+            let arg = cmd.get_arguments().find(|a| a.get_id() == id).unwrap();
+            let help = arg
+                .get_long_help()
+                .or(arg.get_help())
+                .map(|h| h.to_string().replace('\n', " "))
+                .unwrap_or_default();
+            // A flag bounded below by the workers says so in words.
+            let lo_ok = help.contains(&lo) || help.contains("one per worker");
+            assert!(lo_ok && help.contains(&hi), "--{id}: {lo} to {hi}: {help}");
+        }
+    }
+
     /// Each key's default, through its flag, gives the flag's own default.
     #[test]
     fn the_table_defaults_are_the_flags_defaults() {
@@ -1724,7 +1895,7 @@ mod tests {
         assert_eq!(
             e.to_string(),
             format!(
-                "{}:2: tracking.ring_kib: must be a power of two, not 63",
+                "{}:2: tracking.ring_kib: must be a power of two between 1 and 1048576, not 63",
                 path.display()
             )
         );

@@ -260,7 +260,10 @@ pub struct ReplayOutcome {
 /// time goes backwards are not held back. Returns whether it slept.
 pub fn pace(pacing: &mut Option<(Instant, u64)>, ts_ns: u64, speed: f64) -> bool {
     let (t0, ts0) = *pacing.get_or_insert((Instant::now(), ts_ns));
-    let due = Duration::from_secs_f64(ts_ns.saturating_sub(ts0) as f64 / 1e9 / speed);
+    // A speed too small for the gap (or not positive) holds the frame for as long as a
+    // Duration lasts, instead of panicking in the conversion.
+    let due = Duration::try_from_secs_f64(ts_ns.saturating_sub(ts0) as f64 / 1e9 / speed)
+        .unwrap_or(Duration::MAX);
     let now = t0.elapsed();
     if due > now {
         // Long gaps in the capture are cut to a second, so a quiet hour does not stall a demo.

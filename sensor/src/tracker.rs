@@ -288,7 +288,7 @@ impl Tracker {
     /// allocates grows past it, whatever the traffic.
     pub fn memory_bound(cfg: &TrackerConfig, lossless: bool, private_rings: bool) -> TrackerMemory {
         use core::mem::size_of;
-        let slots = cfg.max_flows + 2;
+        let slots = cfg.max_flows.saturating_add(2);
         let queues = 2 * size_of::<(FlowHandle, u64)>() // closing
             + 2 * (size_of::<u32>() + size_of::<FlowHandle>()) // reclaim, release
             + if lossless {

@@ -88,7 +88,7 @@ fn bad_ring_size_is_refused_before_reading() -> Result<()> {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "stderr: {err}");
     assert!(
-        err.contains("--ring-kib must be a power of two"),
+        err.contains("'--ring-kib <KIB>': must be a power of two between 1 and 1048576"),
         "stderr: {err}"
     );
     Ok(())

@@ -65,13 +65,13 @@ fn each_kind_of_bad_file_is_one_line_naming_file_line_and_key() -> Result<()> {
             "out of range",
             "# comment\n[publish]\nevent_ring = 33554432\n",
             3,
-            "publish.event_ring: must be between 2 and 16777216",
+            "publish.event_ring: must be a power of two between 2 and 16777216, not 33554432",
         ),
         (
             "not a power of two",
             "[tracking]\nring_kib = 300\n",
             2,
-            "tracking.ring_kib: must be a power of two, not 300",
+            "tracking.ring_kib: must be a power of two between 1 and 1048576, not 300",
         ),
         (
             "bad choice",

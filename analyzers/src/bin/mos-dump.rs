@@ -2,9 +2,8 @@
 //! running sensor through the monitoring API. Writes what `mos-sensor --dump` writes.
 
 use anyhow::Result;
-use clap::Parser;
 use mos_analyzers::dump::{register, PeekDump};
-use mos_analyzers::{exit_status, stop_on_signals, Outcome};
+use mos_analyzers::{exit_status, parse_args, stop_on_signals, Outcome};
 use mos_client::dump::DumpWriter;
 use mos_client::{AttachOptions, FlowId, Mos, RunEnd, DEFAULT_CONTROL};
 use std::cell::RefCell;
@@ -18,7 +17,7 @@ use std::time::Duration;
 /// holes) and DIR/flows.jsonl with one record per connection. Exits 0 when the sensor's input
 /// ends, 1 on an error, 130 when stopped by SIGINT or SIGTERM (the connections open then are
 /// written as far as they got).
-#[derive(Parser, Debug)]
+#[derive(clap::Parser, Debug)]
 #[command(name = "mos-dump", version)]
 struct Args {
     /// Directory to write into (created if missing).
@@ -78,6 +77,8 @@ fn run(args: &Args) -> Result<Outcome> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    exit_status("mos-dump", run(&args))
+    match parse_args::<Args>("mos-dump") {
+        Ok(args) => exit_status("mos-dump", run(&args)),
+        Err(code) => code,
+    }
 }

@@ -2,8 +2,7 @@
 //! states, in the manner of mOS's `midstat` sample.
 
 use anyhow::Result;
-use clap::Parser;
-use mos_analyzers::{exit_status, stop_on_signals, Outcome};
+use mos_analyzers::{exit_status, parse_args, stop_on_signals, Outcome};
 use mos_client::{
     AttachOptions, Ctx, EndReason, Event, EventKind, EventMask, Filter, FlowId, Mos, Side,
     TcpState, DEFAULT_CONTROL,
@@ -22,15 +21,32 @@ use std::time::{Duration, Instant};
 /// state), refreshed every interval: redrawn in place on a terminal, printed as a snapshot
 /// block otherwise. At exit prints how many connections were seen and how they ended. Exits 0
 /// when the sensor's input ends or on SIGINT/SIGTERM (after detaching), 1 on an error.
-#[derive(Parser, Debug)]
+#[derive(clap::Parser, Debug)]
 #[command(name = "mos-flowstat", version)]
 struct Args {
     /// The sensor's control socket.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL)]
     control: PathBuf,
-    /// Seconds between two refreshes.
-    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    /// Seconds between two refreshes, 0.05 to 86400.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0, allow_hyphen_values = true,
+          value_parser = interval)]
     interval: f64,
+}
+
+/// `--interval`: from 50 ms (the printer's own tick is 20 ms, and faster redraws only flicker)
+/// to a day (longer is a typing error, and would overflow the time arithmetic long before a
+/// float runs out).
+fn interval(s: &str) -> Result<f64, String> {
+    const RANGE: std::ops::RangeInclusive<f64> = 0.05..=86_400.0;
+    let range = format!("between {} and {} seconds", RANGE.start(), RANGE.end());
+    let x: f64 = s
+        .parse()
+        .map_err(|_| format!("expected a number ({range})"))?;
+    if RANGE.contains(&x) {
+        Ok(x)
+    } else {
+        Err(format!("must be {range}"))
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -163,9 +179,6 @@ fn printer(table: Arc<Mutex<Table>>, interval: Duration, done: Arc<AtomicBool>) 
 }
 
 fn run(args: &Args) -> Result<Outcome> {
-    if !(args.interval.is_finite() && args.interval >= 0.05) {
-        anyhow::bail!("--interval must be at least 0.05 seconds");
-    }
     let mut mos = Mos::attach(&AttachOptions {
         control: args.control.clone(),
         name: "mos-flowstat".into(),
@@ -215,6 +228,8 @@ fn run(args: &Args) -> Result<Outcome> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    exit_status("mos-flowstat", run(&args))
+    match parse_args::<Args>("mos-flowstat") {
+        Ok(args) => exit_status("mos-flowstat", run(&args)),
+        Err(code) => code,
+    }
 }

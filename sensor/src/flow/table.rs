@@ -194,7 +194,7 @@ impl<V> FlowTable<V> {
             .unwrap_or(usize::MAX);
         capacity
             .saturating_mul(size_of::<Slot<V>>() + size_of::<u32>())
-            .saturating_add(index.saturating_mul(size_of::<u64>()) / 2 * 3)
+            .saturating_add((index.saturating_mul(size_of::<u64>()) / 2).saturating_mul(3))
     }
 
     /// Bytes of one slot (with its value) in the slab.
