@@ -1,6 +1,7 @@
 //! `mos-ctl` against a running sensor: `status` (text and JSON) and `metrics` while a slowed
-//! replay publishes to two analyzers, the `--metrics-listen` endpoint, and the errors a user
-//! meets (no sensor, a user the sensor does not allow, an address already taken). Needs the
+//! replay publishes to two analyzers, the `--metrics-listen` endpoint, `--timeout` against a
+//! socket nobody accepts on, and the errors a user meets (no sensor, a user the sensor does
+//! not allow, an address already taken). Needs the
 //! workspace's binaries built in the same profile (`cargo build --bins`), the corpus, and root
 //! for the test that runs `mos-ctl` as another user.
 
@@ -10,10 +11,12 @@ use mos_tests::procs::{
     cmd, copy_for_other_users, open_to_other_users, tail, wait_for, wait_for_socket, Proc,
 };
 use mos_tests::runner::ScratchDir;
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -509,5 +512,81 @@ fn a_metrics_address_in_use_fails_the_start_clearly() -> Result<()> {
         String::from_utf8_lossy(&out.stderr).contains("is mos-sensor running?"),
         "{out:?}"
     );
+    Ok(())
+}
+
+/// A bound, listening socket that nobody accepts on.
+fn never_accepting(path: &Path) -> Result<OwnedFd> {
+    let l = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    rustix::net::bind(&l, &SocketAddrUnix::new(path)?)?;
+    rustix::net::listen(&l, 0)?;
+    Ok(l)
+}
+
+#[test]
+fn mos_ctl_gives_up_on_a_socket_nobody_accepts_on_after_its_timeout() -> Result<()> {
+    let work = ScratchDir::new("ctl-timeout")?;
+    let w = work.path();
+    let control = w.join("c.sock");
+    let _listener = never_accepting(&control)?;
+    // `mos-ctl --timeout 1 ARGS` must end within 2 s with one line.
+    let run = |what: &str, args: &[&str]| -> Result<String> {
+        let mut c = cmd(
+            &bin("mos-ctl")?,
+            &[&"--control", &control, &"--timeout", &"1"],
+        );
+        c.args(args);
+        let mut p = Proc::spawn(&format!("ctl-{what}"), c, w)?;
+        let st = p.wait(Duration::from_secs(2))?;
+        let err = p.stderr();
+        ensure!(st.code() == Some(1), "{what}: {st}: {err}");
+        ensure!(err.lines().count() == 1, "{what}: {err}");
+        Ok(err)
+    };
+    // Room in its queue: the connect succeeds and no answer comes.
+    let err = run("answer", &["status"])?;
+    ensure!(
+        err.contains(&format!(
+            "the sensor at {} did not answer within 1 s",
+            control.display()
+        )),
+        "{err}"
+    );
+    // Its queue full (of connections of ours): the connect itself would wait.
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let s = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )?;
+        if rustix::net::connect(&s, &SocketAddrUnix::new(&control)?).is_err() {
+            break;
+        }
+        held.push(s);
+    }
+    for args in [&["status"][..], &["status", "--json"], &["metrics"]] {
+        let err = run("connect", args)?;
+        ensure!(
+            err.contains("did not take the connection within 1 s"),
+            "{args:?}: {err}"
+        );
+    }
+    // The timeout is range-checked.
+    for bad in ["0", "-1", "nan", "inf", "86401", "soon"] {
+        let out = ctl(&control, &["--timeout", bad, "status"])?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(out.status.code() == Some(1), "--timeout {bad}: {out:?}");
+        ensure!(
+            err.lines().next().is_some_and(|l| l.contains("--timeout")),
+            "--timeout {bad}: {err}"
+        );
+    }
     Ok(())
 }
