@@ -1,6 +1,8 @@
 //! `mos-ctl`: asks a running `mos-sensor` for its state over the control socket and prints it
-//! as text, JSON or Prometheus metrics.
+//! as text, JSON or Prometheus metrics, or serves the metrics over HTTP
+//! (`mos-ctl metrics --listen ADDR`).
 
+mod metrics_server;
 mod query;
 
 use anyhow::{Context, Result};
@@ -8,6 +10,7 @@ use clap::{Parser, Subcommand};
 use query::{parse_timeout, query, DEFAULT_TIMEOUT};
 use shm_layout::control::DEFAULT_PATH;
 use shm_layout::status::{render_prometheus, render_text};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -27,7 +30,7 @@ struct Cli {
     control: PathBuf,
 
     /// How long to wait for the sensor, from the connect to its answer: a positive number of
-    /// seconds, at most 86400.
+    /// seconds, at most 86400 (with metrics --listen, for each request to the sensor).
     #[arg(
         long,
         global = true,
@@ -52,9 +55,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Prints the sensor's metrics in the Prometheus text format (0.0.4), as the sensor's
-    /// --metrics-listen endpoint serves them.
-    Metrics,
+    /// Prints the sensor's metrics in the Prometheus text format (0.0.4), or with --listen
+    /// serves them over HTTP.
+    Metrics {
+        /// Serve the metrics over HTTP at this address (IP:PORT, such as 127.0.0.1:9477; an
+        /// IPv6 address goes in brackets) instead of printing them, until stopped: GET
+        /// /metrics answers with the sensor's metrics, asked at most once a second however
+        /// many scrapes come, or with 503 and the reason while the sensor cannot be asked;
+        /// other paths get 404. Each connection must send its request within 5 s. Anyone who
+        /// can reach the address can read the metrics: keep it on loopback or a management
+        /// network.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -77,6 +90,16 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<()> {
+    if let Command::Metrics {
+        listen: Some(listen),
+    } = cli.command
+    {
+        return metrics_server::serve(&metrics_server::Options {
+            listen,
+            control: cli.control.clone(),
+            timeout: cli.timeout,
+        });
+    }
     let report = query(&cli.control, cli.timeout)?;
     let out = match cli.command {
         Command::Status { json: false } => render_text(&report),
@@ -85,7 +108,7 @@ fn run(cli: &Cli) -> Result<()> {
             s.push('\n');
             s
         }
-        Command::Metrics => render_prometheus(&report),
+        Command::Metrics { .. } => render_prometheus(&report),
     };
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
