@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install mos: build in release mode, then install the binaries (mos-sensor, mos-ctl,
-# mos-flowstat, mos-dump), the systemd units, the default configuration, the hugepage script
-# and the documentation; on a system install also the group mos (whose members may attach
-# analyzers) and the system user mos-sensor the sensor runs as. Idempotent: running it again
-# updates binaries, units and documents and keeps an edited configuration.
+# mos-flowstat, mos-dump), the systemd units (sensor, analyzers, metrics server), the default
+# configuration and environment files, the hugepage script and the documentation; on a system
+# install also the group mos (whose members may attach analyzers) and the system user
+# mos-sensor the sensor runs as. Idempotent: running it again updates binaries, units and
+# documents and keeps an edited configuration.
 #
 #   deploy/install.sh [options]
 #   deploy/install.sh --uninstall [--purge] [options]
@@ -63,7 +64,7 @@ while [[ $# -gt 0 ]]; do
         --no-build) build=0; shift ;;
         --uninstall) uninstall=1; shift ;;
         --purge) purge=1; shift ;;
-        -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1 (try --help)" ;;
     esac
 done
@@ -112,9 +113,9 @@ systemd_running() {
 if [[ $uninstall -eq 1 ]]; then
     [[ -f "$destdir$manifest" ]] || die "no install manifest at $destdir$manifest: nothing installed there (same --prefix/--destdir as the install?)"
     if [[ $system -eq 1 ]] && systemd_running; then
-        # Stop the analyzers before the sensor they are attached to.
+        # Stop the analyzers and the metrics server before the sensor they ask.
         mapfile -t running < <(systemctl list-units --plain --no-legend 'mos-analyzer@*' 2>/dev/null | awk '{print $1}')
-        for u in "${running[@]}" mos-sensor.service; do
+        for u in "${running[@]}" mos-metrics.service mos-sensor.service; do
             systemctl disable --now "$u" >/dev/null 2>&1 || true
         done
     fi
@@ -193,7 +194,7 @@ for b in "${binaries[@]}"; do
     install_file 0755 "$from/$b" "$bindir/$b"
 done
 install_file 0755 "$root/deploy/hugepages.sh" "$libexecdir/hugepages.sh"
-for u in mos-sensor.service mos-analyzer@.service; do
+for u in mos-sensor.service mos-analyzer@.service mos-metrics.service; do
     render "$root/deploy/$u" >"$tmp/$u"
     install_file 0644 "$tmp/$u" "$unitdir/$u"
 done
@@ -225,8 +226,12 @@ else
     fi
     install_file 0644 "$tmp/sensor.toml" "$conf"
 fi
-for e in "$root"/deploy/analyzers/*.env; do
-    f=$confdir/analyzers/$(basename "$e")
+# Environment files of the units: installed when missing, an edited one kept.
+for e in "$root"/deploy/analyzers/*.env "$root"/deploy/metrics.env; do
+    case "$e" in
+        */analyzers/*) f=$confdir/analyzers/$(basename "$e") ;;
+        *) f=$confdir/$(basename "$e") ;;
+    esac
     if [[ -e "$destdir$f" ]]; then
         installed+=("$f")
     else
@@ -249,7 +254,7 @@ if [[ $system -eq 1 ]]; then
     fi
     if systemd_running; then
         systemctl daemon-reload
-        say "units installed: systemctl enable --now mos-sensor; systemctl enable --now mos-analyzer@flowstat"
+        say "units installed: systemctl enable --now mos-sensor; systemctl enable --now mos-analyzer@flowstat; systemctl enable --now mos-metrics (Prometheus metrics at 127.0.0.1:9477, $confdir/metrics.env)"
     else
         say "units installed in $unitdir (systemd is not running here: start them where it is)"
     fi

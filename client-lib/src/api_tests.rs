@@ -163,6 +163,70 @@ fn attach_says_hello_maps_read_only_and_detaches_on_drop() {
     wait_for("detach", || fake.log().detach == 1);
 }
 
+/// Bound, listening sockets that nobody accepts on: with room in its queue the connect
+/// succeeds and no welcome comes; with its queue full the connect itself waits. Either way
+/// attach gives up with `ETIMEDOUT` within its timeout and a second.
+#[test]
+fn attach_gives_up_on_a_socket_nobody_accepts_on() {
+    use rustix::net::*;
+    let dir = tempfile::tempdir().unwrap();
+    let listening = |name: &str| {
+        let path = dir.path().join(name);
+        let l = socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
+        bind(&l, &SocketAddrUnix::new(&path).unwrap()).unwrap();
+        listen(&l, 0).unwrap();
+        (path, l)
+    };
+    let (roomy, _l1) = listening("roomy.sock");
+    let (full, _l2) = listening("full.sock");
+    // Fill the second one's queue with connections of ours.
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let s = socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::NONBLOCK,
+            None,
+        )
+        .unwrap();
+        if connect(&s, &SocketAddrUnix::new(&full).unwrap()).is_err() {
+            break;
+        }
+        held.push(s);
+    }
+    // Both attach at once, each on a thread of its own, so that a hang fails the test instead
+    // of hanging it.
+    let started = Instant::now();
+    let tries: Vec<_> = [roomy, full]
+        .into_iter()
+        .map(|path| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let o = opts(&path, false);
+            std::thread::spawn(move || {
+                let _ = tx.send(Mos::attach(&o).map(|_| ()));
+            });
+            rx
+        })
+        .collect();
+    let limit = started + crate::mos::REPLY_TIMEOUT + Duration::from_secs(1);
+    let mut errors = tries.into_iter().map(|rx| {
+        rx.recv_timeout(limit.saturating_duration_since(Instant::now()))
+            .expect("attach hung")
+            .unwrap_err()
+    });
+    let e = errors.next().unwrap();
+    assert_eq!(e.errno(), Errno::ETIMEDOUT, "{e}");
+    assert!(e.to_string().contains("did not answer within 10 s"), "{e}");
+    let e = errors.next().unwrap();
+    assert_eq!(e.errno(), Errno::ETIMEDOUT, "{e}");
+    assert!(
+        e.to_string()
+            .contains("did not take the connection within 10 s"),
+        "{e}"
+    );
+    assert!(!e.to_string().contains('\n'));
+}
+
 #[test]
 fn attach_errors_are_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,6 +4,7 @@
 
 use crate::error::{Errno, Error, Result};
 use rustix::event::{poll, PollFd, PollFlags};
+use rustix::net::sockopt::{set_socket_timeout, Timeout};
 use rustix::net::{
     connect, recvmsg, sendmsg, socket_with, AddressFamily, RecvAncillaryBuffer,
     RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer, SendFlags, SocketAddrUnix,
@@ -40,7 +41,10 @@ pub(crate) struct ControlSocket {
 
 impl ControlSocket {
     /// Connects to the sensor's socket at `path`; each way this fails is one clear sentence.
-    pub fn connect(path: &Path) -> Result<ControlSocket> {
+    /// A sensor that does not take the connection within `timeout` (its queue of pending
+    /// connections full), or later takes no message for that long, is an `ETIMEDOUT` error
+    /// instead of a hang.
+    pub fn connect(path: &Path, timeout: Duration) -> Result<ControlSocket> {
         let shown = path.display();
         let addr = SocketAddrUnix::new(path).map_err(|e| {
             Error::new(
@@ -55,7 +59,22 @@ impl ControlSocket {
             None,
         )
         .map_err(|e| Error::new(e.into(), format!("cannot create a Unix socket: {e}")))?;
+        // A Unix connect waits while the listener's queue is full, and a send while the
+        // sensor's queue of messages is: the send timeout bounds both (they then fail with
+        // EAGAIN).
+        set_socket_timeout(&fd, Timeout::Send, Some(timeout)).map_err(|e| {
+            Error::new(e.into(), format!("cannot set a timeout on the socket: {e}"))
+        })?;
         if let Err(e) = connect(&fd, &addr) {
+            if e == rustix::io::Errno::AGAIN {
+                return Err(Error::new(
+                    Errno::ETIMEDOUT,
+                    format!(
+                        "the sensor at {shown} did not take the connection within {} s (its queue of pending connections is full: is it stuck?)",
+                        timeout.as_secs_f64()
+                    ),
+                ));
+            }
             let errno = Errno::from(e);
             let msg = match errno {
                 Errno::ENOENT => {
@@ -102,6 +121,13 @@ impl ControlSocket {
                     "the sensor went away (control socket closed)",
                 ))
             }
+            Err(e) if e == rustix::io::Errno::AGAIN => Err(Error::new(
+                Errno::ETIMEDOUT,
+                format!(
+                    "the sensor at {} takes no messages (its queue stayed full for the send timeout)",
+                    self.path.display()
+                ),
+            )),
             Err(e) => Err(Error::new(
                 e.into(),
                 format!("cannot write to the control socket: {e}"),

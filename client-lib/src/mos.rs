@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 /// Where `mos-sensor` listens unless told otherwise.
 pub const DEFAULT_CONTROL: &str = shm_layout::control::DEFAULT_PATH;
 
-/// How long attach waits for the sensor's answer, and a subscription for its acknowledgment.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long attach waits for the sensor to take the connection and for its answer, a
+/// subscription for its acknowledgment, and a message for room in the sensor's queue.
+pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events taken from one worker's ring before looking at the next.
 const BATCH: u32 = 256;
 /// Idle passes spent spinning, then yielding, before sleeping.
@@ -168,9 +169,10 @@ impl Mos {
     ///
     /// Each failure is one sentence: no socket (`ENOENT`), no sensor behind it
     /// (`ECONNREFUSED`), not allowed (`EACCES`), refused by the sensor (its errno and reason),
-    /// another ABI or a region that does not add up (`EPROTO`).
+    /// another ABI or a region that does not add up (`EPROTO`), a sensor that does not take
+    /// the connection or does not answer within 10 s (`ETIMEDOUT`).
     pub fn attach(opts: &AttachOptions) -> Result<Mos> {
-        let control = ControlSocket::connect(&opts.control)?;
+        let control = ControlSocket::connect(&opts.control, REPLY_TIMEOUT)?;
         control.send(&ClientMsg::Hello {
             abi_major: ABI_MAJOR,
             abi_minor: ABI_MINOR,

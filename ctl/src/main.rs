@@ -1,31 +1,45 @@
 //! `mos-ctl`: asks a running `mos-sensor` for its state over the control socket and prints it
-//! as text, JSON or Prometheus metrics.
+//! as text, JSON or Prometheus metrics, or serves the metrics over HTTP
+//! (`mos-ctl metrics --listen ADDR`).
 
-use anyhow::{bail, Context, Result};
+mod metrics_server;
+mod query;
+
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use rustix::event::{PollFd, PollFlags};
-use rustix::io::Errno;
-use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
-use shm_layout::control::{
-    decode_limited, encode, ClientMsg, SensorMsg, DEFAULT_PATH, MAX_STATUS_MESSAGE,
-};
-use shm_layout::status::{id_name, render_prometheus, render_text, StatusReport};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use query::{parse_timeout, query, DEFAULT_TIMEOUT};
+use shm_layout::control::DEFAULT_PATH;
+use shm_layout::status::{render_prometheus, render_text};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Shows a running mos-sensor's state: its input, counters and rates, drops by cause, flows,
 /// memory, and every attached analyzer with how far behind it is.
 ///
 /// mos-ctl asks the sensor over its control socket (a status request, which attaches nothing
 /// and never holds the sensor up); the sensor answers only users it lets attach analyzers
-/// (root, its own user, --allow-user and --allow-group). Exits with 1 on any error.
+/// (root, its own user, --allow-user and --allow-group). A sensor that does not take the
+/// connection or does not answer within --timeout is an error. Exits with 1 on any error.
 #[derive(Debug, Parser)]
 #[command(name = "mos-ctl", version, about, long_about)]
 struct Cli {
     /// The sensor's control socket.
     #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_PATH)]
     control: PathBuf,
+
+    /// How long to wait for the sensor, from the connect to its answer: a positive number of
+    /// seconds, at most 86400 (with metrics --listen, for each request to the sensor).
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        default_value = DEFAULT_TIMEOUT,
+        value_parser = parse_timeout,
+        allow_negative_numbers = true
+    )]
+    timeout: Duration,
 
     #[command(subcommand)]
     command: Command,
@@ -41,13 +55,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Prints the sensor's metrics in the Prometheus text format (0.0.4), as the sensor's
-    /// --metrics-listen endpoint serves them.
-    Metrics,
+    /// Prints the sensor's metrics in the Prometheus text format (0.0.4), or with --listen
+    /// serves them over HTTP.
+    Metrics {
+        /// Serve the metrics over HTTP at this address (IP:PORT, such as 127.0.0.1:9477; an
+        /// IPv6 address goes in brackets) instead of printing them, until stopped: GET
+        /// /metrics answers with the sensor's metrics, asked at most once a second however
+        /// many scrapes come, or with 503 and the reason while the sensor cannot be asked;
+        /// other paths get 404. Each connection must send its request within 5 s. Anyone who
+        /// can reach the address can read the metrics: keep it on loopback or a management
+        /// network.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
 }
-
-/// How long the sensor may take to answer.
-const ANSWER_TIMEOUT_MS: i64 = 5000;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -69,7 +90,17 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<()> {
-    let report = query(&cli.control)?;
+    if let Command::Metrics {
+        listen: Some(listen),
+    } = cli.command
+    {
+        return metrics_server::serve(&metrics_server::Options {
+            listen,
+            control: cli.control.clone(),
+            timeout: cli.timeout,
+        });
+    }
+    let report = query(&cli.control, cli.timeout)?;
     let out = match cli.command {
         Command::Status { json: false } => render_text(&report),
         Command::Status { json: true } => {
@@ -77,7 +108,7 @@ fn run(cli: &Cli) -> Result<()> {
             s.push('\n');
             s
         }
-        Command::Metrics => render_prometheus(&report),
+        Command::Metrics { .. } => render_prometheus(&report),
     };
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
@@ -85,93 +116,4 @@ fn run(cli: &Cli) -> Result<()> {
         .write_all(out.as_bytes())
         .and_then(|()| stdout.flush())
         .context("cannot write to standard output")
-}
-
-/// Asks the sensor at `path` for its status.
-fn query(path: &Path) -> Result<StatusReport> {
-    let addr = SocketAddrUnix::new(path)
-        .with_context(|| format!("bad control socket path {}", path.display()))?;
-    let fd = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .context("cannot create a socket")?;
-    if let Err(e) = rustix::net::connect(&fd, &addr) {
-        return Err(connect_error(path, e));
-    }
-    rustix::net::send(&fd, &encode(&ClientMsg::Status), SendFlags::NOSIGNAL)
-        .with_context(|| format!("cannot send to the sensor at {}", path.display()))?;
-    let mut pfd = [PollFd::new(&fd, PollFlags::IN)];
-    let timeout = rustix::time::Timespec {
-        tv_sec: ANSWER_TIMEOUT_MS / 1000,
-        tv_nsec: 0,
-    };
-    let ready = rustix::event::poll(&mut pfd, Some(&timeout)).context("waiting for the sensor")?;
-    if ready == 0 {
-        bail!(
-            "the sensor at {} did not answer in {} s",
-            path.display(),
-            ANSWER_TIMEOUT_MS / 1000
-        );
-    }
-    let mut buf = vec![0u8; MAX_STATUS_MESSAGE];
-    let (got, len) = rustix::net::recv(&fd, &mut buf[..], RecvFlags::TRUNC)
-        .with_context(|| format!("cannot read the sensor's answer at {}", path.display()))?;
-    if len == 0 {
-        bail!(
-            "the sensor at {} closed the connection without answering",
-            path.display()
-        );
-    }
-    if len > got {
-        bail!("the sensor's answer of {len} bytes is larger than this mos-ctl reads");
-    }
-    match decode_limited::<SensorMsg>(&buf[..got], MAX_STATUS_MESSAGE)
-        .map_err(|e| anyhow::anyhow!("from the sensor: {e}"))?
-    {
-        SensorMsg::Status(report) => Ok(*report),
-        SensorMsg::Refused { errno, reason } if errno == "EACCES" => bail!(
-            "permission denied: the sensor at {} does not answer uid {}: {reason}",
-            path.display(),
-            rustix::process::getuid().as_raw()
-        ),
-        SensorMsg::Refused { errno, reason } => {
-            bail!("the sensor refused the request ({errno}): {reason}")
-        }
-        SensorMsg::Detached { reason } => bail!(
-            "the sensor did not take the status request (a sensor older than ABI 1.3 does not know it): {reason}"
-        ),
-        other => bail!("unexpected answer from the sensor: {other:?}"),
-    }
-}
-
-/// Why connecting failed, in words that say what to do.
-fn connect_error(path: &Path, e: Errno) -> anyhow::Error {
-    let p = path.display();
-    match e {
-        Errno::NOENT | Errno::CONNREFUSED | Errno::NOTDIR => anyhow::anyhow!(
-            "no sensor listening at {p}: is mos-sensor running? (give its socket with --control PATH)"
-        ),
-        Errno::ACCESS | Errno::PERM => {
-            let hint = match std::fs::metadata(path) {
-                Ok(m) => {
-                    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
-                    let group = id_name(&groups, m.gid())
-                        .map_or_else(|| format!("gid {}", m.gid()), |n| format!("{n:?} (gid {})", m.gid()));
-                    format!(
-                        "the socket (mode {:04o}) belongs to group {group}: join that group (and have the sensor allow it with --allow-group), or run as root",
-                        m.mode() & 0o777
-                    )
-                }
-                Err(_) => "a directory on the way to the socket is closed to this user; run as root or as a member of the sensor's --allow-group".to_string(),
-            };
-            anyhow::anyhow!(
-                "permission denied on {p} (uid {}): {hint}",
-                rustix::process::getuid().as_raw()
-            )
-        }
-        e => anyhow::anyhow!("cannot connect to the sensor at {p}: {e}"),
-    }
 }

@@ -85,8 +85,6 @@ pub enum Type {
     Users,
     /// Group names or gids (an array of strings or integers).
     Groups,
-    /// An IP address and port, such as `"127.0.0.1:9477"` or `"[::1]:9477"`.
-    Addr,
 }
 
 /// How a key's value becomes command-line arguments.
@@ -200,8 +198,34 @@ pub const SECTIONS: &[(&str, &str)] = &[
     ),
     ("control", "The control socket where analyzers attach, and who may."),
     ("output", "The sensor's own output."),
-    ("metrics", "Prometheus metrics."),
 ];
+
+/// Where Prometheus metrics went when the sensor stopped serving them (`--metrics-listen`,
+/// `metrics.listen`): the privileged process keeps to its Unix control socket.
+pub const METRICS_MOVED: &str =
+    "the sensor opens no TCP port; run `mos-ctl metrics --listen ADDR` (unit mos-metrics.service)";
+
+/// A key that was removed, and what to do instead: a file that still sets it is refused with
+/// that advice rather than as an unknown key.
+#[derive(Clone, Copy, Debug)]
+pub struct Removed {
+    /// Its section.
+    pub section: &'static str,
+    /// Its name in the section.
+    pub name: &'static str,
+    /// The flag it stood for (which the sensor refuses with the same advice).
+    pub flag: &'static str,
+    /// Where its job went.
+    pub instead: &'static str,
+}
+
+/// The keys that were removed.
+pub const REMOVED: &[Removed] = &[Removed {
+    section: "metrics",
+    name: "listen",
+    flag: "--metrics-listen",
+    instead: METRICS_MOVED,
+}];
 
 const OVERLAP_POLICIES: &[&str] = &["first", "last", "linux", "bsd", "windows"];
 const HUGEPAGES: &[&str] = &["auto", "off", "require"];
@@ -716,18 +740,6 @@ pub const KEYS: &[Key] = &[
         summary: "Write each connection's streams and flows.jsonl into this directory.",
         meaning: "Write each connection's two streams and an index, `flows.jsonl`, into this directory (created if missing). Bytes the receiver acknowledged but the capture never held, and bytes cut by the snap length, are written as zeros (holes in sparse files) and counted as lost.",
     },
-    // [metrics]
-    Key {
-        section: "metrics",
-        name: "listen",
-        ty: Type::Addr,
-        flag: Flag::Value("--metrics-listen"),
-        default: Default::Unset("\"127.0.0.1:9477\""),
-        shipped: None,
-        scope: Scope::Always,
-        summary: "Serve Prometheus metrics over HTTP at this address (GET /metrics).",
-        meaning: "Serve Prometheus metrics over HTTP at this address and port (`GET /metrics`), such as `\"127.0.0.1:9477\"` or `\"[::1]:9477\"`. Unset, no metrics are served.",
-    },
 ];
 
 /// The key of this section and name.
@@ -925,13 +937,6 @@ impl Type {
             }
             Type::Users => names(v, "user").map(Checked::List),
             Type::Groups => names(v, "group").map(Checked::List),
-            Type::Addr => {
-                let s = string(v)?;
-                s.parse::<std::net::SocketAddr>().map_err(|_| {
-                    format!("{s:?} is not an address and port (such as \"127.0.0.1:9477\")")
-                })?;
-                Ok(Checked::One(s.to_owned()))
-            }
         }
     }
 
@@ -1029,7 +1034,6 @@ impl Type {
             }
             Type::Users => "array of user names or uids".into(),
             Type::Groups => "array of group names or gids".into(),
-            Type::Addr => "string: an IP address and port".into(),
         }
     }
 }
@@ -1221,7 +1225,8 @@ pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, ConfigError> {
     for (sname, item) in root.iter() {
         let sline =
             line_at(root.key(sname).and_then(|k| k.span())).or_else(|| line_at(item.span()));
-        if !SECTIONS.iter().any(|(s, _)| *s == sname) {
+        let removed_section = REMOVED.iter().any(|r| r.section == sname);
+        if !SECTIONS.iter().any(|(s, _)| *s == sname) && !removed_section {
             let owner: Vec<&str> = KEYS
                 .iter()
                 .filter(|k| k.name == sname)
@@ -1254,6 +1259,18 @@ pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, ConfigError> {
                 .or_else(|| line_at(kitem.span()))
                 .or(sline);
             let Some(k) = key(sname, kname) else {
+                if let Some(r) = REMOVED
+                    .iter()
+                    .find(|r| r.section == sname && r.name == kname)
+                {
+                    return Err(err(kline, format!("{full}: was removed: {}", r.instead)));
+                }
+                if !SECTIONS.iter().any(|(s, _)| *s == sname) {
+                    return Err(err(
+                        kline,
+                        format!("{full}: unknown key (the keys of [{sname}] were removed)"),
+                    ));
+                }
                 let names: Vec<&str> = KEYS
                     .iter()
                     .filter(|k| k.section == sname)
@@ -1516,6 +1533,17 @@ pub fn reference_doc() -> String {
             ));
         }
     }
+    out.push_str(
+        "\n## Removed keys\n\nA file that sets one of these, or a command line that gives its flag, \
+         stops the sensor with one line saying what to do instead.\n\n| key | flag | instead |\n\
+         | --- | --- | --- |\n",
+    );
+    for r in REMOVED {
+        out.push_str(&format!(
+            "| `{}.{}` | `{}` | {} |\n",
+            r.section, r.name, r.flag, r.instead
+        ));
+    }
     out
 }
 
@@ -1692,13 +1720,6 @@ mod tests {
         assert!(check(Type::Bool, "\"yes\"").is_err());
         assert_eq!(check(Type::Path, "\"/run/x.sock\""), one("/run/x.sock"));
         assert!(check(Type::Path, "\"\"").unwrap_err().contains("empty"));
-        assert_eq!(
-            check(Type::Addr, "\"127.0.0.1:9477\""),
-            one("127.0.0.1:9477")
-        );
-        assert_eq!(check(Type::Addr, "\"[::1]:9477\""), one("[::1]:9477"));
-        assert!(check(Type::Addr, "\"localhost\"").is_err());
-        assert!(check(Type::Addr, "\"127.0.0.1\"").is_err());
     }
 
     #[test]
@@ -1930,9 +1951,14 @@ mod tests {
             ),
             ("sensor = 4\n", 1, "sensor: must be a section"),
             (
-                "[metrics]\nlisten = \"9477\"\n",
+                "[metrics]\n\nlisten = \"127.0.0.1:9477\"\n",
+                3,
+                "metrics.listen: was removed: the sensor opens no TCP port; run `mos-ctl metrics --listen ADDR`",
+            ),
+            (
+                "[metrics]\nport = 9477\n",
                 2,
-                "metrics.listen: \"9477\" is not an address",
+                "metrics.port: unknown key (the keys of [metrics] were removed)",
             ),
         ];
         for (text, line, start) in cases {

@@ -378,11 +378,9 @@ struct Args {
           value_parser = key_value::<f64>("input.speed"))]
     speed: Option<f64>,
 
-    /// Serve Prometheus metrics over HTTP at this address (GET /metrics), such as
-    /// 127.0.0.1:9477. Anyone who can reach the address can read them: bind it to loopback or
-    /// a management network.
-    #[arg(long, value_name = "ADDR")]
-    metrics_listen: Option<String>,
+    /// Removed (the sensor opens no TCP port): kept, hidden, only to say where it went.
+    #[arg(long, value_name = "ADDR", hide = true)]
+    metrics_listen: Option<OsString>,
 
     /// Print no progress line and no summary.
     #[arg(long, short)]
@@ -522,6 +520,9 @@ fn effective_args(argv: &[OsString]) -> Result<Effective, ArgsError> {
         .try_get_matches_from(argv)
         .map_err(ArgsError::Clap)?;
     let cli = Args::from_arg_matches(&matches).map_err(ArgsError::Clap)?;
+    if cli.metrics_listen.is_some() {
+        return Err(removed_flag("--metrics-listen"));
+    }
     if cli.print_config {
         return Ok(Effective {
             args: cli,
@@ -564,6 +565,15 @@ fn effective_args(argv: &[OsString]) -> Result<Effective, ArgsError> {
         args,
         config: file.map(|f| f.path),
     })
+}
+
+/// The error for a flag that was removed: what to do instead (from the table of removed keys).
+fn removed_flag(flag: &str) -> ArgsError {
+    let instead = config::REMOVED
+        .iter()
+        .find(|r| r.flag == flag)
+        .map_or("see docs/CONFIG.md", |r| r.instead);
+    ArgsError::Config(format!("{flag} was removed: {instead}"))
 }
 
 impl Args {
@@ -627,7 +637,6 @@ impl Args {
             ("control.max_pending", format!("{:?}", self.max_pending)),
             ("control.hello_timeout", format!("{:?}", self.hello_timeout)),
             ("output.dump", format!("{:?}", self.dump)),
-            ("metrics.listen", format!("{:?}", self.metrics_listen)),
         ]
     }
 }
@@ -905,9 +914,6 @@ fn run(args: Args, reloader: Arc<std::sync::Mutex<Reloader>>) -> Result<ExitCode
         }
     }
     let (mut trackers, publication) = if args.no_publish {
-        if args.metrics_listen.is_some() {
-            bail!("--metrics-listen needs the control thread, which --no-publish turns off");
-        }
         let mut t = Vec::with_capacity(nw);
         for _ in 0..nw {
             t.push(Tracker::new(cfg.clone()).context("cannot lay out the ring pool")?);
@@ -1479,7 +1485,7 @@ fn config_info(args: &Args, cfg: &TrackerConfig) -> ConfigInfo {
     }
 }
 
-/// Creates the shared memory and the control socket (and the metrics listener), and each
+/// Creates the shared memory and the control socket, and each
 /// worker's tracker (writing into its part of the shared memory) and publisher. `input`
 /// describes the input for status reports.
 fn publish(
@@ -1508,13 +1514,8 @@ fn publish(
         r.stall_timeout_ns = Some(stall_timeout_ns.clone());
         r.allowed = Some(allowed.clone());
     }
-    // The sockets first: a bad path or address fails before any shared memory is made.
+    // The socket first: a bad path fails before any shared memory is made.
     let listener = control::Listener::bind(&args.control, &first_allowed)?;
-    let metrics = args
-        .metrics_listen
-        .as_deref()
-        .map(control::metrics::bind)
-        .transpose()?;
     let memory_bound = Some(args.budget(&cfg).total());
     let info = config_info(args, &cfg);
     let epoch = {
@@ -1567,7 +1568,6 @@ fn publish(
                 lossless,
                 memory_bound,
             },
-            metrics,
         },
         to_workers,
         control_rx,
@@ -1660,7 +1660,9 @@ mod tests {
                         | "no_config"
                         | "print_config"
                         | "print_hugepages"
-                )
+                ) && !config::REMOVED
+                    .iter()
+                    .any(|r| r.flag.trim_start_matches('-').replace('-', "_") == *id)
             })
             .collect();
         for id in &arg_ids {
@@ -1854,6 +1856,26 @@ mod tests {
         assert!(changed_keys(&a, &a.clone()).is_empty());
         let c = parse(&["--iface", "eth0", "--allow-group", "mos"]);
         assert_eq!(changed_keys(&a, &c), ["input.pcap", "input.iface"]);
+    }
+
+    #[test]
+    fn the_removed_metrics_flag_says_where_metrics_went() {
+        let argv: Vec<OsString> = [
+            "mos-sensor",
+            "--pcap",
+            "x",
+            "--metrics-listen",
+            "[::1]:9477",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let e = effective_args(&argv).unwrap_err();
+        assert!(matches!(e, ArgsError::Config(_)), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "--metrics-listen was removed: the sensor opens no TCP port; run `mos-ctl metrics --listen ADDR` (unit mos-metrics.service)"
+        );
     }
 
     #[test]

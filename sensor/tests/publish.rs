@@ -1642,7 +1642,6 @@ fn ctl_config(path: &Path, region: &MainRegion, allowed: Allowed) -> ControlConf
             lossless: true,
             memory_bound: None,
         },
-        metrics: None,
     }
 }
 

@@ -94,6 +94,31 @@ fn bad_ring_size_is_refused_before_reading() -> Result<()> {
     Ok(())
 }
 
+/// The sensor opens no TCP port: the flag that used to serve metrics over HTTP is refused
+/// before anything is made, with one line saying where the metrics went.
+#[test]
+fn the_removed_metrics_flag_is_refused_with_where_it_went() -> Result<()> {
+    let dir = ScratchDir::new("cli-metrics-flag")?;
+    let control = dir.path().join("c.sock");
+    let o = Command::new(sensor_bin()?)
+        .env("MOS_SENSOR_CONFIG", "")
+        .arg("--pcap")
+        .arg(corpus_dir()?.join("pcaps/dpkt__examples__data__http.pcap"))
+        .arg("--control")
+        .arg(&control)
+        .args(["--metrics-listen", "127.0.0.1:0", "--quiet"])
+        .output()?;
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(
+        err,
+        "mos-sensor: error: --metrics-listen was removed: the sensor opens no TCP port; run \
+         `mos-ctl metrics --listen ADDR` (unit mos-metrics.service)\n"
+    );
+    assert!(!control.exists(), "a control socket was made");
+    Ok(())
+}
+
 /// `deploy/hugepages.sh` is idempotent: asking again for what is reserved changes nothing,
 /// mounts hugetlbfs at most once, and exits 0 (also where the kernel refuses, which it says).
 #[test]

@@ -109,6 +109,12 @@ fn each_kind_of_bad_file_is_one_line_naming_file_line_and_key() -> Result<()> {
             3,
             "input.iface: set only one of input.pcap, input.dpdk and input.iface",
         ),
+        (
+            "removed key",
+            "[metrics]\nlisten = \"127.0.0.1:9477\"\n",
+            2,
+            "metrics.listen: was removed: the sensor opens no TCP port; run `mos-ctl metrics --listen ADDR` (unit mos-metrics.service)",
+        ),
     ];
     for (i, (what, text, line, message)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("bad{i}.toml"));

@@ -1,22 +1,32 @@
 //! `mos-ctl` against a running sensor: `status` (text and JSON) and `metrics` while a slowed
-//! replay publishes to two analyzers, the `--metrics-listen` endpoint, and the errors a user
-//! meets (no sensor, a user the sensor does not allow, an address already taken). Needs the
-//! workspace's binaries built in the same profile (`cargo build --bins`), the corpus, and root
-//! for the test that runs `mos-ctl` as another user.
+//! replay publishes to two analyzers, the HTTP endpoint of `mos-ctl metrics --listen` (against
+//! the sensor, and against a stand-in sensor: concurrent clients, idle and slow ones closed,
+//! one request to the sensor per second, 503 while it is away), `--timeout` against a socket
+//! nobody accepts on, and the errors a user meets (no sensor, a user the sensor does not allow,
+//! an address already taken). Needs the workspace's binaries built in the same profile
+//! (`cargo build --bins`), the corpus, and root for the test that runs `mos-ctl` as another
+//! user.
 
 use anyhow::{bail, ensure, Context, Result};
 use mos_tests::locate::{bin, corpus_dir, sensor_bin};
 use mos_tests::procs::{
-    cmd, copy_for_other_users, open_to_other_users, tail, wait_for, wait_for_socket, Proc,
+    assert_no_panic, cmd, copy_for_other_users, open_to_other_users, tail, wait_for,
+    wait_for_socket, Proc,
 };
 use mos_tests::runner::ScratchDir;
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use serde_json::Value;
+use shm_layout::control::{encode, SensorMsg};
+use shm_layout::status::StatusReport;
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The longest any process of these tests may take.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -159,7 +169,10 @@ fn help_names(text: &str) -> BTreeSet<String> {
 fn http_get(addr: &str, path: &str) -> Result<(String, String, String)> {
     let mut s = std::net::TcpStream::connect(addr).with_context(|| format!("connecting {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     let (head, body) = out.split_once("\r\n\r\n").context("no header end")?;
@@ -167,11 +180,63 @@ fn http_get(addr: &str, path: &str) -> Result<(String, String, String)> {
     Ok((status.to_string(), headers.to_string(), body.to_string()))
 }
 
-/// A TCP port free on 127.0.0.1 a moment ago.
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// `mos-ctl --control CONTROL metrics --listen 127.0.0.1:0`, and the address it serves at
+/// (from the line it logs when it listens).
+fn metrics_server(w: &Path, control: &Path) -> Result<(Proc, String)> {
+    let mut p = Proc::spawn(
+        "metrics",
+        cmd(
+            &bin("mos-ctl")?,
+            &[
+                &"--control",
+                &control,
+                &"metrics",
+                &"--listen",
+                &"127.0.0.1:0",
+            ],
+        ),
+        w,
+    )?;
+    let mut addr = String::new();
+    wait_for("mos-ctl to listen", TIMEOUT, || {
+        ensure!(p.poll()?.is_none(), "mos-ctl ended: {}", p.stderr());
+        addr = p
+            .stderr()
+            .lines()
+            .find_map(|l| l.strip_prefix("mos-ctl: serving metrics at http://"))
+            .and_then(|l| l.split('/').next())
+            .unwrap_or_default()
+            .to_string();
+        Ok(!addr.is_empty())
+    })?;
+    Ok((p, addr))
+}
+
+/// The sockets of process `pid` that are TCP sockets (from `/proc/net/tcp` and `tcp6`).
+fn tcp_sockets_of(pid: u32) -> Result<Vec<String>> {
+    let mut tcp = BTreeSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for l in text.lines().skip(1) {
+            if let Some(inode) = l.split_whitespace().nth(9) {
+                tcp.insert(inode.to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let link = std::fs::read_link(fd?.path()).unwrap_or_default();
+        let link = link.to_string_lossy();
+        if let Some(inode) = link
+            .strip_prefix("socket:[")
+            .and_then(|l| l.strip_suffix(']'))
+        {
+            if tcp.contains(inode) {
+                out.push(link.into_owned());
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn num(v: &Value, key: &str) -> Result<u64> {
@@ -186,22 +251,16 @@ fn status_and_metrics_while_a_replay_publishes_to_two_analyzers() -> Result<()> 
     let w = work.path();
     let pcap = paced_capture()?;
     let control = w.join("c.sock");
-    let addr = format!("127.0.0.1:{}", free_port()?);
     let mut sensor = start_sensor(
         w,
         &pcap,
         &control,
-        &[
-            "--wait-analyzers",
-            "2",
-            "--speed",
-            "10",
-            "--workers",
-            "2",
-            "--metrics-listen",
-            &addr,
-        ],
+        &["--wait-analyzers", "2", "--speed", "10", "--workers", "2"],
     )?;
+    // The privileged process listens on its control socket and nothing else.
+    let tcp = tcp_sockets_of(sensor.pid())?;
+    ensure!(tcp.is_empty(), "the sensor has TCP sockets: {tcp:?}");
+    let (mut server, addr) = metrics_server(w, &control)?;
 
     // While the sensor waits for its analyzers, a status request is answered and does not
     // count as one of them.
@@ -353,11 +412,13 @@ fn status_and_metrics_while_a_replay_publishes_to_two_analyzers() -> Result<()> 
         );
     }
 
-    // The HTTP endpoint serves the same metrics.
+    // mos-ctl's HTTP endpoint serves the same metrics.
     let (status, headers, body) = http_get(&addr, "/metrics")?;
     ensure!(status == "HTTP/1.1 200 OK", "{status}");
     ensure!(
-        headers.contains("Content-Type: text/plain; version=0.0.4"),
+        headers
+            .to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
         "{headers}"
     );
     check_exposition(&body)?;
@@ -367,6 +428,8 @@ fn status_and_metrics_while_a_replay_publishes_to_two_analyzers() -> Result<()> 
     );
     let (status, _, _) = http_get(&addr, "/")?;
     ensure!(status.starts_with("HTTP/1.1 404"), "{status}");
+    ensure!(server.poll()?.is_none(), "{}", server.stderr());
+    assert_no_panic(&server)?;
 
     ensure!(
         sensor.poll()?.is_none(),
@@ -482,32 +545,285 @@ fn a_metrics_address_in_use_fails_the_start_clearly() -> Result<()> {
     let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = taken.local_addr()?.to_string();
     let control = w.join("c.sock");
-    let mut c = cmd(
-        &sensor_bin()?,
-        &[
-            &"--pcap",
-            &paced_capture()?,
-            &"--control",
-            &control,
-            &"--metrics-listen",
-            &addr,
-        ],
-    );
-    c.arg("--quiet");
-    let mut sensor = Proc::spawn("sensor", c, w)?;
-    sensor.expect_code(1, TIMEOUT)?;
-    let err = sensor.stderr();
+    let out = ctl(&control, &["metrics", "--listen", &addr])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.code() == Some(1), "{out:?}");
     ensure!(
-        err.contains(&format!("cannot listen for metrics at \"{addr}\"")),
+        err.starts_with(&format!(
+            "mos-ctl: error: cannot listen for metrics at {addr}: "
+        )),
         "{err}"
     );
-    ensure!(!control.exists(), "the control socket was left behind");
-    // Without a sensor: the same clear error as after one ends.
+    ensure!(err.lines().count() == 1, "{err}");
+    // Without a sensor, printing them: the same clear error as after one ends.
     let out = ctl(&control, &["metrics"])?;
     ensure!(out.status.code() == Some(1), "{out:?}");
     ensure!(
         String::from_utf8_lossy(&out.stderr).contains("is mos-sensor running?"),
         "{out:?}"
     );
+    Ok(())
+}
+
+/// A stand-in for the sensor's control socket: answers each status request with a report
+/// whose frame count is the number of requests so far. Stops, and removes the socket, when
+/// dropped.
+struct FakeSensor {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeSensor {
+    fn start(path: &Path, asked: Arc<AtomicU64>) -> Result<FakeSensor> {
+        let l = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )?;
+        rustix::net::bind(&l, &SocketAddrUnix::new(path)?)?;
+        rustix::net::listen(&l, 64)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok(c) = rustix::net::accept_with(&l, SocketFlags::CLOEXEC) else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let mut buf = [0u8; 256];
+                if rustix::net::recv(&c, &mut buf[..], rustix::net::RecvFlags::empty()).is_err() {
+                    continue;
+                }
+                let n = asked.fetch_add(1, Ordering::Relaxed) + 1;
+                let report = StatusReport {
+                    frames: n,
+                    ..Default::default()
+                };
+                let _ = rustix::net::send(
+                    &c,
+                    &encode(&SensorMsg::Status(Box::new(report))),
+                    rustix::net::SendFlags::NOSIGNAL,
+                );
+            }
+        });
+        Ok(FakeSensor {
+            path: path.to_path_buf(),
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for FakeSensor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether the server closed `s` (end of file or reset) within `limit`.
+fn closed_within(s: &mut std::net::TcpStream, limit: Duration) -> Result<bool> {
+    s.set_read_timeout(Some(limit))?;
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(true),
+            // A 408 answer before the close is fine.
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(false)
+            }
+            Err(_) => return Ok(true),
+        }
+    }
+}
+
+#[test]
+fn the_metrics_server_answers_past_idle_and_slow_clients_and_spares_the_sensor() -> Result<()> {
+    let work = ScratchDir::new("ctl-http")?;
+    let w = work.path();
+    let control = w.join("c.sock");
+    let asked = Arc::new(AtomicU64::new(0));
+    let fake = FakeSensor::start(&control, asked.clone())?;
+    let (mut server, addr) = metrics_server(w, &control)?;
+
+    // One client connects and sends nothing; another sends a request head a byte at a time
+    // and never finishes it.
+    let mut idle = std::net::TcpStream::connect(&addr)?;
+    let mut slow = std::net::TcpStream::connect(&addr)?;
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")?;
+    let trickle = {
+        let mut s = slow.try_clone()?;
+        std::thread::spawn(move || {
+            for _ in 0..100 {
+                if s.write_all(b"X").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+
+    // Meanwhile a scrape is answered promptly, and many scrapes cost the sensor one request
+    // per second at most.
+    let started = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let a = addr.clone();
+    std::thread::spawn(move || tx.send(http_get(&a, "/metrics").map_err(|e| format!("{e:#}"))));
+    let (status, headers, body) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .context("no answer within 5 s while an idle and a slow client were connected")?
+        .map_err(anyhow::Error::msg)?;
+    ensure!(status == "HTTP/1.1 200 OK", "{status}");
+    ensure!(
+        headers
+            .to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{headers}"
+    );
+    check_exposition(&body)?;
+    let scrapes: Vec<_> = (0..20)
+        .map(|_| {
+            let a = addr.clone();
+            std::thread::spawn(move || http_get(&a, "/metrics"))
+        })
+        .collect();
+    for t in scrapes {
+        let (status, _, body) = t
+            .join()
+            .map_err(|_| anyhow::anyhow!("a scrape panicked"))??;
+        ensure!(status == "HTTP/1.1 200 OK", "{status}");
+        check_exposition(&body)?;
+    }
+    let n = asked.load(Ordering::Relaxed);
+    let took = started.elapsed();
+    ensure!(
+        n >= 1 && n <= 1 + took.as_secs(),
+        "21 scrapes in {took:?} asked the sensor {n} times"
+    );
+    let (status, _, body) = http_get(&addr, "/")?;
+    ensure!(status.starts_with("HTTP/1.1 404"), "{status}: {body}");
+
+    // The idle and the slow client are closed once their time to send a request is up.
+    ensure!(
+        closed_within(&mut idle, TIMEOUT)?,
+        "the idle connection is still open"
+    );
+    ensure!(
+        closed_within(&mut slow, TIMEOUT)?,
+        "the slow connection is still open"
+    );
+    trickle
+        .join()
+        .map_err(|_| anyhow::anyhow!("the slow client panicked"))?;
+
+    // The sensor goes away: 503 with the reason on one line, and the server goes on.
+    drop(fake);
+    wait_for("a 503 once the sensor is gone", TIMEOUT, || {
+        Ok(http_get(&addr, "/metrics")?.0 == "HTTP/1.1 503 Service Unavailable")
+    })?;
+    let (_, _, body) = http_get(&addr, "/metrics")?;
+    ensure!(
+        body.contains(&format!("no sensor listening at {}", control.display()))
+            && body.trim_end().lines().count() == 1,
+        "{body}"
+    );
+    let _fake = FakeSensor::start(&control, asked.clone())?;
+    wait_for("a 200 once the sensor is back", TIMEOUT, || {
+        Ok(http_get(&addr, "/metrics")?.0 == "HTTP/1.1 200 OK")
+    })?;
+    ensure!(server.poll()?.is_none(), "{}", server.stderr());
+    assert_no_panic(&server)?;
+    let err = server.stderr();
+    ensure!(
+        err.contains("answering 503") && err.contains("the sensor answers again"),
+        "{err}"
+    );
+    Ok(())
+}
+
+/// A bound, listening socket that nobody accepts on.
+fn never_accepting(path: &Path) -> Result<OwnedFd> {
+    let l = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    rustix::net::bind(&l, &SocketAddrUnix::new(path)?)?;
+    rustix::net::listen(&l, 0)?;
+    Ok(l)
+}
+
+#[test]
+fn mos_ctl_gives_up_on_a_socket_nobody_accepts_on_after_its_timeout() -> Result<()> {
+    let work = ScratchDir::new("ctl-timeout")?;
+    let w = work.path();
+    let control = w.join("c.sock");
+    let _listener = never_accepting(&control)?;
+    // `mos-ctl --timeout 1 ARGS` must end within 2 s with one line.
+    let run = |what: &str, args: &[&str]| -> Result<String> {
+        let mut c = cmd(
+            &bin("mos-ctl")?,
+            &[&"--control", &control, &"--timeout", &"1"],
+        );
+        c.args(args);
+        let mut p = Proc::spawn(&format!("ctl-{what}"), c, w)?;
+        let st = p.wait(Duration::from_secs(2))?;
+        let err = p.stderr();
+        ensure!(st.code() == Some(1), "{what}: {st}: {err}");
+        ensure!(err.lines().count() == 1, "{what}: {err}");
+        Ok(err)
+    };
+    // Room in its queue: the connect succeeds and no answer comes.
+    let err = run("answer", &["status"])?;
+    ensure!(
+        err.contains(&format!(
+            "the sensor at {} did not answer within 1 s",
+            control.display()
+        )),
+        "{err}"
+    );
+    // Its queue full (of connections of ours): the connect itself would wait.
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let s = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )?;
+        if rustix::net::connect(&s, &SocketAddrUnix::new(&control)?).is_err() {
+            break;
+        }
+        held.push(s);
+    }
+    for args in [&["status"][..], &["status", "--json"], &["metrics"]] {
+        let err = run("connect", args)?;
+        ensure!(
+            err.contains("did not take the connection within 1 s"),
+            "{args:?}: {err}"
+        );
+    }
+    // The timeout is range-checked.
+    for bad in ["0", "-1", "nan", "inf", "86401", "soon"] {
+        let out = ctl(&control, &["--timeout", bad, "status"])?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(out.status.code() == Some(1), "--timeout {bad}: {out:?}");
+        ensure!(
+            err.lines().next().is_some_and(|l| l.contains("--timeout")),
+            "--timeout {bad}: {err}"
+        );
+    }
     Ok(())
 }

@@ -115,10 +115,12 @@ fn install_is_idempotent_keeps_an_edited_config_and_uninstalls() -> Result<()> {
         "etc/mos/sensor.toml",
         "etc/mos/analyzers/flowstat.env",
         "etc/mos/analyzers/dump.env",
+        "etc/mos/metrics.env",
         "share/doc/mos/README.md",
         "share/doc/mos/docs/CONFIG.md",
         "lib/systemd/system/mos-sensor.service",
         "lib/systemd/system/mos-analyzer@.service",
+        "lib/systemd/system/mos-metrics.service",
     ] {
         ensure!(prefix.join(f).is_file(), "{f} not installed");
     }
@@ -130,6 +132,27 @@ fn install_is_idempotent_keeps_an_edited_config_and_uninstalls() -> Result<()> {
         prefix.display(),
         prefix.display()
     )));
+    // The sensor may open no TCP or UDP socket; the metrics server is another unit.
+    let families = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("RestrictAddressFamilies="))
+        .context("the sensor unit restricts no address families")?;
+    ensure!(
+        !families.contains("AF_INET"),
+        "the sensor unit allows {families}"
+    );
+    let metrics = std::fs::read_to_string(inst.unit("mos-metrics.service"))?;
+    ensure!(metrics.contains(&format!(
+        "EnvironmentFile=-{}/etc/mos/metrics.env",
+        prefix.display()
+    )));
+    ensure!(metrics.contains(&format!(
+        "ExecStart={}/bin/mos-ctl --control /run/mos/control.sock metrics --listen ${{MOS_METRICS_LISTEN}}",
+        prefix.display()
+    )));
+    ensure!(std::fs::read_to_string(prefix.join("etc/mos/metrics.env"))?
+        .lines()
+        .any(|l| l == "MOS_METRICS_LISTEN=127.0.0.1:9477"));
     // Again: the same files; an edited configuration is kept.
     let first = tree(&prefix)?;
     let edited = format!(
@@ -194,7 +217,7 @@ fn systemd_analyze() -> Result<Command> {
 }
 
 #[test]
-fn both_units_verify() -> Result<()> {
+fn the_units_verify() -> Result<()> {
     let scratch = ScratchDir::new("service-verify")?;
     let inst = Install::new(&scratch.path().join("prefix"))?;
     // The template is verified through an instance: systemd-analyze finds the template file
@@ -203,7 +226,11 @@ fn both_units_verify() -> Result<()> {
         .path()
         .join("prefix/lib/systemd/system/mos-analyzer@flowstat.service");
     std::fs::copy(inst.unit("mos-analyzer@.service"), &instance)?;
-    for unit in [inst.unit("mos-sensor.service"), instance.clone()] {
+    for unit in [
+        inst.unit("mos-sensor.service"),
+        instance.clone(),
+        inst.unit("mos-metrics.service"),
+    ] {
         let mut c = systemd_analyze()?;
         c.args(["verify", "--man=no"]).arg(&unit);
         let out = c.output()?;
@@ -249,7 +276,7 @@ fn exposure(unit: &Path) -> Result<(f64, String)> {
 }
 
 #[test]
-fn the_sensor_unit_is_exposed_ok_or_better_as_the_readme_says() -> Result<()> {
+fn the_units_are_exposed_ok_or_better_as_the_readme_says() -> Result<()> {
     let scratch = ScratchDir::new("service-security")?;
     let inst = Install::new(&scratch.path().join("prefix"))?;
     let (score, level) = exposure(&inst.unit("mos-sensor.service"))?;
@@ -266,11 +293,17 @@ fn the_sensor_unit_is_exposed_ok_or_better_as_the_readme_says() -> Result<()> {
         ["PERFECT", "SAFE", "OK"].contains(&alevel.as_str()),
         "the analyzer unit's exposure is {ascore} {alevel}"
     );
-    // README states both figures as systemd-analyze prints them.
+    let (mscore, mlevel) = exposure(&inst.unit("mos-metrics.service"))?;
+    ensure!(
+        ["PERFECT", "SAFE", "OK"].contains(&mlevel.as_str()),
+        "the metrics unit's exposure is {mscore} {mlevel}"
+    );
+    // README states the figures as systemd-analyze prints them.
     let readme = std::fs::read_to_string(workspace_root().join("README.md"))?;
     for (unit, s, l) in [
         ("mos-sensor.service", score, &level),
         ("mos-analyzer@.service", ascore, &alevel),
+        ("mos-metrics.service", mscore, &mlevel),
     ] {
         let figure = format!("{s:.1} {l}");
         ensure!(

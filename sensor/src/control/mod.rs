@@ -14,10 +14,9 @@
 //! spinning.
 //!
 //! The same thread answers `Status` requests (`mos-ctl`) from an allowed peer with a
-//! [`shm_layout::status::StatusReport`] (built in `report.rs`), and renders the metrics that the
-//! optional HTTP listener ([`metrics`]) serves.
+//! [`shm_layout::status::StatusReport`] (built in `report.rs`); `mos-ctl metrics` renders that
+//! report for Prometheus, so the sensor itself opens no TCP port.
 
-pub mod metrics;
 mod report;
 
 pub use report::SensorInfo;
@@ -35,7 +34,6 @@ use shm_layout::control::{
 use shm_layout::layout::Header;
 use shm_layout::layout::ABI_MAJOR;
 use shm_layout::plan::PAGE_LEN;
-use shm_layout::status::render_prometheus;
 use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
@@ -135,8 +133,6 @@ pub struct ControlConfig {
     pub header: &'static Header,
     /// What status reports say about the sensor besides its counters.
     pub info: SensorInfo,
-    /// Serve Prometheus metrics on this listener (`--metrics-listen`), bound already.
-    pub metrics: Option<std::net::TcpListener>,
 }
 
 /// The running control server; dropping it stops the thread and removes the socket.
@@ -144,16 +140,12 @@ pub struct ControlConfig {
 pub struct ControlServer {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    metrics: Option<JoinHandle<()>>,
     path: PathBuf,
 }
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.metrics.take() {
-            let _ = t.join();
-        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -504,7 +496,7 @@ pub fn start(
 /// used: the listener's path is).
 pub fn start_on(
     mut listener: Listener,
-    mut cfg: ControlConfig,
+    cfg: ControlConfig,
     workers: Vec<Sender<ToWorker>>,
     from_workers: Receiver<ToControl>,
 ) -> Result<ControlServer> {
@@ -515,16 +507,13 @@ pub fn start_on(
         .context("the control socket was served already")?;
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
-    let (to_metrics, metrics_rx) = std::sync::mpsc::channel();
-    let http = cfg.metrics.take();
     let thread = std::thread::Builder::new()
         .name("mos-control".into())
-        .spawn(move || serve(cfg, listener_fd, workers, from_workers, metrics_rx, stop2))
+        .spawn(move || serve(cfg, listener_fd, workers, from_workers, stop2))
         .context("cannot start the control thread");
     let mut server = ControlServer {
-        stop: stop.clone(),
+        stop,
         thread: None,
-        metrics: None,
         path: path.clone(),
     };
     match thread {
@@ -534,15 +523,6 @@ pub fn start_on(
             return Err(e);
         }
     }
-    if let Some(http) = http {
-        // Dropping the server on failure stops the control thread and removes the socket.
-        server.metrics = Some(
-            std::thread::Builder::new()
-                .name("mos-metrics".into())
-                .spawn(move || metrics::serve(http, to_metrics, stop))
-                .context("cannot start the metrics thread")?,
-        );
-    }
     Ok(server)
 }
 
@@ -551,7 +531,6 @@ fn serve(
     listener: OwnedFd,
     workers: Vec<Sender<ToWorker>>,
     from_workers: Receiver<ToControl>,
-    metrics_requests: Receiver<metrics::MetricsRequest>,
     stop: Arc<AtomicBool>,
 ) {
     let mut reporter = report::Reporter::new(cfg.header, cfg.nworkers);
@@ -930,11 +909,6 @@ fn serve(
         }
 
         reporter.tick();
-        while let Ok(reply) = metrics_requests.try_recv() {
-            let _ = reply.send(render_prometheus(
-                &reporter.report(&cfg.info, cfg.epoch, &clients),
-            ));
-        }
 
         loop {
             match from_workers.try_recv() {
