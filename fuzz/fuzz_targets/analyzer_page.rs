@@ -14,8 +14,8 @@
 use libfuzzer_sys::fuzz_target;
 use mos_sensor::event::{Event, EventKind, FlowHandle};
 use mos_sensor::publish::{
-    create_analyzer, create_main, Attached, Fanout, FanoutOptions, HugePages, ToControl,
-    ToWorker,
+    create_analyzer, create_main, Attached, Fanout, FanoutOptions, HugePages, MainRegion,
+    ToControl, ToWorker,
 };
 use shm_layout::control::Subscription;
 use shm_layout::layout::{AnalyzerPage, ConfigInfo, EventRingHeader};
@@ -30,6 +30,8 @@ const CAPACITY: u64 = 16;
 /// One worker's fanout over a main region made once (the region lives as long as the process,
 /// as in the sensor), and its channels; each input attaches a fresh analyzer to it.
 struct Rig {
+    /// Held so that the region stays reachable (the sensor keeps its own until it exits).
+    _region: MainRegion,
     fanout: Fanout,
     to_worker: Sender<ToWorker>,
     from_worker: Receiver<ToControl>,
@@ -49,7 +51,7 @@ fn rig() -> &'static Mutex<Rig> {
             idle_timeout_ns: 1,
             overlap_policy: 0,
         };
-        let (_region, mut parts) = create_main(&cfg, 1, 1, HugePages::Off, true, &mut |_| {})
+        let (region, mut parts) = create_main(&cfg, 1, 1, HugePages::Off, true, &mut |_| {})
             .expect("a main region");
         let part = parts.remove(0);
         let (to_worker, rx) = mpsc::channel();
@@ -67,6 +69,7 @@ fn rig() -> &'static Mutex<Rig> {
             part.pktlog,
         );
         Mutex::new(Rig {
+            _region: region,
             fanout,
             to_worker,
             from_worker,
