@@ -128,7 +128,7 @@ pub const MAX_NAME_CHARS: usize = 64;
 /// escaped character. Names come from analyzers, and analyzers are not trusted.
 pub fn printable(s: &str, max: usize) -> String {
     use core::fmt::Write as _;
-    let mut out = String::with_capacity(s.len().min(max * 4));
+    let mut out = String::with_capacity(s.len().min(max.saturating_mul(4)));
     for c in s.chars().take(max) {
         match c {
             '\\' => out.push_str("\\\\"),
