@@ -263,7 +263,7 @@ pub const KEYS: &[Key] = &[
         shipped: None,
         scope: Scope::Input,
         summary: "Capture file to replay (pcap or pcapng); \"-\" reads standard input.",
-        meaning: "A capture file to replay, pcap or pcapng (Ethernet, Linux cooked v1/v2, BSD loopback, raw IP, PPP, Cisco HDLC and NFLOG link types); `-` reads it from standard input. A replay is lossless by default and ends when the file does.",
+        meaning: "A capture file to replay, pcap or pcapng (Ethernet, Linux cooked v1/v2, BSD loopback, raw IP, PPP, Cisco HDLC and NFLOG link types); `-` reads it from standard input. A replay is lossless by default and ends when the file does. A FIFO or a pipe is read as its writer sends; SIGINT or SIGTERM end it where it is, even while the writer sends nothing or no writer has opened the FIFO yet.",
     },
     Key {
         section: "input",

@@ -283,7 +283,11 @@ pub fn replay_parallel<S: EventSink + Send>(
             }
             let pkt = match backend.next_packet() {
                 Ok(Some(p)) => p,
-                Ok(None) => break,
+                Ok(None) => {
+                    // An input that waits for its writer ends when the flag is set (stopped).
+                    stopped = replay::stop_set(opts);
+                    break;
+                }
                 Err(e) => {
                     capture_error = Some(e);
                     break;

@@ -107,7 +107,9 @@ struct Args {
     print_hugepages: bool,
 
     /// Capture file to replay (pcap or pcapng; Ethernet, Linux cooked v1/v2, BSD loopback,
-    /// raw IP, PPP, Cisco HDLC and NFLOG link types); - reads it from standard input.
+    /// raw IP, PPP, Cisco HDLC and NFLOG link types); - reads it from standard input. A FIFO
+    /// or a pipe is read as its writer sends; SIGINT or SIGTERM end it where it is, even while
+    /// the writer sends nothing or no writer has opened the FIFO yet.
     #[arg(long, value_name = "FILE")]
     pcap: Option<PathBuf>,
 
@@ -898,8 +900,9 @@ fn run(args: Args, reloader: Arc<std::sync::Mutex<Reloader>>) -> Result<ExitCode
             })
         })?;
     }
-    // The input first: a bad file, interface or DPDK setup fails before anything is made.
-    let mut input = open_input(&args)?;
+    // The signals first, so that one sent while the input opens (a FIFO waiting for its
+    // writer) stops the sensor the usual way; then the input: a bad file, interface or DPDK
+    // setup fails before anything is made.
     let stop = Arc::new(AtomicBool::new(false));
     let on_hup = reloader.clone();
     service::handle_signals(
@@ -907,6 +910,7 @@ fn run(args: Args, reloader: Arc<std::sync::Mutex<Reloader>>) -> Result<ExitCode
         Box::new(move || on_hup.lock().unwrap_or_else(|p| p.into_inner()).reload()),
     )
     .context("cannot install the signal handlers")?;
+    let mut input = open_input(&args, &stop)?;
     let mut dumps = Vec::new();
     if let Some(dir) = &args.dump {
         for _ in 0..nw {
@@ -1387,13 +1391,15 @@ enum Input {
     Dpdk(Box<DpdkInput>),
 }
 
-/// Opens the input the arguments name (exactly one, which clap checks).
-fn open_input(args: &Args) -> Result<Input> {
+/// Opens the input the arguments name (exactly one, which clap checks). A capture that is
+/// not a regular file (a pipe, a FIFO) ends where it is once `stop` is set, even while its
+/// writer sends nothing.
+fn open_input(args: &Args, stop: &Arc<AtomicBool>) -> Result<Input> {
     if let Some(path) = &args.pcap {
         if path.as_os_str() == "-" {
-            return Ok(Input::File(FileCapture::stdin()?));
+            return Ok(Input::File(FileCapture::stdin_until(stop.clone())?));
         }
-        return Ok(Input::File(FileCapture::open(path)?));
+        return Ok(Input::File(FileCapture::open_until(path, stop.clone())?));
     }
     if let Some(iface) = &args.iface {
         let link = iface_link_type(iface)?;

@@ -493,6 +493,13 @@ pub fn finish(
     Ok(())
 }
 
+/// Whether the replay's stop flag is set.
+pub fn stop_set(opts: &ReplayOptions) -> bool {
+    opts.stop
+        .as_ref()
+        .is_some_and(|s| s.load(Ordering::Relaxed))
+}
+
 /// How far a backend has read: bytes consumed, and the total when known.
 pub type Position = (u64, Option<u64>);
 
@@ -522,7 +529,11 @@ pub fn replay(
         }
         let pkt = match backend.next_packet() {
             Ok(Some(p)) => p,
-            Ok(None) => break,
+            Ok(None) => {
+                // An input that waits for its writer ends when the flag is set (stopped).
+                stopped = stop_set(&opts);
+                break;
+            }
             Err(e) => {
                 capture_error = Some(e);
                 break;

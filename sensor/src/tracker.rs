@@ -313,9 +313,14 @@ impl Tracker {
     }
 
     /// Every analyzer has passed every event of publication sequence `<= pseq` (`u64::MAX`
-    /// with no analyzer attached).
+    /// with no analyzer attached, or when each has drained its ring).
+    ///
+    /// Kept no later than the latest call: an analyzer with nothing left to read has passed
+    /// the calls made so far, not the ones to come. Without this, the calls made before the
+    /// next `set_passed` (those that end connections at the end of the input, or the ticks
+    /// before a packet) would free slots whose `CONN_END` no analyzer had read yet.
     pub fn set_passed(&mut self, pseq: u64) {
-        self.passed = pseq;
+        self.passed = pseq.min(self.pseq);
     }
 
     /// Changes which events are built (analyzers subscribe and unsubscribe as it runs).

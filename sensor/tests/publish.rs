@@ -754,6 +754,37 @@ fn lossless_end_of_input_keeps_rings_with_the_slot() {
     assert_eq!(s.rd.flow(h.slot).flags & flow_flags::LIVE, 0);
 }
 
+/// An analyzer that had drained its ring when the sensor last looked (`set_passed(u64::MAX)`)
+/// has not read what later calls raise: connections those calls end keep their slots until it
+/// passes their `CONN_END`. (A paced replay, whose analyzers keep up, ended the input with a
+/// string of calls after the last look, and freed slots under analyzers about to read them.)
+#[test]
+fn lossless_a_drained_analyzer_has_not_passed_later_calls() {
+    let mut s = PubSim::small();
+    s.tr.set_lossless(true);
+    let cv = Conv::v4(40014, 80);
+    let h = conversation(&mut s, &cv);
+    s.tr.set_passed(u64::MAX);
+    let mut out = Vec::new();
+    assert!(!s.tr.finish_some(s.now + MS, 1, &mut out));
+    let p_end = s.tr.pseq();
+    assert!(out
+        .iter()
+        .any(|e| e.flow == h && matches!(e.kind, EventKind::ConnEnd { .. })));
+    s.tick(MS);
+    s.tick(MS);
+    let d = s.rd.flow(h.slot);
+    assert_ne!(
+        d.flags & flow_flags::LIVE,
+        0,
+        "slot freed before CONN_END was read"
+    );
+    assert_eq!(d.generation, h.generation);
+    s.tr.set_passed(p_end);
+    s.tick(MS);
+    assert_eq!(s.rd.flow(h.slot).flags & flow_flags::LIVE, 0);
+}
+
 #[test]
 fn lossy_close_frees_rings_and_slot_at_the_next_call() {
     let mut s = PubSim::small();
@@ -954,7 +985,10 @@ fn a_reused_slot_and_ring_start_afresh() {
     quarters(&mut s, &a);
     let ring_a = s.rd.flow(ha.slot).sides[1].ring;
     a.close(&mut s, 4096, 0);
+    // The analyzers keep up: before each call they have read everything raised so far.
+    s.tr.set_passed(u64::MAX);
     s.tick(200 * MS);
+    s.tr.set_passed(u64::MAX);
     s.tick(MS);
     assert_eq!(s.rd.flow(ha.slot).flags & flow_flags::LIVE, 0);
     assert_eq!(s.tr.pool().in_use(), 0);

@@ -15,7 +15,9 @@ use mos_tests::procs::{
     Proc,
 };
 use mos_tests::runner::{default_workers, parallel_map, run_sensor_dump, ScratchDir};
-use mos_tests::synth::{bulk, short_flows, stretch_time, BulkOptions, ShortFlowsOptions};
+use mos_tests::synth::{
+    bulk, idle, short_flows, stretch_time, BulkOptions, IdleOptions, ShortFlowsOptions,
+};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -249,6 +251,120 @@ fn a_truncated_capture_through_analyzers_exits_2_with_the_same_dump() -> Result<
     let pcap = work.path().join("cut.pcap");
     std::fs::write(&pcap, &whole[..whole.len() - 20])?;
     assert_eq!(corpus_capture(&pcap, "cut.pcap")?, 2);
+    Ok(())
+}
+
+/// A paced replay of 50 connections with data, a pause of 3 s, then 1100 connections that
+/// only shake hands (nothing the dumps subscribe to): the analyzers catch up in the pause, so
+/// their rings are empty whenever the sensor looks afterwards. Every connection is still open
+/// at the end (the closed ones linger for 5 s), and they end in two calls after the last look.
+/// Both `mos-dump` and a slow dump (the same code, sleeping 1 ms per callback) must still
+/// write the sensor's own `flows.jsonl`. (The sensor took "empty" for "past every call to
+/// come", and its second call freed the slots of the connections its first one ended before
+/// the analyzers read their `CONN_END`: they wrote the time of the last data as `end_ts`, and
+/// left out the connections they had seen no data of.)
+#[test]
+fn a_paced_replay_through_analyzers_matches_the_sensors_dump() -> Result<()> {
+    let work = ScratchDir::new("an-paced-same")?;
+    let w = work.path();
+    let (data, quiet) = (w.join("data.pcap"), w.join("quiet.pcap"));
+    short_flows(
+        &ShortFlowsOptions {
+            conns: 50,
+            concurrency: 16,
+            ipv6: false,
+            seed: 7,
+        },
+        &data,
+    )?;
+    idle(
+        &IdleOptions {
+            conns: 1100,
+            ipv6: false,
+            seed: 8,
+        },
+        &quiet,
+    )?;
+    // A frame every 200 us of capture time: 0.1 s, the pause, 0.66 s; about 1.5 s at
+    // --speed 2 (a pause is cut to 1 s).
+    let pcap = w.join("paced.pcap");
+    spaced(&[(&data, 0), (&quiet, 3_000_000)], 200, &pcap)?;
+    let (control, reference) = (w.join("c.sock"), w.join("ref"));
+    let (out, slow_out) = (w.join("out"), w.join("slow"));
+    let mut sensor = start_sensor(
+        w,
+        &pcap,
+        &control,
+        &[
+            "--wait-analyzers",
+            "2",
+            "--speed",
+            "2",
+            "--dump",
+            reference.to_str().context("path")?,
+        ],
+    )?;
+    let mut dump = analyzer(
+        w,
+        "mos-dump",
+        "mos-dump",
+        &[&"--control", &control, &"--out", &out],
+    )?;
+    let mut slow = analyzer(
+        w,
+        "slow",
+        "mos-test-analyzer",
+        &[
+            &"--control",
+            &control,
+            &"dump",
+            &"--out",
+            &slow_out,
+            &"--sleep-us",
+            &"1000",
+        ],
+    )?;
+    dump.expect_code(0, TIMEOUT)?;
+    slow.expect_code(0, TIMEOUT)?;
+    sensor.expect_code(0, TIMEOUT)?;
+    let flows = std::fs::read_to_string(reference.join("flows.jsonl"))?;
+    assert_eq!(flows.lines().count(), 1150);
+    same_tree(&reference, &slow_out)?;
+    same_tree(&reference, &out)
+}
+
+/// Writes the frames of classic little-endian pcaps into `out`, one part after the other,
+/// one frame every `gap_us` microseconds from the first frame's time, and each part's first
+/// frame the given microseconds later still.
+fn spaced(parts: &[(&Path, u64)], gap_us: u64, out: &Path) -> Result<()> {
+    let mut w = Vec::new();
+    let mut t = None;
+    for &(part, pause_us) in parts {
+        let bytes = std::fs::read(part)?;
+        if w.is_empty() {
+            w.extend_from_slice(&bytes[..24]);
+        }
+        t = t.map(|t| t + pause_us);
+        let mut at = 24;
+        while at + 16 <= bytes.len() {
+            let word = |i: usize| -> Result<u32> {
+                Ok(u32::from_le_bytes(bytes[at + i..at + i + 4].try_into()?))
+            };
+            let ts = *t.get_or_insert(u64::from(word(0)?) * 1_000_000 + u64::from(word(4)?));
+            let len = word(8)? as usize;
+            w.extend_from_slice(&u32::try_from(ts / 1_000_000)?.to_le_bytes());
+            w.extend_from_slice(&((ts % 1_000_000) as u32).to_le_bytes());
+            w.extend_from_slice(&bytes[at + 8..at + 16 + len]);
+            t = Some(ts + gap_us);
+            at += 16 + len;
+        }
+        ensure!(
+            at == bytes.len(),
+            "{} does not end on a record",
+            part.display()
+        );
+    }
+    std::fs::write(out, w)?;
     Ok(())
 }
 

@@ -5,11 +5,20 @@
 //! the file is [`CaptureError::Truncated`], one whose lengths cannot be right is
 //! [`CaptureError::Malformed`]; both name the byte offset where the record starts, and end the
 //! capture (later calls return `Ok(None)`).
+//!
+//! A regular file is read straight. Anything else (a pipe, a FIFO, a terminal, a socket) can
+//! stall with its writer, so it is waited on with `poll` in short turns that look at a stop
+//! flag, if the capture was given one: once it is set, the input ends there, as if the file
+//! ended (a record cut short by it is not an error), and a FIFO still waiting for a writer
+//! ends too.
 
 use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::os::fd::AsFd;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use super::{CaptureBackend, CaptureError, LinkType, RawPacket};
 
@@ -75,6 +84,66 @@ mod ng {
     pub const OPT_IF_TSOFFSET: u16 = 14;
 }
 
+/// How long a wait for bytes from a pipe, FIFO or terminal lasts before the stop flag is
+/// looked at again: how late a stop is seen while the writer sends nothing.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// Where the bytes of a file come from.
+#[derive(Debug)]
+struct Source {
+    file: File,
+    /// Not a regular file: wait with `poll` before each read (see the module's comment).
+    polled: bool,
+    /// Set from elsewhere (a signal handler) to end the input where it is.
+    stop: Option<Arc<AtomicBool>>,
+}
+
+impl Source {
+    fn new(file: File, stop: Option<Arc<AtomicBool>>) -> std::io::Result<Source> {
+        let st = rustix::fs::fstat(&file)?;
+        let polled =
+            rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile;
+        Ok(Source { file, polled, stop })
+    }
+
+    /// Reads some bytes into `buf`: `Some(0)` at the end of the file, `None` when the stop
+    /// flag ended the wait for them.
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+        if !self.polled {
+            return self.file.read(buf).map(Some);
+        }
+        let turn = self.stop.as_ref().map(|_| rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: STOP_POLL.as_nanos() as i64,
+        });
+        loop {
+            if self
+                .stop
+                .as_ref()
+                .is_some_and(|s| s.load(Ordering::Relaxed))
+            {
+                return Ok(None);
+            }
+            // A FIFO opened before any writer reads as ended, but polls as not ready (Linux
+            // reports no hang-up for a writer that never came): read only once poll says so.
+            let mut fds = [rustix::event::PollFd::new(
+                &self.file,
+                rustix::event::PollFlags::IN,
+            )];
+            match rustix::event::poll(&mut fds, turn.as_ref()) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            match self.file.read(buf) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+                r => return r.map(Some),
+            }
+        }
+    }
+}
+
 /// The bytes of the input: all of them (from memory), or a window of a file.
 #[derive(Debug)]
 struct Input {
@@ -83,20 +152,22 @@ struct Input {
     pos: usize,
     len: usize,
     base: u64,
-    /// `None` once the file has hit its end, and for input from memory.
-    file: Option<File>,
+    /// `None` once the file has hit its end (or was stopped), and for input from memory.
+    file: Option<Source>,
     total: u64,
+    /// The stop flag ended the input.
+    stopped: bool,
 }
 
 impl Input {
-    /// Makes `need` unread bytes available; false when the input ends first.
+    /// Makes `need` unread bytes available; false when the input ends (or is stopped) first.
     fn fill(&mut self, need: usize) -> std::io::Result<bool> {
         if self.len - self.pos >= need {
             return Ok(true);
         }
-        let Some(file) = self.file.as_mut() else {
+        if self.file.is_none() {
             return Ok(false);
-        };
+        }
         self.buf.copy_within(self.pos..self.len, 0);
         self.base += self.pos as u64;
         self.len -= self.pos;
@@ -105,12 +176,20 @@ impl Input {
             self.buf.resize(need, 0);
         }
         while self.len < need {
-            match file.read(&mut self.buf[self.len..]) {
-                Ok(0) => {
+            let Some(src) = self.file.as_mut() else {
+                return Ok(false);
+            };
+            match src.read(&mut self.buf[self.len..]) {
+                Ok(Some(0)) => {
                     self.file = None;
                     return Ok(false);
                 }
-                Ok(n) => self.len += n,
+                Ok(Some(n)) => self.len += n,
+                Ok(None) => {
+                    self.stopped = true;
+                    self.file = None;
+                    return Ok(false);
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -254,24 +333,47 @@ impl FileCapture {
 
     /// Opens a capture file, reads its file header, and streams the rest on demand.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, CaptureError> {
-        Self::open_with_buffer(path, BUF_SIZE)
+        Self::open_with_buffer(path, BUF_SIZE, None)
     }
 
-    fn open_with_buffer(path: impl AsRef<Path>, buf_size: usize) -> Result<Self, CaptureError> {
+    /// [`FileCapture::open`], ended where it is once `stop` is set, even while it waits for
+    /// a writer that sends nothing (a pipe, a FIFO): what was read before counts, and the
+    /// capture then reads as ended (`Ok(None)`), with [`FileCapture::stopped`] true. Stopped
+    /// before its file header came, it reads as an empty capture.
+    pub fn open_until(path: impl AsRef<Path>, stop: Arc<AtomicBool>) -> Result<Self, CaptureError> {
+        Self::open_with_buffer(path, BUF_SIZE, Some(stop))
+    }
+
+    fn open_with_buffer(
+        path: impl AsRef<Path>,
+        buf_size: usize,
+        stop: Option<Arc<AtomicBool>>,
+    ) -> Result<Self, CaptureError> {
+        use rustix::fs::{Mode, OFlags};
         let name = path.as_ref().display().to_string();
         let io_err = |error| CaptureError::Io {
             path: name.clone(),
             error,
         };
-        let file = File::open(path.as_ref()).map_err(io_err)?;
-        let total = file.metadata().map_err(io_err)?.len();
+        // Not blocking: opening a FIFO would otherwise wait for a writer, deaf to the stop
+        // flag (reads wait in poll instead; a regular file ignores the flag).
+        let fd = rustix::fs::open(
+            path.as_ref(),
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_err(e.into()))?;
+        let file = File::from(fd);
+        let meta = file.metadata().map_err(io_err)?;
+        let total = if meta.is_file() { meta.len() } else { 0 };
         let input = Input {
             buf: vec![0; buf_size.max(1)],
             pos: 0,
             len: 0,
             base: 0,
-            file: Some(file),
+            file: Some(Source::new(file, stop).map_err(io_err)?),
             total,
+            stopped: false,
         };
         Self::start(name, input)
     }
@@ -279,22 +381,36 @@ impl FileCapture {
     /// Reads a capture from standard input (`--pcap -`), front to back as from a file; its
     /// length is not known, so progress has no total.
     pub fn stdin() -> Result<Self, CaptureError> {
+        Self::stdin_with(None)
+    }
+
+    /// [`FileCapture::stdin`], ended where it is once `stop` is set, as
+    /// [`FileCapture::open_until`].
+    pub fn stdin_until(stop: Arc<AtomicBool>) -> Result<Self, CaptureError> {
+        Self::stdin_with(Some(stop))
+    }
+
+    fn stdin_with(stop: Option<Arc<AtomicBool>>) -> Result<Self, CaptureError> {
         let name = "standard input".to_string();
+        let io_err = |error| CaptureError::Io {
+            path: name.clone(),
+            error,
+        };
+        // Standard input's file description is shared with whoever started the sensor: it is
+        // left blocking, and waited on with poll before each read.
         let file = std::io::stdin()
             .as_fd()
             .try_clone_to_owned()
             .map(File::from)
-            .map_err(|error| CaptureError::Io {
-                path: name.clone(),
-                error,
-            })?;
+            .map_err(io_err)?;
         let input = Input {
             buf: vec![0; BUF_SIZE],
             pos: 0,
             len: 0,
             base: 0,
-            file: Some(file),
+            file: Some(Source::new(file, stop).map_err(io_err)?),
             total: 0,
+            stopped: false,
         };
         Self::start(name, input)
     }
@@ -309,8 +425,14 @@ impl FileCapture {
             base: 0,
             file: None,
             total: len as u64,
+            stopped: false,
         };
         Self::start(name.into(), input)
+    }
+
+    /// Whether the stop flag ended the input (before its end).
+    pub fn stopped(&self) -> bool {
+        self.input.stopped
     }
 
     /// Gives back the buffer of a capture read with [`FileCapture::from_bytes`] (whole), so a
@@ -339,6 +461,22 @@ impl FileCapture {
             done: false,
             last_ts_ns: 0,
         };
+        match cap.read_file_header() {
+            Ok(()) => Ok(cap),
+            // Stopped before the header was all there: an empty capture, not a bad one.
+            Err(CaptureError::Truncated { .. } | CaptureError::NotACapture { .. })
+                if cap.input.stopped =>
+            {
+                cap.done = true;
+                Ok(cap)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads the file header (classic pcap) or the first section header (pcapng).
+    fn read_file_header(&mut self) -> Result<(), CaptureError> {
+        let cap = self;
         if !cap.fill(4)? {
             let got = cap.input.avail();
             let mut magic = [0u8; 4];
@@ -355,10 +493,7 @@ impl FileCapture {
         let b = cap.input.avail();
         let magic = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
         let (big_endian, nanos) = match magic {
-            ng::SHB => {
-                cap.read_section_header()?;
-                return Ok(cap);
-            }
+            ng::SHB => return cap.read_section_header(),
             pcap::MAGIC_US => (true, false),
             pcap::MAGIC_NS => (true, true),
             m if m == pcap::MAGIC_US.swap_bytes() => (false, false),
@@ -377,7 +512,7 @@ impl FileCapture {
             snaplen: rd32(b, pcap::SNAPLEN, big_endian),
         };
         cap.input.pos += pcap::FILE_HEADER_LEN;
-        Ok(cap)
+        Ok(())
     }
 
     fn fill(&mut self, need: usize) -> Result<bool, CaptureError> {
@@ -677,6 +812,11 @@ impl CaptureBackend for FileCapture {
         }
         let r = match self.next_record() {
             Ok(Some(r)) => r,
+            // A record cut short by the stop flag: the input ended there.
+            Err(CaptureError::Truncated { .. }) if self.input.stopped => {
+                self.done = true;
+                return Ok(None);
+            }
             other => {
                 self.done = true;
                 return other.map(|_| None);
@@ -1040,7 +1180,7 @@ mod tests {
         ] {
             let path = temp_file(name, &w.out);
             for buf in [1, 7, 64, BUF_SIZE] {
-                let mut cap = FileCapture::open_with_buffer(&path, buf).unwrap();
+                let mut cap = FileCapture::open_with_buffer(&path, buf, None).unwrap();
                 let (got, end) = read_all(&mut cap);
                 end.unwrap();
                 assert_eq!(got, w.wants(), "{name} buffer {buf}");
@@ -1052,13 +1192,77 @@ mod tests {
             // A cut inside the last record, read through the file path.
             let cut = w.out.len() - 3;
             std::fs::write(&path, &w.out[..cut]).unwrap();
-            let mut cap = FileCapture::open_with_buffer(&path, 16).unwrap();
+            let mut cap = FileCapture::open_with_buffer(&path, 16, None).unwrap();
             let (got, end) = read_all(&mut cap);
             assert_eq!(got.len(), w.wants().len() - 1);
             let last = w.units.last().unwrap().0 as u64;
             assert!(matches!(end, Err(CaptureError::Truncated { offset, .. }) if offset == last));
             std::fs::remove_file(&path).unwrap();
         }
+    }
+
+    fn fifo(name: &str) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("mos-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        path
+    }
+
+    /// Sets `stop` after a while, from another thread.
+    fn stop_soon(stop: &Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            stop.store(true, Ordering::Relaxed);
+        })
+    }
+
+    #[test]
+    fn a_stop_ends_a_fifo_whose_writer_went_quiet_inside_a_record() {
+        let w = pcap_sample(false, true);
+        let path = fifo("quiet.fifo");
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (path, stop) = (path.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut cap = FileCapture::open_until(&path, stop).unwrap();
+                let (got, end) = read_all(&mut cap);
+                (got, end, cap.stopped())
+            })
+        };
+        // Every record but the last, and part of it; the writer stays open.
+        let mut writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        std::io::Write::write_all(&mut writer, &w.out[..w.out.len() - 3]).unwrap();
+        // The reader has taken every byte: what it holds is read before the stop ends it.
+        while rustix::io::ioctl_fionread(&writer).unwrap() > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stop_soon(&stop).join().unwrap();
+        let (got, end, stopped) = reader.join().unwrap();
+        end.unwrap();
+        assert!(stopped);
+        assert_eq!(got, w.wants()[..w.wants().len() - 1]);
+        drop(writer);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_stop_ends_a_fifo_that_never_had_a_writer_as_an_empty_capture() {
+        let path = fifo("nowriter.fifo");
+        let stop = Arc::new(AtomicBool::new(false));
+        let setter = stop_soon(&stop);
+        let mut cap = FileCapture::open_until(&path, stop).unwrap();
+        setter.join().unwrap();
+        assert!(cap.stopped());
+        assert!(matches!(cap.next_packet(), Ok(None)));
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
