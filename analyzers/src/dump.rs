@@ -107,8 +107,14 @@ impl PeekDump {
         Ok(())
     }
 
-    /// Drains both sides of a connection and writes its record.
-    pub fn close(&mut self, ctx: &mut Ctx<'_>, flow: FlowId) -> Result<(), DumpError> {
+    /// Drains both sides of a connection and writes its record; `cut_short` when the dump
+    /// stops before the connection's `CONN_END`.
+    pub fn close(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        flow: FlowId,
+        cut_short: bool,
+    ) -> Result<(), DumpError> {
         self.ensure_open(ctx, flow);
         self.drain(ctx, flow, Side::Cli)?;
         self.drain(ctx, flow, Side::Svr)?;
@@ -122,10 +128,21 @@ impl PeekDump {
                     start_ns: info.start_ns,
                     last_ns: info.last_ns,
                     tunnel: info.tunnel,
+                    cut_short,
                 },
             )?;
         }
         Ok(())
+    }
+
+    /// Writes every connection still open as far as it got, marked cut short (the dump stops
+    /// before their end); returns how many there were.
+    pub fn close_open(&mut self, ctx: &mut Ctx<'_>) -> Result<usize, DumpError> {
+        let open = self.open_flows();
+        for &flow in &open {
+            self.close(ctx, flow, true)?;
+        }
+        Ok(open.len())
     }
 
     fn keep(&mut self, ctx: &mut Ctx<'_>, r: Result<(), DumpError>) {
@@ -176,7 +193,7 @@ pub fn register(
         nap();
         if let (EventKind::ConnEnd { .. }, Some(flow)) = (ev.kind, ev.flow) {
             let mut d = s.borrow_mut();
-            let r = d.close(ctx, flow);
+            let r = d.close(ctx, flow, false);
             d.keep(ctx, r);
         }
     })

@@ -220,6 +220,7 @@ fn mos_dump_writes_what_the_shared_writer_writes() {
                 start_ns: d.start_ns,
                 last_ns: d.last_ns,
                 tunnel: None,
+                cut_short: false,
             },
         )
         .unwrap();
@@ -326,10 +327,17 @@ fn analyzers_fail_in_one_line_when_the_sensor_goes_and_detach_on_sigterm() {
     fake.hang_up();
     let o = finish(child, Duration::from_secs(20));
     assert_eq!(o.status.code(), Some(1));
+    // It still writes what it has (nothing here).
+    let flows = out.path().join("flows.jsonl");
     assert_eq!(
         String::from_utf8_lossy(&o.stderr),
-        "mos-dump: ENOTCONN: the sensor went away (control socket closed)\n"
+        format!(
+            "mos-dump: ENOTCONN: the sensor went away (control socket closed); 0 connections written to {}, 0 of them cut short\n",
+            flows.display()
+        )
     );
+    assert_eq!(std::fs::read_to_string(&flows).unwrap(), "");
+    std::fs::remove_file(&flows).unwrap();
 
     let child = spawn(env!("CARGO_BIN_EXE_mos-dump"), &args);
     wait_ready(2);

@@ -964,6 +964,71 @@ fn the_run_loop_ends_on_done_and_fails_when_the_sensor_goes() {
     );
 }
 
+/// A sensor that dies while the analyzer has a backlog: the loop notices while it is busy,
+/// takes what was published for a bounded time, and fails well within a second, saying how
+/// many events it left (a slow callback would have taken seconds to take them all).
+#[test]
+fn a_sensor_gone_with_a_backlog_ends_the_run_loop_within_a_second() {
+    let fake = FakeSensor::new(FakeConfig {
+        event_capacity: 1024,
+        ..FakeConfig::default()
+    });
+    let mut mos = attach(&fake);
+    let s = mos.socket().unwrap();
+    let seen = Rc::new(RefCell::new(0u64));
+    let count = seen.clone();
+    mos.register_callback(s, EventMask::CONN_START, Hook::Snd, move |_, _| {
+        *count.borrow_mut() += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    })
+    .unwrap();
+    let total = 2 * 1024;
+    for w in 0..2 {
+        for _ in 0..1024 {
+            assert!(fake.push_event(w, rec(event_kind::CONN_START, 0, 2)));
+        }
+    }
+    fake.hang_up();
+    let t = Instant::now();
+    let e = mos.run().unwrap_err();
+    let took = t.elapsed();
+    assert_eq!(e.errno(), Errno::ENOTCONN, "{e}");
+    assert!(took < Duration::from_secs(1), "{took:?}: {e}");
+    let seen = *seen.borrow();
+    let left = format!(
+        "the sensor went away (control socket closed); {} events it had published were left unread",
+        total - seen
+    );
+    assert!(e.to_string().contains(&left), "{e} ({seen} seen)");
+    assert!(seen > 0 && seen < total, "{seen}");
+}
+
+/// A slot the sensor was writing when it died stays busy: once the sensor is known gone, a
+/// read of it fails at once (`EAGAIN`) instead of waiting for the writer.
+#[test]
+fn a_slot_a_dead_sensor_left_busy_fails_at_once() {
+    let fake = FakeSensor::new(FakeConfig::default());
+    let mut mos = attach(&fake);
+    fake.main.set_flow(
+        W,
+        SLOT,
+        &flow_data(GEN, side(0, 0, NO_RING), side(0, 0, NO_RING)),
+        &[],
+    );
+    assert!(mos.with_ctx(|c| c.flow_info(FLOW)).is_ok());
+    fake.main.leave_busy(W, SLOT);
+    fake.hang_up();
+    assert_eq!(mos.run().unwrap_err().errno(), Errno::ENOTCONN);
+    let t = Instant::now();
+    let e = mos.with_ctx(|c| c.flow_info(FLOW)).unwrap_err();
+    assert_eq!(e.errno(), Errno::EAGAIN, "{e}");
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
 #[test]
 fn concurrent_overwrites_never_come_back_as_data() {
     // A writer thread streams bytes through a 256-byte ring as the sensor must: it publishes

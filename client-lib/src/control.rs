@@ -3,6 +3,7 @@
 //! `SCM_RIGHTS`.
 
 use crate::error::{Errno, Error, Result};
+use crate::watch::SensorWatch;
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::net::sockopt::{set_socket_timeout, Timeout};
 use rustix::net::{
@@ -102,6 +103,15 @@ impl ControlSocket {
     /// The socket's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A watch on the sensor at the other end, through a copy of the socket.
+    pub fn watch(&self) -> Result<SensorWatch> {
+        let fd = self
+            .fd
+            .try_clone()
+            .map_err(|e| Error::os(&e, "cannot copy the control socket's descriptor"))?;
+        Ok(SensorWatch::new(fd))
     }
 
     /// Sends one message.

@@ -14,6 +14,7 @@ use crate::packet::Packet;
 use crate::regions::Regions;
 use crate::sockopt::{OptValue, OverlapPolicy, RingFragment, SockOpt, TcpBufInfo};
 use crate::stream::{self, Chunk};
+use crate::watch::SensorWatch;
 use shm_layout::flow::{read_flow, read_flow_with_meta, read_flow_with_tunnel, read_side_tail};
 use shm_layout::layout::{
     flow_flags, overlap_policy, side_flags, EventRecord, FlowData, FlowSlot, RingMeta, TunnelData,
@@ -28,12 +29,12 @@ const SLOT_TRIES: u32 = 1_000;
 /// How long a slot may stay busy before a read gives up with `EAGAIN`. The sensor writes a
 /// slot in well under a microsecond, but it can be preempted in the middle, for a scheduler
 /// quantum or more on a loaded machine; only a sensor that died mid-write keeps it busy this
-/// long.
+/// long, and once the sensor is seen gone a read does not wait at all.
 const BUSY_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs `read` until it returns a value, sleeping briefly between rounds, for at most
-/// [`BUSY_LIMIT`].
-fn patiently<T>(mut read: impl FnMut() -> Option<T>) -> Option<T> {
+/// [`BUSY_LIMIT`], and no longer once `sensor` has gone: a slot its writer left busy stays so.
+fn patiently<T>(sensor: &SensorWatch, mut read: impl FnMut() -> Option<T>) -> Option<T> {
     // The first attempt almost always succeeds: the clock is read only after it failed.
     if let Some(v) = read() {
         return Some(v);
@@ -43,7 +44,7 @@ fn patiently<T>(mut read: impl FnMut() -> Option<T>) -> Option<T> {
         if let Some(v) = read() {
             return Some(v);
         }
-        if std::time::Instant::now() >= deadline {
+        if std::time::Instant::now() >= deadline || sensor.gone() {
             return None;
         }
         std::thread::sleep(std::time::Duration::from_micros(50));
@@ -141,8 +142,10 @@ pub(crate) fn load_flow_tunnel(
     let tunnel = regions
         .tunnels(usize::from(flow.worker))?
         .and_then(|t| t.get(flow.slot as usize));
-    let (snap, t) =
-        patiently(|| read_flow_with_tunnel(slot, tunnel, SLOT_TRIES)).ok_or_else(|| busy(flow))?;
+    let (snap, t) = patiently(&regions.sensor, || {
+        read_flow_with_tunnel(slot, tunnel, SLOT_TRIES)
+    })
+    .ok_or_else(|| busy(flow))?;
     check_handle(flow, &snap.data)?;
     Ok((snap.data, t))
 }
@@ -209,11 +212,13 @@ pub(crate) fn load_flow_stamped(
     let (snap, meta) = match side {
         Some(s) => {
             let metas = regions.ring_metas(usize::from(flow.worker))?;
-            patiently(|| read_flow_with_meta(slot, metas, s.index(), SLOT_TRIES))
-                .ok_or_else(|| busy(flow))?
+            patiently(&regions.sensor, || {
+                read_flow_with_meta(slot, metas, s.index(), SLOT_TRIES)
+            })
+            .ok_or_else(|| busy(flow))?
         }
         None => (
-            patiently(|| read_flow(slot, SLOT_TRIES)).ok_or_else(|| busy(flow))?,
+            patiently(&regions.sensor, || read_flow(slot, SLOT_TRIES)).ok_or_else(|| busy(flow))?,
             None,
         ),
     };
@@ -295,8 +300,10 @@ impl Ctx<'_> {
             .and_then(|p| p[side.index()]);
         if let Some(at) = known {
             let slot = flow_slot(regions, flow)?;
-            let t = patiently(|| read_side_tail(slot, side.index(), SLOT_TRIES))
-                .ok_or_else(|| busy(flow))?;
+            let t = patiently(&regions.sensor, || {
+                read_side_tail(slot, side.index(), SLOT_TRIES)
+            })
+            .ok_or_else(|| busy(flow))?;
             if t.flags & flow_flags::LIVE != 0 && t.generation == flow.generation && at >= t.tail {
                 return Ok(Peek::NoData);
             }
@@ -569,7 +576,11 @@ impl Ctx<'_> {
         // `read_packet` waits for an entry's write to end; a sensor that died mid-write must
         // not hang the analyzer, so look first.
         let entry = &entries[(seq % n) as usize];
-        if patiently(|| (0..SLOT_TRIES).find(|_| entry.stamp.begin_read().is_some())).is_none() {
+        if patiently(&self.regions.sensor, || {
+            (0..SLOT_TRIES).find(|_| entry.stamp.begin_read().is_some())
+        })
+        .is_none()
+        {
             return Err(nodata(format!("frame {seq} is being rewritten")));
         }
         let mut frame =

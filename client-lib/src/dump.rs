@@ -89,10 +89,19 @@ pub struct FlowRecord {
     pub s2c_file: Option<String>,
     /// The tunnel the connection's first packet came through (null: none).
     pub tunnel: Option<TunnelRecord>,
+    /// The dump stopped before the connection ended (the analyzer lost its sensor, or was
+    /// stopped): the streams hold what was read by then, and `end_ts` is the last packet seen
+    /// then. Written only when true.
+    #[serde(skip_serializing_if = "is_false")]
+    pub cut_short: bool,
     #[serde(skip)]
     start_ns: u64,
     #[serde(skip)]
     serial: u64,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A connection's tunnel as `flows.jsonl` shows it.
@@ -164,6 +173,8 @@ pub struct FlowEnd {
     pub last_ns: u64,
     /// The tunnel its first packet came through, if any.
     pub tunnel: Option<TunnelData>,
+    /// The dump stopped before the connection ended ([`FlowRecord::cut_short`]).
+    pub cut_short: bool,
 }
 
 #[derive(Debug)]
@@ -305,6 +316,7 @@ impl<K: Hash + Eq> DumpWriter<K> {
             c2s_file: c2s.written.then_some(c2s.name),
             s2c_file: s2c.written.then_some(s2c.name),
             tunnel: end.tunnel.as_ref().map(TunnelRecord::from_data),
+            cut_short: end.cut_short,
             start_ns: end.start_ns,
             serial: open.serial,
         });
@@ -445,6 +457,7 @@ mod tests {
             start_ns: 1_500_000_000,
             last_ns: 2_000_000_000,
             tunnel: None,
+            cut_short: false,
         };
         let rec = w.close(&7, end).unwrap().unwrap().clone();
         assert_eq!(rec.client, "10.0.0.1:40000");
@@ -464,7 +477,28 @@ mod tests {
         let text = std::fs::read_to_string(path).unwrap();
         assert!(text.starts_with("{\"client\":\"10.0.0.1:40000\""), "{text}");
         assert!(text.contains("\"start_ts\":1.5,"), "{text}");
+        assert!(!text.contains("cut_short"), "{text}");
         assert_eq!(text.lines().count(), 1);
+    }
+
+    #[test]
+    fn a_connection_closed_before_its_end_is_marked_cut_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = DumpWriter::<u32>::create(dir.path()).unwrap();
+        w.open(1, 0, addr("10.0.0.1:1"), addr("10.0.0.2:80"));
+        w.data(&1, Side::Svr, b"GET").unwrap();
+        let end = FlowEnd {
+            client_isn: None,
+            server_isn: None,
+            guessed: true,
+            start_ns: 1_000_000_000,
+            last_ns: 2_000_000_000,
+            tunnel: None,
+            cut_short: true,
+        };
+        assert!(w.close(&1, end).unwrap().unwrap().cut_short);
+        let text = std::fs::read_to_string(w.finish().unwrap()).unwrap();
+        assert!(text.trim_end().ends_with(",\"cut_short\":true}"), "{text}");
     }
 
     #[test]
@@ -478,6 +512,7 @@ mod tests {
             start_ns,
             last_ns: start_ns,
             tunnel: None,
+            cut_short: false,
         };
         for (k, serial, client, start) in [
             (1, 0, "10.0.0.9:1", 5),

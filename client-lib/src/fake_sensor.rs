@@ -132,6 +132,17 @@ impl MainWriter {
         s.stamp.end_write();
     }
 
+    /// Opens a flow slot's write section and leaves it open, as a sensor that died while
+    /// writing it would.
+    pub fn leave_busy(&self, w: usize, slot: u32) {
+        let p = &self.plan.workers[w];
+        let slots: &[FlowSlot] = self
+            .map
+            .slice(p.slots_off as usize, self.cfg.slots_per_worker as usize)
+            .unwrap();
+        slots[slot as usize].stamp.begin_write();
+    }
+
     /// Writes stream bytes at stream offset `offset` of ring `ring` (wrapping).
     pub fn write_ring(&self, w: usize, ring: u32, offset: u64, bytes: &[u8]) {
         let m = Mapping::map(self.fd.as_fd(), self.plan.len as usize, true, false).unwrap();

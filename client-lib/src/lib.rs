@@ -37,6 +37,7 @@ mod packet;
 mod regions;
 mod sockopt;
 mod stream;
+mod watch;
 
 #[cfg(test)]
 mod api_tests;

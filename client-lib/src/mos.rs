@@ -36,6 +36,16 @@ const HEARTBEAT_PASSES: u32 = 64;
 const MAX_SLEEP: Duration = Duration::from_millis(2);
 /// How often, at most, an idle loop drops the read pointers of flows that are gone.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// While events keep coming, the clock is read every this many events, and the control
+/// socket looked at when [`LOOK_EVERY`] has passed since the last look: a busy loop notices a
+/// sensor that died without the cost of a system call per event.
+const LOOK_EVERY_EVENTS: u32 = 16;
+/// See [`LOOK_EVERY_EVENTS`].
+const LOOK_EVERY: Duration = Duration::from_millis(20);
+/// How long events a sensor published before it went away (without `Done`) are still taken:
+/// they stay readable (the regions stay mapped), but an analyzer that lost its sensor must
+/// stop in bounded time whatever its backlog.
+const DRAIN_AFTER_GONE: Duration = Duration::from_millis(300);
 
 /// How to attach.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,6 +160,56 @@ fn gone() -> Error {
     )
 }
 
+/// [`gone`], with events it had published left unread.
+fn gone_leaving(unread: u64) -> Error {
+    Error::new(
+        Errno::ENOTCONN,
+        format!(
+            "the sensor went away (control socket closed); {unread} events it had published were left unread"
+        ),
+    )
+}
+
+/// A busy run loop's look-out for a sensor that went away: when it was last looked for, and
+/// since when it is known gone.
+struct Lookout {
+    last: Instant,
+    gone_at: Option<Instant>,
+}
+
+impl Lookout {
+    /// Called every [`LOOK_EVERY_EVENTS`] events while events keep coming: looks at the
+    /// control socket when [`LOOK_EVERY`] has passed, and says whether the drain after the
+    /// sensor went away without `Done` has had its time ([`DRAIN_AFTER_GONE`]). A `Done` sent
+    /// before the hang-up means the sensor stopped on purpose and every event was published:
+    /// those are all taken. (The header says done before the sensor waits for its analyzers
+    /// to drain, so a sensor killed in that wait did not send it.)
+    fn drain_over(
+        &mut self,
+        control: &ControlSocket,
+        sensor: &crate::watch::SensorWatch,
+        done: &mut bool,
+    ) -> bool {
+        let now = Instant::now();
+        if self.gone_at.is_none() && now.duration_since(self.last) >= LOOK_EVERY {
+            self.last = now;
+            if sensor.gone() {
+                // Messages sent before the hang-up are still there to read.
+                while let Ok(Polled::Msg(m, _)) = control.try_recv() {
+                    if matches!(m, SensorMsg::Done) {
+                        *done = true;
+                    }
+                }
+                self.gone_at = Some(now);
+            }
+        }
+        !*done
+            && self
+                .gone_at
+                .is_some_and(|t| now.duration_since(t) >= DRAIN_AFTER_GONE)
+    }
+}
+
 fn detached_error(reason: u64) -> Error {
     let why = match reason {
         detach_reason::STALLED => "this analyzer made no progress for the stall timeout".into(),
@@ -246,7 +306,7 @@ impl Mos {
                 ),
             )
         })?;
-        let regions = Regions::new(welcome, fds)?;
+        let regions = Regions::new(welcome, fds, control.watch()?)?;
         let page = regions.page();
         page.pid.store(
             u64::from(rustix::process::getpid().as_raw_nonzero().get() as u32),
@@ -496,6 +556,11 @@ impl Mos {
     /// 2 ms), keeps the analyzer page's heartbeat current, and hands each event back to the
     /// sensor only after its callbacks returned. Errors: `ENOTCONN` when the sensor went away
     /// or detached this analyzer, `EPROTO` for a message or region that does not add up.
+    ///
+    /// A sensor that goes away while events wait is noticed within about 20 ms of callbacks
+    /// (the control socket is looked at then, not on every event); the events it published
+    /// stay readable and are still taken for 300 ms, unless it said `Done` first (then all of
+    /// them are), and the error says how many were left.
     pub fn run(&mut self) -> Result<RunEnd> {
         if !self.ready_sent {
             self.control.send(&ClientMsg::Ready)?;
@@ -531,6 +596,12 @@ impl Mos {
         let mut sleep = Duration::from_micros(20);
         let mut last_sweep = Instant::now();
         let mut stop_now = false;
+        let mut lookout = Lookout {
+            last: Instant::now(),
+            gone_at: None,
+        };
+        let mut since_look = 0u32;
+        let mut drain_over = false;
         // Passes since the heartbeat was last stamped: the clock is read once per
         // `HEARTBEAT_PASSES` busy passes and before every pause, not on every pass.
         let mut unstamped = 0u32;
@@ -571,13 +642,26 @@ impl Mos {
                     if stop_now {
                         break;
                     }
+                    since_look += 1;
+                    if since_look >= LOOK_EVERY_EVENTS {
+                        since_look = 0;
+                        if lookout.drain_over(control, &regions.sensor, done) {
+                            drain_over = true;
+                            break;
+                        }
+                    }
                 }
                 // One store per batch tells the sensor how far this analyzer got.
                 cons.commit();
                 did += n;
-                if stop_now {
+                if stop_now || drain_over {
                     break;
                 }
+            }
+            if drain_over {
+                *hung_up = true;
+                let unread = consumers.iter().map(Consumer::pending).sum();
+                return Err(gone_leaving(unread));
             }
             if did > 0 {
                 idle = 0;
@@ -595,6 +679,7 @@ impl Mos {
                         Polled::Empty => break,
                         Polled::Closed => {
                             *hung_up = true;
+                            regions.sensor.set_gone();
                             break;
                         }
                         Polled::Msg(SensorMsg::Done, _) => *done = true,

@@ -7,6 +7,7 @@
 //! number in an event or a flow slot), which they bound-check.
 
 use crate::error::{Errno, Error, Result};
+use crate::watch::SensorWatch;
 use shm_layout::layout::{
     features, AnalyzerPage, ConfigInfo, EventRingHeader, EventSlot, FlowSlot, Header, PktLogEntry,
     PktLogHeader, RingMetaSlot, TunnelSlot,
@@ -44,6 +45,8 @@ pub(crate) struct Regions {
     pub welcome: Welcome,
     /// The sensor publishes tunnel records ([`features::TUNNELS`]; ABI minor 2 on).
     tunnels: bool,
+    /// Whether the sensor is still there (a read that waits for it gives up once it is not).
+    pub sensor: SensorWatch,
 }
 
 fn proto(msg: impl Into<String>) -> Error {
@@ -58,7 +61,7 @@ impl Regions {
     /// Maps the three descriptors of a `Welcome` and checks that they add up: the main
     /// header's magic, major version, sizes and offsets, its epoch against the welcome's, and
     /// the event and page regions' sizes against their plans.
-    pub fn new(welcome: Welcome, fds: [OwnedFd; 3]) -> Result<Regions> {
+    pub fn new(welcome: Welcome, fds: [OwnedFd; 3], sensor: SensorWatch) -> Result<Regions> {
         let [main_fd, events_fd, page_fd] = fds;
         let map = |fd: &OwnedFd, len: u64, writable: bool, what: &str| -> Result<Mapping> {
             let len = to_usize(len, what)?;
@@ -114,6 +117,7 @@ impl Regions {
             nworkers,
             welcome,
             tunnels,
+            sensor,
         };
         // Every fixed part must be viewable before anyone relies on it.
         r.page_view()?;

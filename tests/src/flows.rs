@@ -28,6 +28,9 @@ pub struct FlowRecord {
     pub s2c_lost: u64,
     pub c2s_file: Option<String>,
     pub s2c_file: Option<String>,
+    /// `mos-dump` stopped before the connection ended (written only when true).
+    #[serde(default)]
+    pub cut_short: bool,
 }
 
 /// One direction of one of our flows, the unit the matcher compares with a truth row.

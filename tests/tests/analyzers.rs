@@ -9,6 +9,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use mos_tests::dumps::same_tree;
+use mos_tests::flows::{parse_flows, read_dump, FlowRecord};
 use mos_tests::locate::{bin, corpus_dir, list_captures, sensor_bin};
 use mos_tests::procs::{
     assert_no_panic, assert_one_line, cmd, open_to_other_users, tail, wait_for, wait_for_socket,
@@ -100,19 +101,25 @@ const PACE: &str = "10";
 /// (replayed in about 4 s at `--speed 10`), so that connections end all along the replay (5 s
 /// of capture time after they close) and a `mos-dump` writes files as it goes.
 fn paced_capture(work: &Path) -> Result<PathBuf> {
-    let dense = work.join("dense.pcap");
-    short_flows(
+    stretched(
+        work,
         &ShortFlowsOptions {
             conns: 250,
             concurrency: 16,
             ipv6: false,
             seed: 11,
         },
-        &dense,
-    )?;
-    // The generator spaces packets by microseconds: stretch its clock 1000 times.
-    let pcap = work.join("paced.pcap");
-    stretch_time(&dense, &pcap, 1000)?;
+        1000,
+    )
+}
+
+/// Short connections as [`short_flows`] makes them, whose clock (it spaces packets by
+/// microseconds) runs `factor` times slower: `work/stretched.pcap`.
+fn stretched(work: &Path, opts: &ShortFlowsOptions, factor: u64) -> Result<PathBuf> {
+    let dense = work.join("dense.pcap");
+    short_flows(opts, &dense)?;
+    let pcap = work.join("stretched.pcap");
+    stretch_time(&dense, &pcap, factor)?;
     Ok(pcap)
 }
 
@@ -879,8 +886,18 @@ fn analyzers_exit_with_one_line_when_the_sensor_is_killed() -> Result<()> {
             "{} exited with {st}",
             p.name()
         );
-        assert_one_line(p, &["the sensor went away"])?;
+        // What each had is still given: mos-dump's connections, mos-flowstat's summary.
+        let had = match p.name() {
+            "mos-dump" => "connections written to",
+            "mos-flowstat" => "connections seen",
+            _ => "",
+        };
+        assert_one_line(p, &["the sensor went away", had])?;
     }
+    ensure!(
+        out.join("flows.jsonl").exists(),
+        "mos-dump wrote no flows.jsonl"
+    );
     // The killed sensor left its socket behind: a stale socket refuses connections.
     assert!(control.exists());
     let mut late = analyzer(
@@ -891,6 +908,133 @@ fn analyzers_exit_with_one_line_when_the_sensor_is_killed() -> Result<()> {
     )?;
     late.expect_code(1, Duration::from_secs(5))?;
     assert_one_line(&late, &["ECONNREFUSED"])?;
+    Ok(())
+}
+
+/// Events published to the first analyzer and not consumed yet (`mos-ctl status`).
+fn lag(control: &Path) -> Result<u64> {
+    let out = cmd(
+        &bin("mos-ctl")?,
+        &[&"--control", &control, &"status", &"--json"],
+    )
+    .output()?;
+    ensure!(
+        out.status.success(),
+        "mos-ctl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    v["analyzers"][0]["lag"]
+        .as_u64()
+        .with_context(|| format!("no lag in {v}"))
+}
+
+/// The sensor killed while `mos-dump` has a backlog (it was stopped while the sensor filled
+/// its ring): running again, `mos-dump` notices, takes events for a bounded time, and within
+/// 2 s of the kill exits with one line and a `flows.jsonl` of every connection it saw, those
+/// that ended as the sensor's own dump has them, the others marked cut short and holding the
+/// start of their streams.
+#[test]
+fn mos_dump_writes_what_it_has_in_time_when_the_sensor_is_killed() -> Result<()> {
+    let work = ScratchDir::new("an-killed-backlog")?;
+    let w = work.path();
+    // 6000 connections, 8 at a time, over about 5 minutes of capture time: connections end
+    // (5 s after they close) all along, so mos-dump's backlog holds data and ends alike.
+    let opts = ShortFlowsOptions {
+        conns: 6000,
+        concurrency: 8,
+        ipv6: false,
+        seed: 13,
+    };
+    let pcap = stretched(w, &opts, 300)?;
+    let reference = reference_dump(&pcap, w)?;
+    let (control, out) = (w.join("c.sock"), w.join("out"));
+    let ring = 16384;
+    let mut sensor = start_sensor(
+        w,
+        &pcap,
+        &control,
+        &[
+            "--wait-analyzers",
+            "1",
+            "--event-ring",
+            &ring.to_string(),
+            "--stall-timeout",
+            "600",
+        ],
+    )?;
+    let mut dump = analyzer(
+        w,
+        "mos-dump",
+        "mos-dump",
+        &[&"--control", &control, &"--out", &out],
+    )?;
+    wait_for("mos-dump's first connections", TIMEOUT, || {
+        Ok(files_in(&out) >= 2)
+    })?;
+    dump.signal(rustix::process::Signal::STOP)?;
+    wait_for("the sensor to fill mos-dump's ring", TIMEOUT, || {
+        Ok(lag(&control)? >= ring)
+    })?;
+    ensure!(
+        sensor.poll()?.is_none(),
+        "the replay ended before the kill:\n{}",
+        tail(&sensor.stderr())
+    );
+    sensor.signal(rustix::process::Signal::KILL)?;
+    let killed = Instant::now();
+    sensor.wait(TIMEOUT)?;
+    dump.signal(rustix::process::Signal::CONT)?;
+    let st = dump.wait_until(killed + Duration::from_secs(2))?;
+    ensure!(
+        st.code() == Some(1),
+        "mos-dump exited with {st}: {}",
+        dump.stderr()
+    );
+    assert_one_line(
+        &dump,
+        &[
+            "the sensor went away",
+            "connections written to",
+            "of them cut short",
+        ],
+    )?;
+    // Every record agrees with its stream files.
+    read_dump(&out)?;
+    let text = |dir: &Path| std::fs::read_to_string(dir.join("flows.jsonl"));
+    let want: BTreeMap<(String, String), (String, FlowRecord)> = text(&reference)?
+        .lines()
+        .map(|l| {
+            let r = parse_flows(l)?.remove(0);
+            Ok(((r.client.clone(), r.server.clone()), (l.to_string(), r)))
+        })
+        .collect::<Result<_>>()?;
+    let (mut ended, mut cut) = (0, 0);
+    for line in text(&out)?.lines() {
+        let got = parse_flows(line)?.remove(0);
+        let (want_line, want) = want
+            .get(&(got.client.clone(), got.server.clone()))
+            .with_context(|| format!("not in the sensor's dump: {line}"))?;
+        if !got.cut_short {
+            ensure!(line == want_line, "{line}\nexpected\n{want_line}");
+            ended += 1;
+            continue;
+        }
+        cut += 1;
+        ensure!(line.ends_with(",\"cut_short\":true}"), "{line}");
+        for (file, want_file) in [
+            (&got.c2s_file, &want.c2s_file),
+            (&got.s2c_file, &want.s2c_file),
+        ] {
+            let read = |dir: &Path, f: &Option<String>| {
+                f.as_ref()
+                    .map_or(Ok(Vec::new()), |f| std::fs::read(dir.join(f)))
+            };
+            let (a, b) = (read(&out, file)?, read(&reference, want_file)?);
+            ensure!(b.starts_with(&a), "{line}: not the start of {want_file:?}");
+        }
+    }
+    ensure!(ended > 0 && cut > 0, "{ended} ended, {cut} cut short");
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use anyhow::Result;
 use mos_analyzers::dump::{register, PeekDump};
 use mos_analyzers::{exit_status, parse_args, stop_on_signals, Outcome};
 use mos_client::dump::DumpWriter;
-use mos_client::{AttachOptions, FlowId, Mos, RunEnd, DEFAULT_CONTROL};
+use mos_client::{AttachOptions, Errno, Mos, RunEnd, DEFAULT_CONTROL};
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,8 +15,9 @@ use std::time::Duration;
 /// Writes each connection's streams to DIR as mos-sensor --dump does: one file per direction
 /// ({serial}-{from}-{to}.c2s / .s2c; bytes the capture or the ring lost are zeros, stored as
 /// holes) and DIR/flows.jsonl with one record per connection. Exits 0 when the sensor's input
-/// ends, 1 on an error, 130 when stopped by SIGINT or SIGTERM (the connections open then are
-/// written as far as they got).
+/// ends, 1 on an error, 130 when stopped by SIGINT or SIGTERM. Stopped, or without its sensor
+/// (it went away or detached this analyzer: exit 1), it still writes DIR/flows.jsonl, the
+/// connections open then written as far as they got and marked "cut_short": true.
 #[derive(clap::Parser, Debug)]
 #[command(name = "mos-dump", version)]
 struct Args {
@@ -39,15 +40,21 @@ fn run(args: &Args) -> Result<Outcome> {
     let sock = mos.socket()?;
     let state = Rc::new(RefCell::new(PeekDump::new(sock, writer, Some("mos-dump"))));
     register(&mut mos, &state, Duration::ZERO)?;
-    let end = mos.run()?;
+    let end = mos.run();
     if let Some(e) = state.borrow_mut().error.take() {
         return Err(e.into());
     }
-    // Stopped by a signal: the connections still open are written as far as they got.
-    let still_open: Vec<FlowId> = state.borrow().open_flows();
-    for &flow in &still_open {
-        mos.with_ctx(|ctx| state.borrow_mut().close(ctx, flow))?;
-    }
+    // Without its sensor (it went away, or detached this analyzer) the dump still writes what
+    // it has: the shared memory stays mapped, so what the connections' slots and rings hold
+    // can still be read.
+    let lost = match end {
+        Ok(end) => Ok(end),
+        Err(e) if e.errno() == Errno::ENOTCONN => Err(e),
+        Err(e) => return Err(e.into()),
+    };
+    // Stopped by a signal or without a sensor: the connections still open are written as far
+    // as they got, marked cut short.
+    let still_open = mos.with_ctx(|ctx| state.borrow_mut().close_open(ctx))?;
     let c = mos.counters();
     // Dropping the attachment detaches and releases the callbacks' share of the state.
     drop(mos);
@@ -56,6 +63,13 @@ fn run(args: &Args) -> Result<Outcome> {
         .into_inner();
     let records = d.writer.records().len();
     let path = d.writer.finish()?;
+    let end = match lost {
+        Ok(end) => end,
+        Err(e) => anyhow::bail!(
+            "{e}; {records} connections written to {}, {still_open} of them cut short",
+            path.display()
+        ),
+    };
     eprintln!(
         "mos-dump: {records} connections written to {} ({} bytes, {} of them lost); {} events, {} dropped by the sensor; {} overruns, {} gaps",
         path.display(),
@@ -68,8 +82,7 @@ fn run(args: &Args) -> Result<Outcome> {
     );
     if end == RunEnd::Stopped || interrupt.arrived() {
         eprintln!(
-            "mos-dump: stopped by a signal; {} connections still open were written as far as they got",
-            still_open.len()
+            "mos-dump: stopped by a signal; {still_open} connections still open were written as far as they got (cut short)"
         );
         return Ok(Outcome::Interrupted);
     }

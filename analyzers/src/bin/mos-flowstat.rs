@@ -4,7 +4,7 @@
 use anyhow::Result;
 use mos_analyzers::{exit_status, parse_args, stop_on_signals, Outcome};
 use mos_client::{
-    AttachOptions, Ctx, EndReason, Event, EventKind, EventMask, Filter, FlowId, Mos, Side,
+    AttachOptions, Ctx, EndReason, Errno, Event, EventKind, EventMask, Filter, FlowId, Mos, Side,
     TcpState, DEFAULT_CONTROL,
 };
 use std::collections::BTreeMap;
@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 /// Shows one line per live connection (worker, client address and state, server address and
 /// state), refreshed every interval: redrawn in place on a terminal, printed as a snapshot
 /// block otherwise. At exit prints how many connections were seen and how they ended. Exits 0
-/// when the sensor's input ends or on SIGINT/SIGTERM (after detaching), 1 on an error.
+/// when the sensor's input ends or on SIGINT/SIGTERM (after detaching), 1 on an error; without
+/// its sensor (it went away or detached this analyzer) it prints the last table and exits 1,
+/// the summary in its error line.
 #[derive(clap::Parser, Debug)]
 #[command(name = "mos-flowstat", version)]
 struct Args {
@@ -214,7 +216,13 @@ fn run(args: &Args) -> Result<Outcome> {
     let end = mos.run();
     done.store(true, Ordering::Relaxed);
     let _ = shown.join();
-    end?;
+    // Without its sensor (it went away, or detached this analyzer) the last table and the
+    // summary are still given, the summary in the error's line.
+    let lost = match end {
+        Ok(_) => None,
+        Err(e) if e.errno() == Errno::ENOTCONN => Some(e),
+        Err(e) => return Err(e.into()),
+    };
     drop(mos);
     let table = table.lock().unwrap_or_else(|e| e.into_inner());
     let text = table.render(start.elapsed());
@@ -223,7 +231,12 @@ fn run(args: &Args) -> Result<Outcome> {
     } else {
         println!("{text}");
     }
-    eprintln!("{}", table.summary());
+    let summary = table.summary();
+    if let Some(e) = lost {
+        let summary = summary.strip_prefix("mos-flowstat: ").unwrap_or(&summary);
+        anyhow::bail!("{e}; {summary}");
+    }
+    eprintln!("{summary}");
     Ok(Outcome::Finished)
 }
 

@@ -109,6 +109,7 @@ impl StreamDump {
                 start_ns: conn.start_ns,
                 last_ns: conn.last_ns,
                 tunnel: tracker.tunnel(h).map(tunnel_data),
+                cut_short: false,
             },
         )?;
         Ok(())
