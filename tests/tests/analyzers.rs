@@ -1050,7 +1050,24 @@ fn a_sensor_with_an_unusable_control_path_says_so_in_one_line() -> Result<()> {
     c.args(["--wait-analyzers", "1"]);
     let mut s = Proc::spawn("sensor", c, w)?;
     s.expect_code(1, Duration::from_secs(10))?;
-    assert_one_line(&s, &["mos-sensor: error:", "file/run"])
+    assert_one_line(&s, &["mos-sensor: error:", "file/run"])?;
+    // Whatever is at the path and is not a socket is left alone: a regular file, a directory.
+    let precious = w.join("precious");
+    std::fs::write(&precious, b"keep me")?;
+    std::fs::create_dir(w.join("dir"))?;
+    for (path, kind) in [
+        (precious.clone(), "a regular file"),
+        (w.join("dir"), "a directory"),
+    ] {
+        let mut c = cmd(&sensor_bin()?, &[&"--pcap", &pcap, &"--control", &path]);
+        c.args(["--wait-analyzers", "1"]);
+        let mut s = Proc::spawn("sensor-over-file", c, w)?;
+        s.expect_code(1, Duration::from_secs(10))?;
+        assert_one_line(&s, &["mos-sensor: error:", kind, "not a socket"])?;
+    }
+    assert_eq!(std::fs::read(&precious)?, b"keep me");
+    ensure!(w.join("dir").is_dir());
+    Ok(())
 }
 
 #[test]
