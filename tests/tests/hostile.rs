@@ -122,18 +122,14 @@ fn attack(tag: &str, hostile_args: &[&str], setup: Setup) -> Result<Outcome> {
     }
     args.extend(setup.extra);
     let mut c = if setup.low_nofile {
-        let mut c = cmd(
+        cmd(
             Path::new("prlimit"),
             &[&"--nofile=1024:8192", &sensor_bin()?],
-        );
-        c.args(&args);
-        c
+        )
     } else {
-        let mut c = Command::new(sensor_bin()?);
-        c.env("MOS_SENSOR_CONFIG", "").args(&args);
-        c
+        cmd(&sensor_bin()?, &[])
     };
-    c.env("MOS_SENSOR_CONFIG", "");
+    c.args(&args);
     let mut sensor = Proc::spawn("sensor", c, w)?;
     wait_for_socket(&mut sensor, &control, TIMEOUT)?;
 

@@ -519,16 +519,8 @@ fn malformed(path: &Path, limit: Instant) -> Result<()> {
 /// Opens `count` connections that say nothing and holds them for `hold`, reopening those the
 /// sensor closes, as an attacker would.
 fn idle(path: &Path, count: usize, hold: Duration, limit: Instant) -> Result<()> {
-    // The soft limit on descriptors is often 1024: take the hard one.
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let l = getrlimit(Resource::Nofile);
-    let _ = setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: l.maximum,
-            maximum: l.maximum,
-        },
-    );
+    // The soft limit on descriptors is often 1024: take the hard one, as the sensor does.
+    let _ = mos_sensor::control::raise_open_files_limit();
     let mut open: Vec<OwnedFd> = Vec::with_capacity(count);
     let mut refused = 0u64;
     let deadline = (Instant::now() + Duration::from_secs(20)).min(limit);
