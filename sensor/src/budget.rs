@@ -2,7 +2,7 @@
 //! checked against `--memcap` before anything is allocated.
 //!
 //! Every structure the sensor grows per connection, per ring, per frame or per analyzer has a
-//! count limit from the configuration (`--max-flows`, `--max-rings`, `--pktlog-frames`,
+//! count limit from the configuration (`--max-flows`, `--stream-chunks`, `--pktlog-frames`,
 //! `--max-analyzers`, ...), and each reports its bound for a count (`FlowTable::memory_bound`,
 //! `RingPool::memory_bound`, `Tracker::memory_bound`, ...). The budget multiplies them out:
 //! whatever the traffic, the sensor never allocates more than its total, so a configuration
@@ -13,7 +13,6 @@
 use crate::capture::FileCapture;
 use crate::defrag::{DefragConfig, Defragmenter};
 use crate::dispatch;
-use crate::publish::slots::SlotPublisher;
 use crate::tracker::Tracker;
 use crate::tracker::TrackerConfig;
 use core::mem::size_of;
@@ -98,7 +97,8 @@ impl Budget {
         let published = shape.publish.is_some();
         let t = Tracker::memory_bound(cfg, shape.lossless, !published);
         let slots = (cfg.max_flows as u64).saturating_add(2);
-        let rings = cfg.max_rings as u64;
+        let pool = cfg.pool_shape();
+        let rings = pool.buffers as u64;
         let sum = |parts: &[u64]| parts.iter().fold(0u64, |a, &b| a.saturating_add(b));
         let mut items = vec![
             Item {
@@ -107,13 +107,13 @@ impl Budget {
                 bytes: nw.saturating_mul(t.flows as u64),
             },
             Item {
-                what: "stream rings and their metadata",
-                setting: "--max-rings or --ring-kib",
+                what: "stream chunks and their bookkeeping",
+                setting: "--stream-chunks or --chunk-kib",
                 // Private, or in the shared region.
                 bytes: nw.saturating_mul(sum(&[
                     t.rings as u64,
                     if published {
-                        rings.saturating_mul(cfg.ring_size as u64)
+                        (pool.chunks as u64).saturating_mul(pool.chunk_size as u64)
                     } else {
                         0
                     },
@@ -135,11 +135,13 @@ impl Budget {
                     .saturating_mul(size_of::<FlowSlot>() as u64),
             });
             items.push(Item {
-                what: "shared ring metadata",
-                setting: "--max-rings",
+                what: "shared stream-buffer metadata and chunk maps",
+                setting: "--stream-chunks or --stream-max-kib",
                 bytes: nw.saturating_mul(sum(&[
                     rings.saturating_mul(size_of::<RingMetaSlot>() as u64),
-                    SlotPublisher::memory_bound(cfg.max_rings) as u64,
+                    rings
+                        .saturating_mul(pool.map_len as u64)
+                        .saturating_mul(4),
                 ])),
             });
             items.push(Item {
@@ -335,13 +337,13 @@ mod tests {
         assert!(parse_size("99999999999T").is_err());
     }
 
-    fn shape(max_flows: usize, max_rings: usize) -> Shape {
+    fn shape(max_flows: usize, chunks: usize) -> Shape {
         Shape {
             workers: 1,
             tracker: TrackerConfig {
                 max_flows,
-                max_rings,
-                ring_size: 64 << 10,
+                chunks,
+                chunk_size: 64 << 10,
                 ..TrackerConfig::default()
             },
             lossless: true,
@@ -363,7 +365,7 @@ mod tests {
         assert!(err.contains("lower --max-flows"), "{err}");
         let b = Budget::of(&shape(1000, 1 << 14));
         let err = b.check(256 << 20).unwrap_err();
-        assert!(err.contains("lower --max-rings or --ring-kib"), "{err}");
+        assert!(err.contains("lower --stream-chunks or --chunk-kib"), "{err}");
         assert!(Budget::of(&shape(1000, 16)).check(1 << 30).is_ok());
     }
 
@@ -373,7 +375,8 @@ mod tests {
     fn settings_too_large_to_multiply_out_are_refused_not_wrapped() {
         let mut s = shape(usize::MAX, usize::MAX);
         s.workers = usize::MAX;
-        s.tracker.ring_size = usize::MAX;
+        s.tracker.chunk_size = usize::MAX;
+        s.tracker.stream_max = usize::MAX;
         s.publish = Some(PublishShape {
             pktlog_frames: u64::MAX,
             pktlog_bytes: u64::MAX,

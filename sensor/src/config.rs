@@ -109,7 +109,7 @@ impl Flag {
         }
     }
 
-    /// The command-line parser's ids of the flags (`--ring-kib` is `ring_kib`).
+    /// The command-line parser's ids of the flags (`--chunk-kib` is `chunk_kib`).
     pub fn ids(&self) -> Vec<String> {
         self.names()
             .iter()
@@ -220,12 +220,29 @@ pub struct Removed {
 }
 
 /// The keys that were removed.
-pub const REMOVED: &[Removed] = &[Removed {
-    section: "metrics",
-    name: "listen",
-    flag: "--metrics-listen",
-    instead: METRICS_MOVED,
-}];
+pub const REMOVED: &[Removed] = &[
+    Removed {
+        section: "metrics",
+        name: "listen",
+        flag: "--metrics-listen",
+        instead: METRICS_MOVED,
+    },
+    Removed {
+        section: "tracking",
+        name: "ring_kib",
+        flag: "--ring-kib",
+        instead: STREAMS_CHUNKED,
+    },
+    Removed {
+        section: "tracking",
+        name: "max_rings",
+        flag: "--max-rings",
+        instead: STREAMS_CHUNKED,
+    },
+];
+
+/// Where the fixed per-side rings went.
+pub const STREAMS_CHUNKED: &str = "each side's stream now grows in chunks from a pool as its window needs; set the pool with tracking.stream_chunks (--stream-chunks) and tracking.chunk_kib, a side's most with tracking.stream_max_kib";
 
 const OVERLAP_POLICIES: &[&str] = &["first", "last", "linux", "bsd", "windows"];
 const HUGEPAGES: &[&str] = &["auto", "off", "require"];
@@ -397,7 +414,7 @@ pub const KEYS: &[Key] = &[
         shipped: None,
         scope: Scope::Always,
         summary: "Workers, each on its own thread with its own connections, rings and shared memory.",
-        meaning: "Workers, each on its own thread with its own connection table, rings and shared-memory regions. Frames are spread over them by a symmetric hash of their connection, so both directions of a connection reach the same worker, and results do not depend on the number of workers. `tracking.max_flows` and `tracking.max_rings` are shared out among them.",
+        meaning: "Workers, each on its own thread with its own connection table, rings and shared-memory regions. Frames are spread over them by a symmetric hash of their connection, so both directions of a connection reach the same worker, and results do not depend on the number of workers. `tracking.max_flows` and `tracking.stream_chunks` are shared out among them.",
     },
     Key {
         section: "sensor",
@@ -471,31 +488,56 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         section: "tracking",
-        name: "max_rings",
+        name: "stream_chunks",
         ty: Type::Int {
             min: 1,
             max: U32_HALF,
         },
-        flag: Flag::Value("--max-rings"),
-        default: Default::Value("16384"),
+        flag: Flag::Value("--stream-chunks"),
+        default: Default::Value("8192"),
         shipped: None,
         scope: Scope::Always,
-        summary: "Most receive rings in use at once (one per direction carrying data).",
-        meaning: "Most receive rings in use at once (in all, shared out among the workers, at least one each): one per direction carrying data, returned when the connection closes. Bytes that find no free ring are dropped and counted.",
+        summary: "Chunks in the stream-buffer pool (in all); the pool bounds the memory streams take.",
+        meaning: "Chunks of `tracking.chunk_kib` in the stream-buffer pool, in all (shared out among the workers, at least 18 each). Each side of a connection holds its bytes in chunks taken as the stream needs them and given back as they are released. When the pool runs empty the sensor takes back the in-order history of the least recently active sides (never their out-of-order bytes; in lossless mode only what every analyzer has passed, else it waits for them), counted as `reclaimed`; bytes that still find no chunk are dropped and counted as `pool_empty`. The default, 256 MiB, fits with the rest of the default configuration in the 256 hugepages of 2 MiB that `scripts/setup.sh` reserves.",
     },
     Key {
         section: "tracking",
-        name: "ring_kib",
+        name: "chunk_kib",
+        ty: Type::PowerOfTwo { min: 4, max: 1024 },
+        flag: Flag::Value("--chunk-kib"),
+        default: Default::Value("32"),
+        shipped: None,
+        scope: Scope::Always,
+        summary: "Size of one stream chunk in KiB (a power of two).",
+        meaning: "Size of one stream chunk in KiB, a power of two from 4 to 1024. A side carrying a few bytes holds one chunk; smaller chunks waste less on short connections, larger ones take fewer map entries per side.",
+    },
+    Key {
+        section: "tracking",
+        name: "stream_max_kib",
         ty: Type::PowerOfTwo {
-            min: 1,
+            min: 4,
             max: 1 << 20,
         },
-        flag: Flag::Value("--ring-kib"),
+        flag: Flag::Value("--stream-max-kib"),
+        default: Default::Value("16384"),
+        shipped: None,
+        scope: Scope::Always,
+        summary: "The most one side of a connection holds, in KiB (a power of two).",
+        meaning: "The most one side of a connection holds, from its oldest held byte to its furthest out-of-order byte, in KiB: a power of two, at least `tracking.chunk_kib`. It must cover what a sender can have in flight beyond a lost segment (the receiver's window: Linux grows it to 6 MiB by default); a segment beyond it forces the side's oldest bytes out (lost to overflow). Each side's chunk map takes 4 bytes per chunk of this span in the shared memory.",
+    },
+    Key {
+        section: "tracking",
+        name: "history_kib",
+        ty: Type::Int {
+            min: 0,
+            max: 1 << 20,
+        },
+        flag: Flag::Value("--history-kib"),
         default: Default::Value("256"),
         shipped: None,
         scope: Scope::Always,
-        summary: "Size of each side's receive ring in KiB (a power of two).",
-        meaning: "Size of each side's receive ring in KiB, a power of two. Out-of-order data must fit in it, and in-order data older than this is overwritten once read.",
+        summary: "In-order bytes each side keeps behind its newest byte for analyzers that read late, in KiB.",
+        meaning: "In-order bytes each side keeps behind its newest in-order byte for analyzers that read late, in KiB, while the pool has chunks to spare (an empty pool takes them back, least recently active sides first). In lossless mode bytes stay, beyond this, until every analyzer has passed the events that announced them.",
     },
     Key {
         section: "tracking",
@@ -1491,7 +1533,7 @@ pub fn reference_doc() -> String {
          wrong type or out of range, a key set twice, a user or group that does not exist, or a\n\
          TOML syntax error stops the sensor with one line and exit status 1:\n\n\
          ```\n\
-         mos-sensor: error: /etc/mos/sensor.toml:12: tracking.ring_kib: must be a power of two between 1 and 1048576, not 300\n\
+         mos-sensor: error: /etc/mos/sensor.toml:12: tracking.chunk_kib: must be a power of two between 4 and 1024, not 300\n\
          ```\n\n\
          Users and groups are looked up only for the lists in effect (not when the command line\n\
          replaces them). A file larger than 1 MiB is refused unread (so is anything that never\n\
@@ -1503,8 +1545,9 @@ pub fn reference_doc() -> String {
          ```\n\
          mos-sensor: error: invalid value '1e300' for '--stall-timeout <SECONDS>': must be between 0.001 and 86400 seconds\n\
          ```\n\n\
-         Settings that bound one another are checked next (`--max-flows` and `--max-rings` at\n\
-         least one per worker, `--wait-analyzers` at most `--max-analyzers`), then the memory\n\
+         Settings that bound one another are checked next (`--max-flows` at least one\n\
+         per worker, `--stream-chunks` at least 18 per worker, `--stream-max-kib` at least\n\
+         `--chunk-kib`, `--wait-analyzers` at most `--max-analyzers`), then the memory\n\
          they add up to against `--memcap`, which names the setting to lower.\n",
     );
     out.push_str(
@@ -1578,13 +1621,13 @@ mod tests {
 
     #[test]
     fn integers_are_checked_for_type_and_range() {
-        let ring = key("tracking", "ring_kib").unwrap().ty;
+        let ring = key("tracking", "stream_max_kib").unwrap().ty;
         assert_eq!(check(ring, "256"), one("256"));
         assert_eq!(check(ring, "1048576"), one("1048576"));
         assert!(check(ring, "300").unwrap_err().contains("power of two"));
         assert!(check(ring, "2097152")
             .unwrap_err()
-            .contains("between 1 and 1048576"));
+            .contains("between 4 and 1048576"));
         assert!(check(ring, "0").is_err());
         assert!(check(ring, "\"256\"")
             .unwrap_err()
@@ -1636,12 +1679,12 @@ mod tests {
     /// A flag's value on the command line is checked as the key's is in the file.
     #[test]
     fn command_line_values_are_checked_like_the_files() {
-        let ring = key("tracking", "ring_kib").unwrap().ty;
+        let ring = key("tracking", "stream_max_kib").unwrap().ty;
         assert_eq!(ring.check_arg("256"), Ok("256".into()));
         for bad in ["300", "0", "-4", "2097152", "99999999999999999999999"] {
             assert_eq!(
                 ring.check_arg(bad).unwrap_err(),
-                "must be a power of two between 1 and 1048576",
+                "must be a power of two between 4 and 1048576",
                 "{bad}"
             );
         }
@@ -1831,17 +1874,17 @@ mod tests {
     #[test]
     fn a_file_becomes_flags() {
         let f = file(
-            "[input]\npcap = \"x.pcap\"\n[tracking]\nring_kib = 512\nmidstream = false\nchecksums = \"drop\"\n\
+            "[input]\npcap = \"x.pcap\"\n[tracking]\nstream_max_kib = 512\nmidstream = false\nchecksums = \"drop\"\n\
              [control]\nallow_groups = [\"root\", 7]\n[sensor]\nmemcap = \"1G\"\nmode = \"lossy\"\n",
         )
         .unwrap();
         assert_eq!(f.settings.len(), 7);
-        assert_eq!(f.get("tracking", "ring_kib").unwrap().line, 4);
+        assert_eq!(f.get("tracking", "stream_max_kib").unwrap().line, 4);
         assert_eq!(
             f.args(&|_| false).unwrap(),
             [
                 "--pcap=x.pcap",
-                "--ring-kib=512",
+                "--stream-max-kib=512",
                 "--no-midstream",
                 "--drop-bad-checksums",
                 "--allow-group=root",
@@ -1900,7 +1943,7 @@ mod tests {
                 "tracking.ring_kb: unknown key",
             ),
             (
-                "[tracking]\nring_kib = 4\n[trackin]\n",
+                "[tracking]\nchunk_kib = 4\n[trackin]\n",
                 3,
                 "trackin: unknown section",
             ),
@@ -1945,15 +1988,25 @@ mod tests {
             ("[[input]]\npcap = \"a\"\n", 1, "input: must be a section"),
             ("[tracking.deep]\nx = 1\n", 1, "tracking.deep: unknown key"),
             (
-                "[tracking]\nring_kib = { a = 1 }\n",
+                "[tracking]\nchunk_kib = { a = 1 }\n",
                 2,
-                "tracking.ring_kib: expected an integer, found a table",
+                "tracking.chunk_kib: expected an integer, found a table",
             ),
             ("sensor = 4\n", 1, "sensor: must be a section"),
             (
                 "[metrics]\n\nlisten = \"127.0.0.1:9477\"\n",
                 3,
                 "metrics.listen: was removed: the sensor opens no TCP port; run `mos-ctl metrics --listen ADDR`",
+            ),
+            (
+                "[tracking]\nmax_flows = 10\nring_kib = 512\n",
+                3,
+                "tracking.ring_kib: was removed: each side's stream now grows in chunks",
+            ),
+            (
+                "[tracking]\nmax_rings = 4\n",
+                2,
+                "tracking.max_rings: was removed: each side's stream now grows in chunks",
             ),
             (
                 "[metrics]\nport = 9477\n",
@@ -1973,8 +2026,8 @@ mod tests {
             )
         );
         // Dotted keys and inline tables are sections too.
-        let f = file("tracking.ring_kib = 64\noutput = { dump = \"d\" }\n").unwrap();
-        assert_eq!(f.args(&|_| false).unwrap(), ["--ring-kib=64", "--dump=d"]);
+        let f = file("tracking.chunk_kib = 64\noutput = { dump = \"d\" }\n").unwrap();
+        assert_eq!(f.args(&|_| false).unwrap(), ["--chunk-kib=64", "--dump=d"]);
         // An empty file, or one of comments, sets nothing.
         assert!(file("# nothing\n").unwrap().settings.is_empty());
     }

@@ -186,21 +186,43 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     dump: Option<PathBuf>,
 
-    /// Size of each side's receive ring in KiB, a power of two between 1 and 1048576;
-    /// out-of-order data must fit in it, and in-order data older than this is overwritten
-    /// once read.
+    /// Chunks in the stream-buffer pool, in all (shared out among the workers, at least 18
+    /// each): sides hold their bytes in chunks taken as the stream needs them. An empty pool
+    /// takes back the history of the least recently active sides first; what still finds no
+    /// chunk is dropped and counted.
+    #[arg(long, value_name = "N", default_value_t = 8192,
+          allow_hyphen_values = true,
+          value_parser = key_value::<usize>("tracking.stream_chunks"))]
+    stream_chunks: usize,
+
+    /// Size of one stream chunk in KiB, a power of two from 4 to 1024.
+    #[arg(long, value_name = "KIB", default_value_t = 32,
+          allow_hyphen_values = true,
+          value_parser = key_value::<usize>("tracking.chunk_kib"))]
+    chunk_kib: usize,
+
+    /// The most one side of a connection holds, from its oldest held byte to its furthest
+    /// out-of-order byte, in KiB: a power of two, at least --chunk-kib. It must cover the
+    /// receiver's window; a segment beyond it forces the oldest bytes out.
+    #[arg(long, value_name = "KIB", default_value_t = 16384,
+          allow_hyphen_values = true,
+          value_parser = key_value::<usize>("tracking.stream_max_kib"))]
+    stream_max_kib: usize,
+
+    /// In-order bytes each side keeps behind its newest byte for analyzers that read late, in
+    /// KiB, while the pool has chunks to spare.
     #[arg(long, value_name = "KIB", default_value_t = 256,
           allow_hyphen_values = true,
-          value_parser = key_value::<usize>("tracking.ring_kib"))]
-    ring_kib: usize,
+          value_parser = key_value::<u64>("tracking.history_kib"))]
+    history_kib: u64,
 
-    /// Most receive rings in use at once, from one per worker to 2147483647 (one per
-    /// direction carrying data, returned when the connection closes); bytes that find no free
-    /// ring are dropped and counted.
-    #[arg(long, value_name = "N", default_value_t = 16384,
-          allow_hyphen_values = true,
-          value_parser = key_value::<usize>("tracking.max_rings"))]
-    max_rings: usize,
+    /// Removed: streams grow in chunks (--stream-chunks, --chunk-kib, --stream-max-kib).
+    #[arg(long, value_name = "KIB", hide = true)]
+    ring_kib: Option<OsString>,
+
+    /// Removed: streams grow in chunks (--stream-chunks).
+    #[arg(long, value_name = "N", hide = true)]
+    max_rings: Option<OsString>,
 
     /// Most connections tracked at once, from one per worker to 2147483647; beyond it the
     /// least recently active is evicted (CONN_END with reason evicted, counted).
@@ -291,7 +313,7 @@ struct Args {
     /// Workers (1 to 32), each on its own thread with its own connection table, rings and
     /// shared-memory regions; frames are spread over them by a symmetric hash of their
     /// connection, so both directions of a connection reach the same worker, and results do
-    /// not depend on the number of workers. --max-flows and --max-rings are shared out among
+    /// not depend on the number of workers. --max-flows and --stream-chunks are shared out among
     /// them.
     #[arg(long, value_name = "N", default_value_t = 1,
           allow_hyphen_values = true,
@@ -525,6 +547,12 @@ fn effective_args(argv: &[OsString]) -> Result<Effective, ArgsError> {
     if cli.metrics_listen.is_some() {
         return Err(removed_flag("--metrics-listen"));
     }
+    if cli.ring_kib.is_some() {
+        return Err(removed_flag("--ring-kib"));
+    }
+    if cli.max_rings.is_some() {
+        return Err(removed_flag("--max-rings"));
+    }
     if cli.print_config {
         return Ok(Effective {
             args: cli,
@@ -612,8 +640,10 @@ impl Args {
             ("sensor.hugepages", format!("{:?}", self.hugepages)),
             ("sensor.quiet", format!("{:?}", self.quiet)),
             ("tracking.max_flows", format!("{:?}", self.max_flows)),
-            ("tracking.max_rings", format!("{:?}", self.max_rings)),
-            ("tracking.ring_kib", format!("{:?}", self.ring_kib)),
+            ("tracking.stream_chunks", format!("{:?}", self.stream_chunks)),
+            ("tracking.chunk_kib", format!("{:?}", self.chunk_kib)),
+            ("tracking.stream_max_kib", format!("{:?}", self.stream_max_kib)),
+            ("tracking.history_kib", format!("{:?}", self.history_kib)),
             ("tracking.idle_timeout", format!("{:?}", self.idle_timeout)),
             ("tracking.overlap", format!("{:?}", self.overlap)),
             ("tracking.midstream", format!("{:?}", self.no_midstream)),
@@ -835,6 +865,10 @@ fn main() -> ExitCode {
     }
 }
 
+/// The fewest chunks a worker's pool may have: enough for one full-sized segment with the
+/// smallest chunks (the tracker's lossless mode waits for analyzers below this).
+const MIN_CHUNKS_PER_WORKER: usize = 18;
+
 fn run(args: Args, reloader: Arc<std::sync::Mutex<Reloader>>) -> Result<ExitCode> {
     // Each value is in its range (the flags' parsers check them); what is left are the
     // settings that bound one another.
@@ -845,10 +879,18 @@ fn run(args: Args, reloader: Arc<std::sync::Mutex<Reloader>>) -> Result<ExitCode
             args.max_flows
         );
     }
-    if args.max_rings < nw {
+    if args.stream_chunks < nw * MIN_CHUNKS_PER_WORKER {
         bail!(
-            "--max-rings must be at least one per worker ({nw} with --workers {nw}), not {}",
-            args.max_rings
+            "--stream-chunks must be at least {MIN_CHUNKS_PER_WORKER} per worker ({} with --workers {nw}), not {}",
+            nw * MIN_CHUNKS_PER_WORKER,
+            args.stream_chunks
+        );
+    }
+    if args.stream_max_kib < args.chunk_kib {
+        bail!(
+            "--stream-max-kib ({}) must be at least --chunk-kib ({})",
+            args.stream_max_kib,
+            args.chunk_kib
         );
     }
     if args.wait_analyzers > args.max_analyzers {
@@ -873,8 +915,10 @@ fn run(args: Args, reloader: Arc<std::sync::Mutex<Reloader>>) -> Result<ExitCode
     let cfg = TrackerConfig {
         max_flows: args.max_flows.div_ceil(nw),
         idle_timeout_ns: args.idle_timeout.saturating_mul(1_000_000_000),
-        ring_size: args.ring_kib * 1024,
-        max_rings: args.max_rings.div_ceil(nw),
+        chunk_size: args.chunk_kib * 1024,
+        chunks: args.stream_chunks.div_ceil(nw),
+        stream_max: args.stream_max_kib * 1024,
+        history: args.history_kib * 1024,
         track_midstream: !args.no_midstream,
         overlap: args.overlap,
         events,
@@ -1480,8 +1524,10 @@ fn describe_input(args: &Args, input: &Input) -> String {
 /// The sizes the shared memory is made with.
 fn config_info(args: &Args, cfg: &TrackerConfig) -> ConfigInfo {
     ConfigInfo {
-        ring_size: cfg.ring_size as u64,
-        rings_per_worker: cfg.max_rings as u64,
+        chunk_size: cfg.chunk_size as u64,
+        buffers_per_worker: cfg.pool_shape().buffers as u64,
+        chunks_per_worker: cfg.chunks as u64,
+        chunk_map_len: cfg.pool_shape().map_len as u64,
         slots_per_worker: cfg.max_flows as u64 + 2,
         pktlog_entries: args.pktlog_frames,
         pktlog_bytes: args.pktlog_kib * 1024,
@@ -1542,9 +1588,10 @@ fn publish(
     let mut to_workers = Vec::with_capacity(nw);
     let mut worker_rxs = Vec::with_capacity(nw);
     for part in parts {
-        let slots = SlotPublisher::new(part.slots, part.metas, part.tunnels, cfg.ring_size);
-        let mut tracker = Tracker::with_publisher(cfg.clone(), part.ring_bytes, slots)
-            .context("cannot lay out the ring pool")?;
+        let slots = SlotPublisher::new(part.slots, part.metas, part.tunnels);
+        let mut tracker =
+            Tracker::with_publisher(cfg.clone(), part.chunk_bytes, part.chunk_map, slots)
+                .context("cannot lay out the stream-buffer pool")?;
         tracker.set_lossless(lossless);
         trackers.push(tracker);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -1891,7 +1938,7 @@ mod tests {
         let path = dir.join("s.toml");
         std::fs::write(
             &path,
-            "[input]\npcap = \"a.pcap\"\n[tracking]\nring_kib = 64\n[sensor]\nmode = \"lossy\"\n",
+            "[input]\npcap = \"a.pcap\"\n[tracking]\nchunk_kib = 64\n[sensor]\nmode = \"lossy\"\n",
         )
         .unwrap();
         let argv = |extra: &[&str]| -> Vec<OsString> {
@@ -1904,11 +1951,11 @@ mod tests {
         let e = effective_args(&argv(&[])).unwrap();
         assert_eq!(e.config.as_deref(), Some(path.as_path()));
         assert_eq!(e.args.pcap, Some(PathBuf::from("a.pcap")));
-        assert_eq!(e.args.ring_kib, 64);
+        assert_eq!(e.args.chunk_kib, 64);
         assert!(e.args.lossy);
-        let e = effective_args(&argv(&["--ring-kib", "8", "--lossless", "--iface", "lo"])).unwrap();
+        let e = effective_args(&argv(&["--chunk-kib", "8", "--lossless", "--iface", "lo"])).unwrap();
         assert_eq!((e.args.pcap, e.args.iface.as_deref()), (None, Some("lo")));
-        assert_eq!(e.args.ring_kib, 8);
+        assert_eq!(e.args.chunk_kib, 8);
         assert!(e.args.lossless && !e.args.lossy);
         // --no-config: the input must come from the command line.
         let no: Vec<OsString> = ["mos-sensor", "--no-config"]
@@ -1918,12 +1965,12 @@ mod tests {
         assert!(
             matches!(effective_args(&no), Err(ArgsError::Config(m)) if m.starts_with("no input"))
         );
-        std::fs::write(&path, "[tracking]\nring_kib = 63\n").unwrap();
+        std::fs::write(&path, "[tracking]\nchunk_kib = 63\n").unwrap();
         let e = effective_args(&argv(&["--pcap", "b"])).unwrap_err();
         assert_eq!(
             e.to_string(),
             format!(
-                "{}:2: tracking.ring_kib: must be a power of two between 1 and 1048576, not 63",
+                "{}:2: tracking.chunk_kib: must be a power of two between 4 and 1024, not 63",
                 path.display()
             )
         );

@@ -22,16 +22,41 @@ use crate::publish::slots::SlotPublisher;
 use crate::tcp::conn::{Conn, Stack};
 use crate::tcp::overlap::OverlapPolicy;
 use crate::tcp::reassembly::{InsertOutcome, Stream};
-use crate::tcp::ring_pool::{PoolError, RingId, RingPool, MAX_GAPS};
+use crate::tcp::ring_pool::{PoolError, PoolShape, RingId, RingPool, MAX_GAPS};
 use crate::tcp::state::{self, SegmentFacts};
 use shm_layout::{EventMask, Hook, Side, TcpState};
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicU32;
 
 /// The most connections one [`Tracker::advance`] or [`Tracker::finish_some`] call ends, so
 /// that no single call's events grow with the table (a jump in capture time past the idle
 /// timeout, or the end of the input, can end every connection at once). The caller repeats
 /// the call while [`Tracker::ends_due`] says more are due.
 pub const MAX_ENDS_PER_CALL: usize = 1024;
+
+/// The default chunk size, bytes.
+pub const DEFAULT_CHUNK_SIZE: usize = 32 << 10;
+
+/// Lossless mode waits for analyzers when fewer chunks than this are free (enough for the
+/// largest segment, 64 KiB, with the smallest chunks, 4 KiB, straddling two more).
+const CHUNKS_SHORT: usize = 18;
+
+/// The most buffers one pool-empty reclaim looks at: bounds the work of one packet when
+/// nothing can be taken (every side holds only out-of-order bytes, or, in lossless mode,
+/// bytes analyzers have not passed).
+const RECLAIM_SCAN: usize = 64;
+
+impl TrackerConfig {
+    /// The pool's shape.
+    pub fn pool_shape(&self) -> PoolShape {
+        PoolShape {
+            chunk_size: self.chunk_size,
+            chunks: self.chunks,
+            buffers: self.chunks,
+            map_len: (self.stream_max / self.chunk_size.max(1)).max(1),
+        }
+    }
+}
 
 /// Tracker settings.
 #[derive(Clone, Debug)]
@@ -44,10 +69,18 @@ pub struct TrackerConfig {
     /// segments (the last ACK, retransmitted FINs, data sent after a reset), before its
     /// `CONN_END`, ns. Each late segment starts the wait again.
     pub linger_ns: u64,
-    /// Size of each side's receive ring, bytes (a power of two).
-    pub ring_size: usize,
-    /// Most rings in use at once (each side with payload holds one).
-    pub max_rings: usize,
+    /// Bytes per stream chunk (a power of two): a side's bytes are held in chunks of this
+    /// size taken from the worker's pool as the stream needs them.
+    pub chunk_size: usize,
+    /// Chunks in the worker's pool, and stream buffers (a side holding bytes takes one; it
+    /// cannot hold bytes without a chunk, so there are as many buffers as chunks).
+    pub chunks: usize,
+    /// The most bytes one side holds from its head (a power-of-two multiple of `chunk_size`):
+    /// what the sender may have in flight beyond a hole, and then some.
+    pub stream_max: usize,
+    /// In-order bytes a side keeps behind its tail for analyzers that read late, while the
+    /// pool has room (an empty pool takes them back, least recently active sides first).
+    pub history: u64,
     /// Track connections whose handshake was not seen; when off, their packets are orphans.
     pub track_midstream: bool,
     /// Which copy stays when a segment overlaps held out-of-order data.
@@ -65,8 +98,10 @@ impl Default for TrackerConfig {
             max_flows: 1 << 20,
             idle_timeout_ns: 3600 * 1_000_000_000,
             linger_ns: 5 * 1_000_000_000,
-            ring_size: 256 * 1024,
-            max_rings: 16 * 1024,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            chunks: 8192,
+            stream_max: 16 << 20,
+            history: 256 << 10,
             track_midstream: true,
             overlap: OverlapPolicy::First,
             events: EventMask(u64::MAX),
@@ -81,7 +116,8 @@ pub struct TrackerMemory {
     /// The flow table (slab, index, free list, reserved whole or grown to a bounded size) and
     /// the queues of closing and ended connections.
     pub flows: usize,
-    /// The ring pool: each ring's metadata, and the rings themselves when private.
+    /// The stream-buffer pool: its bookkeeping, and the chunks and chunk maps themselves
+    /// when private.
     pub rings: usize,
     /// The events of one call.
     pub events: usize,
@@ -118,6 +154,14 @@ pub struct TrackerStats {
     pub gap_bytes: u64,
     /// Bytes lost to ring overflow or dropped for lack of room.
     pub overflow_bytes: u64,
+    /// Of those, bytes dropped because the pool had no chunk or buffer left for them, even
+    /// after taking back other sides' history.
+    pub pool_empty_bytes: u64,
+    /// In-order bytes taken back from sides' history before analyzers may have read them,
+    /// because the pool ran empty (an analyzer behind on them sees an overrun).
+    pub reclaimed_bytes: u64,
+    /// Chunks taken back that way.
+    pub reclaimed_chunks: u64,
     /// Retransmissions whose bytes differed from the buffered ones.
     pub conflicts: u64,
     /// Keep-alive probes (at most one byte, one before the next byte expected); their byte
@@ -141,6 +185,9 @@ impl TrackerStats {
         self.rexmit_bytes += o.rexmit_bytes;
         self.gap_bytes += o.gap_bytes;
         self.overflow_bytes += o.overflow_bytes;
+        self.pool_empty_bytes += o.pool_empty_bytes;
+        self.reclaimed_bytes += o.reclaimed_bytes;
+        self.reclaimed_chunks += o.reclaimed_chunks;
         self.conflicts += o.conflicts;
         self.keepalives += o.keepalives;
     }
@@ -218,7 +265,8 @@ impl PacketCtx {
 impl Tracker {
     /// A tracker with these settings; fails when the ring pool cannot be laid out.
     pub fn new(cfg: TrackerConfig) -> Result<Self, PoolError> {
-        let pool = RingPool::new(cfg.ring_size, cfg.max_rings)?;
+        let mut pool = RingPool::new(cfg.pool_shape())?;
+        pool.history = cfg.history;
         // Two slots beyond the limit: one for a connection ended this call and not yet
         // reclaimed, one for its successor on the same tuple.
         let table = FlowTable::new(cfg.max_flows + 2);
@@ -246,16 +294,20 @@ impl Tracker {
         })
     }
 
-    /// A tracker whose rings are `ring_bytes` (shared memory) and whose connections are
-    /// published through `publisher`.
+    /// A tracker whose stream chunks are `chunk_bytes` and whose chunk maps are `chunk_map`
+    /// (shared memory), and whose connections are published through `publisher`.
     pub fn with_publisher(
         cfg: TrackerConfig,
-        ring_bytes: &'static mut [u8],
+        chunk_bytes: &'static mut [u8],
+        chunk_map: &'static [AtomicU32],
         publisher: SlotPublisher,
     ) -> Result<Self, PoolError> {
-        let pool = RingPool::in_shared(cfg.ring_size, ring_bytes)?;
+        let shape = cfg.pool_shape();
+        let mut pool = RingPool::in_shared(shape.chunk_size, shape.map_len, chunk_bytes, chunk_map)?;
+        pool.history = cfg.history;
         let mut t = Tracker::new(TrackerConfig {
-            max_rings: 1,
+            chunks: 1,
+            stream_max: cfg.chunk_size,
             ..cfg.clone()
         })?;
         t.cfg = cfg;
@@ -282,6 +334,7 @@ impl Tracker {
             self.held_rings.reserve(n);
             self.ring_written = vec![0; self.pool.capacity()];
         }
+        self.pool.passed = if on { self.passed } else { u64::MAX };
     }
 
     /// The most heap bytes a tracker with these settings uses, by part. Nothing the tracker
@@ -297,14 +350,14 @@ impl Tracker {
                 0
             };
         let ring_marks = if lossless {
-            cfg.max_rings.saturating_mul(size_of::<u64>())
+            cfg.chunks.saturating_mul(size_of::<u64>())
         } else {
             0
         };
         TrackerMemory {
             flows: FlowTable::<Conn>::memory_bound(slots, cfg.max_flows)
                 .saturating_add(slots.saturating_mul(queues)),
-            rings: RingPool::memory_bound(cfg.ring_size, cfg.max_rings, private_rings)
+            rings: RingPool::memory_bound(&cfg.pool_shape(), private_rings)
                 .saturating_add(ring_marks),
             // TIMEOUT and CONN_END on both sides for each connection one call ends, plus a
             // segment's own; the vector doubles as it fills.
@@ -321,6 +374,9 @@ impl Tracker {
     /// before a packet) would free slots whose `CONN_END` no analyzer had read yet.
     pub fn set_passed(&mut self, pseq: u64) {
         self.passed = pseq.min(self.pseq);
+        if self.lossless {
+            self.pool.passed = self.passed;
+        }
     }
 
     /// Changes which events are built (analyzers subscribe and unsubscribe as it runs).
@@ -352,6 +408,11 @@ impl Tracker {
         let free_rings = self.pool.capacity() - self.pool.in_use();
         let slots_short = free_slots <= 2;
         let rings_short = free_rings <= 2;
+        // Chunks: history analyzers have not passed can be taken back once they have, so
+        // wait for them to pass everything so far when a large segment might not fit.
+        if self.pool.chunks_free() < CHUNKS_SHORT && self.passed < self.pseq {
+            return Some(self.pseq);
+        }
         match (slot_p, ring_p) {
             (Some(a), Some(b)) if slots_short || rings_short => {
                 Some(if rings_short { a.min(b) } else { a })
@@ -382,9 +443,9 @@ impl Tracker {
     /// past them, or evict the gap record that tells them from skipped bytes) that earlier
     /// events announced. 0 when nothing is at stake.
     pub fn discard_needs(&self, seg: &TcpSegment<'_>) -> u64 {
-        let Some(publ) = self.publisher.as_ref() else {
+        if self.publisher.is_none() {
             return 0;
-        };
+        }
         let (key, src_is_lo) = FlowKey::of_packet(
             &seg.src,
             seg.sport,
@@ -398,7 +459,7 @@ impl Tracker {
         let Some(c) = self.table.get(slot) else {
             return 0;
         };
-        let r = self.pool.ring_size() as u64;
+        let r = self.pool.span();
         let snd = c.side_of_lo_sender(src_is_lo);
         let mut need = 0;
         // A stream whose gap list is full evicts its oldest record with the next gap it
@@ -415,7 +476,7 @@ impl Tracker {
         let recv = &c.stack(snd.peer()).recv;
         if let (true, Some(ring)) = (seg.payload_len > 0, recv.ring_index()) {
             if let Some(end) = gaps_full(ring) {
-                need = need.max(publ.announced_by(ring, end));
+                need = need.max(self.pool.announced_by(RingId(ring), end));
             }
         }
         if seg.payload_len > 0 {
@@ -425,7 +486,7 @@ impl Tracker {
             ) {
                 let upto = (o + u64::from(seg.payload_len)).saturating_sub(r);
                 if upto > recv.head() {
-                    need = need.max(publ.announced_by(ring, upto));
+                    need = need.max(self.pool.announced_by(RingId(ring), upto));
                 }
             }
         }
@@ -433,12 +494,12 @@ impl Tracker {
         if seg.flags & ACK != 0 {
             let own = &c.stack(snd).recv;
             if let Some((ring, end)) = own.ring_index().and_then(|r| Some((r, gaps_full(r)?))) {
-                need = need.max(publ.announced_by(ring, end));
+                need = need.max(self.pool.announced_by(RingId(ring), end));
             }
             if let (Some(ring), Some(a)) = (own.ring_index(), own.seq_to_offset(seg.ack)) {
                 let upto = a.saturating_sub(r);
                 if upto > own.head() {
-                    need = need.max(publ.announced_by(ring, upto));
+                    need = need.max(self.pool.announced_by(RingId(ring), upto));
                 }
             }
         }
@@ -636,8 +697,51 @@ impl Tracker {
 
     fn next_call(&mut self) {
         self.pseq += 1;
+        self.pool.pseq = self.pseq;
         if let Some(p) = self.publisher.as_mut() {
             p.pseq = self.pseq;
+        }
+    }
+
+    /// The pool is (nearly) empty: takes back the in-order bytes of the least recently active
+    /// sides (all of them, or in lossless mode those every analyzer has passed), never their
+    /// out-of-order bytes and never the current connection's, until `need` chunks and a buffer
+    /// are free or [`RECLAIM_SCAN`] sides have been looked at. Each side it takes from is
+    /// published before the current connection, so analyzers see its new head.
+    #[cold]
+    fn make_room(&mut self, current: u32, need: usize) {
+        let all = !self.lossless;
+        let mut at = self.pool.lru_first();
+        let mut looked = 0;
+        while let Some(id) = at {
+            if looked == RECLAIM_SCAN
+                || (self.pool.can_take(need) && self.pool.in_use() < self.pool.capacity())
+            {
+                break;
+            }
+            looked += 1;
+            at = self.pool.lru_next(id);
+            let owner = self.pool.owner(id);
+            let (slot, side) = (owner / 2, owner % 2);
+            if owner == u32::MAX || slot == current {
+                continue;
+            }
+            let Some(conn) = self.table.get_mut(slot) else {
+                continue;
+            };
+            let side = if side == 0 { Side::Cli } else { Side::Svr };
+            let recv = &mut conn.stack_mut(side).recv;
+            if recv.ring_index() != Some(id.0) {
+                continue;
+            }
+            let head0 = recv.head();
+            let freed = recv.reclaim(&mut self.pool, all);
+            if freed == 0 && recv.head() == head0 {
+                continue;
+            }
+            self.stats.reclaimed_chunks += freed as u64;
+            self.stats.reclaimed_bytes += recv.head() - head0;
+            self.publish(slot, None);
         }
     }
 
@@ -1024,6 +1128,14 @@ impl Tracker {
         }
 
         // --- Receiver side: the payload lands in the receiver's stream, then its state moves.
+        if seg.payload_len > 0 {
+            // Chunks for the payload: a segment spans at most this many, two partial ones
+            // included.
+            let need = seg.payload.len() / self.pool.chunk_size() + 2;
+            if !self.pool.can_take(need) || self.pool.in_use() == self.pool.capacity() {
+                self.make_room(slot, need);
+            }
+        }
         let conn = self.table.get_mut(slot).expect("live slot");
         let mut outcome = InsertOutcome::default();
         // Where the segment's first byte lands in the stream (for ERROR offsets).
@@ -1047,8 +1159,9 @@ impl Tracker {
                     seg.payload_len,
                     self.cfg.overlap,
                 );
-                if mark_ring {
-                    if let Some(r) = recv.ring_index() {
+                if let Some(r) = recv.ring_index() {
+                    self.pool.touch(RingId(r), slot * 2 + rcv.index() as u32);
+                    if mark_ring {
                         self.ring_written[r as usize] = self.pseq;
                     }
                 }
@@ -1192,7 +1305,13 @@ impl Tracker {
         for (kind, offset, len) in errors.into_iter().flatten() {
             match kind {
                 ErrorKind::Conflict => self.stats.conflicts += 1,
-                ErrorKind::Overflow | ErrorKind::Dropped => self.stats.overflow_bytes += len,
+                ErrorKind::Overflow => self.stats.overflow_bytes += len,
+                ErrorKind::Dropped => {
+                    self.stats.overflow_bytes += len;
+                    if o.pool_empty {
+                        self.stats.pool_empty_bytes += len;
+                    }
+                }
                 ErrorKind::Gap | ErrorKind::SnapTruncated => self.stats.gap_bytes += len,
             }
             let ev = EventKind::Error { kind, offset, len };

@@ -31,7 +31,7 @@ use shm_layout::{EventMask, Hook, Side, TcpState};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
@@ -39,15 +39,20 @@ const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000_000_000;
 const CISN: u32 = 1_000;
 const SISN: u32 = 700_000;
+/// A side's span: four chunks.
 const RING: u64 = 4096;
+const CHUNK: u64 = 1024;
 
 // ---------------------------------------------------------------------------------------------
 // The main region and an analyzer's view of it.
 
-fn config(rings: u64, slots: u64, pktlog_entries: u64) -> ConfigInfo {
+/// `chunks` chunks of [`CHUNK`] bytes, and as many stream buffers.
+fn config(chunks: u64, slots: u64, pktlog_entries: u64) -> ConfigInfo {
     ConfigInfo {
-        ring_size: RING,
-        rings_per_worker: rings,
+        chunk_size: CHUNK,
+        buffers_per_worker: chunks,
+        chunks_per_worker: chunks,
+        chunk_map_len: RING / CHUNK,
         slots_per_worker: slots,
         pktlog_entries,
         pktlog_bytes: 64 * 1024,
@@ -110,7 +115,7 @@ impl Reader {
         self.map
             .slice(
                 self.w.ring_meta_off as usize,
-                self.cfg.rings_per_worker as usize,
+                self.cfg.buffers_per_worker as usize,
             )
             .expect("metas")
     }
@@ -151,18 +156,32 @@ impl Reader {
         (snap.data, meta)
     }
 
-    /// `len` bytes of stream offset `offset` in ring `ring`, where an analyzer finds them.
+    /// `len` bytes of stream offset `offset` of the side using buffer `ring`, where an
+    /// analyzer finds them: through the buffer's chunk map.
     fn ring_bytes(&self, ring: u32, offset: u64, len: usize) -> Vec<u8> {
-        let rs = self.cfg.ring_size;
-        let base = self.w.rings_off + u64::from(ring) * rs;
+        let (cs, ml) = (self.cfg.chunk_size, self.cfg.chunk_map_len);
+        let map: &[AtomicU32] = self
+            .map
+            .slice(
+                (self.w.chunk_map_off + u64::from(ring) * ml * 4) as usize,
+                ml as usize,
+            )
+            .expect("chunk map");
         let mut out = vec![0u8; len];
         let mut done = 0;
         while done < len {
-            let pos = (offset + done as u64) % rs;
-            let n = (len - done).min((rs - pos) as usize);
+            let o = offset + done as u64;
+            let chunk = map[((o / cs) % ml) as usize].load(Ordering::Acquire);
+            assert!(
+                u64::from(chunk) < self.cfg.chunks_per_worker,
+                "offset {o} of buffer {ring} has no chunk ({chunk:#x})"
+            );
+            let pos = o % cs;
+            let n = (len - done).min((cs - pos) as usize);
+            let at = self.w.chunks_off + u64::from(chunk) * cs + pos;
             assert!(self
                 .map
-                .read_bytes((base + pos) as usize, &mut out[done..done + n]));
+                .read_bytes(at as usize, &mut out[done..done + n]));
             done += n;
         }
         out
@@ -185,8 +204,9 @@ impl PubSim {
     fn new(tcfg: TrackerConfig, rings: u64) -> Self {
         let cfg = config(rings, tcfg.max_flows as u64 + 2, 64);
         let (region, part) = main_region(&cfg);
-        let publisher = SlotPublisher::new(part.slots, part.metas, part.tunnels, RING as usize);
-        let tr = Tracker::with_publisher(tcfg, part.ring_bytes, publisher).expect("tracker");
+        let publisher = SlotPublisher::new(part.slots, part.metas, part.tunnels);
+        let tr = Tracker::with_publisher(tcfg, part.chunk_bytes, part.chunk_map, publisher)
+            .expect("tracker");
         PubSim {
             tr,
             rd: Reader::new(&region),
@@ -295,7 +315,8 @@ fn tracker_cfg(max_flows: usize, linger_ns: u64) -> TrackerConfig {
     TrackerConfig {
         max_flows,
         linger_ns,
-        ring_size: RING as usize,
+        chunk_size: CHUNK as usize,
+        stream_max: RING as usize,
         ..TrackerConfig::default()
     }
 }
@@ -457,7 +478,8 @@ fn v4_connection_is_published_at_every_step() {
     cv.c2s(&mut s, ACK, CISN + 3101, SISN + 301, &b);
     let d = s.check(h);
     let svr = d.sides[1];
-    assert_eq!((svr.head, svr.tail), (6100 - RING, 6100));
+    // The head moves to the chunk boundary that keeps the newest byte within a span of it.
+    assert_eq!((svr.head, svr.tail), ((6100 - RING).div_ceil(CHUNK) * CHUNK, 6100));
     assert_eq!(s.rd.ring_bytes(svr.ring, 3100, 3000), b);
     assert_eq!(
         s.rd.ring_bytes(svr.ring, svr.head, 3100 - svr.head as usize),

@@ -46,7 +46,9 @@ const ESTABLISHED: u8 = 4;
 #[derive(Clone, Debug)]
 struct Setup {
     max_flows: usize,
+    /// A side's most bytes (`stream_max`), in four chunks.
     ring_size: usize,
+    /// Chunks (and so buffers) in the pool.
     max_rings: usize,
     midstream: bool,
     linger_ns: u64,
@@ -63,8 +65,9 @@ impl Setup {
             max_flows: self.max_flows,
             idle_timeout_ns: self.idle_ns,
             linger_ns: self.linger_ns,
-            ring_size: self.ring_size,
-            max_rings: self.max_rings,
+            chunk_size: self.ring_size / 4,
+            stream_max: self.ring_size,
+            chunks: self.max_rings,
             track_midstream: self.midstream,
             // Every event (the default mask).
             ..TrackerConfig::default()
@@ -522,7 +525,8 @@ fn initial_states(side: usize, guessed: bool) -> &'static [u8] {
 
 /// A stream's invariants, and a read from its head to its tail.
 fn check_stream(pool: &RingPool, st: &Stream, key: u8, buf: &mut [u8]) -> Result<(), String> {
-    let (head, tail, r) = (st.head(), st.tail(), pool.ring_size() as u64);
+    let (head, tail, r) = (st.head(), st.tail(), pool.span());
+    let limit = (head & !(pool.chunk_size() as u64 - 1)) + r;
     if head > tail {
         return Err("head > tail".into());
     }
@@ -533,12 +537,12 @@ fn check_stream(pool: &RingPool, st: &Stream, key: u8, buf: &mut [u8]) -> Result
         return Err("no ring but head != tail".into());
     }
     if tail - head > r {
-        return Err("tail beyond head + ring size".into());
+        return Err("tail beyond head + span".into());
     }
     let mut prev_end = tail;
     for (start, len) in st.fragments(pool) {
         let end = start + u64::from(len);
-        if len == 0 || start <= prev_end || end > head + r {
+        if len == 0 || start <= prev_end || end > limit {
             return Err(format!("bad fragment {start}+{len}"));
         }
         prev_end = end;

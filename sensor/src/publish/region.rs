@@ -17,6 +17,7 @@ use shm_layout::plan::{EventPlan, MainPlan, PAGE_LEN};
 use shm_layout::region::Mapping;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
 /// Whether to back the main region with hugepages.
@@ -54,12 +55,14 @@ pub struct WorkerParts {
     pub index: usize,
     /// Its flow slots.
     pub slots: &'static [FlowSlot],
-    /// Its ring metadata.
+    /// Its stream buffers' metadata.
     pub metas: &'static [RingMetaSlot],
     /// Its flow slots' tunnel records.
     pub tunnels: &'static [TunnelSlot],
-    /// Its stream rings' bytes.
-    pub ring_bytes: &'static mut [u8],
+    /// Its stream chunks' bytes.
+    pub chunk_bytes: &'static mut [u8],
+    /// Its stream buffers' chunk maps.
+    pub chunk_map: &'static [AtomicU32],
     /// Its packet log.
     pub pktlog: PktLogWriter<'static>,
     /// Its offsets and counters in the header.
@@ -186,7 +189,8 @@ pub fn create_main(
             let info = &mut h.workers[i];
             info.slots_off = w.slots_off;
             info.ring_meta_off = w.ring_meta_off;
-            info.rings_off = w.rings_off;
+            info.chunk_map_off = w.chunk_map_off;
+            info.chunks_off = w.chunks_off;
             info.pktlog_off = w.pktlog_off;
         }
     }
@@ -205,10 +209,10 @@ pub fn create_main(
     for w in &plan.workers {
         let rings = map
             .take_bytes(
-                w.rings_off as usize,
-                (cfg.rings_per_worker * cfg.ring_size) as usize,
+                w.chunks_off as usize,
+                (cfg.chunks_per_worker * cfg.chunk_size) as usize,
             )
-            .ok_or_else(|| anyhow::anyhow!("ring bytes outside the region"))?;
+            .ok_or_else(|| anyhow::anyhow!("stream chunks outside the region"))?;
         let log_bytes = map
             .take_bytes(w.pktlog_bytes_off as usize, cfg.pktlog_bytes as usize)
             .ok_or_else(|| anyhow::anyhow!("packet log outside the region"))?;
@@ -222,7 +226,13 @@ pub fn create_main(
             .slice::<FlowSlot>(w.slots_off as usize, cfg.slots_per_worker as usize)
             .ok_or_else(bad)?;
         let metas = map
-            .slice::<RingMetaSlot>(w.ring_meta_off as usize, cfg.rings_per_worker as usize)
+            .slice::<RingMetaSlot>(w.ring_meta_off as usize, cfg.buffers_per_worker as usize)
+            .ok_or_else(bad)?;
+        let chunk_map = map
+            .slice::<AtomicU32>(
+                w.chunk_map_off as usize,
+                (cfg.buffers_per_worker * cfg.chunk_map_len) as usize,
+            )
             .ok_or_else(bad)?;
         let tunnels = map
             .slice::<TunnelSlot>(w.tunnels_off as usize, cfg.slots_per_worker as usize)
@@ -243,7 +253,8 @@ pub fn create_main(
             slots,
             metas,
             tunnels,
-            ring_bytes: rings,
+            chunk_bytes: rings,
+            chunk_map,
             pktlog,
             info: &header.workers[i],
         });

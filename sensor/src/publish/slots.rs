@@ -1,5 +1,5 @@
-//! Flow slots: each connection's state, published under its slot's seqlock, and the
-//! checkpoints that tell lossless mode which events announced a ring's bytes.
+//! Flow slots: each connection's state, published under its slot's seqlock, with its stream
+//! buffers' metadata.
 
 use crate::event::EndReason;
 use crate::parse::{Tunnel, TunnelId};
@@ -27,28 +27,12 @@ const LAST_NS_WORD: usize = offset_of!(FlowData, last_ns) / 8;
 // `publish` reads the previous generation and flags from the slot's first word.
 const _: () = assert!(offset_of!(FlowData, generation) == 0 && offset_of!(FlowData, flags) == 4);
 
-/// How many tail checkpoints each ring keeps: bytes are announced in quarters of the ring.
-const CKPTS: usize = 4;
-
-/// When (publication sequence) a ring's tail crossed each of its last quarter marks.
-#[derive(Clone, Copy, Default)]
-struct Checkpoints {
-    /// `(tail, pseq)` of the last crossing of each quarter mark, by quarter number mod 4.
-    at: [(u64, u64); CKPTS],
-    /// The highest quarter number crossed.
-    quarter: u64,
-    /// The publication sequence of the latest tail move.
-    last_pseq: u64,
-}
-
 /// Writes one worker's flow slots and ring metadata.
 #[derive(Debug)]
 pub struct SlotPublisher {
     slots: &'static [FlowSlot],
     metas: &'static [RingMetaSlot],
     tunnels: &'static [TunnelSlot],
-    ckpt: Vec<Checkpoints>,
-    quarter_bytes: u64,
     /// The slot whose write section is open, if any.
     open: Option<u32>,
     /// The publication sequence of the call in progress (set by the tracker).
@@ -57,40 +41,24 @@ pub struct SlotPublisher {
     pub pkt_ref: u64,
 }
 
-impl std::fmt::Debug for Checkpoints {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Checkpoints")
-            .field("quarter", &self.quarter)
-            .finish()
-    }
-}
-
 impl SlotPublisher {
     /// A publisher over a worker's slots, their tunnel records (one per slot, or none) and
-    /// ring metadata (one [`RingMetaSlot`] per ring of `ring_size` bytes).
+    /// stream buffers' metadata (one [`RingMetaSlot`] per buffer).
     pub fn new(
         slots: &'static [FlowSlot],
         metas: &'static [RingMetaSlot],
         tunnels: &'static [TunnelSlot],
-        ring_size: usize,
     ) -> Self {
         SlotPublisher {
             slots,
             metas,
             tunnels,
-            ckpt: vec![Checkpoints::default(); metas.len()],
-            quarter_bytes: (ring_size as u64 / CKPTS as u64).max(1),
             open: None,
             pseq: 0,
             pkt_ref: NO_PKT,
         }
     }
 
-    /// The heap bytes of a publisher over `rings` rings (the slots and ring metadata
-    /// themselves are in the shared region).
-    pub fn memory_bound(rings: usize) -> usize {
-        rings.saturating_mul(core::mem::size_of::<Checkpoints>())
-    }
 
     /// Slots published.
     pub fn capacity(&self) -> usize {
@@ -212,18 +180,6 @@ impl SlotPublisher {
                 NO_PKT
             };
             if sd.ring != NO_RING {
-                let prev_ring = s.words[side_word(i, offset_of!(SideData, ring))]
-                    .load(Ordering::Relaxed) as u32;
-                if !same_flow || prev_ring != sd.ring {
-                    self.reset_ring(sd.ring);
-                    self.note_tail(sd.ring, sd.tail);
-                } else {
-                    let prev_tail =
-                        s.words[side_word(i, offset_of!(SideData, tail))].load(Ordering::Relaxed);
-                    if sd.tail > prev_tail {
-                        self.note_tail(sd.ring, sd.tail);
-                    }
-                }
                 if let Some(m) = self.metas.get(sd.ring as usize) {
                     ring_meta(pool, RingId(sd.ring)).store_prefix(&m.words);
                 }
@@ -264,39 +220,6 @@ impl SlotPublisher {
         d.store(&s.words);
         s.stamp.end_write();
         self.open = None;
-    }
-
-    fn note_tail(&mut self, ring: u32, tail: u64) {
-        let Some(c) = self.ckpt.get_mut(ring as usize) else {
-            return;
-        };
-        let q = tail / self.quarter_bytes;
-        if q > c.quarter {
-            c.at[(q % CKPTS as u64) as usize] = (tail, self.pseq);
-            c.quarter = q;
-        }
-        c.last_pseq = self.pseq;
-    }
-
-    /// A ring was handed to a new stream: forget its old checkpoints.
-    pub fn reset_ring(&mut self, ring: u32) {
-        if let Some(c) = self.ckpt.get_mut(ring as usize) {
-            *c = Checkpoints::default();
-        }
-    }
-
-    /// The publication sequence by which every byte of `ring` below stream offset `upto` had
-    /// been announced (its `CONN_NEW_DATA` raised): once every analyzer has passed it, those
-    /// bytes may be discarded.
-    pub fn announced_by(&self, ring: u32, upto: u64) -> u64 {
-        let Some(c) = self.ckpt.get(ring as usize) else {
-            return 0;
-        };
-        c.at.iter()
-            .filter(|(tail, p)| *tail >= upto && *p > 0)
-            .map(|&(_, p)| p)
-            .min()
-            .unwrap_or(c.last_pseq)
     }
 }
 

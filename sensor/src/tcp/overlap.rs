@@ -101,7 +101,7 @@ mod tests {
     /// The outcome of sending `segments` (offset, bytes) in order: the whole stream, which the
     /// last segment must complete, and each segment's conflict span.
     fn send(policy: OverlapPolicy, segments: &[(u64, &[u8])]) -> (String, Vec<Option<(u64, u32)>>) {
-        let mut pool = RingPool::new(1024, 1).unwrap();
+        let mut pool = RingPool::for_tests(1024, 1);
         let mut s = Stream::new();
         s.anchor(ISN1);
         let mut conflicts = Vec::new();

@@ -1,4 +1,4 @@
-//! Reassembly of one endpoint's receive stream into a ring from the [`RingPool`].
+//! Reassembly of one endpoint's receive stream into chunks from the [`RingPool`].
 //!
 //! A [`Stream`] is one side's receive buffer, as in mOS: the client side's stream holds what
 //! the server sent. Bytes are addressed by 64-bit stream offsets; offset 0 is the byte at the
@@ -6,7 +6,7 @@
 //! offsets never wrap even for streams of many GiB.
 
 use super::overlap::OverlapPolicy;
-use super::ring_pool::{Fragment, Gap, GapKind, RingId, RingMeta, RingPool, MAX_FRAGMENTS};
+use super::ring_pool::{Fragment, Gap, GapKind, RingId, RingMeta, RingPool, MAX_FRAGMENTS, NO_CHUNK};
 use super::seq::SeqNum;
 
 /// An acknowledgment more than this many bytes ahead of the tail is taken for garbage and
@@ -24,11 +24,12 @@ pub struct InsertOutcome {
     /// Bytes already held differ from this segment's: the span `(offset, len)` from the first
     /// to the last differing byte, whichever copy the overlap policy kept.
     pub conflict: Option<(u64, u32)>,
-    /// The ring had to move past bytes not yet received (a segment more than one ring ahead
-    /// of the tail); they, and any fragments among them, are lost.
+    /// The stream had to move its head past bytes not yet received (a segment more than a
+    /// side's span, [`RingPool::span`], ahead of the head); they, and any fragments among
+    /// them, are lost.
     pub overflow: Option<Gap>,
-    /// Bytes not stored: the pool had no ring, or a new out-of-order island would have
-    /// exceeded [`MAX_FRAGMENTS`]. The tail did not pass them: a retransmission can still
+    /// Bytes not stored: the pool had no buffer or chunk for them, or a new out-of-order island
+    /// would have exceeded [`MAX_FRAGMENTS`]. The tail did not pass them: a retransmission can still
     /// bring them, or an ack skips them as a gap.
     pub dropped_bytes: u32,
     /// Bytes the snap length cut that were recorded as a gap at the tail right away.
@@ -65,14 +66,19 @@ pub enum ReadChunk {
 
 /// One endpoint's receive stream.
 ///
-/// Invariants (`r` is the pool's ring size):
-/// - `head <= tail`. `[head, tail)` is the in-order part of the stream still in the ring: the
-///   byte at offset `o` lives at ring position `o % r`; recorded gaps within it hold no data.
-/// - Out-of-order fragments (in the ring's [`RingMeta`]) lie in `(tail, head + r)`; they are
+/// Invariants (`c` is the pool's chunk size, `limit` is `head` rounded down to a chunk plus
+/// the pool's span, [`RingPool::span`]):
+/// - `head <= tail`. `[head, tail)` is the in-order part of the stream still held: the byte at
+///   offset `o` lives in the chunk the buffer's map gives for index `o / c`, at position
+///   `o % c`; recorded gaps within it hold no data (and may have no chunk).
+/// - Out-of-order fragments (in the buffer's [`RingMeta`]) lie in `(tail, limit)`; they are
 ///   sorted, disjoint, and not adjacent to each other or to the tail.
-/// - `tail <= head + r`: moving the tail or storing a byte beyond the window moves `head`,
-///   overwriting the oldest bytes.
-/// - Without a ring nothing is held and `head == tail`.
+/// - Every chunk the buffer holds has an index in `[head / c, limit / c)`, so map entries
+///   never collide. Storing a byte at or beyond `limit` first moves `head` forward (to a chunk
+///   boundary), giving back the oldest chunks.
+/// - Chunks wholly below `tail - history` go back to the pool once every analyzer has passed
+///   the events that announced their bytes ([`RingPool::passed`]); `head` moves past them.
+/// - Without a buffer nothing is held and `head == tail`.
 /// - A byte before the tail is never rewritten while it is in the window. A held out-of-order
 ///   byte is rewritten only when the [`OverlapPolicy`] lets a new segment win over its island
 ///   (never under [`OverlapPolicy::First`]).
@@ -84,7 +90,8 @@ pub struct Stream {
     lost: u64,
     /// Sequence number of offset 0.
     base: u32,
-    /// A [`RingId`], or `NO_RING`; a bare `u32` keeps the stream at 40 bytes.
+    /// A [`RingId`] (the stream's buffer), or `NO_RING`; a bare `u32` keeps the stream at 40
+    /// bytes.
     ring: u32,
     anchored: bool,
     /// The highest offset the receiver has acknowledged: holes below it were sent and are
@@ -293,7 +300,138 @@ impl Stream {
             + out.gap.map_or(0, |g| g.len);
         out.new_bytes = self.tail - tail0 - skipped;
         out.conflict = span.map(|(lo, hi): (u64, u64)| (lo, (hi - lo) as u32));
+        self.settle(pool, tail0);
         out
+    }
+
+    /// One past the last offset the stream can hold without moving its head.
+    #[inline]
+    fn limit(&self, pool: &RingPool) -> u64 {
+        (self.head & !(pool.chunk_size() as u64 - 1)) + pool.span()
+    }
+
+    /// Moves the head forward to `new_head` (never back), giving back the chunks wholly
+    /// below it.
+    fn advance_head(&mut self, pool: &mut RingPool, new_head: u64) {
+        if new_head <= self.head {
+            return;
+        }
+        if let Some(id) = self.ring_id() {
+            let from = pool.index_of(self.head);
+            let to = pool.index_of(new_head);
+            let map_len = pool.shape().map_len as u64;
+            // Held chunks lie within `map_len` indices of the old head's.
+            for idx in from.max(to.saturating_sub(map_len))..to.min(from + map_len) {
+                pool.release_chunk(id, idx);
+            }
+        }
+        self.head = new_head;
+    }
+
+    /// After a call that may have moved the tail from `tail0`: marks the chunks it filled as
+    /// announced by this call, and gives back the history analyzers are done with.
+    fn settle(&mut self, pool: &mut RingPool, tail0: u64) {
+        let Some(id) = self.ring_id() else {
+            return;
+        };
+        if self.tail > tail0 {
+            pool.note_tail_move(id);
+            let map_len = pool.shape().map_len as u64;
+            let first = pool.index_of(tail0).max(pool.index_of(self.head));
+            let end = pool.index_of(self.tail).min(first + map_len);
+            for idx in first..end {
+                pool.mark_done(id, idx);
+            }
+        }
+        self.trim(pool);
+    }
+
+    /// Gives back the chunks wholly below `tail - history` whose bytes every analyzer has
+    /// passed, oldest first, moving the head past them.
+    pub fn trim(&mut self, pool: &mut RingPool) {
+        let Some(id) = self.ring_id() else {
+            return;
+        };
+        let keep_from = self.tail.saturating_sub(pool.history);
+        let stop = pool.index_of(keep_from);
+        let mut idx = pool.index_of(self.head);
+        if idx >= stop {
+            return;
+        }
+        let last_held = idx + pool.shape().map_len as u64;
+        let shift = pool.chunk_size().trailing_zeros();
+        while idx < stop {
+            if idx >= last_held {
+                // Nothing is held this far up: the rest below `stop` was skipped.
+                idx = stop;
+                break;
+            }
+            if pool.map_entry(id, idx) != NO_CHUNK {
+                match pool.done_at(id, idx) {
+                    Some(p) if p <= pool.passed => pool.release_chunk(id, idx),
+                    _ => break,
+                }
+            }
+            idx += 1;
+        }
+        self.head = self.head.max(idx << shift);
+    }
+
+    /// Gives back what the pool may take from this stream when it runs empty: its in-order
+    /// bytes (all of them with `all`, else those analyzers have passed) in whole chunks,
+    /// including the tail's own chunk when no out-of-order byte shares it. Out-of-order bytes
+    /// are never taken. Returns the number of chunks given back; with none left and no
+    /// fragment, the buffer goes back too.
+    pub fn reclaim(&mut self, pool: &mut RingPool, all: bool) -> usize {
+        let Some(id) = self.ring_id() else {
+            return 0;
+        };
+        let before = pool.chunks_held(id);
+        let shift = pool.chunk_size().trailing_zeros();
+        let tail_idx = pool.index_of(self.tail);
+        let mut idx = pool.index_of(self.head);
+        let last_held = idx + pool.shape().map_len as u64;
+        let passed = |pool: &RingPool, idx: u64| {
+            all || pool
+                .done_at(id, idx)
+                .unwrap_or_else(|| pool.last_tail_pseq(id))
+                <= pool.passed
+        };
+        while idx < tail_idx && idx < last_held {
+            if pool.map_entry(id, idx) != NO_CHUNK {
+                if !passed(pool, idx) {
+                    break;
+                }
+                pool.release_chunk(id, idx);
+            }
+            idx += 1;
+        }
+        let mut new_head = if idx >= tail_idx || idx >= last_held {
+            self.head.max(tail_idx << shift).min(self.tail)
+        } else {
+            self.head.max(idx << shift)
+        };
+        // The tail's chunk, when no fragment lies in it.
+        let tail_chunk_end = (tail_idx + 1) << shift;
+        let frag_in_tail_chunk = pool
+            .meta(id)
+            .fragments()
+            .first()
+            .is_some_and(|f| f.start < tail_chunk_end);
+        if new_head >= tail_idx << shift
+            && !frag_in_tail_chunk
+            && pool.map_entry(id, tail_idx) != NO_CHUNK
+            && passed(pool, tail_idx)
+        {
+            pool.release_chunk(id, tail_idx);
+            new_head = self.tail;
+        }
+        self.head = new_head;
+        let freed = before - pool.chunks_held(id);
+        if pool.chunks_held(id) == 0 && pool.meta(id).fragments().is_empty() {
+            self.release(pool);
+        }
+        freed
     }
 
     /// Stores `data` (at offset `s`, `s >= 0`, non-empty); see [`Stream::insert`].
@@ -306,15 +444,13 @@ impl Stream {
         out: &mut InsertOutcome,
         span: &mut Option<(u64, u64)>,
     ) {
-        let r = pool.ring_size() as u64;
         let tail0 = self.tail;
         let e = s + data.len() as u64;
         if s < tail0 {
             out.rexmit = true;
             if let Some(id) = self.ring_id() {
-                let (ring, meta) = pool.ring(id);
-                let lo = s.max(self.head).max(meta.unknown_below());
-                compare_held(ring, meta, s, data, lo, e.min(tail0), span);
+                let lo = s.max(self.head).max(pool.meta(id).unknown_below());
+                compare_held(pool, id, s, data, lo, e.min(tail0), span);
             }
             if e <= tail0 {
                 return;
@@ -345,12 +481,12 @@ impl Stream {
             out.dropped_bytes += new_len;
             return;
         }
-        let (ring, meta) = pool.ring_mut(id);
-        if e > self.head + r {
-            let new_head = e - r;
+        if e > self.limit(pool) {
+            let c = pool.chunk_size() as u64;
+            let new_head = (e - pool.span()).div_ceil(c) * c;
             if new_head > self.tail {
-                // The segment's own bytes below the new head were received, then overwritten
-                // (it is longer than the ring): an overrun, not a gap.
+                // The segment's own bytes below the new head were received, then given back
+                // (it is longer than a side's span): an overrun, not a gap.
                 let gap_end = new_head.min(s_new);
                 if gap_end > self.tail {
                     let gap = Gap {
@@ -358,11 +494,12 @@ impl Stream {
                         len: gap_end - self.tail,
                         kind: GapKind::Overflow,
                     };
-                    meta.push_gap(gap);
+                    pool.meta_mut(id).push_gap(gap);
                     self.lost += gap.len;
                     out.overflow = Some(gap);
                 }
                 self.tail = new_head;
+                let meta = pool.meta_mut(id);
                 let mut k = 0;
                 while let Some(f) = meta.fragments().get(k).filter(|f| f.start <= self.tail) {
                     self.tail = self.tail.max(f.end());
@@ -370,36 +507,48 @@ impl Stream {
                 }
                 meta.replace_fragments(0..k, None);
             }
-            self.head = new_head;
+            self.advance_head(pool, new_head);
         }
-        // Below `head` now only if the segment is longer than the ring: its own later bytes
-        // overwrite those.
+        // Below `head` now only if the segment is longer than a span: its own later bytes
+        // take their place.
         let mut o = s_new.max(self.head);
         if o < self.tail {
             // Bytes of fragments the overflow just joined to the tail.
             let hi = e.min(self.tail);
             out.rexmit = true;
-            compare_held(ring, meta, s, data, o, hi, span);
+            compare_held(pool, id, s, data, o, hi, span);
             o = hi;
         }
         if o >= e {
             return;
         }
-        let frags = meta.fragments();
+        // Every chunk the new bytes need, or none of them are stored.
+        let missing = (pool.index_of(o)..=pool.index_of(e - 1))
+            .filter(|&idx| pool.map_entry(id, idx) == NO_CHUNK)
+            .count();
+        if !pool.can_take(missing) {
+            out.dropped_bytes += (e - o) as u32;
+            out.pool_empty = true;
+            return;
+        }
+        let frags = pool.meta(id).fragments();
         let first = frags.partition_point(|f| f.end() < o);
         let mut last = first;
         let (mut island_start, mut island_end, mut pos) = (o, e, o);
-        while let Some(f) = frags.get(last).filter(|f| f.start <= e) {
+        while let Some(f) = pool.meta(id).fragments().get(last).copied() {
+            if f.start > e {
+                break;
+            }
             if pos < f.start {
-                write_ring(ring, pos, &data[(pos - s) as usize..(f.start - s) as usize]);
+                write_chunks(pool, id, pos, &data[(pos - s) as usize..(f.start - s) as usize]);
             }
             let (lo, hi) = (pos.max(f.start), e.min(f.end()));
             if lo < hi {
                 out.rexmit = true;
                 let new = &data[(lo - s) as usize..(hi - s) as usize];
-                compare_bytes(ring, lo, new, span);
+                compare_bytes(pool, id, lo, new, span);
                 if policy.new_wins(s, e, f.start, f.end()) {
-                    write_ring(ring, lo, new);
+                    write_chunks(pool, id, lo, new);
                 }
             }
             island_start = island_start.min(f.start);
@@ -408,8 +557,9 @@ impl Stream {
             last += 1;
         }
         if pos < e {
-            write_ring(ring, pos, &data[(pos - s) as usize..]);
+            write_chunks(pool, id, pos, &data[(pos - s) as usize..]);
         }
+        let meta = pool.meta_mut(id);
         if island_start <= self.tail {
             meta.replace_fragments(first..last, None);
             self.tail = island_end;
@@ -438,7 +588,12 @@ impl Stream {
             return None;
         }
         self.acked = self.acked.max(self.tail + rel as u64);
-        self.skip_acked_holes(pool)
+        let tail0 = self.tail;
+        let g = self.skip_acked_holes(pool);
+        if self.tail > tail0 {
+            self.settle(pool, tail0);
+        }
+        g
     }
 
     /// Skips the holes the receiver has acknowledged that lie before held bytes: a hole is
@@ -495,8 +650,7 @@ impl Stream {
             self.ring = id.0;
             self.head = self.tail;
         }
-        let r = pool.ring_size() as u64;
-        let meta = pool.ring_mut(id).1;
+        let meta = pool.meta_mut(id);
         let mut total = 0;
         let mut k = 0;
         loop {
@@ -525,8 +679,10 @@ impl Stream {
         }
         meta.replace_fragments(0..k, None);
         self.lost += total;
-        if self.tail > self.head + r {
-            self.head = self.tail - r;
+        if self.tail > self.limit(pool) {
+            let c = pool.chunk_size() as u64;
+            let new_head = ((self.tail - pool.span()).div_ceil(c) * c).min(self.tail);
+            self.advance_head(pool, new_head);
         }
         (total > 0).then_some(Gap {
             offset: first,
@@ -539,7 +695,7 @@ impl Stream {
     /// copies bytes from `[offset, min(tail, next gap))`, at most `buf.len()`.
     ///
     /// A gap whose record was evicted from the bounded list is reported as an `Overrun` that
-    /// covers it and the bytes before it: the ring can no longer tell them apart.
+    /// covers it and the bytes before it: the stream can no longer tell them apart.
     pub fn read(&self, pool: &RingPool, offset: u64, buf: &mut [u8]) -> ReadChunk {
         if offset >= self.tail {
             return ReadChunk::NoData;
@@ -549,7 +705,7 @@ impl Stream {
                 lost: self.head - offset,
             };
         };
-        let (ring, meta) = pool.ring(id);
+        let meta = pool.meta(id);
         let mut limit = self.tail;
         for g in meta.gaps() {
             if g.end() <= offset {
@@ -571,7 +727,7 @@ impl Stream {
             };
         }
         let n = buf.len().min((limit - offset) as usize);
-        read_ring(ring, offset, &mut buf[..n]);
+        read_chunks(pool, id, offset, &mut buf[..n]);
         ReadChunk::Data(n)
     }
 
@@ -582,7 +738,7 @@ impl Stream {
         let Some(id) = self.ring_id() else {
             return 0;
         };
-        let (ring, meta) = pool.ring(id);
+        let meta = pool.meta(id);
         let end = if offset < self.tail {
             match in_order_extent(meta, self.head, self.tail, offset) {
                 Some(end) => end,
@@ -599,11 +755,12 @@ impl Stream {
             }
         };
         let n = buf.len().min((end - offset) as usize);
-        read_ring(ring, offset, &mut buf[..n]);
+        read_chunks(pool, id, offset, &mut buf[..n]);
         n
     }
 
-    /// Returns the ring to the pool (flow end). Counters and offsets stay; nothing is held.
+    /// Returns the buffer and its chunks to the pool (flow end). Counters and offsets stay;
+    /// nothing is held.
     pub fn release(&mut self, pool: &mut RingPool) {
         if let Some(id) = self.ring_id() {
             pool.free(id);
@@ -625,48 +782,69 @@ fn in_order_extent(meta: &RingMeta, head: u64, tail: u64, offset: u64) -> Option
     }
 }
 
-/// The ring positions of offsets `[off, off + len)`, `len <= ring.len()`: one range, or two
-/// when it wraps.
+/// Splits offsets `[off, off + len)` at chunk boundaries: `(chunk index, position in the
+/// chunk, bytes, index into the run)` for each piece.
 #[inline]
-fn ring_split(ring_len: usize, off: u64, len: usize) -> (usize, usize) {
-    let pos = (off & (ring_len as u64 - 1)) as usize;
-    (pos, len.min(ring_len - pos))
+fn pieces(chunk_size: usize, off: u64, len: usize) -> impl Iterator<Item = (u64, usize, usize, usize)> {
+    let shift = chunk_size.trailing_zeros();
+    let mask = chunk_size as u64 - 1;
+    let mut done = 0usize;
+    core::iter::from_fn(move || {
+        (done < len).then(|| {
+            let o = off + done as u64;
+            let pos = (o & mask) as usize;
+            let n = (len - done).min(chunk_size - pos);
+            let item = (o >> shift, pos, n, done);
+            done += n;
+            item
+        })
+    })
 }
 
+/// Writes `data` at stream offsets `[off, ..)` of buffer `id`, taking chunks as needed (the
+/// caller checked that the pool has them).
 #[inline]
-fn write_ring(ring: &mut [u8], off: u64, data: &[u8]) {
-    let (pos, first) = ring_split(ring.len(), off, data.len());
-    ring[pos..pos + first].copy_from_slice(&data[..first]);
-    ring[..data.len() - first].copy_from_slice(&data[first..]);
+fn write_chunks(pool: &mut RingPool, id: RingId, off: u64, data: &[u8]) {
+    for (idx, pos, n, at) in pieces(pool.chunk_size(), off, data.len()) {
+        let Some(c) = pool.chunk_for(id, idx) else {
+            debug_assert!(false, "the caller checked that the pool has the chunks");
+            return;
+        };
+        pool.chunk_mut(c)[pos..pos + n].copy_from_slice(&data[at..at + n]);
+    }
 }
 
+/// Copies the held bytes at stream offsets `[off, off + out.len())` of buffer `id`.
 #[inline]
-fn read_ring(ring: &[u8], off: u64, out: &mut [u8]) {
-    let (pos, first) = ring_split(ring.len(), off, out.len());
-    out[..first].copy_from_slice(&ring[pos..pos + first]);
-    let rest = out.len() - first;
-    out[first..].copy_from_slice(&ring[..rest]);
+fn read_chunks(pool: &RingPool, id: RingId, off: u64, out: &mut [u8]) {
+    for (idx, pos, n, at) in pieces(pool.chunk_size(), off, out.len()) {
+        let c = pool.map_entry(id, idx);
+        if c == NO_CHUNK {
+            debug_assert!(false, "held bytes at chunk index {idx} have no chunk");
+            out[at..at + n].fill(0);
+            continue;
+        }
+        out[at..at + n].copy_from_slice(&pool.chunk(c)[pos..pos + n]);
+    }
 }
 
-/// Compares `data` (the bytes at offsets `[off, off + data.len())`) with the ring, widening
-/// `span` to cover every differing byte.
-fn compare_bytes(ring: &[u8], off: u64, data: &[u8], span: &mut Option<(u64, u64)>) {
-    let (pos, first) = ring_split(ring.len(), off, data.len());
-    let pieces = [
-        (off, &ring[pos..pos + first], &data[..first]),
-        (
-            off + first as u64,
-            &ring[..data.len() - first],
-            &data[first..],
-        ),
-    ];
-    for (at, held, new) in pieces {
+/// Compares `data` (the bytes at offsets `[off, off + data.len())`) with what buffer `id`
+/// holds there, widening `span` to cover every differing byte.
+fn compare_bytes(pool: &RingPool, id: RingId, off: u64, data: &[u8], span: &mut Option<(u64, u64)>) {
+    for (idx, pos, n, at) in pieces(pool.chunk_size(), off, data.len()) {
+        let c = pool.map_entry(id, idx);
+        if c == NO_CHUNK {
+            continue;
+        }
+        let held = &pool.chunk(c)[pos..pos + n];
+        let new = &data[at..at + n];
         if held == new {
             continue;
         }
+        let piece = off + at as u64;
         let diff = |i: usize| held[i] != new[i];
-        let lo = (0..held.len()).find(|&i| diff(i)).unwrap_or(0) as u64 + at;
-        let hi = (0..held.len()).rfind(|&i| diff(i)).unwrap_or(0) as u64 + at + 1;
+        let lo = (0..n).find(|&i| diff(i)).unwrap_or(0) as u64 + piece;
+        let hi = (0..n).rfind(|&i| diff(i)).unwrap_or(0) as u64 + piece + 1;
         *span = Some(match *span {
             Some((a, b)) => (a.min(lo), b.max(hi)),
             None => (lo, hi),
@@ -675,10 +853,10 @@ fn compare_bytes(ring: &[u8], off: u64, data: &[u8], span: &mut Option<(u64, u64
 }
 
 /// Compares the segment `data` (at offset `s`) with the in-order bytes over `[lo, hi)`,
-/// skipping recorded gaps, whose ring content is stale.
+/// skipping recorded gaps, whose chunk content is stale.
 fn compare_held(
-    ring: &[u8],
-    meta: &RingMeta,
+    pool: &RingPool,
+    id: RingId,
     s: u64,
     data: &[u8],
     lo: u64,
@@ -687,7 +865,7 @@ fn compare_held(
 ) {
     let mut o = lo;
     let slice = |a: u64, b: u64| &data[(a - s) as usize..(b - s) as usize];
-    for g in meta.gaps() {
+    for g in pool.meta(id).gaps() {
         if o >= hi || g.offset >= hi {
             break;
         }
@@ -695,12 +873,12 @@ fn compare_held(
             continue;
         }
         if g.offset > o {
-            compare_bytes(ring, o, slice(o, g.offset), span);
+            compare_bytes(pool, id, o, slice(o, g.offset), span);
         }
         o = o.max(g.end());
     }
     if o < hi {
-        compare_bytes(ring, o, slice(o, hi), span);
+        compare_bytes(pool, id, o, slice(o, hi), span);
     }
 }
 
@@ -712,7 +890,7 @@ mod tests {
     const ISN1: u32 = u32::MAX - 9; // offset 10 is sequence number 0: tests cross the wrap
 
     fn setup(ring_size: usize, rings: usize) -> (RingPool, Stream) {
-        let pool = RingPool::new(ring_size, rings).unwrap();
+        let pool = RingPool::for_tests(ring_size, rings);
         let mut s = Stream::new();
         s.anchor(ISN1);
         (pool, s)
@@ -805,7 +983,7 @@ mod tests {
 
     #[test]
     fn unanchored_stream_anchors_at_first_segment() {
-        let mut p = RingPool::new(64, 1).unwrap();
+        let mut p = RingPool::for_tests(64, 1);
         let mut s = Stream::new();
         assert_eq!(s.ack(&mut p, 1000), None);
         let o = s.insert(&mut p, 5000, b"mid", 3, OverlapPolicy::First);
@@ -871,7 +1049,7 @@ mod tests {
 
     #[test]
     fn reanchor_moves_offset_zero_only_before_any_byte() {
-        let mut p = RingPool::new(1024, 1).unwrap();
+        let mut p = RingPool::for_tests(1024, 1);
         let mut s = Stream::new();
         s.anchor(5000);
         s.reanchor(ISN1);
@@ -1563,7 +1741,7 @@ mod model_tests {
     }
 
     fn run(isn: u32, ring: usize, policy: OverlapPolicy, events: &[Event]) {
-        let mut pool = RingPool::new(ring, 1).unwrap();
+        let mut pool = RingPool::for_tests(ring, 1);
         let mut s = Stream::new();
         s.anchor(isn);
         let mut m = Model::new(ring as u64, policy);

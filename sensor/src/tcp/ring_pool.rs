@@ -1,13 +1,19 @@
-//! The pool of stream rings: one allocation, split into fixed-size rings handed to flow sides
-//! on their first payload byte and returned at flow end.
+//! The pool of stream buffers: a side that holds bytes takes a buffer on its first payload
+//! byte, and its bytes live in fixed-size chunks taken from one pool as the stream needs them
+//! (up to what the sender has in flight and what analyzers have yet to pass) and given back as
+//! they are released; the buffer goes back at flow end.
 //!
-//! Each ring has a small [`RingMeta`] beside its bytes: the out-of-order fragment list and the
-//! recent gaps. They live here rather than in the [`Stream`](super::reassembly::Stream) so that
-//! an idle flow side, which holds no ring, costs only its few counters (the goal is at most
-//! 512 bytes per idle connection).
+//! Each buffer has a small [`RingMeta`]: the out-of-order fragment list and the recent gaps.
+//! They live here rather than in the [`Stream`](super::reassembly::Stream) so that an idle flow
+//! side, which holds no buffer, costs only its few counters (the goal is at most 512 bytes per
+//! idle connection).
+//!
+//! ("Ring" in names here is the historical name of a side's buffer: offsets still map to
+//! positions by masking, within each chunk.)
 
 use core::fmt;
 use core::ops::Range;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use thiserror::Error;
 
@@ -196,206 +202,585 @@ impl fmt::Debug for RingMeta {
 /// A pool configuration the pool cannot honour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
 pub enum PoolError {
-    /// Ring sizes must be powers of two so that offsets map to ring positions by masking.
-    #[error("ring size {ring_size} is not a power of two")]
-    RingSizeNotPowerOfTwo {
+    /// Chunk sizes must be powers of two so that offsets map to chunk positions by masking.
+    #[error("chunk size {chunk_size} is not a power of two")]
+    ChunkSizeNotPowerOfTwo {
         /// The size asked for.
-        ring_size: usize,
+        chunk_size: usize,
     },
-    /// Fragment lengths are `u32`, and offsets are compared as `i32` sequence distances.
-    #[error("ring size {ring_size} exceeds 2^31 bytes")]
-    RingTooLarge {
-        /// The size asked for.
-        ring_size: usize,
+    /// The chunk map length (a side's most chunks) must be a power of two.
+    #[error("a side's most chunks ({map_len}) is not a power of two")]
+    MapLenNotPowerOfTwo {
+        /// The length asked for.
+        map_len: usize,
     },
-    /// The ring count does not fit a [`RingId`], or the pool's size does not fit in memory.
-    #[error("{max_rings} rings of {ring_size} bytes do not fit")]
+    /// Fragment lengths are `u32`, and offsets are compared as `i32` sequence distances: a
+    /// side's span must stay below 2^31 bytes.
+    #[error("a side's span of {map_len} chunks of {chunk_size} bytes exceeds 2^30 bytes")]
+    SpanTooLarge {
+        /// The chunk size asked for.
+        chunk_size: usize,
+        /// The map length asked for.
+        map_len: usize,
+    },
+    /// The counts do not fit 32-bit indices, or the pool's size does not fit in memory.
+    #[error("{chunks} chunks of {chunk_size} bytes for {buffers} buffers do not fit")]
     PoolTooLarge {
-        /// The size asked for.
-        ring_size: usize,
-        /// The count asked for.
-        max_rings: usize,
+        /// The chunk size asked for.
+        chunk_size: usize,
+        /// The chunk count asked for.
+        chunks: usize,
+        /// The buffer count asked for.
+        buffers: usize,
     },
 }
 
-/// Where a pool's bytes live.
+/// The shape of a [`RingPool`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolShape {
+    /// Bytes per chunk (a power of two).
+    pub chunk_size: usize,
+    /// Chunks in the pool.
+    pub chunks: usize,
+    /// Stream buffers (one per side holding bytes).
+    pub buffers: usize,
+    /// Entries per buffer's chunk map (a power of two): a side spans at most this many chunks.
+    pub map_len: usize,
+}
+
+impl PoolShape {
+    /// The most bytes one side spans from its head: `map_len` chunks.
+    #[inline]
+    pub fn span(&self) -> u64 {
+        (self.chunk_size as u64).saturating_mul(self.map_len as u64)
+    }
+
+    fn check(&self) -> Result<(), PoolError> {
+        let PoolShape {
+            chunk_size,
+            chunks,
+            buffers,
+            map_len,
+        } = *self;
+        if !chunk_size.is_power_of_two() {
+            return Err(PoolError::ChunkSizeNotPowerOfTwo { chunk_size });
+        }
+        if !map_len.is_power_of_two() {
+            return Err(PoolError::MapLenNotPowerOfTwo { map_len });
+        }
+        if chunk_size.checked_mul(map_len).is_none_or(|s| s > 1 << 30) {
+            return Err(PoolError::SpanTooLarge {
+                chunk_size,
+                map_len,
+            });
+        }
+        let fits = chunk_size
+            .checked_mul(chunks)
+            .is_some_and(|t| t <= isize::MAX as usize)
+            && buffers
+                .checked_mul(map_len)
+                .is_some_and(|t| t <= isize::MAX as usize / 4);
+        if chunks >= NO_CHUNK as usize || buffers >= NO_CHUNK as usize || !fits {
+            return Err(PoolError::PoolTooLarge {
+                chunk_size,
+                chunks,
+                buffers,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A chunk-map entry meaning "no chunk".
+pub const NO_CHUNK: u32 = u32::MAX;
+/// [`RingPool::chunk_done`] of a chunk whose bytes are not all in order yet.
+const NOT_DONE: u64 = u64::MAX;
+/// The end of the recency list.
+const NIL: u32 = u32::MAX;
+
+/// Where a pool's bytes and chunk maps live.
 enum Storage {
     /// Private memory (tests, `--dump` without publication).
-    Heap(Vec<u8>),
-    /// A range of the shared main region, written by this worker alone and read by analyzers.
-    Shared(&'static mut [u8]),
+    Heap(Vec<u8>, Vec<AtomicU32>),
+    /// Ranges of the shared main region, written by this worker alone and read by analyzers.
+    Shared(&'static mut [u8], &'static [AtomicU32]),
 }
 
 impl Storage {
     #[inline]
     fn bytes(&self) -> &[u8] {
         match self {
-            Storage::Heap(v) => v,
-            Storage::Shared(s) => s,
+            Storage::Heap(v, _) => v,
+            Storage::Shared(s, _) => s,
         }
     }
 
     #[inline]
     fn bytes_mut(&mut self) -> &mut [u8] {
         match self {
-            Storage::Heap(v) => v,
-            Storage::Shared(s) => s,
+            Storage::Heap(v, _) => v,
+            Storage::Shared(s, _) => s,
+        }
+    }
+
+    #[inline]
+    fn map(&self) -> &[AtomicU32] {
+        match self {
+            Storage::Heap(_, m) => m,
+            Storage::Shared(_, m) => m,
         }
     }
 }
 
-/// Fixed-size byte rings carved from one buffer allocated once.
+/// Stream buffers: each side that holds bytes takes a buffer (its [`RingMeta`] and a chunk
+/// map), and its bytes live in fixed-size chunks taken from one pool as they are needed and
+/// given back as they are released.
 ///
-/// The buffer is zero-allocated (`calloc`, or fresh shared memory), so pages no ring has
-/// touched cost no memory. A ring handed out again still holds its previous flow's bytes:
+/// A side's stream offset `o` lives in chunk `map[(o / chunk_size) % map_len]` at position
+/// `o % chunk_size`. The stream keeps every chunk index it holds within `map_len` of its head's,
+/// so map entries never collide.
+///
+/// The chunk bytes are zero-allocated (`calloc`, or fresh shared memory), so pages no chunk has
+/// touched cost no memory. A chunk handed out again still holds its previous user's bytes:
 /// streams only ever return bytes they wrote themselves, so that content is never observable.
+///
+/// The pool also keeps, for the stream code and the tracker: per chunk, the publication
+/// sequence by which all its bytes were in order (announced to analyzers); per buffer, the
+/// latest such sequence, its owner (flow slot and side) and its place in a recency list, so
+/// that an empty pool can take back the history of the least recently active sides first.
 pub struct RingPool {
-    bytes: Storage,
+    shape: PoolShape,
+    shift: u32,
+    storage: Storage,
     meta: Vec<RingMeta>,
-    /// Free ring ids, used as a stack: the most recently freed ring, whose pages are likely
-    /// resident, is handed out first.
-    free: Vec<u32>,
+    /// Free buffer ids, used as a stack.
+    free_bufs: Vec<u32>,
     allocated: Vec<bool>,
-    ring_size: usize,
+    /// Chunks each buffer holds.
+    held: Vec<u32>,
+    /// Free chunk ids, used as a stack: the most recently freed chunk, whose pages are likely
+    /// resident, is handed out first.
+    free_chunks: Vec<u32>,
+    /// Per chunk: the publication sequence by which its bytes were all in order, or
+    /// [`NOT_DONE`].
+    chunk_done: Vec<u64>,
+    /// Per buffer: the publication sequence of its stream's latest tail move.
+    last_pseq: Vec<u64>,
+    /// Per buffer: `slot * 2 + side` of the stream using it.
+    owner: Vec<u32>,
+    /// The recency list of buffers, least recently active first.
+    prev: Vec<u32>,
+    next: Vec<u32>,
+    lru_first: u32,
+    lru_last: u32,
+    /// The publication sequence of the call in progress (set by the tracker).
+    pub pseq: u64,
+    /// Every analyzer has passed the events of publication sequence `<= passed`: chunks
+    /// announced by then may be released (`u64::MAX` when nothing holds them).
+    pub passed: u64,
+    /// In-order bytes a stream keeps behind its tail whatever analyzers have read.
+    pub history: u64,
 }
 
 impl RingPool {
-    /// A pool of `max_rings` rings of `ring_size` bytes each, in private memory.
-    pub fn new(ring_size: usize, max_rings: usize) -> Result<Self, PoolError> {
-        Self::check(ring_size, max_rings)?;
+    /// A pool of this shape in private memory.
+    pub fn new(shape: PoolShape) -> Result<Self, PoolError> {
+        shape.check()?;
+        let map = (0..shape.buffers * shape.map_len)
+            .map(|_| AtomicU32::new(NO_CHUNK))
+            .collect();
         Ok(Self::build(
-            Storage::Heap(vec![0u8; ring_size * max_rings]),
-            ring_size,
-            max_rings,
+            Storage::Heap(vec![0u8; shape.chunk_size * shape.chunks], map),
+            shape,
         ))
     }
 
-    /// The most heap bytes a pool of `max_rings` rings of `ring_size` bytes uses: the rings
-    /// themselves when they are private (with `in_shared` they are in the shared region),
-    /// each ring's [`RingMeta`], the free list and the allocation flags. All of it is
-    /// allocated at creation; out-of-order data lives in the rings, so it is bounded by this
-    /// too.
-    pub fn memory_bound(ring_size: usize, max_rings: usize, private: bool) -> usize {
-        let per_ring = core::mem::size_of::<RingMeta>() + core::mem::size_of::<u32>() + 1;
-        let rings = if private {
-            ring_size.saturating_mul(max_rings)
+    /// For tests written against fixed rings: `rings` buffers, each spanning `ring_size` bytes
+    /// in four chunks, with chunks for all of them and a history of one span.
+    #[cfg(test)]
+    pub fn for_tests(ring_size: usize, rings: usize) -> Self {
+        let chunk_size = (ring_size / 4).max(1);
+        let mut p = RingPool::new(PoolShape {
+            chunk_size,
+            chunks: rings * 5,
+            buffers: rings,
+            map_len: ring_size / chunk_size,
+        })
+        .unwrap();
+        p.history = ring_size as u64;
+        p
+    }
+
+    /// A pool whose chunks are `bytes` and whose chunk maps are `map` (shared memory): chunk
+    /// `i` is `bytes[i * chunk_size..][..chunk_size]`, buffer `b`'s map is
+    /// `map[b * map_len..][..map_len]`. The counts come from the lengths.
+    pub fn in_shared(
+        chunk_size: usize,
+        map_len: usize,
+        bytes: &'static mut [u8],
+        map: &'static [AtomicU32],
+    ) -> Result<Self, PoolError> {
+        let shape = PoolShape {
+            chunk_size,
+            chunks: bytes.len() / chunk_size.max(1),
+            buffers: map.len() / map_len.max(1),
+            map_len,
+        };
+        shape.check()?;
+        for e in map {
+            e.store(NO_CHUNK, Ordering::Relaxed);
+        }
+        Ok(Self::build(Storage::Shared(bytes, map), shape))
+    }
+
+    /// The most heap bytes a pool of this shape uses: the chunks and maps themselves when they
+    /// are private (with `in_shared` they are in the shared region), and the per-buffer and
+    /// per-chunk bookkeeping. All of it is allocated at creation.
+    pub fn memory_bound(shape: &PoolShape, private: bool) -> usize {
+        use core::mem::size_of;
+        let per_buf = size_of::<RingMeta>() + 6 * size_of::<u32>() + size_of::<u64>() + 1;
+        let per_chunk = size_of::<u32>() + size_of::<u64>();
+        let shared = if private {
+            shape
+                .chunk_size
+                .saturating_mul(shape.chunks)
+                .saturating_add(shape.buffers.saturating_mul(shape.map_len).saturating_mul(4))
         } else {
             0
         };
-        rings.saturating_add(per_ring.saturating_mul(max_rings))
+        shared
+            .saturating_add(per_buf.saturating_mul(shape.buffers))
+            .saturating_add(per_chunk.saturating_mul(shape.chunks))
     }
 
-    /// A pool whose rings are `bytes` (shared memory), `ring_size` bytes each: ring `i` is
-    /// `bytes[i * ring_size..][..ring_size]`.
-    pub fn in_shared(ring_size: usize, bytes: &'static mut [u8]) -> Result<Self, PoolError> {
-        let max_rings = bytes.len() / ring_size.max(1);
-        Self::check(ring_size, max_rings)?;
-        Ok(Self::build(Storage::Shared(bytes), ring_size, max_rings))
-    }
-
-    fn build(bytes: Storage, ring_size: usize, max_rings: usize) -> Self {
+    fn build(storage: Storage, shape: PoolShape) -> Self {
         RingPool {
-            bytes,
-            meta: vec![RingMeta::EMPTY; max_rings],
-            free: (0..max_rings as u32).rev().collect(),
-            allocated: vec![false; max_rings],
-            ring_size,
+            shift: shape.chunk_size.trailing_zeros(),
+            storage,
+            meta: vec![RingMeta::EMPTY; shape.buffers],
+            free_bufs: (0..shape.buffers as u32).rev().collect(),
+            allocated: vec![false; shape.buffers],
+            held: vec![0; shape.buffers],
+            free_chunks: (0..shape.chunks as u32).rev().collect(),
+            chunk_done: vec![NOT_DONE; shape.chunks],
+            last_pseq: vec![0; shape.buffers],
+            owner: vec![u32::MAX; shape.buffers],
+            prev: vec![NIL; shape.buffers],
+            next: vec![NIL; shape.buffers],
+            lru_first: NIL,
+            lru_last: NIL,
+            pseq: 0,
+            passed: u64::MAX,
+            history: 0,
+            shape,
         }
     }
 
-    fn check(ring_size: usize, max_rings: usize) -> Result<(), PoolError> {
-        if !ring_size.is_power_of_two() {
-            return Err(PoolError::RingSizeNotPowerOfTwo { ring_size });
-        }
-        if ring_size > 1 << 31 {
-            return Err(PoolError::RingTooLarge { ring_size });
-        }
-        let fits = match ring_size.checked_mul(max_rings) {
-            Some(total) => total <= isize::MAX as usize,
-            None => false,
-        };
-        if max_rings >= u32::MAX as usize || !fits {
-            return Err(PoolError::PoolTooLarge {
-                ring_size,
-                max_rings,
-            });
-        }
-        Ok(())
-    }
-
-    /// Takes a ring from the pool, with empty metadata; `None` if every ring is in use.
+    /// Takes a buffer from the pool, with empty metadata and no chunk; `None` if every buffer
+    /// is in use.
     pub fn alloc(&mut self) -> Option<RingId> {
-        let id = self.free.pop()?;
-        self.allocated[id as usize] = true;
-        self.meta[id as usize].reset();
+        let id = self.free_bufs.pop()?;
+        let i = id as usize;
+        self.allocated[i] = true;
+        self.meta[i].reset();
+        self.last_pseq[i] = self.pseq;
+        self.owner[i] = u32::MAX;
+        self.lru_push(id);
         Some(RingId(id))
     }
 
-    /// Returns a ring to the pool.
+    /// Returns a buffer and every chunk it holds to the pool.
     ///
-    /// Panics if the ring is not allocated: a double free would hand one ring to two streams.
+    /// Panics if the buffer is not allocated: a double free would hand one buffer to two
+    /// streams.
     pub fn free(&mut self, id: RingId) {
-        let slot = &mut self.allocated[id.0 as usize];
-        assert!(*slot, "ring {} freed twice", id.0);
-        *slot = false;
-        self.free.push(id.0);
+        let i = id.0 as usize;
+        assert!(self.allocated[i], "buffer {} freed twice", id.0);
+        if self.held[i] > 0 {
+            for k in 0..self.shape.map_len {
+                let c = self.map_entry(id, k as u64);
+                if c != NO_CHUNK {
+                    self.release_entry(id, k as u64, c);
+                }
+            }
+        }
+        debug_assert_eq!(self.held[i], 0);
+        self.allocated[i] = false;
+        self.lru_unlink(id.0);
+        self.free_bufs.push(id.0);
     }
 
-    /// Rings currently handed out.
+    /// Buffers currently handed out.
     #[inline]
     pub fn in_use(&self) -> usize {
-        self.capacity() - self.free.len()
+        self.capacity() - self.free_bufs.len()
     }
 
-    /// Total number of rings.
+    /// Total number of buffers.
     #[inline]
     pub fn capacity(&self) -> usize {
         self.meta.len()
     }
 
-    /// Bytes per ring (a power of two).
+    /// Chunks currently held by streams.
     #[inline]
-    pub fn ring_size(&self) -> usize {
-        self.ring_size
+    pub fn chunks_in_use(&self) -> usize {
+        self.shape.chunks - self.free_chunks.len()
     }
 
-    /// The bytes and metadata of a ring.
+    /// Chunks free.
     #[inline]
-    pub fn ring(&self, id: RingId) -> (&[u8], &RingMeta) {
-        let i = id.0 as usize;
-        debug_assert!(self.allocated[i]);
-        let start = i * self.ring_size;
-        (
-            &self.bytes.bytes()[start..start + self.ring_size],
-            &self.meta[i],
-        )
+    pub fn chunks_free(&self) -> usize {
+        self.free_chunks.len()
     }
 
-    /// The bytes and metadata of a ring, writable.
+    /// Chunks buffer `id` holds.
     #[inline]
-    pub fn ring_mut(&mut self, id: RingId) -> (&mut [u8], &mut RingMeta) {
-        let i = id.0 as usize;
-        debug_assert!(self.allocated[i]);
-        let start = i * self.ring_size;
-        (
-            &mut self.bytes.bytes_mut()[start..start + self.ring_size],
-            &mut self.meta[i],
-        )
+    pub fn chunks_held(&self, id: RingId) -> usize {
+        self.held[id.0 as usize] as usize
     }
 
-    /// The metadata of a ring.
+    /// The pool's shape.
+    #[inline]
+    pub fn shape(&self) -> &PoolShape {
+        &self.shape
+    }
+
+    /// Bytes per chunk (a power of two).
+    #[inline]
+    pub fn chunk_size(&self) -> usize {
+        self.shape.chunk_size
+    }
+
+    /// The most bytes one side spans from its head.
+    #[inline]
+    pub fn span(&self) -> u64 {
+        self.shape.span()
+    }
+
+    /// The chunk index (offset / chunk size) of stream offset `o`.
+    #[inline]
+    pub fn index_of(&self, o: u64) -> u64 {
+        o >> self.shift
+    }
+
+    /// The metadata of a buffer.
     #[inline]
     pub fn meta(&self, id: RingId) -> &RingMeta {
         &self.meta[id.0 as usize]
+    }
+
+    /// The metadata of a buffer, writable.
+    #[inline]
+    pub fn meta_mut(&mut self, id: RingId) -> &mut RingMeta {
+        &mut self.meta[id.0 as usize]
+    }
+
+    #[inline]
+    fn map_slot(&self, id: RingId, idx: u64) -> &AtomicU32 {
+        let k = (idx as usize) & (self.shape.map_len - 1);
+        &self.storage.map()[id.0 as usize * self.shape.map_len + k]
+    }
+
+    /// The chunk holding chunk index `idx` of buffer `id`'s stream, or [`NO_CHUNK`].
+    #[inline]
+    pub fn map_entry(&self, id: RingId, idx: u64) -> u32 {
+        // Only this worker writes the map.
+        self.map_slot(id, idx).load(Ordering::Relaxed)
+    }
+
+    /// Whether `n` more chunks can be had.
+    #[inline]
+    pub fn can_take(&self, n: usize) -> bool {
+        self.free_chunks.len() >= n
+    }
+
+    /// The chunk for chunk index `idx` of buffer `id`, taken from the pool if the buffer has
+    /// none there yet; `None` when the pool is empty.
+    pub fn chunk_for(&mut self, id: RingId, idx: u64) -> Option<u32> {
+        let c = self.map_entry(id, idx);
+        if c != NO_CHUNK {
+            return Some(c);
+        }
+        let c = self.free_chunks.pop()?;
+        self.chunk_done[c as usize] = NOT_DONE;
+        self.held[id.0 as usize] += 1;
+        // Published before the chunk's bytes are written; readers validate their copies
+        // against the flow slot's seqlock, which the writer holds open meanwhile.
+        self.map_slot(id, idx).store(c, Ordering::Release);
+        Some(c)
+    }
+
+    fn release_entry(&mut self, id: RingId, idx: u64, c: u32) {
+        self.map_slot(id, idx).store(NO_CHUNK, Ordering::Release);
+        self.held[id.0 as usize] -= 1;
+        self.chunk_done[c as usize] = NOT_DONE;
+        self.free_chunks.push(c);
+    }
+
+    /// Gives back the chunk at index `idx` of buffer `id`, if it holds one.
+    pub fn release_chunk(&mut self, id: RingId, idx: u64) {
+        let c = self.map_entry(id, idx);
+        if c != NO_CHUNK {
+            self.release_entry(id, idx, c);
+        }
+    }
+
+    /// Records that every byte of chunk index `idx` of buffer `id` is now in order, announced
+    /// by the call in progress.
+    #[inline]
+    pub fn mark_done(&mut self, id: RingId, idx: u64) {
+        let c = self.map_entry(id, idx);
+        if c != NO_CHUNK && self.chunk_done[c as usize] == NOT_DONE {
+            self.chunk_done[c as usize] = self.pseq;
+        }
+    }
+
+    /// The publication sequence by which every byte of chunk index `idx` of buffer `id` was
+    /// in order, if it holds a chunk there whose bytes all are.
+    #[inline]
+    pub fn done_at(&self, id: RingId, idx: u64) -> Option<u64> {
+        let c = self.map_entry(id, idx);
+        (c != NO_CHUNK)
+            .then(|| self.chunk_done[c as usize])
+            .filter(|&p| p != NOT_DONE)
+    }
+
+    /// The stream using buffer `id` moved its tail in the call in progress.
+    #[inline]
+    pub fn note_tail_move(&mut self, id: RingId) {
+        self.last_pseq[id.0 as usize] = self.pseq;
+    }
+
+    /// The publication sequence of the latest tail move of the stream using `id`.
+    #[inline]
+    pub fn last_tail_pseq(&self, id: RingId) -> u64 {
+        self.last_pseq[id.0 as usize]
+    }
+
+    /// The bytes of chunk `c`.
+    #[inline]
+    pub fn chunk(&self, c: u32) -> &[u8] {
+        let z = self.shape.chunk_size;
+        &self.storage.bytes()[c as usize * z..][..z]
+    }
+
+    /// The bytes of chunk `c`, writable.
+    #[inline]
+    pub fn chunk_mut(&mut self, c: u32) -> &mut [u8] {
+        let z = self.shape.chunk_size;
+        &mut self.storage.bytes_mut()[c as usize * z..][..z]
+    }
+
+    /// Marks buffer `id` as the most recently active, used by `owner` (the tracker's
+    /// `slot * 2 + side`).
+    #[inline]
+    pub fn touch(&mut self, id: RingId, owner: u32) {
+        self.owner[id.0 as usize] = owner;
+        if self.lru_last != id.0 {
+            self.lru_unlink(id.0);
+            self.lru_push(id.0);
+        }
+    }
+
+    /// The owner [`RingPool::touch`] last gave buffer `id`.
+    #[inline]
+    pub fn owner(&self, id: RingId) -> u32 {
+        self.owner[id.0 as usize]
+    }
+
+    /// The least recently active buffer in use.
+    #[inline]
+    pub fn lru_first(&self) -> Option<RingId> {
+        (self.lru_first != NIL).then_some(RingId(self.lru_first))
+    }
+
+    /// The buffer after `id` in the recency list (more recently active).
+    #[inline]
+    pub fn lru_next(&self, id: RingId) -> Option<RingId> {
+        let n = self.next[id.0 as usize];
+        (n != NIL).then_some(RingId(n))
+    }
+
+    /// The publication sequence by which every in-order byte below `upto` of the stream using
+    /// buffer `id` had been announced: when the chunk holding byte `upto - 1` is complete,
+    /// the call that completed it; otherwise the stream's latest tail move.
+    pub fn announced_by(&self, id: RingId, upto: u64) -> u64 {
+        if upto == 0 {
+            return 0;
+        }
+        self.done_at(id, self.index_of(upto - 1))
+            .unwrap_or_else(|| self.last_tail_pseq(id))
+    }
+
+    /// The buffers in use, least recently active first.
+    pub fn by_recency(&self) -> LruIter<'_> {
+        LruIter {
+            pool: self,
+            at: self.lru_first,
+        }
+    }
+
+    fn lru_push(&mut self, id: u32) {
+        let i = id as usize;
+        self.prev[i] = self.lru_last;
+        self.next[i] = NIL;
+        if self.lru_last == NIL {
+            self.lru_first = id;
+        } else {
+            self.next[self.lru_last as usize] = id;
+        }
+        self.lru_last = id;
+    }
+
+    fn lru_unlink(&mut self, id: u32) {
+        let i = id as usize;
+        let (p, n) = (self.prev[i], self.next[i]);
+        if p == NIL {
+            if self.lru_first == id {
+                self.lru_first = n;
+            }
+        } else {
+            self.next[p as usize] = n;
+        }
+        if n == NIL {
+            if self.lru_last == id {
+                self.lru_last = p;
+            }
+        } else {
+            self.prev[n as usize] = p;
+        }
+        self.prev[i] = NIL;
+        self.next[i] = NIL;
+    }
+}
+
+/// Iterates over buffers in use, least recently active first; the next buffer is read before
+/// the current one is returned, so the caller may free the one it was given.
+#[derive(Debug)]
+pub struct LruIter<'p> {
+    pool: &'p RingPool,
+    at: u32,
+}
+
+impl Iterator for LruIter<'_> {
+    type Item = RingId;
+
+    fn next(&mut self) -> Option<RingId> {
+        (self.at != NIL).then(|| {
+            let id = self.at;
+            self.at = self.pool.next[id as usize];
+            RingId(id)
+        })
     }
 }
 
 impl fmt::Debug for RingPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RingPool")
-            .field("ring_size", &self.ring_size)
-            .field("capacity", &self.capacity())
-            .field("in_use", &self.in_use())
+            .field("shape", &self.shape)
+            .field("buffers_in_use", &self.in_use())
+            .field("chunks_in_use", &self.chunks_in_use())
             .finish_non_exhaustive()
     }
 }
@@ -404,57 +789,108 @@ impl fmt::Debug for RingPool {
 mod tests {
     use super::*;
 
+    fn shape(chunk_size: usize, chunks: usize, buffers: usize, map_len: usize) -> PoolShape {
+        PoolShape {
+            chunk_size,
+            chunks,
+            buffers,
+            map_len,
+        }
+    }
+
     #[test]
-    fn rejects_bad_sizes() {
+    fn rejects_bad_shapes() {
         assert_eq!(
-            RingPool::new(1000, 4).unwrap_err(),
-            PoolError::RingSizeNotPowerOfTwo { ring_size: 1000 }
+            RingPool::new(shape(1000, 4, 4, 4)).unwrap_err(),
+            PoolError::ChunkSizeNotPowerOfTwo { chunk_size: 1000 }
         );
         assert!(matches!(
-            RingPool::new(0, 4),
-            Err(PoolError::RingSizeNotPowerOfTwo { .. })
+            RingPool::new(shape(0, 4, 4, 4)),
+            Err(PoolError::ChunkSizeNotPowerOfTwo { .. })
         ));
         assert!(matches!(
-            RingPool::new(1 << 32, 1),
-            Err(PoolError::RingTooLarge { .. })
+            RingPool::new(shape(1024, 4, 4, 3)),
+            Err(PoolError::MapLenNotPowerOfTwo { .. })
         ));
         assert!(matches!(
-            RingPool::new(1 << 30, usize::MAX / 2),
+            RingPool::new(shape(1 << 20, 1, 1, 1 << 11)),
+            Err(PoolError::SpanTooLarge { .. })
+        ));
+        assert!(matches!(
+            RingPool::new(shape(1 << 20, usize::MAX / 2, 1, 1)),
             Err(PoolError::PoolTooLarge { .. })
         ));
     }
 
     #[test]
-    fn alloc_until_empty_then_reuse() {
-        let mut pool = RingPool::new(1024, 3).unwrap();
-        assert_eq!(
-            (pool.capacity(), pool.in_use(), pool.ring_size()),
-            (3, 0, 1024)
-        );
-        let ids: Vec<_> = (0..3).map(|_| pool.alloc().unwrap()).collect();
-        assert_eq!(ids, [RingId(0), RingId(1), RingId(2)]);
-        assert_eq!(pool.in_use(), 3);
+    fn buffers_and_chunks_come_and_go() {
+        let mut pool = RingPool::new(shape(16, 3, 2, 4)).unwrap();
+        assert_eq!((pool.capacity(), pool.in_use(), pool.chunks_free()), (2, 0, 3));
+        let a = pool.alloc().unwrap();
+        let b = pool.alloc().unwrap();
+        assert_eq!((a, b), (RingId(0), RingId(1)));
         assert_eq!(pool.alloc(), None);
-        pool.free(ids[1]);
-        assert_eq!(pool.in_use(), 2);
-        assert_eq!(pool.alloc(), Some(RingId(1)));
+        // Chunk indices 5 and 9 share map entry 1 of a 4-entry map: a stream never holds both.
+        let c0 = pool.chunk_for(a, 4).unwrap();
+        assert_eq!(pool.chunk_for(a, 4), Some(c0), "a held index keeps its chunk");
+        let c1 = pool.chunk_for(a, 5).unwrap();
+        let c2 = pool.chunk_for(b, 5).unwrap();
+        assert_eq!(pool.chunk_for(b, 6), None, "the pool is empty");
+        assert_eq!((pool.chunks_held(a), pool.chunks_held(b)), (2, 1));
+        pool.chunk_mut(c1).fill(0xaa);
+        pool.chunk_mut(c2).fill(0xbb);
+        assert!(pool.chunk(c1).iter().all(|&x| x == 0xaa));
+        assert_eq!(pool.map_entry(a, 9), c1, "entries are taken modulo the map length");
+        pool.release_chunk(a, 4);
+        assert_eq!(pool.map_entry(a, 4), NO_CHUNK);
+        assert_eq!(pool.chunk_for(b, 6), Some(c0), "the chunk freed last is taken first");
+        // Freeing a buffer returns its chunks.
+        pool.free(a);
+        assert_eq!((pool.in_use(), pool.chunks_free()), (1, 1));
+        let a = pool.alloc().unwrap();
+        assert_eq!(pool.chunks_held(a), 0);
+        assert_eq!(pool.map_entry(a, 5), NO_CHUNK);
     }
 
     #[test]
-    fn rings_are_disjoint() {
-        let mut pool = RingPool::new(16, 2).unwrap();
+    fn done_marks_and_tail_pseq() {
+        let mut pool = RingPool::new(shape(16, 2, 1, 2)).unwrap();
         let a = pool.alloc().unwrap();
-        let b = pool.alloc().unwrap();
-        pool.ring_mut(a).0.fill(0xaa);
-        pool.ring_mut(b).0.fill(0xbb);
-        assert!(pool.ring(a).0.iter().all(|&x| x == 0xaa));
-        assert!(pool.ring(b).0.iter().all(|&x| x == 0xbb));
+        pool.chunk_for(a, 0).unwrap();
+        assert_eq!(pool.done_at(a, 0), None);
+        pool.pseq = 7;
+        pool.mark_done(a, 0);
+        pool.note_tail_move(a);
+        pool.pseq = 9;
+        pool.mark_done(a, 0);
+        assert_eq!(pool.done_at(a, 0), Some(7), "the first mark counts");
+        assert_eq!(pool.done_at(a, 1), None, "no chunk there");
+        assert_eq!(pool.last_tail_pseq(a), 7);
+    }
+
+    #[test]
+    fn recency_list_orders_buffers() {
+        let mut pool = RingPool::new(shape(16, 1, 4, 1)).unwrap();
+        let ids: Vec<_> = (0..4).map(|_| pool.alloc().unwrap()).collect();
+        let order = |p: &RingPool| p.by_recency().map(|r| r.0).collect::<Vec<_>>();
+        assert_eq!(order(&pool), [0, 1, 2, 3]);
+        pool.touch(ids[1], 10);
+        pool.touch(ids[0], 11);
+        assert_eq!(order(&pool), [2, 3, 1, 0]);
+        assert_eq!(pool.owner(ids[0]), 11);
+        pool.free(ids[3]);
+        pool.free(ids[2]);
+        assert_eq!(order(&pool), [1, 0]);
+        pool.free(ids[0]);
+        assert_eq!(order(&pool), [1]);
+        pool.touch(ids[1], 1);
+        assert_eq!(order(&pool), [1]);
     }
 
     #[test]
     #[should_panic(expected = "freed twice")]
     fn double_free_panics() {
-        let mut pool = RingPool::new(16, 1).unwrap();
+        let mut pool = RingPool::new(shape(16, 1, 1, 1)).unwrap();
         let a = pool.alloc().unwrap();
         pool.free(a);
         pool.free(a);
@@ -462,9 +898,9 @@ mod tests {
 
     #[test]
     fn realloc_resets_meta() {
-        let mut pool = RingPool::new(16, 1).unwrap();
+        let mut pool = RingPool::new(shape(16, 1, 1, 1)).unwrap();
         let a = pool.alloc().unwrap();
-        let meta = pool.ring_mut(a).1;
+        let meta = pool.meta_mut(a);
         meta.replace_fragments(0..0, Some(Fragment { start: 5, len: 2 }));
         meta.push_gap(Gap {
             offset: 1,
