@@ -1,10 +1,11 @@
-//! The ABI v1 layouts: every type that lives in shared memory, with its size and field offsets
+//! The ABI v2 layouts: every type that lives in shared memory, with its size and field offsets
 //! pinned by `const` assertions so that a change that moves a byte fails to compile.
 //!
 //! Three kinds of region cross the process boundary:
 //!
 //! - the **main region** (read-only for analyzers): the [`Header`] then, for each worker, its
-//!   flow slots, ring metadata, stream rings and packet log, at the offsets its
+//!   flow slots, stream-buffer metadata, chunk maps, stream chunks and packet log, at the
+//!   offsets its
 //!   [`WorkerInfo`] gives;
 //! - one **event region** per analyzer (read-only for it): for each worker an
 //!   [`EventRingHeader`] followed by that ring's [`EventRecord`]s;
@@ -22,11 +23,12 @@ use core::mem::{offset_of, size_of};
 /// `b"MOS-SHM\x01"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"MOS-SHM\x01");
 /// Consumers refuse a region whose major version differs from theirs.
-pub const ABI_MAJOR: u16 = 1;
-/// Minor versions only add things a v1 reader may ignore. Minor 2 added the tunnel records
-/// ([`features::TUNNELS`]), the target-based overlap policy codes 2-4 and the fragment
-/// counters 22-23; minor 3 the control socket's `Status` request and answer.
-pub const ABI_MINOR: u16 = 3;
+pub const ABI_MAJOR: u16 = 2;
+/// Minor versions only add things a reader of the same major may ignore. Major 2 replaced
+/// each side's fixed ring by a chain of chunks ([`ConfigInfo::chunk_size`],
+/// [`WorkerInfo::chunk_map_off`]); it keeps everything minor 3 of major 1 had (tunnel records,
+/// the target-based overlap policies, the fragment counters, the control socket's `Status`).
+pub const ABI_MINOR: u16 = 0;
 
 /// The most workers one sensor runs; the header has a [`WorkerInfo`] for each.
 pub const MAX_WORKERS: usize = 32;
@@ -36,8 +38,10 @@ pub const MAX_FRAGMENTS: usize = 32;
 /// Recent gaps one ring's metadata remembers.
 pub const MAX_GAPS: usize = 16;
 
-/// A ring index meaning "no ring".
+/// A stream-buffer index meaning "no buffer".
 pub const NO_RING: u32 = u32::MAX;
+/// A chunk-map entry meaning "no chunk holds these offsets".
+pub const NO_CHUNK: u32 = u32::MAX;
 /// A packet-log sequence meaning "no packet".
 pub const NO_PKT: u64 = u64::MAX;
 
@@ -89,10 +93,16 @@ pub mod sensor_state {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct ConfigInfo {
-    /// Bytes per stream ring (a power of two).
-    pub ring_size: u64,
-    /// Stream rings per worker.
-    pub rings_per_worker: u64,
+    /// Bytes per stream chunk (a power of two).
+    pub chunk_size: u64,
+    /// Stream buffers per worker: each side that holds bytes has one, with its metadata
+    /// ([`RingMetaSlot`]) and its chunk map.
+    pub buffers_per_worker: u64,
+    /// Chunks per worker.
+    pub chunks_per_worker: u64,
+    /// Entries in each buffer's chunk map (a power of two): a side holds at most this many
+    /// chunks' worth of stream, `chunk_map_len * chunk_size` bytes from its head.
+    pub chunk_map_len: u64,
     /// Flow slots per worker.
     pub slots_per_worker: u64,
     /// Packet-log entries per worker (0: no packet log).
@@ -113,10 +123,15 @@ pub struct ConfigInfo {
 pub struct WorkerInfo {
     /// Offset of `slots_per_worker` [`FlowSlot`]s.
     pub slots_off: u64,
-    /// Offset of `rings_per_worker` [`RingMetaSlot`]s.
+    /// Offset of `buffers_per_worker` [`RingMetaSlot`]s.
     pub ring_meta_off: u64,
-    /// Offset of the ring bytes: ring `i` is `[rings_off + i * ring_size, + ring_size)`.
-    pub rings_off: u64,
+    /// Offset of the chunk maps: `buffers_per_worker` arrays of `chunk_map_len` `u32` words
+    /// (atomics). Entry `(o / chunk_size) % chunk_map_len` of buffer `b`'s map names the chunk
+    /// holding stream offset `o` of the side using `b`, or is [`NO_CHUNK`].
+    pub chunk_map_off: u64,
+    /// Offset of the chunk bytes: chunk `i` is `[chunks_off + i * chunk_size, + chunk_size)`,
+    /// and holds stream offset `o` at `o % chunk_size`.
+    pub chunks_off: u64,
     /// Offset of the [`PktLogHeader`], then `pktlog_entries` [`PktLogEntry`]s, then the frame
     /// bytes.
     pub pktlog_off: u64,
@@ -710,8 +725,8 @@ pub struct PktLogEntry {
 // The layout, pinned. A change here is an ABI change: bump ABI_MAJOR (or ABI_MINOR for an
 // addition a v1 reader can ignore) and update these lines on purpose.
 const _: () = {
-    assert!(size_of::<ConfigInfo>() == 64);
-    assert!(size_of::<WorkerInfo>() == 32 + 8 * counter::COUNT);
+    assert!(size_of::<ConfigInfo>() == 80);
+    assert!(size_of::<WorkerInfo>() == 40 + 8 * counter::COUNT);
     assert!(offset_of!(Header, magic) == 0);
     assert!(offset_of!(Header, abi_major) == 8);
     assert!(offset_of!(Header, abi_minor) == 10);
@@ -721,8 +736,8 @@ const _: () = {
     assert!(offset_of!(Header, state) == 56);
     assert!(offset_of!(Header, clock_ns) == 64);
     assert!(offset_of!(Header, config) == 72);
-    assert!(offset_of!(Header, workers) == 136);
-    assert!(size_of::<Header>() == 7360);
+    assert!(offset_of!(Header, workers) == 152);
+    assert!(size_of::<Header>() == 7616);
     assert!(size_of::<SideData>() == 56);
     assert!(offset_of!(SideData, last_pkt) == 24);
     assert!(offset_of!(SideData, ring) == 32);

@@ -24,10 +24,12 @@ fn align_up(x: u64, a: u64) -> Option<u64> {
 pub struct WorkerPlan {
     /// Offset of the flow slots.
     pub slots_off: u64,
-    /// Offset of the ring metadata.
+    /// Offset of the stream buffers' metadata.
     pub ring_meta_off: u64,
-    /// Offset of the ring bytes.
-    pub rings_off: u64,
+    /// Offset of the stream buffers' chunk maps.
+    pub chunk_map_off: u64,
+    /// Offset of the chunk bytes.
+    pub chunks_off: u64,
     /// Offset of the packet-log header (entries and bytes follow).
     pub pktlog_off: u64,
     /// Offset of the packet-log frame bytes.
@@ -69,8 +71,16 @@ impl MainPlan {
         if nworkers == 0 || nworkers > MAX_WORKERS {
             return Err(err(&format!("{nworkers} workers (1 to {MAX_WORKERS})")));
         }
-        if !cfg.ring_size.is_power_of_two() {
-            return Err(err("ring size is not a power of two"));
+        if !cfg.chunk_size.is_power_of_two() {
+            return Err(err("chunk size is not a power of two"));
+        }
+        if !cfg.chunk_map_len.is_power_of_two() {
+            return Err(err("chunk map length is not a power of two"));
+        }
+        if cfg.chunks_per_worker >= u64::from(crate::layout::NO_CHUNK)
+            || cfg.buffers_per_worker >= u64::from(crate::layout::NO_RING)
+        {
+            return Err(err("more chunks or buffers than 32-bit indices can name"));
         }
         let over = || err("the configured sizes overflow 64 bits");
         let mut at = align_up(size_of::<Header>() as u64, PART_ALIGN).ok_or_else(over)?;
@@ -88,14 +98,20 @@ impl MainPlan {
             .ok_or_else(over)?;
             w.ring_meta_off = at;
             at = align_up(
-                at + mul(cfg.rings_per_worker, size_of::<RingMetaSlot>())?,
+                at + mul(cfg.buffers_per_worker, size_of::<RingMetaSlot>())?,
                 PART_ALIGN,
             )
             .ok_or_else(over)?;
-            w.rings_off = at;
+            w.chunk_map_off = at;
+            let map_words = cfg
+                .buffers_per_worker
+                .checked_mul(cfg.chunk_map_len)
+                .ok_or_else(over)?;
+            at = align_up(at + mul(map_words, 4)?, PART_ALIGN).ok_or_else(over)?;
+            w.chunks_off = at;
             let ring_bytes = cfg
-                .rings_per_worker
-                .checked_mul(cfg.ring_size)
+                .chunks_per_worker
+                .checked_mul(cfg.chunk_size)
                 .ok_or_else(over)?;
             at = align_up(at.checked_add(ring_bytes).ok_or_else(over)?, PART_ALIGN)
                 .ok_or_else(over)?;
@@ -151,7 +167,8 @@ impl MainPlan {
             let info = &h.workers[i];
             if info.slots_off != w.slots_off
                 || info.ring_meta_off != w.ring_meta_off
-                || info.rings_off != w.rings_off
+                || info.chunk_map_off != w.chunk_map_off
+                || info.chunks_off != w.chunks_off
                 || info.pktlog_off != w.pktlog_off
             {
                 return Err(err(format!("worker {i}'s offsets do not match its sizes")));
@@ -224,8 +241,10 @@ mod tests {
 
     fn cfg() -> ConfigInfo {
         ConfigInfo {
-            ring_size: 4096,
-            rings_per_worker: 8,
+            chunk_size: 4096,
+            buffers_per_worker: 8,
+            chunks_per_worker: 8,
+            chunk_map_len: 4,
             slots_per_worker: 100,
             pktlog_entries: 16,
             pktlog_bytes: 65536,
@@ -239,12 +258,19 @@ mod tests {
         let p = MainPlan::new(&cfg(), 3, 2 << 20).unwrap();
         let mut prev = size_of::<Header>() as u64;
         for w in &p.workers {
-            for off in [w.slots_off, w.ring_meta_off, w.rings_off, w.pktlog_off] {
+            for off in [
+                w.slots_off,
+                w.ring_meta_off,
+                w.chunk_map_off,
+                w.chunks_off,
+                w.pktlog_off,
+            ] {
                 assert_eq!(off % PART_ALIGN, 0);
                 assert!(off >= prev);
                 prev = off;
             }
-            assert!(w.rings_off + 8 * 4096 <= w.pktlog_off);
+            assert!(w.chunk_map_off + 8 * 4 * 4 <= w.chunks_off);
+            assert!(w.chunks_off + 8 * 4096 <= w.pktlog_off);
             assert!(w.pktlog_bytes_off + 65536 <= w.end);
             prev = w.end;
         }
@@ -255,12 +281,15 @@ mod tests {
     #[test]
     fn bad_sizes_are_refused() {
         let mut c = cfg();
-        c.ring_size = 3000;
+        c.chunk_size = 3000;
+        assert!(MainPlan::new(&c, 1, 4096).is_err());
+        let mut c = cfg();
+        c.chunk_map_len = 3;
         assert!(MainPlan::new(&c, 1, 4096).is_err());
         assert!(MainPlan::new(&cfg(), 0, 4096).is_err());
         assert!(MainPlan::new(&cfg(), MAX_WORKERS + 1, 4096).is_err());
         let mut c = cfg();
-        c.rings_per_worker = u64::MAX / 2;
+        c.chunks_per_worker = u64::MAX / 2;
         assert!(MainPlan::new(&c, 1, 4096).is_err());
         assert!(EventPlan::new(1000, 1).is_err());
         assert!(EventPlan::new(1024, 0).is_err());

@@ -387,8 +387,10 @@ fn pktlog_read_fails_when_the_copy_fails() {
 
 fn cfg() -> ConfigInfo {
     ConfigInfo {
-        ring_size: 4096,
-        rings_per_worker: 2,
+        chunk_size: 4096,
+        buffers_per_worker: 2,
+        chunks_per_worker: 2,
+        chunk_map_len: 2,
         slots_per_worker: 16,
         pktlog_entries: 8,
         pktlog_bytes: 4096,
@@ -416,7 +418,8 @@ fn header() -> (Box<Header>, u64) {
         workers: core::array::from_fn(|_| WorkerInfo {
             slots_off: 0,
             ring_meta_off: 0,
-            rings_off: 0,
+            chunk_map_off: 0,
+            chunks_off: 0,
             pktlog_off: 0,
             counters: core::array::from_fn(|_| AtomicU64::new(0)),
         }),
@@ -424,7 +427,8 @@ fn header() -> (Box<Header>, u64) {
     for (i, w) in plan.workers.iter().enumerate() {
         h.workers[i].slots_off = w.slots_off;
         h.workers[i].ring_meta_off = w.ring_meta_off;
-        h.workers[i].rings_off = w.rings_off;
+        h.workers[i].chunk_map_off = w.chunk_map_off;
+        h.workers[i].chunks_off = w.chunks_off;
         h.workers[i].pktlog_off = w.pktlog_off;
     }
     (h, plan.len)
@@ -457,12 +461,12 @@ fn check_header_refuses_what_does_not_add_up() {
     refuse(&|h| h.nworkers = 0, None, "workers");
     refuse(&|h| h.nworkers = 33, None, "workers");
     refuse(
-        &|h| h.workers[1].rings_off += 4096,
+        &|h| h.workers[1].chunks_off += 4096,
         None,
         "worker 1's offsets",
     );
     refuse(&|h| h.workers[0].slots_off = 0, None, "worker 0's offsets");
-    refuse(&|h| h.config.ring_size = 5000, None, "power of two");
+    refuse(&|h| h.config.chunk_size = 5000, None, "power of two");
     refuse(&|h| h.config.pktlog_bytes = u64::MAX - 10, None, "overflow");
     // A region shorter than its workers (both lengths agree, the workers do not fit).
     refuse(
