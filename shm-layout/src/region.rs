@@ -52,6 +52,8 @@ unsafe impl Shared for ConsumerIndex {}
 unsafe impl Shared for PktLogHeader {}
 // SAFETY: see above (atomics only).
 unsafe impl Shared for PktLogEntry {}
+// SAFETY: an atomic, valid for any bit pattern (the chunk maps).
+unsafe impl Shared for core::sync::atomic::AtomicU32 {}
 
 /// A shared mapping of a file descriptor's first `len` bytes.
 #[derive(Debug)]
