@@ -1,8 +1,8 @@
 //! The library end to end against [`crate::fake_sensor`]: attach through the control socket,
 //! then every call of the API on regions written by hand.
 
-use crate::ctx::AFTER_COPY;
-use crate::fake_sensor::{Answer, FakeConfig, FakeSensor};
+use crate::ctx::{AFTER_COPY, BEFORE_COPY};
+use crate::fake_sensor::{Answer, FakeConfig, FakeSensor, MainWriter};
 use crate::*;
 use shm_layout::control::SensorMsg;
 use shm_layout::layout::{
@@ -88,7 +88,8 @@ fn meta(unknown_below: u64, gaps: &[(u64, u64)], frags: &[(u64, u32)]) -> RingMe
 }
 
 /// The byte the client sent at stream offset `o` in these tests: different from the byte a
-/// ring length (256) before it, so an overwritten byte never passes for the right one.
+/// span (256 bytes: 4 chunks of 64) before it, so a byte from a reused chunk never passes for
+/// the right one.
 fn byte(o: u64) -> u8 {
     (o.wrapping_mul(7) + 3 + (o >> 8).wrapping_mul(29)) as u8
 }
@@ -97,8 +98,8 @@ fn bytes(range: std::ops::Range<u64>) -> Vec<u8> {
     range.map(byte).collect()
 }
 
-/// Publishes the server side (what the client sent) of `FLOW` in ring 1 with these positions,
-/// its bytes `[from, to)` written.
+/// Publishes the server side (what the client sent) of `FLOW` in buffer 1 with these
+/// positions, its bytes `[from, to)` written.
 fn publish(fake: &FakeSensor, svr: SideData, m: RingMeta, from: u64, to: u64) {
     fake.main.write_ring(W, 1, from, &bytes(from..to));
     fake.main.set_flow(
@@ -265,10 +266,11 @@ fn attach_errors_are_one_clear_line() {
         "EACCES: the sensor refused to attach: uid 65534 is not allowed"
     );
 
-    let fake = FakeSensor::with(FakeConfig::default(), Answer::Welcome, |h| h.abi_major = 2);
+    // A sensor of the fixed-ring ABI (major 1) is refused.
+    let fake = FakeSensor::with(FakeConfig::default(), Answer::Welcome, |h| h.abi_major = 1);
     let e = Mos::attach(&opts(fake.path(), false)).unwrap_err();
     assert_eq!(e.errno(), Errno::EPROTO);
-    assert!(e.to_string().contains("ABI major version 2"), "{e}");
+    assert!(e.to_string().contains("ABI major version 1"), "{e}");
 
     let fake = FakeSensor::with(FakeConfig::default(), Answer::WrongEpoch, |_| {});
     let e = Mos::attach(&opts(fake.path(), false)).unwrap_err();
@@ -311,8 +313,8 @@ fn peek_reads_gaps_and_overruns_like_the_sensors_reader() {
         assert_eq!(big[..5].to_vec(), bytes(25..30));
     });
 
-    // The ring (256 bytes) moved on to [100, 300) before this reader came back: an overrun,
-    // then the bytes from the head, across the ring's end.
+    // The stream (at most 256 bytes) moved on to [100, 300) before this reader came back: an
+    // overrun, then the bytes from the head, across four chunks.
     publish(&fake, side(100, 300, 1), meta(0, &[(20, 5)], &[]), 100, 300);
     mos.with_ctx(|c| {
         assert_eq!(
@@ -374,34 +376,39 @@ fn a_copy_the_sensor_overwrote_meanwhile_is_an_overrun_not_data() {
     let mut mos = attach(&fake);
     let s = mos.socket().unwrap();
     publish(&fake, side(0, 100, 1), meta(0, &[], &[]), 0, 100);
-    // While the library copies [0, 100), the sensor overwrites the ring's oldest 40 bytes.
+    let first = fake.main.chunk_of(W, 1, 0);
+    // While the library copies [0, 100), the sensor moves the head past the first chunk, frees
+    // it, and reuses it for [256, 296) of the same stream.
     let sensor = fake.main.another();
     let mut fired = false;
     AFTER_COPY.with(|h| {
         *h.borrow_mut() = Some(Box::new(move || {
             if !fired {
                 fired = true;
+                let svr = |head, tail| flow_data(GEN, side(0, 0, NO_RING), side(head, tail, 1));
+                sensor.set_flow(W, SLOT, &svr(64, 100), &[(1, meta(0, &[], &[]))]);
                 sensor.write_ring(W, 1, 100, &bytes(100..296));
-                sensor.set_flow(
-                    W,
-                    SLOT,
-                    &flow_data(GEN, side(0, 0, NO_RING), side(40, 296, 1)),
-                    &[(1, meta(0, &[], &[]))],
-                );
+                sensor.set_flow(W, SLOT, &svr(64, 296), &[(1, meta(0, &[], &[]))]);
             }
         }))
     });
     let mut buf = [0u8; 1000];
     let got = mos.with_ctx(|c| c.peek(s, FLOW, Side::Svr, &mut buf));
     AFTER_COPY.with(|h| *h.borrow_mut() = None);
-    assert_eq!(got.unwrap(), Peek::Overrun { lost: 40 });
+    assert!(
+        [128, 192, 256]
+            .map(|o| fake.main.chunk_of(W, 1, o))
+            .contains(&first),
+        "the chunk was reused"
+    );
+    assert_eq!(got.unwrap(), Peek::Overrun { lost: 64 });
     assert_eq!(mos.counters().torn_copies, 1);
     mos.with_ctx(|c| {
         assert_eq!(
             c.peek(s, FLOW, Side::Svr, &mut buf).unwrap(),
-            Peek::Data(256)
+            Peek::Data(232)
         );
-        assert_eq!(buf[..256].to_vec(), bytes(40..296));
+        assert_eq!(buf[..232].to_vec(), bytes(64..296));
     });
 }
 
@@ -467,6 +474,205 @@ fn ppeek_reads_fragments_without_moving_the_pointer() {
         assert_eq!(frags.len(), 1);
         assert_eq!((frags[0].offset, frags[0].len), (80, 20));
     });
+}
+
+/// A second flow of worker `W` (slot 4), whose server side uses buffer 2.
+const OTHER: FlowId = FlowId {
+    worker: 0,
+    slot: 4,
+    generation: 9,
+};
+
+/// What the other flow's client sent: nothing like [`byte`].
+fn other_bytes(range: std::ops::Range<u64>) -> Vec<u8> {
+    range.map(|o| 0xe0 | (o % 16) as u8).collect()
+}
+
+/// Publishes the other flow's server side in buffer 2, its bytes `[from, to)` written.
+fn publish_other(fake: &MainWriter, head: u64, from: u64, to: u64) {
+    fake.write_ring(W, 2, from, &other_bytes(from..to));
+    fake.set_flow(
+        W,
+        OTHER.slot,
+        &flow_data(OTHER.generation, side(0, 0, NO_RING), side(head, to, 2)),
+        &[(2, meta(0, &[], &[]))],
+    );
+}
+
+#[test]
+fn reads_cross_chunk_boundaries_through_the_chunk_map() {
+    let fake = FakeSensor::new(FakeConfig::default());
+    let mut mos = attach(&fake);
+    let s = mos.socket().unwrap();
+    // Two flows written in turns: their chunks interleave in the pool.
+    publish(&fake, side(0, 40, 1), meta(0, &[], &[]), 0, 40);
+    publish_other(&fake.main, 0, 0, 70);
+    publish(&fake, side(0, 140, 1), meta(0, &[], &[]), 40, 140);
+    publish_other(&fake.main, 0, 70, 130);
+    publish(&fake, side(0, 250, 1), meta(0, &[], &[]), 140, 250);
+    let chunks = [0, 64, 128, 192].map(|o| fake.main.chunk_of(W, 1, o));
+    assert!(
+        chunks.windows(2).all(|p| p[1] != p[0] + 1),
+        "stream chunks are not neighbours: {chunks:?}"
+    );
+    let mut buf = [0u8; 50];
+    let mut big = [0u8; 1000];
+    mos.with_ctx(|c| {
+        assert_eq!(
+            c.peek(s, FLOW, Side::Svr, &mut buf).unwrap(),
+            Peek::Data(50)
+        );
+        assert_eq!(buf.to_vec(), bytes(0..50));
+        // [50, 100) crosses from the first chunk into the second.
+        assert_eq!(
+            c.peek(s, FLOW, Side::Svr, &mut buf).unwrap(),
+            Peek::Data(50)
+        );
+        assert_eq!(buf.to_vec(), bytes(50..100));
+        // [100, 250): three chunks.
+        assert_eq!(
+            c.peek(s, FLOW, Side::Svr, &mut big).unwrap(),
+            Peek::Data(150)
+        );
+        assert_eq!(big[..150].to_vec(), bytes(100..250));
+        assert_eq!(c.ppeek(s, FLOW, Side::Svr, &mut buf[..10], 60).unwrap(), 10);
+        assert_eq!(buf[..10].to_vec(), bytes(60..70));
+        // The other flow's bytes, across its own boundary.
+        assert_eq!(c.ppeek(s, OTHER, Side::Svr, &mut buf, 40).unwrap(), 50);
+        assert_eq!(buf.to_vec(), other_bytes(40..90));
+    });
+
+    // The head moves to 128: the first two chunks are freed. An island at [300, 330) crosses
+    // into the sixth stream chunk, whose map entry is the second's, in a reused chunk.
+    fake.main.write_ring(W, 1, 300, &bytes(300..330));
+    fake.main.set_flow(
+        W,
+        SLOT,
+        &flow_data(GEN, side(0, 0, NO_RING), side(128, 250, 1)),
+        &[(1, meta(0, &[], &[(300, 30)]))],
+    );
+    mos.with_ctx(|c| {
+        assert_eq!(c.ppeek(s, FLOW, Side::Svr, &mut big, 300).unwrap(), 30);
+        assert_eq!(big[..30].to_vec(), bytes(300..330));
+    });
+
+    // The stream fills the whole span from the head's chunk, [128, 384): a new reader gets it
+    // in one peek, through all four map entries.
+    publish(&fake, side(128, 384, 1), meta(0, &[], &[]), 250, 384);
+    let s2 = mos.socket().unwrap();
+    mos.with_ctx(|c| {
+        assert_eq!(
+            c.peek(s, FLOW, Side::Svr, &mut big).unwrap(),
+            Peek::Data(134)
+        );
+        assert_eq!(big[..134].to_vec(), bytes(250..384));
+        assert_eq!(
+            c.peek(s2, FLOW, Side::Svr, &mut big).unwrap(),
+            Peek::Data(256)
+        );
+        assert_eq!(big[..256].to_vec(), bytes(128..384));
+    });
+}
+
+#[test]
+fn a_chunk_map_that_names_no_chunk_for_held_bytes_is_a_protocol_error() {
+    let fake = FakeSensor::new(FakeConfig::default());
+    let mut mos = attach(&fake);
+    publish(&fake, side(0, 200, 1), meta(0, &[], &[]), 0, 200);
+    let good = fake.main.chunk_of(W, 1, 70);
+    let mut buf = [0u8; 1000];
+    for entry in [shm_layout::layout::NO_CHUNK, 16, 0x7fff_ffff] {
+        fake.main.spoil_chunk_map(W, 1, 70, entry);
+        let s = mos.socket().unwrap();
+        mos.with_ctx(|c| {
+            let e = c.peek(s, FLOW, Side::Svr, &mut buf).unwrap_err();
+            assert_eq!(e.errno(), Errno::EPROTO, "entry {entry:#x}: {e}");
+            assert!(e.to_string().contains("chunk map"), "{e}");
+            let e = c.ppeek(s, FLOW, Side::Svr, &mut buf[..20], 60).unwrap_err();
+            assert_eq!(e.errno(), Errno::EPROTO, "entry {entry:#x}: {e}");
+            // Bytes of the other chunks are still read, and the pointer did not move.
+            assert_eq!(c.ppeek(s, FLOW, Side::Svr, &mut buf[..10], 0).unwrap(), 10);
+            assert_eq!(buf[..10].to_vec(), bytes(0..10));
+            assert_eq!(c.peek_offset(s, FLOW, Side::Svr).unwrap(), 0);
+        });
+    }
+    // The slot is rewritten during the copy but the head does not move: the copy still
+    // stands, so the missing chunk is still the sensor's error, not an overrun.
+    let sensor = fake.main.another();
+    AFTER_COPY.with(|h| {
+        *h.borrow_mut() = Some(Box::new(move || {
+            sensor.set_flow(
+                W,
+                SLOT,
+                &flow_data(GEN, side(0, 0, NO_RING), side(0, 200, 1)),
+                &[(1, meta(0, &[], &[]))],
+            );
+        }))
+    });
+    let s = mos.socket().unwrap();
+    let got = mos.with_ctx(|c| c.peek(s, FLOW, Side::Svr, &mut buf));
+    AFTER_COPY.with(|h| *h.borrow_mut() = None);
+    assert_eq!(got.unwrap_err().errno(), Errno::EPROTO);
+    assert_eq!(mos.counters().torn_copies, 0);
+    assert_eq!(mos.counters().overruns, 0);
+    // Mended, the same read succeeds.
+    fake.main.spoil_chunk_map(W, 1, 70, good);
+    mos.with_ctx(|c| {
+        assert_eq!(
+            c.peek(s, FLOW, Side::Svr, &mut buf).unwrap(),
+            Peek::Data(200)
+        );
+        assert_eq!(buf[..200].to_vec(), bytes(0..200));
+    });
+}
+
+#[test]
+fn a_chunk_another_buffer_reuses_under_the_reader_is_an_overrun() {
+    // The sensor moves the head past the first chunk, frees it, and gives it to another
+    // flow, whose bytes it writes there: during the copy, then before it.
+    for before in [false, true] {
+        let fake = FakeSensor::new(FakeConfig::default());
+        let mut mos = attach(&fake);
+        let s = mos.socket().unwrap();
+        publish(&fake, side(0, 100, 1), meta(0, &[], &[]), 0, 100);
+        let first = fake.main.chunk_of(W, 1, 0);
+        let sensor = fake.main.another();
+        let mut fired = false;
+        let hook: Box<dyn FnMut()> = Box::new(move || {
+            if !fired {
+                fired = true;
+                sensor.set_flow(
+                    W,
+                    SLOT,
+                    &flow_data(GEN, side(0, 0, NO_RING), side(64, 100, 1)),
+                    &[(1, meta(0, &[], &[]))],
+                );
+                publish_other(&sensor, 0, 0, 64);
+            }
+        });
+        let at = if before { &BEFORE_COPY } else { &AFTER_COPY };
+        at.with(|h| *h.borrow_mut() = Some(hook));
+        let mut buf = [0u8; 1000];
+        let got = mos.with_ctx(|c| c.peek(s, FLOW, Side::Svr, &mut buf));
+        at.with(|h| *h.borrow_mut() = None);
+        assert_eq!(
+            fake.main.chunk_of(W, 2, 0),
+            first,
+            "the chunk went to buffer 2"
+        );
+        assert_eq!(fake.main.chunk_of(W, 1, 0), shm_layout::layout::NO_CHUNK);
+        assert_eq!(got.unwrap(), Peek::Overrun { lost: 64 }, "before: {before}");
+        assert_eq!(mos.counters().torn_copies, 1);
+        mos.with_ctx(|c| {
+            assert_eq!(
+                c.peek(s, FLOW, Side::Svr, &mut buf).unwrap(),
+                Peek::Data(36)
+            );
+            assert_eq!(buf[..36].to_vec(), bytes(64..100));
+            assert_eq!(c.ppeek(s, OTHER, Side::Svr, &mut buf, 0).unwrap(), 64);
+            assert_eq!(buf[..64].to_vec(), other_bytes(0..64));
+        });
+    }
 }
 
 #[test]
@@ -1031,10 +1237,11 @@ fn a_slot_a_dead_sensor_left_busy_fails_at_once() {
 
 #[test]
 fn concurrent_overwrites_never_come_back_as_data() {
-    // A writer thread streams bytes through a 256-byte ring as the sensor must: it publishes
-    // the new head before overwriting, then the bytes, then the new tail. The reader peeks
-    // with small buffers at the same time; every byte it gets must be the byte sent at that
-    // offset, and what it does not get must be reported as lost.
+    // A writer thread streams bytes through a buffer of 4 chunks of 64 bytes as the sensor
+    // must: it publishes the new head (which frees the chunks below it), then writes the bytes
+    // (into chunks taken from the pool, the freed ones first), then publishes the new tail.
+    // The reader peeks with small buffers at the same time; every byte it gets must be the
+    // byte sent at that offset, and what it does not get must be reported as lost.
     const END: u64 = 200_000;
     let fake = FakeSensor::new(FakeConfig::default());
     let mut mos = attach(&fake);
@@ -1042,7 +1249,8 @@ fn concurrent_overwrites_never_come_back_as_data() {
     publish(&fake, side(0, 0, 1), meta(0, &[], &[]), 0, 0);
     let sensor = fake.main.another();
     // The writer stays at most 300 bytes ahead of the reader, so the two keep meeting where
-    // the ring wraps (as the lossless sensor keeps pace with a slow analyzer, but closer).
+    // chunks are freed and reused (as the lossless sensor keeps pace with a slow analyzer,
+    // but closer).
     let reader_at = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let pace = reader_at.clone();
     let writer = std::thread::spawn(move || {
@@ -1055,22 +1263,19 @@ fn concurrent_overwrites_never_come_back_as_data() {
                 &[(1, meta(0, &[], &[]))],
             )
         };
-        sensor.with_ring_bytes(W, 1, |ring| {
-            while tail < END {
-                step = step * 7 % 97 + 1;
-                let new_tail = (tail + step).min(END);
-                head = head.max(new_tail.saturating_sub(256));
-                put(head, tail);
-                for o in tail..new_tail {
-                    ring[(o % 256) as usize] = byte(o);
-                }
-                tail = new_tail;
-                put(head, tail);
-                while tail.saturating_sub(pace.load(std::sync::atomic::Ordering::Relaxed)) > 300 {
-                    std::hint::spin_loop();
-                }
+        while tail < END {
+            step = step * 7 % 97 + 1;
+            let new_tail = (tail + step).min(END);
+            // The side holds at most 4 chunks from the one its head is in.
+            head = head.max(new_tail.div_ceil(64).saturating_sub(4) * 64);
+            put(head, tail);
+            sensor.write_ring(W, 1, tail, &bytes(tail..new_tail));
+            tail = new_tail;
+            put(head, tail);
+            while tail.saturating_sub(pace.load(std::sync::atomic::Ordering::Relaxed)) > 300 {
+                std::hint::spin_loop();
             }
-        });
+        }
     });
     let (mut got, mut lost) = (0u64, 0u64);
     let mut buf = [0u8; 250];
@@ -1080,7 +1285,7 @@ fn concurrent_overwrites_never_come_back_as_data() {
             (at, c.flow_info(FLOW).unwrap().side(Side::Svr).tail)
         });
         reader_at.store(at, std::sync::atomic::Ordering::Relaxed);
-        // Lag most of a ring behind, so copies and overwrites meet.
+        // Lag most of a span behind, so copies and chunk reuse meet.
         if tail < END && tail - at < 230 {
             std::hint::spin_loop();
             continue;

@@ -3,15 +3,17 @@
 //!
 //! Every read copies, then re-validates. A flow slot is copied under its seqlock and its
 //! generation compared with the handle's, so a stale handle fails with `EBADF` and never shows
-//! another connection's data. Ring bytes are copied and then the slot is read again: if the
-//! side's ring changed, or its head (or the point below which gaps are no longer known) moved
-//! past the first byte copied, the copy may be torn, so it is thrown away and the reader is
-//! told of an overrun instead.
+//! another connection's data. Stream bytes are copied through the side's chunk map and then
+//! the slot is read again: if the side's buffer changed, or its head (or the point below which
+//! gaps are no longer known) moved past the first byte copied, the copy may be torn (the sensor
+//! may have freed and reused a chunk under it), so it is thrown away and the reader is told of
+//! an overrun instead. A copy that stands although the chunk map named no chunk for its bytes
+//! is the sensor's error (`EPROTO`), not an overrun.
 
 use crate::error::{Errno, Error, Result};
 use crate::flow::{endpoints, FlowId, FlowInfo};
 use crate::packet::Packet;
-use crate::regions::Regions;
+use crate::regions::{Copied, Regions};
 use crate::sockopt::{OptValue, OverlapPolicy, RingFragment, SockOpt, TcpBufInfo};
 use crate::stream::{self, Chunk};
 use crate::watch::SensorWatch;
@@ -50,7 +52,7 @@ fn patiently<T>(sensor: &SensorWatch, mut read: impl FnMut() -> Option<T>) -> Op
         std::thread::sleep(std::time::Duration::from_micros(50));
     }
 }
-/// Attempts at an untorn ring copy; each failed one sees the stream moved on, so the next
+/// Attempts at an untorn stream copy; each failed one sees the stream moved on, so the next
 /// decision is an overrun and the loop ends long before this.
 const COPY_TRIES: u32 = 8;
 
@@ -71,7 +73,7 @@ pub enum Peek {
     Data(usize),
     /// Nothing new (`-1` with `ENODATA` in the C API).
     NoData,
-    /// The ring overwrote bytes this reader had not read: the pointer moved past `lost` bytes
+    /// The sensor let go of bytes this reader had not read: the pointer moved past `lost` bytes
     /// (`-lost` with `ENODATA` in the C API).
     Overrun {
         /// Bytes missed.
@@ -105,7 +107,8 @@ pub struct Counters {
     pub gaps: u64,
     /// See `gaps`.
     pub gap_bytes: u64,
-    /// Ring copies discarded because the sensor overwrote them while they were taken.
+    /// Stream copies discarded because the sensor moved the stream (and may have reused a
+    /// chunk) while they were taken.
     pub torn_copies: u64,
 }
 
@@ -126,6 +129,20 @@ pub struct Ctx<'a> {
     pub(crate) current: Option<(FlowId, EventRecord)>,
     pub(crate) stop: &'a mut bool,
     pub(crate) packets: bool,
+}
+
+/// A copy that stands although the chunk map named no chunk for some of its bytes: the sensor
+/// published bytes it does not hold.
+fn no_chunk(flow: FlowId, side: Side, buffer: u32, copied: Copied) -> Result<()> {
+    match copied {
+        Copied::Whole => Ok(()),
+        Copied::Torn { offset, entry } => Err(Error::new(
+            Errno::EPROTO,
+            format!(
+                "flow {flow}'s {side:?} side holds stream offset {offset}, but buffer {buffer}'s chunk map names no chunk for it (entry {entry:#x})"
+            ),
+        )),
+    }
 }
 
 fn stale(flow: FlowId, why: &str) -> Error {
@@ -202,7 +219,7 @@ pub(crate) fn load_flow(
 }
 
 /// [`load_flow`] with the slot's seqlock stamp at the copy: equal stamps mean the sensor
-/// changed nothing of the connection in between, ring bytes included.
+/// changed nothing of the connection in between, stream bytes included.
 pub(crate) fn load_flow_stamped(
     regions: &Regions,
     flow: FlowId,
@@ -268,7 +285,7 @@ impl Ctx<'_> {
     }
 
     /// The stream offset `sock`'s next `peek` of `side` reads from. A reader starts at the
-    /// oldest byte the ring still held when the analyzer first saw the flow; an analyzer that
+    /// oldest byte the side still held when the analyzer first saw the flow; an analyzer that
     /// wants a record of everything before it (like `mos-dump`) counts `[0, offset)` as lost.
     pub fn peek_offset(&mut self, sock: SockId, flow: FlowId, side: Side) -> Result<u64> {
         let regions = self.regions;
@@ -284,13 +301,14 @@ impl Ctx<'_> {
     /// moves the pointer, or says why it cannot ([`Peek`]).
     ///
     /// Errors: `EBADF` for a socket that is not open or a stale flow handle; `EAGAIN` if the
-    /// sensor kept the flow's slot busy; `EPROTO` if the slot names a ring that does not exist.
+    /// sensor kept the flow's slot busy; `EPROTO` if the slot names a buffer that does not
+    /// exist, or bytes the buffer's chunk map holds in no chunk.
     pub fn peek(&mut self, sock: SockId, flow: FlowId, side: Side, buf: &mut [u8]) -> Result<Peek> {
         let regions = self.regions;
         self.socket(sock)?;
         let room = buf
             .len()
-            .min(usize::try_from(regions.config.ring_size).unwrap_or(usize::MAX));
+            .min(usize::try_from(regions.span).unwrap_or(usize::MAX));
         // Most calls find nothing new (a callback per packet, while one peek may take many
         // packets' bytes): two words of the slot tell, without copying it and its ring
         // metadata.
@@ -332,16 +350,24 @@ impl Ctx<'_> {
                     return Ok(Peek::Gap { offset, len });
                 }
                 Chunk::Data { len } => {
-                    regions.copy_ring(usize::from(flow.worker), sd.ring, at, &mut buf[..len])?;
+                    before_copy();
+                    let copied = regions.copy_stream(
+                        usize::from(flow.worker),
+                        sd.ring,
+                        at,
+                        &mut buf[..len],
+                    )?;
                     after_copy();
                     // No write to the slot since it was read: the sensor has neither moved the
-                    // head nor given the ring away, so the copy stands (one load). Otherwise
-                    // the slot is read again to tell whether the write touched the copy.
+                    // head nor given the buffer away, so no chunk under the copy was freed and
+                    // the copy stands (one load). Otherwise the slot is read again to tell
+                    // whether the write touched the copy.
                     let unchanged = flow_slot(regions, flow)?.stamp.unchanged_since(stamp);
                     if unchanged || {
                         let (d2, meta2) = load_flow(regions, flow, Some(side))?;
                         intact(&sd, &d2.sides[side.index()], meta2.as_ref(), at, true)
                     } {
+                        no_chunk(flow, side, sd.ring, copied)?;
                         let ptrs = socket_state(self.sockets, sock)?
                             .ptrs
                             .entry(flow)
@@ -355,7 +381,7 @@ impl Ctx<'_> {
         }
         Err(Error::new(
             Errno::EAGAIN,
-            format!("flow {flow}'s ring kept changing while it was copied"),
+            format!("flow {flow}'s stream kept changing while it was copied"),
         ))
     }
 
@@ -377,7 +403,7 @@ impl Ctx<'_> {
         self.socket(sock)?;
         let room = buf
             .len()
-            .min(usize::try_from(regions.config.ring_size).unwrap_or(usize::MAX));
+            .min(usize::try_from(regions.span).unwrap_or(usize::MAX));
         // Under any policy but the first copy, the sensor may rewrite held out-of-order bytes
         // in place: a copy of them stands only if the slot did not change meanwhile.
         let rewrites = regions.config.overlap_policy != overlap_policy::FIRST;
@@ -394,7 +420,9 @@ impl Ctx<'_> {
                     format!("flow {flow} holds no byte at offset {offset} of the {side:?} side"),
                 ));
             }
-            regions.copy_ring(usize::from(flow.worker), sd.ring, offset, &mut buf[..n])?;
+            before_copy();
+            let copied =
+                regions.copy_stream(usize::from(flow.worker), sd.ring, offset, &mut buf[..n])?;
             after_copy();
             let (d2, meta2, stamp2) = load_flow_stamped(regions, flow, Some(side))?;
             let in_order = offset < sd.tail;
@@ -406,13 +434,14 @@ impl Ctx<'_> {
                 in_order,
             ) && (in_order || !rewrites || stamp2 == stamp)
             {
+                no_chunk(flow, side, sd.ring, copied)?;
                 return Ok(n);
             }
             self.counters.torn_copies += 1;
         }
         Err(Error::new(
             Errno::EAGAIN,
-            format!("flow {flow}'s ring kept changing while it was copied"),
+            format!("flow {flow}'s stream kept changing while it was copied"),
         ))
     }
 
@@ -492,8 +521,8 @@ impl Ctx<'_> {
         })
     }
 
-    /// The sensor's overlap policy (`MOS_CLIOVERLAP`/`MOS_SVROVERLAP`): one ring serves every
-    /// analyzer, so it is the sensor's, the same for both sides and every flow.
+    /// The sensor's overlap policy (`MOS_CLIOVERLAP`/`MOS_SVROVERLAP`): one stream buffer
+    /// serves every analyzer, so it is the sensor's, the same for both sides and every flow.
     pub fn overlap_policy(&self) -> OverlapPolicy {
         OverlapPolicy::from_code(self.regions.config.overlap_policy)
     }
@@ -509,7 +538,7 @@ impl Ctx<'_> {
             Err(Error::new(
                 Errno::EINVAL,
                 format!(
-                    "the sensor's overlap policy is \"{}\" (mos-sensor --overlap); one ring serves every analyzer, so a socket cannot ask for \"{}\"",
+                    "the sensor's overlap policy is \"{}\" (mos-sensor --overlap); one stream buffer serves every analyzer, so a socket cannot ask for \"{}\"",
                     have.describe(),
                     policy.describe()
                 ),
@@ -613,8 +642,11 @@ impl Ctx<'_> {
 
 #[cfg(test)]
 thread_local! {
-    /// Runs between a ring copy and its re-validation: tests play the sensor there.
+    /// Runs between a stream copy and its re-validation: tests play the sensor there.
     pub(crate) static AFTER_COPY: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+        std::cell::RefCell::new(None);
+    /// Runs between the slot copy a stream copy relies on and the stream copy.
+    pub(crate) static BEFORE_COPY: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
         std::cell::RefCell::new(None);
 }
 
@@ -628,9 +660,19 @@ fn after_copy() {
     });
 }
 
-/// Whether a ring copy taken from `before`'s ring at `offset` is still good after: same ring,
-/// the head not past the copy's first byte, and (for in-order bytes) gap knowledge not lost
-/// past it either.
+#[inline]
+fn before_copy() {
+    #[cfg(test)]
+    BEFORE_COPY.with(|h| {
+        if let Some(f) = h.borrow_mut().as_mut() {
+            f()
+        }
+    });
+}
+
+/// Whether a stream copy taken from `before`'s buffer at `offset` is still good after: same
+/// buffer, the head not past the copy's first byte (the sensor frees a chunk only once the
+/// head is past it), and (for in-order bytes) gap knowledge not lost past it either.
 fn intact(
     before: &shm_layout::layout::SideData,
     after: &shm_layout::layout::SideData,

@@ -1,7 +1,13 @@
 //! A sensor in miniature for the library's tests: the three regions in memfds, laid out and
 //! written with shm-layout's sensor-side APIs, and a control socket served by a thread in a
-//! temporary directory. Tests write flows, ring bytes, packets and events by hand, then attach
+//! temporary directory. Tests write flows, stream bytes, packets and events by hand, then attach
 //! through [`crate::Mos::attach`] exactly as an analyzer does.
+//!
+//! Stream bytes go into chunks taken from each worker's pool as they are written and named in
+//! the buffer's chunk map, as the sensor does; [`MainWriter::set_flow`] frees the chunks a
+//! side's head has moved past. Chunks are handed out from the top of the pool down and freed
+//! ones are reused first, so consecutive stream chunks are never neighbours in memory and a
+//! freed chunk soon holds other bytes.
 //!
 //! Test support only (the `fake-sensor` feature): it panics on any failure.
 
@@ -16,6 +22,7 @@ use shm_layout::control::{decode, encode, ClientMsg, SensorMsg, Subscription, MA
 use shm_layout::layout::{
     AnalyzerPage, ConfigInfo, EventRecord, EventRingHeader, EventSlot, FlowData, FlowSlot, Header,
     PktInfo, PktLogEntry, PktLogHeader, RingMeta, RingMetaSlot, ABI_MAJOR, ABI_MINOR, MAGIC,
+    NO_CHUNK,
 };
 use shm_layout::pktlog::PktLogWriter;
 use shm_layout::plan::{EventPlan, MainPlan, PAGE_LEN};
@@ -26,7 +33,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::mem::{size_of, MaybeUninit};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -34,12 +41,17 @@ use std::thread::JoinHandle;
 /// Sizes of a fake sensor.
 #[derive(Clone, Copy, Debug)]
 pub struct FakeConfig {
-    /// Workers (each with its slots, rings, packet log and event ring).
+    /// Workers (each with its slots, stream buffers, chunks, packet log and event ring).
     pub nworkers: usize,
-    /// Bytes per stream ring (a power of two).
-    pub ring_size: u64,
-    /// Stream rings per worker.
-    pub rings_per_worker: u64,
+    /// Bytes per stream chunk (a power of two).
+    pub chunk_size: u64,
+    /// Stream buffers per worker.
+    pub buffers: u64,
+    /// Stream chunks per worker.
+    pub chunks: u64,
+    /// Entries of each buffer's chunk map (a power of two): a side holds at most
+    /// `chunk_size * map_len` bytes.
+    pub map_len: u64,
     /// Flow slots per worker.
     pub slots_per_worker: u64,
     /// Packet-log entries per worker.
@@ -56,8 +68,10 @@ impl Default for FakeConfig {
     fn default() -> Self {
         FakeConfig {
             nworkers: 2,
-            ring_size: 256,
-            rings_per_worker: 4,
+            chunk_size: 64,
+            buffers: 4,
+            chunks: 16,
+            map_len: 4,
             slots_per_worker: 8,
             pktlog_entries: 4,
             pktlog_bytes: 1024,
@@ -87,6 +101,16 @@ enum Cmd {
     HangUp,
 }
 
+/// Which chunks hold what, shared by a [`MainWriter`] and the writers it makes.
+#[derive(Debug)]
+struct ChunkBook {
+    /// Per worker, the free chunks; the last one is taken first.
+    free: Vec<Vec<u32>>,
+    /// Per worker, per buffer and map entry: the chunk the entry names and the stream chunk
+    /// number (offset / chunk size) it holds.
+    held: Vec<Vec<Option<(u32, u64)>>>,
+}
+
 /// Writes the main region through its own writable mapping of the memfd.
 #[derive(Debug)]
 pub struct MainWriter {
@@ -94,17 +118,88 @@ pub struct MainWriter {
     map: Mapping,
     plan: MainPlan,
     cfg: ConfigInfo,
+    book: Arc<Mutex<ChunkBook>>,
 }
 
 impl MainWriter {
-    fn new(fd: OwnedFd, plan: MainPlan, cfg: ConfigInfo) -> MainWriter {
+    fn new(
+        fd: OwnedFd,
+        plan: MainPlan,
+        cfg: ConfigInfo,
+        book: Arc<Mutex<ChunkBook>>,
+    ) -> MainWriter {
         let map = Mapping::map(fd.as_fd(), plan.len as usize, true, false).unwrap();
-        MainWriter { fd, map, plan, cfg }
+        MainWriter {
+            fd,
+            map,
+            plan,
+            cfg,
+            book,
+        }
     }
 
     /// Another writer of the same region (for a hook that plays the sensor mid-call).
     pub fn another(&self) -> MainWriter {
-        MainWriter::new(self.fd.try_clone().unwrap(), self.plan.clone(), self.cfg)
+        MainWriter::new(
+            self.fd.try_clone().unwrap(),
+            self.plan.clone(),
+            self.cfg,
+            self.book.clone(),
+        )
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, ChunkBook> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Buffer `buffer`'s chunk map in worker `w`.
+    fn chunk_map(&self, w: usize, buffer: u32) -> &[AtomicU32] {
+        let n = self.cfg.chunk_map_len as usize;
+        let maps: &[AtomicU32] = self
+            .map
+            .slice(
+                self.plan.workers[w].chunk_map_off as usize,
+                self.cfg.buffers_per_worker as usize * n,
+            )
+            .unwrap();
+        &maps[buffer as usize * n..][..n]
+    }
+
+    /// Frees the chunks of buffer `buffer` of worker `w` that hold only offsets below `head`:
+    /// clears their map entries and puts them back in the pool.
+    fn free_below(&self, w: usize, buffer: u32, head: u64) {
+        let map = self.chunk_map(w, buffer);
+        let n = map.len();
+        let mut book = self.book();
+        let book = &mut *book;
+        for (e, held) in book.held[w][buffer as usize * n..][..n]
+            .iter_mut()
+            .enumerate()
+        {
+            if let Some((c, k)) = *held {
+                if (k + 1).saturating_mul(self.cfg.chunk_size) <= head {
+                    map[e].store(NO_CHUNK, Ordering::Release);
+                    book.free[w].push(c);
+                    *held = None;
+                }
+            }
+        }
+    }
+
+    /// Stores `entry` in the chunk-map entry of buffer `buffer` that covers stream offset
+    /// `offset`, bypassing the pool's bookkeeping: what a buggy or hostile sensor does.
+    pub fn spoil_chunk_map(&self, w: usize, buffer: u32, offset: u64, entry: u32) {
+        let map = self.chunk_map(w, buffer);
+        let e = ((offset / self.cfg.chunk_size) % self.cfg.chunk_map_len) as usize;
+        map[e].store(entry, Ordering::Release);
+    }
+
+    /// The chunk the map of buffer `buffer` names for stream offset `offset` ([`NO_CHUNK`] for
+    /// none).
+    pub fn chunk_of(&self, w: usize, buffer: u32, offset: u64) -> u32 {
+        let map = self.chunk_map(w, buffer);
+        let e = ((offset / self.cfg.chunk_size) % self.cfg.chunk_map_len) as usize;
+        map[e].load(Ordering::Acquire)
     }
 
     /// The main region's header.
@@ -112,7 +207,9 @@ impl MainWriter {
         self.map.get(0).unwrap()
     }
 
-    /// Publishes a flow slot and the metadata of rings its sides hold, under the slot's stamp.
+    /// Publishes a flow slot and the metadata of the buffers its sides hold, under the slot's
+    /// stamp; then, as the sensor does once a head has moved, frees the chunks each side's
+    /// buffer holds below its head.
     pub fn set_flow(&self, w: usize, slot: u32, data: &FlowData, metas: &[(u32, RingMeta)]) {
         let p = &self.plan.workers[w];
         let slots: &[FlowSlot] = self
@@ -121,7 +218,10 @@ impl MainWriter {
             .unwrap();
         let meta_slots: &[RingMetaSlot] = self
             .map
-            .slice(p.ring_meta_off as usize, self.cfg.rings_per_worker as usize)
+            .slice(
+                p.ring_meta_off as usize,
+                self.cfg.buffers_per_worker as usize,
+            )
             .unwrap();
         let s = &slots[slot as usize];
         s.stamp.begin_write();
@@ -130,6 +230,11 @@ impl MainWriter {
             m.store_prefix(&meta_slots[*ring as usize].words);
         }
         s.stamp.end_write();
+        for side in &data.sides {
+            if u64::from(side.ring) < self.cfg.buffers_per_worker {
+                self.free_below(w, side.ring, side.head);
+            }
+        }
     }
 
     /// Opens a flow slot's write section and leaves it open, as a sensor that died while
@@ -143,24 +248,58 @@ impl MainWriter {
         slots[slot as usize].stamp.begin_write();
     }
 
-    /// Writes stream bytes at stream offset `offset` of ring `ring` (wrapping).
+    /// Writes stream bytes at stream offset `offset` of the side using buffer `ring`, as the
+    /// sensor does: each piece into the chunk the buffer's map names for it, or into a chunk
+    /// taken from the pool, whose map entry is stored (release) after its bytes. A map entry
+    /// that still names a chunk holding older offsets (a span back) gives that chunk up first,
+    /// as a fixed ring overwrote them: the test then publishes a head past them.
+    ///
+    /// Panics when the worker's pool has no free chunk.
     pub fn write_ring(&self, w: usize, ring: u32, offset: u64, bytes: &[u8]) {
+        assert!(
+            u64::from(ring) < self.cfg.buffers_per_worker,
+            "no buffer {ring}"
+        );
         let m = Mapping::map(self.fd.as_fd(), self.plan.len as usize, true, false).unwrap();
-        let size = self.cfg.ring_size;
-        let base = self.plan.workers[w].rings_off + u64::from(ring) * size;
-        let r = m.take_bytes(base as usize, size as usize).unwrap();
-        for (i, b) in bytes.iter().enumerate() {
-            r[((offset + i as u64) % size) as usize] = *b;
+        let size = self.cfg.chunk_size;
+        let chunks = m
+            .take_bytes(
+                self.plan.workers[w].chunks_off as usize,
+                (self.cfg.chunks_per_worker * size) as usize,
+            )
+            .unwrap();
+        let map = self.chunk_map(w, ring);
+        let n = map.len();
+        let mut done = 0;
+        while done < bytes.len() {
+            let o = offset + done as u64;
+            let (k, within) = (o / size, o % size);
+            let e = (k % n as u64) as usize;
+            let len = ((size - within) as usize).min(bytes.len() - done);
+            let mut book = self.book();
+            let book = &mut *book;
+            let held = &mut book.held[w][ring as usize * n + e];
+            let (c, fresh) = match *held {
+                Some((c, hk)) if hk == k => (c, false),
+                old => {
+                    if let Some((c, _)) = old {
+                        map[e].store(NO_CHUNK, Ordering::Release);
+                        book.free[w].push(c);
+                    }
+                    let c = book.free[w].pop().unwrap_or_else(|| {
+                        panic!("fake sensor: worker {w} has no free chunk (FakeConfig::chunks)")
+                    });
+                    *held = Some((c, k));
+                    (c, true)
+                }
+            };
+            let at = (u64::from(c) * size + within) as usize;
+            chunks[at..at + len].copy_from_slice(&bytes[done..done + len]);
+            if fresh {
+                map[e].store(c, Ordering::Release);
+            }
+            done += len;
         }
-    }
-
-    /// Runs `f` with ring `ring` of worker `w` as bytes (ring position = stream offset modulo
-    /// the ring size), mapped once for a run of fast writes.
-    pub fn with_ring_bytes(&self, w: usize, ring: u32, f: impl FnOnce(&mut [u8])) {
-        let m = Mapping::map(self.fd.as_fd(), self.plan.len as usize, true, false).unwrap();
-        let size = self.cfg.ring_size;
-        let base = self.plan.workers[w].rings_off + u64::from(ring) * size;
-        f(m.take_bytes(base as usize, size as usize).unwrap());
     }
 
     /// Logs a frame in worker `w`'s packet log; returns its sequence.
@@ -237,8 +376,10 @@ impl FakeSensor {
     /// A fake whose header `edit` may spoil, answering hello with `answer`.
     pub fn with(cfg: FakeConfig, answer: Answer, edit: impl FnOnce(&mut Header)) -> FakeSensor {
         let config = ConfigInfo {
-            ring_size: cfg.ring_size,
-            rings_per_worker: cfg.rings_per_worker,
+            chunk_size: cfg.chunk_size,
+            buffers_per_worker: cfg.buffers,
+            chunks_per_worker: cfg.chunks,
+            chunk_map_len: cfg.map_len,
             slots_per_worker: cfg.slots_per_worker,
             pktlog_entries: cfg.pktlog_entries,
             pktlog_bytes: cfg.pktlog_bytes,
@@ -263,13 +404,29 @@ impl FakeSensor {
             for (i, w) in plan.workers.iter().enumerate() {
                 h.workers[i].slots_off = w.slots_off;
                 h.workers[i].ring_meta_off = w.ring_meta_off;
-                h.workers[i].rings_off = w.rings_off;
+                h.workers[i].chunk_map_off = w.chunk_map_off;
+                h.workers[i].chunks_off = w.chunks_off;
                 h.workers[i].pktlog_off = w.pktlog_off;
             }
             h.state
                 .store(shm_layout::layout::sensor_state::RUNNING, Ordering::Relaxed);
             edit(h);
+            for w in &plan.workers {
+                let map: &[AtomicU32] = m
+                    .slice(
+                        w.chunk_map_off as usize,
+                        (cfg.buffers * cfg.map_len) as usize,
+                    )
+                    .unwrap();
+                for e in map {
+                    e.store(NO_CHUNK, Ordering::Relaxed);
+                }
+            }
         }
+        let book = Arc::new(Mutex::new(ChunkBook {
+            free: vec![(0..cfg.chunks as u32).collect(); cfg.nworkers],
+            held: vec![vec![None; (cfg.buffers * cfg.map_len) as usize]; cfg.nworkers],
+        }));
         let event_plan = EventPlan::new(cfg.event_capacity, cfg.nworkers).unwrap();
         let events_fd = memfd("mos-events", event_plan.len);
         let mut events =
@@ -322,7 +479,7 @@ impl FakeSensor {
             std::thread::spawn(move || serve(listener, pass, reply, log, rx, quit))
         };
         FakeSensor {
-            main: MainWriter::new(main_fd, plan, config),
+            main: MainWriter::new(main_fd, plan, config, book),
             events,
             page,
             event_plan,

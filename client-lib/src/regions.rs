@@ -3,8 +3,8 @@
 //! The main and event regions are mapped read-only from read-only descriptors, so the kernel
 //! refuses this process write access to them; the analyzer page is the only writable one.
 //! Every offset comes from the published header and is checked once here ([`Regions::new`]),
-//! so the accessors below only fail for indices the sensor hands out later (a slot or ring
-//! number in an event or a flow slot), which they bound-check.
+//! so the accessors below only fail for indices the sensor hands out later (a slot or buffer
+//! number in an event or a flow slot, a chunk number in a chunk map), which they bound-check.
 
 use crate::error::{Errno, Error, Result};
 use crate::watch::SensorWatch;
@@ -15,6 +15,7 @@ use shm_layout::layout::{
 use shm_layout::plan::{EventPlan, MainPlan};
 use shm_layout::region::{Mapping, WriteProbe};
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// What the sensor said in its `Welcome`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +42,10 @@ pub(crate) struct Regions {
     plan: MainPlan,
     event_plan: EventPlan,
     pub config: ConfigInfo,
+    /// The most stream bytes one side holds: `chunk_size * chunk_map_len`.
+    pub span: u64,
+    /// `log2(chunk_size)`.
+    chunk_shift: u32,
     pub nworkers: usize,
     pub welcome: Welcome,
     /// The sensor publishes tunnel records ([`features::TUNNELS`]; ABI minor 2 on).
@@ -55,6 +60,18 @@ fn proto(msg: impl Into<String>) -> Error {
 
 fn to_usize(v: u64, what: &str) -> Result<usize> {
     usize::try_from(v).map_err(|_| proto(format!("{what} of {v} bytes does not fit in memory")))
+}
+
+/// What [`Regions::copy_stream`] found in a buffer's chunk map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Copied {
+    /// Every byte came from a chunk the map named.
+    Whole,
+    /// The map entry for stream offset `offset` was `entry`, which names no chunk
+    /// ([`shm_layout::layout::NO_CHUNK`] or out of range): the copy stopped there. Whether that
+    /// is an overrun (the sensor freed the chunk meanwhile) or the sensor's error is for the
+    /// caller's validation to say.
+    Torn { offset: u64, entry: u32 },
 }
 
 impl Regions {
@@ -103,6 +120,17 @@ impl Regions {
             )));
         }
         let config = header.config;
+        // `check_header` knows both sizes are powers of two; their product may still be absurd.
+        let span = config
+            .chunk_size
+            .checked_mul(config.chunk_map_len)
+            .ok_or_else(|| {
+                proto(format!(
+                    "stream buffers of {} chunks of {} bytes overflow 64 bits",
+                    config.chunk_map_len, config.chunk_size
+                ))
+            })?;
+        to_usize(span, "a stream buffer")?;
         let tunnels = header.features & features::TUNNELS != 0;
         let r = Regions {
             main,
@@ -114,6 +142,8 @@ impl Regions {
             plan,
             event_plan,
             config,
+            span,
+            chunk_shift: config.chunk_size.trailing_zeros(),
             nworkers,
             welcome,
             tunnels,
@@ -129,11 +159,15 @@ impl Regions {
             if r.config.pktlog_entries > 0 {
                 r.pktlog(w)?;
             }
-            let ring_bytes = r.config.rings_per_worker.saturating_mul(r.config.ring_size);
-            let end = r.plan.workers[w].rings_off.saturating_add(ring_bytes);
-            if end > r.main.len() as u64 {
+            r.chunk_maps(w)?;
+            let end = r
+                .config
+                .chunks_per_worker
+                .checked_mul(r.config.chunk_size)
+                .and_then(|n| r.plan.workers[w].chunks_off.checked_add(n));
+            if end.is_none_or(|e| e > r.main.len() as u64) {
                 return Err(proto(format!(
-                    "worker {w}'s rings end past the main region"
+                    "worker {w}'s stream chunks end past the main region"
                 )));
             }
         }
@@ -218,13 +252,13 @@ impl Regions {
             })
     }
 
-    /// Worker `w`'s ring metadata.
+    /// Worker `w`'s stream-buffer metadata, one per buffer.
     pub fn ring_metas(&self, w: usize) -> Result<&[RingMetaSlot]> {
         let p = self.plan.workers.get(w).ok_or_else(|| no_worker(w))?;
         self.main
             .slice(
                 to_usize(p.ring_meta_off, "ring metadata")?,
-                to_usize(self.config.rings_per_worker, "ring metadata")?,
+                to_usize(self.config.buffers_per_worker, "ring metadata")?,
             )
             .ok_or_else(|| {
                 proto(format!(
@@ -233,30 +267,82 @@ impl Regions {
             })
     }
 
-    /// Copies the ring bytes of stream offsets `[offset, offset + dst.len())` of ring `ring` of
-    /// worker `w` (wrapping around the ring's end). The caller validates the copy afterwards.
-    pub fn copy_ring(&self, w: usize, ring: u32, offset: u64, dst: &mut [u8]) -> Result<()> {
+    /// Worker `w`'s chunk maps: `chunk_map_len` entries per buffer, buffer after buffer.
+    pub fn chunk_maps(&self, w: usize) -> Result<&[AtomicU32]> {
         let p = self.plan.workers.get(w).ok_or_else(|| no_worker(w))?;
-        let size = self.config.ring_size;
-        if u64::from(ring) >= self.config.rings_per_worker || dst.len() as u64 > size {
+        let bad = || {
+            proto(format!(
+                "worker {w}'s chunk maps lie outside the main region"
+            ))
+        };
+        let n = self
+            .config
+            .buffers_per_worker
+            .checked_mul(self.config.chunk_map_len)
+            .ok_or_else(bad)?;
+        self.main
+            .slice(
+                to_usize(p.chunk_map_off, "chunk maps")?,
+                to_usize(n, "chunk maps")?,
+            )
+            .ok_or_else(bad)
+    }
+
+    /// Copies the bytes of stream offsets `[offset, offset + dst.len())` of the side that uses
+    /// buffer `buffer` of worker `w`, at most [`Regions::span`] of them, through the buffer's
+    /// chunk map: for each piece that lies in one chunk, the map entry (acquire), then the
+    /// chunk's bytes. An entry that names no chunk stops the copy ([`Copied::Torn`]). The
+    /// caller validates the copy afterwards, whatever this returns.
+    ///
+    /// Every index comes from the sensor and is checked: a buffer or a read out of range is
+    /// `EPROTO`; an entry out of range is a torn copy, never a read outside the region.
+    pub fn copy_stream(
+        &self,
+        w: usize,
+        buffer: u32,
+        offset: u64,
+        dst: &mut [u8],
+    ) -> Result<Copied> {
+        let p = self.plan.workers.get(w).ok_or_else(|| no_worker(w))?;
+        let cfg = &self.config;
+        let len = dst.len() as u64;
+        if u64::from(buffer) >= cfg.buffers_per_worker
+            || len > self.span
+            || offset.checked_add(len).is_none()
+        {
             return Err(proto(format!(
-                "ring {ring} of worker {w} (or a read of {} bytes) is out of range",
-                dst.len()
+                "buffer {buffer} of worker {w} (or a read of {len} bytes at offset {offset}) is out of range"
             )));
         }
-        let base = p.rings_off + u64::from(ring) * size;
-        let pos = offset & (size - 1);
-        let first = (dst.len() as u64).min(size - pos) as usize;
-        let (a, b) = dst.split_at_mut(first);
-        let ok = self.main.read_bytes(to_usize(base + pos, "ring")?, a)
-            && self.main.read_bytes(to_usize(base, "ring")?, b);
-        if ok {
-            Ok(())
-        } else {
-            Err(proto(format!(
-                "ring {ring} of worker {w} lies outside the main region"
-            )))
+        let maps = self.chunk_maps(w)?;
+        // `maps` holds `buffers_per_worker * map_len` entries (so both fit a usize), and
+        // `buffer < buffers_per_worker`: the slice below is inside it.
+        let map_len = cfg.chunk_map_len as usize;
+        let map = &maps[buffer as usize * map_len..][..map_len];
+        let size = cfg.chunk_size;
+        let mut done = 0;
+        while done < dst.len() {
+            let o = offset + done as u64;
+            let within = o & (size - 1);
+            let n = (size - within).min((dst.len() - done) as u64) as usize;
+            let entry =
+                map[((o >> self.chunk_shift) as usize) & (map_len - 1)].load(Ordering::Acquire);
+            if u64::from(entry) >= cfg.chunks_per_worker {
+                return Ok(Copied::Torn { offset: o, entry });
+            }
+            // In the region: the chunks end inside it (checked in `Regions::new`).
+            let at = p.chunks_off + u64::from(entry) * size + within;
+            if !self
+                .main
+                .read_bytes(to_usize(at, "stream chunk")?, &mut dst[done..done + n])
+            {
+                return Err(proto(format!(
+                    "chunk {entry} of worker {w} lies outside the main region"
+                )));
+            }
+            done += n;
         }
+        Ok(Copied::Whole)
     }
 
     /// Worker `w`'s packet log: header, entries, and where its frame bytes start.

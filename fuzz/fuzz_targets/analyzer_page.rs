@@ -42,8 +42,10 @@ fn rig() -> &'static Mutex<Rig> {
     static RIG: OnceLock<Mutex<Rig>> = OnceLock::new();
     RIG.get_or_init(|| {
         let cfg = ConfigInfo {
-            ring_size: 4096,
-            rings_per_worker: 2,
+            chunk_size: 4096,
+            buffers_per_worker: 2,
+            chunks_per_worker: 2,
+            chunk_map_len: 1,
             slots_per_worker: 4,
             pktlog_entries: 8,
             pktlog_bytes: 4096,

@@ -91,49 +91,37 @@ impl MainPlan {
                 ..Default::default()
             };
             let mul = |n: u64, sz: usize| n.checked_mul(sz as u64).ok_or_else(over);
-            at = align_up(
-                at + mul(cfg.slots_per_worker, size_of::<FlowSlot>())?,
-                PART_ALIGN,
-            )
-            .ok_or_else(over)?;
+            // A published header may hold any sizes: every sum is checked, so that a reader
+            // refuses a hostile one instead of overflowing.
+            let add = |a: u64, b: u64| a.checked_add(b).ok_or_else(over);
+            let part = |a: u64, b: u64| align_up(add(a, b)?, PART_ALIGN).ok_or_else(over);
+            at = part(at, mul(cfg.slots_per_worker, size_of::<FlowSlot>())?)?;
             w.ring_meta_off = at;
-            at = align_up(
-                at + mul(cfg.buffers_per_worker, size_of::<RingMetaSlot>())?,
-                PART_ALIGN,
-            )
-            .ok_or_else(over)?;
+            at = part(at, mul(cfg.buffers_per_worker, size_of::<RingMetaSlot>())?)?;
             w.chunk_map_off = at;
             let map_words = cfg
                 .buffers_per_worker
                 .checked_mul(cfg.chunk_map_len)
                 .ok_or_else(over)?;
-            at = align_up(at + mul(map_words, 4)?, PART_ALIGN).ok_or_else(over)?;
+            at = part(at, mul(map_words, 4)?)?;
             w.chunks_off = at;
-            let ring_bytes = cfg
+            let chunk_bytes = cfg
                 .chunks_per_worker
                 .checked_mul(cfg.chunk_size)
                 .ok_or_else(over)?;
-            at = align_up(at.checked_add(ring_bytes).ok_or_else(over)?, PART_ALIGN)
-                .ok_or_else(over)?;
+            at = part(at, chunk_bytes)?;
             w.pktlog_off = at;
-            at += size_of::<PktLogHeader>() as u64;
-            at += mul(cfg.pktlog_entries, size_of::<PktLogEntry>())?;
+            at = add(at, size_of::<PktLogHeader>() as u64)?;
+            at = add(at, mul(cfg.pktlog_entries, size_of::<PktLogEntry>())?)?;
             w.pktlog_bytes_off = at;
-            at = align_up(
-                at.checked_add(cfg.pktlog_bytes).ok_or_else(over)?,
-                PART_ALIGN,
-            )
-            .ok_or_else(over)?;
+            at = part(at, cfg.pktlog_bytes)?;
             w.end = at;
             workers.push(w);
         }
         for w in &mut workers {
             w.tunnels_off = at;
-            at = align_up(
-                at + mul_sz(cfg.slots_per_worker, size_of::<TunnelSlot>()).ok_or_else(over)?,
-                PART_ALIGN,
-            )
-            .ok_or_else(over)?;
+            let n = mul_sz(cfg.slots_per_worker, size_of::<TunnelSlot>()).ok_or_else(over)?;
+            at = align_up(at.checked_add(n).ok_or_else(over)?, PART_ALIGN).ok_or_else(over)?;
         }
         let len = align_up(at, round_to.max(PART_ALIGN)).ok_or_else(over)?;
         Ok(MainPlan { workers, len })
@@ -291,6 +279,21 @@ mod tests {
         let mut c = cfg();
         c.chunks_per_worker = u64::MAX / 2;
         assert!(MainPlan::new(&c, 1, 4096).is_err());
+        // Sizes whose products fit but whose sums do not: refused, not a panic.
+        for edit in [
+            (|c: &mut ConfigInfo| c.slots_per_worker = u64::MAX / 192) as fn(&mut ConfigInfo),
+            |c| c.chunk_map_len = 1 << 58,
+            |c| c.pktlog_entries = u64::MAX / 64,
+            |c| {
+                c.chunk_size = 1 << 31;
+                c.chunks_per_worker = (1 << 32) - 2;
+            },
+        ] {
+            let mut c = cfg();
+            edit(&mut c);
+            let e = MainPlan::new(&c, 3, 4096).unwrap_err();
+            assert!(e.0.contains("overflow") || e.0.contains("32-bit"), "{e}");
+        }
         assert!(EventPlan::new(1000, 1).is_err());
         assert!(EventPlan::new(1024, 0).is_err());
     }
