@@ -584,7 +584,7 @@ pub const KEYS: &[Key] = &[
         shipped: None,
         scope: Scope::Always,
         summary: "TCP checksums: \"count\" bad ones and keep them, \"drop\" them, or \"ignore\" (no check).",
-        meaning: "What is done with TCP checksums. `count` verifies them and counts bad ones but keeps the segments, since captures taken on the sending host often hold checksums the NIC would have filled in; `drop` drops segments whose checksum is wrong before they reach the connection tracker, as the receiving host would (counted; their bytes become a gap unless a retransmission brings them); `ignore` does not verify them.",
+        meaning: "What is done with TCP checksums. `count` verifies them and counts bad ones but keeps the segments, since captures taken on the sending host often hold checksums the NIC would have filled in; `drop` drops segments whose checksum is wrong before they reach the connection tracker, as the receiving host would (counted; their bytes become a gap unless a retransmission brings them); `ignore` does not verify them. On a loopback device captured with `--iface` they are never verified, whatever this says: the kernel leaves them to a checksum offload that never runs there.",
     },
     // [fragments]
     Key {

@@ -18,6 +18,11 @@
 //! devices) is read by one receive thread that hashes each frame with [`DispatchHash`](crate::dispatch::DispatchHash) and
 //! hands the mbuf itself to its worker (no copy).
 //!
+//! Loopback devices: AF_PACKET hands every frame there to the capture twice, as sent and as
+//! received. The workers read the received copy and skip the outgoing one (counted in
+//! [`LiveOptions::loopback_outgoing`]), as libpcap does; DPDK's `net_af_packet` cannot tell the
+//! copies apart, which the sensor can only warn about ([`af_packet_vdev_ifaces`]).
+//!
 //! IP fragments: each worker reassembles the fragments it receives. Every fragment of a
 //! datagram carries the same addresses, so the kernel's fanout hash, a symmetric RSS key and
 //! [`DispatchHash`](crate::dispatch::DispatchHash) all send them to one worker (they hash a
@@ -61,6 +66,10 @@ pub struct LiveOptions {
     /// Each worker reassembles IP fragments within these limits (`None`: fragments are
     /// counted as other IP).
     pub defrag: Option<DefragConfig>,
+    /// Frames an AF_PACKET capture on a loopback device skipped as the outgoing copy (the
+    /// kernel hands every frame there to a packet socket twice, as sent and as received),
+    /// added to as they are skipped so that status reports can read it while the capture runs.
+    pub loopback_outgoing: Arc<AtomicU64>,
 }
 
 /// The CPUs this thread may run on.
@@ -108,6 +117,8 @@ pub struct LiveOutcome {
     pub capture_drops: u64,
     /// DPDK's `ierrors` and `rx_nombuf`.
     pub nic_errors: (u64, u64),
+    /// Outgoing copies of frames skipped on a loopback device (AF_PACKET).
+    pub loopback_outgoing: u64,
 }
 
 /// Capture time in nanoseconds since the Unix epoch, from the wall clock.
@@ -381,8 +392,56 @@ pub fn iface_link_type(iface: &str) -> Result<LinkType> {
     }
 }
 
+/// Whether `iface` is a loopback device (`IFF_LOOPBACK` in its flags, or hardware type
+/// `ARPHRD_LOOPBACK`), from sysfs; false for a name sysfs does not know.
+pub fn iface_is_loopback(iface: &str) -> bool {
+    if iface.is_empty() || iface.contains('/') || iface.starts_with('.') {
+        return false;
+    }
+    let read = |what: &str| std::fs::read_to_string(format!("/sys/class/net/{iface}/{what}"));
+    const IFF_LOOPBACK: u32 = 0x8;
+    const ARPHRD_LOOPBACK: &str = "772";
+    let flags = read("flags").ok().and_then(|t| {
+        let t = t.trim();
+        u32::from_str_radix(t.strip_prefix("0x").unwrap_or(t), 16).ok()
+    });
+    flags.is_some_and(|f| f & IFF_LOOPBACK != 0)
+        || read("type").is_ok_and(|t| t.trim() == ARPHRD_LOOPBACK)
+}
+
+/// The interfaces that DPDK `net_af_packet` virtual devices among `eal_args` read: the
+/// `iface=` of each `--vdev=net_af_packetN,...` or `--vdev net_af_packetN,...` (also under the
+/// driver's older name `eth_af_packet`).
+pub fn af_packet_vdev_ifaces(eal_args: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut words = eal_args.split_whitespace();
+    while let Some(w) = words.next() {
+        let dev = match w.strip_prefix("--vdev") {
+            Some("") => words.next(),
+            Some(rest) => rest.strip_prefix('='),
+            None => None,
+        };
+        let Some(dev) = dev else { continue };
+        let mut parts = dev.split(',');
+        let name = parts.next().unwrap_or_default();
+        if !(name.starts_with("net_af_packet") || name.starts_with("eth_af_packet")) {
+            continue;
+        }
+        out.extend(
+            parts
+                .filter_map(|kv| kv.strip_prefix("iface="))
+                .map(str::to_string),
+        );
+    }
+    out
+}
+
 /// Opens one AF_PACKET ring per worker on `iface` (a fanout group when there are several),
 /// whose blocks the kernel hands over when full or `block_timeout_ms` after their first frame.
+///
+/// On a loopback device ([`mos_afpacket::Ring::is_loopback`]) the kernel hands every frame to
+/// the rings twice, as it goes out and as it comes back in; [`run_afpacket`] reads the incoming
+/// copy and skips the outgoing one, as libpcap does.
 pub fn open_afpacket(
     iface: &str,
     workers: usize,
@@ -401,7 +460,8 @@ pub fn open_afpacket(
         .collect()
 }
 
-/// Captures from `rings` (one per lane) until stopped.
+/// Captures from `rings` (one per lane) until stopped. On a loopback device the outgoing copy
+/// of each frame is skipped and counted in [`LiveOptions::loopback_outgoing`].
 pub fn run_afpacket<S: EventSink + Send>(
     rings: Vec<mos_afpacket::Ring>,
     link: LinkType,
@@ -426,10 +486,16 @@ pub fn run_afpacket<S: EventSink + Send>(
                     pin_worker(shared, w)?;
                     let mut wk = Worker::new(w, lane, info, Clock::Wall, &shared.opts);
                     let mut last_stats = Instant::now();
+                    let skip_outgoing = ring.is_loopback();
                     while !shared.should_stop() {
                         match ring.next_block(IDLE_TICK)? {
                             Some(block) => {
+                                let mut skipped = 0u64;
                                 for f in &block {
+                                    if skip_outgoing && f.is_outgoing() {
+                                        skipped += 1;
+                                        continue;
+                                    }
                                     let pkt = RawPacket {
                                         ts_ns: f.ts_ns,
                                         link,
@@ -441,6 +507,12 @@ pub fn run_afpacket<S: EventSink + Send>(
                                     wk.frame(pos, &pkt)?;
                                 }
                                 drop(block);
+                                if skipped > 0 {
+                                    shared
+                                        .opts
+                                        .loopback_outgoing
+                                        .fetch_add(skipped, Ordering::Relaxed);
+                                }
                                 wk.after_frames(shared);
                             }
                             None => wk.idle(shared)?,
@@ -470,6 +542,7 @@ pub fn run_afpacket<S: EventSink + Send>(
     })?;
     let mut out = outcome(&shared, per_worker);
     out.capture_drops = drops.iter().map(|d| d.load(Ordering::Relaxed)).sum();
+    out.loopback_outgoing = shared.opts.loopback_outgoing.load(Ordering::Relaxed);
     Ok(out)
 }
 
@@ -837,5 +910,37 @@ mod dpdk {
         // Joined through the scope; the supervisor watches the workers.
         drop(recv);
         Ok(handles)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn af_packet_vdevs_name_their_interfaces() {
+        let ifaces = |a: &str| af_packet_vdev_ifaces(a);
+        assert_eq!(
+            ifaces("--no-huge -m 256 --vdev=net_af_packet0,iface=lo,framecnt=8192 -l 0"),
+            ["lo"]
+        );
+        assert_eq!(
+            ifaces("--vdev net_af_packet1,qpairs=2,iface=eth0 --vdev=eth_af_packet2,iface=lo"),
+            ["eth0", "lo"]
+        );
+        // Other drivers, and words that only look alike, name nothing.
+        assert!(ifaces("--vdev=net_pcap0,iface=lo --vdev=net_null0").is_empty());
+        assert!(ifaces("--vdevx=net_af_packet0,iface=lo").is_empty());
+        assert!(ifaces("--vdev").is_empty());
+        assert!(ifaces("").is_empty());
+    }
+
+    #[test]
+    fn lo_is_a_loopback_device_and_odd_names_are_not() {
+        // Every network namespace has lo, and sysfs shows it.
+        assert!(iface_is_loopback("lo"));
+        for name in ["", "mos-no-such0", "../lo", ".", "lo/"] {
+            assert!(!iface_is_loopback(name), "{name:?}");
+        }
     }
 }

@@ -260,7 +260,8 @@ struct Args {
     #[arg(long)]
     no_midstream: bool,
 
-    /// Do not verify TCP checksums (by default bad ones are counted and kept).
+    /// Do not verify TCP checksums (by default bad ones are counted and kept; on a loopback
+    /// device captured with --iface they are never verified).
     #[arg(long)]
     no_checksum: bool,
 
@@ -955,6 +956,15 @@ fn run(args: Args, reloader: Arc<std::sync::Mutex<Reloader>>) -> Result<ExitCode
     )
     .context("cannot install the signal handlers")?;
     let mut input = open_input(&args, &stop)?;
+    // On a loopback device the kernel leaves TCP checksums to an offload that never runs, so
+    // verifying them would call nearly every segment bad.
+    let loopback = matches!(input, Input::Iface { loopback: true, .. });
+    let checksums = if loopback {
+        ChecksumPolicy::Ignore
+    } else {
+        args.checksums()
+    };
+    let loopback_outgoing = Arc::new(AtomicU64::new(0));
     let mut dumps = Vec::new();
     if let Some(dir) = &args.dump {
         for _ in 0..nw {
@@ -969,7 +979,11 @@ fn run(args: Args, reloader: Arc<std::sync::Mutex<Reloader>>) -> Result<ExitCode
         service::notify("READY=1\nSTATUS=running (publishing nothing)");
         (t, None)
     } else {
-        let about = describe_input(&args, &input);
+        let about = control::SensorInfo {
+            input: describe_input(&args, &input),
+            loopback_outgoing: loopback.then(|| loopback_outgoing.clone()),
+            ..control::SensorInfo::default()
+        };
         let (region, trackers, sinks, server) =
             publish(&args, cfg, base_events, stop.clone(), about, &reloader)?;
         (trackers, Some((region, sinks, server)))
@@ -995,7 +1009,7 @@ fn run(args: Args, reloader: Arc<std::sync::Mutex<Reloader>>) -> Result<ExitCode
     let tty = std::io::stderr().is_terminal();
     let started = Instant::now();
     let opts = ReplayOptions {
-        checksums: args.checksums(),
+        checksums,
         progress_every: show_progress.then_some(Duration::from_secs(1)),
         stop: Some(stop.clone()),
         speed: args.speed,
@@ -1021,7 +1035,7 @@ fn run(args: Args, reloader: Arc<std::sync::Mutex<Reloader>>) -> Result<ExitCode
         .map(|w| region.as_ref().map(|r| &r.header.workers[w]))
         .collect();
     let live_opts = LiveOptions {
-        checksums: args.checksums(),
+        checksums,
         stop: stop.clone(),
         stop_after_idle: args.stop_after_idle.map(Duration::from_secs_f64),
         count: args.count,
@@ -1049,8 +1063,10 @@ fn run(args: Args, reloader: Arc<std::sync::Mutex<Reloader>>) -> Result<ExitCode
             if service::stderr_is_journal() { 60 } else { 5 },
         )),
         defrag,
+        loopback_outgoing: loopback_outgoing.clone(),
     };
     let mut live_drops = None;
+    let mut loopback_skipped: Option<(String, u64)> = None;
     let mut mem_at_end = None;
     let (outcome, per_worker) = match &mut input {
         Input::File(capture) => {
@@ -1086,17 +1102,29 @@ fn run(args: Args, reloader: Arc<std::sync::Mutex<Reloader>>) -> Result<ExitCode
             mem_at_end = input.at_end;
             r
         }
-        Input::Iface { rings, link, name } => {
+        Input::Iface {
+            rings, link, name, ..
+        } => {
             let lanes = lanes(&mut trackers, &mut sinks);
             if !args.quiet {
                 log_notice!(
-                    "capturing on {name} (AF_PACKET, {nw} worker{})",
-                    if nw == 1 { "" } else { "s" }
+                    "capturing on {name} (AF_PACKET, {nw} worker{}{})",
+                    if nw == 1 { "" } else { "s" },
+                    if loopback {
+                        "; a loopback device: each frame is captured once, the outgoing copy \
+                         skipped, and TCP checksums are not verified, as the kernel leaves them \
+                         to an offload that never runs"
+                    } else {
+                        ""
+                    }
                 );
             }
             let o = run_afpacket(std::mem::take(rings), *link, lanes, infos, live_opts)
                 .with_context(|| format!("capturing on {name}"))?;
             live_drops = Some((o.capture_drops, o.nic_errors, false));
+            if loopback {
+                loopback_skipped = Some((name.clone(), o.loopback_outgoing));
+            }
             (
                 ReplayOutcome {
                     stats: o.stats,
@@ -1126,6 +1154,22 @@ fn run(args: Args, reloader: Arc<std::sync::Mutex<Reloader>>) -> Result<ExitCode
                 );
             }
             let blind = d.port.driver_name() == "net_af_packet";
+            let loopback_vdevs: Vec<String> = args
+                .dpdk
+                .as_deref()
+                .map(mos_sensor::live::af_packet_vdev_ifaces)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|i| mos_sensor::live::iface_is_loopback(i))
+                .collect();
+            if blind && !loopback_vdevs.is_empty() {
+                // libpcap and --iface tell the copies apart by the packet type the kernel gives
+                // each one; DPDK's af_packet driver does not pass it on.
+                log_warn!(
+                    "warning: net_af_packet on the loopback device {} receives every frame twice (as sent and as received) and cannot tell the copies apart: connections will read as retransmissions and TCP checksums as bad; capture a loopback device with --iface, which reads each frame once",
+                    loopback_vdevs.join(", ")
+                );
+            }
             if blind && !args.quiet {
                 // DPDK 22.11's af_packet driver does not read the socket's drop counter.
                 log_warn!(
@@ -1246,6 +1290,11 @@ fn run(args: Args, reloader: Arc<std::sync::Mutex<Reloader>>) -> Result<ExitCode
                 ),
             );
         }
+        if let Some((name, n)) = &loopback_skipped {
+            log_info!(
+                "{name} is a loopback device: {n} outgoing copies of frames skipped (loopback_outgoing; the kernel hands each frame there to the capture as sent and as received, and the received copy is the one read)"
+            );
+        }
         if nw > 1 {
             let split: Vec<String> = per_worker.iter().map(|w| w.frames.to_string()).collect();
             log_info!(
@@ -1258,13 +1307,22 @@ fn run(args: Args, reloader: Arc<std::sync::Mutex<Reloader>>) -> Result<ExitCode
                 }
             );
         }
+        let checked = if checksums.verifies() {
+            format!(
+                ", {} with bad TCP checksums (--drop-bad-checksums); kept {} with bad TCP checksums,",
+                s.bad_checksum_dropped,
+                s.bad_checksum - s.bad_checksum_dropped
+            )
+        } else if loopback {
+            "; TCP checksums not verified (a loopback device: the kernel leaves them to an offload that never runs); kept".to_string()
+        } else {
+            "; TCP checksums not verified (--no-checksum); kept".to_string()
+        };
         log_info!(
-            "skipped {} truncated, {} malformed, {} of unsupported link type, {} with bad TCP checksums (--drop-bad-checksums); kept {} with bad TCP checksums, {} cut by the snap length (rest counted as a gap), {} shorter than their IP length",
+            "skipped {} truncated, {} malformed, {} of unsupported link type{checked} {} cut by the snap length (rest counted as a gap), {} shorter than their IP length",
             s.truncated,
             s.malformed,
             s.unsupported_link,
-            s.bad_checksum_dropped,
-            s.bad_checksum - s.bad_checksum_dropped,
             s.snap_cut,
             s.ip_length_exceeds_frame
         );
@@ -1430,6 +1488,8 @@ enum Input {
         rings: Vec<mos_afpacket::Ring>,
         link: LinkType,
         name: String,
+        /// A loopback device: outgoing copies are skipped, checksums not verified.
+        loopback: bool,
     },
     #[cfg(feature = "dpdk")]
     Dpdk(Box<DpdkInput>),
@@ -1449,6 +1509,7 @@ fn open_input(args: &Args, stop: &Arc<AtomicBool>) -> Result<Input> {
         let link = iface_link_type(iface)?;
         let rings = open_afpacket(iface, args.workers, args.block_timeout_ms)?;
         return Ok(Input::Iface {
+            loopback: rings.iter().any(|r| r.is_loopback()),
             rings,
             link,
             name: iface.clone(),
@@ -1545,7 +1606,7 @@ fn publish(
     cfg: TrackerConfig,
     base_events: EventMask,
     stop: Arc<AtomicBool>,
-    input: String,
+    about: control::SensorInfo,
     reloader: &std::sync::Mutex<Reloader>,
 ) -> Result<(
     mos_sensor::publish::MainRegion,
@@ -1617,9 +1678,9 @@ fn publish(
             },
             header: region.header,
             info: control::SensorInfo {
-                input,
                 lossless,
                 memory_bound,
+                ..about
             },
         },
         to_workers,

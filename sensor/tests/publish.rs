@@ -1696,7 +1696,7 @@ fn ctl_config(path: &Path, region: &MainRegion, allowed: Allowed) -> ControlConf
         info: control::SensorInfo {
             input: "test".into(),
             lossless: true,
-            memory_bound: None,
+            ..control::SensorInfo::default()
         },
     }
 }

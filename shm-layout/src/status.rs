@@ -124,6 +124,10 @@ pub struct StatusReport {
     pub memory_bound_bytes: Option<u64>,
     /// The analyzers attached, by id.
     pub analyzers: Vec<AnalyzerStatus>,
+    /// Frames skipped as the outgoing copy on a loopback device (AF_PACKET hands each frame
+    /// there to the capture twice, as sent and as received); 0 for other inputs. Last, so that
+    /// a `mos-ctl` that predates it still reads the rest of the report.
+    pub loopback_outgoing: u64,
 }
 
 /// Every built-in event with its mOS name without `MOS_ON_`, in bit order.
@@ -256,14 +260,19 @@ pub fn render_text(r: &StatusReport) -> String {
     );
     let _ = writeln!(
         o,
-        "frames:    {} ({}); {} frames/s, {}/s; {} TCP, {} other IP, {} not IP",
+        "frames:    {} ({}); {} frames/s, {}/s; {} TCP, {} other IP, {} not IP{}",
         r.frames,
         human_bytes(r.bytes),
         r.frames_per_sec,
         human_bytes(r.bytes_per_sec),
         r.tcp_segments,
         r.other_ip,
-        r.not_ip
+        r.not_ip,
+        if r.loopback_outgoing > 0 {
+            format!("; {} outgoing loopback copies skipped", r.loopback_outgoing)
+        } else {
+            String::new()
+        }
     );
     let _ = writeln!(
         o,
@@ -436,7 +445,7 @@ pub fn render_prometheus(r: &StatusReport) -> String {
         "Workers the sensor runs.",
         &one(u64::from(r.workers)),
     );
-    let counters: [(&str, &str, u64); 22] = [
+    let counters: [(&str, &str, u64); 23] = [
         ("mos_frames_total", "Frames read.", r.frames),
         (
             "mos_frame_bytes_total",
@@ -450,6 +459,11 @@ pub fn render_prometheus(r: &StatusReport) -> String {
             r.other_ip,
         ),
         ("mos_not_ip_frames_total", "Frames without IP.", r.not_ip),
+        (
+            "mos_loopback_outgoing_frames_total",
+            "Outgoing copies of frames on a loopback device, skipped (each is captured twice there).",
+            r.loopback_outgoing,
+        ),
         (
             "mos_capture_drops_total",
             "Frames the capture dropped before the sensor saw them.",
@@ -697,6 +711,7 @@ mod tests {
             waits: 16,
             memory_rss_bytes: 50 << 20,
             memory_bound_bytes: Some(3 << 30),
+            loopback_outgoing: 0,
             analyzers: vec![
                 AnalyzerStatus {
                     id: 1,
@@ -756,11 +771,20 @@ analyzers: 2
         let mut none = sample();
         none.analyzers.clear();
         assert!(render_text(&none).ends_with("analyzers: 0\n"));
+        let mut lo = sample();
+        lo.loopback_outgoing = 17;
+        assert!(
+            render_text(&lo).contains("3 not IP; 17 outgoing loopback copies skipped\n"),
+            "{}",
+            render_text(&lo)
+        );
     }
 
     #[test]
     fn the_metrics_are_well_formed_and_carry_every_number() {
-        let text = render_prometheus(&sample());
+        let mut r = sample();
+        r.loopback_outgoing = 18;
+        let text = render_prometheus(&r);
         let mut typed = std::collections::BTreeMap::new();
         let mut helped = std::collections::BTreeSet::new();
         for l in text.lines() {
@@ -783,6 +807,7 @@ analyzers: 2
         for line in [
             "mos_frames_total 1000",
             "mos_frame_bytes_total 1500000",
+            "mos_loopback_outgoing_frames_total 18",
             "mos_flows_live 12",
             "mos_events_dropped_total 10",
             "mos_memory_bound_bytes 3221225472",

@@ -6,8 +6,9 @@
 //!         [--max-secs S]
 //! ```
 //!
-//! It prints `{"event":"ready"}` once every ring is open, then a line per frame with the ring
-//! that got it, its timestamp and lengths, the VLAN tag the kernel reported, and for IPv4 UDP and
+//! It prints `{"event":"ready","loopback":BOOL}` once every ring is open (whether the interface
+//! is a loopback device), then a line per frame with the ring that got it, its timestamp and
+//! lengths, the VLAN tag and packet type (`sll_pkttype`) the kernel reported, and for IPv4 UDP and
 //! TCP the addresses, ports, TCP flags and payload (hex, up to 64 KiB). When its standard input reaches end of
 //! file it keeps reading until the rings have been quiet for 300 ms, prints a `stats` line per
 //! ring and exits; it also stops by itself after `--max-secs` (default 60). With more than one
@@ -109,10 +110,12 @@ fn l4_fields(data: &[u8]) -> String {
 fn frame_line(ring: usize, f: &Frame<'_>) -> String {
     let vlan = f.vlan_tci.map_or("null".to_owned(), |v| v.to_string());
     format!(
-        "{{\"event\":\"frame\",\"ring\":{ring},\"ts_ns\":{},\"wire_len\":{},\"caplen\":{},\"vlan_tci\":{vlan}{}}}",
+        "{{\"event\":\"frame\",\"ring\":{ring},\"ts_ns\":{},\"wire_len\":{},\"caplen\":{},\"vlan_tci\":{vlan},\"pkt_type\":{},\"outgoing\":{}{}}}",
         f.ts_ns,
         f.wire_len,
         f.data.len(),
+        f.pkt_type,
+        f.is_outgoing(),
         l4_fields(f.data)
     )
 }
@@ -146,7 +149,8 @@ fn main() {
 
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    writeln!(out, "{{\"event\":\"ready\"}}").unwrap();
+    let loopback = rings.iter().any(Ring::is_loopback);
+    writeln!(out, "{{\"event\":\"ready\",\"loopback\":{loopback}}}").unwrap();
     out.flush().unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));

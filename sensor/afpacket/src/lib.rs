@@ -26,6 +26,11 @@
 //! the frame header instead of the packet bytes. This crate does not put the tag back into
 //! [`Frame::data`] (that would need a copy); it exposes it as [`Frame::vlan_tci`].
 //!
+//! **Loopback devices.** On a loopback device the kernel hands every frame to a packet socket
+//! twice: as it is sent and as it comes back in. [`Ring::is_loopback`] says whether the
+//! interface is one, and [`Frame::is_outgoing`] marks the sent copy (`PACKET_OUTGOING`), which
+//! a reader that wants each frame once skips, as libpcap does. The ring itself delivers both.
+//!
 //! **Fanout.** Sockets that join the same [`Fanout`] group on the same interface share its
 //! traffic: each frame goes to exactly one of them. With [`FanoutMode::Hash`] the kernel picks the
 //! socket from `__skb_get_hash_symmetric`, a flow hash over addresses and ports computed after
@@ -195,6 +200,7 @@ pub struct Ring {
     block_count: usize,
     next: usize,
     iface: String,
+    loopback: bool,
     totals: Stats,
 }
 
@@ -366,7 +372,7 @@ impl Ring {
             return Err(fail("mmap of the ring", io::Error::last_os_error()));
         }
         // From here on `ring` owns the mapping and the socket; an early return unmaps and closes.
-        let ring = Ring {
+        let mut ring = Ring {
             fd,
             map: NonNull::new(addr.cast()).expect("mmap returned a null mapping"),
             map_len,
@@ -374,6 +380,7 @@ impl Ring {
             block_count: opts.block_count,
             next: 0,
             iface: iface.to_owned(),
+            loopback: false,
             totals: Stats::default(),
         };
 
@@ -393,6 +400,8 @@ impl Ring {
         if rc != 0 {
             return Err(fail("bind", io::Error::last_os_error()));
         }
+        ring.loopback =
+            is_loopback(ring.fd.as_raw_fd(), &name).map_err(|(step, e)| fail(step, e))?;
 
         if opts.promiscuous {
             let mreq = libc::packet_mreq {
@@ -430,6 +439,16 @@ impl Ring {
     /// The interface this ring captures on.
     pub fn interface(&self) -> &str {
         &self.iface
+    }
+
+    /// Whether the interface is a loopback device (`IFF_LOOPBACK`, or hardware type
+    /// `ARPHRD_LOOPBACK`), found when the ring was opened.
+    ///
+    /// A packet socket on a loopback device receives every frame twice: once as it is sent
+    /// ([`Frame::is_outgoing`]) and once as it comes back in. A reader that wants each frame
+    /// once skips the outgoing copies, as libpcap does.
+    pub fn is_loopback(&self) -> bool {
+        self.loopback
     }
 
     /// The next block the kernel has handed to user space, waiting up to `timeout` for one;
@@ -568,6 +587,41 @@ impl Drop for Ring {
     }
 }
 
+/// Whether the interface the packet socket `fd` is bound to (named `name`) is a loopback
+/// device: its flags have `IFF_LOOPBACK`, or its hardware type is `ARPHRD_LOOPBACK`. On error,
+/// the step that failed and the error.
+fn is_loopback(fd: RawFd, name: &CString) -> Result<bool, (&'static str, io::Error)> {
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    // The caller checked that the name is shorter than IFNAMSIZ, so its NUL fits too.
+    for (dst, &src) in req.ifr_name.iter_mut().zip(name.as_bytes_with_nul()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: `req` is a live ifreq holding a NUL-terminated name; SIOCGIFFLAGS writes only
+    // the flags member of its union.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req as *mut libc::ifreq) };
+    if rc != 0 {
+        return Err(("ioctl(SIOCGIFFLAGS)", io::Error::last_os_error()));
+    }
+    // SAFETY: SIOCGIFFLAGS succeeded, so the flags member is the one the kernel wrote.
+    let flags = i32::from(unsafe { req.ifr_ifru.ifru_flags });
+    if flags & libc::IFF_LOOPBACK != 0 {
+        return Ok(true);
+    }
+    // A bound packet socket's own address carries the device's hardware type.
+    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // SAFETY: `sll` is a live sockaddr_ll and `len` holds its size; the kernel writes at most
+    // `len` bytes into it and updates `len`.
+    let rc =
+        unsafe { libc::getsockname(fd, (&mut sll as *mut libc::sockaddr_ll).cast(), &mut len) };
+    if rc != 0 {
+        return Err(("getsockname", io::Error::last_os_error()));
+    }
+    Ok(sll.sll_hatype == libc::ARPHRD_LOOPBACK)
+}
+
 /// The status word of a block descriptor starting at `desc`.
 fn block_status_ptr(desc: *mut u8) -> *mut u32 {
     let off =
@@ -694,6 +748,18 @@ pub struct Frame<'b> {
     /// The 802.1Q tag control information (priority, DEI, VLAN id) of a tag the kernel moved out
     /// of the packet, if there was one.
     pub vlan_tci: Option<u16>,
+    /// Whom the frame was for, as the kernel classed it: the `sll_pkttype` of its link-layer
+    /// address (`PACKET_HOST` 0, `PACKET_BROADCAST` 1, `PACKET_MULTICAST` 2,
+    /// `PACKET_OTHERHOST` 3, `PACKET_OUTGOING` 4, from `<linux/if_packet.h>`).
+    pub pkt_type: u8,
+}
+
+impl Frame<'_> {
+    /// Whether this host sent the frame (`PACKET_OUTGOING`) rather than received it. On a
+    /// loopback device every frame comes once this way and once as received.
+    pub fn is_outgoing(&self) -> bool {
+        self.pkt_type == libc::PACKET_OUTGOING
+    }
 }
 
 impl<'b> Iterator for Frames<'b> {
@@ -703,7 +769,10 @@ impl<'b> Iterator for Frames<'b> {
         if self.left == 0 {
             return None;
         }
-        let hdr_len = size_of::<libc::tpacket3_hdr>();
+        // The frame header, then (at the next TPACKET_ALIGNMENT boundary) its link-layer
+        // address, then the frame at `tp_mac`.
+        let sll_off = size_of::<libc::tpacket3_hdr>().next_multiple_of(libc::TPACKET_ALIGNMENT);
+        let hdr_len = sll_off + size_of::<libc::sockaddr_ll>();
         if !self.offset.is_multiple_of(4) || self.offset.checked_add(hdr_len)? > self.block_size {
             self.left = 0;
             return None;
@@ -723,6 +792,14 @@ impl<'b> Iterator for Frames<'b> {
         let data = unsafe { std::slice::from_raw_parts(self.base.add(start), len) };
         let vlan_tci =
             (h.tp_status & libc::TP_STATUS_VLAN_VALID != 0).then_some(h.hv1.tp_vlan_tci as u16);
+        // SAFETY: the address lies inside the block (checked above with the header), which
+        // user space owns while the Block lives; a byte needs no alignment.
+        let pkt_type = unsafe {
+            std::ptr::read(
+                self.base
+                    .add(self.offset + sll_off + offset_of!(libc::sockaddr_ll, sll_pkttype)),
+            )
+        };
         self.left -= 1;
         if self.left > 0 {
             if h.tp_next_offset == 0 {
@@ -736,6 +813,7 @@ impl<'b> Iterator for Frames<'b> {
             data,
             wire_len: h.tp_len,
             vlan_tci,
+            pkt_type,
         })
     }
 
@@ -815,5 +893,12 @@ mod tests {
             8
         );
         assert_eq!(size_of::<libc::tpacket3_hdr>(), 48);
+        // TPACKET3_HDRLEN is the aligned header followed by the link-layer address.
+        assert_eq!(
+            libc::TPACKET3_HDRLEN,
+            48 + size_of::<libc::sockaddr_ll>(),
+            "the link-layer address follows the aligned frame header"
+        );
+        assert_eq!(offset_of!(libc::sockaddr_ll, sll_pkttype), 10);
     }
 }

@@ -1,5 +1,6 @@
 //! One ring on a veth inside a test-made namespace: every datagram sent to it is seen exactly
-//! once, with the right bytes, lengths and timestamps; VLAN tags come out of band.
+//! once, with the right bytes, lengths and timestamps; VLAN tags come out of band. One ring on
+//! a namespace's loopback device: every datagram is seen twice, once outgoing.
 
 mod common;
 
@@ -39,6 +40,7 @@ fn sender(dst: &str) -> String {
 fn every_datagram_is_seen_once_with_its_bytes_and_time() {
     let net = NetnsPair::new();
     let cap = Capture::start(&net.a, &["--iface", VETH_A]);
+    assert_eq!(cap.ready["loopback"], false, "{}", cap.ready);
     let t0 = now_ns();
     net.python(&net.b, &sender(ADDR_A));
     let t1 = now_ns();
@@ -58,6 +60,9 @@ fn every_datagram_is_seen_once_with_its_bytes_and_time() {
         assert_eq!(f["dst"], ADDR_A);
         assert_eq!(f["ethertype"], 0x0800);
         assert_eq!(f["vlan_tci"], serde_json::Value::Null);
+        // PACKET_HOST: addressed to this host, not sent by it.
+        assert_eq!(f["pkt_type"], 0, "datagram {i}: {f}");
+        assert_eq!(f["outgoing"], false, "datagram {i}: {f}");
         // Ethernet 14 + IPv4 20 + UDP 8; veth does not pad short frames.
         let wire = 42 + payload(i).len() as u64;
         assert_eq!(f["wire_len"], wire, "datagram {i}");
@@ -156,5 +161,31 @@ fn frames_larger_than_frame_size_are_whole() {
         assert_eq!(seen.len(), 1, "datagram {i}");
         assert_eq!(seen[0]["wire_len"], 8042);
         assert_eq!(seen[0]["caplen"], 8042);
+    }
+}
+
+#[test]
+fn loopback_frames_come_twice_once_as_outgoing() {
+    let net = NetnsPair::new();
+    let cap = Capture::start(&net.a, &["--iface", "lo"]);
+    assert_eq!(cap.ready["loopback"], true, "{}", cap.ready);
+    net.python(&net.a, &sender("127.0.0.1"));
+    let lines = cap.finish();
+    let frames = frames(&lines);
+    for i in 0..COUNT {
+        let want = hex(&payload(i));
+        let mut kinds: Vec<(u64, bool)> = frames
+            .iter()
+            .filter(|f| f["proto"] == 17 && f["dport"] == PORT && f["payload"] == want.as_str())
+            .map(|f| {
+                (
+                    f["pkt_type"].as_u64().unwrap(),
+                    f["outgoing"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        kinds.sort_unstable();
+        // PACKET_HOST as it comes in, PACKET_OUTGOING (4) as it was sent.
+        assert_eq!(kinds, [(0, false), (4, true)], "datagram {i}");
     }
 }

@@ -7,11 +7,12 @@ use super::Client;
 use crate::publish::AnalyzerRegions;
 use shm_layout::layout::{counter, sensor_state, AnalyzerPage, EventRingHeader, Header};
 use shm_layout::status::{event_names, id_name, AnalyzerStatus, Drops, StatusReport};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What the sensor says about itself besides its counters.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct SensorInfo {
     /// The input: `pcap PATH`, `iface eth0 (AF_PACKET)`, `dpdk port 0 (net_pcap)`.
     pub input: String,
@@ -19,6 +20,9 @@ pub struct SensorInfo {
     pub lossless: bool,
     /// The most memory its configuration lets it use, bytes.
     pub memory_bound: Option<u64>,
+    /// Outgoing copies of frames skipped so far, when the input is AF_PACKET on a loopback
+    /// device (kept outside the shared header, whose counters are the ABI's).
+    pub loopback_outgoing: Option<Arc<AtomicU64>>,
 }
 
 /// How often the counters are sampled for rates.
@@ -172,6 +176,10 @@ impl Reporter {
             memory_rss_bytes: crate::budget::self_status_kib(["VmRSS"])[0] * 1024,
             memory_bound_bytes: info.memory_bound,
             analyzers,
+            loopback_outgoing: info
+                .loopback_outgoing
+                .as_ref()
+                .map_or(0, |n| n.load(Ordering::Relaxed)),
         }
     }
 }

@@ -149,6 +149,8 @@ impl Drop for ChildGuard {
 /// The `capture` example running inside a namespace, its stdout collected by a thread.
 #[derive(Debug)]
 pub struct Capture {
+    /// The example's `ready` line.
+    pub ready: Value,
     child: ChildGuard,
     stdin: Option<ChildStdin>,
     lines: Option<JoinHandle<Vec<String>>>,
@@ -174,23 +176,25 @@ impl Capture {
             for line in BufReader::new(stdout).lines() {
                 let line = line.unwrap();
                 if line.contains("\"ready\"") {
-                    let _ = ready_tx.send(());
+                    let _ = ready_tx.send(line);
                 } else {
                     lines.push(line);
                 }
             }
             lines
         });
-        let mut cap = Capture {
-            child: ChildGuard(Some(child)),
+        let mut child = ChildGuard(Some(child));
+        let Ok(ready) = ready_rx.recv_timeout(Duration::from_secs(20)) else {
+            let status = child.0.as_mut().unwrap().try_wait();
+            panic!("the capture example did not get ready (status {status:?})");
+        };
+        Capture {
+            ready: serde_json::from_str(&ready)
+                .unwrap_or_else(|e| panic!("bad ready line {ready:?}: {e}")),
+            child,
             stdin,
             lines: Some(lines),
-        };
-        if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
-            let status = cap.child.0.as_mut().unwrap().try_wait();
-            panic!("the capture example did not get ready (status {status:?})");
         }
-        cap
     }
 
     /// Tells the example to finish (end of its stdin), waits for it and returns its JSON lines.
