@@ -12,6 +12,7 @@ pub mod frames;
 pub mod known;
 pub mod locate;
 pub mod matcher;
+pub mod netns;
 pub mod pcap;
 pub mod procs;
 pub mod runner;
