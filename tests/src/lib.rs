@@ -16,5 +16,6 @@ pub mod netns;
 pub mod pcap;
 pub mod procs;
 pub mod runner;
+pub mod sniff;
 pub mod synth;
 pub mod truth;
