@@ -11,8 +11,9 @@
 #                the TCP core's API tests in sensor/tests, doc tests), debug build
 #   loom         the loom models of the shared-memory protocols (seqlock, event ring, packet
 #                log), release build with --cfg loom in its own target directory
-#   integration  the mos-tests package (corpus runner and multi-process tests), release build,
-#                with MOS_SENSOR_BIN pointing at the release mos-sensor
+#   integration  the mos-tests package (corpus runner, multi-process tests, and the network
+#                tests in namespaces: live.rs, impaired.rs), release build, with MOS_SENSOR_BIN
+#                pointing at the release mos-sensor
 #   doc          rustdoc, warnings are errors
 #   fuzz         every cargo-fuzz target in fuzz/ for MOS_FUZZ_SECONDS (default 20) from its
 #                seeds (scripts/fuzz.sh; installs cargo-fuzz if missing)
@@ -38,7 +39,7 @@ while [[ $# -gt 0 ]]; do
             only=$2
             shift 2
             ;;
-        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) mos_die "test: unknown argument: $1 (try --help)" ;;
     esac
 done

@@ -13,6 +13,7 @@
 use anyhow::{bail, ensure, Context, Result};
 use mos_tests::flows::{parse_flows, FlowRecord};
 use mos_tests::locate::{bin, sensor_bin};
+use mos_tests::netns::{assert_root, in_ns, need_tool, run, Netns, CLI_ADDR, SRV_ADDR};
 use mos_tests::procs::{assert_no_panic, cmd, tail, wait_for, wait_for_socket, Proc};
 use mos_tests::runner::ScratchDir;
 use sha2::{Digest, Sha256};
@@ -21,156 +22,16 @@ use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The longest any single process of these tests may take.
 const TIMEOUT: Duration = Duration::from_secs(120);
-/// The server's address, on the veth end in the server namespace.
-const SRV_ADDR: &str = "10.80.0.1";
-/// The client's address.
-const CLI_ADDR: &str = "10.80.0.2";
 const HTTP_PORT: u16 = 8080;
 
 /// One live run at a time: the runs share two cores, and a capture that cannot keep up with
 /// the wire loses frames in the kernel, which would be the machine's fault, not the sensor's.
 static LIVE: Mutex<()> = Mutex::new(());
-
-// ---------------------------------------------------------------------------------------------
-// Network namespaces
-
-/// Runs a command to completion; fails with its output unless it succeeded.
-fn run(c: &mut Command) -> Result<std::process::Output> {
-    let out = c.output().with_context(|| format!("cannot run {c:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{c:?} failed with {}: {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(out)
-}
-
-/// `ip netns exec NS PROGRAM`, the start of a command run inside namespace `ns`.
-fn in_ns(ns: &str, program: &Path) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns]).arg(program);
-    c
-}
-
-/// Fails with a clear message unless `tool` is on the PATH.
-fn need_tool(tool: &str) -> Result<()> {
-    let found = std::env::var_os("PATH").is_some_and(|p| {
-        std::env::split_paths(&p).any(|d| {
-            std::fs::metadata(d.join(tool))
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-    });
-    ensure!(
-        found,
-        "{tool} is not installed (not on PATH); these tests need it"
-    );
-    Ok(())
-}
-
-/// Two fresh network namespaces, server and client, joined by a veth pair with IPv4 addresses,
-/// IPv6 off (no neighbour discovery chatter), and the offloads that merge frames or leave
-/// checksums to the hardware off on both ends, so that what is captured is what a wire would
-/// carry. Dropping it deletes both namespaces, which removes the veth pair too.
-#[derive(Debug)]
-struct Netns {
-    srv: String,
-    cli: String,
-    /// The veth end in the server namespace, where the sensor captures.
-    srv_if: String,
-    cli_if: String,
-}
-
-impl Netns {
-    fn new() -> Result<Netns> {
-        assert_root()?;
-        for t in ["ip", "ethtool"] {
-            need_tool(t)?;
-        }
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::SeqCst);
-        let pid = std::process::id();
-        let net = Netns {
-            srv: format!("mos-lt-{pid}-{n}-srv"),
-            cli: format!("mos-lt-{pid}-{n}-cli"),
-            // Interface names have at most 15 characters.
-            srv_if: format!("lt{pid}n{n}s"),
-            cli_if: format!("lt{pid}n{n}c"),
-        };
-        // A leftover of an earlier run with the same pid would make `add` fail.
-        net.delete();
-        // From here on the guard exists: a failing step still deletes whatever was made.
-        for ns in [&net.srv, &net.cli] {
-            run(Command::new("ip").args(["netns", "add", ns]))?;
-        }
-        run(Command::new("ip").args([
-            "link",
-            "add",
-            &net.srv_if,
-            "netns",
-            &net.srv,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &net.cli_if,
-            "netns",
-            &net.cli,
-        ]))?;
-        for (ns, dev, addr) in [
-            (&net.srv, &net.srv_if, SRV_ADDR),
-            (&net.cli, &net.cli_if, CLI_ADDR),
-        ] {
-            let x = |argv: &[&str]| run(Command::new("ip").args(["netns", "exec", ns]).args(argv));
-            x(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
-            x(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])?;
-            x(&["ip", "addr", "add", &format!("{addr}/24"), "dev", dev])?;
-            // tx off: checksums computed by the sender's stack rather than left partial for
-            // an offload that a veth never performs.
-            x(&[
-                "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off", "tx", "off",
-            ])?;
-            x(&["ip", "link", "set", "lo", "up"])?;
-            x(&["ip", "link", "set", dev, "up"])?;
-        }
-        Ok(net)
-    }
-
-    fn delete(&self) {
-        for ns in [&self.srv, &self.cli] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for ns in [&self.srv, &self.cli] {
-            let ok = Command::new("ip")
-                .args(["netns", "del", ns])
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                eprintln!("warning: could not delete network namespace {ns}");
-            }
-        }
-    }
-}
-
-fn assert_root() -> Result<()> {
-    ensure!(
-        rustix::process::geteuid().is_root(),
-        "these tests make network namespaces and capture on them: run them as root"
-    );
-    Ok(())
-}
 
 // ---------------------------------------------------------------------------------------------
 // Served files and downloads
