@@ -490,7 +490,7 @@ pub const KEYS: &[Key] = &[
         section: "tracking",
         name: "stream_chunks",
         ty: Type::Int {
-            min: 1,
+            min: 18,
             max: U32_HALF,
         },
         flag: Flag::Value("--stream-chunks"),

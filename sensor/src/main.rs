@@ -186,8 +186,8 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     dump: Option<PathBuf>,
 
-    /// Chunks in the stream-buffer pool, in all (shared out among the workers, at least 18
-    /// each): sides hold their bytes in chunks taken as the stream needs them. An empty pool
+    /// Chunks in the stream-buffer pool, in all, from 18 per worker to 2147483647 (shared out
+    /// among the workers): sides hold their bytes in chunks taken as the stream needs them. An empty pool
     /// takes back the history of the least recently active sides first; what still finds no
     /// chunk is dropped and counted.
     #[arg(long, value_name = "N", default_value_t = 8192,
@@ -202,7 +202,8 @@ struct Args {
     chunk_kib: usize,
 
     /// The most one side of a connection holds, from its oldest held byte to its furthest
-    /// out-of-order byte, in KiB: a power of two, at least --chunk-kib. It must cover the
+    /// out-of-order byte, in KiB: a power of two from 4 to 1048576, at least --chunk-kib. It
+    /// must cover the
     /// receiver's window; a segment beyond it forces the oldest bytes out.
     #[arg(long, value_name = "KIB", default_value_t = 16384,
           allow_hyphen_values = true,
@@ -210,7 +211,7 @@ struct Args {
     stream_max_kib: usize,
 
     /// In-order bytes each side keeps behind its newest byte for analyzers that read late, in
-    /// KiB, while the pool has chunks to spare.
+    /// KiB from 0 to 1048576, while the pool has chunks to spare.
     #[arg(long, value_name = "KIB", default_value_t = 256,
           allow_hyphen_values = true,
           value_parser = key_value::<u64>("tracking.history_kib"))]

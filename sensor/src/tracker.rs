@@ -37,10 +37,6 @@ pub const MAX_ENDS_PER_CALL: usize = 1024;
 /// The default chunk size, bytes.
 pub const DEFAULT_CHUNK_SIZE: usize = 32 << 10;
 
-/// Lossless mode waits for analyzers when fewer chunks than this are free (enough for the
-/// largest segment, 64 KiB, with the smallest chunks, 4 KiB, straddling two more).
-const CHUNKS_SHORT: usize = 18;
-
 /// The most buffers one pool-empty reclaim looks at: bounds the work of one packet when
 /// nothing can be taken (every side holds only out-of-order bytes, or, in lossless mode,
 /// bytes analyzers have not passed).
@@ -408,11 +404,7 @@ impl Tracker {
         let free_rings = self.pool.capacity() - self.pool.in_use();
         let slots_short = free_slots <= 2;
         let rings_short = free_rings <= 2;
-        // Chunks: history analyzers have not passed can be taken back once they have, so
-        // wait for them to pass everything so far when a large segment might not fit.
-        if self.pool.chunks_free() < CHUNKS_SHORT && self.passed < self.pseq {
-            return Some(self.pseq);
-        }
+
         match (slot_p, ring_p) {
             (Some(a), Some(b)) if slots_short || rings_short => {
                 Some(if rings_short { a.min(b) } else { a })
@@ -446,6 +438,14 @@ impl Tracker {
         if self.publisher.is_none() {
             return 0;
         }
+        // The pool has no room for the payload: the history analyzers have not passed can be
+        // taken back once they have, so wait for them to pass every call so far.
+        if seg.payload_len > 0 {
+            let need = seg.payload.len() / self.pool.chunk_size() + 2;
+            if !self.pool.can_take(need) || self.pool.in_use() == self.pool.capacity() {
+                return self.pseq;
+            }
+        }
         let (key, src_is_lo) = FlowKey::of_packet(
             &seg.src,
             seg.sport,
@@ -459,7 +459,7 @@ impl Tracker {
         let Some(c) = self.table.get(slot) else {
             return 0;
         };
-        let r = self.pool.span();
+        let (r, cs) = (self.pool.span(), self.pool.chunk_size() as u64);
         let snd = c.side_of_lo_sender(src_is_lo);
         let mut need = 0;
         // A stream whose gap list is full evicts its oldest record with the next gap it
@@ -484,8 +484,11 @@ impl Tracker {
                 recv.ring_index(),
                 recv.seq_to_offset(seg.seq.wrapping_add(u32::from(seg.flags & SYN != 0))),
             ) {
-                let upto = (o + u64::from(seg.payload_len)).saturating_sub(r);
-                if upto > recv.head() {
+                // Storing up to `end` moves the head (to a chunk boundary) when `end` is past
+                // the limit, a span beyond the head's chunk.
+                let end = o + u64::from(seg.payload_len);
+                let upto = end.saturating_sub(r);
+                if end > recv.head() / cs * cs + r {
                     need = need.max(self.pool.announced_by(RingId(ring), upto));
                 }
             }
@@ -498,7 +501,7 @@ impl Tracker {
             }
             if let (Some(ring), Some(a)) = (own.ring_index(), own.seq_to_offset(seg.ack)) {
                 let upto = a.saturating_sub(r);
-                if upto > own.head() {
+                if a > own.head() / cs * cs + r {
                     need = need.max(self.pool.announced_by(RingId(ring), upto));
                 }
             }

@@ -894,7 +894,7 @@ fn discard_needs_names_the_call_that_announced_the_bytes() {
     static BIG: [u8; 1100] = [7; 1100];
     static SMALL: [u8; 100] = [8; 100];
 
-    // Four quarters of the ring, one call each.
+    // Four chunks of the span, one call each.
     let mut pseqs = Vec::new();
     for q in 0..4u64 {
         if q == 2 {
@@ -923,13 +923,14 @@ fn discard_needs_names_the_call_that_announced_the_bytes() {
     let seg = segment(other.cli, other.svr, ACK, 5, 5, &SMALL);
     assert_eq!(s.tr.discard_needs(&seg), 0);
 
-    // Once the first quarter is passed, the 100 bytes go in and move the head.
+    // Once the first chunk is passed, the 100 bytes go in and move the head past it.
     s.tr.set_passed(pseqs[0]);
     cv.c2s(&mut s, ACK, seq(4096), SISN + 1, &SMALL);
     let d = s.check(h);
-    assert_eq!((d.sides[1].head, d.sides[1].tail), (100, 4196));
-    // Bytes the head has not passed yet still count from the quarter that holds them.
-    assert_eq!(s.tr.discard_needs(&seg_at(4196, &SMALL)), pseqs[0]);
+    assert_eq!((d.sides[1].head, d.sides[1].tail), (1024, 4196));
+    // The next 100 bytes fit within a span of the head's chunk; 1100 reach into the second
+    // chunk, which the second call filled.
+    assert_eq!(s.tr.discard_needs(&seg_at(4196, &SMALL)), 0);
     assert_eq!(s.tr.discard_needs(&seg_at(4196, &BIG)), pseqs[1]);
 }
 

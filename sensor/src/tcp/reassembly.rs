@@ -1161,17 +1161,18 @@ mod tests {
         // the ring past the bytes never seen, and the rest of the hole before it is skipped.
         let far = 3 + ACK_SKIP_LIMIT;
         let o = ins(&mut p, &mut s, far, b"z");
-        let new_head = far + 1 - 1024;
+        // The head moves to the chunk boundary that keeps the new byte within a span of it.
+        let new_head = (far + 1 - 1024).div_ceil(256) * 256;
         assert_eq!(
             o.overflow.map(|g| (g.offset, g.len)),
             Some((11, new_head - 11))
         );
-        assert_eq!(o.gap.map(|g| (g.offset, g.len)), Some((new_head, 1023)));
+        assert_eq!(o.gap.map(|g| (g.offset, g.len)), Some((new_head, far - new_head)));
         assert_eq!(o.new_bytes, 1);
         assert_eq!(s.tail(), far + 1);
         // Everything but the five bytes received.
         assert_eq!(s.lost(), s.tail() - 5);
-        assert_eq!(s.head(), s.tail() - 1024);
+        assert_eq!(s.head(), new_head);
     }
 
     #[test]
@@ -1272,26 +1273,26 @@ mod tests {
         ins(&mut p, &mut s, 0, b"abcd");
         ins(&mut p, &mut s, 6, b"gh");
         ins(&mut p, &mut s, 12, b"mnop");
-        // 22..26 needs head 10: the hole 4..10 (with the fragment 6..8) is lost, 10..12 too
-        // since nothing is there, and the fragment 12..16 joins the tail.
+        // 22..26 needs the head at 12 (chunks of 4, a span of 16): the hole 4..12 (with the
+        // fragment 6..8) is lost, and the fragment 12..16 joins the tail.
         let o = ins(&mut p, &mut s, 22, b"wxyz");
         assert_eq!(
             o.overflow,
             Some(Gap {
                 offset: 4,
-                len: 6,
+                len: 8,
                 kind: GapKind::Overflow
             })
         );
-        assert_eq!(o.new_bytes, 0);
-        assert_eq!((s.head(), s.tail(), s.lost()), (10, 10, 6));
-        assert_eq!(frags(&p, &s), [(12, 4), (22, 4)]);
+        assert_eq!(o.new_bytes, 4);
+        assert_eq!((s.head(), s.tail(), s.lost()), (12, 16, 8));
+        assert_eq!(frags(&p, &s), [(22, 4)]);
         let mut b = [0; 8];
-        assert_eq!(s.read(&p, 4, &mut b), ReadChunk::Gap { offset: 4, len: 6 });
+        assert_eq!(s.read(&p, 4, &mut b), ReadChunk::Gap { offset: 4, len: 8 });
         assert_eq!(s.read(&p, 2, &mut b), ReadChunk::Overrun { lost: 2 });
-        let o = ins(&mut p, &mut s, 10, b"kl");
-        assert_eq!(o.new_bytes, 6);
-        assert_eq!(read_all(&p, &s, 10), b"klmnop");
+        let o = ins(&mut p, &mut s, 16, b"qrstuv");
+        assert_eq!(o.new_bytes, 10);
+        assert_eq!(read_all(&p, &s, 12), b"mnopqrstuvwxyz");
         // A segment longer than the ring keeps only its last ring-full of bytes.
         let (mut p, mut s) = setup(16, 1);
         let o = ins(&mut p, &mut s, 0, b"0123456789abcdefghij");
@@ -1339,7 +1340,7 @@ mod tests {
         let (mut p, mut s) = setup(16, 1);
         ins(&mut p, &mut s, 0, b"0123456789abc");
         ins(&mut p, &mut s, 13, b"defghijk");
-        assert_eq!(s.head(), 5);
+        assert_eq!(s.head(), 8);
         let mut b = [0; 16];
         assert_eq!(s.read(&p, 10, &mut b), ReadChunk::Data(11));
         assert_eq!(&b[..11], b"abcdefghijk");
@@ -1349,9 +1350,10 @@ mod tests {
         ins(&mut p, &mut s, 23, b"nop");
         assert_eq!(s.read_at(&p, 23, &mut b), 3);
         assert_eq!(&b[..3], b"nop");
-        assert_eq!(s.head(), 10);
-        assert_eq!(s.read_at(&p, 11, &mut b), 10);
-        assert_eq!(&b[..10], b"bcdefghijk");
+        assert_eq!(s.head(), 12);
+        assert_eq!(s.read_at(&p, 11, &mut b), 0);
+        assert_eq!(s.read_at(&p, 12, &mut b), 9);
+        assert_eq!(&b[..9], b"cdefghijk");
         assert_eq!(s.read_at(&p, 6, &mut b), 0);
     }
 
@@ -1471,8 +1473,27 @@ mod model_tests {
             self.lost += holes;
             self.tail = self.tail.max(target);
             self.advance_tail();
-            self.head = self.head.max(self.tail.saturating_sub(self.ring));
+            // A tail past a span of the head's chunk moves the head to the chunk boundary
+            // that keeps the tail's chunk in the map.
+            let c = self.chunk();
+            if self.tail > self.head / c * c + self.ring {
+                let nh = ((self.tail - self.ring).div_ceil(c) * c).min(self.tail);
+                self.head = self.head.max(nh);
+            }
+            self.trim();
             holes
+        }
+
+        /// The pool's chunk size (`RingPool::for_tests`: four chunks per span).
+        fn chunk(&self) -> u64 {
+            self.ring / 4
+        }
+
+        /// History of one span is kept; whole chunks below it go (every analyzer has passed
+        /// everything here).
+        fn trim(&mut self) {
+            let c = self.chunk();
+            self.head = self.head.max(self.tail.saturating_sub(self.ring) / c * c);
         }
 
         /// Returns the conflict span and the bytes dropped by the fragment cap;
@@ -1509,8 +1530,9 @@ mod model_tests {
                 dropped = e - s_new;
             }
             if e > tail0 && !capped && !bytes.is_empty() {
-                if e > self.head + self.ring {
-                    let nh = e - self.ring;
+                let c = self.chunk();
+                if e > self.head / c * c + self.ring {
+                    let nh = (e - self.ring).div_ceil(c) * c;
                     if nh > self.tail {
                         for o in self.tail..nh.min(s_new) {
                             self.data[o as usize] = None;
@@ -1520,7 +1542,7 @@ mod model_tests {
                         self.tail = nh;
                         self.advance_tail();
                     }
-                    self.head = nh;
+                    self.head = self.head.max(nh);
                 }
                 // The held islands before this segment's bytes go in.
                 let islands = self.islands();
@@ -1554,6 +1576,7 @@ mod model_tests {
             if we > e && e <= self.tail && we > self.tail {
                 self.skip_to(we);
             }
+            self.trim();
             let conflict = diffs.iter().min().map(|&lo| {
                 let hi = diffs.iter().max().unwrap() + 1;
                 (lo, (hi - lo) as u32)
