@@ -66,15 +66,15 @@ cleanup() {
 trap cleanup EXIT
 
 echo
-echo "== demo: mos-sensor --pcap $pcap --speed $speed --control $sock --wait-analyzers 2 --max-rings 1024 --max-flows 65536"
+echo "== demo: mos-sensor --pcap $pcap --speed $speed --control $sock --wait-analyzers 2"
 echo "The sensor reassembles every TCP connection once and publishes it in shared memory;"
 echo "mos-flowstat and mos-dump are separate, unprivileged-capable processes that attach to it"
 echo "over the control socket and read the shared memory read-only."
 run_start=$(mos_now)
-# Sizes that fit the 512 MiB of hugepages scripts/setup.sh reserves (the defaults need about
-# 4.3 GiB: without enough hugepages the sensor says so and uses ordinary shared memory).
+# The default sizes fit the 256 hugepages of 2 MiB that scripts/setup.sh reserves; without
+# enough free hugepages the sensor says so and uses ordinary shared memory.
 "$bin/mos-sensor" --pcap "$pcap" --speed "$speed" --control "$sock" --wait-analyzers 2 \
-    --max-rings 1024 --max-flows 65536 2> "$run_dir/sensor.log" &
+    2> "$run_dir/sensor.log" &
 sensor_pid=$!
 pids+=("$sensor_pid")
 for _ in $(seq 100); do

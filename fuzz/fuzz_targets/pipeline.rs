@@ -57,8 +57,11 @@ fuzz_target!(|data: &[u8]| {
     let (a, b) = (inp.u8(), inp.u8());
     let cfg = TrackerConfig {
         max_flows: 1 + usize::from(a & 7),
-        ring_size: 1024 << ((a >> 3) & 3),
-        max_rings: 1 + usize::from(b & 7),
+        // Chunks of 256 B to 2 KiB, a side at most four of them, a pool of one to eight.
+        chunk_size: 256 << ((a >> 3) & 3),
+        stream_max: 1024 << ((a >> 3) & 3),
+        chunks: 1 + usize::from(b & 7),
+        history: if b & 0x40 != 0 { 0 } else { 512 },
         linger_ns: if a & 0x20 != 0 { 1_000 } else { 5_000_000_000 },
         idle_timeout_ns: if a & 0x40 != 0 { 2_000_000 } else { 60_000_000_000 },
         track_midstream: a & 0x80 == 0,

@@ -139,9 +139,7 @@ impl Budget {
                 setting: "--stream-chunks or --stream-max-kib",
                 bytes: nw.saturating_mul(sum(&[
                     rings.saturating_mul(size_of::<RingMetaSlot>() as u64),
-                    rings
-                        .saturating_mul(pool.map_len as u64)
-                        .saturating_mul(4),
+                    rings.saturating_mul(pool.map_len as u64).saturating_mul(4),
                 ])),
             });
             items.push(Item {
@@ -365,7 +363,10 @@ mod tests {
         assert!(err.contains("lower --max-flows"), "{err}");
         let b = Budget::of(&shape(1000, 1 << 14));
         let err = b.check(256 << 20).unwrap_err();
-        assert!(err.contains("lower --stream-chunks or --chunk-kib"), "{err}");
+        assert!(
+            err.contains("lower --stream-chunks or --chunk-kib"),
+            "{err}"
+        );
         assert!(Budget::of(&shape(1000, 16)).check(1 << 30).is_ok());
     }
 

@@ -494,11 +494,11 @@ pub const KEYS: &[Key] = &[
             max: U32_HALF,
         },
         flag: Flag::Value("--stream-chunks"),
-        default: Default::Value("8192"),
+        default: Default::Value("6144"),
         shipped: None,
         scope: Scope::Always,
         summary: "Chunks in the stream-buffer pool (in all); the pool bounds the memory streams take.",
-        meaning: "Chunks of `tracking.chunk_kib` in the stream-buffer pool, in all (shared out among the workers, at least 18 each). Each side of a connection holds its bytes in chunks taken as the stream needs them and given back as they are released. When the pool runs empty the sensor takes back the in-order history of the least recently active sides (never their out-of-order bytes; in lossless mode only what every analyzer has passed, else it waits for them), counted as `reclaimed`; bytes that still find no chunk are dropped and counted as `pool_empty`. The default, 256 MiB, fits with the rest of the default configuration in the 256 hugepages of 2 MiB that `scripts/setup.sh` reserves.",
+        meaning: "Chunks of `tracking.chunk_kib` in the stream-buffer pool, in all (shared out among the workers, at least 18 each). Each side of a connection holds its bytes in chunks taken as the stream needs them and given back as they are released. When the pool runs empty the sensor takes back the in-order history of the least recently active sides (never their out-of-order bytes; in lossless mode only what every analyzer has passed, else it waits for them), counted as `reclaimed`; bytes that still find no chunk are dropped and counted as `pool_empty`. The default, 192 MiB, fits with the rest of the default configuration in the 256 hugepages of 2 MiB that `scripts/setup.sh` reserves.",
     },
     Key {
         section: "tracking",

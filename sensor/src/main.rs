@@ -190,7 +190,7 @@ struct Args {
     /// among the workers): sides hold their bytes in chunks taken as the stream needs them. An empty pool
     /// takes back the history of the least recently active sides first; what still finds no
     /// chunk is dropped and counted.
-    #[arg(long, value_name = "N", default_value_t = 8192,
+    #[arg(long, value_name = "N", default_value_t = 6144,
           allow_hyphen_values = true,
           value_parser = key_value::<usize>("tracking.stream_chunks"))]
     stream_chunks: usize,
@@ -642,9 +642,15 @@ impl Args {
             ("sensor.hugepages", format!("{:?}", self.hugepages)),
             ("sensor.quiet", format!("{:?}", self.quiet)),
             ("tracking.max_flows", format!("{:?}", self.max_flows)),
-            ("tracking.stream_chunks", format!("{:?}", self.stream_chunks)),
+            (
+                "tracking.stream_chunks",
+                format!("{:?}", self.stream_chunks),
+            ),
             ("tracking.chunk_kib", format!("{:?}", self.chunk_kib)),
-            ("tracking.stream_max_kib", format!("{:?}", self.stream_max_kib)),
+            (
+                "tracking.stream_max_kib",
+                format!("{:?}", self.stream_max_kib),
+            ),
             ("tracking.history_kib", format!("{:?}", self.history_kib)),
             ("tracking.idle_timeout", format!("{:?}", self.idle_timeout)),
             ("tracking.overlap", format!("{:?}", self.overlap)),
@@ -1363,6 +1369,17 @@ fn run(args: Args, reloader: Arc<std::sync::Mutex<Reloader>>) -> Result<ExitCode
             t.conflicts,
             t.keepalives
         );
+        let (chunks, chunk_bytes) = trackers.first().map_or((0, 0), |t| {
+            let shape = t.pool().shape();
+            (shape.chunks * trackers.len(), shape.chunk_size)
+        });
+        log_info!(
+            "streams: {chunks} chunks of {} KiB; {} bytes lost for want of chunks (of those lost to overflow), {} bytes of history taken back from idle sides ({} chunks) when the pool ran empty",
+            chunk_bytes / 1024,
+            t.pool_empty_bytes,
+            t.reclaimed_bytes,
+            t.reclaimed_chunks
+        );
         log_info!(
             "memory: at most {} by this configuration ({}); peak resident {}",
             human(budget.total()),
@@ -1379,13 +1396,15 @@ fn run(args: Args, reloader: Arc<std::sync::Mutex<Reloader>>) -> Result<ExitCode
         // One line for scripts (pub-bench): the replay's time from its start (after
         // --wait-analyzers) to the end of the lossless drain, and memory when the input ended.
         log_info!(
-            "stats replay_s={replay_secs:.6} workers={nw} frames={} conns={} evicted={} payload_bytes={} gap_bytes={} overflow_bytes={} events={} events_dropped={} waits={} rss_anon_kib={} rss_shmem_kib={} peak_rss_kib={} mem_bound_kib={} memcap_kib={}",
+            "stats replay_s={replay_secs:.6} workers={nw} frames={} conns={} evicted={} payload_bytes={} gap_bytes={} overflow_bytes={} pool_empty_bytes={} reclaimed_bytes={} events={} events_dropped={} waits={} rss_anon_kib={} rss_shmem_kib={} peak_rss_kib={} mem_bound_kib={} memcap_kib={}",
             s.frames,
             t.conns_created,
             t.conns_evicted,
             t.payload_bytes,
             t.gap_bytes,
             t.overflow_bytes,
+            t.pool_empty_bytes,
+            t.reclaimed_bytes,
             published[0],
             published[1],
             published[2],
@@ -2015,7 +2034,8 @@ mod tests {
         assert_eq!(e.args.pcap, Some(PathBuf::from("a.pcap")));
         assert_eq!(e.args.chunk_kib, 64);
         assert!(e.args.lossy);
-        let e = effective_args(&argv(&["--chunk-kib", "8", "--lossless", "--iface", "lo"])).unwrap();
+        let e =
+            effective_args(&argv(&["--chunk-kib", "8", "--lossless", "--iface", "lo"])).unwrap();
         assert_eq!((e.args.pcap, e.args.iface.as_deref()), (None, Some("lo")));
         assert_eq!(e.args.chunk_kib, 8);
         assert!(e.args.lossless && !e.args.lossy);

@@ -95,7 +95,7 @@ impl Default for TrackerConfig {
             idle_timeout_ns: 3600 * 1_000_000_000,
             linger_ns: 5 * 1_000_000_000,
             chunk_size: DEFAULT_CHUNK_SIZE,
-            chunks: 8192,
+            chunks: 6144,
             stream_max: 16 << 20,
             history: 256 << 10,
             track_midstream: true,
@@ -299,7 +299,8 @@ impl Tracker {
         publisher: SlotPublisher,
     ) -> Result<Self, PoolError> {
         let shape = cfg.pool_shape();
-        let mut pool = RingPool::in_shared(shape.chunk_size, shape.map_len, chunk_bytes, chunk_map)?;
+        let mut pool =
+            RingPool::in_shared(shape.chunk_size, shape.map_len, chunk_bytes, chunk_map)?;
         pool.history = cfg.history;
         let mut t = Tracker::new(TrackerConfig {
             chunks: 1,

@@ -98,25 +98,45 @@ fn an_empty_pool_takes_back_the_history_of_the_least_recently_active_side() {
     // The first side with payload takes the only chunk.
     send(&mut tr, SEC + MS, 0, false, PSH | ACK, 101, 901, b"first");
     assert_eq!((tr.pool().in_use(), tr.pool().chunks_in_use()), (1, 1));
-    let ev = send(&mut tr, SEC + 2 * MS, 1, false, PSH | ACK, 101, 901, b"second");
+    let ev = send(
+        &mut tr,
+        SEC + 2 * MS,
+        1,
+        false,
+        PSH | ACK,
+        101,
+        901,
+        b"second",
+    );
     assert_eq!(dropped(&ev), vec![]);
     let s = tr.stats();
     assert_eq!((s.reclaimed_bytes, s.reclaimed_chunks), (5, 1));
-    assert_eq!((s.payload_bytes, s.overflow_bytes, s.pool_empty_bytes), (11, 0, 0));
+    assert_eq!(
+        (s.payload_bytes, s.overflow_bytes, s.pool_empty_bytes),
+        (11, 0, 0)
+    );
     // The first connection's side gave back its buffer too; the second holds the chunk.
     assert_eq!((tr.pool().in_use(), tr.pool().chunks_in_use()), (1, 1));
 }
 
 #[test]
-fn an_empty_pool_never_takes_out_of_order_bytes_it_drops_new_ones_counts_them_and_raises_dropped()
-{
+fn an_empty_pool_never_takes_out_of_order_bytes_it_drops_new_ones_counts_them_and_raises_dropped() {
     let mut tr = one_chunk();
     handshake(&mut tr, SEC, 0);
     handshake(&mut tr, SEC, 1);
     // Out of order (a hole of 5 bytes before it): the only chunk holds bytes nobody may take.
     send(&mut tr, SEC + MS, 0, false, PSH | ACK, 106, 901, b"first");
     assert_eq!(tr.pool().chunks_in_use(), 1);
-    let ev = send(&mut tr, SEC + 2 * MS, 1, false, PSH | ACK, 101, 901, b"second");
+    let ev = send(
+        &mut tr,
+        SEC + 2 * MS,
+        1,
+        false,
+        PSH | ACK,
+        101,
+        901,
+        b"second",
+    );
     assert_eq!(dropped(&ev), vec![(0, 6)]);
     let s = tr.stats();
     assert_eq!((s.reclaimed_bytes, s.reclaimed_chunks), (0, 0));

@@ -179,9 +179,7 @@ impl Reader {
             let pos = o % cs;
             let n = (len - done).min((cs - pos) as usize);
             let at = self.w.chunks_off + u64::from(chunk) * cs + pos;
-            assert!(self
-                .map
-                .read_bytes(at as usize, &mut out[done..done + n]));
+            assert!(self.map.read_bytes(at as usize, &mut out[done..done + n]));
             done += n;
         }
         out
@@ -479,7 +477,10 @@ fn v4_connection_is_published_at_every_step() {
     let d = s.check(h);
     let svr = d.sides[1];
     // The head moves to the chunk boundary that keeps the newest byte within a span of it.
-    assert_eq!((svr.head, svr.tail), ((6100 - RING).div_ceil(CHUNK) * CHUNK, 6100));
+    assert_eq!(
+        (svr.head, svr.tail),
+        ((6100 - RING).div_ceil(CHUNK) * CHUNK, 6100)
+    );
     assert_eq!(s.rd.ring_bytes(svr.ring, 3100, 3000), b);
     assert_eq!(
         s.rd.ring_bytes(svr.ring, svr.head, 3100 - svr.head as usize),

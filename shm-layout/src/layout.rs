@@ -191,8 +191,19 @@ pub mod counter {
     pub const FRAGMENTS: usize = 22;
     /// IP fragments discarded, whatever the cause (with their datagram, or on their own).
     pub const FRAGMENTS_DROPPED: usize = 23;
+    /// Stream bytes lost for room: beyond a side's span, or dropped with no chunk or no
+    /// fragment slot for them.
+    pub const STREAM_OVERFLOW_BYTES: usize = 24;
+    /// Of those, bytes dropped because the chunk pool was empty even after taking back
+    /// history.
+    pub const POOL_EMPTY_BYTES: usize = 25;
+    /// In-order bytes taken back from the least recently active sides' history because the
+    /// chunk pool ran empty.
+    pub const RECLAIMED_BYTES: usize = 26;
+    /// Chunks of the worker's pool in use now.
+    pub const CHUNKS_IN_USE: usize = 27;
     /// Number of counters.
-    pub const COUNT: usize = 24;
+    pub const COUNT: usize = 28;
 }
 
 /// The main region's first bytes.
@@ -737,7 +748,7 @@ const _: () = {
     assert!(offset_of!(Header, clock_ns) == 64);
     assert!(offset_of!(Header, config) == 72);
     assert!(offset_of!(Header, workers) == 152);
-    assert!(size_of::<Header>() == 7616);
+    assert!(size_of::<Header>() == 8640);
     assert!(size_of::<SideData>() == 56);
     assert!(offset_of!(SideData, last_pkt) == 24);
     assert!(offset_of!(SideData, ring) == 32);

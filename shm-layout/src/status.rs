@@ -112,7 +112,7 @@ pub struct StatusReport {
     pub flows_total: u64,
     /// Connections evicted for room.
     pub flows_evicted: u64,
-    /// Payload bytes stored in stream rings.
+    /// Payload bytes stored in streams.
     pub payload_bytes: u64,
     /// Events published to analyzers (all of them).
     pub events_published: u64,
@@ -128,6 +128,26 @@ pub struct StatusReport {
     /// there to the capture twice, as sent and as received); 0 for other inputs. Last, so that
     /// a `mos-ctl` that predates it still reads the rest of the report.
     pub loopback_outgoing: u64,
+    /// The stream chunk pool (after `loopback_outgoing`, for the same reason).
+    pub stream: StreamStatus,
+}
+
+/// The stream chunk pool, summed over workers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamStatus {
+    /// Chunks in the pool.
+    pub chunks: u64,
+    /// Chunks held by streams now.
+    pub chunks_in_use: u64,
+    /// Bytes per chunk.
+    pub chunk_bytes: u64,
+    /// Stream bytes lost for room (beyond a side's span, or no chunk or fragment slot).
+    pub overflow_bytes: u64,
+    /// Of those, bytes dropped because the pool was empty even after taking back history.
+    pub pool_empty_bytes: u64,
+    /// In-order bytes taken back from the least recently active sides' history because the
+    /// pool ran empty (an analyzer still reading them sees an overrun).
+    pub reclaimed_bytes: u64,
 }
 
 /// Every built-in event with its mOS name without `MOS_ON_`, in bit order.
@@ -281,6 +301,17 @@ pub fn render_text(r: &StatusReport) -> String {
         r.flows_total,
         r.flows_evicted,
         human_bytes(r.payload_bytes)
+    );
+    let st = &r.stream;
+    let _ = writeln!(
+        o,
+        "streams:   {} of {} chunks of {} in use; {} lost for room ({} for want of chunks), {} of history taken back",
+        st.chunks_in_use,
+        st.chunks,
+        human_bytes(st.chunk_bytes),
+        human_bytes(st.overflow_bytes),
+        human_bytes(st.pool_empty_bytes),
+        human_bytes(st.reclaimed_bytes)
     );
     let _ = writeln!(
         o,
@@ -445,7 +476,7 @@ pub fn render_prometheus(r: &StatusReport) -> String {
         "Workers the sensor runs.",
         &one(u64::from(r.workers)),
     );
-    let counters: [(&str, &str, u64); 23] = [
+    let counters: [(&str, &str, u64); 28] = [
         ("mos_frames_total", "Frames read.", r.frames),
         (
             "mos_frame_bytes_total",
@@ -531,7 +562,7 @@ pub fn render_prometheus(r: &StatusReport) -> String {
         ),
         (
             "mos_payload_bytes_total",
-            "Payload bytes stored in stream rings.",
+            "Payload bytes stored in streams.",
             r.payload_bytes,
         ),
         (
@@ -545,6 +576,31 @@ pub fn render_prometheus(r: &StatusReport) -> String {
             r.waits,
         ),
         ("mos_flows_live", "Connections tracked now.", r.flows_live),
+        (
+            "mos_stream_overflow_bytes_total",
+            "Stream bytes lost for room (beyond a side's span, or no chunk or fragment slot).",
+            r.stream.overflow_bytes,
+        ),
+        (
+            "mos_stream_pool_empty_bytes_total",
+            "Stream bytes dropped because the chunk pool was empty.",
+            r.stream.pool_empty_bytes,
+        ),
+        (
+            "mos_stream_reclaimed_bytes_total",
+            "History bytes taken back from idle sides because the chunk pool ran empty.",
+            r.stream.reclaimed_bytes,
+        ),
+        (
+            "mos_stream_chunks",
+            "Chunks in the stream chunk pool.",
+            r.stream.chunks,
+        ),
+        (
+            "mos_stream_chunks_in_use",
+            "Chunks of the stream chunk pool held by streams now.",
+            r.stream.chunks_in_use,
+        ),
     ];
     for (name, help, v) in counters {
         let kind = if name.ends_with("_total") {
@@ -712,6 +768,14 @@ mod tests {
             memory_rss_bytes: 50 << 20,
             memory_bound_bytes: Some(3 << 30),
             loopback_outgoing: 0,
+            stream: StreamStatus {
+                chunks: 6144,
+                chunks_in_use: 700,
+                chunk_bytes: 32768,
+                overflow_bytes: 3000,
+                pool_empty_bytes: 2048,
+                reclaimed_bytes: 1 << 20,
+            },
             analyzers: vec![
                 AnalyzerStatus {
                     id: 1,
@@ -759,6 +823,7 @@ input:     pcap /tmp/a \"b\".pcap (lossless, 2 workers)
 uptime:    1h 02m 03s (started 2023-11-14 22:13:20 UTC)
 frames:    1000 (1.4 MiB); 10 frames/s, 2.0 KiB/s; 990 TCP, 7 other IP, 3 not IP
 flows:     12 live, 130 total, 14 evicted; 14.6 KiB of payload
+streams:   700 of 6144 chunks of 32.0 KiB in use; 2.9 KiB lost for room (2.0 KiB for want of chunks), 1.0 MiB of history taken back
 drops:     capture 1, NIC errors 2, no mbuf 3, truncated 4, malformed 5, unsupported link 6, bad checksum 7, snap cut 8, fragments 9, events 10, stalled analyzers 11
 events:    700 published, 16 waits for slow analyzers
 memory:    50.0 MiB resident, at most 3.0 GiB by configuration
@@ -809,6 +874,11 @@ analyzers: 2
             "mos_frame_bytes_total 1500000",
             "mos_loopback_outgoing_frames_total 18",
             "mos_flows_live 12",
+            "mos_stream_chunks_in_use 700",
+            "mos_stream_chunks 6144",
+            "mos_stream_pool_empty_bytes_total 2048",
+            "mos_stream_reclaimed_bytes_total 1048576",
+            "mos_stream_overflow_bytes_total 3000",
             "mos_events_dropped_total 10",
             "mos_memory_bound_bytes 3221225472",
             "mos_sensor_uptime_seconds 3723.4",

@@ -376,10 +376,10 @@ fn spaced(parts: &[(&Path, u64)], gap_us: u64, out: &Path) -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 2. Lossless with tiny rings and a slow analyzer
+// 2. Lossless with a tiny stream pool and a slow analyzer
 
 #[test]
-fn slow_analyzer_with_tiny_rings_loses_nothing() -> Result<()> {
+fn slow_analyzer_with_a_tiny_stream_pool_loses_nothing() -> Result<()> {
     let work = ScratchDir::new("an-lossless")?;
     let w = work.path();
     let pcap = w.join("bulk.pcap");
@@ -402,7 +402,10 @@ fn slow_analyzer_with_tiny_rings_loses_nothing() -> Result<()> {
         &[
             "--wait-analyzers",
             "1",
-            "--ring-kib",
+            // The smallest pool: 18 chunks of 4 KiB for six sides of 300 KiB.
+            "--stream-chunks",
+            "18",
+            "--chunk-kib",
             "4",
             "--event-ring",
             "64",
@@ -1108,8 +1111,8 @@ fn getlastpkt_payload_is_what_ppeek_reads_at_its_offset() -> Result<()> {
         &pcap,
     )?;
     let control = w.join("c.sock");
-    // Rings and a packet log smaller than the streams: lossless mode must keep what each
-    // event names in place until the analyzer is past it.
+    // A stream pool and a packet log smaller than the streams: lossless mode must keep what
+    // each event names in place until the analyzer is past it.
     let mut sensor = start_sensor(
         w,
         &pcap,
@@ -1117,8 +1120,10 @@ fn getlastpkt_payload_is_what_ppeek_reads_at_its_offset() -> Result<()> {
         &[
             "--wait-analyzers",
             "1",
-            "--ring-kib",
-            "16",
+            "--stream-chunks",
+            "18",
+            "--chunk-kib",
+            "4",
             "--pktlog-frames",
             "16",
         ],

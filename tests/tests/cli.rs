@@ -77,20 +77,61 @@ fn a_file_that_is_not_a_capture_is_refused() -> Result<()> {
 }
 
 #[test]
-fn bad_ring_size_is_refused_before_reading() -> Result<()> {
+fn bad_stream_sizes_are_refused_before_reading() -> Result<()> {
     let pcap = corpus_dir()?.join("pcaps/dpkt__examples__data__http.pcap");
-    let o = sensor(&[
-        "--pcap".as_ref(),
-        pcap.as_ref(),
-        "--ring-kib".as_ref(),
-        "3".as_ref(),
-    ])?;
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
-    assert!(
-        err.contains("'--ring-kib <KIB>': must be a power of two between 1 and 1048576"),
-        "stderr: {err}"
-    );
+    for (flag, value, range) in [
+        ("--chunk-kib", "3", "a power of two between 4 and 1024"),
+        ("--chunk-kib", "2048", "a power of two between 4 and 1024"),
+        (
+            "--stream-max-kib",
+            "3",
+            "a power of two between 4 and 1048576",
+        ),
+    ] {
+        let o = sensor(&[
+            "--pcap".as_ref(),
+            pcap.as_ref(),
+            flag.as_ref(),
+            value.as_ref(),
+        ])?;
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+        assert!(
+            err.contains(&format!("'{value}' for '{flag} <KIB>': must be {range}")),
+            "stderr: {err}"
+        );
+    }
+    Ok(())
+}
+
+/// Streams grow in chunks now: the flags of the fixed rings are refused before anything is
+/// made, with one line naming the flags that replace them.
+#[test]
+fn the_removed_ring_flags_are_refused_naming_the_chunk_flags() -> Result<()> {
+    let dir = ScratchDir::new("cli-ring-flags")?;
+    let control = dir.path().join("c.sock");
+    for (flag, value) in [("--ring-kib", "256"), ("--max-rings", "16384")] {
+        let o = Command::new(sensor_bin()?)
+            .env("MOS_SENSOR_CONFIG", "")
+            .arg("--pcap")
+            .arg(corpus_dir()?.join("pcaps/dpkt__examples__data__http.pcap"))
+            .arg("--control")
+            .arg(&control)
+            .args([flag, value, "--quiet"])
+            .output()?;
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+        assert_eq!(
+            err,
+            format!(
+                "mos-sensor: error: {flag} was removed: each side's stream now grows in chunks \
+                 from a pool as its window needs; set the pool with tracking.stream_chunks \
+                 (--stream-chunks) and tracking.chunk_kib, a side's most with \
+                 tracking.stream_max_kib\n"
+            )
+        );
+        assert!(!control.exists(), "a control socket was made");
+    }
     Ok(())
 }
 
@@ -181,7 +222,7 @@ fn the_hugepages_script_is_idempotent() -> Result<()> {
     let small = work.path().join("small.toml");
     std::fs::write(
         &small,
-        "[input]\npcap = \"x.pcap\"\n[tracking]\nmax_flows = 1000\nmax_rings = 100\n",
+        "[input]\npcap = \"x.pcap\"\n[tracking]\nmax_flows = 1000\nstream_chunks = 100\n",
     )?;
     let sensor = sensor_bin()?;
     let want = Command::new(&sensor)

@@ -45,13 +45,13 @@ fn each_kind_of_bad_file_is_one_line_naming_file_line_and_key() -> Result<()> {
     let cases: &[(&str, &str, usize, &str)] = &[
         (
             "unknown key",
-            "[tracking]\nring_kib = 64\nrings_kib = 64\n",
+            "[tracking]\nchunk_kib = 64\nchunks_kib = 64\n",
             3,
-            "tracking.rings_kib: unknown key",
+            "tracking.chunks_kib: unknown key",
         ),
         (
             "unknown section",
-            "[tracking]\nring_kib = 64\n\n[trakcing]\nring_kib = 64\n",
+            "[tracking]\nchunk_kib = 64\n\n[trakcing]\nchunk_kib = 64\n",
             4,
             "trakcing: unknown section",
         ),
@@ -69,9 +69,15 @@ fn each_kind_of_bad_file_is_one_line_naming_file_line_and_key() -> Result<()> {
         ),
         (
             "not a power of two",
-            "[tracking]\nring_kib = 300\n",
+            "[tracking]\nchunk_kib = 300\n",
             2,
-            "tracking.ring_kib: must be a power of two between 1 and 1048576, not 300",
+            "tracking.chunk_kib: must be a power of two between 4 and 1024, not 300",
+        ),
+        (
+            "below a power of two's range",
+            "[tracking]\nstream_max_kib = 2\n",
+            2,
+            "tracking.stream_max_kib: must be a power of two between 4 and 1048576, not 2",
         ),
         (
             "bad choice",
@@ -114,6 +120,18 @@ fn each_kind_of_bad_file_is_one_line_naming_file_line_and_key() -> Result<()> {
             "[metrics]\nlisten = \"127.0.0.1:9477\"\n",
             2,
             "metrics.listen: was removed: the sensor opens no TCP port; run `mos-ctl metrics --listen ADDR` (unit mos-metrics.service)",
+        ),
+        (
+            "removed ring size",
+            "[sensor]\nworkers = 1\n\n[tracking]\nring_kib = 256\n",
+            5,
+            "tracking.ring_kib: was removed: each side's stream now grows in chunks from a pool as its window needs; set the pool with tracking.stream_chunks (--stream-chunks) and tracking.chunk_kib, a side's most with tracking.stream_max_kib",
+        ),
+        (
+            "removed ring count",
+            "[tracking]\nmax_rings = 16384\n",
+            2,
+            "tracking.max_rings: was removed: each side's stream now grows in chunks from a pool",
         ),
     ];
     for (i, (what, text, line, message)) in cases.iter().enumerate() {
@@ -161,7 +179,7 @@ fn missing_files_and_missing_inputs() -> Result<()> {
     );
     // A file without an input, and no input on the command line.
     let path = dir.path().join("noinput.toml");
-    std::fs::write(&path, "[tracking]\nring_kib = 64\n")?;
+    std::fs::write(&path, "[tracking]\nchunk_kib = 64\n")?;
     let o = sensor(&["--config".as_ref(), path.as_ref()])?;
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
@@ -189,7 +207,7 @@ fn a_file_is_honoured_and_flags_override_it() -> Result<()> {
         format!(
             "# the input and the output from the file alone\n\
              [input]\npcap = {pcap:?}\n\n[output]\ndump = {dump:?}\n\n\
-             [tracking]\nring_kib = 1024\n\n[publish]\nenabled = false\n"
+             [tracking]\nchunk_kib = 128\n\n[publish]\nenabled = false\n"
         ),
     )?;
     let run = |extra: &[&OsStr]| -> Result<String> {
@@ -210,11 +228,11 @@ fn a_file_is_honoured_and_flags_override_it() -> Result<()> {
     );
     let flows = std::fs::read_to_string(dump.join("flows.jsonl"))?;
     assert_eq!(flows.lines().count(), 2, "{flows}");
-    let big_rings = stat(&err, "mem_bound_kib")?;
+    let big_chunks = stat(&err, "mem_bound_kib")?;
 
     // The same with the flag at its default: the flag wins, and the bound is the default's.
-    let err = run(&["--ring-kib".as_ref(), "256".as_ref()])?;
-    let default_rings = stat(&err, "mem_bound_kib")?;
+    let err = run(&["--chunk-kib".as_ref(), "32".as_ref()])?;
+    let default_chunks = stat(&err, "mem_bound_kib")?;
     let plain = sensor(&[
         "--no-config".as_ref(),
         "--no-publish".as_ref(),
@@ -222,9 +240,11 @@ fn a_file_is_honoured_and_flags_override_it() -> Result<()> {
         pcap.as_ref(),
     ])?;
     assert!(plain.status.success(), "{}", stderr(&plain));
-    assert_eq!(default_rings, stat(&stderr(&plain), "mem_bound_kib")?);
-    // 16384 rings of 1 MiB instead of 256 KiB.
-    assert_eq!(big_rings - default_rings, 16384 * (1024 - 256));
+    assert_eq!(default_chunks, stat(&stderr(&plain), "mem_bound_kib")?);
+    // 6144 chunks of 128 KiB instead of 32 KiB; and 6144 chunk maps of 16 MiB / 128 KiB = 128
+    // entries instead of 16 MiB / 32 KiB = 512, of 4 bytes each.
+    let maps_kib = 6144 * (512 - 128) * 4 / 1024;
+    assert_eq!(big_chunks - default_chunks, 6144 * (128 - 32) - maps_kib);
 
     // An input on the command line replaces the file's; --quiet silences the note.
     std::fs::remove_dir_all(&dump)?;

@@ -94,11 +94,11 @@ fn syn_flood_is_bounded_by_max_flows_and_memcap() -> Result<()> {
                 &max_flows,
                 &"--memcap",
                 &MEMCAP,
-                // Rings, packet log and event rings small: the flood carries no payload, and
-                // what is measured is the connection state.
-                &"--max-rings",
+                // Stream chunks, packet log and event rings small: the flood carries no
+                // payload, and what is measured is the connection state.
+                &"--stream-chunks",
                 &"256",
-                &"--ring-kib",
+                &"--chunk-kib",
                 &"64",
                 &"--pktlog-frames",
                 &"4096",
@@ -182,13 +182,21 @@ fn syn_flood_is_bounded_by_max_flows_and_memcap() -> Result<()> {
     Ok(())
 }
 
+/// Over the cap, the sensor names the largest part's setting: with the defaults, the
+/// connection table; with a large stream pool, the pool.
 #[test]
 fn a_configuration_over_the_cap_is_refused_naming_the_setting() -> Result<()> {
     let dir = ScratchDir::new("memcap")?;
     let control = dir.path().join("control.sock");
-    let mut p = Proc::spawn(
-        "mos-sensor",
-        cmd(
+    let cases: [(&[&str], &str); 2] = [
+        (&[], "lower --max-flows, or raise --memcap"),
+        (
+            &["--stream-chunks", "65536"],
+            "lower --stream-chunks or --chunk-kib, or raise --memcap",
+        ),
+    ];
+    for (i, (extra, lower)) in cases.into_iter().enumerate() {
+        let mut c = cmd(
             &sensor_bin()?,
             &[
                 &"--pcap",
@@ -198,16 +206,15 @@ fn a_configuration_over_the_cap_is_refused_naming_the_setting() -> Result<()> {
                 &"--memcap",
                 &"512M",
             ],
-        ),
-        dir.path(),
-    )?;
-    p.expect_code(1, Duration::from_secs(20))?;
-    mos_tests::procs::assert_one_line(
-        &p,
-        &[
-            "mos-sensor: error:",
-            "--memcap is 512 MiB",
-            "lower --max-rings or --ring-kib",
-        ],
-    )
+        );
+        c.args(extra);
+        let mut p = Proc::spawn(&format!("mos-sensor-{i}"), c, dir.path())?;
+        p.expect_code(1, Duration::from_secs(20))?;
+        mos_tests::procs::assert_one_line(
+            &p,
+            &["mos-sensor: error:", "--memcap is 512 MiB", lower],
+        )
+        .with_context(|| format!("with {extra:?}"))?;
+    }
+    Ok(())
 }

@@ -67,7 +67,7 @@ fn the_reported_panics_are_one_line_errors() -> Result<()> {
         &control,
         &"--max-flows",
         &"1000",
-        &"--max-rings",
+        &"--stream-chunks",
         &"100",
         &"--pktlog-frames",
         &"1024",
@@ -192,15 +192,27 @@ fn sensor_flags_out_of_range_are_one_line_and_exit_1() -> Result<()> {
         ),
         (
             &pcap,
-            "--max-rings",
+            "--stream-chunks",
             &["0", "2147483648"],
             "between 1 and 2147483647",
         ),
         (
             &pcap,
-            "--ring-kib",
-            &["0", "3", "2097152"],
-            "a power of two between 1 and 1048576",
+            "--chunk-kib",
+            &["0", "2", "3", "2048"],
+            "a power of two between 4 and 1024",
+        ),
+        (
+            &pcap,
+            "--stream-max-kib",
+            &["0", "2", "3", "2097152"],
+            "a power of two between 4 and 1048576",
+        ),
+        (
+            &pcap,
+            "--history-kib",
+            &["-1", "1048577"],
+            "between 0 and 1048576",
         ),
         (
             &pcap,
@@ -281,9 +293,13 @@ fn sensor_flags_out_of_range_are_one_line_and_exit_1() -> Result<()> {
         "32",
         "--max-flows",
         "2147483647",
-        "--max-rings",
+        "--stream-chunks",
         "2147483647",
-        "--ring-kib",
+        "--chunk-kib",
+        "1024",
+        "--stream-max-kib",
+        "1048576",
+        "--history-kib",
         "1048576",
         "--event-ring",
         "16777216",
@@ -307,8 +323,12 @@ fn sensor_flags_out_of_range_are_one_line_and_exit_1() -> Result<()> {
             &["--max-flows must be at least one per worker (4 with --workers 4), not 3"],
         ),
         (
-            [&pcap[..], &["--workers", "2", "--max-rings", "1"]].concat(),
-            &["--max-rings must be at least one per worker"],
+            [&pcap[..], &["--workers", "2", "--stream-chunks", "35"]].concat(),
+            &["--stream-chunks must be at least 18 per worker (36 with --workers 2), not 35"],
+        ),
+        (
+            [&pcap[..], &["--chunk-kib", "64", "--stream-max-kib", "32"]].concat(),
+            &["--stream-max-kib (32) must be at least --chunk-kib (64)"],
         ),
         (
             [&pcap[..], &["--wait-analyzers", "65"]].concat(),
@@ -318,7 +338,47 @@ fn sensor_flags_out_of_range_are_one_line_and_exit_1() -> Result<()> {
             all,
             &[
                 "may use up to",
-                "lower --max-rings or --ring-kib, or raise --memcap",
+                "lower --max-analyzers or --event-ring, or raise --memcap",
+            ],
+        ),
+        // The stream settings at their largest, each the largest part in turn: the pool's
+        // chunks, then (with the smallest chunks) the chunk maps.
+        (
+            [
+                &pcap[..],
+                &[
+                    "--stream-chunks",
+                    "2147483647",
+                    "--chunk-kib",
+                    "1024",
+                    "--memcap",
+                    "1T",
+                ],
+            ]
+            .concat(),
+            &[
+                "may use up to",
+                "lower --stream-chunks or --chunk-kib, or raise --memcap",
+            ],
+        ),
+        (
+            [
+                &pcap[..],
+                &[
+                    "--stream-chunks",
+                    "2147483647",
+                    "--chunk-kib",
+                    "4",
+                    "--stream-max-kib",
+                    "1048576",
+                    "--memcap",
+                    "1T",
+                ],
+            ]
+            .concat(),
+            &[
+                "may use up to",
+                "lower --stream-chunks or --stream-max-kib, or raise --memcap",
             ],
         ),
     ];

@@ -550,18 +550,18 @@ fn sighup_reloads_the_allowed_users_and_names_what_needs_a_restart() -> Result<(
     let pcap = corpus_dir()?.join("pcaps").join(CAPTURE);
     let control = work.join("control.sock");
     let config = work.join("sensor.toml");
-    let write = |groups: &str, ring_kib: u32| -> Result<()> {
+    let write = |groups: &str, chunk_kib: u32| -> Result<()> {
         std::fs::write(
             &config,
             format!(
-                "[input]\npcap = \"{}\"\nspeed = 1.0\n\n[tracking]\nring_kib = {ring_kib}\n\n[control]\nsocket = \"{}\"\nallow_groups = [{groups}]\n",
+                "[input]\npcap = \"{}\"\nspeed = 1.0\n\n[tracking]\nchunk_kib = {chunk_kib}\n\n[control]\nsocket = \"{}\"\nallow_groups = [{groups}]\n",
                 pcap.display(),
                 control.display()
             ),
         )?;
         Ok(())
     };
-    write("\"0\"", 256)?;
+    write("\"0\"", 32)?;
     let mut sensor = Proc::spawn("sensor", cmd(&sensor_bin()?, &[&"--config", &config]), work)?;
     wait_for_socket(&mut sensor, &control, TIMEOUT)?;
     // uid 65534 (nobody), group 65534: not allowed yet; allowed (and given the socket's group)
@@ -584,11 +584,11 @@ fn sighup_reloads_the_allowed_users_and_names_what_needs_a_restart() -> Result<(
         "nobody could read the status before the reload: {}",
         String::from_utf8_lossy(&before.stderr)
     );
-    write("\"65534\", \"0\"", 512)?;
+    write("\"65534\", \"0\"", 64)?;
     sensor.signal(rustix::process::Signal::HUP)?;
     wait_for("the reload's log lines", TIMEOUT, || {
         let e = sensor.stderr();
-        Ok(e.contains("SIGHUP") && e.contains("tracking.ring_kib"))
+        Ok(e.contains("SIGHUP") && e.contains("tracking.chunk_kib"))
     })?;
     let err = sensor.stderr();
     ensure!(
@@ -598,8 +598,8 @@ fn sighup_reloads_the_allowed_users_and_names_what_needs_a_restart() -> Result<(
     );
     ensure!(
         err.lines()
-            .any(|l| l.contains("restart") && l.contains("tracking.ring_kib")),
-        "the reload did not say tracking.ring_kib needs a restart:\n{err}"
+            .any(|l| l.contains("restart") && l.contains("tracking.chunk_kib")),
+        "the reload did not say tracking.chunk_kib needs a restart:\n{err}"
     );
     let after = as_nobody()?;
     ensure!(
@@ -608,7 +608,7 @@ fn sighup_reloads_the_allowed_users_and_names_what_needs_a_restart() -> Result<(
         String::from_utf8_lossy(&after.stderr)
     );
     // A broken file: the reload is refused with the file's line, the sensor goes on.
-    std::fs::write(&config, "[tracking]\nring_kib = \"big\"\n")?;
+    std::fs::write(&config, "[tracking]\nchunk_kib = \"big\"\n")?;
     sensor.signal(rustix::process::Signal::HUP)?;
     wait_for("the refused reload", TIMEOUT, || {
         Ok(sensor.stderr().contains("sensor.toml:2"))

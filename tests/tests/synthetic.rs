@@ -83,8 +83,8 @@ fn short_flows_reassemble_exactly() -> Result<()> {
     check_exact(&pcap, &expected)
 }
 
-/// Closed connections give their rings back at once, so a pool smaller than the number of
-/// connections (but larger than the concurrent ones) loses nothing.
+/// Closed connections give their chunks back at once, so a pool smaller than the number of
+/// connections (but larger than the concurrent ones' sides) loses nothing.
 #[test]
 fn short_flows_fit_a_pool_smaller_than_the_connection_count() -> Result<()> {
     let dir = ScratchDir::new("synthetic-small-pool")?;
@@ -96,7 +96,11 @@ fn short_flows_fit_a_pool_smaller_than_the_connection_count() -> Result<()> {
         seed: 7,
     };
     let expected = short_flows(&o, &pcap)?;
-    check_exact_with(&pcap, &expected, &["--max-rings", "96", "--ring-kib", "4"])
+    check_exact_with(
+        &pcap,
+        &expected,
+        &["--stream-chunks", "96", "--chunk-kib", "4"],
+    )
 }
 
 #[test]

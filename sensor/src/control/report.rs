@@ -6,7 +6,7 @@
 use super::Client;
 use crate::publish::AnalyzerRegions;
 use shm_layout::layout::{counter, sensor_state, AnalyzerPage, EventRingHeader, Header};
-use shm_layout::status::{event_names, id_name, AnalyzerStatus, Drops, StatusReport};
+use shm_layout::status::{event_names, id_name, AnalyzerStatus, Drops, StatusReport, StreamStatus};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -180,6 +180,14 @@ impl Reporter {
                 .loopback_outgoing
                 .as_ref()
                 .map_or(0, |n| n.load(Ordering::Relaxed)),
+            stream: StreamStatus {
+                chunks: self.header.config.chunks_per_worker * self.nworkers as u64,
+                chunks_in_use: t(counter::CHUNKS_IN_USE),
+                chunk_bytes: self.header.config.chunk_size,
+                overflow_bytes: t(counter::STREAM_OVERFLOW_BYTES),
+                pool_empty_bytes: t(counter::POOL_EMPTY_BYTES),
+                reclaimed_bytes: t(counter::RECLAIMED_BYTES),
+            },
         }
     }
 }

@@ -44,4 +44,11 @@ pub fn store_counters(info: &WorkerInfo, s: &ReplayStats, tracker: &Tracker) {
     set(counter::FLOWS_EVICTED, t.conns_evicted);
     set(counter::PAYLOAD_BYTES, t.payload_bytes);
     set(counter::PSEQ, tracker.pseq());
+    set(counter::STREAM_OVERFLOW_BYTES, t.overflow_bytes);
+    set(counter::POOL_EMPTY_BYTES, t.pool_empty_bytes);
+    set(counter::RECLAIMED_BYTES, t.reclaimed_bytes);
+    set(
+        counter::CHUNKS_IN_USE,
+        tracker.pool().chunks_in_use() as u64,
+    );
 }

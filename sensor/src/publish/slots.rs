@@ -59,7 +59,6 @@ impl SlotPublisher {
         }
     }
 
-
     /// Slots published.
     pub fn capacity(&self) -> usize {
         self.slots.len()

@@ -6,7 +6,9 @@
 //! offsets never wrap even for streams of many GiB.
 
 use super::overlap::OverlapPolicy;
-use super::ring_pool::{Fragment, Gap, GapKind, RingId, RingMeta, RingPool, MAX_FRAGMENTS, NO_CHUNK};
+use super::ring_pool::{
+    Fragment, Gap, GapKind, RingId, RingMeta, RingPool, MAX_FRAGMENTS, NO_CHUNK,
+};
 use super::seq::SeqNum;
 
 /// An acknowledgment more than this many bytes ahead of the tail is taken for garbage and
@@ -540,7 +542,12 @@ impl Stream {
                 break;
             }
             if pos < f.start {
-                write_chunks(pool, id, pos, &data[(pos - s) as usize..(f.start - s) as usize]);
+                write_chunks(
+                    pool,
+                    id,
+                    pos,
+                    &data[(pos - s) as usize..(f.start - s) as usize],
+                );
             }
             let (lo, hi) = (pos.max(f.start), e.min(f.end()));
             if lo < hi {
@@ -785,7 +792,11 @@ fn in_order_extent(meta: &RingMeta, head: u64, tail: u64, offset: u64) -> Option
 /// Splits offsets `[off, off + len)` at chunk boundaries: `(chunk index, position in the
 /// chunk, bytes, index into the run)` for each piece.
 #[inline]
-fn pieces(chunk_size: usize, off: u64, len: usize) -> impl Iterator<Item = (u64, usize, usize, usize)> {
+fn pieces(
+    chunk_size: usize,
+    off: u64,
+    len: usize,
+) -> impl Iterator<Item = (u64, usize, usize, usize)> {
     let shift = chunk_size.trailing_zeros();
     let mask = chunk_size as u64 - 1;
     let mut done = 0usize;
@@ -830,7 +841,13 @@ fn read_chunks(pool: &RingPool, id: RingId, off: u64, out: &mut [u8]) {
 
 /// Compares `data` (the bytes at offsets `[off, off + data.len())`) with what buffer `id`
 /// holds there, widening `span` to cover every differing byte.
-fn compare_bytes(pool: &RingPool, id: RingId, off: u64, data: &[u8], span: &mut Option<(u64, u64)>) {
+fn compare_bytes(
+    pool: &RingPool,
+    id: RingId,
+    off: u64,
+    data: &[u8],
+    span: &mut Option<(u64, u64)>,
+) {
     for (idx, pos, n, at) in pieces(pool.chunk_size(), off, data.len()) {
         let c = pool.map_entry(id, idx);
         if c == NO_CHUNK {
@@ -1167,7 +1184,10 @@ mod tests {
             o.overflow.map(|g| (g.offset, g.len)),
             Some((11, new_head - 11))
         );
-        assert_eq!(o.gap.map(|g| (g.offset, g.len)), Some((new_head, far - new_head)));
+        assert_eq!(
+            o.gap.map(|g| (g.offset, g.len)),
+            Some((new_head, far - new_head))
+        );
         assert_eq!(o.new_bytes, 1);
         assert_eq!(s.tail(), far + 1);
         // Everything but the five bytes received.

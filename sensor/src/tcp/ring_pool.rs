@@ -444,7 +444,12 @@ impl RingPool {
             shape
                 .chunk_size
                 .saturating_mul(shape.chunks)
-                .saturating_add(shape.buffers.saturating_mul(shape.map_len).saturating_mul(4))
+                .saturating_add(
+                    shape
+                        .buffers
+                        .saturating_mul(shape.map_len)
+                        .saturating_mul(4),
+                )
         } else {
             0
         };
@@ -825,14 +830,21 @@ mod tests {
     #[test]
     fn buffers_and_chunks_come_and_go() {
         let mut pool = RingPool::new(shape(16, 3, 2, 4)).unwrap();
-        assert_eq!((pool.capacity(), pool.in_use(), pool.chunks_free()), (2, 0, 3));
+        assert_eq!(
+            (pool.capacity(), pool.in_use(), pool.chunks_free()),
+            (2, 0, 3)
+        );
         let a = pool.alloc().unwrap();
         let b = pool.alloc().unwrap();
         assert_eq!((a, b), (RingId(0), RingId(1)));
         assert_eq!(pool.alloc(), None);
         // Chunk indices 5 and 9 share map entry 1 of a 4-entry map: a stream never holds both.
         let c0 = pool.chunk_for(a, 4).unwrap();
-        assert_eq!(pool.chunk_for(a, 4), Some(c0), "a held index keeps its chunk");
+        assert_eq!(
+            pool.chunk_for(a, 4),
+            Some(c0),
+            "a held index keeps its chunk"
+        );
         let c1 = pool.chunk_for(a, 5).unwrap();
         let c2 = pool.chunk_for(b, 5).unwrap();
         assert_eq!(pool.chunk_for(b, 6), None, "the pool is empty");
@@ -840,10 +852,18 @@ mod tests {
         pool.chunk_mut(c1).fill(0xaa);
         pool.chunk_mut(c2).fill(0xbb);
         assert!(pool.chunk(c1).iter().all(|&x| x == 0xaa));
-        assert_eq!(pool.map_entry(a, 9), c1, "entries are taken modulo the map length");
+        assert_eq!(
+            pool.map_entry(a, 9),
+            c1,
+            "entries are taken modulo the map length"
+        );
         pool.release_chunk(a, 4);
         assert_eq!(pool.map_entry(a, 4), NO_CHUNK);
-        assert_eq!(pool.chunk_for(b, 6), Some(c0), "the chunk freed last is taken first");
+        assert_eq!(
+            pool.chunk_for(b, 6),
+            Some(c0),
+            "the chunk freed last is taken first"
+        );
         // Freeing a buffer returns its chunks.
         pool.free(a);
         assert_eq!((pool.in_use(), pool.chunks_free()), (1, 1));
