@@ -468,10 +468,18 @@ impl Tracker {
         // longer be told from skipped ones, so readers that have not passed them would be told
         // they were lost. Which segment records a gap is not known beforehand: whenever the
         // list is full, wait for readers to be past the oldest record.
+        //
+        // One segment can record several gaps: a hole before each out-of-order island an ACK
+        // skips, plus one at the tail. So the records it may push out are as many as the list
+        // would overflow by if every island's hole and the tail's became a record: wait for
+        // readers to be past the newest of those.
         let gaps_full = |ring: u32| {
             let meta = self.pool.meta(RingId(ring));
-            let oldest = meta.gaps().next()?;
-            (meta.gaps().count() == MAX_GAPS).then(|| oldest.offset + oldest.len)
+            let n = meta.gaps().count();
+            let adds = meta.fragments().len() + 1;
+            let evicted = (n + adds).saturating_sub(MAX_GAPS).min(n);
+            let newest = meta.gaps().nth(evicted.checked_sub(1)?)?;
+            Some(newest.offset + newest.len)
         };
         // The receiver's stream takes the payload: bytes more than a ring behind its end go.
         let recv = &c.stack(snd.peer()).recv;
@@ -709,9 +717,11 @@ impl Tracker {
 
     /// The pool is (nearly) empty: takes back the in-order bytes of the least recently active
     /// sides (all of them, or in lossless mode those every analyzer has passed), never their
-    /// out-of-order bytes and never the current connection's, until `need` chunks and a buffer
-    /// are free or [`RECLAIM_SCAN`] sides have been looked at. Each side it takes from is
-    /// published before the current connection, so analyzers see its new head.
+    /// out-of-order bytes, until `need` chunks and a buffer are free or [`RECLAIM_SCAN`] sides
+    /// have been looked at. The current connection was touched last, so its sides come last;
+    /// they are looked at too, since a connection whose history fills the whole pool must
+    /// still make progress. Each side it takes from is published at once, before the segment
+    /// is stored, so analyzers see its new head.
     #[cold]
     fn make_room(&mut self, current: u32, need: usize) {
         let all = !self.lossless;
@@ -727,7 +737,7 @@ impl Tracker {
             at = self.pool.lru_next(id);
             let owner = self.pool.owner(id);
             let (slot, side) = (owner / 2, owner % 2);
-            if owner == u32::MAX || slot == current {
+            if owner == u32::MAX {
                 continue;
             }
             let Some(conn) = self.table.get_mut(slot) else {
@@ -738,6 +748,11 @@ impl Tracker {
             if recv.ring_index() != Some(id.0) {
                 continue;
             }
+            // The side's chunks go back inside its flow's write section (which closes the
+            // current connection's), so that a reader copying them meanwhile discards its copy.
+            if let Some(p) = self.publisher.as_mut() {
+                p.begin(slot);
+            }
             let head0 = recv.head();
             let freed = recv.reclaim(&mut self.pool, all);
             if freed == 0 && recv.head() == head0 {
@@ -746,6 +761,11 @@ impl Tracker {
             self.stats.reclaimed_chunks += freed as u64;
             self.stats.reclaimed_bytes += recv.head() - head0;
             self.publish(slot, None);
+        }
+        // The segment about to be stored changes the current connection's chunks: its write
+        // section, which the other flows' publications closed, opens again.
+        if let Some(p) = self.publisher.as_mut() {
+            p.begin(current);
         }
     }
 
@@ -811,6 +831,10 @@ impl Tracker {
                 .get_mut(h.slot)
                 .filter(|_| generation == h.generation)
             {
+                // Chunks change inside the slot's write section only.
+                if let Some(p) = self.publisher.as_mut() {
+                    p.begin(h.slot);
+                }
                 for st in &mut c.stacks {
                     // Out-of-order bytes still wait for the hole before them to fill (a late
                     // segment may bring it): that ring stays until the connection ends. Whether
@@ -840,6 +864,10 @@ impl Tracker {
 
     fn free_slot(&mut self, slot: u32) {
         if let Some(mut c) = self.table.free(slot) {
+            // Chunks change inside the slot's write section only (`free` closes it).
+            if let Some(p) = self.publisher.as_mut() {
+                p.begin(slot);
+            }
             for st in &mut c.stacks {
                 st.recv.release(&mut self.pool);
             }

@@ -964,6 +964,10 @@ fn mos_dump_writes_what_it_has_in_time_when_the_sensor_is_killed() -> Result<()>
             &ring.to_string(),
             "--stall-timeout",
             "600",
+            // Chunks for every side the stopped analyzer holds back, so that what the sensor
+            // waits on is the full event ring, not an empty stream pool.
+            "--stream-chunks",
+            "16384",
         ],
     )?;
     let mut dump = analyzer(

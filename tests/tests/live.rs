@@ -844,6 +844,25 @@ fn number_before(text: &str, phrase: &str) -> Result<u64> {
 /// copy skipped and counted, also in `mos-ctl status` while the capture runs), nothing reads
 /// as retransmitted, checksums are not verified (and none counted bad), and every body is the
 /// served file.
+/// The kernel's count of TCP segments retransmitted in namespace `ns` (`RetransSegs` of
+/// `/proc/net/snmp`).
+fn retrans_segs(ns: &str) -> Result<u64> {
+    let out = in_ns(ns, Path::new("cat")).arg("/proc/net/snmp").output()?;
+    ensure!(out.status.success(), "cannot read /proc/net/snmp in {ns}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp: "));
+    let (names, values) = (tcp.next(), tcp.next());
+    let (Some(names), Some(values)) = (names, values) else {
+        bail!("no Tcp lines in /proc/net/snmp:\n{text}");
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RetransSegs")
+        .and_then(|(_, v)| v.parse().ok())
+        .context("no RetransSegs in /proc/net/snmp")
+}
+
 fn lo_run(tag: &str, workers: usize) -> Result<()> {
     let _one_at_a_time = LIVE.lock().unwrap_or_else(|e| e.into_inner());
     need_tool("python3")?;
@@ -927,6 +946,7 @@ fn lo_run(tag: &str, workers: usize) -> Result<()> {
         "the start line does not say what happens on a loopback device: {start_line}"
     );
 
+    let retrans_before = retrans_segs(&lo.ns)?;
     let mut client = Proc::spawn(
         "client",
         {
@@ -994,7 +1014,14 @@ fn lo_run(tag: &str, workers: usize) -> Result<()> {
         "{frames} frames read, {skipped} outgoing copies skipped ({live_skipped} in the status \
          report):\n{serr}"
     );
-    ensure!(rexmit == 0, "{rexmit} bytes read as retransmitted:\n{serr}");
+    // The kernel retransmits on lo too, now and then (a tail loss probe while the client is
+    // slow to read, on a busy machine): what the sensor counts must be what the senders did.
+    let retrans = retrans_segs(&lo.ns)? - retrans_before;
+    ensure!(
+        rexmit <= retrans * 65_536,
+        "{rexmit} bytes read as retransmitted, and the kernel retransmitted {retrans} segments \
+         (of at most 64 KiB each on lo):\n{serr}"
+    );
     ensure!(
         serr.contains(
             "TCP checksums not verified (a loopback device: the kernel leaves them to an \

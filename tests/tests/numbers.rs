@@ -193,8 +193,8 @@ fn sensor_flags_out_of_range_are_one_line_and_exit_1() -> Result<()> {
         (
             &pcap,
             "--stream-chunks",
-            &["0", "2147483648"],
-            "between 1 and 2147483647",
+            &["0", "17", "2147483648"],
+            "between 18 and 2147483647",
         ),
         (
             &pcap,
