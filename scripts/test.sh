@@ -10,7 +10,7 @@
 #   unit         every test of the crates other than mos-tests (unit tests beside the code,
 #                the TCP core's API tests in sensor/tests, doc tests), debug build
 #   loom         the loom models of the shared-memory protocols (seqlock, event ring, packet
-#                log), release build with --cfg loom in its own target directory
+#                log, stream chunks), release build with --cfg loom in its own target directory
 #   integration  the mos-tests package (corpus runner, multi-process tests, and the network
 #                tests in namespaces: live.rs, impaired.rs), release build, with MOS_SENSOR_BIN
 #                pointing at the release mos-sensor

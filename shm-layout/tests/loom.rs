@@ -1,6 +1,13 @@
 //! Model checks of the lock-free protocols with loom: every interleaving (up to a preemption
 //! bound) and every value the C++11 memory model lets a relaxed load return.
 //!
+//! The models: the seqlock and the flow-slot reads built on it; the event ring (in order,
+//! with deferred commits, with a consumer index far behind or garbage); the packet log; the
+//! stream chunks (chunks taken and chained, a chunk reused by another flow or for a later
+//! offset of the same stream, with readers that meet `NO_CHUNK`; lossless mode's rule that a
+//! chunk goes back only once its event is passed; and two writer orders that defeat the
+//! readers' validation, expected to fail).
+//!
 //! Run (takes seconds):
 //!
 //! ```text
@@ -11,14 +18,14 @@
 //! small enough to run unbounded too, only slower.
 #![cfg(loom)]
 
-use loom::sync::atomic::{AtomicU64, Ordering};
+use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
 use shm_layout::flow::read_flow;
 use shm_layout::layout::{
-    ConsumerIndex, EventRecord, EventRingHeader, EventSlot, FlowData, FlowSlot, PktInfo,
-    PktLogEntry, PktLogHeader, EVENT_WORDS, FLOW_WORDS, PKT_WORDS,
+    flow_flags, ConsumerIndex, EventRecord, EventRingHeader, EventSlot, FlowData, FlowSlot,
+    PktInfo, PktLogEntry, PktLogHeader, EVENT_WORDS, FLOW_WORDS, NO_CHUNK, NO_RING, PKT_WORDS,
 };
 use shm_layout::pktlog::{read_packet, PktLogWriter};
 use shm_layout::ring::{Consumer, Producer};
@@ -524,4 +531,624 @@ fn pktlog_reader_gets_the_frame_or_none() {
         assert_eq!(log.read(1), Some(frame(1)));
         assert_eq!(log.read(2), Some(frame(2)));
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stream chunks
+//
+// A side's bytes live in chunks of a per-worker pool, found through its buffer's chunk map
+// (`AtomicU32` entries, `NO_CHUNK` for none). The sensor writes the chunk bytes with a plain
+// copy through `&mut [u8]` and the analyzer copies them with a plain copy through a pointer
+// (`Mapping::read_bytes`), which loom cannot model: as in the packet-log model, the bytes are
+// atomics here (one `AtomicU64` per byte, relaxed) and both ends are faithful copies of the
+// real code, kept in step by hand:
+//
+// - `Sensor` copies what the sensor does: `RingPool::chunk_for` (the map entry, release,
+//   before the bytes), `RingPool::release_chunk`/`release_entry` (`NO_CHUNK`, release; the
+//   chunk goes on top of the free stack, so the next `chunk_for` takes it back first),
+//   `write_chunks` (pieces split at chunk boundaries), and `SlotPublisher::begin`/`publish`
+//   (the tracker opens the slot's write section when a packet's update starts, changes maps
+//   and bytes, then stores the slot's words and closes it). `publish` stores only the words
+//   that changed; the real one stores every side word, which only multiplies the stores a
+//   load may read here.
+// - `peek` copies `Ctx::peek` of client-lib (`ctx.rs`): the slot copy (`load_flow_stamped`,
+//   which waits for the writer as `patiently` does; the real one copies the buffer's
+//   metadata too, which here never holds a gap), the decision of `stream::chunk`, the copy of
+//   `Regions::copy_stream` (each entry with an acquire load; an entry that names no chunk
+//   stops the copy as `Copied::Torn`), then the validation: `Stamp::unchanged_since`, or else
+//   a second slot copy and `intact`. A copy that stands with `Copied::Torn` is `EPROTO`; one
+//   that does not counts in `torn_copies` and is tried again, `COPY_TRIES` times. The early
+//   `NoData` test through `read_side_tail` is left out: it only ever answers `NoData`.
+//
+// Chunks of 2 bytes, maps of 2 entries (a side spans 4 bytes), 2 chunks in the pool.
+//
+// What the validation needs from the writer: a chunk is given back (`NO_CHUNK`) and reused
+// only inside a write section of the flow's slot that publishes the head moved past it, or
+// after that section. The sensor moves its private head, releases the chunks below it, and
+// publishes the head at the end of the same section; its release fence orders the
+// `NO_CHUNK` store and any byte stores of the chunk's next use after the odd stamp, so a
+// reader that met either finds the stamp changed and, reading the slot again, the head past
+// its copy. A release or a reuse while the stamp is still even and the head not yet moved
+// is not safe; the two `should_panic` models below show what it costs.
+//
+// Besides the mutations named at each model: removing the acquire fence of
+// `Stamp::unchanged_since` or the release fence of `Stamp::begin_write` fails the models too.
+// Loading the map entries relaxed instead of acquire is not caught, and need not be: the
+// slot copy's acquire of the stamp orders the entries stored before the published tail, and
+// the validation's acquire fence orders any later entry store the load saw. A relaxed store of
+// the consumer index is not caught by the lossless model either: loom does not explore loads
+// that read a store the other thread makes only after it saw this thread's later store
+// (load buffering).
+
+const CHUNK: u64 = 2;
+const MAP_LEN: usize = 2;
+const CHUNKS: usize = 2;
+/// What a chunk holds before a buffer writes it: its previous user's bytes.
+const JUNK: u8 = 0xee;
+/// The generation every model slot has.
+const GEN: u32 = 1;
+/// `ctx.rs`'s `COPY_TRIES`.
+const COPY_TRIES: u32 = 8;
+
+/// Bytes `range` of the stream of flow `f` (side 0): byte `o` is `0x10 * (f + 1) + o`, so a
+/// byte of another flow, of another offset or a chunk's junk shows.
+fn stream_bytes(f: usize, range: core::ops::Range<u64>) -> Vec<u8> {
+    range.map(|o| 0x10 * (f as u8 + 1) + o as u8).collect()
+}
+
+/// The shared part: one flow slot per flow (flow `f` uses buffer `f`), the buffers' chunk
+/// maps, the chunks' bytes.
+struct Streams {
+    slots: Vec<FlowSlot>,
+    maps: Vec<AtomicU32>,
+    bytes: Vec<AtomicU64>,
+}
+
+impl Streams {
+    fn new(flows: usize) -> Arc<Streams> {
+        let s = Streams {
+            slots: (0..flows)
+                .map(|_| FlowSlot {
+                    stamp: Stamp::new(),
+                    words: core::array::from_fn::<_, FLOW_WORDS, _>(|_| AtomicU64::new(0)),
+                })
+                .collect(),
+            maps: (0..flows * MAP_LEN)
+                .map(|_| AtomicU32::new(NO_CHUNK))
+                .collect(),
+            bytes: (0..CHUNKS as u64 * CHUNK)
+                .map(|_| AtomicU64::new(u64::from(JUNK)))
+                .collect(),
+        };
+        for slot in &s.slots {
+            idle_flow().store(&slot.words);
+        }
+        Arc::new(s)
+    }
+}
+
+/// A live connection whose sides hold no buffer yet.
+fn idle_flow() -> FlowData {
+    let mut d = FlowData {
+        generation: GEN,
+        flags: flow_flags::LIVE,
+        ..Default::default()
+    };
+    d.sides[0].ring = NO_RING;
+    d.sides[1].ring = NO_RING;
+    d
+}
+
+/// The model of the sensor's side (see above): its private state and the stores it makes.
+struct Sensor {
+    s: Arc<Streams>,
+    /// The free chunks, a stack (`RingPool::free_chunks`).
+    free: Vec<u32>,
+    /// The maps as this writer last stored them (`RingPool::map_entry` reads them back).
+    map: Vec<u32>,
+    /// Each slot's words as last published.
+    published: Vec<[u64; FLOW_WORDS]>,
+    /// The slot whose write section is open (`SlotPublisher::open`).
+    open: Option<usize>,
+}
+
+impl Sensor {
+    /// A sensor over `s` whose pool hands out the chunks of `free` from the end.
+    fn new(s: &Arc<Streams>, free: &[u32]) -> Sensor {
+        let mut w = [0; FLOW_WORDS];
+        idle_flow().to_words(&mut w);
+        Sensor {
+            s: s.clone(),
+            free: free.to_vec(),
+            map: vec![NO_CHUNK; s.maps.len()],
+            published: vec![w; s.slots.len()],
+            open: None,
+        }
+    }
+
+    /// `SlotPublisher::begin`: opens `slot`'s write section (closing another one's).
+    fn begin(&mut self, slot: usize) {
+        if self.open == Some(slot) {
+            return;
+        }
+        self.close();
+        self.s.slots[slot].stamp.begin_write();
+        self.open = Some(slot);
+    }
+
+    fn close(&mut self) {
+        if let Some(o) = self.open.take() {
+            self.s.slots[o].stamp.end_write();
+        }
+    }
+
+    /// `SlotPublisher::publish` of side 0 of flow `slot` (buffer `slot`): stores what changed
+    /// and closes the write section, opening it first if it is not open.
+    fn publish(&mut self, slot: usize, head: u64, tail: u64) {
+        if self.open != Some(slot) {
+            self.close();
+            self.s.slots[slot].stamp.begin_write();
+            self.open = Some(slot);
+        }
+        let mut d = FlowData::from_words(&self.published[slot]);
+        d.sides[0].head = head;
+        d.sides[0].tail = tail;
+        d.sides[0].ring = slot as u32;
+        let mut w = [0; FLOW_WORDS];
+        d.to_words(&mut w);
+        for (i, (new, old)) in w.iter().zip(&self.published[slot]).enumerate() {
+            if new != old {
+                self.s.slots[slot].words[i].store(*new, Ordering::Relaxed);
+            }
+        }
+        self.published[slot] = w;
+        self.close();
+    }
+
+    /// `RingPool::chunk_for`: buffer `buf`'s chunk for chunk index `idx`, taken from the pool
+    /// (map entry stored, release) if it has none there yet.
+    fn chunk_for(&mut self, buf: usize, idx: u64) -> u32 {
+        let e = buf * MAP_LEN + idx as usize % MAP_LEN;
+        if self.map[e] != NO_CHUNK {
+            return self.map[e];
+        }
+        let c = self
+            .free
+            .pop()
+            .expect("the model's pool has the chunks it needs");
+        self.map[e] = c;
+        self.s.maps[e].store(c, Ordering::Release);
+        c
+    }
+
+    /// `RingPool::release_chunk`: gives back buffer `buf`'s chunk for chunk index `idx`.
+    fn release(&mut self, buf: usize, idx: u64) {
+        let e = buf * MAP_LEN + idx as usize % MAP_LEN;
+        let c = self.map[e];
+        if c != NO_CHUNK {
+            self.s.maps[e].store(NO_CHUNK, Ordering::Release);
+            self.map[e] = NO_CHUNK;
+            self.free.push(c);
+        }
+    }
+
+    /// `write_chunks`: flow `f`'s stream bytes `[off, off + len)` into buffer `f`.
+    fn write(&mut self, f: usize, off: u64, len: u64) {
+        let data = stream_bytes(f, off..off + len);
+        for (k, b) in data.iter().enumerate() {
+            let o = off + k as u64;
+            let c = self.chunk_for(f, o / CHUNK);
+            self.s.bytes[(u64::from(c) * CHUNK + o % CHUNK) as usize]
+                .store(u64::from(*b), Ordering::Relaxed);
+        }
+    }
+}
+
+/// `regions::Copied`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Copied {
+    Whole,
+    Torn { offset: u64, entry: u32 },
+}
+
+/// `Regions::copy_stream` for buffer `buffer`.
+fn copy_stream(s: &Streams, buffer: u32, offset: u64, dst: &mut [u8]) -> Copied {
+    assert!((buffer as usize) < s.slots.len() && dst.len() as u64 <= CHUNK * MAP_LEN as u64);
+    let map = &s.maps[buffer as usize * MAP_LEN..][..MAP_LEN];
+    let mut done = 0;
+    while done < dst.len() {
+        let o = offset + done as u64;
+        let within = o & (CHUNK - 1);
+        let n = (CHUNK - within).min((dst.len() - done) as u64) as usize;
+        let entry = map[(o / CHUNK) as usize & (MAP_LEN - 1)].load(Ordering::Acquire);
+        if entry as usize >= CHUNKS {
+            return Copied::Torn { offset: o, entry };
+        }
+        let at = (u64::from(entry) * CHUNK + within) as usize;
+        for (i, b) in dst[done..done + n].iter_mut().enumerate() {
+            *b = s.bytes[at + i].load(Ordering::Relaxed) as u8;
+        }
+        done += n;
+    }
+    Copied::Whole
+}
+
+/// What `Ctx::peek` returns.
+#[derive(Debug, PartialEq, Eq)]
+enum Peeked {
+    Data(Vec<u8>),
+    NoData,
+    Overrun {
+        lost: u64,
+    },
+    /// `EPROTO`: a copy stood although the map named no chunk for some of its bytes.
+    NoChunk,
+    /// `EAGAIN`: every try was torn.
+    KeptChanging,
+}
+
+/// A `peek` and the copies it threw away (`torn_copies`), with what they held.
+#[derive(Debug)]
+struct PeekTrace {
+    result: Peeked,
+    torn: Vec<(Copied, Vec<u8>)>,
+}
+
+/// `load_flow_stamped`: a consistent copy of the slot and its stamp, waiting for the writer
+/// (`patiently`), with the handle's check.
+fn load_flow(slot: &FlowSlot) -> (FlowData, u64) {
+    let snap = read_flow(slot, u32::MAX).expect("the writer always closes its section");
+    assert!(
+        snap.data.flags & flow_flags::LIVE != 0 && snap.data.generation == GEN,
+        "stale handle"
+    );
+    (snap.data, snap.stamp)
+}
+
+/// `Ctx::peek` of side 0 of flow `f` from offset `at` with room for `room` bytes.
+fn peek(s: &Streams, f: usize, at: u64, room: usize) -> PeekTrace {
+    let slot = &s.slots[f];
+    let mut torn = Vec::new();
+    for _ in 0..COPY_TRIES {
+        let (d, stamp) = load_flow(slot);
+        let sd = d.sides[0];
+        // `stream::chunk`, for metadata without gaps (`unknown_below` 0).
+        if at >= sd.tail {
+            return PeekTrace {
+                result: Peeked::NoData,
+                torn,
+            };
+        }
+        if sd.ring == NO_RING || at < sd.head {
+            let lost = if sd.ring == NO_RING {
+                sd.head.saturating_sub(at).max(sd.tail - at)
+            } else {
+                sd.head.min(sd.tail) - at
+            };
+            return PeekTrace {
+                result: Peeked::Overrun { lost },
+                torn,
+            };
+        }
+        let len = (room as u64).min(sd.tail - at) as usize;
+        let mut buf = vec![0u8; len];
+        let copied = copy_stream(s, sd.ring, at, &mut buf);
+        // `intact`: same buffer, head not past the copy (`unknown_below` is 0).
+        let unchanged = slot.stamp.unchanged_since(stamp);
+        if unchanged || {
+            let (d2, _) = load_flow(slot);
+            d2.sides[0].ring == sd.ring && d2.sides[0].head <= at
+        } {
+            let result = match copied {
+                Copied::Whole => Peeked::Data(buf),
+                Copied::Torn { .. } => Peeked::NoChunk,
+            };
+            return PeekTrace { result, torn };
+        }
+        torn.push((copied, buf));
+    }
+    PeekTrace {
+        result: Peeked::KeptChanging,
+        torn,
+    }
+}
+
+/// Whether some execution of a model took a path (checked once loom has explored them all,
+/// so that a model that never reaches the case it is about fails).
+#[derive(Default)]
+struct Reached(std::sync::atomic::AtomicBool);
+
+impl Reached {
+    fn set(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn check(&self, what: &str) {
+        assert!(
+            self.0.load(std::sync::atomic::Ordering::Relaxed),
+            "no execution {what}"
+        );
+    }
+}
+
+/// Allocation and chaining: the sensor takes a buffer's chunks as the stream needs them
+/// (the pool hands out chunk 1 first, so stream order and chunk order differ) and writes two
+/// segments, `[0, 3)` across the chunk boundary and `[3, 4)` into the second chunk. A reader
+/// peeking all along gets exactly the bytes written, in order, never a chunk's junk or a
+/// zero, and never throws a copy away (nothing is freed).
+///
+/// Mutations this catches: the slot's tail published before the bytes are written (the
+/// `write` after `publish`: a copy takes the chunk's junk); `copy_stream` taking the chunk
+/// index for the chunk instead of the map entry (wrong bytes).
+#[test]
+fn chunks_taken_in_turn_hold_exactly_the_bytes_written() {
+    let data = std::sync::Arc::new(Reached::default());
+    let d = data.clone();
+    model(move || {
+        let s = Streams::new(1);
+        let mut w = Sensor::new(&s, &[0, 1]);
+        let writer = thread::spawn(move || {
+            w.begin(0);
+            w.write(0, 0, 3);
+            w.publish(0, 0, 3);
+            w.begin(0);
+            w.write(0, 3, 1);
+            w.publish(0, 0, 4);
+        });
+        let mut at = 0;
+        for _ in 0..2 {
+            let p = peek(&s, 0, at, 4);
+            assert!(p.torn.is_empty(), "a copy thrown away: {p:?}");
+            match p.result {
+                Peeked::Data(b) => {
+                    assert_eq!(b, stream_bytes(0, at..at + b.len() as u64), "at {at}");
+                    at += b.len() as u64;
+                    d.set();
+                }
+                Peeked::NoData => thread::yield_now(),
+                other => panic!("peek at {at}: {other:?}"),
+            }
+        }
+        writer.join().unwrap();
+        if at < 4 {
+            let p = peek(&s, 0, at, 4);
+            assert_eq!(p.result, Peeked::Data(stream_bytes(0, at..4)));
+        }
+        assert_eq!(peek(&s, 0, 4, 4).result, Peeked::NoData);
+    });
+    data.check("read bytes while the writer ran");
+}
+
+/// Flow 0 holds `[0, 4)` in chunks 0 and 1 (stream offset `o` in chunk `o / 2`); flow 1 holds
+/// nothing. `run` is the writer; the main thread reads flow 0 from offset 0 with room for 4
+/// bytes. A copy that stands holds flow 0's bytes; otherwise the reader is told of the
+/// overrun (after throwing torn copies away). `reached` records which paths the copies took:
+/// `[0]` met a `NO_CHUNK` entry, `[1]` copied bytes that are not flow 0's, `[2]` stood.
+fn reuse_model(
+    run: impl Fn(&mut Sensor) + Sync + Send + 'static,
+    reached: &std::sync::Arc<[Reached; 3]>,
+) {
+    let r = reached.clone();
+    let run = std::sync::Arc::new(run);
+    model(move || {
+        let s = Streams::new(2);
+        let mut w = Sensor::new(&s, &[1, 0]);
+        w.begin(0);
+        w.write(0, 0, 4);
+        w.publish(0, 0, 4);
+        let run = run.clone();
+        let writer = thread::spawn(move || run(&mut w));
+        let p = peek(&s, 0, 0, 4);
+        match &p.result {
+            Peeked::Data(b) => assert_eq!(*b, stream_bytes(0, 0..4), "wrong bytes: {p:?}"),
+            Peeked::Overrun { lost: 2 } => {}
+            _ => panic!("unexpected: {p:?}"),
+        }
+        for (copied, bytes) in &p.torn {
+            if matches!(
+                copied,
+                Copied::Torn {
+                    entry: NO_CHUNK,
+                    ..
+                }
+            ) {
+                r[0].set();
+            }
+            if *copied == Copied::Whole && bytes[..2] != stream_bytes(0, 0..2)[..] {
+                r[1].set();
+            }
+        }
+        if matches!(p.result, Peeked::Data(_)) {
+            r[2].set();
+        }
+        writer.join().unwrap();
+    });
+}
+
+/// Reuse by another buffer: the sensor trims flow 0's history (`Stream::trim`: in one write
+/// section, its first chunk goes back to the pool and the head moves past it), then flow 1's
+/// first segment takes that chunk and overwrites it. A reader of flow 0 that keeps its copy
+/// got flow 0's bytes; one whose copy met the `NO_CHUNK` entry or flow 1's bytes throws it
+/// away and, trying again, learns of the overrun. Some execution reaches each case.
+///
+/// Mutations this catches: `peek` keeping every copy (no validation: flow 1's bytes kept, or
+/// `EPROTO` for `NO_CHUNK`); `intact` without its head test (the same); flow 1's reuse moved
+/// before flow 0's write section (flow 1's bytes kept). The release alone moved before that
+/// section is `a_chunk_released_before_the_flows_section_opens_is_a_protocol_error`.
+#[test]
+fn a_chunk_reused_by_another_flow_is_never_read_as_the_first_flows() {
+    let reached: std::sync::Arc<[Reached; 3]> = Default::default();
+    reuse_model(
+        |w| {
+            w.begin(0);
+            w.release(0, 0);
+            w.publish(0, 2, 4);
+            w.begin(1);
+            w.write(1, 0, 2);
+            w.publish(1, 0, 2);
+        },
+        &reached,
+    );
+    reached[0].check("met a NO_CHUNK entry");
+    reached[1].check("copied the other flow's bytes");
+    reached[2].check("kept a copy");
+}
+
+/// Reuse within the same buffer: a segment more than a span ahead (`[4, 6)`) makes the
+/// sensor move flow 0's head to 2 (`advance_head` gives back the chunk of `[0, 2)`) and store
+/// the new bytes, whose chunk index 2 has the same map entry as index 0: `chunk_for` takes
+/// the same chunk back and stores the same value in the entry. The entry alone cannot tell
+/// the reader; the stamp and the head do.
+///
+/// Mutations this catches: no validation (bytes 4 and 5 read as 0 and 1); the write section
+/// closed before the release (the model after the next one).
+#[test]
+fn a_chunk_reused_for_a_later_offset_of_the_same_stream_is_never_read_as_the_old_one() {
+    let reached: std::sync::Arc<[Reached; 3]> = Default::default();
+    reuse_model(
+        |w| {
+            w.begin(0);
+            w.release(0, 0);
+            w.write(0, 4, 2);
+            w.publish(0, 2, 6);
+        },
+        &reached,
+    );
+    reached[0].check("met a NO_CHUNK entry");
+    reached[1].check("copied the new bytes");
+    reached[2].check("kept a copy");
+}
+
+/// What the validation relies on, shown by breaking it: the tracker's pool-empty path
+/// (`Tracker::make_room`) reclaims another flow's chunks and publishes that flow, which closes
+/// the write section `update` opened for the current flow; `update` then inserts the
+/// current segment without reopening it. A release and reuse of the current flow's chunk in
+/// that insert (here the same-buffer reuse of the model above) happens while the flow's stamp
+/// is even and unchanged, and its head is not yet published: a copy taken meanwhile validates
+/// with the new bytes in it.
+#[test]
+#[should_panic(expected = "wrong bytes")]
+fn a_chunk_reused_while_the_flows_section_is_closed_passes_validation() {
+    let reached: std::sync::Arc<[Reached; 3]> = Default::default();
+    reuse_model(
+        |w| {
+            w.begin(0);
+            w.close();
+            w.release(0, 0);
+            w.write(0, 4, 2);
+            w.publish(0, 2, 6);
+        },
+        &reached,
+    );
+}
+
+/// The same for a release alone: `make_room` gives back the victim flow's chunks
+/// (`Stream::reclaim`) before it opens the victim's write section, and so do
+/// `Tracker::reclaim_ended` (`Stream::release` before `publish`) and `Tracker::free_slot`
+/// (before `SlotPublisher::free`). The chunk is reused only later, after that section, so no
+/// wrong byte is kept; but a copy that meets the `NO_CHUNK` entry in between validates (the
+/// stamp has not moved), and the analyzer gets `EPROTO`, "the sensor published bytes it does
+/// not hold".
+#[test]
+#[should_panic(expected = "NoChunk")]
+fn a_chunk_released_before_the_flows_section_opens_is_a_protocol_error() {
+    let reached: std::sync::Arc<[Reached; 3]> = Default::default();
+    reuse_model(
+        |w| {
+            w.release(0, 0);
+            w.publish(0, 2, 4);
+            w.begin(1);
+            w.write(1, 0, 2);
+            w.publish(1, 0, 2);
+        },
+        &reached,
+    );
+}
+
+/// An event of publication sequence `pseq` that announces flow 0's bytes up to `tail`.
+fn announce(pseq: u64, tail: u64) -> EventRecord {
+    EventRecord {
+        slot: 0,
+        generation: GEN,
+        pseq,
+        tail,
+        ..Default::default()
+    }
+}
+
+/// `Member::passed` of the sensor's fanout: every event of publication sequence `<= result`
+/// has been consumed (all of them once the consumer index reaches the producer's).
+fn passed(p: &mut Producer<'_>) -> u64 {
+    let c = p.refresh_consumer();
+    if c >= p.published() {
+        u64::MAX
+    } else {
+        p.record(c).map_or(u64::MAX, |r| r.pseq.saturating_sub(1))
+    }
+}
+
+/// Lossless mode's rule, per chunk: a chunk goes back to the pool only once every analyzer
+/// has passed the event of the call that completed it (`RingPool::done_at <= passed` in
+/// `Stream::trim`), `passed` coming from the consumer indices the analyzers store (release)
+/// after handling their events and the sensor reads (acquire, `Fanout::wait_passed`).
+///
+/// Flow 0 holds `[0, 4)`: call 1 completed its first chunk and raised an event announcing the
+/// tail 2, call 2 the second chunk and an event announcing 4. The sensor waits until the
+/// analyzer has passed call 1, then trims the first chunk and flow 1 reuses it, as in the
+/// reuse model above. The analyzer handles each event by peeking the bytes it announces,
+/// then moves its consumer index: it gets them all, never an overrun, never a torn copy,
+/// although the first chunk may be reused while it reads the second.
+///
+/// Mutations this catches: the sensor not waiting (or waiting for `passed >= 0`); the
+/// analyzer moving its index before it peeks (an overrun or a torn copy of announced bytes).
+#[test]
+fn lossless_a_chunk_goes_back_only_once_its_event_is_passed() {
+    let overlap = std::sync::Arc::new(Reached::default());
+    let o = overlap.clone();
+    model(move || {
+        let s = Streams::new(2);
+        let mut w = Sensor::new(&s, &[1, 0]);
+        w.begin(0);
+        w.write(0, 0, 4);
+        w.publish(0, 0, 4);
+        let ring = Arc::new(Ring::new(2, 0, 0));
+        {
+            let mut p = Producer::new(&ring.hdr, &ring.slots, &ring.cons).unwrap();
+            for (pseq, tail) in [(1, 2), (2, 4)] {
+                assert!(p.try_push(&announce(pseq, tail)));
+            }
+        }
+        let r = ring.clone();
+        // Set once the first chunk is reused: that may happen before the analyzer is done.
+        let flag = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+        let reused = flag.clone();
+        let writer = thread::spawn(move || {
+            let mut p = Producer::new(&r.hdr, &r.slots, &r.cons).unwrap();
+            while passed(&mut p) < 1 {
+                thread::yield_now();
+            }
+            w.begin(0);
+            w.release(0, 0);
+            w.publish(0, 2, 4);
+            w.begin(1);
+            w.write(1, 0, 2);
+            w.publish(1, 0, 2);
+            reused.store(true, Ordering::Relaxed);
+        });
+        let mut c = Consumer::new(&ring.hdr, &ring.slots, &ring.cons).unwrap();
+        let mut at = 0;
+        for _ in 0..2 {
+            let ev = c.peek().expect("both events are published");
+            let p = peek(&s, 0, at, (ev.tail - at) as usize);
+            assert!(p.torn.is_empty(), "announced bytes torn: {p:?}");
+            assert_eq!(p.result, Peeked::Data(stream_bytes(0, at..ev.tail)));
+            at = ev.tail;
+            if at == 4 && flag.load(Ordering::Relaxed) {
+                o.set();
+            }
+            c.advance();
+        }
+        writer.join().unwrap();
+    });
+    overlap.check("reused the first chunk before the analyzer was done with the second");
 }
