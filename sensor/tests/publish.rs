@@ -984,6 +984,37 @@ fn discard_needs_holds_the_oldest_gap_record_of_a_full_list() {
     assert!((acks[1]..=s.tr.pseq()).contains(&need), "{need} {acks:?}");
 }
 
+/// One ACK that skips several out-of-order islands records a gap before each: with a list
+/// two short of full and four islands held, it pushes out the two oldest records, so it must
+/// wait until every analyzer is past the call that announced the bytes after the second.
+#[test]
+fn discard_needs_counts_every_gap_one_ack_may_record() {
+    use mos_sensor::tcp::ring_pool::MAX_GAPS;
+    let mut s = PubSim::small();
+    s.tr.set_lossless(true);
+    s.tr.set_passed(0);
+    let cv = Conv::v4(40043, 80);
+    cv.handshake(&mut s);
+    let seq = |off: u64| CISN + 1 + off as u32;
+    let data = pattern(50, 2);
+    cv.c2s(&mut s, ACK, seq(0), SISN + 1, &data);
+    let mut acks = Vec::new();
+    let records = MAX_GAPS as u64 - 2;
+    for i in 1..=records {
+        cv.c2s(&mut s, ACK, seq(i * 60), SISN + 1, &data);
+        cv.s2c(&mut s, ACK, SISN + 1, seq(i * 60 + 50), b"");
+        acks.push(s.tr.pseq());
+    }
+    // Four islands past the tail, each after a 10-byte hole, none acknowledged yet.
+    let tail = records * 60 + 50;
+    for k in 0..4 {
+        cv.c2s(&mut s, ACK, seq(tail + 10 + k * 60), SISN + 1, &data);
+    }
+    let ack = segment(cv.svr, cv.cli, ACK, SISN + 1, seq(tail + 4 * 60), b"");
+    let need = s.tr.discard_needs(&ack);
+    assert!((acks[1]..=s.tr.pseq()).contains(&need), "{need} {acks:?}");
+}
+
 #[test]
 fn a_reused_slot_and_ring_start_afresh() {
     // Lossless: A fills a ring in four calls, closes, ends, and is reclaimed; B, picked up

@@ -134,10 +134,27 @@ fn attack(tag: &str, hostile_args: &[&str], setup: Setup) -> Result<Outcome> {
     wait_for_socket(&mut sensor, &control, TIMEOUT)?;
 
     let exe = copy_for_other_users(&bin("mos-hostile")?, w)?;
-    let mut h = Command::new(exe);
-    h.arg("--control").arg(&control).args(hostile_args);
-    h.uid(NOBODY).gid(NOBODY).current_dir(w);
-    let mut hostile = Proc::spawn("hostile", h, w)?;
+    // A copy just written can be "busy" for a moment: another test's child, forked while the
+    // copy was open for writing, holds that descriptor until it runs its own program.
+    let mut tries = 0;
+    let mut hostile = loop {
+        let mut h = Command::new(&exe);
+        h.arg("--control").arg(&control).args(hostile_args);
+        h.uid(NOBODY).gid(NOBODY).current_dir(w);
+        match Proc::spawn("hostile", h, w) {
+            Err(e)
+                if tries < 100
+                    && e.chain().any(|c| {
+                        c.downcast_ref::<std::io::Error>()
+                            .is_some_and(|io| io.raw_os_error() == Some(26))
+                    }) =>
+            {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => break r?,
+        }
+    };
     wait_for("the hostile analyzer to be active", TIMEOUT, || {
         if let Some(st) = hostile.poll()? {
             anyhow::bail!(
