@@ -770,7 +770,7 @@ impl Stream {
     /// nothing is held.
     pub fn release(&mut self, pool: &mut RingPool) {
         if let Some(id) = self.ring_id() {
-            pool.free(id);
+            pool.free_from(id, self.head);
             self.ring = NO_RING;
         }
         self.head = self.tail;

@@ -499,17 +499,39 @@ impl RingPool {
     /// Panics if the buffer is not allocated: a double free would hand one buffer to two
     /// streams.
     pub fn free(&mut self, id: RingId) {
+        self.free_from(id, 0);
+    }
+
+    /// As [`RingPool::free`], for a stream whose oldest held byte is at offset `head`: the
+    /// chunks it holds lie within a map's length of `head`'s index, so the walk starts there
+    /// and stops at the last held chunk (a short flow's buffer goes back in a step or two,
+    /// not a walk over its whole map).
+    pub fn free_from(&mut self, id: RingId, head: u64) {
         let i = id.0 as usize;
         assert!(self.allocated[i], "buffer {} freed twice", id.0);
+        let start = self.index_of(head);
+        let mut k = 0;
+        while self.held[i] > 0 && k < self.shape.map_len as u64 {
+            let c = self.map_entry(id, start + k);
+            if c != NO_CHUNK {
+                self.release_entry(id, start + k, c);
+            }
+            k += 1;
+        }
+        debug_assert_eq!(
+            self.held[i], 0,
+            "buffer {} holds chunks below its head",
+            id.0
+        );
+        // Never leak a chunk: should one lie elsewhere, the whole map is walked.
         if self.held[i] > 0 {
-            for k in 0..self.shape.map_len {
-                let c = self.map_entry(id, k as u64);
+            for k in 0..self.shape.map_len as u64 {
+                let c = self.map_entry(id, k);
                 if c != NO_CHUNK {
-                    self.release_entry(id, k as u64, c);
+                    self.release_entry(id, k, c);
                 }
             }
         }
-        debug_assert_eq!(self.held[i], 0);
         self.allocated[i] = false;
         self.lru_unlink(id.0);
         self.free_bufs.push(id.0);
