@@ -414,7 +414,7 @@ pub const KEYS: &[Key] = &[
         shipped: None,
         scope: Scope::Always,
         summary: "Workers, each on its own thread with its own connections, rings and shared memory.",
-        meaning: "Workers, each on its own thread with its own connection table, rings and shared-memory regions. Frames are spread over them by a symmetric hash of their connection, so both directions of a connection reach the same worker, and results do not depend on the number of workers. `tracking.max_flows` and `tracking.stream_chunks` are shared out among them.",
+        meaning: "Workers, each on its own thread with its own connection table, stream chunks and shared-memory regions. Frames are spread over them by a symmetric hash of their connection, so both directions of a connection reach the same worker, and results do not depend on the number of workers. `tracking.max_flows` and `tracking.stream_chunks` are shared out among them.",
     },
     Key {
         section: "sensor",

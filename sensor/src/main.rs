@@ -73,7 +73,7 @@ use std::time::{Duration, Instant};
 /// With --dpdk the sensor receives from a DPDK port, with --iface it captures on a network
 /// interface through AF_PACKET; both run until SIGINT or SIGTERM (or --stop-after-idle), and
 /// are lossy by default: a full analyzer ring drops that analyzer's event and counts it.
-/// --workers N runs N workers on N threads, each with its own connections, rings and
+/// --workers N runs N workers on N threads, each with its own connections, stream chunks and
 /// shared-memory part; analyzers see all workers' connections as one.
 ///
 /// Every setting can also come from a TOML configuration file: /etc/mos/sensor.toml when it
@@ -312,11 +312,11 @@ struct Args {
           value_parser = key_value::<usize>("publish.wait_analyzers"))]
     wait_analyzers: usize,
 
-    /// Workers (1 to 32), each on its own thread with its own connection table, rings and
-    /// shared-memory regions; frames are spread over them by a symmetric hash of their
-    /// connection, so both directions of a connection reach the same worker, and results do
-    /// not depend on the number of workers. --max-flows and --stream-chunks are shared out among
-    /// them.
+    /// Workers (1 to 32), each on its own thread with its own connection table, stream
+    /// chunks and shared-memory regions; frames are spread over them by a symmetric hash of
+    /// their connection, so both directions of a connection reach the same worker, and results
+    /// do not depend on the number of workers. --max-flows and --stream-chunks are shared out
+    /// among them.
     #[arg(long, value_name = "N", default_value_t = 1,
           allow_hyphen_values = true,
           value_parser = key_value::<usize>("sensor.workers"))]
