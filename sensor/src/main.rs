@@ -1374,11 +1374,11 @@ fn run(args: Args, reloader: Arc<std::sync::Mutex<Reloader>>) -> Result<ExitCode
             (shape.chunks * trackers.len(), shape.chunk_size)
         });
         log_info!(
-            "streams: {chunks} chunks of {} KiB; {} bytes lost for want of chunks (of those lost to overflow), {} bytes of history taken back from idle sides ({} chunks) when the pool ran empty",
+            "streams: a pool of {chunks} chunks of {} KiB; taken back from the least recently active sides when it ran empty: {} bytes of history ({} chunks); lost for want of chunks: {} bytes (counted in lost to overflow)",
             chunk_bytes / 1024,
-            t.pool_empty_bytes,
             t.reclaimed_bytes,
-            t.reclaimed_chunks
+            t.reclaimed_chunks,
+            t.pool_empty_bytes
         );
         log_info!(
             "memory: at most {} by this configuration ({}); peak resident {}",
