@@ -1,5 +1,6 @@
-//! A sender that respects its receiver's window, over a path that loses and reorders
-//! segments before the capture point, against one chunked stream: every byte arrives in order
+//! A sender that respects its receiver's window (which the receiver moves between a quarter
+//! of its maximum and all of it), over a path that loses, duplicates and reorders segments
+//! before the capture point, against one chunked stream: every byte arrives in order
 //! and exact (checked against the sent bytes), nothing is lost, and the stream never holds
 //! more chunks than the window needs plus the one its tail sits in (with no history, and a
 //! reader that keeps up).
@@ -31,6 +32,7 @@ struct Run {
     mss: u64,
     chunk: usize,
     loss_pct: u64,
+    dup_pct: u64,
     reorder: usize,
 }
 
@@ -64,11 +66,16 @@ fn run(seed: u64, r: &Run) {
     while base < len {
         steps += 1;
         assert!(steps < 10_000_000, "no progress");
-        // Send what the window allows.
-        while next < len.min(base + r.window) {
-            let end = (next + r.mss).min(len).min(base + r.window);
+        // Send what the window allows: the receiver advertises between a quarter of the
+        // largest window and all of it.
+        let window = r.window / 4 + rng.below(r.window - r.window / 4 + 1);
+        while next < len.min(base + window) {
+            let end = (next + r.mss).min(len).min(base + window);
             if rng.below(100) >= r.loss_pct {
                 net.push((next, end));
+                if rng.below(100) < r.dup_pct {
+                    net.push((next, end));
+                }
             }
             next = end;
         }
@@ -129,8 +136,9 @@ proptest! {
         mss in prop_oneof![Just(536u64), Just(1448), Just(9000)],
         chunk in prop_oneof![Just(1usize << 10), Just(4 << 10), Just(32 << 10)],
         loss_pct in 0u64..20,
+        dup_pct in 0u64..10,
         reorder in 1usize..16,
     ) {
-        run(seed, &Run { len, window, mss, chunk, loss_pct, reorder });
+        run(seed, &Run { len, window, mss, chunk, loss_pct, dup_pct, reorder });
     }
 }
