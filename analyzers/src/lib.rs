@@ -68,3 +68,17 @@ pub fn exit_status(prog: &str, r: anyhow::Result<Outcome>) -> ExitCode {
         }
     }
 }
+
+/// `--wait`: how long an analyzer keeps trying to attach while its sensor is not up yet, in
+/// seconds from 0 (try once) to 3600.
+pub fn attach_wait(s: &str) -> Result<std::time::Duration, String> {
+    const MAX: f64 = 3600.0;
+    let range = format!("between 0 and {MAX} seconds");
+    let x: f64 = s
+        .parse()
+        .map_err(|_| format!("expected a number ({range})"))?;
+    match std::time::Duration::try_from_secs_f64(x) {
+        Ok(d) if x <= MAX => Ok(d),
+        _ => Err(format!("must be {range}")),
+    }
+}

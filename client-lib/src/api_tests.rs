@@ -29,7 +29,22 @@ fn opts(path: &Path, packets: bool) -> AttachOptions {
         control: path.to_path_buf(),
         name: "api-test".into(),
         packets,
+        ..AttachOptions::default()
     }
+}
+
+#[test]
+fn attach_waits_for_a_missing_sensor_as_long_as_told() {
+    let dir = std::env::temp_dir().join(format!("mos-api-wait-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut o = opts(&dir.join("none.sock"), false);
+    o.wait = std::time::Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let e = Mos::attach(&o).unwrap_err();
+    assert!(started.elapsed() >= o.wait, "{:?}", started.elapsed());
+    assert_eq!(e.errno(), Errno::ENOENT);
+    assert!(e.message().ends_with("(waited 0.3 s)"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn attach(fake: &FakeSensor) -> Mos {

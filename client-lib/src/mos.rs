@@ -57,6 +57,10 @@ pub struct AttachOptions {
     /// Whether this analyzer reads packets (`getlastpkt`): the sensor then keeps its packet
     /// log.
     pub packets: bool,
+    /// How long [`Mos::attach`] keeps trying while there is no sensor at `control` yet (no
+    /// socket file, or nobody listening on it): an analyzer started with or just before its
+    /// sensor attaches once the sensor is up. Zero (the default) tries once.
+    pub wait: Duration,
 }
 
 impl Default for AttachOptions {
@@ -65,6 +69,7 @@ impl Default for AttachOptions {
             control: PathBuf::from(DEFAULT_CONTROL),
             name: "analyzer".into(),
             packets: false,
+            wait: Duration::ZERO,
         }
     }
 }
@@ -232,7 +237,7 @@ impl Mos {
     /// another ABI or a region that does not add up (`EPROTO`), a sensor that does not take
     /// the connection or does not answer within 10 s (`ETIMEDOUT`).
     pub fn attach(opts: &AttachOptions) -> Result<Mos> {
-        let control = ControlSocket::connect(&opts.control, REPLY_TIMEOUT)?;
+        let control = connect_waiting(&opts.control, opts.wait)?;
         control.send(&ClientMsg::Hello {
             abi_major: ABI_MAJOR,
             abi_minor: ABI_MINOR,
@@ -804,6 +809,31 @@ impl Drop for Mos {
         if !self.hung_up {
             // Best effort: closing the socket detaches as well.
             let _ = self.control.send(&ClientMsg::Detach);
+        }
+    }
+}
+
+/// Connects to the control socket at `path`, trying again every 50 ms for up to `wait` while
+/// there is no sensor there yet (`ENOENT`: no socket file; `ECONNREFUSED`: nobody listening).
+fn connect_waiting(path: &std::path::Path, wait: Duration) -> Result<ControlSocket> {
+    let started = std::time::Instant::now();
+    loop {
+        match ControlSocket::connect(path, REPLY_TIMEOUT) {
+            Err(e)
+                if matches!(e.errno(), Errno::ENOENT | Errno::ECONNREFUSED)
+                    && started.elapsed() < wait =>
+            {
+                std::thread::sleep(Duration::from_millis(50).min(wait));
+            }
+            Err(e)
+                if !wait.is_zero() && matches!(e.errno(), Errno::ENOENT | Errno::ECONNREFUSED) =>
+            {
+                return Err(Error::new(
+                    e.errno(),
+                    format!("{} (waited {:.1} s)", e.message(), wait.as_secs_f64()),
+                ))
+            }
+            r => return r,
         }
     }
 }

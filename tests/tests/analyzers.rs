@@ -812,10 +812,17 @@ fn an_analyzer_with_no_sensor_behind_its_path_fails_fast() -> Result<()> {
                 w,
                 prog,
                 prog,
-                &[&"--control", &missing, &"--out", &w.join("o")],
+                &[
+                    &"--control",
+                    &missing,
+                    &"--wait",
+                    &"0",
+                    &"--out",
+                    &w.join("o"),
+                ],
             )?,
             "mos-test-analyzer" => analyzer(w, prog, prog, &[&"--control", &missing, &"probe"])?,
-            _ => analyzer(w, prog, prog, &[&"--control", &missing])?,
+            _ => analyzer(w, prog, prog, &[&"--control", &missing, &"--wait", &"0"])?,
         };
         p.expect_code(1, fast)?;
         assert!(
@@ -832,7 +839,7 @@ fn an_analyzer_with_no_sensor_behind_its_path_fails_fast() -> Result<()> {
         w,
         "file",
         "mos-dump",
-        &[&"--control", &file, &"--out", &w.join("o")],
+        &[&"--control", &file, &"--wait", &"0", &"--out", &w.join("o")],
     )?;
     p.expect_code(1, fast)?;
     assert_one_line(&p, &["ECONNREFUSED", "file.sock"])?;
@@ -844,9 +851,61 @@ fn an_analyzer_with_no_sensor_behind_its_path_fails_fast() -> Result<()> {
         let s = socket(AddressFamily::UNIX, SocketType::SEQPACKET, None)?;
         bind(&s, &SocketAddrUnix::new(&left)?)?;
     }
-    let mut p = analyzer(w, "left", "mos-flowstat", &[&"--control", &left])?;
+    let mut p = analyzer(
+        w,
+        "left",
+        "mos-flowstat",
+        &[&"--control", &left, &"--wait", &"0"],
+    )?;
     p.expect_code(1, fast)?;
     assert_one_line(&p, &["ECONNREFUSED", "not running"])?;
+
+    // Told to wait, an analyzer keeps trying for that long, then says how long it waited.
+    let started = Instant::now();
+    let mut p = analyzer(
+        w,
+        "waited",
+        "mos-flowstat",
+        &[&"--control", &missing, &"--wait", &"0.5"],
+    )?;
+    p.expect_code(1, fast)?;
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "did not wait"
+    );
+    assert_one_line(&p, &["ENOENT", "is mos-sensor running?", "(waited 0.5 s)"])?;
+    Ok(())
+}
+
+/// The README's launch order, and any other: analyzers started before the sensor attach once
+/// it is up (they wait up to `--wait`, 10 s by default), and the replay is whole.
+#[test]
+fn analyzers_started_before_the_sensor_attach_when_it_comes_up() -> Result<()> {
+    let work = ScratchDir::new("an-before")?;
+    let w = work.path();
+    let pcap = corpus_dir()?.join("pcaps/dpkt__examples__data__http.pcap");
+    let reference = reference_dump(&pcap, w)?;
+    let (control, out) = (w.join("c.sock"), w.join("out"));
+    let mut dump = analyzer(
+        w,
+        "mos-dump",
+        "mos-dump",
+        &[&"--control", &control, &"--out", &out],
+    )?;
+    let mut stat = analyzer(w, "mos-flowstat", "mos-flowstat", &[&"--control", &control])?;
+    // Well after both tried once and found nothing.
+    std::thread::sleep(Duration::from_millis(700));
+    ensure!(
+        dump.poll()?.is_none() && stat.poll()?.is_none(),
+        "an analyzer gave up before the sensor came up:\n{}\n{}",
+        dump.stderr(),
+        stat.stderr()
+    );
+    let mut sensor = start_sensor(w, &pcap, &control, &["--wait-analyzers", "2"])?;
+    sensor.expect_code(0, TIMEOUT)?;
+    dump.expect_code(0, TIMEOUT)?;
+    stat.expect_code(0, TIMEOUT)?;
+    same_tree(&reference, &out)?;
     Ok(())
 }
 

@@ -417,6 +417,41 @@ fn flowstat_interval_out_of_range_is_one_line_and_exit_1() -> Result<()> {
     refuse_all(work.path(), &bin("mos-flowstat")?, &cases)
 }
 
+/// The analyzers' `--wait`: refused before they try to attach.
+#[test]
+fn analyzers_wait_out_of_range_is_one_line_and_exit_1() -> Result<()> {
+    let work = ScratchDir::new("numbers-wait")?;
+    let control = work.path().join("none.sock");
+    let control = control.to_str().unwrap_or_default();
+    let out = work.path().join("out");
+    let out = out.to_str().unwrap_or_default();
+    for prog in ["mos-dump", "mos-flowstat"] {
+        let cases: Vec<(Vec<&str>, Vec<String>)> = ["-1", "nan", "inf", "3601", "1e300", "ten"]
+            .into_iter()
+            .map(|v| {
+                let range = if v == "ten" {
+                    "expected a number (between 0 and 3600 seconds)"
+                } else {
+                    "must be between 0 and 3600 seconds"
+                };
+                let mut args = vec!["--control", control, "--wait", v];
+                if prog == "mos-dump" {
+                    args.extend(["--out", out]);
+                }
+                (
+                    args,
+                    vec![
+                        format!("{prog}: invalid value '{v}' for '--wait <SECS>'"),
+                        range.to_owned(),
+                    ],
+                )
+            })
+            .collect();
+        refuse_all(work.path(), &bin(prog)?, &cases)?;
+    }
+    Ok(())
+}
+
 /// The same values in the configuration file: `FILE:LINE: section.key: what is wrong`; and a
 /// file too large to be one, or one that never ends, refused unread.
 #[test]

@@ -27,6 +27,11 @@ struct Args {
     /// The sensor's control socket.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL)]
     control: PathBuf,
+    /// Seconds to keep trying to attach while no sensor listens at --control yet (0 to 3600;
+    /// 0 tries once), so that the analyzer can be started with or before its sensor.
+    #[arg(long, value_name = "SECS", default_value = "10", allow_hyphen_values = true,
+          value_parser = mos_analyzers::attach_wait)]
+    wait: std::time::Duration,
 }
 
 fn run(args: &Args) -> Result<Outcome> {
@@ -34,6 +39,7 @@ fn run(args: &Args) -> Result<Outcome> {
         control: args.control.clone(),
         name: "mos-dump".into(),
         packets: false,
+        wait: args.wait,
     })?;
     let writer = DumpWriter::create(&args.out)?;
     let interrupt = stop_on_signals(&mos)?;

@@ -29,6 +29,11 @@ struct Args {
     /// The sensor's control socket.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL)]
     control: PathBuf,
+    /// Seconds to keep trying to attach while no sensor listens at --control yet (0 to 3600;
+    /// 0 tries once), so that the analyzer can be started with or before its sensor.
+    #[arg(long, value_name = "SECS", default_value = "10", allow_hyphen_values = true,
+          value_parser = mos_analyzers::attach_wait)]
+    wait: std::time::Duration,
     /// Seconds between two refreshes, 0.05 to 86400.
     #[arg(long, value_name = "SECS", default_value_t = 1.0, allow_hyphen_values = true,
           value_parser = interval)]
@@ -185,6 +190,7 @@ fn run(args: &Args) -> Result<Outcome> {
         control: args.control.clone(),
         name: "mos-flowstat".into(),
         packets: false,
+        wait: args.wait,
     })?;
     // A signal ends the run loop like the end of input: the last table and the summary are
     // printed either way.

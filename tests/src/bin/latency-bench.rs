@@ -127,6 +127,7 @@ fn main() -> Result<()> {
         control: control.clone(),
         name: "latency-bench".into(),
         packets: false,
+        ..AttachOptions::default()
     })
     .context("attaching to the sensor")?;
     let sock = mos.socket()?;

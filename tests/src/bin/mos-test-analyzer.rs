@@ -57,6 +57,7 @@ fn attach(control: &std::path::Path, packets: bool) -> Result<Mos> {
         control: control.to_path_buf(),
         name: "mos-test-analyzer".into(),
         packets,
+        ..AttachOptions::default()
     })?)
 }
 

@@ -50,6 +50,7 @@ fn attach(control: &Path, name: &str) -> Result<Mos> {
         control: control.to_path_buf(),
         name: name.into(),
         packets: false,
+        ..AttachOptions::default()
     };
     let deadline = Instant::now() + ATTACH_FOR;
     loop {
