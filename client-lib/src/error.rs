@@ -99,8 +99,10 @@ impl fmt::Display for Errno {
     }
 }
 
-/// A failed call: the errno the manual pages give for it, and what happened.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A failed call: the errno the manual pages give for it, and what happened. `Debug` prints
+/// what `Display` does, so that a `main` returning `Result<(), Error>` ends with the errno
+/// name and the sentence, not the struct.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Error {
     errno: Errno,
     message: String,
@@ -138,6 +140,12 @@ impl fmt::Display for Error {
     }
 }
 
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 impl std::error::Error for Error {}
 
 impl From<rustix::io::Errno> for Errno {
@@ -161,6 +169,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_is_display() {
+        let e = Error::new(Errno::ENOENT, "no sensor control socket at /x");
+        assert_eq!(format!("{e:?}"), "ENOENT: no sensor control socket at /x");
+    }
 
     #[test]
     fn display_is_name_then_sentence() {

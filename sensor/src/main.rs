@@ -101,8 +101,8 @@ struct Args {
     print_config: bool,
 
     /// Print how many 2 MiB hugepages the shared memory of this configuration takes (0 when
-    /// it publishes nothing or --hugepages is off) and exit; `deploy/hugepages.sh --pages
-    /// auto` reserves that many.
+    /// it publishes nothing or --hugepages is off) and exit; no input is needed.
+    /// `deploy/hugepages.sh --pages auto` reserves that many.
     #[arg(long)]
     print_hugepages: bool,
 
@@ -576,7 +576,8 @@ fn effective_args(argv: &[OsString]) -> Result<Effective, ArgsError> {
     };
     let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
     let cli_input = cli.pcap.is_some() || cli.dpdk.is_some() || cli.iface.is_some();
-    if !cli_input && !file.as_ref().is_some_and(ConfigFile::has_input) {
+    // --print-hugepages sizes the configuration's shared memory, which no input changes.
+    if !cli_input && !cli.print_hugepages && !file.as_ref().is_some_and(ConfigFile::has_input) {
         return Err(ArgsError::Config(match &file {
             Some(f) => format!(
                 "no input: set one of input.pcap, input.dpdk or input.iface in {}, or give --pcap, --dpdk or --iface",

@@ -235,6 +235,20 @@ fn the_hugepages_script_is_idempotent() -> Result<()> {
     let want = String::from_utf8_lossy(&want.stdout).trim().to_owned();
     let n: u64 = want.parse().with_context(|| format!("{want:?}"))?;
     assert!((1..64).contains(&n), "{n} pages for 1000 flows");
+    // No input is needed: the size does not depend on it.
+    let no_input = work.path().join("no-input.toml");
+    std::fs::write(
+        &no_input,
+        "[tracking]\nmax_flows = 1000\nstream_chunks = 100\n",
+    )?;
+    let same = Command::new(&sensor)
+        .env("MOS_SENSOR_CONFIG", "")
+        .args(["--config"])
+        .arg(&no_input)
+        .arg("--print-hugepages")
+        .output()?;
+    assert!(same.status.success(), "{same:?}");
+    assert_eq!(String::from_utf8_lossy(&same.stdout).trim(), n.to_string());
     let before = reserved()?;
     let sensor_s = sensor.to_string_lossy().into_owned();
     let small_s = small.to_string_lossy().into_owned();
@@ -251,13 +265,13 @@ fn the_hugepages_script_is_idempotent() -> Result<()> {
     }
     // A configuration the sensor refuses: the default reservation, with the sensor's reason.
     let bad = work.path().join("bad.toml");
-    std::fs::write(&bad, "[tracking]\nmax_flows = 10\n")?;
+    std::fs::write(&bad, "[tracking]\nstream_chunks = 5\n")?;
     let bad_s = bad.to_string_lossy().into_owned();
     let (ok, out) = run(&["--pages", "auto", "--sensor", &sensor_s, "--config", &bad_s])?;
     assert!(ok, "{out}");
     assert!(
         out.contains("cannot ask the sensor")
-            && out.contains("no input")
+            && out.contains("tracking.stream_chunks: must be between 18")
             && out.contains("reserving 256"),
         "{out}"
     );

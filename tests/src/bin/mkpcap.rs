@@ -29,7 +29,29 @@ const USAGE: &str =
                      mkpcap fragmented [--bytes N] [--mss N] [--piece N] [--conns N] [--ipv6] [--seed S] --out F\n       \
                      mkpcap split --parts N --in F --out-prefix P";
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    let first = std::env::args().nth(1);
+    match first.as_deref() {
+        Some("-h" | "--help") => {
+            println!("{USAGE}");
+            return std::process::ExitCode::SUCCESS;
+        }
+        None => {
+            eprintln!("{USAGE}");
+            return std::process::ExitCode::from(2);
+        }
+        Some(_) => {}
+    }
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mkpcap: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let mode = args.next().context(USAGE)?;
     if mode == "split" {
