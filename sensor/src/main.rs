@@ -267,9 +267,9 @@ struct Args {
     no_checksum: bool,
 
     /// Drop TCP segments whose checksum is wrong before they reach the connection tracker, as
-    /// the receiving host would (counted as dropped; their bytes become a gap unless a
-    /// retransmission brings them). By default they are counted and kept, since captures
-    /// taken on the sending host often hold checksums the NIC would have filled in.
+    /// the receiving host would (counted among the frames skipped; their bytes become a gap
+    /// unless a retransmission brings them). By default they are counted and kept, since
+    /// captures taken on the sending host often hold checksums the NIC would have filled in.
     #[arg(long, conflicts_with = "no_checksum")]
     drop_bad_checksums: bool,
     /// Memory for IP fragments awaiting reassembly, in MiB, 0 to 1048576 (per worker for a
