@@ -960,16 +960,24 @@ fn analyzers_exit_with_one_line_when_the_sensor_is_killed() -> Result<()> {
         out.join("flows.jsonl").exists(),
         "mos-dump wrote no flows.jsonl"
     );
-    // The killed sensor left its socket behind: a stale socket refuses connections.
+    // The killed sensor left its socket behind: a stale socket refuses connections, for as
+    // long as the analyzer is told to wait for a sensor to take it over.
     assert!(control.exists());
     let mut late = analyzer(
         w,
         "late",
         "mos-dump",
-        &[&"--control", &control, &"--out", &w.join("o")],
+        &[
+            &"--control",
+            &control,
+            &"--wait",
+            &"1",
+            &"--out",
+            &w.join("o"),
+        ],
     )?;
     late.expect_code(1, Duration::from_secs(5))?;
-    assert_one_line(&late, &["ECONNREFUSED"])?;
+    assert_one_line(&late, &["ECONNREFUSED", "(waited 1.0 s)"])?;
     Ok(())
 }
 
