@@ -235,7 +235,8 @@ impl Mos {
     /// Each failure is one sentence: no socket (`ENOENT`), no sensor behind it
     /// (`ECONNREFUSED`), not allowed (`EACCES`), refused by the sensor (its errno and reason),
     /// another ABI or a region that does not add up (`EPROTO`), a sensor that does not take
-    /// the connection or does not answer within 10 s (`ETIMEDOUT`).
+    /// the connection or does not answer within 10 s (`ETIMEDOUT`). The first two are tried
+    /// again for [`AttachOptions::wait`] before they are reported.
     pub fn attach(opts: &AttachOptions) -> Result<Mos> {
         let control = connect_waiting(&opts.control, opts.wait)?;
         control.send(&ClientMsg::Hello {
