@@ -181,3 +181,36 @@ impl Drop for Netns {
         }
     }
 }
+
+/// The kernel's TCP counters in namespace `ns` that show loss and reordering.
+pub fn tcp_counters(ns: &str) -> Result<std::collections::BTreeMap<String, u64>> {
+    let mut m = std::collections::BTreeMap::new();
+    for file in ["/proc/net/snmp", "/proc/net/netstat"] {
+        let text = String::from_utf8_lossy(&ns_run(ns, &["cat", file])?.stdout).into_owned();
+        let lines: Vec<&str> = text.lines().collect();
+        for pair in lines.chunks(2) {
+            let [names, values] = pair else { continue };
+            let (Some((p, names)), Some((_, values))) =
+                (names.split_once(": "), values.split_once(": "))
+            else {
+                continue;
+            };
+            for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
+                let key = format!("{p}{n}");
+                let wanted = [
+                    "TcpOutSegs",
+                    "TcpRetransSegs",
+                    "TcpExtTCPSACKReorder",
+                    "TcpExtTCPTSReorder",
+                    "TcpExtTCPRenoReorder",
+                    "TcpExtTCPOFOQueue",
+                    "TcpExtTCPSpuriousRTOs",
+                ];
+                if wanted.contains(&key.as_str()) {
+                    m.insert(key, v.parse().unwrap_or(0));
+                }
+            }
+        }
+    }
+    Ok(m)
+}

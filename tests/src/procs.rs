@@ -151,6 +151,18 @@ impl Drop for Proc {
     }
 }
 
+/// The value of `key=` in the `mos-sensor: stats ...` line of a sensor's stderr.
+pub fn sensor_stat(stderr: &str, key: &str) -> Result<u64> {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("mos-sensor: stats "))
+        .with_context(|| format!("no stats line in:\n{stderr}"))?;
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no {key}= in {line}"))
+}
+
 /// The last 40 lines of `text`, or `(empty)`.
 pub fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();

@@ -2,8 +2,9 @@
 //! key; a good one is honoured; the command line wins key by key; the shipped file works.
 //! Needs a built sensor (`cargo build -p mos-sensor`).
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use mos_tests::locate::{corpus_dir, sensor_bin};
+use mos_tests::procs::sensor_stat;
 use mos_tests::runner::ScratchDir;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -22,19 +23,6 @@ fn stderr(o: &Output) -> String {
 
 fn http_pcap() -> Result<PathBuf> {
     Ok(corpus_dir()?.join("pcaps/dpkt__examples__data__http.pcap"))
-}
-
-/// The value of `name=` in the sensor's stats line.
-fn stat(err: &str, name: &str) -> Result<u64> {
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("mos-sensor: stats "))
-        .context("no stats line")?;
-    let field = line
-        .split_whitespace()
-        .find_map(|f| f.strip_prefix(&format!("{name}=")))
-        .with_context(|| format!("no {name} in {line}"))?;
-    Ok(field.parse()?)
 }
 
 #[test]
@@ -228,11 +216,11 @@ fn a_file_is_honoured_and_flags_override_it() -> Result<()> {
     );
     let flows = std::fs::read_to_string(dump.join("flows.jsonl"))?;
     assert_eq!(flows.lines().count(), 2, "{flows}");
-    let big_chunks = stat(&err, "mem_bound_kib")?;
+    let big_chunks = sensor_stat(&err, "mem_bound_kib")?;
 
     // The same with the flag at its default: the flag wins, and the bound is the default's.
     let err = run(&["--chunk-kib".as_ref(), "32".as_ref()])?;
-    let default_chunks = stat(&err, "mem_bound_kib")?;
+    let default_chunks = sensor_stat(&err, "mem_bound_kib")?;
     let plain = sensor(&[
         "--no-config".as_ref(),
         "--no-publish".as_ref(),
@@ -240,7 +228,10 @@ fn a_file_is_honoured_and_flags_override_it() -> Result<()> {
         pcap.as_ref(),
     ])?;
     assert!(plain.status.success(), "{}", stderr(&plain));
-    assert_eq!(default_chunks, stat(&stderr(&plain), "mem_bound_kib")?);
+    assert_eq!(
+        default_chunks,
+        sensor_stat(&stderr(&plain), "mem_bound_kib")?
+    );
     // 6144 chunks of 128 KiB instead of 32 KiB; and 6144 chunk maps of 16 MiB / 128 KiB = 128
     // entries instead of 16 MiB / 32 KiB = 512, of 4 bytes each.
     let maps_kib = 6144 * (512 - 128) * 4 / 1024;
@@ -287,7 +278,7 @@ fn the_shipped_file_is_what_print_config_prints_and_it_runs() -> Result<()> {
         )),
         "{err}"
     );
-    assert_eq!(stat(&err, "conns")?, 2, "{err}");
+    assert_eq!(sensor_stat(&err, "conns")?, 2, "{err}");
     Ok(())
 }
 

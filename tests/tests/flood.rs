@@ -10,7 +10,7 @@
 use anyhow::{ensure, Context, Result};
 use mos_tests::locate::sensor_bin;
 use mos_tests::pcap::{flags, tcp_frame, PcapWriter, Segment};
-use mos_tests::procs::{assert_no_panic, cmd, Proc};
+use mos_tests::procs::{assert_no_panic, cmd, sensor_stat, Proc};
 use mos_tests::runner::ScratchDir;
 use mos_tests::synth::XorShift;
 use std::io::{BufWriter, Write};
@@ -60,18 +60,6 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .next()?
         .parse()
         .ok()
-}
-
-/// The value of `key=` in the sensor's `stats` line.
-fn stat(stderr: &str, key: &str) -> Result<u64> {
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("mos-sensor: stats "))
-        .with_context(|| format!("no stats line in:\n{stderr}"))?;
-    line.split_whitespace()
-        .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("no {key}= in {line}"))
 }
 
 #[test]
@@ -141,11 +129,11 @@ fn syn_flood_is_bounded_by_max_flows_and_memcap() -> Result<()> {
     assert_no_panic(&p)?;
     ensure!(status.success(), "the sensor failed ({status}):\n{err}");
 
-    let frames = stat(&err, "frames")?;
-    let conns = stat(&err, "conns")?;
-    let evicted = stat(&err, "evicted")?;
-    let peak = stat(&err, "peak_rss_kib")?.max(sampled);
-    let bound = stat(&err, "mem_bound_kib")?;
+    let frames = sensor_stat(&err, "frames")?;
+    let conns = sensor_stat(&err, "conns")?;
+    let evicted = sensor_stat(&err, "evicted")?;
+    let peak = sensor_stat(&err, "peak_rss_kib")?.max(sampled);
+    let bound = sensor_stat(&err, "mem_bound_kib")?;
     println!(
         "{SYNS} SYNs, --max-flows {MAX_FLOWS}: {conns} connections, {evicted} evicted in {:.1} s ({:.2} M SYN/s); peak RSS {} MiB, {} B per tracked connection (process and buffers included); budget {} MiB, --memcap {MEMCAP}",
         elapsed.as_secs_f64(),

@@ -10,9 +10,9 @@
 //! figures are deterministic to within a few KiB, so this is a memory check, not a timing.
 //! Heavy: run it in release, as scripts/test.sh's integration stage does.
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use mos_tests::locate::sensor_bin;
-use mos_tests::procs::{assert_no_panic, cmd, Proc};
+use mos_tests::procs::{assert_no_panic, cmd, sensor_stat, Proc};
 use mos_tests::runner::ScratchDir;
 use mos_tests::synth::{idle, IdleOptions};
 use std::path::Path;
@@ -22,18 +22,6 @@ const SMALL: u64 = 200_000;
 const BIG: u64 = 1_000_000;
 /// The most an idle connection may cost, bytes.
 const LIMIT: f64 = 512.0;
-
-/// The value of `key=` in the sensor's `stats` line.
-fn stat(stderr: &str, key: &str) -> Result<u64> {
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("mos-sensor: stats "))
-        .with_context(|| format!("no stats line in:\n{stderr}"))?;
-    line.split_whitespace()
-        .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("no {key}= in {line}"))
-}
 
 /// Connections, `RssAnon` and `RssShmem` (KiB) when the input ended.
 fn replay(dir: &Path, pcap: &Path) -> Result<(u64, u64, u64)> {
@@ -60,13 +48,13 @@ fn replay(dir: &Path, pcap: &Path) -> Result<(u64, u64, u64)> {
     let err = p.stderr();
     ensure!(status.success(), "mos-sensor failed:\n{err}");
     ensure!(
-        stat(&err, "evicted")? == 0,
+        sensor_stat(&err, "evicted")? == 0,
         "connections were evicted:\n{err}"
     );
     Ok((
-        stat(&err, "conns")?,
-        stat(&err, "rss_anon_kib")?,
-        stat(&err, "rss_shmem_kib")?,
+        sensor_stat(&err, "conns")?,
+        sensor_stat(&err, "rss_anon_kib")?,
+        sensor_stat(&err, "rss_shmem_kib")?,
     ))
 }
 

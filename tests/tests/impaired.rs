@@ -24,7 +24,7 @@
 use anyhow::{bail, ensure, Context, Result};
 use mos_tests::flows::{parse_flows, FlowRecord};
 use mos_tests::locate::{bin, sensor_bin};
-use mos_tests::netns::{self, in_ns, need_tool, ns_run, Netns, CLI_ADDR, SRV_ADDR};
+use mos_tests::netns::{self, in_ns, need_tool, ns_run, tcp_counters, Netns, CLI_ADDR, SRV_ADDR};
 use mos_tests::procs::{assert_no_panic, cmd, tail, wait_for, wait_for_socket, Proc};
 use mos_tests::runner::ScratchDir;
 use mos_tests::sniff::Sniffer;
@@ -268,39 +268,6 @@ fn impairment_counts(ns: &str, dev: &str, method: Method) -> Result<(u64, u64)> 
             (dropped, 0)
         }
     })
-}
-
-/// The kernel's TCP counters in namespace `ns` that show loss and reordering.
-fn tcp_counters(ns: &str) -> Result<BTreeMap<String, u64>> {
-    let mut m = BTreeMap::new();
-    for file in ["/proc/net/snmp", "/proc/net/netstat"] {
-        let text = String::from_utf8_lossy(&ns_run(ns, &["cat", file])?.stdout).into_owned();
-        let lines: Vec<&str> = text.lines().collect();
-        for pair in lines.chunks(2) {
-            let [names, values] = pair else { continue };
-            let (Some((p, names)), Some((_, values))) =
-                (names.split_once(": "), values.split_once(": "))
-            else {
-                continue;
-            };
-            for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
-                let key = format!("{p}{n}");
-                let wanted = [
-                    "TcpOutSegs",
-                    "TcpRetransSegs",
-                    "TcpExtTCPSACKReorder",
-                    "TcpExtTCPTSReorder",
-                    "TcpExtTCPRenoReorder",
-                    "TcpExtTCPOFOQueue",
-                    "TcpExtTCPSpuriousRTOs",
-                ];
-                if wanted.contains(&key.as_str()) {
-                    m.insert(key, v.parse().unwrap_or(0));
-                }
-            }
-        }
-    }
-    Ok(m)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,7 +13,9 @@
 use anyhow::{bail, ensure, Context, Result};
 use mos_tests::flows::{parse_flows, FlowRecord};
 use mos_tests::locate::{bin, sensor_bin};
-use mos_tests::netns::{assert_root, in_ns, need_tool, run, Netns, CLI_ADDR, SRV_ADDR};
+use mos_tests::netns::{
+    assert_root, in_ns, need_tool, run, tcp_counters, Netns, CLI_ADDR, SRV_ADDR,
+};
 use mos_tests::procs::{assert_no_panic, cmd, tail, wait_for, wait_for_socket, Proc};
 use mos_tests::runner::ScratchDir;
 use sha2::{Digest, Sha256};
@@ -844,25 +846,6 @@ fn number_before(text: &str, phrase: &str) -> Result<u64> {
 /// copy skipped and counted, also in `mos-ctl status` while the capture runs), nothing reads
 /// as retransmitted, checksums are not verified (and none counted bad), and every body is the
 /// served file.
-/// The kernel's count of TCP segments retransmitted in namespace `ns` (`RetransSegs` of
-/// `/proc/net/snmp`).
-fn retrans_segs(ns: &str) -> Result<u64> {
-    let out = in_ns(ns, Path::new("cat")).arg("/proc/net/snmp").output()?;
-    ensure!(out.status.success(), "cannot read /proc/net/snmp in {ns}");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp: "));
-    let (names, values) = (tcp.next(), tcp.next());
-    let (Some(names), Some(values)) = (names, values) else {
-        bail!("no Tcp lines in /proc/net/snmp:\n{text}");
-    };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(n, _)| *n == "RetransSegs")
-        .and_then(|(_, v)| v.parse().ok())
-        .context("no RetransSegs in /proc/net/snmp")
-}
-
 fn lo_run(tag: &str, workers: usize) -> Result<()> {
     let _one_at_a_time = LIVE.lock().unwrap_or_else(|e| e.into_inner());
     need_tool("python3")?;
@@ -946,6 +929,12 @@ fn lo_run(tag: &str, workers: usize) -> Result<()> {
         "the start line does not say what happens on a loopback device: {start_line}"
     );
 
+    let retrans_segs = |ns: &str| -> Result<u64> {
+        tcp_counters(ns)?
+            .get("TcpRetransSegs")
+            .copied()
+            .context("no RetransSegs in /proc/net/snmp")
+    };
     let retrans_before = retrans_segs(&lo.ns)?;
     let mut client = Proc::spawn(
         "client",
