@@ -21,6 +21,7 @@ pub mod control;
 pub mod defrag;
 pub mod dispatch;
 pub mod event;
+pub mod filter;
 pub mod flow;
 pub mod live;
 pub mod output;
