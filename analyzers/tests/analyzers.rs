@@ -71,6 +71,7 @@ fn rec(slot: u32, generation: u32, kind: u8, side: u8, hook: u8) -> EventRecord 
         hook,
         pkt_pos: u64::MAX,
         pkt_ref: NO_PKT,
+        socks: u32::MAX,
         ..Default::default()
     }
 }

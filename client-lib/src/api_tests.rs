@@ -134,6 +134,7 @@ fn rec(kind: u8, side: u8, hook: u8) -> EventRecord {
         hook,
         pkt_pos: u64::MAX,
         pkt_ref: NO_PKT,
+        socks: u32::MAX,
         ..Default::default()
     }
 }
@@ -1094,7 +1095,14 @@ fn read_pointers_are_dropped_after_conn_end() {
         .unwrap();
     }
     publish(&fake, side(0, 10, 1), meta(0, &[], &[]), 0, 10);
-    assert!(fake.push_event(W, rec(event_kind::CONN_NEW_DATA, 1, 0)));
+    // The event announced the ten bytes: in its callback, peek reads up to there.
+    assert!(fake.push_event(
+        W,
+        EventRecord {
+            tail: 10,
+            ..rec(event_kind::CONN_NEW_DATA, 1, 0)
+        }
+    ));
     assert!(fake.push_event(W, rec(event_kind::CONN_END, 0, 0)));
     fake.set_state(sensor_state::DONE);
     // CONN_END is subscribed to though no callback wants it: it ends the read pointers.

@@ -16,15 +16,19 @@ use crate::packet::Packet;
 use crate::regions::{Copied, Regions};
 use crate::sockopt::{OptValue, OverlapPolicy, RingFragment, SockOpt, TcpBufInfo};
 use crate::stream::{self, Chunk};
+use crate::timer::TimerCallback;
 use crate::watch::SensorWatch;
+use shm_layout::control::ClientMsg;
 use shm_layout::flow::{read_flow, read_flow_with_meta, read_flow_with_tunnel, read_side_tail};
 use shm_layout::layout::{
     flow_flags, overlap_policy, side_flags, EventRecord, FlowData, FlowSlot, RingMeta, TunnelData,
     NO_PKT,
 };
 use shm_layout::pktlog::read_packet;
-use shm_layout::{Side, TcpState, MOS_SIDE_BOTH};
+use shm_layout::{EventMask, Hook, Side, TcpState, MOS_SIDE_BOTH};
+use std::any::Any;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Attempts at a consistent copy of a flow slot in one go (spinning, then yielding).
 const SLOT_TRIES: u32 = 1_000;
@@ -112,10 +116,94 @@ pub struct Counters {
     pub torn_copies: u64,
 }
 
-/// One open socket's read pointers: per flow, per side, the next stream offset to peek.
-#[derive(Debug, Default)]
+/// One open socket's per-flow state: per side, the next stream offset to peek; the user's
+/// context; the sides it stopped monitoring. All of it goes when the flow ends.
+#[derive(Default)]
 pub(crate) struct PeekState {
     pub ptrs: crate::flow::FlowMap<[Option<u64>; 2]>,
+    pub uctx: crate::flow::FlowMap<Box<dyn Any>>,
+    pub stopped: crate::flow::FlowMap<[bool; 2]>,
+}
+
+impl std::fmt::Debug for PeekState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeekState")
+            .field("flows", &self.ptrs.len())
+            .field("uctx", &self.uctx.len())
+            .field("stopped", &self.stopped.len())
+            .finish()
+    }
+}
+
+impl PeekState {
+    /// Forgets everything about `flow`.
+    pub fn forget(&mut self, flow: FlowId) {
+        self.ptrs.remove(&flow);
+        self.uctx.remove(&flow);
+        self.stopped.remove(&flow);
+    }
+
+    /// Whether the socket stopped monitoring `side` of `flow`.
+    pub fn is_stopped(&self, flow: FlowId, side: Option<Side>) -> bool {
+        match (self.stopped.get(&flow), side) {
+            (Some(s), Some(side)) => s[side.index()],
+            (Some(s), None) => s[0] && s[1],
+            (None, _) => false,
+        }
+    }
+}
+
+/// A registration asked for inside a callback, made when the callback returns.
+pub(crate) enum PendingReg {
+    Add {
+        sock: SockId,
+        flow: Option<FlowId>,
+        filter: crate::mos::Filter,
+        cb: crate::mos::Callback,
+    },
+    Remove {
+        sock: SockId,
+        flow: Option<FlowId>,
+        events: EventMask,
+        hook: Hook,
+    },
+}
+
+/// What callbacks asked for that the run loop does once they return.
+#[derive(Default)]
+pub(crate) struct Pending {
+    /// Events raised with `raise_event` while an event is dispatched.
+    pub raised: Vec<EventMask>,
+    /// Raises so far for the occurrence being dispatched on the current socket.
+    pub raises: usize,
+    /// The events `alloc_event` made (bits): the only ones `raise_event` takes.
+    pub allocated: u64,
+    pub regs: Vec<PendingReg>,
+    pub timers: Vec<(i32, Duration, TimerCallback)>,
+    pub msgs: Vec<ClientMsg>,
+    /// The subscription may have changed (per-flow registrations went with their flow).
+    pub resubscribe: bool,
+}
+
+impl Pending {
+    /// Whether the run loop has something to do for the callbacks.
+    pub fn has_work(&self) -> bool {
+        !self.regs.is_empty()
+            || !self.timers.is_empty()
+            || !self.msgs.is_empty()
+            || self.resubscribe
+    }
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("raised", &self.raised)
+            .field("regs", &self.regs.len())
+            .field("timers", &self.timers.len())
+            .field("msgs", &self.msgs)
+            .finish()
+    }
 }
 
 /// Access to the published state, handed to callbacks (and available between runs through
@@ -127,8 +215,13 @@ pub struct Ctx<'a> {
     pub(crate) counters: &'a mut Counters,
     /// The event being dispatched, with its flow.
     pub(crate) current: Option<(FlowId, EventRecord)>,
+    /// The event being dispatched, flow or not (orphans and raw packets have none).
+    pub(crate) event: Option<EventRecord>,
     pub(crate) stop: &'a mut bool,
     pub(crate) packets: bool,
+    pub(crate) pending: &'a mut Pending,
+    /// Where timers are set from (ns on the timer clock).
+    pub(crate) now_ns: u64,
 }
 
 /// A copy that stands although the chunk map named no chunk for some of its bytes: the sensor
@@ -284,6 +377,163 @@ impl Ctx<'_> {
         *self.counters
     }
 
+    /// `mtcp_raise_event`: raises `event`, made by `alloc_event`, for the socket and the
+    /// occurrence being dispatched: once the filter or callback that raises it returns, its
+    /// callbacks run (and the events defined on it), with the same event data.
+    ///
+    /// `EINVAL` outside the dispatch of an event, or for an event `alloc_event` did not make
+    /// (defined events are raised by their filter's answer); `ELOOP`-like runaway raising
+    /// stops at [`crate::MAX_RAISES`] per occurrence with `EINVAL`.
+    pub fn raise_event(&mut self, event: EventMask) -> Result<()> {
+        if self.event.is_none() {
+            return Err(Error::new(
+                Errno::EINVAL,
+                "raise_event is called while an event is dispatched (in a filter or callback)",
+            ));
+        }
+        if event.0.count_ones() != 1 || event.0 & self.pending.allocated == 0 {
+            return Err(Error::new(
+                Errno::EINVAL,
+                format!("{:#x} is not an event made by alloc_event", event.0),
+            ));
+        }
+        if self.pending.raises >= crate::user_event::MAX_RAISES {
+            return Err(Error::new(
+                Errno::EINVAL,
+                format!(
+                    "more than {} raises for one event occurrence",
+                    crate::user_event::MAX_RAISES
+                ),
+            ));
+        }
+        self.pending.raises += 1;
+        self.pending.raised.push(event);
+        Ok(())
+    }
+
+    /// `mtcp_settimer` from inside a callback: `cb` runs once, `after` from now on the
+    /// attachment's timer clock ([`crate::TimerClock`]), with `id`.
+    pub fn settimer(
+        &mut self,
+        id: i32,
+        after: Duration,
+        cb: impl FnMut(&mut Ctx<'_>, i32) + 'static,
+    ) {
+        self.pending.timers.push((id, after, Box::new(cb)));
+    }
+
+    /// The timer clock now, ns ([`crate::TimerClock`]).
+    pub fn timer_now_ns(&self) -> u64 {
+        self.now_ns
+    }
+
+    /// Registration on one flow (mOS's per-flow socket): `cb` gets `events` at `hook` of
+    /// `flow` only, on `sock`. Made when the current callback returns; dropped when the flow
+    /// ends. `EINVAL` for a socket that is not open or no event.
+    pub fn register_flow_callback(
+        &mut self,
+        sock: SockId,
+        flow: FlowId,
+        events: EventMask,
+        hook: Hook,
+        cb: impl FnMut(&mut Ctx<'_>, &crate::Event) + 'static,
+    ) -> Result<()> {
+        self.socket(sock)?;
+        if events.0 == 0 {
+            return Err(Error::new(Errno::EINVAL, "no event to register for"));
+        }
+        self.pending.regs.push(PendingReg::Add {
+            sock,
+            flow: Some(flow),
+            filter: crate::mos::Filter {
+                events,
+                hook: Some(hook),
+                side: None,
+            },
+            cb: Box::new(cb),
+        });
+        Ok(())
+    }
+
+    /// Undoes [`Ctx::register_flow_callback`] (with a null callback, in mOS): `sock` no longer
+    /// gets `events` at `hook` of `flow` (when the current callback returns).
+    pub fn unregister_flow_callback(
+        &mut self,
+        sock: SockId,
+        flow: FlowId,
+        events: EventMask,
+        hook: Hook,
+    ) -> Result<()> {
+        self.socket(sock)?;
+        self.pending.regs.push(PendingReg::Remove {
+            sock,
+            flow: Some(flow),
+            events,
+            hook,
+        });
+        Ok(())
+    }
+
+    /// `MOS_STOP_MON`: `sock` gets no more events of `flow` on `side` (`MOS_SIDE_CLI`,
+    /// `MOS_SIDE_SVR` or `MOS_SIDE_BOTH`). Once both sides are stopped, the sensor is told: it
+    /// stops sending the flow's events to this socket, and in lossless mode no longer holds the
+    /// flow's bytes back for this analyzer when no other socket of it wants the flow. What
+    /// was published before still arrives and is dropped here. `EINVAL` for another side
+    /// value, `EBADF` for a socket that is not open.
+    pub fn stop_monitoring(&mut self, sock: SockId, flow: FlowId, side: u8) -> Result<()> {
+        let sides = match side {
+            0 => [true, false],
+            1 => [false, true],
+            MOS_SIDE_BOTH => [true, true],
+            s => {
+                return Err(Error::new(
+                    Errno::EINVAL,
+                    format!("side {s} is none of MOS_SIDE_CLI, MOS_SIDE_SVR, MOS_SIDE_BOTH"),
+                ))
+            }
+        };
+        let state = self.socket(sock)?;
+        let st = state.stopped.entry(flow).or_default();
+        let before = st[0] && st[1];
+        st[0] |= sides[0];
+        st[1] |= sides[1];
+        if st[0] && st[1] && !before && sock.0 < shm_layout::control::MAX_SOCKETS as u32 {
+            self.pending.msgs.push(ClientMsg::StopMon {
+                sock: sock.0 as u8,
+                worker: flow.worker,
+                slot: flow.slot,
+                generation: flow.generation,
+                side: MOS_SIDE_BOTH,
+            });
+        }
+        Ok(())
+    }
+
+    /// `mtcp_set_uctx`: keeps `value` with `flow` on `sock` (replacing what was there). It is
+    /// dropped when the flow ends (after its last `CONN_END`), or when the socket closes.
+    pub fn set_uctx<T: Any>(&mut self, sock: SockId, flow: FlowId, value: T) -> Result<()> {
+        self.socket(sock)?.uctx.insert(flow, Box::new(value));
+        Ok(())
+    }
+
+    /// `mtcp_get_uctx`: what [`Ctx::set_uctx`] kept with `flow` on `sock`, if it is a `T`.
+    pub fn uctx<T: Any>(&mut self, sock: SockId, flow: FlowId) -> Option<&mut T> {
+        self.socket(sock)
+            .ok()?
+            .uctx
+            .get_mut(&flow)?
+            .downcast_mut::<T>()
+    }
+
+    /// Takes what [`Ctx::set_uctx`] kept with `flow` on `sock`, if it is a `T`.
+    pub fn take_uctx<T: Any>(&mut self, sock: SockId, flow: FlowId) -> Option<T> {
+        let map = &mut self.socket(sock).ok()?.uctx;
+        if !map.get(&flow)?.is::<T>() {
+            return None;
+        }
+        map.remove(&flow)?.downcast::<T>().ok().map(|b| *b)
+    }
+
     /// The stream offset `sock`'s next `peek` of `side` reads from. A reader starts at the
     /// oldest byte the side still held when the analyzer first saw the flow; an analyzer that
     /// wants a record of everything before it (like `mos-dump`) counts `[0, offset)` as lost.
@@ -304,6 +554,40 @@ impl Ctx<'_> {
     /// sensor kept the flow's slot busy; `EPROTO` if the slot names a buffer that does not
     /// exist, or bytes the buffer's chunk map holds in no chunk.
     pub fn peek(&mut self, sock: SockId, flow: FlowId, side: Side, buf: &mut [u8]) -> Result<Peek> {
+        let bound = self.event_bound(flow, side);
+        self.peek_to(sock, flow, side, buf, bound)
+    }
+
+    /// [`Ctx::peek`] up to the newest byte the sensor holds, even inside a callback (where
+    /// `peek` stops at what the event announced).
+    pub fn peek_newest(
+        &mut self,
+        sock: SockId,
+        flow: FlowId,
+        side: Side,
+        buf: &mut [u8],
+    ) -> Result<Peek> {
+        self.peek_to(sock, flow, side, buf, None)
+    }
+
+    /// Inside a callback for an event of `flow` on `side`: the stream position the event
+    /// announced (its receive stream's tail when it was raised), where reads of that side
+    /// stop.
+    fn event_bound(&self, flow: FlowId, side: Side) -> Option<u64> {
+        match self.current {
+            Some((f, rec)) if f == flow && rec.side == side.code() => Some(rec.tail),
+            _ => None,
+        }
+    }
+
+    fn peek_to(
+        &mut self,
+        sock: SockId,
+        flow: FlowId,
+        side: Side,
+        buf: &mut [u8],
+        bound: Option<u64>,
+    ) -> Result<Peek> {
         let regions = self.regions;
         self.socket(sock)?;
         let room = buf
@@ -326,6 +610,11 @@ impl Ctx<'_> {
                 return Ok(Peek::NoData);
             }
         }
+        if let (Some(at), Some(b)) = (known, bound) {
+            if at >= b {
+                return Ok(Peek::NoData);
+            }
+        }
         for _ in 0..COPY_TRIES {
             let (d, meta, stamp) = load_flow_stamped(regions, flow, Some(side))?;
             let sd = d.sides[side.index()];
@@ -335,6 +624,12 @@ impl Ctx<'_> {
                 .or_default();
             let at = *ptrs[side.index()]
                 .get_or_insert_with(|| stream::oldest_readable(&sd, meta.as_ref()));
+            // Inside a callback, no further than the event announced.
+            let room = match bound {
+                Some(b) if at >= b => return Ok(Peek::NoData),
+                Some(b) => room.min(usize::try_from(b - at).unwrap_or(usize::MAX)),
+                None => room,
+            };
             match stream::chunk(&sd, meta.as_ref(), at, room) {
                 Chunk::NoData => return Ok(Peek::NoData),
                 Chunk::Overrun { lost } => {
@@ -401,9 +696,14 @@ impl Ctx<'_> {
     ) -> Result<usize> {
         let regions = self.regions;
         self.socket(sock)?;
-        let room = buf
+        let mut room = buf
             .len()
             .min(usize::try_from(regions.span).unwrap_or(usize::MAX));
+        // Inside a callback, in-order bytes no further than the event announced (the
+        // out-of-order fragments past it are read as they are held now).
+        if let Some(b) = self.event_bound(flow, side).filter(|&b| offset < b) {
+            room = room.min(usize::try_from(b - offset).unwrap_or(usize::MAX));
+        }
         // Under any policy but the first copy, the sensor may rewrite held out-of-order bytes
         // in place: a copy of them stands only if the slot did not change meanwhile.
         let rewrites = regions.config.overlap_policy != overlap_policy::FIRST;
@@ -575,10 +875,6 @@ impl Ctx<'_> {
                 "this analyzer did not ask for packets (AttachOptions::packets)".into(),
             ));
         }
-        let cfg = self.regions.config;
-        if cfg.pktlog_entries == 0 || cfg.pktlog_bytes == 0 {
-            return Err(nodata("the sensor keeps no packet log".into()));
-        }
         let (d, _) = load_flow(self.regions, flow, None)?;
         let seq = match self.current {
             Some((f, rec)) if f == flow => {
@@ -599,7 +895,43 @@ impl Ctx<'_> {
                 s
             }
         };
-        let w = usize::from(flow.worker);
+        self.read_logged(usize::from(flow.worker), seq)
+    }
+
+    /// The frame that raised the event being dispatched: for an orphan or a raw socket's
+    /// packet (which have no flow to give `getlastpkt`), and for any other event.
+    ///
+    /// Errors: `ENODATA` outside a callback, for an event no logged frame raised, or one no
+    /// longer in the packet log, or when the analyzer did not attach with `packets`.
+    pub fn event_packet(&mut self) -> Result<Packet> {
+        let nodata = |m: &str| Error::new(Errno::ENODATA, m.to_owned());
+        if !self.packets {
+            return Err(nodata(
+                "this analyzer did not ask for packets (AttachOptions::packets)",
+            ));
+        }
+        let rec = self
+            .event
+            .ok_or_else(|| nodata("no event is being dispatched"))?;
+        if rec.pkt_ref == NO_PKT {
+            return Err(nodata("no logged frame raised this event"));
+        }
+        if usize::from(rec.worker) >= self.regions.nworkers {
+            return Err(Error::new(
+                Errno::EPROTO,
+                format!("an event names worker {}", rec.worker),
+            ));
+        }
+        self.read_logged(usize::from(rec.worker), rec.pkt_ref)
+    }
+
+    /// Frame `seq` of worker `w`'s packet log.
+    fn read_logged(&self, w: usize, seq: u64) -> Result<Packet> {
+        let nodata = |m: String| Error::new(Errno::ENODATA, m);
+        let cfg = self.regions.config;
+        if cfg.pktlog_entries == 0 || cfg.pktlog_bytes == 0 {
+            return Err(nodata("the sensor keeps no packet log".into()));
+        }
         let (hdr, entries, bytes_off) = self.regions.pktlog(w)?;
         let n = entries.len() as u64;
         // `read_packet` waits for an entry's write to end; a sensor that died mid-write must

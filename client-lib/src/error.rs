@@ -30,6 +30,7 @@ const NAMES: &[(i32, &str)] = &[
     (61, "ENODATA"),
     (71, "EPROTO"),
     (88, "ENOTSOCK"),
+    (92, "ENOPROTOOPT"),
     (94, "ESOCKTNOSUPPORT"),
     (97, "EAFNOSUPPORT"),
     (104, "ECONNRESET"),
@@ -53,6 +54,12 @@ impl Errno {
     pub const EACCES: Errno = Errno(13);
     /// `EINVAL`.
     pub const EINVAL: Errno = Errno(22);
+    /// `ENOMEM`: no room for one more (user-defined events).
+    pub const ENOMEM: Errno = Errno(12);
+    /// `EMFILE`: no more sockets (at most 32 per attachment).
+    pub const EMFILE: Errno = Errno(24);
+    /// `ENOPROTOOPT`: the socket's type does not take that (a raw filter on a stream socket).
+    pub const ENOPROTOOPT: Errno = Errno(92);
     /// `ENOSYS`: an option that is not implemented.
     pub const ENOSYS: Errno = Errno(38);
     /// `ENODATA`: nothing to read, or a packet that is no longer logged.

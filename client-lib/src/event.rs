@@ -169,6 +169,9 @@ pub struct Event {
     pub pkt_ref: Option<u64>,
     /// The record as published.
     pub record: EventRecord,
+    /// The event a callback is called for: the built-in event's bit ([`Event::mask`]), or a
+    /// user-defined event's id when it fires with its base event's data.
+    pub id: EventMask,
 }
 
 impl Event {
@@ -231,6 +234,7 @@ impl Event {
             tail: rec.tail,
             pkt_ref: (rec.pkt_ref != NO_PKT).then_some(rec.pkt_ref),
             record: *rec,
+            id: kind.mask(),
         })
     }
 

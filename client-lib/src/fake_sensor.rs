@@ -18,7 +18,9 @@ use rustix::net::{
     RecvFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags,
     SocketType,
 };
-use shm_layout::control::{decode, encode, ClientMsg, SensorMsg, Subscription, MAX_MESSAGE};
+use shm_layout::control::{
+    decode, encode, ClientMsg, SensorMsg, SocketSub, Subscription, MAX_MESSAGE,
+};
 use shm_layout::layout::{
     AnalyzerPage, ConfigInfo, EventRecord, EventRingHeader, EventSlot, FlowData, FlowSlot, Header,
     PktInfo, PktLogEntry, PktLogHeader, RingMeta, RingMetaSlot, ABI_MAJOR, ABI_MINOR, MAGIC,
@@ -86,8 +88,12 @@ impl Default for FakeConfig {
 pub struct ServerLog {
     /// The last `Hello`: ABI major, minor, name.
     pub hello: Option<(u16, u16, String)>,
-    /// Every `Subscribe`, in order.
+    /// Every subscription, in order (a per-socket one as the union of its sockets' events).
     pub subscriptions: Vec<Subscription>,
+    /// Every per-socket subscription, in order: packets, and the sockets.
+    pub socket_subscriptions: Vec<(bool, Vec<SocketSub>)>,
+    /// Every `StopMon`: socket, worker, slot, generation.
+    pub stop_mons: Vec<(u8, u16, u32, u32)>,
     /// `Ready` messages.
     pub ready: u32,
     /// `Detach` messages.
@@ -657,6 +663,27 @@ fn serve(
                     .push(s);
                 send_msg(c, &SensorMsg::Subscribed, &[]);
             }
+            ClientMsg::SubscribeSockets { packets, sockets } => {
+                let mut l = log.lock().unwrap_or_else(|e| e.into_inner());
+                l.subscriptions.push(Subscription {
+                    events: sockets.iter().fold(0, |m, s| m | s.events),
+                    packets,
+                });
+                l.socket_subscriptions.push((packets, sockets));
+                drop(l);
+                send_msg(c, &SensorMsg::Subscribed, &[]);
+            }
+            ClientMsg::StopMon {
+                sock,
+                worker,
+                slot,
+                generation,
+                ..
+            } => log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .stop_mons
+                .push((sock, worker, slot, generation)),
             ClientMsg::Ready => log.lock().unwrap_or_else(|e| e.into_inner()).ready += 1,
             ClientMsg::Detach => log.lock().unwrap_or_else(|e| e.into_inner()).detach += 1,
             // No analyzer sends it; the fake has no state to report.

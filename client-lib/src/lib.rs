@@ -31,12 +31,15 @@ mod ctx;
 pub mod dump;
 mod error;
 mod event;
+mod filter;
 mod flow;
 mod mos;
 mod packet;
 mod regions;
 mod sockopt;
 mod stream;
+mod timer;
+mod user_event;
 mod watch;
 
 #[cfg(test)]
@@ -47,9 +50,18 @@ pub mod fake_sensor;
 pub use ctx::{Counters, Ctx, Peek, SockId};
 pub use error::{Errno, Error, Result};
 pub use event::{EndReason, ErrorKind, Event, EventKind};
+pub use filter::MonitorFilter;
 pub use flow::{FlowId, FlowInfo, SideInfo};
-pub use mos::{AttachOptions, Callback, Filter, Mos, RunEnd, StopHandle, DEFAULT_CONTROL};
+pub use mos::{AttachOptions, Callback, Conf, Filter, Mos, RunEnd, StopHandle, DEFAULT_CONTROL};
 pub use packet::Packet;
+pub use shm_layout::control::SocketKind;
 pub use shm_layout::region::WriteProbe;
 pub use shm_layout::{EventMask, Hook, Side, TcpState, MOS_SIDE_BOTH};
+pub use timer::{TimerCallback, TimerClock};
+pub use user_event::{EventFilter, MAX_RAISES, MAX_USER_EVENTS};
+
+/// `MOS_SIDE_CLI`: the client's side (its stack receives what the server sends).
+pub const MOS_SIDE_CLI: u8 = Side::Cli as u8;
+/// `MOS_SIDE_SVR`: the server's side (its stack receives what the client sends).
+pub const MOS_SIDE_SVR: u8 = Side::Svr as u8;
 pub use sockopt::{OptValue, OverlapPolicy, RingFragment, SockOpt, TcpBufInfo};

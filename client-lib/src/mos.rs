@@ -2,12 +2,18 @@
 //! sockets, callbacks, and the run loop that dispatches events to them.
 
 use crate::control::{ControlSocket, Polled};
-use crate::ctx::{initial_pointers, load_flow, socket_state, Counters, Ctx, PeekState, SockId};
+use crate::ctx::{
+    initial_pointers, load_flow, socket_state, Counters, Ctx, PeekState, Pending, PendingReg,
+    SockId,
+};
 use crate::error::{Errno, Error, Result};
 use crate::event::{Event, EventKind};
+use crate::filter::{Compiled, MonitorFilter};
 use crate::flow::FlowId;
 use crate::regions::{Regions, Welcome};
-use shm_layout::control::{ClientMsg, SensorMsg, Subscription};
+use crate::timer::{TimerClock, Timers};
+use crate::user_event::UserEvents;
+use shm_layout::control::{ClientMsg, SensorMsg, SocketKind, SocketSub, MAX_SOCKETS};
 use shm_layout::layout::{detach_reason, sensor_state, ABI_MAJOR, ABI_MINOR};
 use shm_layout::region::WriteProbe;
 use shm_layout::ring::Consumer;
@@ -61,6 +67,8 @@ pub struct AttachOptions {
     /// socket file, or nobody listening on it): an analyzer started with or just before its
     /// sensor attaches once the sensor is up. Zero (the default) tries once.
     pub wait: Duration,
+    /// The clock timers run on ([`Mos::settimer`]).
+    pub timer_clock: TimerClock,
 }
 
 impl Default for AttachOptions {
@@ -70,6 +78,7 @@ impl Default for AttachOptions {
             name: "analyzer".into(),
             packets: false,
             wait: Duration::ZERO,
+            timer_clock: TimerClock::Wall,
         }
     }
 }
@@ -81,6 +90,8 @@ pub enum RunEnd {
     Done,
     /// [`StopHandle::stop`] or [`Ctx::stop`] was called.
     Stopped,
+    /// [`Mos::run_for`]'s time is up, or [`Mos::poll`] took what was there.
+    Elapsed,
 }
 
 /// Stops a run loop from elsewhere (a signal handler, another thread).
@@ -107,12 +118,14 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// Whether the filter takes `ev` (as the event `ev.id`: a user-defined event fires with
+    /// its base event's data and its own id).
     fn matches(&self, ev: &Event) -> bool {
         let hook_ok = match (self.hook, ev.hook) {
             (None, _) | (_, Hook::Null) => true,
             (Some(h), e) => h == e,
         };
-        self.events.0 & ev.mask().0 != 0 && hook_ok && self.side.is_none_or(|s| Some(s) == ev.side)
+        self.events.0 & ev.id.0 != 0 && hook_ok && self.side.is_none_or(|s| Some(s) == ev.side)
     }
 }
 
@@ -121,6 +134,8 @@ pub type Callback = Box<dyn FnMut(&mut Ctx<'_>, &Event)>;
 
 struct Registration {
     filter: Filter,
+    /// Registered on one flow only (from inside a callback): dropped when it ends.
+    flow: Option<FlowId>,
     cb: Callback,
 }
 
@@ -132,16 +147,69 @@ impl std::fmt::Debug for Registration {
     }
 }
 
+/// One socket's type and filters, as bound.
+#[derive(Clone, Debug, Default)]
+struct SockFilters {
+    kind: SocketKind,
+    syn: Option<Compiled>,
+    orphan: Option<Compiled>,
+    raw: Option<Compiled>,
+}
+
+/// What the sensor was last told: packets, and the sockets.
+type Sent = (bool, Vec<SocketSub>);
+
+/// What the sensor is configured with, as an analyzer may need it (`mtcp_getconf`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conf {
+    /// Workers (mOS's `num_cores`): one event ring each.
+    pub workers: usize,
+    /// Connections each worker tracks at once (mOS's `max_concurrency`).
+    pub max_flows_per_worker: u64,
+    /// Stream buffers each worker has (mOS's `max_num_buffers`): one per side holding bytes.
+    pub buffers_per_worker: u64,
+    /// Bytes of one stream chunk.
+    pub chunk_size: u64,
+    /// The most bytes one side holds from its oldest byte (mOS's `rcvbuf_size` is the fixed
+    /// size of its ring; here a side grows in chunks up to this).
+    pub stream_max_bytes: u64,
+    /// Bytes a side keeps behind its tail for late readers.
+    pub history_bytes: u64,
+    /// Idle timeout (mOS's `tcp_timeout`).
+    pub idle_timeout: Duration,
+    /// How overlapping retransmissions are resolved.
+    pub overlap_policy: crate::OverlapPolicy,
+    /// Whether the sensor waits for analyzers (lossless) or drops for them (live).
+    pub lossless: bool,
+    /// The input's link types (`LINKTYPE_*`), for which filters are compiled.
+    pub linktypes: Vec<u32>,
+    /// Records per event ring.
+    pub event_ring_len: u64,
+    /// Packet-log entries per worker (0: the sensor keeps no packet log).
+    pub pktlog_entries: u64,
+}
+
 /// An attachment to a sensor. Dropping it detaches.
 #[derive(Debug)]
 pub struct Mos {
     control: ControlSocket,
-    regions: Regions,
+    regions: Arc<Regions>,
     packets: bool,
     /// Per socket (index = [`SockId`]): `Some` while open.
     sockets: Vec<Option<PeekState>>,
     callbacks: Vec<Vec<Registration>>,
-    subscribed: Option<Subscription>,
+    /// Per socket: its type and filters.
+    filters: Vec<SockFilters>,
+    /// Per socket: every event bit it needs raised (its callbacks' events, and the events
+    /// their user-defined events are built on).
+    needs: Vec<u64>,
+    user_events: UserEvents,
+    timers: Timers,
+    timer_clock: TimerClock,
+    /// The newest capture time of an event dispatched so far.
+    capture_ns: u64,
+    pending: Pending,
+    subscribed: Option<Sent>,
     ready_sent: bool,
     /// The sensor said `Done`.
     done: bool,
@@ -312,7 +380,7 @@ impl Mos {
                 ),
             )
         })?;
-        let regions = Regions::new(welcome, fds, control.watch()?)?;
+        let regions = Arc::new(Regions::new(welcome, fds, control.watch()?)?);
         let page = regions.page();
         page.pid.store(
             u64::from(rustix::process::getpid().as_raw_nonzero().get() as u32),
@@ -325,6 +393,13 @@ impl Mos {
             packets: opts.packets,
             sockets: Vec::new(),
             callbacks: Vec::new(),
+            filters: Vec::new(),
+            needs: Vec::new(),
+            user_events: UserEvents::default(),
+            timers: Timers::default(),
+            timer_clock: opts.timer_clock,
+            capture_ns: 0,
+            pending: Pending::default(),
             subscribed: None,
             ready_sent: false,
             done: false,
@@ -351,28 +426,196 @@ impl Mos {
         self.control.path()
     }
 
-    /// `mtcp_socket(MOS_SOCK_MONITOR_STREAM)`: a monitoring socket with its own callbacks and
-    /// its own peek pointers.
+    /// `mtcp_socket(MOS_SOCK_MONITOR_STREAM)`: a monitoring socket with its own callbacks,
+    /// filters and peek pointers. `EMFILE` past 32 open sockets.
     pub fn socket(&mut self) -> Result<SockId> {
+        self.open_socket(SocketKind::Stream)
+    }
+
+    /// `mtcp_socket(MOS_SOCK_MONITOR_RAW)`: a socket that gets every packet its raw filter
+    /// takes ([`Mos::bind_monitor_filter`]), TCP or not, as a [`EventMask::ORPHAN`] event at
+    /// [`Hook::Null`] with no flow; [`Ctx::event_packet`] gives the packet. Needs
+    /// [`AttachOptions::packets`] (`EINVAL` without). The packets are those of IP (v4 or v6)
+    /// the sensor reads, each once; frames that are not IP are not offered.
+    pub fn raw_socket(&mut self) -> Result<SockId> {
+        if !self.packets {
+            return Err(Error::new(
+                Errno::EINVAL,
+                "a raw socket gives packets: attach with AttachOptions::packets",
+            ));
+        }
+        self.open_socket(SocketKind::Raw)
+    }
+
+    fn open_socket(&mut self, kind: SocketKind) -> Result<SockId> {
         let id = match self.sockets.iter().position(Option::is_none) {
             Some(i) => i,
-            None => {
+            None if self.sockets.len() < MAX_SOCKETS => {
                 self.sockets.push(None);
                 self.callbacks.push(Vec::new());
+                self.filters.push(SockFilters::default());
+                self.needs.push(0);
                 self.sockets.len() - 1
+            }
+            None => {
+                return Err(Error::new(
+                    Errno::EMFILE,
+                    format!("an attachment has at most {MAX_SOCKETS} open sockets"),
+                ))
             }
         };
         self.sockets[id] = Some(PeekState::default());
-        Ok(SockId(id as u32))
+        self.filters[id] = SockFilters {
+            kind,
+            ..SockFilters::default()
+        };
+        self.needs[id] = 0;
+        let sock = SockId(id as u32);
+        if let Err(e) = self.resubscribe() {
+            self.sockets[id] = None;
+            return Err(e);
+        }
+        Ok(sock)
     }
 
-    /// `mtcp_close` of a monitoring socket: unregisters its callbacks and forgets its read
-    /// pointers; the connections it watched go on.
+    /// `mtcp_close` of a monitoring socket: unregisters its callbacks, drops its filters and
+    /// forgets its read pointers and user contexts; the connections it watched go on.
     pub fn close(&mut self, sock: SockId) -> Result<()> {
         socket_state(&mut self.sockets, sock)?;
         self.sockets[sock.0 as usize] = None;
         self.callbacks[sock.0 as usize].clear();
+        self.filters[sock.0 as usize] = SockFilters::default();
+        self.needs[sock.0 as usize] = 0;
         self.resubscribe()
+    }
+
+    /// `mtcp_bind_monitor_filter`: gives `sock` the filters of `filter` (libpcap expressions,
+    /// `tcpdump`'s syntax), compiled here with libpcap and run by the sensor, so that the
+    /// socket gets only the connections (or packets) they take. A filter left `None` (or
+    /// empty) is not changed. A stream socket takes `stream_syn_filter` (decided once per
+    /// connection, on its first packet: the SYN, or the first packet seen midstream) and
+    /// `stream_orphan_filter`; a raw socket takes `raw_pkt_filter`.
+    ///
+    /// Errors: `EBADF` for a socket that is not open; `ENOPROTOOPT` for a filter of the other
+    /// socket type; `EINVAL` for an expression libpcap refuses (its message is given) or that
+    /// the sensor refuses to run.
+    pub fn bind_monitor_filter(&mut self, sock: SockId, filter: &MonitorFilter<'_>) -> Result<()> {
+        socket_state(&mut self.sockets, sock)?;
+        let i = sock.0 as usize;
+        let kind = self.filters[i].kind;
+        fn given(f: Option<&str>) -> Option<&str> {
+            f.filter(|e| !e.trim().is_empty())
+        }
+        let (syn, orphan, raw) = (
+            given(filter.stream_syn_filter),
+            given(filter.stream_orphan_filter),
+            given(filter.raw_pkt_filter),
+        );
+        let wrong = match kind {
+            SocketKind::Stream => raw.map(|_| "raw_pkt_filter is for raw sockets"),
+            SocketKind::Raw => (syn.is_some() || orphan.is_some())
+                .then_some("stream_syn_filter and stream_orphan_filter are for stream sockets"),
+        };
+        if let Some(why) = wrong {
+            return Err(Error::new(
+                Errno::ENOPROTOOPT,
+                format!("socket {sock}: {why}"),
+            ));
+        }
+        let links = self.getconf().linktypes;
+        let compile = |e: Option<&str>| e.map(|e| crate::filter::compile(e, &links)).transpose();
+        let (syn, orphan, raw) = (compile(syn)?, compile(orphan)?, compile(raw)?);
+        let before = self.filters[i].clone();
+        let f = &mut self.filters[i];
+        if syn.is_some() {
+            f.syn = syn;
+        }
+        if orphan.is_some() {
+            f.orphan = orphan;
+        }
+        if raw.is_some() {
+            f.raw = raw;
+        }
+        if let Err(e) = self.resubscribe() {
+            self.filters[i] = before;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// `mtcp_define_event`: a user-defined event that fires when `base` (a built-in event or
+    /// another user-defined one) fires on a socket and `filter` returns true for it. Returns
+    /// the new event's id, one bit above the built-in ones, to register callbacks on like on
+    /// any event. What mOS passes as the filter's argument is what the closure captures.
+    ///
+    /// `EINVAL` when `base` is not one event; `ENOMEM` past 53 user-defined events.
+    pub fn define_event(
+        &mut self,
+        base: EventMask,
+        filter: impl FnMut(&mut Ctx<'_>, &Event) -> bool + 'static,
+    ) -> Result<EventMask> {
+        self.user_events.define(base, Box::new(filter))
+    }
+
+    /// `mtcp_alloc_event`: an event with no filter, raised only by [`Ctx::raise_event`] while
+    /// `parent` is being handled (in a filter of an event based on `parent`, or in a callback
+    /// of `parent`). Callbacks may be registered on it (mOS did not allow it).
+    ///
+    /// `EINVAL` when `parent` is not one event; `ENOMEM` past 53 user-defined events.
+    pub fn alloc_event(&mut self, parent: EventMask) -> Result<EventMask> {
+        let id = self.user_events.alloc(parent)?;
+        self.pending.allocated |= id.0;
+        Ok(id)
+    }
+
+    /// `mtcp_settimer`: `cb` runs once, `after` from now on the attachment's timer clock
+    /// ([`AttachOptions::timer_clock`]), from within [`Mos::run`] (or `run_for`, `poll`),
+    /// with `id`. Timers still set when the run ends do not fire.
+    pub fn settimer(
+        &mut self,
+        id: i32,
+        after: Duration,
+        cb: impl FnMut(&mut Ctx<'_>, i32) + 'static,
+    ) {
+        let now = self.timer_now();
+        self.timers.set(now, after, id, Box::new(cb));
+    }
+
+    /// The timer clock now, in ns: monotonic time, or the newest capture time seen.
+    fn timer_now(&self) -> u64 {
+        match self.timer_clock {
+            TimerClock::Wall => monotonic_ns(),
+            TimerClock::Capture => self
+                .capture_ns
+                .max(self.regions.header().clock_ns.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// `mtcp_getconf`: the sensor's configuration, as far as an analyzer needs it.
+    pub fn getconf(&self) -> Conf {
+        let c = &self.regions.config;
+        let h = self.regions.header();
+        let linktypes = h
+            .input
+            .linktypes
+            .iter()
+            .copied()
+            .filter(|&l| l != shm_layout::layout::NO_LINKTYPE)
+            .collect();
+        Conf {
+            workers: self.regions.nworkers,
+            max_flows_per_worker: c.slots_per_worker.saturating_sub(2),
+            buffers_per_worker: c.buffers_per_worker,
+            chunk_size: c.chunk_size,
+            stream_max_bytes: c.chunk_size.saturating_mul(c.chunk_map_len),
+            history_bytes: h.input.history,
+            idle_timeout: Duration::from_nanos(c.idle_timeout_ns),
+            overlap_policy: crate::OverlapPolicy::from_code(c.overlap_policy),
+            lossless: h.features & shm_layout::layout::features::LOSSLESS != 0,
+            linktypes,
+            event_ring_len: c.event_ring_len,
+            pktlog_entries: c.pktlog_entries,
+        }
     }
 
     fn check_sock(&self, sock: SockId) -> Result<()> {
@@ -423,11 +666,31 @@ impl Mos {
         if filter.events.0 == 0 {
             return Err(Error::new(Errno::EINVAL, "no event to register for"));
         }
+        self.check_event(filter.events)?;
         self.callbacks[sock.0 as usize].push(Registration {
             filter,
+            flow: None,
             cb: Box::new(cb),
         });
         self.resubscribe()
+    }
+
+    /// `EINVAL` unless every bit of `events` is a built-in event or one made here.
+    fn check_event(&self, events: EventMask) -> Result<()> {
+        let unknown = (0..64)
+            .map(|b| EventMask(1 << b))
+            .filter(|&e| events.0 & e.0 != 0)
+            .find(|&e| !self.user_events.exists(e));
+        match unknown {
+            Some(e) => Err(Error::new(
+                Errno::EINVAL,
+                format!(
+                    "event {:#x} is neither built in nor made by define_event or alloc_event",
+                    e.0
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// De-registration (`mtcp_register_callback` with a null callback): `sock` no longer gets
@@ -441,7 +704,7 @@ impl Mos {
         self.check_sock(sock)?;
         let regs = &mut self.callbacks[sock.0 as usize];
         let mut changed = 0;
-        for r in regs.iter_mut() {
+        for r in regs.iter_mut().filter(|r| r.flow.is_none()) {
             if r.filter.hook == Some(hook) && r.filter.events.0 & events.0 != 0 {
                 r.filter.events.0 &= !events.0;
                 changed += 1;
@@ -452,36 +715,57 @@ impl Mos {
         Ok(changed)
     }
 
-    /// The events this attachment asks the sensor for: what the callbacks want, and
-    /// `CONN_END` whenever any callback exists, so read pointers are dropped when flows end.
-    fn wanted(&self) -> Subscription {
-        let events = self
-            .callbacks
-            .iter()
-            .flatten()
-            .fold(0u64, |m, r| m | r.filter.events.0);
-        let events = if events == 0 {
-            0
-        } else {
-            events | EventMask::CONN_END.0
-        };
-        Subscription {
-            events,
-            packets: self.packets,
+    /// What this attachment asks the sensor for, socket by socket: the built-in events its
+    /// callbacks want (the roots of user-defined events counted), with `CONN_END` whenever a
+    /// socket wants anything, so read pointers are dropped when flows end; and its filters.
+    fn wanted(&mut self) -> Sent {
+        let mut socks = Vec::new();
+        for (i, f) in self.filters.iter().enumerate() {
+            if self.sockets[i].is_none() {
+                continue;
+            }
+            let mine = self.callbacks[i]
+                .iter()
+                .fold(0u64, |m, r| m | r.filter.events.0);
+            self.needs[i] = self.user_events.needed_for(EventMask(mine));
+            let events = self.user_events.roots(EventMask(mine)).0;
+            let events = match f.kind {
+                SocketKind::Stream if events != 0 => events | EventMask::CONN_END.0,
+                _ => events,
+            };
+            let progs = |c: &Option<Compiled>| c.as_ref().map(|c| c.progs.clone());
+            socks.push(SocketSub {
+                id: i as u8,
+                kind: f.kind,
+                events,
+                syn: progs(&f.syn),
+                orphan: progs(&f.orphan),
+                raw: progs(&f.raw),
+            });
         }
+        (self.packets, socks)
     }
 
     fn resubscribe(&mut self) -> Result<()> {
         let want = self.wanted();
-        if self.subscribed == Some(want) {
+        if self.subscribed.as_ref() == Some(&want) {
             return Ok(());
         }
-        self.control.send(&ClientMsg::Subscribe(want))?;
+        self.control.send(&ClientMsg::SubscribeSockets {
+            packets: want.0,
+            sockets: want.1.clone(),
+        })?;
         let deadline = Instant::now() + REPLY_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.control.recv_timeout(Some(left))? {
                 Polled::Msg(SensorMsg::Subscribed, _) => break,
+                Polled::Msg(SensorMsg::Invalid { reason }, _) => {
+                    return Err(Error::new(
+                        Errno::EINVAL,
+                        format!("the sensor refused the subscription: {reason}"),
+                    ))
+                }
                 Polled::Msg(m, _) => self.note(m)?,
                 Polled::Closed => {
                     self.hung_up = true;
@@ -524,18 +808,142 @@ impl Mos {
     }
 
     /// Runs `f` with a context for reading state outside callbacks (`getlastpkt` then gives
-    /// the side's last frame rather than an event's).
+    /// the side's last frame rather than an event's, and `peek` reads to the newest byte).
+    /// What `f` asks for through the context (timers, registrations, stops) is done when it
+    /// returns.
     pub fn with_ctx<R>(&mut self, f: impl FnOnce(&mut Ctx<'_>) -> R) -> R {
         let mut stop = false;
-        let mut ctx = Ctx {
-            regions: &self.regions,
-            sockets: &mut self.sockets,
-            counters: &mut self.counters,
-            current: None,
-            stop: &mut stop,
-            packets: self.packets,
+        let now_ns = self.timer_now();
+        let r = {
+            let mut ctx = Ctx {
+                regions: &self.regions,
+                sockets: &mut self.sockets,
+                counters: &mut self.counters,
+                current: None,
+                event: None,
+                stop: &mut stop,
+                packets: self.packets,
+                pending: &mut self.pending,
+                now_ns,
+            };
+            f(&mut ctx)
         };
-        f(&mut ctx)
+        // A failure here (the sensor went away) shows in the next call that talks to it.
+        let _ = self.apply_pending();
+        r
+    }
+
+    /// Does what callbacks asked for through their context: registrations (and the
+    /// subscription they change), timers, messages to the sensor.
+    fn apply_pending(&mut self) -> Result<()> {
+        let now = self.timer_now();
+        for (id, after, cb) in self.pending.timers.drain(..) {
+            self.timers.set(now, after, id, cb);
+        }
+        let regs = std::mem::take(&mut self.pending.regs);
+        let changed = !regs.is_empty() || std::mem::take(&mut self.pending.resubscribe);
+        for r in regs {
+            match r {
+                PendingReg::Add {
+                    sock,
+                    flow,
+                    filter,
+                    cb,
+                } => {
+                    if let Some(list) = self.callbacks.get_mut(sock.0 as usize) {
+                        list.push(Registration { filter, flow, cb });
+                    }
+                }
+                PendingReg::Remove {
+                    sock,
+                    flow,
+                    events,
+                    hook,
+                } => {
+                    if let Some(list) = self.callbacks.get_mut(sock.0 as usize) {
+                        for r in list
+                            .iter_mut()
+                            .filter(|r| r.flow == flow && r.filter.hook == Some(hook))
+                        {
+                            r.filter.events.0 &= !events.0;
+                        }
+                        list.retain(|r| r.filter.events.0 != 0);
+                    }
+                }
+            }
+        }
+        for m in std::mem::take(&mut self.pending.msgs) {
+            if !self.hung_up {
+                self.control.send(&m)?;
+            }
+        }
+        if changed {
+            self.resubscribe()?;
+        }
+        Ok(())
+    }
+
+    /// Runs the timers due by the timer clock.
+    fn fire_timers(&mut self) -> Result<()> {
+        let now = self.timer_now();
+        while let Some((id, mut cb)) = self.timers.pop_due(now) {
+            let mut stop = false;
+            {
+                let mut ctx = Ctx {
+                    regions: &self.regions,
+                    sockets: &mut self.sockets,
+                    counters: &mut self.counters,
+                    current: None,
+                    event: None,
+                    stop: &mut stop,
+                    packets: self.packets,
+                    pending: &mut self.pending,
+                    now_ns: now,
+                };
+                cb(&mut ctx, id);
+            }
+            if stop {
+                self.stop.store(true, Ordering::Relaxed);
+            }
+            self.apply_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Sleeps until a worker publishes events for this analyzer or `timeout` passes, for an
+    /// analyzer with its own loop: wait here, then call [`Mos::poll`]. Returns whether events
+    /// are waiting. The wait is on the analyzer page's `waiting` word (a futex), which workers
+    /// wake when they push events while it is set.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let page = self.regions.page();
+        let pending = || {
+            (0..self.regions.nworkers).any(|w| {
+                self.regions.event_ring(w).is_ok_and(|(hdr, slots)| {
+                    Consumer::new(hdr, slots, &page.consumer[w]).is_some_and(|c| c.pending() > 0)
+                })
+            })
+        };
+        if pending() {
+            return true;
+        }
+        page.waiting.store(1, Ordering::SeqCst);
+        if !pending() {
+            shm_layout::wake::sleep_while_waiting(&page.waiting, timeout);
+        }
+        page.waiting.store(0, Ordering::Relaxed);
+        pending()
+    }
+
+    /// Takes the events waiting now, and the timers due, without waiting for more: for an
+    /// analyzer with its own loop. Returns [`RunEnd::Elapsed`] while the run goes on, or how
+    /// it ended.
+    pub fn poll(&mut self) -> Result<RunEnd> {
+        self.run_until(Some(Instant::now()))
+    }
+
+    /// [`Mos::run`] for at most `d`: returns [`RunEnd::Elapsed`] when the time is up first.
+    pub fn run_for(&mut self, d: Duration) -> Result<RunEnd> {
+        self.run_until(Some(Instant::now() + d))
     }
 
     /// The library's counters, with the events the sensor dropped for this analyzer as of now.
@@ -568,23 +976,17 @@ impl Mos {
     /// stay readable and are still taken for 300 ms, unless it said `Done` first (then all of
     /// them are), and the error says how many were left.
     pub fn run(&mut self) -> Result<RunEnd> {
+        self.run_until(None)
+    }
+
+    fn run_until(&mut self, deadline: Option<Instant>) -> Result<RunEnd> {
         if !self.ready_sent {
             self.control.send(&ClientMsg::Ready)?;
             self.ready_sent = true;
         }
-        let Mos {
-            control,
-            regions,
-            packets,
-            sockets,
-            callbacks,
-            done,
-            hung_up,
-            counters,
-            stop,
-            ..
-        } = self;
-        let regions: &Regions = regions;
+        // The rings are read through a handle of the regions' own, so that callbacks can be
+        // dispatched (and what they ask for done) through `self` meanwhile.
+        let regions = self.regions.clone();
         let page = regions.page();
         let mut consumers = Vec::with_capacity(regions.nworkers);
         for w in 0..regions.nworkers {
@@ -608,6 +1010,7 @@ impl Mos {
         };
         let mut since_look = 0u32;
         let mut drain_over = false;
+        let mut passes = 0u64;
         // Passes since the heartbeat was last stamped: the clock is read once per
         // `HEARTBEAT_PASSES` busy passes and before every pause, not on every pass.
         let mut unstamped = 0u32;
@@ -616,8 +1019,15 @@ impl Mos {
                 page.heartbeat_ns.store(monotonic_ns(), Ordering::Relaxed);
             }
             unstamped = (unstamped + 1) % HEARTBEAT_PASSES;
-            if stop.swap(false, Ordering::Relaxed) || stop_now {
+            if self.stop.swap(false, Ordering::Relaxed) || stop_now {
                 return Ok(RunEnd::Stopped);
+            }
+            if passes > 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(RunEnd::Elapsed);
+            }
+            passes += 1;
+            if self.timers.len() > 0 {
+                self.fire_timers()?;
             }
             let mut did = 0u32;
             for (w, cons) in consumers.iter_mut().enumerate() {
@@ -629,20 +1039,16 @@ impl Mos {
                 while n < BATCH {
                     let Some(rec) = cons.peek() else { break };
                     n += 1;
-                    counters.events += 1;
+                    self.counters.events += 1;
                     match Event::decode(&rec, w as u16) {
                         Some(ev) => {
-                            dispatch(
-                                regions,
-                                sockets,
-                                callbacks,
-                                counters,
-                                &mut stop_now,
-                                *packets,
-                                &ev,
-                            );
+                            self.capture_ns = self.capture_ns.max(ev.ts_ns);
+                            self.dispatch(&ev, &mut stop_now);
+                            if self.pending.has_work() {
+                                self.apply_pending()?;
+                            }
                         }
-                        None => counters.events_malformed += 1,
+                        None => self.counters.events_malformed += 1,
                     }
                     cons.advance_deferred();
                     if stop_now {
@@ -651,7 +1057,7 @@ impl Mos {
                     since_look += 1;
                     if since_look >= LOOK_EVERY_EVENTS {
                         since_look = 0;
-                        if lookout.drain_over(control, &regions.sensor, done) {
+                        if lookout.drain_over(&self.control, &regions.sensor, &mut self.done) {
                             drain_over = true;
                             break;
                         }
@@ -665,7 +1071,7 @@ impl Mos {
                 }
             }
             if drain_over {
-                *hung_up = true;
+                self.hung_up = true;
                 let unread = consumers.iter().map(Consumer::pending).sum();
                 return Err(gone_leaving(unread));
             }
@@ -677,18 +1083,18 @@ impl Mos {
             // Nothing was waiting: is the run over, or did the sensor go away? The control
             // socket costs a system call, so a short idle spell looks at it only now and then
             // (the header's state and each ring's detach word are read on every pass).
-            counters.events_dropped = consumers.iter().map(Consumer::dropped).sum();
+            self.counters.events_dropped = consumers.iter().map(Consumer::dropped).sum();
             idle = idle.saturating_add(1);
-            if !*hung_up && (idle >= SPIN_PASSES || idle.is_multiple_of(CONTROL_EVERY)) {
+            if !self.hung_up && (idle >= SPIN_PASSES || idle.is_multiple_of(CONTROL_EVERY)) {
                 loop {
-                    match control.try_recv()? {
+                    match self.control.try_recv()? {
                         Polled::Empty => break,
                         Polled::Closed => {
-                            *hung_up = true;
+                            self.hung_up = true;
                             regions.sensor.set_gone();
                             break;
                         }
-                        Polled::Msg(SensorMsg::Done, _) => *done = true,
+                        Polled::Msg(SensorMsg::Done, _) => self.done = true,
                         Polled::Msg(SensorMsg::Detached { reason }, _) => {
                             return Err(Error::new(
                                 Errno::ENOTCONN,
@@ -705,7 +1111,7 @@ impl Mos {
                     }
                 }
             }
-            let finished = *done || header.state.load(Ordering::Acquire) == sensor_state::DONE;
+            let finished = self.done || header.state.load(Ordering::Acquire) == sensor_state::DONE;
             if finished {
                 // The state is set after the last event is published: one more look at the
                 // rings decides.
@@ -714,14 +1120,17 @@ impl Mos {
                 }
                 continue;
             }
-            if *hung_up {
+            if self.hung_up {
                 return Err(gone());
             }
             if (idle >= SPIN_PASSES || idle.is_multiple_of(CONTROL_EVERY))
                 && last_sweep.elapsed() >= SWEEP_EVERY
             {
-                sweep(regions, sockets);
+                self.sweep();
                 last_sweep = Instant::now();
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(RunEnd::Elapsed);
             }
             if idle < SPIN_PASSES {
                 std::hint::spin_loop();
@@ -731,77 +1140,204 @@ impl Mos {
             } else {
                 unstamped = 0;
                 page.heartbeat_ns.store(monotonic_ns(), Ordering::Relaxed);
+                // No longer than until the next wall-clock timer or the deadline.
+                let mut nap = sleep;
+                if let (TimerClock::Wall, Some(due)) = (self.timer_clock, self.timers.next_due()) {
+                    nap = nap.min(Duration::from_nanos(due.saturating_sub(monotonic_ns())));
+                }
+                if let Some(d) = deadline {
+                    nap = nap.min(d.saturating_duration_since(Instant::now()));
+                }
                 // Asleep on the page's `waiting` word: a worker that pushes events wakes it.
                 // The rings are looked at once more after the flag is up, so that events
                 // pushed just before are not left waiting for the timeout.
                 page.waiting.store(1, Ordering::SeqCst);
                 if consumers.iter().all(|c| c.pending() == 0) {
-                    shm_layout::wake::sleep_while_waiting(&page.waiting, sleep);
+                    shm_layout::wake::sleep_while_waiting(&page.waiting, nap);
                 }
                 page.waiting.store(0, Ordering::Relaxed);
                 sleep = (sleep * 2).min(MAX_SLEEP);
             }
         }
     }
-}
 
-/// Calls the callbacks that want `ev`, socket by socket in creation order.
-fn dispatch(
-    regions: &Regions,
-    sockets: &mut [Option<PeekState>],
-    callbacks: &mut [Vec<Registration>],
-    counters: &mut Counters,
-    stop: &mut bool,
-    packets: bool,
-    ev: &Event,
-) {
-    for (si, regs) in callbacks.iter_mut().enumerate() {
-        if !regs.iter().any(|r| r.filter.matches(ev)) {
-            continue;
-        }
-        if let (Some(flow), Some(Some(state))) = (ev.flow, sockets.get_mut(si)) {
-            // The analyzer first sees the flow now: its readers start at the oldest bytes
-            // still held (a stale handle gets no pointers; its peeks fail with EBADF).
-            if let std::collections::hash_map::Entry::Vacant(e) = state.ptrs.entry(flow) {
-                if let Ok(p) = initial_pointers(regions, flow) {
-                    e.insert(p);
+    /// Calls the callbacks that want `ev`, socket by socket in creation order: each socket
+    /// the sensor addressed the event to ([`EventRecord::socks`](shm_layout::layout::EventRecord::socks))
+    /// that did not stop monitoring its flow and side, with the user-defined events built on
+    /// it.
+    fn dispatch(&mut self, ev: &Event, stop: &mut bool) {
+        let now_ns = match self.timer_clock {
+            TimerClock::Wall => 0,
+            TimerClock::Capture => self.capture_ns,
+        };
+        let mut d = Dispatch {
+            regions: &self.regions,
+            sockets: &mut self.sockets,
+            callbacks: &mut self.callbacks,
+            user_events: &mut self.user_events,
+            needs: &self.needs,
+            counters: &mut self.counters,
+            pending: &mut self.pending,
+            stop,
+            packets: self.packets,
+            now_ns,
+        };
+        let socks = ev.record.socks;
+        for si in 0..d.callbacks.len() {
+            if si < 32 && socks & (1 << si) == 0 {
+                continue;
+            }
+            if d.needs[si] & ev.id.0 == 0 {
+                continue;
+            }
+            let Some(Some(state)) = d.sockets.get_mut(si) else {
+                continue;
+            };
+            if let Some(flow) = ev.flow {
+                if state.is_stopped(flow, ev.side) {
+                    continue;
+                }
+                // The socket first sees the flow now: its readers start at the oldest bytes
+                // still held (a stale handle gets no pointers; its peeks fail with EBADF).
+                if let std::collections::hash_map::Entry::Vacant(e) = state.ptrs.entry(flow) {
+                    if let Ok(p) = initial_pointers(d.regions, flow) {
+                        e.insert(p);
+                    }
                 }
             }
+            d.pending.raises = 0;
+            d.fire(si, ev, ev.id, 0);
         }
-        for r in regs.iter_mut().filter(|r| r.filter.matches(ev)) {
-            let mut ctx = Ctx {
-                regions,
-                sockets: &mut *sockets,
-                counters: &mut *counters,
-                current: ev.flow.map(|f| (f, ev.record)),
-                stop: &mut *stop,
-                packets,
+        // CONN_END comes for both sides, the client's first: after the last one the flow's
+        // read pointers, user contexts and per-flow registrations go.
+        if let (EventKind::ConnEnd { .. }, Some(flow)) = (ev.kind, ev.flow) {
+            if ev.side != Some(Side::Cli) {
+                self.forget(flow);
+            }
+        }
+    }
+
+    fn forget(&mut self, flow: FlowId) {
+        for s in self.sockets.iter_mut().flatten() {
+            s.forget(flow);
+        }
+        let mut dropped = false;
+        for regs in &mut self.callbacks {
+            let n = regs.len();
+            regs.retain(|r| r.flow != Some(flow));
+            dropped |= regs.len() != n;
+        }
+        if dropped {
+            // The events they wanted may be wanted no more.
+            self.pending.resubscribe = true;
+        }
+    }
+
+    /// Drops what is kept for flows whose slot moved on (a `CONN_END` the analyzer never got).
+    fn sweep(&mut self) {
+        let regions = &self.regions;
+        let gone = |flow: &FlowId| matches!(load_flow(regions, *flow, None), Err(e) if e.errno() == Errno::EBADF);
+        let mut flows: Vec<FlowId> = Vec::new();
+        for s in self.sockets.iter().flatten() {
+            flows.extend(s.ptrs.keys().chain(s.uctx.keys()).chain(s.stopped.keys()));
+        }
+        for regs in &self.callbacks {
+            flows.extend(regs.iter().filter_map(|r| r.flow));
+        }
+        flows.sort_unstable();
+        flows.dedup();
+        flows.retain(|f| gone(f));
+        for f in flows {
+            self.forget(f);
+        }
+    }
+}
+
+/// The parts of a [`Mos`] one event's dispatch uses.
+struct Dispatch<'a> {
+    regions: &'a Regions,
+    sockets: &'a mut [Option<PeekState>],
+    callbacks: &'a mut [Vec<Registration>],
+    user_events: &'a mut UserEvents,
+    needs: &'a [u64],
+    counters: &'a mut Counters,
+    pending: &'a mut Pending,
+    stop: &'a mut bool,
+    packets: bool,
+    now_ns: u64,
+}
+
+/// How deep chains of user-defined events (and raises) go: each link is a distinct event, so
+/// 64 bits bound any chain that does not raise in a loop.
+const MAX_CHAIN: u32 = 64;
+
+impl Dispatch<'_> {
+    fn ctx(&mut self, ev: &Event) -> Ctx<'_> {
+        Ctx {
+            regions: self.regions,
+            sockets: &mut *self.sockets,
+            counters: &mut *self.counters,
+            current: ev.flow.map(|f| (f, ev.record)),
+            event: Some(ev.record),
+            stop: &mut *self.stop,
+            packets: self.packets,
+            pending: &mut *self.pending,
+            now_ns: self.now_ns,
+        }
+    }
+
+    /// Fires event `id` (built-in or user-defined) with `base`'s data on socket `si`: its
+    /// callbacks, then the events defined on it whose filter says yes, then the events raised
+    /// meanwhile.
+    fn fire(&mut self, si: usize, base: &Event, id: EventMask, depth: u32) {
+        if depth > MAX_CHAIN || self.needs[si] & id.0 == 0 {
+            return;
+        }
+        let mut ev = *base;
+        ev.id = id;
+        let n = self.callbacks[si].len();
+        for k in 0..n {
+            let r = &self.callbacks[si][k];
+            if !r.filter.matches(&ev) || r.flow.is_some_and(|f| Some(f) != ev.flow) {
+                continue;
+            }
+            // The callback is taken out while it runs, so the context can borrow the rest.
+            let mut cb = std::mem::replace(&mut self.callbacks[si][k].cb, Box::new(|_, _| {}));
+            cb(&mut self.ctx(&ev), &ev);
+            self.callbacks[si][k].cb = cb;
+            self.counters.callbacks += 1;
+            if *self.stop {
+                return;
+            }
+        }
+        self.fire_raised(si, base, depth);
+        for u in 0..self.user_events.list.len() {
+            let (uid, ubase) = (self.user_events.list[u].id, self.user_events.list[u].base);
+            if ubase != id || self.needs[si] & uid.0 == 0 {
+                continue;
+            }
+            let Some(mut filter) = self.user_events.list[u].filter.take() else {
+                continue;
             };
-            (r.cb)(&mut ctx, ev);
-            counters.callbacks += 1;
+            let yes = filter(&mut self.ctx(&ev), &ev);
+            self.user_events.list[u].filter = Some(filter);
+            self.fire_raised(si, base, depth);
+            if yes {
+                self.fire(si, base, uid, depth + 1);
+            }
+            if *self.stop {
+                return;
+            }
         }
     }
-    // CONN_END comes for both sides, the client's first: after the last one the flow's read
-    // pointers go.
-    if let (EventKind::ConnEnd { .. }, Some(flow)) = (ev.kind, ev.flow) {
-        if ev.side != Some(Side::Cli) {
-            forget(sockets, flow);
+
+    fn fire_raised(&mut self, si: usize, base: &Event, depth: u32) {
+        if self.pending.raised.is_empty() {
+            return;
         }
-    }
-}
-
-fn forget(sockets: &mut [Option<PeekState>], flow: FlowId) {
-    for s in sockets.iter_mut().flatten() {
-        s.ptrs.remove(&flow);
-    }
-}
-
-/// Drops read pointers of flows whose slot moved on (a `CONN_END` the analyzer never got).
-fn sweep(regions: &Regions, sockets: &mut [Option<PeekState>]) {
-    for s in sockets.iter_mut().flatten() {
-        s.ptrs.retain(|flow, _| {
-            !matches!(load_flow(regions, *flow, None), Err(e) if e.errno() == Errno::EBADF)
-        });
+        for r in std::mem::take(&mut self.pending.raised) {
+            self.fire(si, base, r, depth + 1);
+        }
     }
 }
 

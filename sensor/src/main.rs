@@ -992,8 +992,16 @@ fn run(args: Args, reloader: Arc<std::sync::Mutex<Reloader>>) -> Result<ExitCode
             loopback_outgoing: loopback.then(|| loopback_outgoing.clone()),
             ..control::SensorInfo::default()
         };
-        let (region, trackers, sinks, server) =
-            publish(&args, cfg, base_events, stop.clone(), about, &reloader)?;
+        let input_info = input_info(&input, &cfg);
+        let (region, trackers, sinks, server) = publish(
+            &args,
+            cfg,
+            base_events,
+            stop.clone(),
+            about,
+            input_info,
+            &reloader,
+        )?;
         (trackers, Some((region, sinks, server)))
     };
     for (w, t) in trackers.iter_mut().enumerate() {
@@ -1479,6 +1487,26 @@ impl EventSink for WorkerSink {
         }
     }
 
+    fn handle_frame(
+        &mut self,
+        tracker: &Tracker,
+        events: &[Event],
+        pkt: &RawPacket<'_>,
+    ) -> Result<()> {
+        match (&mut self.dump, &mut self.publish) {
+            (None, None) => self.count.handle(tracker, events),
+            (d, p) => {
+                if let Some(d) = d {
+                    d.handle(tracker, events)?;
+                }
+                if let Some(p) = p {
+                    p.handle_frame(tracker, events, pkt)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     fn idle(&mut self, tracker: &mut Tracker) {
         if let Some(p) = &mut self.publish {
             p.idle(tracker);
@@ -1603,6 +1631,31 @@ fn describe_input(args: &Args, input: &Input) -> String {
     }
 }
 
+/// What the header tells analyzers of the input: the link types its frames may have (filters
+/// are compiled for each), with `LINKTYPE_RAW` for datagrams reassembled from fragments.
+fn input_info(input: &Input, cfg: &TrackerConfig) -> shm_layout::layout::InputInfo {
+    let mut links = match input {
+        Input::File(f) => f.link_types(),
+        Input::Iface { link, .. } => vec![*link],
+        #[cfg(feature = "dpdk")]
+        Input::Dpdk(_) => vec![LinkType::Ethernet],
+    };
+    links.push(LinkType::Raw);
+    let mut info = shm_layout::layout::InputInfo {
+        history: cfg.history,
+        ..Default::default()
+    };
+    let mut n = 0;
+    for l in links {
+        let code = l.code();
+        if n < info.linktypes.len() && !info.linktypes[..n].contains(&code) {
+            info.linktypes[n] = code;
+            n += 1;
+        }
+    }
+    info
+}
+
 /// The sizes the shared memory is made with.
 fn config_info(args: &Args, cfg: &TrackerConfig) -> ConfigInfo {
     ConfigInfo {
@@ -1628,6 +1681,7 @@ fn publish(
     base_events: EventMask,
     stop: Arc<AtomicBool>,
     about: control::SensorInfo,
+    input_info: shm_layout::layout::InputInfo,
     reloader: &std::sync::Mutex<Reloader>,
 ) -> Result<(
     mos_sensor::publish::MainRegion,
@@ -1665,7 +1719,15 @@ fn publish(
             log_info!("{line}");
         }
     };
-    let (region, parts) = create_main(&info, nw, epoch, args.hugepages, lossless, &mut log)?;
+    let (region, parts) = create_main(
+        &info,
+        &input_info,
+        nw,
+        epoch,
+        args.hugepages,
+        lossless,
+        &mut log,
+    )?;
     let mut trackers = Vec::with_capacity(nw);
     let mut to_workers = Vec::with_capacity(nw);
     let mut worker_rxs = Vec::with_capacity(nw);
@@ -1707,6 +1769,7 @@ fn publish(
         to_workers,
         control_rx,
     )?;
+    let info_slots = info.slots_per_worker as usize;
     let mut fanouts: Vec<Fanout> = worker_rxs
         .into_iter()
         .enumerate()
@@ -1717,6 +1780,7 @@ fn publish(
                     lossless,
                     stall_timeout_ns: stall_timeout_ns.clone(),
                     stop: Some(stop.clone()),
+                    slots: info_slots,
                 },
                 rx,
                 to_control.clone(),

@@ -45,6 +45,17 @@ pub trait EventSink {
     /// Handles the events one packet (or one clock tick) raised, in order. The tracker still
     /// holds every flow and byte these events refer to.
     fn handle(&mut self, tracker: &Tracker, events: &[Event]) -> Result<()>;
+
+    /// [`EventSink::handle`] for the events a frame raised, with the frame (a publisher runs
+    /// analyzers' filters on it).
+    fn handle_frame(
+        &mut self,
+        tracker: &Tracker,
+        events: &[Event],
+        _pkt: &RawPacket<'_>,
+    ) -> Result<()> {
+        self.handle(tracker, events)
+    }
 }
 
 /// A sink that only counts events (`mos-sensor` without `--dump`, benchmarks).
@@ -81,6 +92,16 @@ impl<A: EventSink, B: EventSink> EventSink for Both<A, B> {
         self.1.handle(tracker, events)
     }
 
+    fn handle_frame(
+        &mut self,
+        tracker: &Tracker,
+        events: &[Event],
+        pkt: &RawPacket<'_>,
+    ) -> Result<()> {
+        self.0.handle_frame(tracker, events, pkt)?;
+        self.1.handle_frame(tracker, events, pkt)
+    }
+
     fn end(&mut self, tracker: &mut Tracker) -> Result<()> {
         self.0.end(tracker)?;
         self.1.end(tracker)
@@ -104,6 +125,15 @@ impl<T: EventSink + ?Sized> EventSink for &mut T {
 
     fn handle(&mut self, tracker: &Tracker, events: &[Event]) -> Result<()> {
         (**self).handle(tracker, events)
+    }
+
+    fn handle_frame(
+        &mut self,
+        tracker: &Tracker,
+        events: &[Event],
+        pkt: &RawPacket<'_>,
+    ) -> Result<()> {
+        (**self).handle_frame(tracker, events, pkt)
     }
 
     fn idle(&mut self, tracker: &mut Tracker) {
@@ -314,9 +344,6 @@ pub fn step(
             packet(tracker, sink, stats, events, pos, pkt, parsed, *checksums)?;
         }
     }
-    if !events.is_empty() {
-        sink.handle(tracker, events)?;
-    }
     Ok(())
 }
 
@@ -337,11 +364,7 @@ pub fn step_datagram(
     } = st;
     stats.last_ts_ns = stats.last_ts_ns.max(pkt.ts_ns);
     events.clear();
-    parsed_packet(tracker, sink, stats, events, pos, pkt, *checksums)?;
-    if !events.is_empty() {
-        sink.handle(tracker, events)?;
-    }
-    Ok(())
+    parsed_packet(tracker, sink, stats, events, pos, pkt, *checksums)
 }
 
 /// Parses `pkt` (a frame or a reassembled datagram) and takes it through the tracker.
@@ -421,6 +444,10 @@ fn packet(
         Err(ParseError::Truncated(_)) => stats.truncated += 1,
         Err(ParseError::Malformed(_)) => stats.malformed += 1,
         Err(ParseError::UnsupportedLink) => stats.unsupported_link += 1,
+    }
+    if !events.is_empty() {
+        sink.handle_frame(tracker, events, pkt)?;
+        events.clear();
     }
     Ok(())
 }

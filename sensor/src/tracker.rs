@@ -374,6 +374,17 @@ impl Tracker {
         if self.lossless {
             self.pool.passed = self.passed;
         }
+        self.pool.flow_passed = None;
+    }
+
+    /// Lossless mode: the analyzers that get the connection in `slot` have passed every event
+    /// of publication sequence `<= pseq` (the others never had its events): that connection's
+    /// own bytes may go up to there, for the next call only. `None` (or a value below
+    /// [`Tracker::set_passed`]'s) changes nothing.
+    pub fn set_flow_passed(&mut self, flow: Option<(u32, u64)>) {
+        self.pool.flow_passed = flow
+            .filter(|_| self.lossless)
+            .map(|(slot, p)| (slot, p.min(self.pseq).max(self.pool.passed)));
     }
 
     /// Changes which events are built (analyzers subscribe and unsubscribe as it runs).
@@ -436,15 +447,23 @@ impl Tracker {
     /// past them, or evict the gap record that tells them from skipped bytes) that earlier
     /// events announced. 0 when nothing is at stake.
     pub fn discard_needs(&self, seg: &TcpSegment<'_>) -> u64 {
+        let (global, flow) = self.discard_needs_split(seg);
+        global.max(flow.map_or(0, |f| f.2))
+    }
+
+    /// [`Tracker::discard_needs`] in two parts: what every analyzer must pass (the pool has
+    /// no room: other flows' history is taken back), and what only the analyzers that get
+    /// `seg`'s own flow must pass (its own bytes), with the flow's slot and generation.
+    pub fn discard_needs_split(&self, seg: &TcpSegment<'_>) -> (u64, Option<(u32, u32, u64)>) {
         if self.publisher.is_none() {
-            return 0;
+            return (0, None);
         }
         // The pool has no room for the payload: the history analyzers have not passed can be
         // taken back once they have, so wait for them to pass every call so far.
         if seg.payload_len > 0 {
             let need = seg.payload.len() / self.pool.chunk_size() + 2;
             if !self.pool.can_take(need) || self.pool.in_use() == self.pool.capacity() {
-                return self.pseq;
+                return (self.pseq, None);
             }
         }
         let (key, src_is_lo) = FlowKey::of_packet(
@@ -455,10 +474,10 @@ impl Tracker {
             &self.cfg.hash_keys,
         );
         let Some(slot) = self.table.lookup(&key) else {
-            return 0;
+            return (0, None);
         };
         let Some(c) = self.table.get(slot) else {
-            return 0;
+            return (0, None);
         };
         let (r, cs) = (self.pool.span(), self.pool.chunk_size() as u64);
         let snd = c.side_of_lo_sender(src_is_lo);
@@ -515,7 +534,7 @@ impl Tracker {
                 }
             }
         }
-        need
+        (0, Some((slot, self.table.generation(slot), need)))
     }
 
     /// The settings.

@@ -66,9 +66,16 @@ fn config(chunks: u64, slots: u64, pktlog_entries: u64) -> ConfigInfo {
 /// sensor, here the test process).
 fn main_region(cfg: &ConfigInfo) -> (MainRegion, WorkerParts) {
     let mut lines = Vec::new();
-    let (region, mut parts) =
-        create_main(cfg, 1, EPOCH, HugePages::Off, false, &mut |l| lines.push(l))
-            .expect("main region");
+    let (region, mut parts) = create_main(
+        cfg,
+        &Default::default(),
+        1,
+        EPOCH,
+        HugePages::Off,
+        false,
+        &mut |l| lines.push(l),
+    )
+    .expect("main region");
     assert_eq!(
         lines.len(),
         1,
@@ -1093,6 +1100,7 @@ fn rig(lossless: bool, stall: Duration, pktlog_entries: u64) -> Rig {
                 stall.as_nanos() as u64,
             )),
             stop: None,
+            slots: cfg.slots_per_worker as usize,
         },
         rx,
         tx,
@@ -1259,6 +1267,7 @@ fn events_reach_only_the_analyzers_that_subscribed_to_them() {
             event(EventKind::ConnNewData, 5, Some(Side::Svr), Hook::Null),
         ],
         NO_PKT,
+        None,
     );
     let a = drain(&mut ca);
     assert_eq!(a.len(), 2, "{a:?}");
@@ -1306,6 +1315,7 @@ fn events_reach_only_the_analyzers_that_subscribed_to_them() {
             event(end, 6, Some(Side::Svr), Hook::Null),
         ],
         NO_PKT,
+        None,
     );
     let a = drain(&mut ca);
     assert_eq!(a.len(), 2);
@@ -1327,6 +1337,7 @@ fn events_reach_only_the_analyzers_that_subscribed_to_them() {
             event(EventKind::ConnNewData, 7, Some(Side::Svr), Hook::Null),
         ],
         NO_PKT,
+        None,
     );
     assert_eq!(pseqs(&drain(&mut ca)), [7]);
     assert_eq!(ca.consumed(), 5);
@@ -1340,9 +1351,9 @@ fn passed_is_max_when_drained_else_before_the_first_unconsumed_record() {
     let r = rig.attach(1, 64, sub(EventMask::PKT_IN));
     let (mut c, _) = consumer(&r);
     assert_eq!(rig.fo.passed(), u64::MAX, "nothing pending");
-    rig.fo.publish(&[pkt_in(5)], NO_PKT);
-    rig.fo.publish(&[pkt_in(6), pkt_in(6)], NO_PKT);
-    rig.fo.publish(&[pkt_in(7)], NO_PKT);
+    rig.fo.publish(&[pkt_in(5)], NO_PKT, None);
+    rig.fo.publish(&[pkt_in(6), pkt_in(6)], NO_PKT, None);
+    rig.fo.publish(&[pkt_in(7)], NO_PKT, None);
     assert_eq!(rig.fo.passed(), 4);
     let steps = [(1, 5), (1, 5), (1, 6), (1, u64::MAX)];
     for (n, want) in steps {
@@ -1354,7 +1365,7 @@ fn passed_is_max_when_drained_else_before_the_first_unconsumed_record() {
     }
     // An analyzer that writes garbage into its page only fools itself: clamped, no panic.
     let page: &AnalyzerPage = r.page.get(0).unwrap();
-    rig.fo.publish(&[pkt_in(8)], NO_PKT);
+    rig.fo.publish(&[pkt_in(8)], NO_PKT, None);
     page.consumer[0].index.store(1 << 40, Ordering::Release);
     assert_eq!(rig.fo.passed(), u64::MAX);
     // Nor can it take back what it claimed: an index moves only forward.
@@ -1369,7 +1380,7 @@ fn lossy_full_ring_drops_and_counts() {
     let (mut c, hdr) = consumer(&r);
     let evs: Vec<Event> = (1..=10).map(pkt_in).collect();
     let t = Instant::now();
-    rig.fo.publish(&evs, NO_PKT);
+    rig.fo.publish(&evs, NO_PKT, None);
     assert!(t.elapsed() < STALL, "lossy mode never waits");
     assert_eq!(hdr.dropped.load(Ordering::Relaxed), 6);
     assert_eq!(c.dropped(), 6);
@@ -1377,7 +1388,7 @@ fn lossy_full_ring_drops_and_counts() {
     assert_eq!(rig.counter(counter::EVENTS), 4);
     assert_eq!(pseqs(&drain(&mut c)), [1, 2, 3, 4]);
     // Room again: delivered.
-    rig.fo.publish(&[pkt_in(11)], NO_PKT);
+    rig.fo.publish(&[pkt_in(11)], NO_PKT, None);
     assert_eq!(pseqs(&drain(&mut c)), [11]);
     assert_eq!(
         hdr.detached.load(Ordering::Relaxed),
@@ -1428,7 +1439,7 @@ fn lossless_full_ring_with_a_slow_consumer_loses_nothing() {
     let t = slow_consumer(&r, 200, Duration::from_micros(300), |_| true);
     for p in 1..=50u64 {
         rig.fo
-            .publish(&[pkt_in(p), pkt_in(p), pkt_in(p), pkt_in(p)], NO_PKT);
+            .publish(&[pkt_in(p), pkt_in(p), pkt_in(p), pkt_in(p)], NO_PKT, None);
     }
     let got = t.join().unwrap();
     let want: Vec<u64> = (1..=50u64).flat_map(|p| [p; 4]).collect();
@@ -1448,7 +1459,7 @@ fn a_consumer_that_never_advances_is_detached_after_the_stall_timeout() {
     let (mut c, hdr) = consumer(&r);
     let t = Instant::now();
     rig.fo
-        .publish(&(1..=5).map(pkt_in).collect::<Vec<_>>(), NO_PKT);
+        .publish(&(1..=5).map(pkt_in).collect::<Vec<_>>(), NO_PKT, None);
     let took = t.elapsed();
     assert!(took >= STALL, "detached after {took:?}");
     assert!(took < Duration::from_secs(5), "took {took:?}");
@@ -1473,7 +1484,7 @@ fn waiting_for_a_consumer_that_never_advances_detaches_it() {
     let mut rig = rig(true, STALL, 64);
     let r = rig.attach(1, 16, sub(EventMask::PKT_IN));
     let (_, hdr) = consumer(&r);
-    rig.fo.publish(&[pkt_in(9)], NO_PKT);
+    rig.fo.publish(&[pkt_in(9)], NO_PKT, None);
     let t = Instant::now();
     assert_eq!(rig.fo.wait_passed(9), u64::MAX);
     assert!(t.elapsed() >= STALL);
@@ -1503,7 +1514,7 @@ fn an_idle_consumer_is_not_detached_when_events_arrive() {
         }
     });
     rig.fo
-        .publish(&(1..=6).map(pkt_in).collect::<Vec<_>>(), NO_PKT);
+        .publish(&(1..=6).map(pkt_in).collect::<Vec<_>>(), NO_PKT, None);
     assert_eq!(t.join().unwrap(), [1, 2, 3, 4, 5, 6]);
     let (_, hdr) = consumer(&r);
     assert_eq!(
@@ -1522,7 +1533,7 @@ fn an_idle_consumer_is_not_detached_when_events_arrive() {
             false
         }
     });
-    rig.fo.publish(&[pkt_in(7)], NO_PKT);
+    rig.fo.publish(&[pkt_in(7)], NO_PKT, None);
     assert_eq!(rig.fo.wait_passed(7), u64::MAX);
     assert_eq!(t.join().unwrap(), [7]);
     assert_eq!(
@@ -1543,7 +1554,7 @@ fn detaching_a_stalled_analyzer_does_not_cut_off_the_next_one() {
     let rb = rig.attach(2, 2, sub(EventMask::PKT_IN));
     let t = slow_consumer(&rb, 8, Duration::from_millis(60), |_| true);
     rig.fo
-        .publish(&(1..=8).map(pkt_in).collect::<Vec<_>>(), NO_PKT);
+        .publish(&(1..=8).map(pkt_in).collect::<Vec<_>>(), NO_PKT, None);
     assert_eq!(t.join().unwrap(), [1, 2, 3, 4, 5, 6, 7, 8], "B lost events");
     let (_, hb) = consumer(&rb);
     assert_eq!(hb.detached.load(Ordering::Acquire), detach_reason::ATTACHED);
@@ -1555,7 +1566,7 @@ fn detaching_a_stalled_analyzer_does_not_cut_off_the_next_one() {
         Ok(ToControl::Detached(1, _))
     ));
     // B goes on receiving.
-    rig.fo.publish(&[pkt_in(9)], NO_PKT);
+    rig.fo.publish(&[pkt_in(9)], NO_PKT, None);
     let (mut cb, _) = consumer(&rb);
     assert_eq!(pseqs(&drain(&mut cb)), [9]);
 }
@@ -1635,7 +1646,7 @@ fn the_packet_log_is_kept_only_while_an_analyzer_reads_packets() {
     // Events name the frame that raised them; events of no frame name none.
     let mut tick = pkt_in(3);
     tick.pkt_pos = u64::MAX;
-    rig.fo.publish(&[pkt_in(3), tick], s1);
+    rig.fo.publish(&[pkt_in(3), tick], s1, None);
     let (mut c, _) = consumer(&r);
     let recs = drain(&mut c);
     assert_eq!((recs[0].pkt_ref, recs[1].pkt_ref), (s1, NO_PKT));
@@ -1661,7 +1672,7 @@ fn lossless_packet_log_waits_before_reusing_an_unpassed_frame() {
     let frame = pattern(60, 3);
     for p in 1..=4u64 {
         let s = rig.fo.log_packet(&raw(&frame, p), None, 0, p);
-        rig.fo.publish(&[pkt_in(p)], s);
+        rig.fo.publish(&[pkt_in(p)], s, None);
     }
     assert_eq!(rig.counter(counter::WAITS), 0);
     let t = slow_consumer(&r, 1, Duration::ZERO, |_| {

@@ -142,6 +142,8 @@ impl EventMask {
     /// `MOS_ON_CONN_END`: the connection ended (FIN handshake, RST, timeout, eviction, end of
     /// input).
     pub const CONN_END: EventMask = EventMask(1 << 10);
+    /// Every built-in event.
+    pub const ALL: EventMask = EventMask(0x7f5);
 
     /// Whether every bit of `other` is set here.
     pub const fn contains(self, other: EventMask) -> bool {

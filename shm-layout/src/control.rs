@@ -11,7 +11,16 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_PATH: &str = "/run/mos/control.sock";
 
 /// The largest message either side sends or accepts, in bytes, but for [`SensorMsg::Status`].
-pub const MAX_MESSAGE: usize = 4096;
+/// A subscription with filters is the largest an analyzer sends (each program instruction
+/// takes 8 bytes).
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// Monitoring sockets one analyzer may give filters to: a socket's id is its bit in
+/// [`crate::layout::EventRecord::socks`].
+pub const MAX_SOCKETS: usize = 32;
+
+/// Instructions one filter program may have (libpcap's and the kernel's `BPF_MAXINSNS`).
+pub const MAX_PROGRAM: usize = 4096;
 
 /// The largest [`SensorMsg::Status`] message, in bytes: a report on 64 analyzers with the
 /// longest names (and a 4 KiB input description) takes 53 KiB. Only a client that asked for a
@@ -25,6 +34,47 @@ pub struct Subscription {
     pub events: u64,
     /// Whether it reads packets (`getlastpkt`): the sensor then keeps the packet log.
     pub packets: bool,
+}
+
+/// A filter compiled for one link type: classic BPF instructions, each libpcap's
+/// `struct bpf_insn` as `code << 48 | jt << 40 | jf << 32 | k`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkProgram {
+    /// The libpcap `LINKTYPE_*` the program was compiled for.
+    pub linktype: u32,
+    /// The instructions.
+    pub insns: Vec<u64>,
+}
+
+/// What kind of monitoring socket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SocketKind {
+    /// `MOS_SOCK_MONITOR_STREAM`: connections and their events.
+    #[default]
+    Stream,
+    /// `MOS_SOCK_MONITOR_RAW`: every packet its raw filter takes, TCP or not, raised as an
+    /// orphan event.
+    Raw,
+}
+
+/// One monitoring socket's part of a subscription (ABI 2.1). A filter of `None` takes
+/// everything; a filter's programs are one per link type of the input ([`crate::layout::InputInfo`]),
+/// and a frame of a link type it has no program for matches nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketSub {
+    /// The socket's id, below [`MAX_SOCKETS`].
+    pub id: u8,
+    /// Stream or raw.
+    pub kind: SocketKind,
+    /// Built-in event bits ([`crate::EventMask`]) its callbacks want.
+    pub events: u64,
+    /// `stream_syn_filter`: a connection is the socket's when its first packet (the SYN, or
+    /// the first packet seen midstream) matches.
+    pub syn: Option<Vec<LinkProgram>>,
+    /// `stream_orphan_filter`: orphan packets it gets.
+    pub orphan: Option<Vec<LinkProgram>>,
+    /// `raw_pkt_filter`: packets a raw socket gets.
+    pub raw: Option<Vec<LinkProgram>>,
 }
 
 /// Analyzer to sensor.
@@ -50,6 +100,30 @@ pub enum ClientMsg {
     /// answered with [`SensorMsg::Status`] (or `Refused`), then the socket is closed. Such a
     /// client is no analyzer: it gets no rings and the sensor never waits for it (ABI 1.3).
     Status,
+    /// Replaces the subscription, socket by socket (ABI 2.1): each event goes to the sockets
+    /// whose events and filters take it ([`crate::layout::EventRecord::socks`]). Answered
+    /// with [`SensorMsg::Subscribed`] or [`SensorMsg::Invalid`].
+    SubscribeSockets {
+        /// Whether the analyzer reads packets (`getlastpkt`; raw sockets need them).
+        packets: bool,
+        /// The open sockets.
+        sockets: Vec<SocketSub>,
+    },
+    /// `MOS_STOP_MON` (ABI 2.1): socket `sock` wants no more events of this flow on `side`
+    /// (both sides: `MOS_SIDE_BOTH`), and the sensor no longer holds the flow's bytes back for
+    /// it. Not answered.
+    StopMon {
+        /// The socket.
+        sock: u8,
+        /// The flow's worker.
+        worker: u16,
+        /// The flow's slot.
+        slot: u32,
+        /// The slot's generation.
+        generation: u32,
+        /// `MOS_SIDE_CLI`, `MOS_SIDE_SVR` or `MOS_SIDE_BOTH`.
+        side: u8,
+    },
 }
 
 /// Sensor to analyzer.
@@ -90,6 +164,12 @@ pub enum SensorMsg {
     Done,
     /// The answer to [`ClientMsg::Status`] (ABI 1.3); at most [`MAX_STATUS_MESSAGE`] bytes.
     Status(Box<StatusReport>),
+    /// The answer to a [`ClientMsg::SubscribeSockets`] the sensor refused (a filter program it
+    /// cannot run, too many sockets); the previous subscription stays (ABI 2.1).
+    Invalid {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Encodes a message for the socket.
@@ -226,7 +306,6 @@ mod tests {
         };
         let msg = SensorMsg::Status(Box::new(report));
         let bytes = encode(&msg);
-        assert!(bytes.len() > MAX_MESSAGE);
         assert!(
             bytes.len() <= MAX_STATUS_MESSAGE / 2,
             "{} bytes: raise MAX_STATUS_MESSAGE",
@@ -236,12 +315,42 @@ mod tests {
             decode_limited::<SensorMsg>(&bytes, MAX_STATUS_MESSAGE).unwrap(),
             msg
         );
-        // An ordinary reader refuses it rather than reading past its limit.
-        assert!(decode::<SensorMsg>(&bytes).is_err());
+        // A reader refuses it rather than reading past its limit.
+        assert!(decode_limited::<SensorMsg>(&bytes, bytes.len() - 1).is_err());
         assert_eq!(
             decode::<ClientMsg>(&encode(&ClientMsg::Status)).unwrap(),
             ClientMsg::Status
         );
+    }
+
+    #[test]
+    fn a_subscription_of_32_sockets_with_filters_fits() {
+        // 32 sockets, each a SYN filter of 60 instructions for 3 link types: what a large
+        // analyzer sends.
+        let progs = || {
+            Some(
+                (0..3)
+                    .map(|l| LinkProgram {
+                        linktype: l,
+                        insns: vec![u64::MAX; 60],
+                    })
+                    .collect(),
+            )
+        };
+        let msg = ClientMsg::SubscribeSockets {
+            packets: true,
+            sockets: (0..MAX_SOCKETS as u8)
+                .map(|id| SocketSub {
+                    id,
+                    events: u64::MAX,
+                    syn: progs(),
+                    ..SocketSub::default()
+                })
+                .collect(),
+        };
+        let bytes = encode(&msg);
+        assert!(bytes.len() <= MAX_MESSAGE, "{} bytes", bytes.len());
+        assert_eq!(decode::<ClientMsg>(&bytes).unwrap(), msg);
     }
 
     #[test]

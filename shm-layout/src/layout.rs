@@ -28,7 +28,10 @@ pub const ABI_MAJOR: u16 = 2;
 /// each side's fixed ring by a chain of chunks ([`ConfigInfo::chunk_size`],
 /// [`WorkerInfo::chunk_map_off`]); it keeps everything minor 3 of major 1 had (tunnel records,
 /// the target-based overlap policies, the fragment counters, the control socket's `Status`).
-pub const ABI_MINOR: u16 = 0;
+/// Minor 1 added the input's description at the header's end ([`InputInfo`]), each event's
+/// [`EventRecord::socks`], and the control socket's per-socket subscriptions (filters) and
+/// `StopMon`.
+pub const ABI_MINOR: u16 = 1;
 
 /// The most workers one sensor runs; the header has a [`WorkerInfo`] for each.
 pub const MAX_WORKERS: usize = 32;
@@ -237,6 +240,39 @@ pub struct Header {
     pub config: ConfigInfo,
     /// Per-worker offsets and counters; entries past `nworkers` are zero.
     pub workers: [WorkerInfo; MAX_WORKERS],
+    /// What the sensor reads and how (ABI 2.1; a reader of 2.0 ignores it: `header_size`
+    /// says whether it is there).
+    pub input: InputInfo,
+}
+
+/// The link types a filter may meet, and other settings an analyzer may ask about (ABI 2.1). Plain values written before any
+/// analyzer attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct InputInfo {
+    /// The input's link types (libpcap `LINKTYPE_*` numbers), [`NO_LINKTYPE`] past the last.
+    /// A frame of another link type matches no filter. Datagrams the sensor reassembled from IP fragments are filtered as
+    /// `LINKTYPE_RAW` (101), which is always listed.
+    pub linktypes: [u32; MAX_LINKTYPES],
+    /// The sensor's stream-history setting, bytes kept behind a side's tail for late readers.
+    pub history: u64,
+    /// Reserved, zero.
+    pub _reserved: u64,
+}
+
+/// Entries of [`InputInfo::linktypes`].
+pub const MAX_LINKTYPES: usize = 12;
+/// An unused [`InputInfo::linktypes`] entry.
+pub const NO_LINKTYPE: u32 = u32::MAX;
+
+impl Default for InputInfo {
+    fn default() -> Self {
+        InputInfo {
+            linktypes: [NO_LINKTYPE; MAX_LINKTYPES],
+            history: 0,
+            _reserved: 0,
+        }
+    }
 }
 
 /// Flags of [`FlowData::flags`].
@@ -563,8 +599,10 @@ pub struct EventRecord {
     pub ack: u32,
     /// Its payload length, as the IP header gives it.
     pub payload_len: u32,
-    /// Padding.
-    pub _pad: u32,
+    /// The analyzer's sockets the event is for, one bit per socket id (ABI 2.1): those whose
+    /// filters took the flow (or the packet) and that did not stop monitoring it. `u32::MAX`
+    /// for every socket, as a 2.0 subscription gets.
+    pub socks: u32,
     /// The side's receive stream head when the event was raised.
     pub head: u64,
     /// The side's receive stream tail.
@@ -748,7 +786,9 @@ const _: () = {
     assert!(offset_of!(Header, clock_ns) == 64);
     assert!(offset_of!(Header, config) == 72);
     assert!(offset_of!(Header, workers) == 152);
-    assert!(size_of::<Header>() == 8640);
+    assert!(offset_of!(Header, input) == 8600);
+    assert!(size_of::<InputInfo>() == 64);
+    assert!(size_of::<Header>() == 8704);
     assert!(size_of::<SideData>() == 56);
     assert!(offset_of!(SideData, last_pkt) == 24);
     assert!(offset_of!(SideData, ring) == 32);

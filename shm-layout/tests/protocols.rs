@@ -423,6 +423,7 @@ fn header() -> (Box<Header>, u64) {
             pktlog_off: 0,
             counters: core::array::from_fn(|_| AtomicU64::new(0)),
         }),
+        input: Default::default(),
     });
     for (i, w) in plan.workers.iter().enumerate() {
         h.workers[i].slots_off = w.slots_off;

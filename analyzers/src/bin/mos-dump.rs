@@ -5,7 +5,7 @@ use anyhow::Result;
 use mos_analyzers::dump::{register, PeekDump};
 use mos_analyzers::{exit_status, parse_args, stop_on_signals, Outcome};
 use mos_client::dump::DumpWriter;
-use mos_client::{AttachOptions, Errno, Mos, RunEnd, DEFAULT_CONTROL};
+use mos_client::{AttachOptions, Errno, MonitorFilter, Mos, RunEnd, DEFAULT_CONTROL};
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +32,12 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value = "10", allow_hyphen_values = true,
           value_parser = mos_analyzers::attach_wait)]
     wait: std::time::Duration,
+    /// Only the connections whose first packet (the SYN, or the first packet seen of a
+    /// connection picked up midstream) matches this filter: a libpcap expression, tcpdump's
+    /// syntax (for instance 'tcp port 80 and net 10.0.0.0/8'). The sensor runs it, so the
+    /// others cost this analyzer nothing.
+    #[arg(long, value_name = "EXPR")]
+    filter: Option<String>,
 }
 
 fn run(args: &Args) -> Result<Outcome> {
@@ -40,10 +46,20 @@ fn run(args: &Args) -> Result<Outcome> {
         name: "mos-dump".into(),
         packets: false,
         wait: args.wait,
+        ..AttachOptions::default()
     })?;
     let writer = DumpWriter::create(&args.out)?;
     let interrupt = stop_on_signals(&mos)?;
     let sock = mos.socket()?;
+    if let Some(expr) = &args.filter {
+        mos.bind_monitor_filter(
+            sock,
+            &MonitorFilter {
+                stream_syn_filter: Some(expr),
+                ..MonitorFilter::default()
+            },
+        )?;
+    }
     let state = Rc::new(RefCell::new(PeekDump::new(sock, writer, Some("mos-dump"))));
     register(&mut mos, &state, Duration::ZERO)?;
     let end = mos.run();

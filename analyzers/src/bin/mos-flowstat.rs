@@ -4,8 +4,8 @@
 use anyhow::Result;
 use mos_analyzers::{exit_status, parse_args, stop_on_signals, Outcome};
 use mos_client::{
-    AttachOptions, Ctx, EndReason, Errno, Event, EventKind, EventMask, Filter, FlowId, Mos, Side,
-    TcpState, DEFAULT_CONTROL,
+    AttachOptions, Ctx, EndReason, Errno, Event, EventKind, EventMask, Filter, FlowId,
+    MonitorFilter, Mos, Side, TcpState, DEFAULT_CONTROL,
 };
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -34,6 +34,12 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value = "10", allow_hyphen_values = true,
           value_parser = mos_analyzers::attach_wait)]
     wait: std::time::Duration,
+    /// Only the connections whose first packet (the SYN, or the first packet seen of a
+    /// connection picked up midstream) matches this filter: a libpcap expression, tcpdump's
+    /// syntax (for instance 'tcp port 80 and net 10.0.0.0/8'). The sensor runs it, so the
+    /// others cost this analyzer nothing.
+    #[arg(long, value_name = "EXPR")]
+    filter: Option<String>,
     /// Seconds between two refreshes, 0.05 to 86400.
     #[arg(long, value_name = "SECS", default_value_t = 1.0, allow_hyphen_values = true,
           value_parser = interval)]
@@ -191,12 +197,22 @@ fn run(args: &Args) -> Result<Outcome> {
         name: "mos-flowstat".into(),
         packets: false,
         wait: args.wait,
+        ..AttachOptions::default()
     })?;
     // A signal ends the run loop like the end of input: the last table and the summary are
     // printed either way.
     let _interrupt = stop_on_signals(&mos)?;
     let start = Instant::now();
     let sock = mos.socket()?;
+    if let Some(expr) = &args.filter {
+        mos.bind_monitor_filter(
+            sock,
+            &MonitorFilter {
+                stream_syn_filter: Some(expr),
+                ..MonitorFilter::default()
+            },
+        )?;
+    }
     let table = Arc::new(Mutex::new(Table::default()));
     let events = EventMask::CONN_START | EventMask::TCP_STATE_CHANGE | EventMask::CONN_END;
     {

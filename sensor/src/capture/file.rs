@@ -331,6 +331,15 @@ impl FileCapture {
         MAX_RECORD.max(BUF_SIZE)
     }
 
+    /// The link types its frames may have: a pcap file's one, or, for a pcapng file (whose
+    /// interfaces may be described anywhere in it), every link type mos reads.
+    pub fn link_types(&self) -> Vec<LinkType> {
+        match self.format {
+            Format::Pcap { link, .. } => vec![link],
+            Format::Pcapng { .. } => LinkType::READ.to_vec(),
+        }
+    }
+
     /// Opens a capture file, reads its file header, and streams the rest on demand.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, CaptureError> {
         Self::open_with_buffer(path, BUF_SIZE, None)

@@ -782,6 +782,46 @@ fn serve(
                         let _ = send(&c.fd, &SensorMsg::Subscribed, &[]);
                     }
                 }
+                ClientMsg::SubscribeSockets { packets, sockets } => {
+                    if let Some(id) = c.id {
+                        match crate::publish::subscription::Sockets::new(packets, &sockets) {
+                            Ok(socks) => {
+                                c.sub = Some(Subscription {
+                                    events: socks.events,
+                                    packets,
+                                });
+                                let socks = std::sync::Arc::new(socks);
+                                to_all(&|| ToWorker::Sockets(id, socks.clone()));
+                                let _ = send(&c.fd, &SensorMsg::Subscribed, &[]);
+                            }
+                            Err(reason) => {
+                                crate::log_warn!(
+                                    "analyzer {id} ({}, pid {}): subscription refused: {reason}",
+                                    c.name,
+                                    c.pid
+                                );
+                                let _ = send(&c.fd, &SensorMsg::Invalid { reason }, &[]);
+                            }
+                        }
+                    }
+                }
+                ClientMsg::StopMon {
+                    sock,
+                    worker,
+                    slot,
+                    generation,
+                    side: _,
+                } => {
+                    // Only the worker of the flow hears of it; an id out of range is ignored
+                    // (the analyzer's library drops the flow's events itself as well).
+                    if let (Some(id), Some(w), true) = (
+                        c.id,
+                        workers.get(usize::from(worker)),
+                        usize::from(sock) < shm_layout::control::MAX_SOCKETS,
+                    ) {
+                        let _ = w.send(ToWorker::StopMon(id, slot, generation, 1 << sock));
+                    }
+                }
                 ClientMsg::Ready => {
                     if let Some(id) = c.id {
                         c.ready = true;

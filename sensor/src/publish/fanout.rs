@@ -8,6 +8,7 @@
 //! while the worker waits for it is detached, so a stopped analyzer cannot hang a replay.
 
 use super::region::AnalyzerRegions;
+use super::subscription::{Picks, Sockets};
 use crate::capture::RawPacket;
 use crate::event::{Event, EventKind};
 use crate::parse::TcpSegment;
@@ -45,8 +46,12 @@ pub struct Attached {
 pub enum ToWorker {
     /// A new analyzer (no subscription yet).
     Attach(Box<Attached>),
-    /// An analyzer's subscription changed.
+    /// An analyzer's subscription changed (a 2.0 subscription: every socket, no filter).
     Subscribe(u32, Subscription),
+    /// An analyzer's subscription changed, socket by socket.
+    Sockets(u32, Arc<Sockets>),
+    /// `MOS_STOP_MON`: analyzer, slot, generation, socket bit.
+    StopMon(u32, u32, u32, u32),
     /// An analyzer is ready for events.
     Ready(u32),
     /// An analyzer left (asked to, or its socket closed).
@@ -73,11 +78,15 @@ pub struct FanoutOptions {
     /// Once set (the sensor is stopping), the worker waits for no analyzer any more: a full
     /// ring drops the event, and what analyzers have not passed may be reused.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Flow slots per worker (the size of an analyzer's table of per-flow decisions).
+    pub slots: usize,
 }
 
 struct Member {
     a: Attached,
-    sub: Subscription,
+    sub: Arc<Sockets>,
+    /// Which sockets each flow is for, once a socket has a SYN filter or stopped a flow.
+    picks: Option<Picks>,
     ready: bool,
     prod: ProducerState,
     /// Consumer index as last seen, and since when a wait has seen it standing still (`None`:
@@ -112,6 +121,34 @@ fn views(r: &AnalyzerRegions, w: usize) -> Option<(&EventRingHeader, &[EventSlot
 }
 
 impl Member {
+    /// Whether one of the member's stream sockets gets the flow's events.
+    fn holds(&self, slot: u32, generation: u32) -> bool {
+        match &self.picks {
+            Some(p) => p.holds(&self.sub, slot, generation),
+            None => self.sub.unfiltered != 0,
+        }
+    }
+
+    /// The member's sockets an event is for (0: none). `pkt` is the frame that raised it, if
+    /// any: SYN filters not yet run on the flow are run on it.
+    fn socks_for(&mut self, ev: &Event, pkt: Option<&RawPacket<'_>>) -> u32 {
+        let kind = ev.kind.mask();
+        let want = self.sub.wanting(kind);
+        if ev.flow.slot == u32::MAX {
+            // An orphan packet: its filter is run on every one.
+            return if want == 0 {
+                0
+            } else {
+                want & self.sub.orphan_matches(pkt)
+            };
+        }
+        let flow = match self.picks.as_mut() {
+            Some(p) => p.socks_of(&self.sub, ev.flow.slot, ev.flow.generation, pkt),
+            None => self.sub.unfiltered,
+        };
+        flow & want
+    }
+
     /// Every event of publication sequence `<= result` has been consumed.
     fn passed(&mut self, w: usize) -> u64 {
         let prod_state = self.prod;
@@ -172,6 +209,8 @@ pub struct Fanout {
     packets: bool,
     /// Union of the members' event masks.
     wanted: u64,
+    /// Some member has a raw socket.
+    raw: bool,
     /// Frames since the control channel was last read.
     since_poll: u32,
     /// Frames the sensor logged for analyzers.
@@ -222,7 +261,7 @@ pub fn record(ev: &Event, worker: usize, pkt_ref: u64) -> EventRecord {
         seq: ev.seq,
         ack: ev.ack,
         payload_len: ev.payload_len,
-        _pad: 0,
+        socks: u32::MAX,
         head: ev.head,
         tail: ev.tail,
         err_offset,
@@ -260,6 +299,7 @@ impl Fanout {
             },
             packets: false,
             wanted: 0,
+            raw: false,
             since_poll: 0,
             logged: 0,
         }
@@ -282,6 +322,28 @@ impl Fanout {
     fn recompute(&mut self) {
         self.packets = self.members.iter().any(|m| m.sub.packets);
         self.wanted = self.members.iter().fold(0, |a, m| a | m.sub.events);
+        // A SYN filter is run on a connection's first packet, which always raises CONN_START:
+        // the tracker builds it whenever some socket has one.
+        if self.members.iter().any(|m| m.sub.syn_filtered != 0) {
+            self.wanted |= EventMask::CONN_START.0;
+        }
+        self.raw = self.members.iter().any(|m| m.sub.raw != 0);
+    }
+
+    /// Takes a member's new subscription: decisions of sockets whose SYN filter changed are
+    /// made again.
+    fn resubscribe(&mut self, id: u32, sub: Arc<Sockets>) {
+        let slots = self.opts.slots;
+        if let Some(m) = self.members.iter_mut().find(|m| m.a.id == id) {
+            let changed = m.sub.changed_syn(&sub);
+            if let Some(p) = m.picks.as_mut() {
+                p.forget(changed);
+            } else if sub.syn_filtered != 0 {
+                m.picks = Some(Picks::new(slots));
+            }
+            m.sub = sub;
+        }
+        self.recompute();
     }
 
     /// Reads the control channel; `false` once the control thread is gone.
@@ -291,7 +353,8 @@ impl Fanout {
                 Ok(ToWorker::Attach(a)) => {
                     let mut m = Member {
                         a: *a,
-                        sub: Subscription::default(),
+                        sub: Arc::new(Sockets::legacy(Subscription::default())),
+                        picks: None,
                         ready: false,
                         prod: ProducerState::default(),
                         progress: (0, None),
@@ -304,10 +367,16 @@ impl Fanout {
                     self.members.push(m);
                 }
                 Ok(ToWorker::Subscribe(id, sub)) => {
+                    self.resubscribe(id, Arc::new(Sockets::legacy(sub)));
+                }
+                Ok(ToWorker::Sockets(id, sub)) => self.resubscribe(id, sub),
+                Ok(ToWorker::StopMon(id, slot, generation, bit)) => {
+                    let slots = self.opts.slots;
                     if let Some(m) = self.members.iter_mut().find(|m| m.a.id == id) {
-                        m.sub = sub;
+                        m.picks
+                            .get_or_insert_with(|| Picks::new(slots))
+                            .stop(slot, generation, bit);
                     }
-                    self.recompute();
                 }
                 Ok(ToWorker::Ready(id)) => {
                     if let Some(m) = self.members.iter_mut().find(|m| m.a.id == id) {
@@ -376,10 +445,39 @@ impl Fanout {
     /// Waits until every analyzer has passed publication sequence `p`, detaching those that
     /// stall. Returns the new `passed()`.
     pub fn wait_passed(&mut self, p: u64) -> u64 {
+        self.wait_passed_by(p, |_| true)
+    }
+
+    /// Every analyzer that holds the flow in `slot` of `generation` (one of its sockets gets
+    /// the flow's events) has passed every event of publication sequence `<= result`.
+    pub fn passed_for_flow(&mut self, slot: u32, generation: u32) -> u64 {
+        let w = self.worker;
+        self.members
+            .iter_mut()
+            .filter(|m| m.holds(slot, generation))
+            .map(|m| m.passed(w))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// [`Fanout::wait_passed`] for the analyzers that hold the flow in `slot` only: the others
+    /// are not waited for. Returns the new [`Fanout::passed_for_flow`].
+    pub fn wait_passed_for_flow(&mut self, p: u64, slot: u32, generation: u32) -> u64 {
+        self.wait_passed_by(p, |m| m.holds(slot, generation))
+    }
+
+    fn wait_passed_by(&mut self, p: u64, holds: impl Fn(&Member) -> bool) -> u64 {
         let mut spins = 0u32;
         let mut counted = false;
+        let w = self.worker;
         loop {
-            let passed = self.passed();
+            let passed = self
+                .members
+                .iter_mut()
+                .filter(|m| holds(m))
+                .map(|m| m.passed(w))
+                .min()
+                .unwrap_or(u64::MAX);
             if passed >= p || self.stopping() {
                 return passed;
             }
@@ -387,7 +485,7 @@ impl Fanout {
                 self.count(counter::WAITS, 1);
                 counted = true;
             }
-            self.backoff(&mut spins, |m, w| m.passed(w) < p);
+            self.backoff(&mut spins, |m, w| holds(m) && m.passed(w) < p);
         }
     }
 
@@ -433,27 +531,32 @@ impl Fanout {
         }
     }
 
-    /// Pushes one packet's (or tick's) events to the analyzers that subscribed to them.
-    pub fn publish(&mut self, events: &[Event], pkt_ref: u64) {
+    /// Pushes one packet's (or tick's) events to the analyzers whose sockets want them; `pkt`
+    /// is the frame that raised them (none for a tick).
+    pub fn publish(&mut self, events: &[Event], pkt_ref: u64, pkt: Option<&RawPacket<'_>>) {
         if self.members.is_empty() || events.iter().all(|e| e.kind.mask().0 & self.wanted == 0) {
             return;
         }
         let w = self.worker;
         let mut i = 0;
         while i < self.members.len() {
-            let mask = self.members[i].sub.events;
             let mut pushed = 0u64;
             let mut dropped = 0u64;
             let mut spins = 0u32;
             let mut detached = false;
             let mut ev_i = 0;
+            // The sockets of the event at `ev_i`, found once even if the push waits.
+            let mut socks = None;
             while ev_i < events.len() {
                 let ev = &events[ev_i];
-                if ev.kind.mask().0 & mask == 0 {
+                let for_socks = *socks.get_or_insert_with(|| self.members[i].socks_for(ev, pkt));
+                if for_socks == 0 {
                     ev_i += 1;
+                    socks = None;
                     continue;
                 }
-                let rec = record(ev, w, pkt_ref);
+                let mut rec = record(ev, w, pkt_ref);
+                rec.socks = for_socks;
                 let m = &mut self.members[i];
                 let state = m.prod;
                 let Some((hdr, slots, page)) = views(&m.a.regions, w) else {
@@ -482,6 +585,7 @@ impl Fanout {
                 if ok || !lossless {
                     pushed += u64::from(ok);
                     ev_i += 1;
+                    socks = None;
                     continue;
                 }
                 // Lossless and full: wait for room (or detach the analyzer if it stalls).
@@ -524,6 +628,97 @@ impl Fanout {
             if !detached {
                 i += 1;
             }
+        }
+    }
+
+    /// Raw sockets: pushes an orphan event for `pkt` (logged as `pkt_ref`, to be processed in
+    /// call `pseq`) to each analyzer whose raw sockets take it. The frame is the event's
+    /// `getlastpkt`.
+    pub fn publish_raw(&mut self, pkt: &RawPacket<'_>, pkt_ref: u64, pseq: u64) {
+        if !self.raw {
+            return;
+        }
+        let w = self.worker;
+        let mut i = 0;
+        while i < self.members.len() {
+            let socks = self.members[i].sub.raw_matches(pkt);
+            if socks == 0 {
+                i += 1;
+                continue;
+            }
+            let rec = EventRecord {
+                slot: u32::MAX,
+                generation: 0,
+                kind: event_kind::ORPHAN,
+                side: SIDE_NONE,
+                hook: shm_layout::Hook::Null as u8,
+                worker: w as u16,
+                ts_ns: pkt.ts_ns,
+                pseq,
+                pkt_pos: u64::MAX,
+                socks,
+                pkt_ref,
+                ..EventRecord::default()
+            };
+            if self.push_one(i, &rec) {
+                i += 1;
+            }
+        }
+    }
+
+    /// Pushes one record to member `i`, waiting for room in lossless mode (detaching it if it
+    /// stalls) or dropping it live, and wakes it. `false` if the member was detached (the
+    /// members after it moved down by one).
+    fn push_one(&mut self, i: usize, rec: &EventRecord) -> bool {
+        let w = self.worker;
+        let id = self.members[i].a.id;
+        let mut spins = 0u32;
+        loop {
+            let Some(k) = self.members.iter().position(|m| m.a.id == id) else {
+                return false;
+            };
+            let lossless = self.opts.lossless && !self.stopping();
+            let m = &mut self.members[k];
+            let Some((hdr, slots, page)) = views(&m.a.regions, w) else {
+                return true;
+            };
+            let Some(mut p) = Producer::resume(hdr, slots, &page.consumer[w], m.prod) else {
+                return true;
+            };
+            let ok = p.try_push(rec);
+            if !ok && !lossless {
+                p.count_drop();
+            }
+            let c = p.consumed();
+            let idle = c == p.published() - u64::from(ok);
+            m.prod = p.state();
+            if c != m.progress.0 || idle {
+                m.progress = (c, None);
+            }
+            if ok {
+                if page.waiting.load(Ordering::Relaxed) != 0 {
+                    shm_layout::wake::wake(&page.waiting);
+                }
+                self.count(counter::EVENTS, 1);
+                return true;
+            }
+            if !lossless {
+                self.count(counter::EVENTS_DROPPED, 1);
+                return true;
+            }
+            self.backoff(&mut spins, |m, w| {
+                m.a.id == id
+                    && views(&m.a.regions, w).is_some_and(|(hdr, slots, page)| {
+                        Producer::resume(hdr, slots, &page.consumer[w], m.prod).is_some_and(
+                            |mut p| {
+                                p.refresh_consumer();
+                                let full = p.published() - p.consumed() >= p.capacity();
+                                m.prod = p.state();
+                                full
+                            },
+                        )
+                    })
+            });
         }
     }
 
@@ -651,13 +846,21 @@ impl EventSink for PublishSink {
             let mut passed = self.fanout.passed();
             // Analyzers past every call so far are past whatever this segment could discard:
             // the lookup is needed only when one is behind.
+            let mut own = None;
             if let Some(seg) = seg.filter(|_| passed < tracker.pseq()) {
-                let need = tracker.discard_needs(seg);
-                if need > passed {
-                    passed = self.fanout.wait_passed(need);
+                let (global, flow) = tracker.discard_needs_split(seg);
+                if global > passed {
+                    passed = self.fanout.wait_passed(global);
+                }
+                // What only the segment's own flow discards waits for the analyzers that get
+                // that flow, not for the others.
+                if let Some((slot, generation, need)) = flow.filter(|f| f.2 > passed) {
+                    let p = self.fanout.wait_passed_for_flow(need, slot, generation);
+                    own = Some((slot, p.max(passed)));
                 }
             }
             tracker.set_passed(passed);
+            tracker.set_flow_passed(own);
             while let Some(p) = tracker.must_wait() {
                 let passed = self.fanout.wait_passed(p);
                 tracker.set_passed(passed);
@@ -674,6 +877,8 @@ impl EventSink for PublishSink {
             _ => u64::MAX,
         };
         self.pkt_ref = self.fanout.log_packet(pkt, seg, offset, tracker.pseq() + 1);
+        self.fanout
+            .publish_raw(pkt, self.pkt_ref, tracker.pseq() + 1);
         if let Some(p) = tracker.publisher_mut() {
             p.pkt_ref = self.pkt_ref;
         }
@@ -681,7 +886,17 @@ impl EventSink for PublishSink {
     }
 
     fn handle(&mut self, _tracker: &Tracker, events: &[Event]) -> Result<()> {
-        self.fanout.publish(events, self.pkt_ref);
+        self.fanout.publish(events, self.pkt_ref, None);
+        Ok(())
+    }
+
+    fn handle_frame(
+        &mut self,
+        _tracker: &Tracker,
+        events: &[Event],
+        pkt: &RawPacket<'_>,
+    ) -> Result<()> {
+        self.fanout.publish(events, self.pkt_ref, Some(pkt));
         Ok(())
     }
 

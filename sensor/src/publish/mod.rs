@@ -2,6 +2,8 @@
 //!
 //! - [`region`] creates the shared regions;
 //! - [`slots`] writes each connection's state into its flow slot (called by the tracker);
+//! - [`subscription`] holds each analyzer's sockets and their filters, and which sockets each
+//!   flow is for;
 //! - [`fanout`] turns the tracker's events into records in each attached analyzer's event
 //!   ring, keeps the packet log, and in lossless mode waits for analyzers before anything
 //!   they may still read is reused.
@@ -9,6 +11,7 @@
 pub mod fanout;
 pub mod region;
 pub mod slots;
+pub mod subscription;
 
 pub use fanout::{Attached, Fanout, FanoutOptions, PublishSink, ToControl, ToWorker};
 pub use region::{

@@ -9,7 +9,7 @@
 
 use rustix::fs::{MemfdFlags, Mode, OFlags, SealFlags};
 use shm_layout::layout::{
-    features, sensor_state, AnalyzerPage, ConfigInfo, EventRingHeader, FlowSlot, Header,
+    features, sensor_state, AnalyzerPage, ConfigInfo, EventRingHeader, FlowSlot, Header, InputInfo,
     PktLogEntry, PktLogHeader, RingMetaSlot, TunnelSlot, WorkerInfo, ABI_MAJOR, ABI_MINOR, MAGIC,
 };
 use shm_layout::pktlog::PktLogWriter;
@@ -126,6 +126,7 @@ pub fn main_hugepages(cfg: &ConfigInfo, nworkers: usize) -> anyhow::Result<u64> 
 /// line saying how it is backed.
 pub fn create_main(
     cfg: &ConfigInfo,
+    input: &InputInfo,
     nworkers: usize,
     epoch: u64,
     hugepages: HugePages,
@@ -183,6 +184,7 @@ pub fn create_main(
         h.nworkers = nworkers as u64;
         h.region_len = plan.len;
         h.config = *cfg;
+        h.input = *input;
         h.state
             .store(sensor_state::STARTING, std::sync::atomic::Ordering::Relaxed);
         for (i, w) in plan.workers.iter().enumerate() {

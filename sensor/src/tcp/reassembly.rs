@@ -370,7 +370,7 @@ impl Stream {
             }
             if pool.map_entry(id, idx) != NO_CHUNK {
                 match pool.done_at(id, idx) {
-                    Some(p) if p <= pool.passed => pool.release_chunk(id, idx),
+                    Some(p) if p <= pool.passed_for(id) => pool.release_chunk(id, idx),
                     _ => break,
                 }
             }
@@ -397,7 +397,7 @@ impl Stream {
             all || pool
                 .done_at(id, idx)
                 .unwrap_or_else(|| pool.last_tail_pseq(id))
-                <= pool.passed
+                <= pool.passed_for(id)
         };
         while idx < tail_idx && idx < last_held {
             if pool.map_entry(id, idx) != NO_CHUNK {

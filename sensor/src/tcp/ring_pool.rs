@@ -378,6 +378,10 @@ pub struct RingPool {
     /// Every analyzer has passed the events of publication sequence `<= passed`: chunks
     /// announced by then may be released (`u64::MAX` when nothing holds them).
     pub passed: u64,
+    /// For the next call only: the connection in this slot may give back its own chunks up
+    /// to this publication sequence (the analyzers that get it have passed it; the others
+    /// never had its events). See [`RingPool::passed_for`].
+    pub flow_passed: Option<(u32, u64)>,
     /// In-order bytes a stream keeps behind its tail whatever analyzers have read.
     pub history: u64,
 }
@@ -476,6 +480,7 @@ impl RingPool {
             lru_last: NIL,
             pseq: 0,
             passed: u64::MAX,
+            flow_passed: None,
             history: 0,
             shape,
         }
@@ -714,6 +719,16 @@ impl RingPool {
     #[inline]
     pub fn owner(&self, id: RingId) -> u32 {
         self.owner[id.0 as usize]
+    }
+
+    /// Up to which publication sequence buffer `id`'s chunks may go back: [`RingPool::passed`],
+    /// or more for the connection [`RingPool::flow_passed`] names.
+    #[inline]
+    pub fn passed_for(&self, id: RingId) -> u64 {
+        match self.flow_passed {
+            Some((slot, p)) if self.owner(id) / 2 == slot => p.max(self.passed),
+            _ => self.passed,
+        }
     }
 
     /// The least recently active buffer in use.
