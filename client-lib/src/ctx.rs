@@ -220,8 +220,8 @@ pub struct Ctx<'a> {
     pub(crate) stop: &'a mut bool,
     pub(crate) packets: bool,
     pub(crate) pending: &'a mut Pending,
-    /// Where timers are set from (ns on the timer clock).
-    pub(crate) now_ns: u64,
+    /// The timer clock, and the newest capture time dispatched so far.
+    pub(crate) clock: (crate::TimerClock, u64),
 }
 
 /// A copy that stands although the chunk map named no chunk for some of its bytes: the sensor
@@ -422,9 +422,18 @@ impl Ctx<'_> {
         self.pending.timers.push((id, after, Box::new(cb)));
     }
 
-    /// The timer clock now, ns ([`crate::TimerClock`]).
+    /// The timer clock now, in ns ([`crate::TimerClock`]): with `Wall`, the monotonic clock;
+    /// with `Capture`, the newest capture time seen (ns since the Unix epoch).
     pub fn timer_now_ns(&self) -> u64 {
-        self.now_ns
+        match self.clock.0 {
+            crate::TimerClock::Wall => crate::mos::monotonic_ns(),
+            crate::TimerClock::Capture => self.clock.1.max(
+                self.regions
+                    .header()
+                    .clock_ns
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
+        }
     }
 
     /// Registration on one flow (mOS's per-flow socket): `cb` gets `events` at `hook` of

@@ -219,7 +219,7 @@ pub struct Mos {
     stop: Arc<AtomicBool>,
 }
 
-fn monotonic_ns() -> u64 {
+pub(crate) fn monotonic_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     (t.tv_sec as u64)
         .saturating_mul(1_000_000_000)
@@ -813,7 +813,6 @@ impl Mos {
     /// returns.
     pub fn with_ctx<R>(&mut self, f: impl FnOnce(&mut Ctx<'_>) -> R) -> R {
         let mut stop = false;
-        let now_ns = self.timer_now();
         let r = {
             let mut ctx = Ctx {
                 regions: &self.regions,
@@ -824,7 +823,7 @@ impl Mos {
                 stop: &mut stop,
                 packets: self.packets,
                 pending: &mut self.pending,
-                now_ns,
+                clock: (self.timer_clock, self.capture_ns),
             };
             f(&mut ctx)
         };
@@ -898,7 +897,7 @@ impl Mos {
                     stop: &mut stop,
                     packets: self.packets,
                     pending: &mut self.pending,
-                    now_ns: now,
+                    clock: (self.timer_clock, self.capture_ns),
                 };
                 cb(&mut ctx, id);
             }
@@ -1166,10 +1165,6 @@ impl Mos {
     /// that did not stop monitoring its flow and side, with the user-defined events built on
     /// it.
     fn dispatch(&mut self, ev: &Event, stop: &mut bool) {
-        let now_ns = match self.timer_clock {
-            TimerClock::Wall => 0,
-            TimerClock::Capture => self.capture_ns,
-        };
         let mut d = Dispatch {
             regions: &self.regions,
             sockets: &mut self.sockets,
@@ -1180,7 +1175,7 @@ impl Mos {
             pending: &mut self.pending,
             stop,
             packets: self.packets,
-            now_ns,
+            clock: (self.timer_clock, self.capture_ns),
         };
         let socks = ev.record.socks;
         for si in 0..d.callbacks.len() {
@@ -1264,7 +1259,7 @@ struct Dispatch<'a> {
     pending: &'a mut Pending,
     stop: &'a mut bool,
     packets: bool,
-    now_ns: u64,
+    clock: (TimerClock, u64),
 }
 
 /// How deep chains of user-defined events (and raises) go: each link is a distinct event, so
@@ -1282,7 +1277,7 @@ impl Dispatch<'_> {
             stop: &mut *self.stop,
             packets: self.packets,
             pending: &mut *self.pending,
-            now_ns: self.now_ns,
+            clock: self.clock,
         }
     }
 

@@ -660,30 +660,31 @@ impl Fanout {
                 pkt_ref,
                 ..EventRecord::default()
             };
-            if self.push_one(i, &rec) {
-                i += 1;
-            }
+            // The wait for room may detach members (this one or others): go on after where
+            // this one is now, or at its old place if it went.
+            i = match self.push_one(i, &rec) {
+                Some(k) => k + 1,
+                None => i,
+            };
         }
     }
 
     /// Pushes one record to member `i`, waiting for room in lossless mode (detaching it if it
-    /// stalls) or dropping it live, and wakes it. `false` if the member was detached (the
-    /// members after it moved down by one).
-    fn push_one(&mut self, i: usize, rec: &EventRecord) -> bool {
+    /// stalls) or dropping it live, and wakes it. Returns where the member is now, `None` if
+    /// it was detached.
+    fn push_one(&mut self, i: usize, rec: &EventRecord) -> Option<usize> {
         let w = self.worker;
         let id = self.members[i].a.id;
         let mut spins = 0u32;
         loop {
-            let Some(k) = self.members.iter().position(|m| m.a.id == id) else {
-                return false;
-            };
+            let k = self.members.iter().position(|m| m.a.id == id)?;
             let lossless = self.opts.lossless && !self.stopping();
             let m = &mut self.members[k];
             let Some((hdr, slots, page)) = views(&m.a.regions, w) else {
-                return true;
+                return Some(k);
             };
             let Some(mut p) = Producer::resume(hdr, slots, &page.consumer[w], m.prod) else {
-                return true;
+                return Some(k);
             };
             let ok = p.try_push(rec);
             if !ok && !lossless {
@@ -700,11 +701,11 @@ impl Fanout {
                     shm_layout::wake::wake(&page.waiting);
                 }
                 self.count(counter::EVENTS, 1);
-                return true;
+                return Some(k);
             }
             if !lossless {
                 self.count(counter::EVENTS_DROPPED, 1);
-                return true;
+                return Some(k);
             }
             self.backoff(&mut spins, |m, w| {
                 m.a.id == id
@@ -852,10 +853,13 @@ impl EventSink for PublishSink {
                 if global > passed {
                     passed = self.fanout.wait_passed(global);
                 }
-                // What only the segment's own flow discards waits for the analyzers that get
-                // that flow, not for the others.
-                if let Some((slot, generation, need)) = flow.filter(|f| f.2 > passed) {
-                    let p = self.fanout.wait_passed_for_flow(need, slot, generation);
+                // The segment's own flow's bytes wait only for the analyzers that get that
+                // flow: what they have passed may go, whatever the others have not.
+                if let Some((slot, generation, need)) = flow {
+                    let mut p = self.fanout.passed_for_flow(slot, generation);
+                    if need > p.max(passed) {
+                        p = self.fanout.wait_passed_for_flow(need, slot, generation);
+                    }
                     own = Some((slot, p.max(passed)));
                 }
             }

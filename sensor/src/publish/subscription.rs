@@ -249,6 +249,8 @@ impl Sockets {
 struct Pick {
     /// The slot's generation the entry is about (+1, so that 0 is "no entry").
     generation: u32,
+    /// The table's epoch when the entry was last brought up to date.
+    epoch: u32,
     /// Sockets whose SYN filter was run on the flow.
     decided: u32,
     /// Of those, the ones it matched.
@@ -258,10 +260,18 @@ struct Pick {
 }
 
 /// One analyzer's picks, by flow slot. Made when the analyzer first has a SYN filter or
-/// stops monitoring a flow; 16 bytes a slot.
+/// stops monitoring a flow; 20 bytes a slot (pages are touched only as slots are used).
+///
+/// A socket whose filter changes (or that closes) has its decisions forgotten in O(1): the
+/// table's epoch moves on and the socket is marked as changed at the new epoch; an entry last
+/// brought up to date before that drops the socket's bits when it is next used. An analyzer
+/// that resubscribes in a loop costs the worker nothing per flow.
 #[derive(Debug, Default)]
 pub struct Picks {
     by_slot: Vec<Pick>,
+    epoch: u32,
+    /// By socket: the epoch at which its filter last changed.
+    changed_at: [u32; 32],
 }
 
 impl Picks {
@@ -269,19 +279,47 @@ impl Picks {
     pub fn new(slots: usize) -> Picks {
         Picks {
             by_slot: vec![Pick::default(); slots],
+            epoch: 0,
+            changed_at: [0; 32],
         }
     }
 
-    fn entry(&mut self, slot: u32, generation: u32) -> Option<&mut Pick> {
-        let e = self.by_slot.get_mut(slot as usize)?;
-        let g = generation.wrapping_add(1);
-        if e.generation != g {
-            *e = Pick {
-                generation: g,
-                ..Pick::default()
-            };
+    /// The sockets (bits) that changed after epoch `since`.
+    fn changed_since(&self, since: u32) -> u32 {
+        self.changed_at
+            .iter()
+            .enumerate()
+            .filter(|(_, &at)| at > since)
+            .fold(0, |m, (i, _)| m | 1 << i)
+    }
+
+    /// `e` as it stands now: without the bits of sockets that changed since it was updated.
+    fn current(&self, mut e: Pick) -> Pick {
+        if e.epoch != self.epoch {
+            let stale = self.changed_since(e.epoch);
+            e.decided &= !stale;
+            e.matched &= !stale;
+            e.stopped &= !stale;
+            e.epoch = self.epoch;
         }
-        Some(e)
+        e
+    }
+
+    fn entry(&mut self, slot: u32, generation: u32) -> Option<&mut Pick> {
+        let g = generation.wrapping_add(1);
+        let e = *self.by_slot.get(slot as usize)?;
+        let fresh = if e.generation != g {
+            Pick {
+                generation: g,
+                epoch: self.epoch,
+                ..Pick::default()
+            }
+        } else {
+            self.current(e)
+        };
+        let at = &mut self.by_slot[slot as usize];
+        *at = fresh;
+        Some(at)
     }
 
     /// The stream sockets the flow in `slot` (of `generation`) is for: the unfiltered ones,
@@ -313,6 +351,7 @@ impl Picks {
     pub fn holds(&self, subs: &Sockets, slot: u32, generation: u32) -> bool {
         match self.by_slot.get(slot as usize) {
             Some(e) if e.generation == generation.wrapping_add(1) => {
+                let e = self.current(*e);
                 (subs.unfiltered | (e.matched & subs.syn_filtered)) & !e.stopped != 0
             }
             Some(_) => subs.unfiltered != 0,
@@ -327,16 +366,24 @@ impl Picks {
         }
     }
 
-    /// Forgets the decisions of the sockets in `bits` (their filter changed, or they closed),
-    /// and their stops.
+    /// Forgets the decisions and stops of the sockets in `bits` (their filter changed, or
+    /// they closed), in every slot.
     pub fn forget(&mut self, bits: u32) {
         if bits == 0 {
             return;
         }
-        for e in &mut self.by_slot {
-            e.decided &= !bits;
-            e.matched &= !bits;
-            e.stopped &= !bits;
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            // After 2^32 changes: start again from a clean table rather than compare
+            // wrapped epochs.
+            self.by_slot.iter_mut().for_each(|e| *e = Pick::default());
+            self.changed_at = [0; 32];
+            return;
+        }
+        for (i, at) in self.changed_at.iter_mut().enumerate() {
+            if bits >> i & 1 != 0 {
+                *at = self.epoch;
+            }
         }
     }
 }
@@ -415,8 +462,16 @@ mod tests {
         picks.stop(1, 0, 0b1);
         assert_eq!(picks.socks_of(&subs, 1, 0, Some(&eth)), 0);
         assert!(!picks.holds(&subs, 1, 0));
+        // Forgetting socket 0 only: its decision and stop go (it is decided again on the next
+        // frame), socket 5's stop stays.
+        picks.forget(0b1);
+        assert_eq!(picks.socks_of(&subs, 1, 0, None), 0);
+        assert_eq!(picks.socks_of(&subs, 1, 0, Some(&eth)), 0b1);
         picks.forget(u32::MAX);
         assert_eq!(picks.socks_of(&subs, 1, 0, None), 1 << 5);
+        // Slot 2 was decided before both: decided again on its next frame.
+        assert_eq!(picks.socks_of(&subs, 2, 8, None), 1 << 5);
+        assert_eq!(picks.socks_of(&subs, 2, 8, Some(&eth)), 0b1 | 1 << 5);
         // Out of range slots: only what needs no entry.
         assert_eq!(picks.socks_of(&subs, 99, 0, Some(&eth)), 1 << 5);
     }

@@ -865,6 +865,23 @@ mod tests {
     }
 
     #[test]
+    fn a_flows_own_passed_applies_to_its_buffers_only() {
+        let mut pool = RingPool::new(shape(16, 4, 4, 4)).unwrap();
+        let a = pool.alloc().unwrap();
+        let b = pool.alloc().unwrap();
+        // Slot 3's server side, slot 5's client side.
+        pool.touch(a, 3 * 2 + 1);
+        pool.touch(b, 5 * 2);
+        pool.passed = 10;
+        assert_eq!((pool.passed_for(a), pool.passed_for(b)), (10, 10));
+        pool.flow_passed = Some((3, 40));
+        assert_eq!((pool.passed_for(a), pool.passed_for(b)), (40, 10));
+        // Never below what every analyzer passed.
+        pool.flow_passed = Some((5, 2));
+        assert_eq!((pool.passed_for(a), pool.passed_for(b)), (10, 10));
+    }
+
+    #[test]
     fn buffers_and_chunks_come_and_go() {
         let mut pool = RingPool::new(shape(16, 3, 2, 4)).unwrap();
         assert_eq!(

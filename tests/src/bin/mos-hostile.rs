@@ -15,7 +15,9 @@ use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendFlags, SocketAddrUnix, SocketFlags, SocketType,
 };
-use shm_layout::control::{encode, ClientMsg, SensorMsg, Subscription, MAX_MESSAGE};
+use shm_layout::control::{
+    encode, ClientMsg, LinkProgram, SensorMsg, SocketKind, SocketSub, Subscription, MAX_MESSAGE,
+};
 use shm_layout::layout::{AnalyzerPage, EventRingHeader, ABI_MAJOR, ABI_MINOR};
 use shm_layout::plan::EventPlan;
 use shm_layout::region::Mapping;
@@ -56,6 +58,10 @@ enum Mode {
     Subscribe,
     /// Sends malformed, oversized and out-of-order control messages on many connections.
     Malformed,
+    /// Attaches and sends subscriptions with filter programs the sensor must refuse, one
+    /// with long valid programs on raw and stream sockets, changes its filters a few hundred
+    /// times a second and stops flows that do not exist, consuming every event meanwhile.
+    Filters,
     /// Opens COUNT connections that never say hello, and holds them.
     Idle {
         /// Connections to open.
@@ -425,6 +431,7 @@ fn run(args: &Args) -> Result<()> {
             say(&format!("end sent={sent} verdict={verdict}"));
         }
         Mode::Malformed => malformed(path, limit)?,
+        Mode::Filters => filters(path, limit)?,
         Mode::Idle { count, hold } => idle(path, *count, Duration::from_secs(*hold), limit)?,
         Mode::Named { name } => {
             let a = attach(path, name)?;
@@ -513,6 +520,198 @@ fn malformed(path: &Path, limit: Instant) -> Result<()> {
         ));
     }
     say("end");
+    Ok(())
+}
+
+/// One classic BPF instruction in the wire format of [`LinkProgram::insns`].
+fn insn(code: u16, jt: u8, jf: u8, k: u32) -> u64 {
+    u64::from(code) << 48 | u64::from(jt) << 40 | u64::from(jf) << 32 | u64::from(k)
+}
+
+/// `ret #k`.
+fn ret(k: u32) -> u64 {
+    insn(0x06, 0, 0, k)
+}
+
+/// A socket with `insns` as its SYN filter (stream) or raw filter (raw), for every link type.
+fn sock_with(id: u8, kind: SocketKind, insns: Vec<u64>) -> SocketSub {
+    let progs = Some(
+        [0, 1, 101, 113, 276]
+            .iter()
+            .map(|&linktype| LinkProgram {
+                linktype,
+                insns: insns.clone(),
+            })
+            .collect(),
+    );
+    let mut s = SocketSub {
+        id,
+        kind,
+        events: if kind == SocketKind::Stream {
+            (1 << 11) - 1
+        } else {
+            0
+        },
+        ..SocketSub::default()
+    };
+    match kind {
+        SocketKind::Stream => s.syn = progs,
+        SocketKind::Raw => s.raw = progs,
+    }
+    s
+}
+
+/// Filter programs and subscriptions the sensor must refuse, then long valid ones, then
+/// filters that change all the time; prints `filters case=NAME answer=...` for each.
+fn filters(path: &Path, limit: Instant) -> Result<()> {
+    let a = attach(path, "hostile-filters")?;
+    let stream = |id, insns| sock_with(id, SocketKind::Stream, insns);
+    // A program of `n` loads of bytes near the frame's start, then a return that accepts.
+    let long = |n: usize| {
+        let mut p: Vec<u64> = (0..n).map(|i| insn(0x30, 0, 0, (i % 14) as u32)).collect();
+        p.push(ret(0xffff));
+        p
+    };
+    let bad: Vec<(&str, bool, Vec<SocketSub>)> = vec![
+        (
+            "bad-opcode",
+            false,
+            vec![stream(0, vec![insn(0xffff, 0, 0, 0), ret(1)])],
+        ),
+        (
+            "jump-past-end",
+            false,
+            vec![stream(0, vec![insn(0x05, 0, 0, 100), ret(1)])],
+        ),
+        (
+            "jump-offset-overflow",
+            false,
+            vec![stream(0, vec![insn(0x15, 255, 255, 0), ret(1)])],
+        ),
+        (
+            "no-return",
+            false,
+            vec![stream(0, vec![insn(0x20, 0, 0, 0)])],
+        ),
+        ("empty-program", false, vec![stream(0, vec![])]),
+        (
+            "scratch-16",
+            false,
+            vec![stream(0, vec![insn(0x02, 0, 0, 16), ret(1)])],
+        ),
+        (
+            "divide-by-zero",
+            false,
+            vec![stream(0, vec![insn(0x34, 0, 0, 0), ret(1)])],
+        ),
+        (
+            "kernel-offset",
+            false,
+            vec![stream(0, vec![insn(0x20, 0, 0, 0xffff_f000), ret(1)])],
+        ),
+        (
+            "too-long",
+            false,
+            vec![SocketSub {
+                id: 0,
+                syn: Some(vec![LinkProgram {
+                    linktype: 1,
+                    insns: long(4096),
+                }]),
+                ..SocketSub::default()
+            }],
+        ),
+        ("socket-id-40", false, vec![stream(40, long(1))]),
+        (
+            "socket-twice",
+            false,
+            vec![stream(3, long(1)), stream(3, long(1))],
+        ),
+        (
+            "33-sockets",
+            false,
+            (0..33).map(|i| stream(i % 32, long(1))).collect(),
+        ),
+        (
+            "raw-without-packets",
+            false,
+            vec![sock_with(1, SocketKind::Raw, long(1))],
+        ),
+    ];
+    say("active");
+    let answer = |a: &Attached| -> String {
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            match recv(&a.sock, until.saturating_duration_since(Instant::now())) {
+                Got::Msg(SensorMsg::Invalid { .. }, _) => return "invalid".into(),
+                Got::Msg(SensorMsg::Subscribed, _) => return "subscribed".into(),
+                Got::Msg(SensorMsg::Detached { .. }, _) => return "detached".into(),
+                Got::Msg(_, _) => continue,
+                Got::Nothing => return "nothing".into(),
+                Got::Closed => return "closed".into(),
+            }
+        }
+    };
+    for (name, packets, sockets) in bad {
+        let msg = ClientMsg::SubscribeSockets { packets, sockets };
+        let sent = encode(&msg).len() <= MAX_MESSAGE && send(&a.sock, &msg);
+        let got = if sent { answer(&a) } else { "unsent".into() };
+        say(&format!("filters case={name} answer={got}"));
+    }
+    // Long valid programs: two stream and two raw sockets, as much as one message holds.
+    let n = (MAX_MESSAGE - 1024) / 8 / 5 / 4;
+    let heavy = ClientMsg::SubscribeSockets {
+        packets: true,
+        sockets: vec![
+            stream(0, long(n)),
+            stream(1, long(n)),
+            sock_with(30, SocketKind::Raw, long(n)),
+            sock_with(31, SocketKind::Raw, long(n)),
+        ],
+    };
+    send(&a.sock, &heavy);
+    say(&format!(
+        "filters case=heavy insns={} answer={}",
+        n + 1,
+        answer(&a)
+    ));
+    send(&a.sock, &ClientMsg::Ready);
+    // Flows that do not exist, sockets out of range.
+    for (sock, worker, slot) in [(0u8, 0u16, u32::MAX), (200, 0, 0), (0, 999, 0), (31, 1, 7)] {
+        send(
+            &a.sock,
+            &ClientMsg::StopMon {
+                sock,
+                worker,
+                slot,
+                generation: u32::MAX,
+                side: 9,
+            },
+        );
+    }
+    // Filters that change all the time (below the message rate limit): every worker forgets
+    // the changed sockets' decisions each time.
+    let mut i = 0u32;
+    let verdict = loop {
+        if let Some(v) = a.verdict() {
+            break v;
+        }
+        if Instant::now() >= limit {
+            break "limit".into();
+        }
+        let accept = ret(if i % 2 == 0 { 0xffff } else { 0 });
+        send(
+            &a.sock,
+            &ClientMsg::SubscribeSockets {
+                packets: true,
+                sockets: vec![stream((i % 32) as u8, vec![accept])],
+            },
+        );
+        i += 1;
+        a.consume_all();
+        std::thread::sleep(Duration::from_millis(3));
+    };
+    say(&format!("end changes={i} verdict={verdict}"));
     Ok(())
 }
 
