@@ -53,7 +53,15 @@ fn rig() -> &'static Mutex<Rig> {
             idle_timeout_ns: 1,
             overlap_policy: 0,
         };
-        let (region, mut parts) = create_main(&cfg, 1, 1, HugePages::Off, true, &mut |_| {})
+        let (region, mut parts) = create_main(
+            &cfg,
+            &Default::default(),
+            1,
+            1,
+            HugePages::Off,
+            true,
+            &mut |_| {},
+        )
             .expect("a main region");
         let part = parts.remove(0);
         let (to_worker, rx) = mpsc::channel();
@@ -64,6 +72,7 @@ fn rig() -> &'static Mutex<Rig> {
                 lossless: true,
                 stall_timeout_ns: Arc::new(AtomicU64::new(0)),
                 stop: None,
+                slots: cfg.slots_per_worker as usize,
             },
             rx,
             tx,
@@ -161,7 +170,7 @@ fuzz_target!(|data: &[u8]| {
                         event(pseq)
                     })
                     .collect();
-                rig.fanout.publish(&events, u64::MAX);
+                rig.fanout.publish(&events, u64::MAX, None);
             }
             4 => {
                 let _ = rig.fanout.passed();

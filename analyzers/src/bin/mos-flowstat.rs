@@ -37,8 +37,9 @@ struct Args {
     /// Only the connections whose first packet (the SYN, or the first packet seen of a
     /// connection picked up midstream) matches this filter: a libpcap expression, tcpdump's
     /// syntax (for instance 'tcp port 80 and net 10.0.0.0/8'). The sensor runs it, so the
-    /// others cost this analyzer nothing.
-    #[arg(long, value_name = "EXPR")]
+    /// others cost this analyzer nothing. Also taken from MOS_ANALYZER_FILTER (where a
+    /// systemd unit's environment file can set it, spaces and all).
+    #[arg(long, value_name = "EXPR", env = "MOS_ANALYZER_FILTER")]
     filter: Option<String>,
     /// Seconds between two refreshes, 0.05 to 86400.
     #[arg(long, value_name = "SECS", default_value_t = 1.0, allow_hyphen_values = true,
