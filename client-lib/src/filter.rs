@@ -34,17 +34,7 @@ pub(crate) fn compile(expr: &str, linktypes: &[u32]) -> Result<Compiled> {
     let mut progs = Vec::with_capacity(linktypes.len());
     let mut first_err = None;
     for &lt in linktypes {
-        // libpcap names raw IP by its DLT number (12 on Linux), not by LINKTYPE_RAW (101).
-        let dlt = if lt == 101 { 12 } else { lt };
-        let Ok(dlt) = i32::try_from(dlt) else {
-            continue;
-        };
-        let cap = pcap::Capture::dead(pcap::Linktype(dlt)).map_err(|e| {
-            Error::new(
-                Errno::EINVAL,
-                format!("libpcap cannot compile for link type {lt}: {e}"),
-            )
-        })?;
+        let cap = capture_file_of(lt)?;
         match cap.compile(expr, true) {
             Ok(p) => {
                 let insns = p
@@ -97,6 +87,41 @@ pub(crate) fn compile(expr: &str, linktypes: &[u32]) -> Result<Compiled> {
     }
 }
 
+/// A libpcap handle on an empty capture file of link type `linktype`, to compile with.
+///
+/// Not `pcap_open_dead`: for a dead handle libpcap compiles as for a live capture on this
+/// machine, and some link types read differently in a file (a BSD loopback header's address
+/// family is this system's `AF_INET6` live, any of the BSDs' values in a file), so the program
+/// would not be the one tcpdump runs on the capture. The file is a pcap header in memory
+/// (a memfd), opened through `/proc/self/fd`; libpcap takes the link type as a file's
+/// `LINKTYPE_*`, so raw IP is 101 here as in the capture.
+fn capture_file_of(linktype: u32) -> Result<pcap::Capture<pcap::Offline>> {
+    let fail = |what: String| {
+        Error::new(
+            Errno::EINVAL,
+            format!("cannot compile filters for link type {linktype}: {what}"),
+        )
+    };
+    let fd = rustix::fs::memfd_create("mos-filter", rustix::fs::MemfdFlags::CLOEXEC)
+        .map_err(|e| fail(format!("memfd_create: {e}")))?;
+    let mut header = Vec::with_capacity(24);
+    header.extend_from_slice(&0xa1b2_c3d4u32.to_ne_bytes()); // magic, microseconds
+    header.extend_from_slice(&2u16.to_ne_bytes()); // version 2.4
+    header.extend_from_slice(&4u16.to_ne_bytes());
+    header.extend_from_slice(&0i32.to_ne_bytes()); // thiszone
+    header.extend_from_slice(&0u32.to_ne_bytes()); // sigfigs
+    header.extend_from_slice(&262_144u32.to_ne_bytes()); // snaplen, as tcpdump's default
+    header.extend_from_slice(&linktype.to_ne_bytes());
+    let written = rustix::io::write(&fd, &header).map_err(|e| fail(format!("write: {e}")))?;
+    if written != header.len() {
+        return Err(fail("short write".into()));
+    }
+    use std::os::fd::AsRawFd as _;
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    // libpcap opens its own descriptor on the file; ours can go once it has.
+    pcap::Capture::from_file(&path).map_err(|e| fail(e.to_string()))
+}
+
 /// libpcap's instruction as its `Display` shows it ("code jt jf k"), in the wire format of
 /// [`LinkProgram::insns`].
 fn parse_insn(s: &str) -> Option<u64> {
@@ -139,6 +164,18 @@ mod tests {
             compile("vlan and tcp", &[101]).unwrap_err().errno(),
             Errno::EINVAL
         );
+        // A BSD loopback capture's IPv6 is any of the BSDs' address families, as tcpdump reads
+        // a file (not this machine's own AF_INET6, as for a live capture).
+        let c = compile("ip6", &[0]).unwrap();
+        let ks: Vec<u32> = c.progs[0].insns.iter().map(|&w| w as u32).collect();
+        for af in [24u32, 28, 30] {
+            assert!(
+                ks.iter().any(|&k| k == af || k == af << 24),
+                "AF {af} not tested in {ks:?}"
+            );
+        }
+        // Raw IP by its file link type.
+        assert_eq!(compile("ip", &[101]).unwrap().progs.len(), 1);
         assert_eq!(parse_insn("6 0 0 262144"), Some(6 << 48 | 262144));
         assert_eq!(parse_insn("6 0 0"), None);
         assert_eq!(parse_insn("6 0 0 1 2"), None);

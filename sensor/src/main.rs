@@ -1461,13 +1461,14 @@ impl EventSink for WorkerSink {
         &mut self,
         tracker: &mut Tracker,
         pkt: &RawPacket<'_>,
+        pos: u64,
         seg: Option<&TcpSegment<'_>>,
     ) -> Result<()> {
         if let Some(d) = &mut self.dump {
-            d.before(tracker, pkt, seg)?;
+            d.before(tracker, pkt, pos, seg)?;
         }
         if let Some(p) = &mut self.publish {
-            p.before(tracker, pkt, seg)?;
+            p.before(tracker, pkt, pos, seg)?;
         }
         Ok(())
     }

@@ -17,11 +17,13 @@ use std::time::{Duration, Instant};
 /// Where the tracker's events go after each packet.
 pub trait EventSink {
     /// Called before each frame reaches the tracker (`seg` is its TCP segment, if it has
-    /// one): a publisher logs the frame and, in lossless mode, waits for analyzers here.
+    /// one; `pos` its position in the input): a publisher logs the frame, hands it to raw
+    /// sockets and, in lossless mode, waits for analyzers here.
     fn before(
         &mut self,
         _tracker: &mut Tracker,
         _pkt: &RawPacket<'_>,
+        _pos: u64,
         _seg: Option<&TcpSegment<'_>>,
     ) -> Result<()> {
         Ok(())
@@ -81,10 +83,11 @@ impl<A: EventSink, B: EventSink> EventSink for Both<A, B> {
         &mut self,
         tracker: &mut Tracker,
         pkt: &RawPacket<'_>,
+        pos: u64,
         seg: Option<&TcpSegment<'_>>,
     ) -> Result<()> {
-        self.0.before(tracker, pkt, seg)?;
-        self.1.before(tracker, pkt, seg)
+        self.0.before(tracker, pkt, pos, seg)?;
+        self.1.before(tracker, pkt, pos, seg)
     }
 
     fn handle(&mut self, tracker: &Tracker, events: &[Event]) -> Result<()> {
@@ -118,9 +121,10 @@ impl<T: EventSink + ?Sized> EventSink for &mut T {
         &mut self,
         tracker: &mut Tracker,
         pkt: &RawPacket<'_>,
+        pos: u64,
         seg: Option<&TcpSegment<'_>>,
     ) -> Result<()> {
-        (**self).before(tracker, pkt, seg)
+        (**self).before(tracker, pkt, pos, seg)
     }
 
     fn handle(&mut self, tracker: &Tracker, events: &[Event]) -> Result<()> {
@@ -431,13 +435,13 @@ fn packet(
                     seg.payload_len = seg.payload.len() as u32;
                 }
             }
-            sink.before(tracker, pkt, Some(&seg))?;
+            sink.before(tracker, pkt, pos, Some(&seg))?;
             tracker.process(pkt.ts_ns, pos, &seg, events);
         }
         // A fragment with reassembly off (or inside a reassembled datagram) is an orphan.
         Ok(Parsed::OtherIp { .. } | Parsed::Fragment { .. }) => {
             stats.other_ip += 1;
-            sink.before(tracker, pkt, None)?;
+            sink.before(tracker, pkt, pos, None)?;
             tracker.orphan_packet(pkt.ts_ns, pos, events);
         }
         Ok(Parsed::NotIp) => stats.not_ip += 1,

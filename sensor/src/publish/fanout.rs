@@ -631,10 +631,10 @@ impl Fanout {
         }
     }
 
-    /// Raw sockets: pushes an orphan event for `pkt` (logged as `pkt_ref`, to be processed in
-    /// call `pseq`) to each analyzer whose raw sockets take it. The frame is the event's
-    /// `getlastpkt`.
-    pub fn publish_raw(&mut self, pkt: &RawPacket<'_>, pkt_ref: u64, pseq: u64) {
+    /// Raw sockets: pushes an orphan event for `pkt` (at `pos` in the input, logged as
+    /// `pkt_ref`, to be processed in call `pseq`) to each analyzer whose raw sockets take it.
+    /// The frame is the event's packet ([`mos_client::Ctx::event_packet`]).
+    pub fn publish_raw(&mut self, pkt: &RawPacket<'_>, pos: u64, pkt_ref: u64, pseq: u64) {
         if !self.raw {
             return;
         }
@@ -655,7 +655,7 @@ impl Fanout {
                 worker: w as u16,
                 ts_ns: pkt.ts_ns,
                 pseq,
-                pkt_pos: u64::MAX,
+                pkt_pos: pos,
                 socks,
                 pkt_ref,
                 ..EventRecord::default()
@@ -834,6 +834,7 @@ impl EventSink for PublishSink {
         &mut self,
         tracker: &mut Tracker,
         pkt: &RawPacket<'_>,
+        pos: u64,
         seg: Option<&TcpSegment<'_>>,
     ) -> Result<()> {
         self.fanout.since_poll += 1;
@@ -882,7 +883,7 @@ impl EventSink for PublishSink {
         };
         self.pkt_ref = self.fanout.log_packet(pkt, seg, offset, tracker.pseq() + 1);
         self.fanout
-            .publish_raw(pkt, self.pkt_ref, tracker.pseq() + 1);
+            .publish_raw(pkt, pos, self.pkt_ref, tracker.pseq() + 1);
         if let Some(p) = tracker.publisher_mut() {
             p.pkt_ref = self.pkt_ref;
         }

@@ -699,7 +699,7 @@ fn filters(path: &Path, limit: Instant) -> Result<()> {
         if Instant::now() >= limit {
             break "limit".into();
         }
-        let accept = ret(if i % 2 == 0 { 0xffff } else { 0 });
+        let accept = ret(if i.is_multiple_of(2) { 0xffff } else { 0 });
         send(
             &a.sock,
             &ClientMsg::SubscribeSockets {
