@@ -230,6 +230,10 @@ pub struct Tracker {
     /// Lossless mode: per ring, the latest call that stored bytes in it after its connection
     /// closed (a held ring still takes late segments; it may go only once those are passed).
     ring_written: Vec<u64>,
+    /// Lossless mode: by slot, the generation (+1) of a connection no analyzer gets (their
+    /// filters took none of its sockets): its slot and rings are not held for analyzers when
+    /// it ends. Grown as slots are used; 0 where nothing is known (held as usual).
+    unwatched: Vec<u32>,
 }
 
 /// The packet-level facts every event of one segment shares.
@@ -287,6 +291,7 @@ impl Tracker {
             held: VecDeque::new(),
             held_rings: VecDeque::new(),
             ring_written: Vec::new(),
+            unwatched: Vec::new(),
         })
     }
 
@@ -788,11 +793,50 @@ impl Tracker {
         }
     }
 
+    /// Lossless mode: whether the connection in `slot` (of `generation`) is one some analyzer
+    /// gets. A connection marked unwatched has its slot and rings freed when it ends as in
+    /// live mode: no analyzer has an event of it to read. Analyzers whose subscriptions change
+    /// call [`Tracker::forget_watched`], after which every connection is held again.
+    pub fn set_watched(&mut self, slot: u32, generation: u32, watched: bool) {
+        let i = slot as usize;
+        if i >= self.table.capacity() {
+            return;
+        }
+        if i >= self.unwatched.len() {
+            if watched {
+                return;
+            }
+            let len = (i + 1)
+                .next_power_of_two()
+                .max(1024)
+                .min(self.table.capacity());
+            self.unwatched.resize(len, 0);
+        }
+        self.unwatched[i] = if watched {
+            0
+        } else {
+            generation.wrapping_add(1)
+        };
+    }
+
+    /// Forgets every [`Tracker::set_watched`]: each connection is held for analyzers again.
+    pub fn forget_watched(&mut self) {
+        self.unwatched.iter_mut().for_each(|g| *g = 0);
+    }
+
+    /// Whether something of the connection in `slot` is held for analyzers when it ends.
+    #[inline]
+    fn watched(&self, slot: u32) -> bool {
+        self.unwatched
+            .get(slot as usize)
+            .is_none_or(|&g| g == 0 || g != self.table.generation(slot).wrapping_add(1))
+    }
+
     /// A detached connection's slot (and rings) are to be freed: at the next call, or in
     /// lossless mode once every analyzer has passed this call's events.
     #[inline]
     fn retire(&mut self, slot: u32) {
-        if self.lossless {
+        if self.lossless && self.watched(slot) {
             self.held.push_back((slot, self.pseq));
         } else {
             self.reclaim.push(slot);
@@ -1187,6 +1231,7 @@ impl Tracker {
                 self.make_room(slot, need);
             }
         }
+        let watched = self.watched(slot);
         let conn = self.table.get_mut(slot).expect("live slot");
         let mut outcome = InsertOutcome::default();
         // Where the segment's first byte lands in the stream (for ERROR offsets).
@@ -1199,7 +1244,7 @@ impl Tracker {
             // compared, so it raises no `REXMIT` and no conflict.
             self.stats.keepalives += 1;
         } else if seg.payload_len > 0 {
-            let mark_ring = self.lossless && conn.closed.is_some();
+            let mark_ring = self.lossless && watched && conn.closed.is_some();
             let recv = &mut conn.stack_mut(rcv).recv;
             if recv.is_anchored() {
                 seg_offset = recv.seq_to_offset(data_seq).unwrap_or(0);
@@ -1290,7 +1335,7 @@ impl Tracker {
                 let h = FlowHandle { slot, generation };
                 // Lossless mode keeps the rings until every analyzer has passed this call's
                 // events: one behind may still read them.
-                if self.lossless {
+                if self.lossless && self.watched(slot) {
                     self.held_rings.push_back((h, self.pseq));
                 } else {
                     self.release.push(h);

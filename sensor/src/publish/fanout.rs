@@ -129,24 +129,25 @@ impl Member {
         }
     }
 
-    /// The member's sockets an event is for (0: none). `pkt` is the frame that raised it, if
-    /// any: SYN filters not yet run on the flow are run on it.
-    fn socks_for(&mut self, ev: &Event, pkt: Option<&RawPacket<'_>>) -> u32 {
+    /// The member's sockets an event is for (0: none), and whether a SYN filter took the
+    /// flow just now. `pkt` is the frame that raised it, if any: SYN filters not yet run on
+    /// the flow are run on it.
+    fn socks_for(&mut self, ev: &Event, pkt: Option<&RawPacket<'_>>) -> (u32, bool) {
         let kind = ev.kind.mask();
         let want = self.sub.wanting(kind);
         if ev.flow.slot == u32::MAX {
             // An orphan packet: its filter is run on every one.
             return if want == 0 {
-                0
+                (0, false)
             } else {
-                want & self.sub.orphan_matches(pkt)
+                (want & self.sub.orphan_matches(pkt), false)
             };
         }
-        let flow = match self.picks.as_mut() {
+        let (flow, took) = match self.picks.as_mut() {
             Some(p) => p.socks_of(&self.sub, ev.flow.slot, ev.flow.generation, pkt),
-            None => self.sub.unfiltered,
+            None => (self.sub.unfiltered, false),
         };
-        flow & want
+        (flow & want, took)
     }
 
     /// Every event of publication sequence `<= result` has been consumed.
@@ -211,6 +212,12 @@ pub struct Fanout {
     wanted: u64,
     /// Some member has a raw socket.
     raw: bool,
+    /// Some member has a SYN filter (or stopped a flow): connections may go unwatched.
+    filtered: bool,
+    /// Connections found watched or not since the tracker was last told, and whether what it
+    /// was told must be forgotten first (a subscription changed).
+    watch: Vec<(u32, u32, bool)>,
+    watch_reset: bool,
     /// Frames since the control channel was last read.
     since_poll: u32,
     /// Frames the sensor logged for analyzers.
@@ -300,6 +307,9 @@ impl Fanout {
             packets: false,
             wanted: 0,
             raw: false,
+            filtered: false,
+            watch: Vec::new(),
+            watch_reset: false,
             since_poll: 0,
             logged: 0,
         }
@@ -328,6 +338,7 @@ impl Fanout {
             self.wanted |= EventMask::CONN_START.0;
         }
         self.raw = self.members.iter().any(|m| m.sub.raw != 0);
+        self.filtered = self.members.iter().any(|m| m.picks.is_some());
     }
 
     /// Takes a member's new subscription: decisions of sockets whose SYN filter changed are
@@ -343,6 +354,9 @@ impl Fanout {
             }
             m.sub = sub;
         }
+        // What was found with the old subscription no longer holds.
+        self.watch.clear();
+        self.watch_reset = true;
         self.recompute();
     }
 
@@ -377,6 +391,7 @@ impl Fanout {
                             .get_or_insert_with(|| Picks::new(slots))
                             .stop(slot, generation, bit);
                     }
+                    self.recompute();
                 }
                 Ok(ToWorker::Ready(id)) => {
                     if let Some(m) = self.members.iter_mut().find(|m| m.a.id == id) {
@@ -549,7 +564,15 @@ impl Fanout {
             let mut socks = None;
             while ev_i < events.len() {
                 let ev = &events[ev_i];
-                let for_socks = *socks.get_or_insert_with(|| self.members[i].socks_for(ev, pkt));
+                let for_socks = *socks.get_or_insert_with(|| {
+                    let (socks, took) = self.members[i].socks_for(ev, pkt);
+                    if took {
+                        // A filter decided late (an analyzer that attached after the flow
+                        // began) took it: it is held for analyzers from now on.
+                        self.watch.push((ev.flow.slot, ev.flow.generation, true));
+                    }
+                    socks
+                });
                 if for_socks == 0 {
                     ev_i += 1;
                     socks = None;
@@ -628,6 +651,32 @@ impl Fanout {
             if !detached {
                 i += 1;
             }
+        }
+        // A connection's filters were run on its first packet (it raised CONN_START): one that
+        // no analyzer gets is not held for analyzers when it ends.
+        if self.filtered {
+            let mut last = None;
+            for ev in events.iter().filter(|e| e.kind == EventKind::ConnStart) {
+                let f = (ev.flow.slot, ev.flow.generation);
+                if last == Some(f) {
+                    continue;
+                }
+                last = Some(f);
+                if !self.members.iter().any(|m| m.holds(f.0, f.1)) {
+                    self.watch.push((f.0, f.1, false));
+                }
+            }
+        }
+    }
+
+    /// Tells the tracker which connections no analyzer gets (see [`Tracker::set_watched`]),
+    /// and to forget them all after a subscription changed.
+    fn sync_watch(&mut self, tracker: &mut Tracker) {
+        if std::mem::take(&mut self.watch_reset) {
+            tracker.forget_watched();
+        }
+        for (slot, generation, watched) in self.watch.drain(..) {
+            tracker.set_watched(slot, generation, watched);
         }
     }
 
@@ -844,6 +893,7 @@ impl EventSink for PublishSink {
             self.header.clock_ns.fetch_max(pkt.ts_ns, Ordering::Relaxed);
         }
         tracker.set_events(EventMask(self.base_events.0 | self.fanout.wanted));
+        self.fanout.sync_watch(tracker);
         if self.fanout.opts.lossless && !self.fanout.members.is_empty() {
             let mut passed = self.fanout.passed();
             // Analyzers past every call so far are past whatever this segment could discard:
@@ -910,6 +960,7 @@ impl EventSink for PublishSink {
         self.fanout.poll_control();
         // What the analyzers taken in now want is raised from the next event on.
         tracker.set_events(EventMask(self.base_events.0 | self.fanout.wanted));
+        self.fanout.sync_watch(tracker);
     }
 
     fn checkpoint(&mut self, tracker: &Tracker, stats: &ReplayStats) {

@@ -260,7 +260,8 @@ struct Pick {
 }
 
 /// One analyzer's picks, by flow slot. Made when the analyzer first has a SYN filter or
-/// stops monitoring a flow; 20 bytes a slot (pages are touched only as slots are used).
+/// stops monitoring a flow; 20 bytes a slot, grown as slots are used (the flow table hands
+/// out low slots first), so an analyzer that subscribes costs the worker nothing up front.
 ///
 /// A socket whose filter changes (or that closes) has its decisions forgotten in O(1): the
 /// table's epoch moves on and the socket is marked as changed at the new epoch; an entry last
@@ -269,6 +270,8 @@ struct Pick {
 #[derive(Debug, Default)]
 pub struct Picks {
     by_slot: Vec<Pick>,
+    /// The most slots there are.
+    slots: usize,
     epoch: u32,
     /// By socket: the epoch at which its filter last changed.
     changed_at: [u32; 32],
@@ -278,7 +281,8 @@ impl Picks {
     /// An empty table for `slots` flow slots.
     pub fn new(slots: usize) -> Picks {
         Picks {
-            by_slot: vec![Pick::default(); slots],
+            by_slot: Vec::new(),
+            slots,
             epoch: 0,
             changed_at: [0; 32],
         }
@@ -307,7 +311,16 @@ impl Picks {
 
     fn entry(&mut self, slot: u32, generation: u32) -> Option<&mut Pick> {
         let g = generation.wrapping_add(1);
-        let e = *self.by_slot.get(slot as usize)?;
+        let i = slot as usize;
+        if i >= self.by_slot.len() {
+            if i >= self.slots {
+                return None;
+            }
+            // Doubling: a few reallocations over a run, none per packet once grown.
+            let len = (i + 1).next_power_of_two().max(1024).min(self.slots);
+            self.by_slot.resize(len, Pick::default());
+        }
+        let e = self.by_slot[i];
         let fresh = if e.generation != g {
             Pick {
                 generation: g,
@@ -324,25 +337,32 @@ impl Picks {
 
     /// The stream sockets the flow in `slot` (of `generation`) is for: the unfiltered ones,
     /// those whose SYN filter took it, less those that stopped monitoring it. With a frame,
-    /// the filters not yet run on the flow are run on it first.
+    /// the filters not yet run on the flow are run on it first. The flag says whether one of
+    /// those runs took the flow.
     pub fn socks_of(
         &mut self,
         subs: &Sockets,
         slot: u32,
         generation: u32,
         pkt: Option<&RawPacket<'_>>,
-    ) -> u32 {
+    ) -> (u32, bool) {
         let Some(e) = self.entry(slot, generation) else {
-            return subs.unfiltered;
+            return (subs.unfiltered, false);
         };
         let undecided = subs.syn_filtered & !e.decided;
+        let mut took = false;
         if undecided != 0 {
             if let Some(pkt) = pkt {
-                e.matched |= subs.syn_matches(pkt) & undecided;
+                let m = subs.syn_matches(pkt) & undecided;
+                e.matched |= m;
                 e.decided |= undecided;
+                took = m != 0;
             }
         }
-        (subs.unfiltered | (e.matched & subs.syn_filtered)) & !e.stopped
+        (
+            (subs.unfiltered | (e.matched & subs.syn_filtered)) & !e.stopped,
+            took,
+        )
     }
 
     /// Whether some stream socket of the analyzer still gets the flow (the sensor then
@@ -354,8 +374,8 @@ impl Picks {
                 let e = self.current(*e);
                 (subs.unfiltered | (e.matched & subs.syn_filtered)) & !e.stopped != 0
             }
-            Some(_) => subs.unfiltered != 0,
-            None => true,
+            // A slot the table has not reached has no entry yet.
+            _ => subs.unfiltered != 0,
         }
     }
 
@@ -446,34 +466,34 @@ mod tests {
         let mut picks = Picks::new(4);
         let eth = frame(LinkType::Ethernet);
         // Before a frame: only the unfiltered socket.
-        assert_eq!(picks.socks_of(&subs, 2, 7, None), 1 << 5);
+        assert_eq!(picks.socks_of(&subs, 2, 7, None).0, 1 << 5);
         assert!(picks.holds(&subs, 2, 7));
-        assert_eq!(picks.socks_of(&subs, 2, 7, Some(&eth)), 0b1 | 1 << 5);
+        assert_eq!(picks.socks_of(&subs, 2, 7, Some(&eth)).0, 0b1 | 1 << 5);
         // Decided: a later frame does not change it.
         let sll = frame(LinkType::LinuxSll);
-        assert_eq!(picks.socks_of(&subs, 2, 7, Some(&sll)), 0b1 | 1 << 5);
+        assert_eq!(picks.socks_of(&subs, 2, 7, Some(&sll)).0, 0b1 | 1 << 5);
         // A frame of a link type without a program matches nothing.
-        assert_eq!(picks.socks_of(&subs, 3, 0, Some(&sll)), 1 << 5);
+        assert_eq!(picks.socks_of(&subs, 3, 0, Some(&sll)).0, 1 << 5);
         // The slot's next connection is decided afresh.
-        assert_eq!(picks.socks_of(&subs, 2, 8, Some(&sll)), 1 << 5);
+        assert_eq!(picks.socks_of(&subs, 2, 8, Some(&sll)).0, 1 << 5);
         // Stopping: the socket gets nothing more of the flow.
-        assert_eq!(picks.socks_of(&subs, 1, 0, Some(&eth)), 0b1 | 1 << 5);
+        assert_eq!(picks.socks_of(&subs, 1, 0, Some(&eth)).0, 0b1 | 1 << 5);
         picks.stop(1, 0, 1 << 5);
         picks.stop(1, 0, 0b1);
-        assert_eq!(picks.socks_of(&subs, 1, 0, Some(&eth)), 0);
+        assert_eq!(picks.socks_of(&subs, 1, 0, Some(&eth)).0, 0);
         assert!(!picks.holds(&subs, 1, 0));
         // Forgetting socket 0 only: its decision and stop go (it is decided again on the next
         // frame), socket 5's stop stays.
         picks.forget(0b1);
-        assert_eq!(picks.socks_of(&subs, 1, 0, None), 0);
-        assert_eq!(picks.socks_of(&subs, 1, 0, Some(&eth)), 0b1);
+        assert_eq!(picks.socks_of(&subs, 1, 0, None).0, 0);
+        assert_eq!(picks.socks_of(&subs, 1, 0, Some(&eth)).0, 0b1);
         picks.forget(u32::MAX);
-        assert_eq!(picks.socks_of(&subs, 1, 0, None), 1 << 5);
+        assert_eq!(picks.socks_of(&subs, 1, 0, None).0, 1 << 5);
         // Slot 2 was decided before both: decided again on its next frame.
-        assert_eq!(picks.socks_of(&subs, 2, 8, None), 1 << 5);
-        assert_eq!(picks.socks_of(&subs, 2, 8, Some(&eth)), 0b1 | 1 << 5);
+        assert_eq!(picks.socks_of(&subs, 2, 8, None).0, 1 << 5);
+        assert_eq!(picks.socks_of(&subs, 2, 8, Some(&eth)).0, 0b1 | 1 << 5);
         // Out of range slots: only what needs no entry.
-        assert_eq!(picks.socks_of(&subs, 99, 0, Some(&eth)), 1 << 5);
+        assert_eq!(picks.socks_of(&subs, 99, 0, Some(&eth)).0, 1 << 5);
     }
 
     #[test]
