@@ -6,17 +6,21 @@
 //! group per callback), from a 256 KiB source into the same scratch buffer with `memcpy`, timed
 //! the same way, and prints one JSON line on stdout with both figures (`pub-bench` reads it).
 //!
-//! usage: peek-sink --control PATH [--name NAME]
+//! With `--filter EXPR` the socket takes only the connections whose first packet the libpcap
+//! expression matches (its SYN filter): the sensor runs it, and the sink sees nothing of the
+//! other connections. The JSON line then names the filter.
+//!
+//! usage: peek-sink --control PATH [--name NAME] [--filter EXPR]
 
 use anyhow::{bail, Context, Result};
-use mos_client::{AttachOptions, Errno, EventMask, Filter, Mos, Peek, RunEnd, Side};
+use mos_client::{AttachOptions, Errno, EventMask, Filter, MonitorFilter, Mos, Peek, RunEnd, Side};
 use std::cell::RefCell;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: peek-sink --control PATH [--name NAME]";
+const USAGE: &str = "usage: peek-sink --control PATH [--name NAME] [--filter EXPR]";
 /// The analyzer's scratch buffer.
 const SCRATCH: usize = 64 * 1024;
 /// The memcpy baseline's source (the sensor's default ring size).
@@ -70,11 +74,13 @@ fn attach(control: &Path, name: &str) -> Result<Mos> {
 fn main() -> Result<()> {
     let mut control = None;
     let mut name = "peek-sink".to_string();
+    let mut syn_filter = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--control" => control = Some(PathBuf::from(args.next().context(USAGE)?)),
             "--name" => name = args.next().context(USAGE)?,
+            "--filter" => syn_filter = Some(args.next().context(USAGE)?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -85,6 +91,16 @@ fn main() -> Result<()> {
     let control = control.context(USAGE)?;
     let mut mos = attach(&control, &name)?;
     let sock = mos.socket()?;
+    if let Some(expr) = syn_filter.as_deref() {
+        mos.bind_monitor_filter(
+            sock,
+            &MonitorFilter {
+                stream_syn_filter: Some(expr),
+                ..MonitorFilter::default()
+            },
+        )
+        .with_context(|| format!("the SYN filter {expr:?}"))?;
+    }
     let tally = Rc::new(RefCell::new(Tally {
         chunks: Vec::with_capacity(1 << 20),
         group_ends: Vec::with_capacity(1 << 20),
@@ -157,6 +173,7 @@ fn main() -> Result<()> {
         "{}",
         serde_json::json!({
             "name": name,
+            "filter": syn_filter,
             "events": c.events,
             "callbacks": t.callbacks,
             "events_dropped": c.events_dropped,

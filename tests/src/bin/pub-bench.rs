@@ -1,43 +1,58 @@
 //! `pub-bench`: the sensor with publication, as a process, against `memcpy` in the same run.
 //!
-//! For each capture it runs the release `mos-sensor` N times in each of three modes, alternating
+//! For each capture it runs the release `mos-sensor` N times in each of its modes, alternating
 //! the modes so that noise from other tenants hits all of them alike:
 //! - `nopub`: `--no-publish` (no shared memory, no control socket);
 //! - `pub0`: publishing, with no analyzer attached;
 //! - `pub2`: publishing to two `peek-sink` analyzers (`--wait-analyzers 2`), each of which
-//!   registers `CONN_NEW_DATA` on both sides and peeks every byte.
+//!   registers `CONN_NEW_DATA` on both sides and peeks every byte;
+//! - `pub2f`: as `pub2`, but each analyzer's socket has a SYN filter that takes a disjoint 1 %
+//!   of the connections (by the client's port, see [`SELECT_MOD`]). Only for `mkpcap`
+//!   captures: each analyzer must read exactly the streams of the connections its filter
+//!   takes, which the driver works out itself from the capture and its `.expected.tsv`.
 //!
 //! The sensor's time is its own `replay_s` (its `stats` line): from the start of the replay,
-//! after the analyzers are ready, to the end of the lossless drain. After each round the
+//! after the analyzers are ready, to the end of the lossless drain. Its CPU time is the user
+//! plus system time of the whole process (every thread, start-up and waits included), from
+//! `wait4`'s resource usage as bash's `time` reports it, to the millisecond; the analyzers'
+//! likewise. Against `pub0` in the same round, each mode gets a throughput and a CPU ratio,
+//! and the table gives the median of those per-round ratios. After each round the
 //! driver copies the capture's TCP payload (every segment's, in capture order) with `memcpy`
 //! into a 256 KiB buffer, as `core-bench` does. Every run is checked: no event dropped, no
-//! byte overwritten before an analyzer read it, every analyzer got the same bytes, and the
-//! analyzers' bytes plus the capture's own gaps make up every stream byte; a run that fails
-//! a check fails the benchmark.
+//! byte overwritten before an analyzer read it, every unfiltered analyzer got the same bytes,
+//! and its bytes plus the capture's own gaps make up every stream byte, a filtered one's
+//! exactly the streams of the connections it selects; a run that fails a check fails the
+//! benchmark.
 //!
 //! With `--idle SMALL BIG` it measures memory per idle connection instead: the sensor's
 //! `RssAnon` and `RssShmem` when the input ended, on two `mkpcap idle` captures of different
 //! sizes, with and without publication; the growth divided by the extra connections.
 //!
-//! usage: pub-bench [--runs N] [--modes nopub,pub0,pub2] CAPTURE...
+//! `--hugepages off|auto|require` is passed to every publishing sensor run: with `off` the
+//! figures do not depend on whether another process holds the host's hugepages.
+//!
+//! usage: pub-bench [--runs N] [--modes nopub,pub0,pub2,pub2f] [--hugepages H] CAPTURE...
 //!        pub-bench --idle SMALL.pcap BIG.pcap
 
 use anyhow::{bail, ensure, Context, Result};
+use mos_sensor::capture::{CaptureBackend, FileCapture};
 use mos_sensor::flow::{Endpoint, FlowKey};
+use mos_sensor::parse::{parse_packet, Parsed};
 use mos_sensor::tcp::conn::{Conn, Stack};
 use mos_sensor::tcp::reassembly::Stream;
 use mos_tests::bench::{gbps, med_min_max, mpps, payload_segments, run_memcpy, SCRATCH};
 use mos_tests::locate;
-use mos_tests::synth::{expected_path, read_expected};
+use mos_tests::synth::{expected_path, read_expected, ExpectedDir};
 use serde_json::Value;
 use shm_layout::layout::FlowSlot;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const USAGE: &str =
-    "usage: pub-bench [--runs N (default 5)] [--modes nopub,pub0,pub2] CAPTURE...\n       \
+const USAGE: &str = "usage: pub-bench [--runs N (default 5)] [--modes nopub,pub0,pub2,pub2f] \
+                     [--hugepages off|auto|require] CAPTURE...\n       \
                      pub-bench [--runs N (default 3)] --idle SMALL.pcap BIG.pcap";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -45,6 +60,18 @@ enum Mode {
     NoPub,
     Pub0,
     Pub2,
+    Pub2F,
+}
+
+/// `pub2f`'s selector: analyzer `i` takes the connections whose first packet's TCP source port
+/// (the client's, on a SYN) leaves the remainder `SELECT_RESIDUES[i]` modulo `SELECT_MOD`.
+/// `mkpcap short-flows` numbers its clients' ports consecutively, so each takes 1 %.
+const SELECT_MOD: u16 = 100;
+const SELECT_RESIDUES: [u16; 2] = [7, 8];
+
+/// The libpcap expression of residue `r`.
+fn select_expr(r: u16) -> String {
+    format!("tcp[0:2] % {SELECT_MOD} = {r}")
 }
 
 impl Mode {
@@ -53,6 +80,7 @@ impl Mode {
             Mode::NoPub => "nopub",
             Mode::Pub0 => "pub0",
             Mode::Pub2 => "pub2",
+            Mode::Pub2F => "pub2f",
         }
     }
 
@@ -61,17 +89,82 @@ impl Mode {
             "nopub" => Mode::NoPub,
             "pub0" => Mode::Pub0,
             "pub2" => Mode::Pub2,
-            _ => bail!("unknown mode {s:?} (nopub, pub0, pub2)"),
+            "pub2f" => Mode::Pub2F,
+            _ => bail!("unknown mode {s:?} (nopub, pub0, pub2, pub2f)"),
         })
     }
 
     fn analyzers(self) -> usize {
-        if self == Mode::Pub2 {
-            2
-        } else {
-            0
+        match self {
+            Mode::Pub2 | Mode::Pub2F => 2,
+            Mode::NoPub | Mode::Pub0 => 0,
         }
     }
+
+    /// The SYN filter of analyzer `i`, if the mode gives it one.
+    fn filter(self, i: usize) -> Option<String> {
+        match self {
+            Mode::Pub2F => SELECT_RESIDUES.get(i).map(|&r| select_expr(r)),
+            _ => None,
+        }
+    }
+}
+
+/// What `pub2f`'s analyzers must read, worked out from the capture without the sensor's
+/// filters: each connection's first frame, parsed, gives its source port; the `.expected.tsv`
+/// gives each direction's stream bytes.
+#[derive(Debug)]
+struct Selection {
+    /// Connections in the capture.
+    conns: u64,
+    /// By residue (as `SELECT_RESIDUES`): the connections taken and their stream bytes.
+    taken: Vec<(u64, u64)>,
+}
+
+fn selection(path: &Path, expected: &[ExpectedDir]) -> Result<Selection> {
+    let pair = |a: SocketAddr, b: SocketAddr| if a <= b { (a, b) } else { (b, a) };
+    let mut first_sport: HashMap<(SocketAddr, SocketAddr), u16> = HashMap::new();
+    let mut cap = FileCapture::open(path).with_context(|| format!("opening {}", path.display()))?;
+    while let Some(pkt) = cap.next_packet()? {
+        if let Ok(Parsed::Tcp(seg)) = parse_packet(&pkt, false) {
+            let (src, dst) = (
+                SocketAddr::new(seg.src, seg.sport),
+                SocketAddr::new(seg.dst, seg.dport),
+            );
+            first_sport.entry(pair(src, dst)).or_insert(seg.sport);
+        }
+    }
+    let mut bytes: HashMap<(SocketAddr, SocketAddr), u64> = HashMap::new();
+    let mut dirs = std::collections::HashSet::new();
+    for d in expected {
+        // A 4-tuple used twice would be two connections, told apart by the sensor but not by
+        // this table: the selection is only worked out for captures without reuse.
+        ensure!(
+            dirs.insert((d.src, d.dst)),
+            "{}: {} -> {} is listed twice in the .expected.tsv",
+            path.display(),
+            d.src,
+            d.dst
+        );
+        *bytes.entry(pair(d.src, d.dst)).or_default() += d.bytes;
+    }
+    let mut taken = vec![(0u64, 0u64); SELECT_RESIDUES.len()];
+    for (conn, b) in &bytes {
+        let sport = first_sport.get(conn).with_context(|| {
+            format!("{}: no frame of {} <-> {}", path.display(), conn.0, conn.1)
+        })?;
+        if let Some(k) = SELECT_RESIDUES
+            .iter()
+            .position(|&r| sport % SELECT_MOD == r)
+        {
+            taken[k].0 += 1;
+            taken[k].1 += b;
+        }
+    }
+    Ok(Selection {
+        conns: bytes.len() as u64,
+        taken,
+    })
 }
 
 /// The sensor's `stats` line.
@@ -123,22 +216,59 @@ fn parse_stats(stderr: &str) -> Result<SensorStats> {
     })
 }
 
-/// One sensor run in one mode: its stats and the analyzers' JSON lines.
+/// One sensor run in one mode: its stats and the analyzers' JSON lines, and the CPU time
+/// (user + system, seconds) of the sensor and of the analyzers together.
 #[derive(Debug)]
 struct Run {
     sensor: SensorStats,
     sinks: Vec<Value>,
+    cpu_s: f64,
+    sinks_cpu_s: f64,
+}
+
+/// The line the `time` of [`timed`] adds to a process's stderr.
+const CPU_PREFIX: &str = "pub-bench: cpu ";
+
+/// `program` under bash's `time`, which prints the user and system time of the process (from
+/// `wait4`, to the millisecond) on its stderr once it ends.
+fn timed(program: &Path) -> Command {
+    let mut c = Command::new("bash");
+    c.arg("-c")
+        .arg(format!(
+            "TIMEFORMAT='{CPU_PREFIX}user=%3U sys=%3S'; time \"$0\" \"$@\""
+        ))
+        .arg(program);
+    c
+}
+
+/// The user plus system seconds in the stderr of a [`timed`] process.
+fn parse_cpu(stderr: &str) -> Result<f64> {
+    let line = stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(CPU_PREFIX))
+        .context("no CPU time (is bash installed?)")?;
+    let mut total = 0.0;
+    for f in line.split_whitespace() {
+        let (_, v) = f.split_once('=').context("CPU time line")?;
+        total += v
+            .parse::<f64>()
+            .with_context(|| format!("CPU time {line:?}"))?;
+    }
+    Ok(total)
 }
 
 struct Bins {
     sensor: PathBuf,
     sink: PathBuf,
     tmp: PathBuf,
+    /// The sensor's `--hugepages`, if given.
+    hugepages: Option<String>,
 }
 
 fn run_sensor(bins: &Bins, pcap: &Path, mode: Mode, tag: &str) -> Result<Run> {
     let control = bins.tmp.join(format!("{tag}.sock"));
-    let mut cmd = Command::new(&bins.sensor);
+    let mut cmd = timed(&bins.sensor);
     cmd.arg("--pcap").arg(pcap);
     match mode {
         Mode::NoPub => {
@@ -146,6 +276,9 @@ fn run_sensor(bins: &Bins, pcap: &Path, mode: Mode, tag: &str) -> Result<Run> {
         }
         _ => {
             cmd.arg("--control").arg(&control);
+            if let Some(h) = &bins.hugepages {
+                cmd.arg("--hugepages").arg(h);
+            }
         }
     }
     let n = mode.analyzers();
@@ -160,13 +293,16 @@ fn run_sensor(bins: &Bins, pcap: &Path, mode: Mode, tag: &str) -> Result<Run> {
         .with_context(|| format!("starting {}", bins.sensor.display()))?;
     let mut sinks = Vec::new();
     for i in 0..n {
+        let mut sink = timed(&bins.sink);
+        sink.arg("--control")
+            .arg(&control)
+            .arg("--name")
+            .arg(format!("peek-sink-{i}"));
+        if let Some(f) = mode.filter(i) {
+            sink.arg("--filter").arg(f);
+        }
         sinks.push(
-            Command::new(&bins.sink)
-                .arg("--control")
-                .arg(&control)
-                .arg("--name")
-                .arg(format!("peek-sink-{i}"))
-                .stdin(Stdio::null())
+            sink.stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -177,16 +313,17 @@ fn run_sensor(bins: &Bins, pcap: &Path, mode: Mode, tag: &str) -> Result<Run> {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let mut values = Vec::new();
     let mut sink_errors = Vec::new();
+    let mut sinks_cpu_s = 0.0;
     for s in sinks {
         let o = s.wait_with_output()?;
         let text = String::from_utf8_lossy(&o.stdout);
+        let err = String::from_utf8_lossy(&o.stderr);
         match (o.status.success(), text.lines().last()) {
-            (true, Some(l)) => values.push(serde_json::from_str(l).context("peek-sink JSON")?),
-            _ => sink_errors.push(format!(
-                "{}: {}",
-                o.status,
-                String::from_utf8_lossy(&o.stderr).trim()
-            )),
+            (true, Some(l)) => {
+                values.push(serde_json::from_str(l).context("peek-sink JSON")?);
+                sinks_cpu_s += parse_cpu(&err).with_context(|| format!("{tag}: peek-sink"))?;
+            }
+            _ => sink_errors.push(format!("{}: {}", o.status, err.trim())),
         }
     }
     ensure!(
@@ -202,6 +339,8 @@ fn run_sensor(bins: &Bins, pcap: &Path, mode: Mode, tag: &str) -> Result<Run> {
     Ok(Run {
         sensor: parse_stats(&stderr).with_context(|| format!("{tag}:\n{stderr}"))?,
         sinks: values,
+        cpu_s: parse_cpu(&stderr).with_context(|| format!("{tag}: the sensor"))?,
+        sinks_cpu_s,
     })
 }
 
@@ -211,13 +350,14 @@ fn field(v: &Value, k: &str) -> u64 {
 
 /// The losslessness checks of one run; `reference` is the first `nopub` run of the capture,
 /// `expected_bytes` what its streams hold (from `mkpcap`'s `.expected.tsv`, or the first
-/// analyzer run's count).
+/// unfiltered analyzer run's count), `selected` what `pub2f`'s filters take.
 fn check(
     tag: &str,
     mode: Mode,
     r: &Run,
     reference: &SensorStats,
     expected_bytes: Option<u64>,
+    selected: Option<&Selection>,
 ) -> Result<()> {
     let s = &r.sensor;
     ensure!(
@@ -245,7 +385,7 @@ fn check(
         "{tag}: {} analyzer reports",
         r.sinks.len()
     );
-    for v in &r.sinks {
+    for (i, v) in r.sinks.iter().enumerate() {
         for k in [
             "events_dropped",
             "events_malformed",
@@ -259,6 +399,34 @@ fn check(
                 "{tag}: analyzer {k} = {}: {v}",
                 field(v, k)
             );
+        }
+        ensure!(
+            field(v, "events") <= s.events,
+            "{tag}: analyzer saw more events than published"
+        );
+        if let Some(filter) = mode.filter(i) {
+            // Only the selected connections' streams, every byte of them. The gaps the sensor
+            // lacked are split among all connections: a filtered analyzer gets its share.
+            let sel = selected.context("pub2f needs the selection of its filters")?;
+            ensure!(
+                v.get("filter").and_then(Value::as_str) == Some(filter.as_str()),
+                "{tag}: analyzer {i} ran with another filter than {filter:?}: {v}"
+            );
+            let want = sel.taken[i].1;
+            ensure!(
+                field(v, "bytes") == want,
+                "{tag}: filtered analyzer ({filter}) read {} bytes, the {} connections it \
+                 selects hold {want}",
+                field(v, "bytes"),
+                sel.taken[i].0
+            );
+            ensure!(
+                field(v, "gap_bytes") <= s.gap_bytes + s.overflow_bytes,
+                "{tag}: filtered analyzer skipped {} bytes as gaps, the sensor lacked {}: {v}",
+                field(v, "gap_bytes"),
+                s.gap_bytes + s.overflow_bytes
+            );
+            continue;
         }
         // Every stream byte reached the analyzer as data, except the bytes the sensor
         // itself never held (the capture's gaps and the ring overflow above), which it was
@@ -280,10 +448,6 @@ fn check(
             field(v, "bytes") == field(&r.sinks[0], "bytes"),
             "{tag}: the analyzers read different byte counts"
         );
-        ensure!(
-            field(v, "events") <= s.events,
-            "{tag}: analyzer saw more events than published"
-        );
     }
     Ok(())
 }
@@ -292,6 +456,7 @@ fn main() -> Result<()> {
     let mut runs = None;
     let mut modes = vec![Mode::NoPub, Mode::Pub0, Mode::Pub2];
     let mut idle = false;
+    let mut hugepages = None;
     let mut files = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -306,6 +471,7 @@ fn main() -> Result<()> {
                     .collect::<Result<_>>()?
             }
             "--idle" => idle = true,
+            "--hugepages" => hugepages = Some(args.next().context(USAGE)?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -320,6 +486,7 @@ fn main() -> Result<()> {
         sensor: locate::bin("mos-sensor")?,
         sink: locate::bin("peek-sink")?,
         tmp: tmp.clone(),
+        hugepages,
     };
     let r = if idle {
         ensure!(files.len() == 2, "{USAGE}");
@@ -335,13 +502,15 @@ fn main() -> Result<()> {
 fn throughput(bins: &Bins, files: &[PathBuf], modes: &[Mode], runs: usize) -> Result<()> {
     ensure!(runs > 0, "--runs must be at least 1");
     println!(
-        "# pub-bench: runs={runs}, modes {}, sensor {}, analyzers peek-sink; unpinned, \
-         {} CPUs online",
+        "# pub-bench: runs={runs}, modes {}, sensor {} (--hugepages {}), analyzers peek-sink; \
+         unpinned, {} CPUs online",
         modes.iter().map(|m| m.name()).collect::<Vec<_>>().join(","),
         bins.sensor.display(),
+        bins.hugepages.as_deref().unwrap_or("auto, the default"),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let mut table = Vec::new();
+    let mut cost_rows = Vec::new();
     let mut peek_rows = Vec::new();
     for path in files {
         let name = path.file_stem().map_or_else(
@@ -356,12 +525,39 @@ fn throughput(bins: &Bins, files: &[PathBuf], modes: &[Mode], runs: usize) -> Re
         let reference = run_sensor(bins, path, Mode::NoPub, &format!("{name}-warm"))?.sensor;
         run_memcpy(&bytes, &segments, &mut scratch);
         let exp = expected_path(path);
-        let mut expected_bytes = if exp.is_file() {
-            Some(read_expected(&exp)?.iter().map(|d| d.bytes).sum::<u64>())
+        let expected = if exp.is_file() {
+            Some(read_expected(&exp)?)
+        } else {
+            None
+        };
+        let mut expected_bytes = expected
+            .as_ref()
+            .map(|e| e.iter().map(|d| d.bytes).sum::<u64>());
+        let selected = if modes.contains(&Mode::Pub2F) {
+            let e = expected.as_deref().with_context(|| {
+                format!(
+                    "pub2f needs {} (an mkpcap capture) to know what its analyzers must read",
+                    exp.display()
+                )
+            })?;
+            let sel = selection(path, e)?;
+            for (k, &(conns, bytes)) in sel.taken.iter().enumerate() {
+                println!(
+                    "# {name} pub2f analyzer {k}: {:?} selects {conns} of {} connections \
+                     ({:.2} %), {bytes} of {} stream bytes",
+                    select_expr(SELECT_RESIDUES[k]),
+                    sel.conns,
+                    100.0 * conns as f64 / sel.conns.max(1) as f64,
+                    expected_bytes.unwrap_or(0)
+                );
+            }
+            Some(sel)
         } else {
             None
         };
         let mut times: BTreeMap<Mode, Vec<f64>> = BTreeMap::new();
+        let mut cpu: BTreeMap<Mode, Vec<f64>> = BTreeMap::new();
+        let mut sinks_cpu: BTreeMap<Mode, Vec<f64>> = BTreeMap::new();
         let mut memcpy = Vec::new();
         let mut sinks: Vec<Value> = Vec::new();
         let mut waits = Vec::new();
@@ -370,15 +566,25 @@ fn throughput(bins: &Bins, files: &[PathBuf], modes: &[Mode], runs: usize) -> Re
                 let mode = modes[(i + k) % modes.len()];
                 let tag = format!("{name}-{}-{i}", mode.name());
                 let r = run_sensor(bins, path, mode, &tag)?;
-                check(&tag, mode, &r, &reference, expected_bytes)?;
-                if expected_bytes.is_none() {
+                check(
+                    &tag,
+                    mode,
+                    &r,
+                    &reference,
+                    expected_bytes,
+                    selected.as_ref(),
+                )?;
+                if expected_bytes.is_none() && mode.filter(0).is_none() {
                     expected_bytes = r.sinks.first().map(|v| field(v, "bytes"));
                 }
                 println!(
-                    "raw {tag}: {:.3} ms ({:.3} Mpps, {:.3} Gbit/s), {} events, {} waits{}",
+                    "raw {tag}: {:.3} ms ({:.3} Mpps, {:.3} Gbit/s), sensor CPU {:.0} ms, \
+                     analyzers' CPU {:.0} ms, {} events, {} waits{}",
                     r.sensor.replay_s * 1e3,
                     r.sensor.frames as f64 / r.sensor.replay_s / 1e6,
                     payload as f64 * 8.0 / r.sensor.replay_s / 1e9,
+                    r.cpu_s * 1e3,
+                    r.sinks_cpu_s * 1e3,
                     r.sensor.events,
                     r.sensor.waits,
                     r.sinks
@@ -397,6 +603,8 @@ fn throughput(bins: &Bins, files: &[PathBuf], modes: &[Mode], runs: usize) -> Re
                     sinks.extend(r.sinks);
                 }
                 times.entry(mode).or_default().push(r.sensor.replay_s);
+                cpu.entry(mode).or_default().push(r.cpu_s);
+                sinks_cpu.entry(mode).or_default().push(r.sinks_cpu_s);
             }
             let m = run_memcpy(&bytes, &segments, &mut scratch);
             println!(
@@ -437,6 +645,17 @@ fn throughput(bins: &Bins, files: &[PathBuf], modes: &[Mode], runs: usize) -> Re
                 "| {name} | {} | {pm:.2} ({plo:.2}-{phi:.2}) | {gm:.2} ({glo:.2}-{ghi:.2}) | {mm:.1} | {:.1} % | {vs_nopub} |",
                 mode.name(),
                 100.0 * gm / mm
+            ));
+        }
+        for (&mode, ts) in &times {
+            cost_rows.push(cost_row(
+                &name,
+                mode,
+                ts,
+                &times,
+                &cpu,
+                &sinks_cpu,
+                reference.frames,
             ));
         }
         if !sinks.is_empty() {
@@ -492,6 +711,15 @@ fn throughput(bins: &Bins, files: &[PathBuf], modes: &[Mode], runs: usize) -> Re
     for r in &table {
         println!("{r}");
     }
+    println!();
+    println!(
+        "| capture | mode | Mpps med (min-max) | Mpps / pub0, median of rounds (min-max) | \
+         sensor CPU ms med (min-max) | CPU / pub0, median of rounds (min-max) | analyzers' CPU ms med |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for r in &cost_rows {
+        println!("{r}");
+    }
     if !peek_rows.is_empty() {
         println!();
         println!(
@@ -503,6 +731,50 @@ fn throughput(bins: &Bins, files: &[PathBuf], modes: &[Mode], runs: usize) -> Re
         }
     }
     Ok(())
+}
+
+/// `mode`'s row of the cost table: throughput and the sensor's CPU time, and both against
+/// `pub0` round by round (each round ran every mode once), if `pub0` ran.
+fn cost_row(
+    name: &str,
+    mode: Mode,
+    ts: &[f64],
+    times: &BTreeMap<Mode, Vec<f64>>,
+    cpu: &BTreeMap<Mode, Vec<f64>>,
+    sinks_cpu: &BTreeMap<Mode, Vec<f64>>,
+    frames: u64,
+) -> String {
+    let pps: Vec<f64> = ts.iter().map(|&t| frames as f64 / t / 1e6).collect();
+    let ms: Vec<f64> = cpu[&mode].iter().map(|c| c * 1e3).collect();
+    let (pm, plo, phi) = med_min_max(&pps);
+    let (cm, clo, chi) = med_min_max(&ms);
+    let (am, _, _) = med_min_max(&sinks_cpu[&mode]);
+    // Paired by round: a faster mode has a throughput ratio above 1, a cheaper one a CPU
+    // ratio below 1.
+    let ratio = |of: &[f64], base: &[f64], inverse: bool| {
+        let r: Vec<f64> = of
+            .iter()
+            .zip(base)
+            .map(|(x, b)| if inverse { b / x } else { x / b })
+            .collect();
+        let (m, lo, hi) = med_min_max(&r);
+        format!("{m:.3} ({lo:.3}-{hi:.3})")
+    };
+    let (pr, cr) = match (times.get(&Mode::Pub0), cpu.get(&Mode::Pub0)) {
+        (Some(bt), Some(bc)) => (ratio(ts, bt, true), ratio(&cpu[&mode], bc, false)),
+        _ => ("-".into(), "-".into()),
+    };
+    println!(
+        "summary {name} {} cost: mpps_med={pm:.4} mpps_vs_pub0={pr} cpu_ms_med={cm:.1} \
+         cpu_vs_pub0={cr} analyzers_cpu_ms_med={:.1}",
+        mode.name(),
+        am * 1e3
+    );
+    format!(
+        "| {name} | {} | {pm:.3} ({plo:.3}-{phi:.3}) | {pr} | {cm:.1} ({clo:.1}-{chi:.1}) | {cr} | {:.1} |",
+        mode.name(),
+        am * 1e3
+    )
 }
 
 fn idle_memory(bins: &Bins, small: &Path, big: &Path, runs: usize) -> Result<()> {
