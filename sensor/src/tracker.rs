@@ -234,6 +234,8 @@ pub struct Tracker {
     /// filters took none of its sockets): its slot and rings are not held for analyzers when
     /// it ends. Grown as slots are used; 0 where nothing is known (held as usual).
     unwatched: Vec<u32>,
+    /// Build no event for unwatched connections (nobody but analyzers takes events).
+    quiet_unwatched: bool,
 }
 
 /// The packet-level facts every event of one segment shares.
@@ -292,6 +294,7 @@ impl Tracker {
             held_rings: VecDeque::new(),
             ring_written: Vec::new(),
             unwatched: Vec::new(),
+            quiet_unwatched: false,
         })
     }
 
@@ -817,6 +820,12 @@ impl Tracker {
         } else {
             generation.wrapping_add(1)
         };
+    }
+
+    /// Whether unwatched connections raise no events at all: when analyzers are the only
+    /// takers of events (no in-process dump), what no analyzer gets need not be built.
+    pub fn set_quiet_unwatched(&mut self, on: bool) {
+        self.quiet_unwatched = on;
     }
 
     /// Forgets every [`Tracker::set_watched`]: each connection is held for analyzers again.
@@ -1468,7 +1477,7 @@ impl Tracker {
         ctx: &PacketCtx,
         out: &mut Vec<Event>,
     ) {
-        if !self.cfg.events.contains(kind.mask()) {
+        if !self.cfg.events.contains(kind.mask()) || (self.quiet_unwatched && !self.watched(slot)) {
             return;
         }
         let (head, tail) = match (side, self.table.get(slot)) {

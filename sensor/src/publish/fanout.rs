@@ -87,6 +87,8 @@ struct Member {
     sub: Arc<Sockets>,
     /// Which sockets each flow is for, once a socket has a SYN filter or stopped a flow.
     picks: Option<Picks>,
+    /// Events were pushed since its ring was last seen drained.
+    busy: bool,
     ready: bool,
     prod: ProducerState,
     /// Consumer index as last seen, and since when a wait has seen it standing still (`None`:
@@ -152,6 +154,11 @@ impl Member {
 
     /// Every event of publication sequence `<= result` has been consumed.
     fn passed(&mut self, w: usize) -> u64 {
+        // Drained when last looked at, and given nothing since: still drained (the analyzer
+        // cannot consume what was not published), without a look at its ring.
+        if !self.busy {
+            return u64::MAX;
+        }
         let prod_state = self.prod;
         let Some((hdr, slots, page)) = views(&self.a.regions, w) else {
             return u64::MAX;
@@ -171,6 +178,7 @@ impl Member {
         if c != self.progress.0 || drained {
             self.progress = (c, None);
         }
+        self.busy = !drained;
         result
     }
 
@@ -369,6 +377,7 @@ impl Fanout {
                         a: *a,
                         sub: Arc::new(Sockets::legacy(Subscription::default())),
                         picks: None,
+                        busy: true,
                         ready: false,
                         prod: ProducerState::default(),
                         progress: (0, None),
@@ -589,6 +598,7 @@ impl Fanout {
                     break;
                 };
                 let ok = p.try_push(&rec);
+                m.busy |= ok;
                 let lossless = self.opts.lossless
                     && !self
                         .opts
@@ -736,6 +746,7 @@ impl Fanout {
                 return Some(k);
             };
             let ok = p.try_push(rec);
+            m.busy |= ok;
             if !ok && !lossless {
                 p.count_drop();
             }
@@ -893,6 +904,7 @@ impl EventSink for PublishSink {
             self.header.clock_ns.fetch_max(pkt.ts_ns, Ordering::Relaxed);
         }
         tracker.set_events(EventMask(self.base_events.0 | self.fanout.wanted));
+        tracker.set_quiet_unwatched(self.base_events.0 == 0);
         self.fanout.sync_watch(tracker);
         if self.fanout.opts.lossless && !self.fanout.members.is_empty() {
             let mut passed = self.fanout.passed();
