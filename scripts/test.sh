@@ -6,7 +6,7 @@
 # Stages, in order: fmt clippy build unit loom integration doc fuzz
 #   fmt          cargo fmt --check
 #   clippy       cargo clippy on every target, warnings are errors
-#   build        release build of every binary (mos-sensor is what the integration tests run)
+#   build        release build of every binary and example analyzer (the integration tests run them)
 #   unit         every test of the crates other than mos-tests (unit tests beside the code,
 #                the TCP core's API tests in sensor/tests, doc tests), debug build
 #   loom         the loom models of the shared-memory protocols (seqlock, event ring, packet
@@ -152,7 +152,7 @@ fi
 {
     run_stage fmt cargo fmt --all -- --check
     run_stage clippy cargo clippy --workspace --all-targets $locked -- -D warnings
-    run_stage build cargo build --workspace --release --bins $locked
+    run_stage build cargo build --workspace --release --bins --examples $locked
     run_stage unit cargo test --workspace --exclude mos-tests --no-fail-fast $locked
     # Its own target directory: --cfg loom rebuilds every dependency differently.
     run_stage loom env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$target_dir/loom" \

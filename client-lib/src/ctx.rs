@@ -178,6 +178,8 @@ pub(crate) struct Pending {
     pub raises: usize,
     /// The events `alloc_event` made (bits): the only ones `raise_event` takes.
     pub allocated: u64,
+    /// Every user-defined event made (`define_event` and `alloc_event`, bits).
+    pub made: u64,
     pub regs: Vec<PendingReg>,
     pub timers: Vec<(i32, Duration, TimerCallback)>,
     pub msgs: Vec<ClientMsg>,
@@ -210,6 +212,8 @@ impl std::fmt::Debug for Pending {
 /// [`crate::Mos::with_ctx`]).
 #[derive(Debug)]
 pub struct Ctx<'a> {
+    /// The socket whose callback or event filter runs (`None` for timers and `with_ctx`).
+    pub(crate) sock: Option<SockId>,
     pub(crate) regions: &'a Regions,
     pub(crate) sockets: &'a mut [Option<PeekState>],
     pub(crate) counters: &'a mut Counters,
@@ -377,13 +381,23 @@ impl Ctx<'_> {
         *self.counters
     }
 
+    /// The socket whose callback (or user-defined event's filter) is running: what mOS passes
+    /// a callback or filter as its `sock` argument. A filter of an event several sockets use
+    /// runs once per socket, and reads the stream through this one. `None` in a timer's
+    /// callback and in [`crate::Mos::with_ctx`].
+    pub fn sock(&self) -> Option<SockId> {
+        self.sock
+    }
+
     /// `mtcp_raise_event`: raises `event`, made by `alloc_event`, for the socket and the
     /// occurrence being dispatched: once the filter or callback that raises it returns, its
     /// callbacks run (and the events defined on it), with the same event data.
     ///
-    /// `EINVAL` outside the dispatch of an event, or for an event `alloc_event` did not make
-    /// (defined events are raised by their filter's answer); `ELOOP`-like runaway raising
-    /// stops at [`crate::MAX_RAISES`] per occurrence with `EINVAL`.
+    /// `EINVAL` outside the dispatch of an event, for an event `alloc_event` did not make
+    /// (defined events are raised by their filter's answer), and past [`crate::MAX_RAISES`]
+    /// raises for one occurrence on one socket. Events raised from the callbacks of raised
+    /// events chain at most 64 deep: a callback that raises its own event stops there (its
+    /// 65th raise is accepted and does not fire).
     pub fn raise_event(&mut self, event: EventMask) -> Result<()> {
         if self.event.is_none() {
             return Err(Error::new(
@@ -427,12 +441,7 @@ impl Ctx<'_> {
     pub fn timer_now_ns(&self) -> u64 {
         match self.clock.0 {
             crate::TimerClock::Wall => crate::mos::monotonic_ns(),
-            crate::TimerClock::Capture => self.clock.1.max(
-                self.regions
-                    .header()
-                    .clock_ns
-                    .load(std::sync::atomic::Ordering::Relaxed),
-            ),
+            crate::TimerClock::Capture => self.clock.1,
         }
     }
 
@@ -450,6 +459,13 @@ impl Ctx<'_> {
         self.socket(sock)?;
         if events.0 == 0 {
             return Err(Error::new(Errno::EINVAL, "no event to register for"));
+        }
+        let unknown = events.0 & !(EventMask::ALL.0 | self.pending.made);
+        if unknown != 0 {
+            return Err(Error::new(
+                Errno::EINVAL,
+                format!("event {unknown:#x} is neither built in nor made by define_event or alloc_event"),
+            ));
         }
         self.pending.regs.push(PendingReg::Add {
             sock,

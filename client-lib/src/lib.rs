@@ -3,11 +3,21 @@
 //!
 //! | mOS | here |
 //! |---|---|
-//! | `mtcp_init`, `mtcp_create_context` | [`Mos::attach`] |
+//! | `mtcp_init`, `mtcp_create_context` | [`Mos::attach`] ([`AttachOptions`]) |
 //! | `mtcp_socket(MOS_SOCK_MONITOR_STREAM)` | [`Mos::socket`] |
-//! | `mtcp_register_callback` (and with a null callback) | [`Mos::register_callback`], [`Mos::unregister_callback`] |
-//! | the context's event loop | [`Mos::run`] |
-//! | `mtcp_peek` | [`Ctx::peek`] |
+//! | `mtcp_socket(MOS_SOCK_MONITOR_RAW)` | [`Mos::raw_socket`] (its packets: [`Ctx::event_packet`]) |
+//! | `mtcp_bind_monitor_filter` | [`Mos::bind_monitor_filter`] ([`MonitorFilter`]) |
+//! | `mtcp_register_callback` (and with a null callback) | [`Mos::register_callback`], [`Mos::register_filtered`], [`Mos::unregister_callback`] |
+//! | the same on a per-flow socket | [`Ctx::register_flow_callback`], [`Ctx::unregister_flow_callback`] |
+//! | `mtcp_define_event` | [`Mos::define_event`] |
+//! | `mtcp_alloc_event` | [`Mos::alloc_event`] |
+//! | `mtcp_raise_event` | [`Ctx::raise_event`] |
+//! | `mtcp_settimer` | [`Mos::settimer`], [`Ctx::settimer`] (on a [`TimerClock`]) |
+//! | `mtcp_set_uctx`, `mtcp_get_uctx` | [`Ctx::set_uctx`], [`Ctx::uctx`], [`Ctx::take_uctx`] |
+//! | `mtcp_setsockopt(MOS_STOP_MON)` | [`Ctx::stop_monitoring`] |
+//! | `mtcp_getconf` | [`Mos::getconf`] ([`Conf`]) |
+//! | the context's event loop | [`Mos::run`], [`Mos::run_for`], [`Mos::poll`] with [`Mos::wait`] |
+//! | `mtcp_peek` | [`Ctx::peek`] (inside a callback, up to the event), [`Ctx::peek_newest`] |
 //! | `mtcp_ppeek` | [`Ctx::ppeek`] |
 //! | `mtcp_getsockopt` (`SOL_MONSOCKET`) | [`Ctx::getsockopt`] |
 //! | `mtcp_setsockopt(MOS_CLIOVERLAP/SVROVERLAP)` | [`Ctx::set_overlap_policy`] |
@@ -19,7 +29,8 @@
 //! a stale flow handle gives `EBADF`, a torn or overwritten read is reported (an overrun,
 //! `ENODATA`), never returned as data. The shared regions are mapped read-only from read-only
 //! descriptors, so this process cannot write them even by mistake. `docs/CLIENT.md` describes
-//! the API at more length.
+//! the API at more length, and `docs/ANALYZERS.md` walks from an empty cargo project to a
+//! running analyzer (with three example analyzers in `analyzers/examples/`).
 //!
 //! [`dump`] holds the stream-dump writer that `mos-sensor --dump` and the `mos-dump` analyzer
 //! share, so both write the same bytes.
@@ -46,6 +57,8 @@ mod watch;
 mod api_tests;
 #[cfg(any(test, feature = "fake-sensor"))]
 pub mod fake_sensor;
+#[cfg(test)]
+mod model_tests;
 
 pub use ctx::{Counters, Ctx, Peek, SockId};
 pub use error::{Errno, Error, Result};

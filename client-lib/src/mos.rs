@@ -554,7 +554,9 @@ impl Mos {
         base: EventMask,
         filter: impl FnMut(&mut Ctx<'_>, &Event) -> bool + 'static,
     ) -> Result<EventMask> {
-        self.user_events.define(base, Box::new(filter))
+        let id = self.user_events.define(base, Box::new(filter))?;
+        self.pending.made |= id.0;
+        Ok(id)
     }
 
     /// `mtcp_alloc_event`: an event with no filter, raised only by [`Ctx::raise_event`] while
@@ -565,6 +567,7 @@ impl Mos {
     pub fn alloc_event(&mut self, parent: EventMask) -> Result<EventMask> {
         let id = self.user_events.alloc(parent)?;
         self.pending.allocated |= id.0;
+        self.pending.made |= id.0;
         Ok(id)
     }
 
@@ -577,6 +580,7 @@ impl Mos {
         after: Duration,
         cb: impl FnMut(&mut Ctx<'_>, i32) + 'static,
     ) {
+        self.sync_capture_clock();
         let now = self.timer_now();
         self.timers.set(now, after, id, Box::new(cb));
     }
@@ -585,9 +589,25 @@ impl Mos {
     fn timer_now(&self) -> u64 {
         match self.timer_clock {
             TimerClock::Wall => monotonic_ns(),
-            TimerClock::Capture => self
-                .capture_ns
-                .max(self.regions.header().clock_ns.load(Ordering::Relaxed)),
+            TimerClock::Capture => self.capture_ns,
+        }
+    }
+
+    /// Capture clock: once every published event is dispatched, the sensor's clock (it may
+    /// have read frames that raised nothing for this analyzer) is the capture time.
+    fn sync_capture_clock(&mut self) {
+        if self.timer_clock != TimerClock::Capture {
+            return;
+        }
+        let page = self.regions.page();
+        let pending = (0..self.regions.nworkers).any(|w| {
+            self.regions.event_ring(w).is_ok_and(|(hdr, slots)| {
+                Consumer::new(hdr, slots, &page.consumer[w]).is_some_and(|c| c.pending() > 0)
+            })
+        });
+        if !pending {
+            let sensor = self.regions.header().clock_ns.load(Ordering::Acquire);
+            self.capture_ns = self.capture_ns.max(sensor);
         }
     }
 
@@ -815,6 +835,7 @@ impl Mos {
         let mut stop = false;
         let r = {
             let mut ctx = Ctx {
+                sock: None,
                 regions: &self.regions,
                 sockets: &mut self.sockets,
                 counters: &mut self.counters,
@@ -889,6 +910,7 @@ impl Mos {
             let mut stop = false;
             {
                 let mut ctx = Ctx {
+                    sock: None,
                     regions: &self.regions,
                     sockets: &mut self.sockets,
                     counters: &mut self.counters,
@@ -1042,6 +1064,13 @@ impl Mos {
                     match Event::decode(&rec, w as u16) {
                         Some(ev) => {
                             self.capture_ns = self.capture_ns.max(ev.ts_ns);
+                            // On the capture clock a timer fires between the events it falls
+                            // between, not a batch later.
+                            if self.timer_clock == TimerClock::Capture
+                                && self.timers.next_due().is_some_and(|d| d <= self.capture_ns)
+                            {
+                                self.fire_timers()?;
+                            }
                             self.dispatch(&ev, &mut stop_now);
                             if self.pending.has_work() {
                                 self.apply_pending()?;
@@ -1078,6 +1107,10 @@ impl Mos {
                 idle = 0;
                 sleep = Duration::from_micros(20);
                 continue;
+            }
+            if self.timer_clock == TimerClock::Capture && consumers.iter().all(|c| c.pending() == 0)
+            {
+                self.capture_ns = self.capture_ns.max(header.clock_ns.load(Ordering::Acquire));
             }
             // Nothing was waiting: is the run over, or did the sensor go away? The control
             // socket costs a system call, so a short idle spell looks at it only now and then
@@ -1267,8 +1300,9 @@ struct Dispatch<'a> {
 const MAX_CHAIN: u32 = 64;
 
 impl Dispatch<'_> {
-    fn ctx(&mut self, ev: &Event) -> Ctx<'_> {
+    fn ctx(&mut self, si: usize, ev: &Event) -> Ctx<'_> {
         Ctx {
+            sock: Some(SockId(si as u32)),
             regions: self.regions,
             sockets: &mut *self.sockets,
             counters: &mut *self.counters,
@@ -1298,7 +1332,7 @@ impl Dispatch<'_> {
             }
             // The callback is taken out while it runs, so the context can borrow the rest.
             let mut cb = std::mem::replace(&mut self.callbacks[si][k].cb, Box::new(|_, _| {}));
-            cb(&mut self.ctx(&ev), &ev);
+            cb(&mut self.ctx(si, &ev), &ev);
             self.callbacks[si][k].cb = cb;
             self.counters.callbacks += 1;
             if *self.stop {
@@ -1314,7 +1348,7 @@ impl Dispatch<'_> {
             let Some(mut filter) = self.user_events.list[u].filter.take() else {
                 continue;
             };
-            let yes = filter(&mut self.ctx(&ev), &ev);
+            let yes = filter(&mut self.ctx(si, &ev), &ev);
             self.user_events.list[u].filter = Some(filter);
             self.fire_raised(si, base, depth);
             if yes {
