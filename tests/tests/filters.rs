@@ -945,3 +945,118 @@ fn a_bad_expression_makes_filter_probe_exit_1_with_einval() -> Result<()> {
     );
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// mos-dump --filter
+
+/// `mos-dump --filter EXPR` beside an unfiltered `mos-dump` on one replay: the filtered one
+/// writes exactly the unfiltered one's connections whose first frame tcpdump selects with
+/// EXPR, with the same bytes.
+#[test]
+fn mos_dump_filter_writes_the_connections_whose_first_frame_tcpdump_selects() -> Result<()> {
+    use mos_tests::flows::{parse_flows, FlowRecord};
+    let cases = [
+        ("ndpi__1kxun.pcapng", "tcp port 80"),
+        ("ndpi__1kxun.pcapng", "not tcp port 80"),
+        (
+            "ndpi__bittorrent.pcap",
+            "host 82.58.216.115 or tcp[13] & 2 != 0",
+        ),
+        ("ndpi__WebattackRCE.pcap", "src portrange 40000-50000"),
+    ];
+    let (mut compared, mut taken) = (0usize, 0usize);
+    for (name, expr) in cases {
+        let pcap = corpus_dir()?.join("pcaps").join(name);
+        let frames = read_frames(&pcap)?;
+        let Tcpdump::Selected { positions, .. } = tcpdump(&pcap, Some(expr), &frames)? else {
+            bail!("tcpdump refused {expr:?} on {name}");
+        };
+        let selected: BTreeSet<usize> = positions.into_iter().collect();
+        let work = ScratchDir::new("filters-dump")?;
+        let w = work.path();
+        let control = w.join("c.sock");
+        let mut sensor = Proc::spawn(
+            "sensor",
+            cmd(
+                &sensor_bin()?,
+                &[
+                    &"--pcap",
+                    &pcap,
+                    &"--control",
+                    &control,
+                    &"--wait-analyzers",
+                    &"2",
+                ],
+            ),
+            w,
+        )?;
+        wait_for_socket(&mut sensor, &control, TIMEOUT)?;
+        let (all, some) = (w.join("all"), w.join("some"));
+        let mut d1 = Proc::spawn(
+            "dump-all",
+            cmd(&bin("mos-dump")?, &[&"--control", &control, &"--out", &all]),
+            w,
+        )?;
+        let mut d2 = Proc::spawn(
+            "dump-some",
+            cmd(
+                &bin("mos-dump")?,
+                &[&"--control", &control, &"--out", &some, &"--filter", &expr],
+            ),
+            w,
+        )?;
+        d1.expect_code(0, TIMEOUT)?;
+        d2.expect_code(0, TIMEOUT)?;
+        sensor.expect_code(0, TIMEOUT)?;
+        let read = |d: &Path| -> Result<Vec<FlowRecord>> {
+            parse_flows(&std::fs::read_to_string(d.join("flows.jsonl"))?)
+        };
+        let (all, some) = (read(&all)?, read(&some)?);
+        // A connection's first frame: the first TCP frame between its endpoints at its start.
+        let first_frame = |r: &FlowRecord| -> Option<usize> {
+            let (c, s): (SocketAddr, SocketAddr) = (r.client.parse().ok()?, r.server.parse().ok()?);
+            let start_us = (r.start_ts * 1e6).round() as u64;
+            frames.iter().position(|f| {
+                f.ts_ns / 1000 == start_us
+                    && matches!(f.kind, FrameKind::Tcp(a, b) if (a, b) == (c, s) || (a, b) == (s, c))
+            })
+        };
+        let key = |r: &FlowRecord| {
+            (
+                r.client.clone(),
+                r.server.clone(),
+                (r.start_ts * 1e6).round() as u64,
+                r.c2s_sha256.clone(),
+                r.s2c_sha256.clone(),
+            )
+        };
+        let mut want = BTreeSet::new();
+        for r in &all {
+            let f = first_frame(r).with_context(|| {
+                format!("{name}: no first frame for {} -> {}", r.client, r.server)
+            })?;
+            if selected.contains(&f) {
+                want.insert(key(r));
+            }
+        }
+        let got: BTreeSet<_> = some.iter().map(key).collect();
+        ensure!(
+            got == want,
+            "{name} --filter {expr:?}: mos-dump wrote {} connections, tcpdump's first frames select {}:\nonly written: {:?}\nonly selected: {:?}",
+            got.len(),
+            want.len(),
+            got.difference(&want).collect::<Vec<_>>(),
+            want.difference(&got).collect::<Vec<_>>()
+        );
+        ensure!(
+            !want.is_empty() && want.len() < all.len(),
+            "{name} --filter {expr:?} takes {} of {} connections: pick a case that tells",
+            want.len(),
+            all.len()
+        );
+        compared += all.len();
+        taken += want.len();
+    }
+    eprintln!("mos-dump --filter: {taken} of {compared} connections taken, as tcpdump selects");
+    Ok(())
+}
