@@ -156,9 +156,19 @@ fn mos_dump_writes_what_the_shared_writer_writes() {
     fake.main.set_flow(0, 4, &b, &[(3, RingMeta::default())]);
     for r in [
         rec(3, 5, event_kind::CONN_START, 0, 2),
-        rec(3, 5, event_kind::CONN_NEW_DATA, 1, 0),
-        rec(4, 2, event_kind::CONN_NEW_DATA, 1, 0),
-        rec(3, 5, event_kind::CONN_NEW_DATA, 0, 0),
+        // Each announces its side's stream up to its tail: peek in its callback reads to there.
+        EventRecord {
+            tail: 30,
+            ..rec(3, 5, event_kind::CONN_NEW_DATA, 1, 0)
+        },
+        EventRecord {
+            tail: 120,
+            ..rec(4, 2, event_kind::CONN_NEW_DATA, 1, 0)
+        },
+        EventRecord {
+            tail: 5,
+            ..rec(3, 5, event_kind::CONN_NEW_DATA, 0, 0)
+        },
         rec(3, 5, event_kind::CONN_END, 0, 0),
         rec(3, 5, event_kind::CONN_END, 1, 0),
         rec(4, 2, event_kind::CONN_END, 0, 0),
