@@ -32,6 +32,44 @@
 //! the API at more length, and `docs/ANALYZERS.md` walks from an empty cargo project to a
 //! running analyzer (with three example analyzers in `analyzers/examples/`).
 //!
+//! A whole analyzer: the requests of port-80 connections, as the client sent them.
+//!
+//! ```no_run
+//! use mos_client::{AttachOptions, EventMask, Hook, MonitorFilter, Mos, Peek, Side};
+//! use std::time::Duration;
+//!
+//! fn main() -> mos_client::Result<()> {
+//!     let mut mos = Mos::attach(&AttachOptions {
+//!         control: "/tmp/mos.sock".into(),
+//!         name: "requests".into(),
+//!         wait: Duration::from_secs(10),
+//!         ..AttachOptions::default()
+//!     })?;
+//!     let sock = mos.socket()?;
+//!     // Run by the sensor on each connection's first packet.
+//!     mos.bind_monitor_filter(
+//!         sock,
+//!         &MonitorFilter {
+//!             stream_syn_filter: Some("tcp port 80"),
+//!             ..MonitorFilter::default()
+//!         },
+//!     )?;
+//!     mos.register_callback(sock, EventMask::CONN_NEW_DATA, Hook::Null, move |ctx, ev| {
+//!         // The server's stream holds what the client sent.
+//!         let (Some(flow), Some(Side::Svr)) = (ev.flow, ev.side) else {
+//!             return;
+//!         };
+//!         let mut buf = [0u8; 4096];
+//!         // Up to what this event brought.
+//!         while let Ok(Peek::Data(n)) = ctx.peek(sock, flow, Side::Svr, &mut buf) {
+//!             print!("{}", String::from_utf8_lossy(&buf[..n]));
+//!         }
+//!     })?;
+//!     mos.run()?;
+//!     Ok(())
+//! }
+//! ```
+//!
 //! [`dump`] holds the stream-dump writer that `mos-sensor --dump` and the `mos-dump` analyzer
 //! share, so both write the same bytes.
 
