@@ -150,6 +150,29 @@ fn is_pcapng(path: &Path) -> Result<bool> {
     Ok(magic == [0x0a, 0x0d, 0x0d, 0x0a])
 }
 
+/// A sensor replaying `pcap` (lossless) once `analyzers` analyzers are ready, its control
+/// socket at `control` and up; its output in `w`.
+fn replaying(pcap: &Path, control: &Path, analyzers: usize, w: &Path) -> Result<Proc> {
+    let n = analyzers.to_string();
+    let mut sensor = Proc::spawn(
+        "sensor",
+        cmd(
+            &sensor_bin()?,
+            &[
+                &"--pcap",
+                &pcap,
+                &"--control",
+                &control,
+                &"--wait-analyzers",
+                &n,
+            ],
+        ),
+        w,
+    )?;
+    wait_for_socket(&mut sensor, control, TIMEOUT)?;
+    Ok(sensor)
+}
+
 // ---------------------------------------------------------------------------------------------
 // tcpdump
 
@@ -341,22 +364,7 @@ fn probe_capture<T>(
     let w = work.path();
     let control = w.join("c.sock");
     let deadline = Instant::now() + TIMEOUT;
-    let mut sensor = Proc::spawn(
-        "sensor",
-        cmd(
-            &sensor_bin()?,
-            &[
-                &"--pcap",
-                &pcap,
-                &"--control",
-                &control,
-                &"--wait-analyzers",
-                &"1",
-            ],
-        ),
-        w,
-    )?;
-    wait_for_socket(&mut sensor, &control, TIMEOUT)?;
+    let mut sensor = replaying(pcap, &control, 1, w)?;
     let mut args: Vec<OsString> = vec![
         "--control".into(),
         control.clone().into_os_string(),
@@ -893,22 +901,8 @@ fn probe_refusal(pcap: &Path, flag: &str, expr: &str) -> Result<(Option<i32>, St
     let work = ScratchDir::new("filters-refused")?;
     let w = work.path();
     let control = w.join("c.sock");
-    let mut sensor = Proc::spawn(
-        "sensor",
-        cmd(
-            &sensor_bin()?,
-            &[
-                &"--pcap",
-                &pcap,
-                &"--control",
-                &control,
-                &"--wait-analyzers",
-                &"1",
-            ],
-        ),
-        w,
-    )?;
-    wait_for_socket(&mut sensor, &control, TIMEOUT)?;
+    // Held until the probe is done; dropping it kills it.
+    let _sensor = replaying(pcap, &control, 1, w)?;
     let mut probe = Proc::spawn(
         "filter-probe",
         cmd(
@@ -975,22 +969,7 @@ fn mos_dump_filter_writes_the_connections_whose_first_frame_tcpdump_selects() ->
         let work = ScratchDir::new("filters-dump")?;
         let w = work.path();
         let control = w.join("c.sock");
-        let mut sensor = Proc::spawn(
-            "sensor",
-            cmd(
-                &sensor_bin()?,
-                &[
-                    &"--pcap",
-                    &pcap,
-                    &"--control",
-                    &control,
-                    &"--wait-analyzers",
-                    &"2",
-                ],
-            ),
-            w,
-        )?;
-        wait_for_socket(&mut sensor, &control, TIMEOUT)?;
+        let mut sensor = replaying(&pcap, &control, 2, w)?;
         let (all, some) = (w.join("all"), w.join("some"));
         let mut d1 = Proc::spawn(
             "dump-all",
