@@ -94,6 +94,8 @@ pub struct ServerLog {
     pub socket_subscriptions: Vec<(bool, Vec<SocketSub>)>,
     /// Every `StopMon`: socket, worker, slot, generation.
     pub stop_mons: Vec<(u8, u16, u32, u32)>,
+    /// Every `Workers` mask, in order.
+    pub workers: Vec<u32>,
     /// `Ready` messages.
     pub ready: u32,
     /// `Detach` messages.
@@ -684,6 +686,11 @@ fn serve(
                 .unwrap_or_else(|e| e.into_inner())
                 .stop_mons
                 .push((sock, worker, slot, generation)),
+            ClientMsg::Workers { mask } => log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .workers
+                .push(mask),
             ClientMsg::Ready => log.lock().unwrap_or_else(|e| e.into_inner()).ready += 1,
             ClientMsg::Detach => log.lock().unwrap_or_else(|e| e.into_inner()).detach += 1,
             // No analyzer sends it; the fake has no state to report.

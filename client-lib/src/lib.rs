@@ -103,7 +103,9 @@ pub use error::{Errno, Error, Result};
 pub use event::{EndReason, ErrorKind, Event, EventKind};
 pub use filter::MonitorFilter;
 pub use flow::{FlowId, FlowInfo, SideInfo};
-pub use mos::{AttachOptions, Callback, Conf, Filter, Mos, RunEnd, StopHandle, DEFAULT_CONTROL};
+pub use mos::{
+    share_mask, AttachOptions, Callback, Conf, Filter, Mos, RunEnd, StopHandle, DEFAULT_CONTROL,
+};
 pub use packet::Packet;
 pub use shm_layout::control::SocketKind;
 pub use shm_layout::region::WriteProbe;

@@ -69,6 +69,11 @@ pub struct AttachOptions {
     pub wait: Duration,
     /// The clock timers run on ([`Mos::settimer`]).
     pub timer_clock: TimerClock,
+    /// `Some((index, count))`: this attachment takes only the connections of the sensor's
+    /// workers `w` with `w % count == index` (one of `count` attachments that share the
+    /// connections, each connection going to exactly one: mOS's per-core contexts, as the C
+    /// library's `mtcp_create_context` uses it). `None` (the default): every worker's.
+    pub share: Option<(u32, u32)>,
 }
 
 impl Default for AttachOptions {
@@ -79,8 +84,16 @@ impl Default for AttachOptions {
             packets: false,
             wait: Duration::ZERO,
             timer_clock: TimerClock::Wall,
+            share: None,
         }
     }
+}
+
+/// The workers (bits) of share `index` of `count` among `nworkers`: `w % count == index`.
+pub fn share_mask(index: u32, count: u32, nworkers: usize) -> u32 {
+    (0..nworkers.min(32))
+        .filter(|&w| count != 0 && w as u32 % count == index)
+        .fold(0, |m, w| m | 1 << w)
 }
 
 /// Why [`Mos::run`] returned normally.
@@ -407,6 +420,17 @@ impl Mos {
             counters: Counters::default(),
             stop: Arc::new(AtomicBool::new(false)),
         };
+        if let Some((index, count)) = opts.share {
+            if count == 0 || index >= count {
+                return Err(Error::new(
+                    Errno::EINVAL,
+                    format!("share {index} of {count}: the index must be below the count"),
+                ));
+            }
+            mos.control.send(&ClientMsg::Workers {
+                mask: share_mask(index, count, mos.regions.nworkers),
+            })?;
+        }
         mos.resubscribe()?;
         Ok(mos)
     }

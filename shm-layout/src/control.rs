@@ -124,6 +124,14 @@ pub enum ClientMsg {
         /// `MOS_SIDE_CLI`, `MOS_SIDE_SVR` or `MOS_SIDE_BOTH`.
         side: u8,
     },
+    /// The workers whose connections this analyzer takes (ABI 2.2): bit `w` for worker `w`.
+    /// On the other workers its subscription is empty: it gets none of their events and holds
+    /// none of their bytes back. Sent by each context of a C analyzer (`mtcp_create_context`),
+    /// so that each connection belongs to one context. All workers until sent; not answered.
+    Workers {
+        /// Bit `w` set: worker `w`'s connections.
+        mask: u32,
+    },
 }
 
 /// Sensor to analyzer.

@@ -30,8 +30,9 @@ pub const ABI_MAJOR: u16 = 2;
 /// the target-based overlap policies, the fragment counters, the control socket's `Status`).
 /// Minor 1 added the input's description at the header's end ([`InputInfo`]), each event's
 /// [`EventRecord::socks`], and the control socket's per-socket subscriptions (filters) and
-/// `StopMon`.
-pub const ABI_MINOR: u16 = 1;
+/// `StopMon`. Minor 2 added the control socket's `Workers` (an attachment that takes only some
+/// workers' connections: one per context of a C analyzer).
+pub const ABI_MINOR: u16 = 2;
 
 /// The most workers one sensor runs; the header has a [`WorkerInfo`] for each.
 pub const MAX_WORKERS: usize = 32;

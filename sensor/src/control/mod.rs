@@ -173,6 +173,10 @@ struct Client {
     regions: Option<AnalyzerRegions>,
     /// Its last subscription.
     sub: Option<Subscription>,
+    /// Its last per-socket subscription, as the workers it takes got it.
+    socks: Option<std::sync::Arc<crate::publish::subscription::Sockets>>,
+    /// The workers whose connections it takes (`ClientMsg::Workers`; all by default).
+    workers: u32,
     /// It said it is ready.
     ready: bool,
     /// When it connected (the hello deadline counts from here).
@@ -545,6 +549,11 @@ fn serve(
             let _ = w.send(m());
         }
     };
+    let to_each = |m: &dyn Fn(usize) -> ToWorker| {
+        for (i, w) in workers.iter().enumerate() {
+            let _ = w.send(m(i));
+        }
+    };
     // One byte more than a message may have: a longer one fills it, and is refused.
     let mut buf = vec![0u8; MAX_MESSAGE + 1];
     let mut warnings = PeerWarnings::default();
@@ -778,7 +787,18 @@ fn serve(
                 ClientMsg::Subscribe(sub) => {
                     if let Some(id) = c.id {
                         c.sub = Some(sub);
-                        to_all(&|| ToWorker::Subscribe(id, sub));
+                        c.socks = None;
+                        let mask = c.workers;
+                        to_each(&|w| {
+                            ToWorker::Subscribe(
+                                id,
+                                if takes(mask, w) {
+                                    sub
+                                } else {
+                                    Subscription::default()
+                                },
+                            )
+                        });
                         let _ = send(&c.fd, &SensorMsg::Subscribed, &[]);
                     }
                 }
@@ -791,7 +811,8 @@ fn serve(
                                     packets,
                                 });
                                 let socks = std::sync::Arc::new(socks);
-                                to_all(&|| ToWorker::Sockets(id, socks.clone()));
+                                c.socks = Some(socks.clone());
+                                send_sockets(&to_each, id, &socks, c.workers);
                                 let _ = send(&c.fd, &SensorMsg::Subscribed, &[]);
                             }
                             Err(reason) => {
@@ -820,6 +841,27 @@ fn serve(
                         usize::from(sock) < shm_layout::control::MAX_SOCKETS,
                     ) {
                         let _ = w.send(ToWorker::StopMon(id, slot, generation, 1 << sock));
+                    }
+                }
+                ClientMsg::Workers { mask } => {
+                    if let Some(id) = c.id {
+                        if mask != c.workers {
+                            c.workers = mask;
+                            if let Some(socks) = &c.socks {
+                                send_sockets(&to_each, id, socks, mask);
+                            } else if let Some(sub) = c.sub {
+                                to_each(&|w| {
+                                    ToWorker::Subscribe(
+                                        id,
+                                        if takes(mask, w) {
+                                            sub
+                                        } else {
+                                            Subscription::default()
+                                        },
+                                    )
+                                });
+                            }
+                        }
                     }
                 }
                 ClientMsg::Ready => {
@@ -918,6 +960,8 @@ fn serve(
                     name: String::new(),
                     regions: None,
                     sub: None,
+                    socks: None,
+                    workers: u32::MAX,
                     ready: false,
                     accepted: Instant::now(),
                     window: (Instant::now(), 0),
@@ -990,6 +1034,35 @@ fn serve(
             }
         }
     }
+}
+
+/// Whether an analyzer that takes the workers of `mask` takes worker `w`'s connections.
+fn takes(mask: u32, w: usize) -> bool {
+    w >= 32 || mask & (1 << w) != 0
+}
+
+/// Sends an analyzer's per-socket subscription to every worker: the workers of `mask` get it,
+/// the others an empty one (no sockets: none of their events, none of their bytes held back).
+fn send_sockets(
+    to_each: &dyn Fn(&dyn Fn(usize) -> ToWorker),
+    id: u32,
+    socks: &std::sync::Arc<crate::publish::subscription::Sockets>,
+    mask: u32,
+) {
+    let none = std::sync::Arc::new(
+        crate::publish::subscription::Sockets::new(socks.packets, &[])
+            .expect("an empty subscription is valid"),
+    );
+    to_each(&|w| {
+        ToWorker::Sockets(
+            id,
+            if takes(mask, w) {
+                socks.clone()
+            } else {
+                none.clone()
+            },
+        )
+    });
 }
 
 #[cfg(test)]
@@ -1080,6 +1153,8 @@ mod tests {
             name: String::new(),
             regions: None,
             sub: None,
+            socks: None,
+            workers: u32::MAX,
             ready: false,
             accepted,
             window: (accepted, 0),
