@@ -17,8 +17,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # libdpdk-dev, dpdk: the DPDK capture backend; libpcap-dev: DPDK's net_pcap driver, and the
 # filter compiler analyzers link; clang: libclang for bindgen; ethtool, iproute2: veth/namespace
 # network tests; python3: the demo's table and test helpers; systemd: systemd-analyze, which
-# checks the units; tcpdump: what the filter tests compare the sensor's filtering with.
-MOS_APT_PACKAGES=(libdpdk-dev dpdk libpcap-dev clang pkg-config ethtool iproute2 python3 systemd tcpdump)
+# checks the units; tcpdump: what the filter tests compare the sensor's filtering with; gcc,
+# g++, make: the C analyzers on libmos and the tests that build them (headers checked with both).
+MOS_APT_PACKAGES=(libdpdk-dev dpdk libpcap-dev clang pkg-config ethtool iproute2 python3 systemd tcpdump gcc g++ make)
 
 use_apt=1
 hugepages=256

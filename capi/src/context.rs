@@ -327,8 +327,15 @@ pub fn register(ctx: Box<Context>) -> Result<&'static Context, Box<Context>> {
 /// Forgets every context (`mtcp_destroy`), so that a new `mtcp_init` starts afresh. The
 /// contexts themselves stay allocated: a program may still hold their pointers.
 pub fn forget_all() {
+    // Kept here once forgotten, so that they stay reachable (a leak checker does not report
+    // them, and a program's old `mctx_t` still points to a live context).
+    static FORGOTTEN: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    let mut kept = FORGOTTEN.lock().unwrap_or_else(|e| e.into_inner());
     for slot in &CONTEXTS {
-        slot.store(std::ptr::null_mut(), Ordering::Release);
+        let p = slot.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        if !p.is_null() {
+            kept.push(p as usize);
+        }
     }
     STARTED.store(false, Ordering::Release);
 }

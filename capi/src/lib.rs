@@ -375,6 +375,7 @@ pub extern "C" fn mtcp_init(config_file: *const c_char) -> c_int {
         })?;
         let conf = probe.getconf();
         drop(probe);
+        STREAM_MAX.store(clamp_int(conf.stream_max_bytes), Ordering::Relaxed);
         let mut g = global();
         if g.is_some() {
             return Err(err(
@@ -815,17 +816,18 @@ pub extern "C" fn mtcp_bind_monitor_filter(
     guard("mtcp_bind_monitor_filter", true, -1, || {
         with_mos(mctx, |_, inner| {
             let named = inner.tables.borrow().lookup(sock);
-            let (id, entry) =
-                match named {
-                    Ok(Named::Monitor(id, e)) => (id, e),
-                    Ok(Named::Flow(..)) => return Err(err(
+            let (id, entry) = match named {
+                Ok(Named::Monitor(id, e)) => (id, e),
+                Ok(Named::Flow(..)) => {
+                    return Err(err(
                         libc::ENOPROTOOPT,
                         format!(
                             "socket {sock} is a per-flow socket; filters go on a monitoring socket"
                         ),
-                    )),
-                    Err(_) => return Err(err(libc::EBADF, format!("socket {sock} is not open"))),
-                };
+                    ))
+                }
+                Err(_) => return Err(err(libc::EBADF, format!("socket {sock} is not open"))),
+            };
             if ft.is_null() {
                 return Ok(0);
             }
@@ -934,8 +936,8 @@ fn is_event(g: &Global, e: u64) -> bool {
 
 fn make_ude(name: &str, kind: UdeKind, base: u64) -> u64 {
     guard(name, true, MOS_NULL_EVENT, || {
-        let mut g = global();
-        let g = g
+        let mut guard_g = global();
+        let g = guard_g
             .as_mut()
             .ok_or_else(|| err(libc::EINVAL, "mtcp_init was not called"))?;
         if !is_event(g, base) {
@@ -955,11 +957,14 @@ fn make_ude(name: &str, kind: UdeKind, base: u64) -> u64 {
             return Err(err(libc::EPERM, "events are made outside callbacks"));
         }
         let ude = Ude { kind, id: 1 << bit };
+        g.udes.push(ude);
+        // Not under the global lock: a context's callbacks may need it (mtcp_getconf) while
+        // this waits for the context.
+        drop(guard_g);
         for c in context::all() {
             let mut inner = c.lock();
             apply_ude(c, &mut inner, &ude)?;
         }
-        g.udes.push(ude);
         Ok(ude.id)
     })
 }
@@ -1126,7 +1131,11 @@ pub extern "C" fn mtcp_peek(
             };
             match ctx.peek(s, f, side, out)? {
                 Peek::Data(n) => Ok(n as isize),
-                Peek::NoData => Err(err(libc::ENODATA, "no new bytes")),
+                // The common end of a read loop: errno without building an error.
+                Peek::NoData => {
+                    set_errno(libc::ENODATA);
+                    Ok(-1)
+                }
                 Peek::Overrun { lost: n } => lost(n),
                 Peek::Gap { len: n, .. } => lost(n),
             }
@@ -1223,7 +1232,7 @@ pub extern "C" fn mtcp_getsockopt(
                     let v = if buf_off(tables, lsock, side) {
                         0
                     } else {
-                        ctx_stream_max(ctx)
+                        STREAM_MAX.load(Ordering::Relaxed)
                     };
                     return write_int(optval, optlen, v);
                 }
@@ -1289,13 +1298,9 @@ pub extern "C" fn mtcp_getsockopt(
     })
 }
 
-fn ctx_stream_max(ctx: &Ctx<'_>) -> c_int {
-    let _ = ctx;
-    global()
-        .as_ref()
-        .map(|g| clamp_int(g.conf.stream_max_bytes))
-        .unwrap_or(0)
-}
+/// The most bytes one side holds (`rcvbuf_size`), as `mtcp_init` read it: callbacks read it
+/// without the global lock.
+static STREAM_MAX: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 /// `mtcp_setsockopt` at `SOL_MONSOCKET`.
 #[no_mangle]
@@ -1418,7 +1423,7 @@ pub extern "C" fn mtcp_getlastpkt(
                     std::ptr::null_mut()
                 }
             };
-            let tcp = pkt.tcp_off > pkt.ip_off && pkt.tcp_seq().is_some();
+            let tcp = pkt.is_tcp() && pkt.tcp_seq().is_some();
             let ip_len = pkt.frame.len().saturating_sub(usize::from(pkt.ip_off));
             let info = PktInfoC {
                 cur_ts: (pkt.ts_ns / 1_000_000) as u32,

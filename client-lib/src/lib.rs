@@ -106,7 +106,7 @@ pub use flow::{FlowId, FlowInfo, SideInfo};
 pub use mos::{
     share_mask, AttachOptions, Callback, Conf, Filter, Mos, RunEnd, StopHandle, DEFAULT_CONTROL,
 };
-pub use packet::Packet;
+pub use packet::{ip_offset, Packet};
 pub use shm_layout::control::SocketKind;
 pub use shm_layout::region::WriteProbe;
 pub use shm_layout::{EventMask, Hook, Side, TcpState, MOS_SIDE_BOTH};

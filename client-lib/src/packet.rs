@@ -30,6 +30,13 @@ pub struct Packet {
 
 impl Packet {
     pub(crate) fn new(info: &PktInfo, frame: Vec<u8>) -> Packet {
+        // The sensor records header offsets for TCP segments; for the other packets (a raw
+        // socket's) the IP header is found here, behind the link header.
+        let ip_off = if info.ip_off == 0 && info.tcp_off == 0 {
+            ip_offset(info.linktype, &frame).unwrap_or(0)
+        } else {
+            info.ip_off
+        };
         Packet {
             seq: info.seq,
             ts_ns: info.ts_ns,
@@ -37,11 +44,17 @@ impl Packet {
             wirelen: info.wirelen,
             payload_len: info.payload_len,
             linktype: info.linktype,
-            ip_off: info.ip_off,
+            ip_off,
             tcp_off: info.tcp_off,
             payload_off: info.payload_off,
             frame,
         }
+    }
+
+    /// Whether the frame is a TCP segment the sensor parsed (its TCP header and payload
+    /// offsets are known).
+    pub fn is_tcp(&self) -> bool {
+        self.tcp_off > self.ip_off
     }
 
     fn from(&self, off: u16) -> &[u8] {
@@ -90,8 +103,80 @@ impl Packet {
     }
 }
 
+/// Where the IP header starts in a frame of link type `linktype` (pcap's `LINKTYPE_*`), when
+/// the link header says IPv4 or IPv6 follows: Ethernet (with VLAN tags and PPPoE), Linux
+/// cooked v1 and v2, raw IP, BSD loopback, PPP and Cisco HDLC. `None` otherwise.
+pub fn ip_offset(linktype: u16, frame: &[u8]) -> Option<u16> {
+    let be16 = |at: usize| -> Option<u16> {
+        let b = frame.get(at..at + 2)?;
+        Some(u16::from_be_bytes([b[0], b[1]]))
+    };
+    let is_ip = |proto: u16| proto == 0x0800 || proto == 0x86dd;
+    let off = match linktype {
+        // Ethernet: VLAN tags (802.1Q, 802.1ad, QinQ), then IP or PPPoE session.
+        1 => {
+            let mut at = 12;
+            let mut ty = be16(at)?;
+            while matches!(ty, 0x8100 | 0x88a8 | 0x9100) {
+                at += 4;
+                ty = be16(at)?;
+            }
+            match ty {
+                t if is_ip(t) => at + 2,
+                // PPPoE session: 6 bytes of header, then PPP's protocol (IPv4 0x21, IPv6 0x57).
+                0x8864 if matches!(be16(at + 8)?, 0x0021 | 0x0057) => at + 10,
+                _ => return None,
+            }
+        }
+        // Linux cooked v1: protocol at 14, header 16 bytes.
+        113 if is_ip(be16(14)?) => 16,
+        // Linux cooked v2: protocol at 0, header 20 bytes.
+        276 if is_ip(be16(0)?) => 20,
+        // Raw IP.
+        101 | 228 | 229 => 0,
+        // BSD loopback (host or network order family): 4 bytes.
+        0 | 108 => 4,
+        // PPP, with or without address and control bytes.
+        9 => match be16(0)? {
+            0xff03 if matches!(be16(2)?, 0x0021 | 0x0057) => 4,
+            0x0021 | 0x0057 => 2,
+            _ => return None,
+        },
+        // Cisco HDLC: address, control, then an Ethernet type.
+        104 if is_ip(be16(2)?) => 4,
+        _ => return None,
+    };
+    (off < frame.len())
+        .then(|| u16::try_from(off).ok())
+        .flatten()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_ip_header_is_found_behind_each_link_header() {
+        use super::ip_offset;
+        let mut eth = vec![0u8; 12];
+        eth.extend_from_slice(&[0x81, 0x00, 0, 7, 0x08, 0x00, 0x45]);
+        assert_eq!(ip_offset(1, &eth), Some(18));
+        let mut pppoe = vec![0u8; 12];
+        pppoe.extend_from_slice(&[0x88, 0x64, 0x11, 0, 0, 1, 0, 20, 0x00, 0x21, 0x45]);
+        assert_eq!(ip_offset(1, &pppoe), Some(22));
+        let mut arp = vec![0u8; 12];
+        arp.extend_from_slice(&[0x08, 0x06, 0, 1]);
+        assert_eq!(ip_offset(1, &arp), None);
+        let mut sll = vec![0u8; 14];
+        sll.extend_from_slice(&[0x86, 0xdd, 0x60]);
+        assert_eq!(ip_offset(113, &sll), Some(16));
+        assert_eq!(ip_offset(101, &[0x45, 0]), Some(0));
+        assert_eq!(ip_offset(0, &[2, 0, 0, 0, 0x45]), Some(4));
+        assert_eq!(ip_offset(9, &[0xff, 0x03, 0x00, 0x21, 0x45]), Some(4));
+        assert_eq!(ip_offset(104, &[0x0f, 0, 0x08, 0x00, 0x45]), Some(4));
+        // Short frames and unknown link types give nothing, never a panic.
+        assert_eq!(ip_offset(1, &[0; 13]), None);
+        assert_eq!(ip_offset(147, &[0x45; 40]), None);
+    }
+
     use super::*;
 
     #[test]

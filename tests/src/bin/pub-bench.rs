@@ -10,6 +10,9 @@
 //!   of the connections (by the client's port, see [`SELECT_MOD`]). Only for `mkpcap`
 //!   captures: each analyzer must read exactly the streams of the connections its filter
 //!   takes, which the driver works out itself from the capture and its `.expected.tsv`.
+//! - `pub2c`: as `pub2`, with two C analyzers on libmos (`tests/bench/c_peek_sink.c`, the same
+//!   work as `peek-sink` through `mtcp_peek`), compiled here with `cc` against `capi/include`
+//!   and the `libmos.so` beside the binaries: the C path against the Rust one in the same run.
 //!
 //! The sensor's time is its own `replay_s` (its `stats` line): from the start of the replay,
 //! after the analyzers are ready, to the end of the lossless drain. Its CPU time is the user
@@ -61,6 +64,7 @@ enum Mode {
     Pub0,
     Pub2,
     Pub2F,
+    Pub2C,
 }
 
 /// `pub2f`'s selector: analyzer `i` takes the connections whose first packet's TCP source port
@@ -81,6 +85,7 @@ impl Mode {
             Mode::Pub0 => "pub0",
             Mode::Pub2 => "pub2",
             Mode::Pub2F => "pub2f",
+            Mode::Pub2C => "pub2c",
         }
     }
 
@@ -90,13 +95,14 @@ impl Mode {
             "pub0" => Mode::Pub0,
             "pub2" => Mode::Pub2,
             "pub2f" => Mode::Pub2F,
-            _ => bail!("unknown mode {s:?} (nopub, pub0, pub2, pub2f)"),
+            "pub2c" => Mode::Pub2C,
+            _ => bail!("unknown mode {s:?} (nopub, pub0, pub2, pub2f, pub2c)"),
         })
     }
 
     fn analyzers(self) -> usize {
         match self {
-            Mode::Pub2 | Mode::Pub2F => 2,
+            Mode::Pub2 | Mode::Pub2F | Mode::Pub2C => 2,
             Mode::NoPub | Mode::Pub0 => 0,
         }
     }
@@ -261,6 +267,8 @@ fn parse_cpu(stderr: &str) -> Result<f64> {
 struct Bins {
     sensor: PathBuf,
     sink: PathBuf,
+    /// The C sink (`pub2c`), compiled at start, and the directory holding `libmos.so.0`.
+    c_sink: Option<(PathBuf, PathBuf)>,
     tmp: PathBuf,
     /// The sensor's `--hugepages`, if given.
     hugepages: Option<String>,
@@ -293,7 +301,15 @@ fn run_sensor(bins: &Bins, pcap: &Path, mode: Mode, tag: &str) -> Result<Run> {
         .with_context(|| format!("starting {}", bins.sensor.display()))?;
     let mut sinks = Vec::new();
     for i in 0..n {
-        let mut sink = timed(&bins.sink);
+        let mut sink = match (mode, &bins.c_sink) {
+            (Mode::Pub2C, Some((bin, libdir))) => {
+                let mut c = timed(bin);
+                c.env("LD_LIBRARY_PATH", libdir);
+                c
+            }
+            (Mode::Pub2C, None) => bail!("pub2c needs the C sink"),
+            _ => timed(&bins.sink),
+        };
         sink.arg("--control")
             .arg(&control)
             .arg("--name")
@@ -386,14 +402,21 @@ fn check(
         r.sinks.len()
     );
     for (i, v) in r.sinks.iter().enumerate() {
-        for k in [
-            "events_dropped",
-            "events_malformed",
-            "overruns",
-            "overrun_bytes",
-            "torn_copies",
-            "errors",
-        ] {
+        // The C API tells neither drops nor torn copies nor overruns from gaps: for the C sink,
+        // the sensor's own drop count (above) and the gap bytes (below) stand for them.
+        let keys: &[&str] = if mode == Mode::Pub2C {
+            &["errors"]
+        } else {
+            &[
+                "events_dropped",
+                "events_malformed",
+                "overruns",
+                "overrun_bytes",
+                "torn_copies",
+                "errors",
+            ]
+        };
+        for &k in keys {
             ensure!(
                 field(v, k) == 0,
                 "{tag}: analyzer {k} = {}: {v}",
@@ -482,9 +505,15 @@ fn main() -> Result<()> {
     }
     let tmp = std::env::temp_dir().join(format!("pub-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
+    let c_sink = if modes.contains(&Mode::Pub2C) && !idle {
+        Some(build_c_sink(&tmp)?)
+    } else {
+        None
+    };
     let bins = Bins {
         sensor: locate::bin("mos-sensor")?,
         sink: locate::bin("peek-sink")?,
+        c_sink,
         tmp: tmp.clone(),
         hugepages,
     };
@@ -559,7 +588,7 @@ fn throughput(bins: &Bins, files: &[PathBuf], modes: &[Mode], runs: usize) -> Re
         let mut cpu: BTreeMap<Mode, Vec<f64>> = BTreeMap::new();
         let mut sinks_cpu: BTreeMap<Mode, Vec<f64>> = BTreeMap::new();
         let mut memcpy = Vec::new();
-        let mut sinks: Vec<Value> = Vec::new();
+        let mut sinks: BTreeMap<Mode, Vec<Value>> = BTreeMap::new();
         let mut waits = Vec::new();
         for i in 0..runs {
             for k in 0..modes.len() {
@@ -600,7 +629,9 @@ fn throughput(bins: &Bins, files: &[PathBuf], modes: &[Mode], runs: usize) -> Re
                 );
                 if mode == Mode::Pub2 {
                     waits.push(r.sensor.waits as f64);
-                    sinks.extend(r.sinks);
+                }
+                if matches!(mode, Mode::Pub2 | Mode::Pub2C) {
+                    sinks.entry(mode).or_default().extend(r.sinks);
                 }
                 times.entry(mode).or_default().push(r.sensor.replay_s);
                 cpu.entry(mode).or_default().push(r.cpu_s);
@@ -658,7 +689,7 @@ fn throughput(bins: &Bins, files: &[PathBuf], modes: &[Mode], runs: usize) -> Re
                 reference.frames,
             ));
         }
-        if !sinks.is_empty() {
+        for (&mode, sinks) in &sinks {
             let f = |k: &str| -> Vec<f64> { sinks.iter().map(|v| field(v, k) as f64).collect() };
             let bytes: Vec<f64> = f("bytes");
             let peek: Vec<f64> = bytes
@@ -684,9 +715,10 @@ fn throughput(bins: &Bins, files: &[PathBuf], modes: &[Mode], runs: usize) -> Re
             let (w, _, _) = med_min_max(&waits);
             let v = &sinks[0];
             println!(
-                "summary {name} peek: sink_bytes={} callbacks={} data_peeks={} chunk_mean={:.0} \
+                "summary {name} {} peek: sink_bytes={} callbacks={} data_peeks={} chunk_mean={:.0} \
                  chunk_p50={} peek_gbps_med={pk:.3} memcpy_same_chunks_gbps_med={m:.3} \
                  memcpy_flat_gbps_med={fl:.3} median_paired_ratio={pr:.4} sensor_waits_med={w}",
+                mode.name(),
                 field(v, "bytes"),
                 field(v, "callbacks"),
                 field(v, "data_peeks"),
@@ -694,7 +726,8 @@ fn throughput(bins: &Bins, files: &[PathBuf], modes: &[Mode], runs: usize) -> Re
                 field(v, "chunk_p50"),
             );
             peek_rows.push(format!(
-                "| {name} | {:.1} MB | {} | {:.0} B ({}) | {pk:.2} ({pklo:.2}-{pkhi:.2}) | {m:.1} | {:.1} % |",
+                "| {name} | {} | {:.1} MB | {} | {:.0} B ({}) | {pk:.2} ({pklo:.2}-{pkhi:.2}) | {m:.1} | {:.1} % |",
+                mode.name(),
                 field(v, "bytes") as f64 / 1e6,
                 field(v, "data_peeks"),
                 v.get("chunk_mean").and_then(Value::as_f64).unwrap_or(0.0),
@@ -723,9 +756,9 @@ fn throughput(bins: &Bins, files: &[PathBuf], modes: &[Mode], runs: usize) -> Re
     if !peek_rows.is_empty() {
         println!();
         println!(
-            "| capture | bytes per sink | data peeks | chunk mean (median) | peek Gbit/s med (min-max) | memcpy same chunks Gbit/s med | peek/memcpy (median of paired) |"
+            "| capture | mode | bytes per sink | data peeks | chunk mean (median) | peek Gbit/s med (min-max) | memcpy same chunks Gbit/s med | peek/memcpy (median of paired) |"
         );
-        println!("|---|---:|---:|---:|---:|---:|---:|");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|");
         for r in &peek_rows {
             println!("{r}");
         }
@@ -841,4 +874,37 @@ fn idle_memory(bins: &Bins, small: &Path, big: &Path, runs: usize) -> Result<()>
         std::mem::size_of::<FlowSlot>(),
     );
     Ok(())
+}
+
+/// Compiles `tests/bench/c_peek_sink.c` against `capi/include` and the `libmos.so` beside the
+/// binaries, into `tmp`; the binary and a directory holding `libmos.so.0` (the soname).
+fn build_c_sink(tmp: &Path) -> Result<(PathBuf, PathBuf)> {
+    let root = locate::workspace_root();
+    let lib = locate::bin("mos-sensor")?
+        .parent()
+        .context("the binaries' directory")?
+        .join("libmos.so");
+    ensure!(
+        lib.is_file(),
+        "pub2c needs {} (cargo build --release -p mos-capi)",
+        lib.display()
+    );
+    let libdir = tmp.join("lib");
+    std::fs::create_dir_all(&libdir)?;
+    let link = libdir.join("libmos.so.0");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&lib, &link)?;
+    let out = tmp.join("c_peek_sink");
+    let st = Command::new("cc")
+        .args(["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror"])
+        .arg(root.join("tests/bench/c_peek_sink.c"))
+        .arg("-I")
+        .arg(root.join("capi/include"))
+        .arg(&lib)
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .context("running cc")?;
+    ensure!(st.success(), "compiling tests/bench/c_peek_sink.c failed");
+    Ok((out, libdir))
 }
