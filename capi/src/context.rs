@@ -480,3 +480,55 @@ impl Context {
         self.set_finished();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(slot: u32) -> FlowId {
+        FlowId {
+            worker: 0,
+            slot,
+            generation: 1,
+        }
+    }
+
+    #[test]
+    fn per_flow_ids_start_above_the_monitoring_sockets_and_are_reused_once_released() {
+        let mut t = Tables::default();
+        t.socks = vec![Some(SockEntry {
+            kind: SocketKind::Stream,
+            buf_off: [false; 2],
+        })];
+        let a = t.alloc(SockId(0), flow(1));
+        let b = t.alloc(SockId(0), flow(2));
+        assert_eq!((a, b), (FIRST_FLOW_SOCK, FIRST_FLOW_SOCK + 1));
+        assert!(matches!(t.lookup(a), Ok(Named::Flow(SockId(0), f)) if f == flow(1)));
+        assert!(matches!(t.lookup(0), Ok(Named::Monitor(SockId(0), _))));
+        assert_eq!(t.lookup(1).unwrap_err(), Errno::EBADF);
+        assert_eq!(t.lookup(-1).unwrap_err(), Errno::EBADF);
+        t.release(a);
+        assert_eq!(t.lookup(a).unwrap_err(), Errno::EBADF);
+        // Released twice, or an id never given: nothing changes.
+        t.release(a);
+        t.release(FIRST_FLOW_SOCK + 99);
+        assert_eq!(t.alloc(SockId(0), flow(3)), a);
+        assert_eq!(t.alloc(SockId(0), flow(4)), FIRST_FLOW_SOCK + 2);
+        assert!(matches!(t.lookup(b), Ok(Named::Flow(_, f)) if f == flow(2)));
+    }
+
+    #[test]
+    fn a_callback_gets_its_events_filter_argument_and_zeros_otherwise() {
+        let mut t = Tables::default();
+        let mut x = 5u8;
+        t.args = vec![FilterArg::ZERO; 13];
+        t.args[12] = FilterArg {
+            arg: std::ptr::addr_of_mut!(x).cast(),
+            len: 1,
+        };
+        assert_eq!(t.arg_of(1 << 12).len, 1);
+        assert!(t.arg_of(1 << 4).arg.is_null());
+        assert!(t.arg_of(1 << 40).arg.is_null());
+        assert!(t.arg_of((1 << 12) | 1).arg.is_null());
+    }
+}

@@ -1330,3 +1330,39 @@ fn concurrent_overwrites_never_come_back_as_data() {
     assert_eq!(got + lost, END);
     assert!(got > 0);
 }
+
+#[test]
+fn a_share_of_the_workers_is_sent_once_attached_and_covers_each_worker_once() {
+    // Worker w goes to share w % count: every worker to exactly one share.
+    for nworkers in 1..=8 {
+        for count in 1..=5u32 {
+            let masks: Vec<u32> = (0..count).map(|i| share_mask(i, count, nworkers)).collect();
+            let all = masks.iter().fold(0u32, |a, m| {
+                assert_eq!(a & m, 0, "{nworkers} workers, {count} shares: {masks:?}");
+                a | m
+            });
+            assert_eq!(
+                all,
+                (1u32 << nworkers) - 1,
+                "{nworkers} workers, {count} shares"
+            );
+        }
+    }
+    assert_eq!(share_mask(0, 2, 3), 0b101);
+    assert_eq!(share_mask(1, 2, 3), 0b010);
+    assert_eq!(share_mask(3, 4, 2), 0);
+    let fake = FakeSensor::new(FakeConfig {
+        nworkers: 3,
+        ..FakeConfig::default()
+    });
+    let mut o = opts(fake.path(), false);
+    o.share = Some((1, 2));
+    let mos = Mos::attach(&o).unwrap();
+    assert_eq!(fake.log().workers, vec![0b010]);
+    drop(mos);
+    o.share = Some((2, 2));
+    assert_eq!(Mos::attach(&o).unwrap_err().errno(), Errno::EINVAL);
+    // Without a share, no Workers message: every worker's connections.
+    let _plain = attach(&fake);
+    assert_eq!(fake.log().workers, vec![0b010]);
+}
