@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Install mos: build in release mode, then install the binaries (mos-sensor, mos-ctl,
-# mos-flowstat, mos-dump), the systemd units (sensor, analyzers, metrics server), the default
+# mos-flowstat, mos-dump), the C library libmos (shared and static, its headers and its
+# pkg-config file libmos.pc), the systemd units (sensor, analyzers, metrics server), the default
 # configuration and environment files, the hugepage script and the documentation; on a system
 # install also the group mos (whose members may attach analyzers) and the system user
-# mos-sensor the sensor runs as. Idempotent: running it again updates binaries, units and
-# documents and keeps an edited configuration.
+# mos-sensor the sensor runs as. Idempotent: running it again updates binaries, library, units
+# and documents and keeps an edited configuration.
 #
 #   deploy/install.sh [options]
 #   deploy/install.sh --uninstall [--purge] [options]
 #
-#   --prefix DIR      where binaries and documents go (default /usr/local): DIR/bin,
-#                     DIR/lib/mos, DIR/share/doc/mos
+#   --prefix DIR      where binaries, library and documents go (default /usr/local): DIR/bin,
+#                     DIR/lib (libmos.so, libmos.a), DIR/lib/pkgconfig (libmos.pc),
+#                     DIR/include (mos_api.h, mtcp_api.h), DIR/lib/mos, DIR/share/doc/mos
 #   --destdir DIR     stage everything under DIR (also the DESTDIR variable), for packaging:
 #                     nothing outside DIR is touched, no user or group is made
 #   --sysconfdir DIR  configuration directory (default /etc for the prefixes /usr and
@@ -20,15 +22,18 @@
 #   --iface IF        on a fresh configuration, capture on IF (input.iface); by default a
 #                     system install takes the interface of the default route
 #   --no-build        install binaries built already (see --from) instead of building
-#   --from DIR        where the built binaries are (default: the workspace's target/release)
+#   --from DIR        where the built binaries and libmos.so, libmos.a are (default: the
+#                     workspace's target/release)
 #   --uninstall       remove what an earlier install put there (its manifest says what);
 #                     the configuration and the user and group stay unless --purge
 #   --purge           with --uninstall: remove the configuration, the user mos-sensor and the
 #                     group mos too
 #
 # A system install is one into / (no --destdir) with the prefix /usr or /usr/local: only then
-# does the script make the user and the group and run `systemctl daemon-reload`, which needs
-# root. Any other prefix installs files only, under that prefix, without root.
+# does the script make the user and the group and run `systemctl daemon-reload` and `ldconfig`,
+# which need root. Any other prefix installs files only, under that prefix, without root; a C
+# program then finds libmos with PKG_CONFIG_PATH=DIR/lib/pkgconfig, and runs with DIR/lib in
+# LD_LIBRARY_PATH (or an rpath).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -64,7 +69,7 @@ while [[ $# -gt 0 ]]; do
         --no-build) build=0; shift ;;
         --uninstall) uninstall=1; shift ;;
         --purge) purge=1; shift ;;
-        -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1 (try --help)" ;;
     esac
 done
@@ -96,6 +101,9 @@ if [[ $system_prefix -eq 1 && -z "$destdir" ]]; then
 fi
 
 bindir=$prefix/bin
+libdir=$prefix/lib
+pkgconfigdir=$libdir/pkgconfig
+includedir=$prefix/include
 libexecdir=$prefix/lib/mos
 docdir=$prefix/share/doc/mos
 confdir=$sysconfdir/mos
@@ -142,6 +150,8 @@ if [[ $uninstall -eq 1 ]]; then
         rmdir "$destdir$d" 2>/dev/null || true
     done
     if [[ $system -eq 1 ]]; then
+        # The dynamic linker's cache forgets libmos.
+        ldconfig || true
         if systemd_running; then
             systemctl daemon-reload || true
         fi
@@ -166,6 +176,8 @@ if [[ $build -eq 1 ]]; then
     [[ -f "$root/Cargo.lock" ]] && locked=(--locked)
     say "building in release mode (cargo build --release)"
     (cd "$root" && cargo build --release "${locked[@]}" -p mos-sensor -p mos-ctl -p mos-analyzers --bins)
+    say "building libmos in release mode (cargo build --release -p mos-capi)"
+    (cd "$root" && cargo build --release "${locked[@]}" -p mos-capi --lib)
 fi
 if [[ -z "$from" ]]; then
     from="${CARGO_TARGET_DIR:-$root/target}/release"
@@ -173,6 +185,28 @@ fi
 for b in "${binaries[@]}"; do
     [[ -x "$from/$b" ]] || die "$from/$b is not built (run without --no-build, or give --from DIR)"
 done
+for l in libmos.so libmos.a; do
+    [[ -f "$from/$l" ]] || die "$from/$l is not built (cargo build --release -p mos-capi; or run without --no-build, or give --from DIR)"
+done
+
+# libmos's version is the workspace's; its soname carries the major version (capi/build.rs
+# sets it), and the header states the same major and minor.
+version=$(awk '/^\[/ { in_pkg = ($0 == "[workspace.package]") }
+              in_pkg && /^version[ \t]*=/ { sub(/^[^"]*"/, ""); sub(/".*/, ""); print; exit }' \
+              "$root/Cargo.toml")
+[[ "$version" =~ ^([0-9]+)\.([0-9]+)\.[0-9]+$ ]] \
+    || die "no version x.y.z in [workspace.package] of $root/Cargo.toml (found '$version')"
+soname=libmos.so.${BASH_REMATCH[1]}
+header_version=$(awk '$1 == "#define" && $2 == "LIBMOS_VERSION_MAJOR" { major = $3 }
+                      $1 == "#define" && $2 == "LIBMOS_VERSION_MINOR" { minor = $3 }
+                      END { print major "." minor }' "$root/capi/include/mos_api.h")
+[[ "$header_version" == "${BASH_REMATCH[1]}.${BASH_REMATCH[2]}" ]] \
+    || die "capi/include/mos_api.h says libmos $header_version, the workspace is version $version"
+if command -v readelf >/dev/null 2>&1; then
+    built_soname=$(readelf -d "$from/libmos.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]$/\1/p')
+    [[ "$built_soname" == "$soname" ]] \
+        || die "$from/libmos.so has the soname '$built_soname', not $soname (capi/build.rs sets it)"
+fi
 
 installed=()
 # install_file MODE SOURCE DEST: copies SOURCE to DESTDIR+DEST (directories made as needed).
@@ -193,6 +227,26 @@ trap 'rm -rf "$tmp"' EXIT
 for b in "${binaries[@]}"; do
     install_file 0755 "$from/$b" "$bindir/$b"
 done
+# libmos: the shared library under its full version, the soname's link (what programs load),
+# the development link (what -lmos finds), the archive, the headers, the pkg-config file.
+install_file 0644 "$from/libmos.so" "$libdir/libmos.so.$version"
+# The shared library of an earlier install of another version goes.
+if [[ -f "$destdir$manifest" ]]; then
+    while IFS= read -r f; do
+        if [[ "$f" == "$libdir"/libmos.so.*.*.* && "$f" != "$libdir/libmos.so.$version" ]]; then
+            rm -f "$destdir$f"
+        fi
+    done <"$destdir$manifest"
+fi
+ln -sfn "libmos.so.$version" "$destdir$libdir/$soname"
+ln -sfn "$soname" "$destdir$libdir/libmos.so"
+installed+=("$libdir/$soname" "$libdir/libmos.so")
+install_file 0644 "$from/libmos.a" "$libdir/libmos.a"
+for h in mos_api.h mtcp_api.h; do
+    install_file 0644 "$root/capi/include/$h" "$includedir/$h"
+done
+sed -e "s#@prefix@#$prefix#g" -e "s#@version@#$version#g" "$root/capi/libmos.pc.in" >"$tmp/libmos.pc"
+install_file 0644 "$tmp/libmos.pc" "$pkgconfigdir/libmos.pc"
 install_file 0755 "$root/deploy/hugepages.sh" "$libexecdir/hugepages.sh"
 for u in mos-sensor.service mos-analyzer@.service mos-metrics.service; do
     render "$root/deploy/$u" >"$tmp/$u"
@@ -252,6 +306,8 @@ if [[ $system -eq 1 ]]; then
             --shell /usr/sbin/nologin --comment "mos sensor" mos-sensor
         say "made the system user mos-sensor (the sensor runs as it)"
     fi
+    ldconfig
+    say "libmos installed in $libdir: cc prog.c \$(pkg-config --cflags --libs libmos)"
     if systemd_running; then
         systemctl daemon-reload
         say "units installed: systemctl enable --now mos-sensor; systemctl enable --now mos-analyzer@flowstat; systemctl enable --now mos-metrics (Prometheus metrics at 127.0.0.1:9477, $confdir/metrics.env)"
@@ -259,6 +315,9 @@ if [[ $system -eq 1 ]]; then
         say "units installed in $unitdir (systemd is not running here: start them where it is)"
     fi
 else
-    say "files only (prefix $prefix${destdir:+, destdir $destdir}): no user, group or daemon-reload"
+    say "files only (prefix $prefix${destdir:+, destdir $destdir}): no user, group, daemon-reload or ldconfig"
+    if [[ -z "$destdir" ]]; then
+        say "libmos installed in $libdir: PKG_CONFIG_PATH=$pkgconfigdir cc prog.c \$(pkg-config --cflags --libs libmos), run with LD_LIBRARY_PATH=$libdir"
+    fi
 fi
 say "installed $(wc -l <"$tmp/manifest") files; the manifest is $destdir$manifest"

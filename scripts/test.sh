@@ -6,7 +6,8 @@
 # Stages, in order: fmt clippy build unit loom integration doc fuzz
 #   fmt          cargo fmt --check
 #   clippy       cargo clippy on every target, warnings are errors
-#   build        release build of every binary and example analyzer (the integration tests run them)
+#   build        release build of every binary and example analyzer, and of the C library libmos
+#                (libmos.so, libmos.a): the integration tests run, install and link them
 #   unit         every test of the crates other than mos-tests (unit tests beside the code,
 #                the TCP core's API tests in sensor/tests, doc tests), debug build
 #   loom         the loom models of the shared-memory protocols (seqlock, event ring, packet
@@ -39,7 +40,7 @@ while [[ $# -gt 0 ]]; do
             only=$2
             shift 2
             ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) mos_die "test: unknown argument: $1 (try --help)" ;;
     esac
 done
@@ -152,7 +153,8 @@ fi
 {
     run_stage fmt cargo fmt --all -- --check
     run_stage clippy cargo clippy --workspace --all-targets $locked -- -D warnings
-    run_stage build cargo build --workspace --release --bins --examples $locked
+    run_stage build bash -c "cargo build --workspace --release --bins --examples $locked &&
+        cargo build --release -p mos-capi --lib $locked"
     run_stage unit cargo test --workspace --exclude mos-tests --no-fail-fast $locked
     # Its own target directory: --cfg loom rebuilds every dependency differently.
     run_stage loom env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$target_dir/loom" \
@@ -160,6 +162,10 @@ fi
     if [[ " ${wanted[*]} " == *" integration "* && ! -x "$MOS_SENSOR_BIN" ]]; then
         echo "== stage integration: $MOS_SENSOR_BIN is missing; building it first"
         cargo build --release -p mos-sensor --bin mos-sensor $locked
+    fi
+    if [[ " ${wanted[*]} " == *" integration "* && ! -f "$(dirname "$MOS_SENSOR_BIN")/libmos.so" ]]; then
+        echo "== stage integration: libmos.so is missing beside $MOS_SENSOR_BIN; building it first"
+        cargo build --release -p mos-capi --lib $locked
     fi
     run_stage integration cargo test --release -p mos-tests --no-fail-fast $locked
     run_stage doc env RUSTDOCFLAGS="${RUSTDOCFLAGS:-} -Dwarnings" cargo doc --workspace --no-deps $locked

@@ -495,11 +495,13 @@ mod tests {
 
     #[test]
     fn per_flow_ids_start_above_the_monitoring_sockets_and_are_reused_once_released() {
-        let mut t = Tables::default();
-        t.socks = vec![Some(SockEntry {
-            kind: SocketKind::Stream,
-            buf_off: [false; 2],
-        })];
+        let mut t = Tables {
+            socks: vec![Some(SockEntry {
+                kind: SocketKind::Stream,
+                buf_off: [false; 2],
+            })],
+            ..Tables::default()
+        };
         let a = t.alloc(SockId(0), flow(1));
         let b = t.alloc(SockId(0), flow(2));
         assert_eq!((a, b), (FIRST_FLOW_SOCK, FIRST_FLOW_SOCK + 1));
@@ -519,12 +521,15 @@ mod tests {
 
     #[test]
     fn a_callback_gets_its_events_filter_argument_and_zeros_otherwise() {
-        let mut t = Tables::default();
         let mut x = 5u8;
-        t.args = vec![FilterArg::ZERO; 13];
-        t.args[12] = FilterArg {
+        let mut args = vec![FilterArg::ZERO; 13];
+        args[12] = FilterArg {
             arg: std::ptr::addr_of_mut!(x).cast(),
             len: 1,
+        };
+        let t = Tables {
+            args,
+            ..Tables::default()
         };
         assert_eq!(t.arg_of(1 << 12).len, 1);
         assert!(t.arg_of(1 << 4).arg.is_null());

@@ -4,10 +4,10 @@
 //! attached and `mos-ctl` reads its state, readiness and stop notifications, journal log
 //! levels, SIGHUP and SIGTERM, and a check that nothing is left behind.
 //!
-//! Needs the workspace's release binaries (`cargo build --release --bins`: the install script
-//! is run with `--no-build --from` their directory, since cargo cannot be run from inside a
-//! test it runs), and systemd-analyze (package systemd). Runs as root in CI; the parts that
-//! need root say so when they are not.
+//! Needs the workspace's release binaries and libmos (`cargo build --release --bins` and
+//! `cargo build --release -p mos-capi`: the install script is run with `--no-build --from`
+//! their directory, since cargo cannot be run from inside a test it runs), and systemd-analyze
+//! (package systemd). Runs as root in CI; the parts that need root say so when they are not.
 
 use anyhow::{ensure, Context, Result};
 use mos_tests::locate::{bin, corpus_dir, sensor_bin, workspace_root};

@@ -1043,8 +1043,11 @@ fn takes(mask: u32, w: usize) -> bool {
 
 /// Sends an analyzer's per-socket subscription to every worker: the workers of `mask` get it,
 /// the others an empty one (no sockets: none of their events, none of their bytes held back).
+/// Sends a message made for each worker (by its index) to every worker.
+type ToEach<'a> = &'a dyn Fn(&dyn Fn(usize) -> ToWorker);
+
 fn send_sockets(
-    to_each: &dyn Fn(&dyn Fn(usize) -> ToWorker),
+    to_each: ToEach<'_>,
     id: u32,
     socks: &std::sync::Arc<crate::publish::subscription::Sockets>,
     mask: u32,
