@@ -93,14 +93,50 @@ pub const MOS_OVERLAP_POLICY_LAST: c_int = 1;
 /// `MOS_OVERLAP_CNT`.
 pub const MOS_OVERLAP_CNT: c_int = 2;
 
+/// `MOS_SOCK_UNUSED`.
+pub const MOS_SOCK_UNUSED: c_int = 0;
+/// `MOS_SOCK_STREAM_LISTEN` (an endpoint's: not a monitor's).
+pub const MOS_SOCK_STREAM_LISTEN: c_int = 1;
+/// `MOS_SOCK_PROXY_LISTEN` (not implemented by mOS either).
+pub const MOS_SOCK_PROXY_LISTEN: c_int = 2;
 /// `MOS_SOCK_MONITOR_STREAM`: a monitoring socket of connections.
 pub const MOS_SOCK_MONITOR_STREAM: c_int = 3;
 /// `MOS_SOCK_STREAM` (an endpoint socket: not a monitor's).
 pub const MOS_SOCK_STREAM: c_int = 4;
+/// `MOS_SOCK_PROXY` (not implemented by mOS either).
+pub const MOS_SOCK_PROXY: c_int = 5;
 /// `MOS_SOCK_MONITOR_STREAM_ACTIVE`: the type of the per-flow sockets callbacks get.
 pub const MOS_SOCK_MONITOR_STREAM_ACTIVE: c_int = 6;
 /// `MOS_SOCK_MONITOR_RAW`: a monitoring socket of packets.
 pub const MOS_SOCK_MONITOR_RAW: c_int = 7;
+/// `MOS_SOCK_EPOLL` (an endpoint's).
+pub const MOS_SOCK_EPOLL: c_int = 8;
+/// `MOS_SOCK_PIPE` (an endpoint's).
+pub const MOS_SOCK_PIPE: c_int = 9;
+
+/// `INPORT_ANY`.
+pub const INPORT_ANY: u16 = 0;
+
+/// `mtcp_setlastpkt`'s options (the call is `ENOTSUP` here: a passive monitor).
+pub const MOS_ETH_HDR: c_int = 1 << 0;
+/// `MOS_IP_HDR`.
+pub const MOS_IP_HDR: c_int = 1 << 1;
+/// `MOS_TCP_HDR`.
+pub const MOS_TCP_HDR: c_int = 1 << 2;
+/// `MOS_TCP_PAYLOAD`.
+pub const MOS_TCP_PAYLOAD: c_int = 1 << 3;
+/// `MOS_UPDATE_IP_CHKSUM`.
+pub const MOS_UPDATE_IP_CHKSUM: c_int = 1 << 4;
+/// `MOS_UPDATE_TCP_CHKSUM`.
+pub const MOS_UPDATE_TCP_CHKSUM: c_int = 1 << 5;
+/// `MOS_DROP`.
+pub const MOS_DROP: c_int = 1 << 6;
+/// `MOS_OVERWRITE`.
+pub const MOS_OVERWRITE: c_int = 1 << 7;
+/// `MOS_CHOMP`.
+pub const MOS_CHOMP: c_int = 1 << 8;
+/// `MOS_INSERT`.
+pub const MOS_INSERT: c_int = 1 << 9;
 
 /// `MOS_APP`: applications in `struct mtcp_conf`.
 pub const MOS_APP: usize = 20;

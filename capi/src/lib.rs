@@ -639,22 +639,25 @@ pub extern "C" fn mtcp_destroy_context(mctx: *mut MtcpContext) -> c_int {
     }
 }
 
-/// `mtcp_register_signal`: installs `handler` for `signum`; returns `handler` (as mOS's
-/// header says), or `SIG_ERR` when the signal cannot be caught.
+/// `mtcp_register_signal`: installs `handler` for `signum` (with `SA_RESTART`); returns
+/// the previous handler, as `signal(2)` and mOS do, or `SIG_ERR` when the signal cannot be
+/// caught.
 #[no_mangle]
-pub extern "C" fn mtcp_register_signal(signum: c_int, handler: SigHandlerT) -> SigHandlerT {
-    guard("mtcp_register_signal", true, None, || {
+pub extern "C" fn mtcp_register_signal(signum: c_int, handler: SigHandlerT) -> libc::sighandler_t {
+    guard("mtcp_register_signal", true, libc::SIG_ERR, || {
         let Some(h) = handler else {
             return Err(err(libc::EINVAL, "the handler is NULL"));
         };
-        // SAFETY: a zeroed sigaction is valid (empty mask, no flags); the handler is a C
-        // function taking the signal number, as sa_handler expects; sigaction copies it.
-        let rc = unsafe {
+        // SAFETY: zeroed sigactions are valid (empty mask, no flags); the handler is a C
+        // function taking the signal number, as sa_handler expects; sigaction copies it and
+        // writes the previous action into `old`.
+        let (rc, old) = unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
+            let mut old: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = h as usize;
             sa.sa_flags = libc::SA_RESTART;
             libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(signum, &sa, std::ptr::null_mut())
+            (libc::sigaction(signum, &sa, &mut old), old)
         };
         if rc != 0 {
             let e = std::io::Error::last_os_error();
@@ -663,7 +666,8 @@ pub extern "C" fn mtcp_register_signal(signum: c_int, handler: SigHandlerT) -> S
                 format_args!("installing a handler for signal {signum}"),
             ));
         }
-        Ok(handler)
+        // As signal(2): the previous handler (SIG_DFL, SIG_IGN or a function).
+        Ok(old.sa_sigaction)
     })
 }
 
@@ -1508,8 +1512,11 @@ pub extern "C" fn mtcp_getpeername(
             };
             let need = each * addrs.len();
             // SAFETY: `addrlen` was checked not NULL.
-            let have = unsafe { *addrlen } as usize;
-            if (have as isize) < need as isize {
+            let have = unsafe { *addrlen };
+            // A socklen_t read as a C int is negative above i32::MAX (the page's EINVAL).
+            let have = usize::try_from(have as i32)
+                .map_err(|_| err(libc::EINVAL, format!("addrlen {} is negative", have as i32)))?;
+            if have < need {
                 return Err(err(
                     libc::EINVAL,
                     format!("addrlen {have}: {need} bytes are needed"),

@@ -435,8 +435,10 @@ impl Tracker {
         }
     }
 
-    /// Where `seg`'s payload lands in its receiver's stream, if its connection is tracked and
-    /// the stream anchored (for the packet log's `offset`).
+    /// Where `seg`'s payload lands in its receiver's stream (for the packet log's `offset`):
+    /// from the stream's anchor, or 0 for the payload that will start a stream (a connection
+    /// picked up midstream is not tracked yet when its first frame is logged). `None` for a
+    /// packet without payload whose stream has no anchor.
     pub fn payload_offset(&self, seg: &TcpSegment<'_>) -> Option<u64> {
         let (key, src_is_lo) = FlowKey::of_packet(
             &seg.src,
@@ -445,8 +447,16 @@ impl Tracker {
             seg.dport,
             &self.cfg.hash_keys,
         );
-        let c = self.table.get(self.table.lookup(&key)?)?;
+        // A stream with no byte yet (a connection picked up midstream, or a side that has not
+        // sent) starts at the first byte seen: this payload's, at offset 0.
+        let first = (seg.payload_len > 0).then_some(0);
+        let Some(c) = self.table.lookup(&key).and_then(|i| self.table.get(i)) else {
+            return first;
+        };
         let recv = &c.stack(c.side_of_lo_sender(src_is_lo).peer()).recv;
+        if !recv.is_anchored() && seg.flags & SYN == 0 {
+            return first;
+        }
         recv.seq_to_offset(seg.seq.wrapping_add(u32::from(seg.flags & SYN != 0)))
     }
 
