@@ -122,6 +122,13 @@ enum mos_socket_opts {
 	MOS_SVROVERLAP = 0x10
 };
 
+/* mos's own options (not mOS's), for mtcp_getsockopt on a per-flow socket: a uint64_t, the
+ * bytes of the client's (server's) stream that this socket's mtcp_peek skipped so far, lost
+ * to overruns or never captured. mtcp_peek reports a loss as -(bytes lost) with ENODATA, and a
+ * loss of one byte reads like "no data" (-1, ENODATA): these count every byte. */
+#define MOS_LOST_CLIBUF 0x100
+#define MOS_LOST_SVRBUF 0x101
+
 /* MOS_INFO_CLIBUF / MOS_INFO_SVRBUF: a receive buffer as TCP sequence numbers. */
 struct tcp_buf_info {
 	uint32_t tcpbi_init_seq;           /* the buffer's first byte (stream offset 0) */

@@ -86,6 +86,13 @@ pub const MOS_CLIOVERLAP: c_int = 0x0f;
 /// `MOS_SVROVERLAP`.
 pub const MOS_SVROVERLAP: c_int = 0x10;
 
+/// `MOS_LOST_CLIBUF` (mos's own, not mOS's): a `uint64_t`, the bytes of the client's stream
+/// this per-flow socket's `mtcp_peek` skipped so far (overruns and gaps). A loss of one byte
+/// reads as -1 with `ENODATA` from `mtcp_peek`, like no data: this option tells them apart.
+pub const MOS_LOST_CLIBUF: c_int = 0x100;
+/// `MOS_LOST_SVRBUF` (mos's own): the same for the server's stream.
+pub const MOS_LOST_SVRBUF: c_int = 0x101;
+
 /// `MOS_OVERLAP_POLICY_FIRST`.
 pub const MOS_OVERLAP_POLICY_FIRST: c_int = 0;
 /// `MOS_OVERLAP_POLICY_LAST`.

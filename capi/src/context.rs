@@ -185,6 +185,8 @@ pub struct FlowSock {
     pub id: c_int,
     /// `mtcp_set_uctx`'s pointer.
     pub user: usize,
+    /// Bytes each side's `mtcp_peek` skipped (`MOS_LOST_CLIBUF`, `MOS_LOST_SVRBUF`).
+    pub lost: [u64; 2],
     tables: Rc<RefCell<Tables>>,
 }
 
@@ -210,6 +212,7 @@ pub fn flow_sock(
     let rec = FlowSock {
         id,
         user: 0,
+        lost: [0; 2],
         tables: tables.clone(),
     };
     if ctx.set_uctx(sock, flow, rec).is_err() {

@@ -1129,20 +1129,20 @@ pub extern "C" fn mtcp_peek(
                 ));
             }
             let out = out_buf(buf, len)?;
-            let lost = |n: u64| -> Res<isize> {
-                set_errno(libc::ENODATA);
-                Ok(-(isize::try_from(n.max(1)).unwrap_or(isize::MAX)))
-            };
-            match ctx.peek(s, f, side, out)? {
-                Peek::Data(n) => Ok(n as isize),
+            let lost = match ctx.peek(s, f, side, out)? {
+                Peek::Data(n) => return Ok(n as isize),
                 // The common end of a read loop: errno without building an error.
                 Peek::NoData => {
                     set_errno(libc::ENODATA);
-                    Ok(-1)
+                    return Ok(-1);
                 }
-                Peek::Overrun { lost: n } => lost(n),
-                Peek::Gap { len: n, .. } => lost(n),
+                Peek::Overrun { lost: n } | Peek::Gap { len: n, .. } => n,
+            };
+            if let Some(fs) = ctx.uctx::<context::FlowSock>(s, f) {
+                fs.lost[side.index()] = fs.lost[side.index()].saturating_add(lost);
             }
+            set_errno(libc::ENODATA);
+            Ok(-(isize::try_from(lost.max(1)).unwrap_or(isize::MAX)))
         })
     })
 }
@@ -1223,6 +1223,29 @@ pub extern "C" fn mtcp_getsockopt(
                 MOS_TCP_STATE_SVR => SockOpt::TcpStateSvr,
                 MOS_CLIOVERLAP | MOS_SVROVERLAP => {
                     return write_int(optval, optlen, ctx.overlap_policy().code() as c_int)
+                }
+                MOS_LOST_CLIBUF | MOS_LOST_SVRBUF => {
+                    let Named::Flow(s, f) = named else {
+                        return Err(err(
+                            libc::ENOTSOCK,
+                            format!("socket {sock} is a monitoring socket; this option is a connection's"),
+                        ));
+                    };
+                    let i = usize::from(optname == MOS_LOST_SVRBUF);
+                    let v = ctx
+                        .uctx::<context::FlowSock>(s, f)
+                        .map_or(0, |fs| fs.lost[i]);
+                    // SAFETY: `optlen` was checked not NULL.
+                    let have = unsafe { *optlen } as usize;
+                    if optval.is_null() || have < std::mem::size_of::<u64>() {
+                        return Err(err(libc::EINVAL, "optval must hold a uint64_t"));
+                    }
+                    // SAFETY: `optval` holds at least `*optlen` >= 8 bytes (checked).
+                    unsafe {
+                        optval.cast::<u64>().write_unaligned(v);
+                        *optlen = std::mem::size_of::<u64>() as libc::socklen_t;
+                    }
+                    return Ok(0);
                 }
                 MOS_CLIBUF | MOS_SVRBUF => {
                     let side = if optname == MOS_CLIBUF {
