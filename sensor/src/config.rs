@@ -515,7 +515,7 @@ pub const KEYS: &[Key] = &[
         section: "tracking",
         name: "stream_max_kib",
         ty: Type::PowerOfTwo {
-            min: 4,
+            min: 8,
             max: 1 << 20,
         },
         flag: Flag::Value("--stream-max-kib"),
@@ -523,7 +523,7 @@ pub const KEYS: &[Key] = &[
         shipped: None,
         scope: Scope::Always,
         summary: "The most one side of a connection holds, in KiB (a power of two).",
-        meaning: "The most one side of a connection holds, from its oldest held byte to its furthest out-of-order byte, in KiB: a power of two, at least `tracking.chunk_kib`. It must cover what a sender can have in flight beyond a lost segment (the receiver's window: Linux grows it to 6 MiB by default); a segment beyond it forces the side's oldest bytes out (lost to overflow). Each side's chunk map takes 4 bytes per chunk of this span in the shared memory.",
+        meaning: "The most one side of a connection holds, from its oldest held byte to its furthest out-of-order byte, in KiB: a power of two, at least twice `tracking.chunk_kib` (a segment that crosses a chunk boundary holds two chunks). It must cover what a sender can have in flight beyond a lost segment (the receiver's window: Linux grows it to 6 MiB by default); a segment beyond it forces the side's oldest bytes out (lost to overflow). Each side's chunk map takes 4 bytes per chunk of this span in the shared memory.",
     },
     Key {
         section: "tracking",
@@ -1547,7 +1547,7 @@ pub fn reference_doc() -> String {
          ```\n\n\
          Settings that bound one another are checked next (`--max-flows` at least one\n\
          per worker, `--stream-chunks` at least 18 per worker, `--stream-max-kib` at least\n\
-         `--chunk-kib`, `--wait-analyzers` at most `--max-analyzers`), then the memory\n\
+         twice `--chunk-kib`, `--wait-analyzers` at most `--max-analyzers`), then the memory\n\
          they add up to against `--memcap`, which names the setting to lower.\n",
     );
     out.push_str(
@@ -1627,7 +1627,7 @@ mod tests {
         assert!(check(ring, "300").unwrap_err().contains("power of two"));
         assert!(check(ring, "2097152")
             .unwrap_err()
-            .contains("between 4 and 1048576"));
+            .contains("between 8 and 1048576"));
         assert!(check(ring, "0").is_err());
         assert!(check(ring, "\"256\"")
             .unwrap_err()
@@ -1681,10 +1681,10 @@ mod tests {
     fn command_line_values_are_checked_like_the_files() {
         let ring = key("tracking", "stream_max_kib").unwrap().ty;
         assert_eq!(ring.check_arg("256"), Ok("256".into()));
-        for bad in ["300", "0", "-4", "2097152", "99999999999999999999999"] {
+        for bad in ["300", "0", "-4", "4", "2097152", "99999999999999999999999"] {
             assert_eq!(
                 ring.check_arg(bad).unwrap_err(),
-                "must be a power of two between 4 and 1048576",
+                "must be a power of two between 8 and 1048576",
                 "{bad}"
             );
         }

@@ -202,8 +202,8 @@ struct Args {
     chunk_kib: usize,
 
     /// The most one side of a connection holds, from its oldest held byte to its furthest
-    /// out-of-order byte, in KiB: a power of two from 4 to 1048576, at least --chunk-kib. It
-    /// must cover the
+    /// out-of-order byte, in KiB: a power of two from 8 to 1048576, at least twice --chunk-kib
+    /// (a segment that crosses a chunk boundary holds two chunks). It must cover the
     /// receiver's window; a segment beyond it forces the oldest bytes out.
     #[arg(long, value_name = "KIB", default_value_t = 16384,
           allow_hyphen_values = true,
@@ -895,9 +895,9 @@ fn run(args: Args, reloader: Arc<std::sync::Mutex<Reloader>>) -> Result<ExitCode
             args.stream_chunks
         );
     }
-    if args.stream_max_kib < args.chunk_kib {
+    if args.stream_max_kib < 2 * args.chunk_kib {
         bail!(
-            "--stream-max-kib ({}) must be at least --chunk-kib ({})",
+            "--stream-max-kib ({}) must be at least twice --chunk-kib ({}): a segment that crosses a chunk boundary holds two chunks",
             args.stream_max_kib,
             args.chunk_kib
         );

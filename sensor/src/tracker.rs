@@ -10,6 +10,14 @@
 //! publisher) can still read its final state and bytes. In lossless mode it is deferred until
 //! every analyzer has passed the connection's last event ([`Tracker::set_passed`]).
 //!
+//! The same holds for stream chunks: a chunk whose bytes came into order in one call (and so
+//! were announced by that call's `CONN_NEW_DATA`) is never given back in that call, whatever
+//! the history: it goes at the start of the next call (in lossless mode, once every analyzer
+//! has passed that call and the stream moves again). With little or no history kept, a
+//! segment that crosses a chunk boundary, or one that fills a hole before out-of-order bytes,
+//! would otherwise give back the chunks it completed before whoever handles the events (the
+//! dump) could read them.
+//!
 //! With a [`SlotPublisher`] attached, every change to a connection is published into its
 //! shared-memory slot: the slot's write section opens before the connection's state or ring
 //! bytes change and closes once the new state is written.
@@ -222,6 +230,10 @@ pub struct Tracker {
     lossless: bool,
     /// Every analyzer has passed every event of publication sequence `<= passed`.
     passed: u64,
+    /// The connection the previous call updated: its streams may hold chunks that call
+    /// completed, which could not go back before its events were handled (see
+    /// [`Tracker::trim_previous`]).
+    retrim: Option<FlowHandle>,
     /// Lossless mode: ended connections waiting for `passed` to reach their last event.
     held: VecDeque<(u32, u64)>,
     /// Lossless mode: closed connections whose rings go back to the pool once `passed`
@@ -290,6 +302,7 @@ impl Tracker {
             publisher: None,
             lossless: false,
             passed: u64::MAX,
+            retrim: None,
             held: VecDeque::new(),
             held_rings: VecDeque::new(),
             ring_written: Vec::new(),
@@ -339,7 +352,8 @@ impl Tracker {
             self.held_rings.reserve(n);
             self.ring_written = vec![0; self.pool.capacity()];
         }
-        self.pool.passed = if on { self.passed } else { u64::MAX };
+        // Without analyzers to wait for, the calls made so far have had their events handled.
+        self.pool.passed = if on { self.passed } else { self.pseq };
     }
 
     /// The most heap bytes a tracker with these settings uses, by part. Nothing the tracker
@@ -747,6 +761,15 @@ impl Tracker {
     fn next_call(&mut self) {
         self.pseq += 1;
         self.pool.pseq = self.pseq;
+        // Whoever handles the events (the dump) has handled every earlier call's, and reads
+        // this call's after it returns: chunks this call completes stay until then. (In
+        // lossless mode `set_passed` never goes past the latest call: this only matters
+        // before its first call.)
+        self.pool.passed = if self.lossless {
+            self.pool.passed.min(self.pseq - 1)
+        } else {
+            self.pseq - 1
+        };
         if let Some(p) = self.publisher.as_mut() {
             p.pseq = self.pseq;
         }
@@ -882,6 +905,7 @@ impl Tracker {
     /// Frees the rings of connections that closed, and the slots and rings of connections
     /// that ended, in the previous call (whoever handled its events has read them by now).
     fn reclaim_ended(&mut self) {
+        self.trim_previous();
         let mut release = std::mem::take(&mut self.release);
         while let Some(&(h, p)) = self.held_rings.front() {
             if p > self.passed {
@@ -942,6 +966,35 @@ impl Tracker {
             self.held.pop_front();
             self.free_slot(slot);
         }
+    }
+
+    /// Gives back the chunks the previous call's connection completed and kept until that
+    /// call's events were handled (its streams keep `history` bytes as usual). Without it, a
+    /// side that goes quiet after crossing a chunk boundary would hold that chunk until its
+    /// next byte. Lossless mode leaves them to the stream's next move, as every other chunk
+    /// analyzers were behind on.
+    fn trim_previous(&mut self) {
+        let Some(h) = self.retrim.take() else {
+            return;
+        };
+        if self.lossless || self.table.generation(h.slot) != h.generation {
+            return;
+        }
+        let Some(c) = self.table.get(h.slot) else {
+            return;
+        };
+        if !c.stacks.iter().any(|st| st.recv.trimmable(&self.pool)) {
+            return;
+        }
+        // Chunks change inside the slot's write section only.
+        if let Some(p) = self.publisher.as_mut() {
+            p.begin(h.slot);
+        }
+        let c = self.table.get_mut(h.slot).expect("live slot");
+        for st in &mut c.stacks {
+            st.recv.trim(&mut self.pool);
+        }
+        self.publish(h.slot, None);
     }
 
     fn free_slot(&mut self, slot: u32) {
@@ -1363,6 +1416,10 @@ impl Tracker {
             }
         }
         self.publish(slot, Some(rcv));
+        self.retrim = Some(FlowHandle {
+            slot,
+            generation: self.table.generation(slot),
+        });
     }
 
     /// Queues a connection that just closed for the end of its linger. Entries of connections

@@ -65,7 +65,7 @@ fn each_kind_of_bad_file_is_one_line_naming_file_line_and_key() -> Result<()> {
             "below a power of two's range",
             "[tracking]\nstream_max_kib = 2\n",
             2,
-            "tracking.stream_max_kib: must be a power of two between 4 and 1048576, not 2",
+            "tracking.stream_max_kib: must be a power of two between 8 and 1048576, not 2",
         ),
         (
             "bad choice",

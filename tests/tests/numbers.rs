@@ -205,8 +205,8 @@ fn sensor_flags_out_of_range_are_one_line_and_exit_1() -> Result<()> {
         (
             &pcap,
             "--stream-max-kib",
-            &["0", "2", "3", "2097152"],
-            "a power of two between 4 and 1048576",
+            &["0", "2", "3", "4", "2097152"],
+            "a power of two between 8 and 1048576",
         ),
         (
             &pcap,
@@ -327,8 +327,8 @@ fn sensor_flags_out_of_range_are_one_line_and_exit_1() -> Result<()> {
             &["--stream-chunks must be at least 18 per worker (36 with --workers 2), not 35"],
         ),
         (
-            [&pcap[..], &["--chunk-kib", "64", "--stream-max-kib", "32"]].concat(),
-            &["--stream-max-kib (32) must be at least --chunk-kib (64)"],
+            [&pcap[..], &["--chunk-kib", "64", "--stream-max-kib", "64"]].concat(),
+            &["--stream-max-kib (64) must be at least twice --chunk-kib (64)"],
         ),
         (
             [&pcap[..], &["--wait-analyzers", "65"]].concat(),

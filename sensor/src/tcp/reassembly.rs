@@ -379,6 +379,23 @@ impl Stream {
         self.head = self.head.max(idx << shift);
     }
 
+    /// Whether [`Stream::trim`] would give back a chunk now: the oldest chunk held wholly
+    /// below `tail - history` has had its bytes passed by every reader.
+    pub fn trimmable(&self, pool: &RingPool) -> bool {
+        let Some(id) = self.ring_id() else {
+            return false;
+        };
+        let stop = pool.index_of(self.tail.saturating_sub(pool.history));
+        let first = pool.index_of(self.head);
+        let end = stop.min(first + pool.shape().map_len as u64);
+        (first..end)
+            .find(|&idx| pool.map_entry(id, idx) != NO_CHUNK)
+            .is_some_and(|idx| {
+                pool.done_at(id, idx)
+                    .is_some_and(|p| p <= pool.passed_for(id))
+            })
+    }
+
     /// Gives back what the pool may take from this stream when it runs empty: its in-order
     /// bytes (all of them with `all`, else those analyzers have passed) in whole chunks,
     /// including the tail's own chunk when no out-of-order byte shares it. Out-of-order bytes
