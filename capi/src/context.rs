@@ -5,8 +5,9 @@
 //! - from one of its callbacks (on its thread): the callback's [`Ctx`] is found through a
 //!   thread-local set for the callback's duration ([`with_current`]);
 //! - from anywhere else (the program's main thread): through the context's mutex, which its
-//!   thread holds while it dispatches and releases every few milliseconds (sooner when a
-//!   caller waits).
+//!   thread holds while it dispatches; a caller stops the thread's run loop (after the
+//!   callback it runs, or within 2 ms of its wait for events), takes the lock, and the loop
+//!   goes on once the caller is done.
 
 use crate::abi::{FilterArg, MtcpContext, FIRST_FLOW_SOCK};
 use mos_client::{Ctx, Errno, FlowId, Mos, SockId, SocketKind, StopHandle};
@@ -19,9 +20,6 @@ use std::time::{Duration, Instant};
 
 /// The most contexts a process has (cpu numbers below this).
 pub const MAX_CONTEXTS: usize = 256;
-
-/// How long a context's thread dispatches before it lets a waiting caller in.
-const SLICE: Duration = Duration::from_millis(10);
 
 /// How long after its last setup call a context starts without `mtcp_app_join`.
 pub const SETTLE: Duration = Duration::from_secs(1);
@@ -381,9 +379,13 @@ impl Context {
         std::ptr::from_ref(&self.public).cast_mut()
     }
 
-    /// Takes the context's mutex, ahead of its thread's next slice.
+    /// Takes the context's mutex: its thread's run loop returns after the callback it runs (or
+    /// from its wait for events, within 2 ms), lets this caller in, and goes on.
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
         self.waiters.fetch_add(1, Ordering::AcqRel);
+        if let Some(h) = self.stop_handle.get() {
+            h.stop();
+        }
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         self.waiters.fetch_sub(1, Ordering::AcqRel);
         g
@@ -432,8 +434,9 @@ impl Context {
         Ok(())
     }
 
-    /// The thread: waits for the start, then dispatches slice after slice until the input
-    /// is done, the context is stopped, or the sensor goes away.
+    /// The thread: waits for the start, then runs the attachment's loop until the input is
+    /// done, the context is stopped, or the sensor goes away. A caller that wants the
+    /// context's lock stops the loop (`lock`); the thread lets it in and runs the loop again.
     fn run(&'static self) {
         // Start on the first `mtcp_app_join`, or once the program stopped setting this
         // context up.
@@ -456,10 +459,11 @@ impl Context {
             }
             let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             let Some(mos) = g.mos.as_mut() else { break };
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| mos.run_for(SLICE)));
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| mos.run()));
             match r {
-                Ok(Ok(mos_client::RunEnd::Elapsed)) => continue,
-                Ok(Ok(_)) => break,
+                // A caller wants the lock (or the context was destroyed: looked at above).
+                Ok(Ok(mos_client::RunEnd::Stopped | mos_client::RunEnd::Elapsed)) => continue,
+                Ok(Ok(mos_client::RunEnd::Done)) => break,
                 Ok(Err(e)) => {
                     crate::say(&format!("context {}: {e}", self.public.cpu));
                     break;

@@ -34,7 +34,7 @@
 //! `--hugepages off|auto|require` is passed to every publishing sensor run: with `off` the
 //! figures do not depend on whether another process holds the host's hugepages.
 //!
-//! usage: pub-bench [--runs N] [--modes nopub,pub0,pub2,pub2f] [--hugepages H] CAPTURE...
+//! usage: pub-bench [--runs N] [--modes nopub,pub0,pub2,pub2f,pub2c] [--hugepages H] CAPTURE...
 //!        pub-bench --idle SMALL.pcap BIG.pcap
 
 use anyhow::{bail, ensure, Context, Result};
@@ -54,7 +54,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const USAGE: &str = "usage: pub-bench [--runs N (default 5)] [--modes nopub,pub0,pub2,pub2f] \
+const USAGE: &str =
+    "usage: pub-bench [--runs N (default 5)] [--modes nopub,pub0,pub2,pub2f,pub2c] \
                      [--hugepages off|auto|require] CAPTURE...\n       \
                      pub-bench [--runs N (default 3)] --idle SMALL.pcap BIG.pcap";
 
@@ -541,6 +542,7 @@ fn throughput(bins: &Bins, files: &[PathBuf], modes: &[Mode], runs: usize) -> Re
     let mut table = Vec::new();
     let mut cost_rows = Vec::new();
     let mut peek_rows = Vec::new();
+    let mut c_rows = Vec::new();
     for path in files {
         let name = path.file_stem().map_or_else(
             || path.display().to_string(),
@@ -689,6 +691,53 @@ fn throughput(bins: &Bins, files: &[PathBuf], modes: &[Mode], runs: usize) -> Re
                 reference.frames,
             ));
         }
+        // The C path against Rust, round by round (each round ran both once).
+        if let (Some(rust), Some(c), Some(rs), Some(cs)) = (
+            times.get(&Mode::Pub2),
+            times.get(&Mode::Pub2C),
+            sinks.get(&Mode::Pub2),
+            sinks.get(&Mode::Pub2C),
+        ) {
+            // Each run's median peek bandwidth over its two analyzers.
+            let peek = |v: &[Value]| -> Vec<f64> {
+                v.chunks(2)
+                    .map(|p| {
+                        let g: Vec<f64> = p
+                            .iter()
+                            .map(|x| field(x, "bytes") as f64 * 8.0 / field(x, "peek_ns") as f64)
+                            .collect();
+                        med_min_max(&g).0
+                    })
+                    .collect()
+            };
+            let mpps: Vec<f64> = rust.iter().zip(c).map(|(r, c)| r / c).collect();
+            let pk: Vec<f64> = peek(cs).iter().zip(peek(rs)).map(|(c, r)| c / r).collect();
+            let cpu_r = |m: &BTreeMap<Mode, Vec<f64>>| -> Vec<f64> {
+                m[&Mode::Pub2C]
+                    .iter()
+                    .zip(&m[&Mode::Pub2])
+                    .map(|(c, r)| c / r)
+                    .collect()
+            };
+            let f = |v: &[f64]| {
+                let (m, lo, hi) = med_min_max(v);
+                format!("{m:.3} ({lo:.3}-{hi:.3})")
+            };
+            println!(
+                "summary {name} c-vs-rust: mpps={} peek_gbps={} sensor_cpu={} analyzers_cpu={}",
+                f(&mpps),
+                f(&pk),
+                f(&cpu_r(&cpu)),
+                f(&cpu_r(&sinks_cpu))
+            );
+            c_rows.push(format!(
+                "| {name} | {} | {} | {} | {} |",
+                f(&mpps),
+                f(&pk),
+                f(&cpu_r(&cpu)),
+                f(&cpu_r(&sinks_cpu))
+            ));
+        }
         for (&mode, sinks) in &sinks {
             let f = |k: &str| -> Vec<f64> { sinks.iter().map(|v| field(v, k) as f64).collect() };
             let bytes: Vec<f64> = f("bytes");
@@ -752,6 +801,16 @@ fn throughput(bins: &Bins, files: &[PathBuf], modes: &[Mode], runs: usize) -> Re
     println!("|---|---|---:|---:|---:|---:|---:|");
     for r in &cost_rows {
         println!("{r}");
+    }
+    if !c_rows.is_empty() {
+        println!();
+        println!(
+            "| capture | C / Rust: Mpps through the sensor, median of rounds (min-max) | peek Gbit/s | sensor CPU | analyzers' CPU |"
+        );
+        println!("|---|---:|---:|---:|---:|");
+        for r in &c_rows {
+            println!("{r}");
+        }
     }
     if !peek_rows.is_empty() {
         println!();
