@@ -85,7 +85,7 @@ fn bad_stream_sizes_are_refused_before_reading() -> Result<()> {
         (
             "--stream-max-kib",
             "3",
-            "a power of two between 4 and 1048576",
+            "a power of two between 8 and 1048576",
         ),
     ] {
         let o = sensor(&[
