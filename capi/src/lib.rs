@@ -757,7 +757,7 @@ pub extern "C" fn mtcp_socket(
 #[no_mangle]
 pub extern "C" fn mtcp_close(mctx: *mut MtcpContext, sock: c_int) -> c_int {
     guard("mtcp_close", true, -1, || {
-        let (_, cur) = access(mctx)?;
+        let (c, cur) = access(mctx)?;
         if cur.is_some() {
             // From a callback: only a per-flow socket can be closed.
             return with_ctx(mctx, |ctx, tables| {
@@ -771,12 +771,7 @@ pub extern "C" fn mtcp_close(mctx: *mut MtcpContext, sock: c_int) -> c_int {
                 }
             });
         }
-        let named = {
-            let (c, _) = access(mctx)?;
-            let g = c.lock();
-            let n = g.tables.borrow().lookup(sock);
-            n
-        };
+        let named = c.lock().tables.borrow().lookup(sock);
         match named.map_err(|e| err(e.raw(), format!("socket {sock} is not open")))? {
             Named::Flow(..) => with_ctx(mctx, |ctx, tables| {
                 let Ok(Named::Flow(s, f)) = tables.borrow().lookup(sock) else {
@@ -1173,18 +1168,30 @@ pub extern "C" fn mtcp_ppeek(
     })
 }
 
-fn write_int(optval: *mut c_void, optlen: *mut libc::socklen_t, v: c_int) -> Res<c_int> {
+/// Writes an option's value `v` (a C `what`) at `optval` and its size in `*optlen`, which
+/// must say there is room for it (`EINVAL` otherwise).
+fn write_opt<T: Copy>(
+    optval: *mut c_void,
+    optlen: *mut libc::socklen_t,
+    v: T,
+    what: &str,
+) -> Res<c_int> {
+    let size = std::mem::size_of::<T>();
     // SAFETY: C passes `optlen` pointing to a socklen_t (checked by the caller not NULL)...
     let have = unsafe { *optlen } as usize;
-    if optval.is_null() || have < std::mem::size_of::<c_int>() {
-        return Err(err(libc::EINVAL, "optval must hold an int"));
+    if optval.is_null() || have < size {
+        return Err(err(libc::EINVAL, format!("optval must hold {what}")));
     }
-    // SAFETY: ...and `optval` to at least `*optlen` bytes (checked: an int fits; not NULL).
+    // SAFETY: ...and `optval` to at least `*optlen` bytes (checked: a `T` fits; not NULL).
     unsafe {
-        optval.cast::<c_int>().write_unaligned(v);
-        *optlen = std::mem::size_of::<c_int>() as libc::socklen_t;
+        optval.cast::<T>().write_unaligned(v);
+        *optlen = size as libc::socklen_t;
     }
     Ok(0)
+}
+
+fn write_int(optval: *mut c_void, optlen: *mut libc::socklen_t, v: c_int) -> Res<c_int> {
+    write_opt(optval, optlen, v, "an int")
 }
 
 /// `mtcp_getsockopt` at `SOL_MONSOCKET`.
@@ -1235,17 +1242,7 @@ pub extern "C" fn mtcp_getsockopt(
                     let v = ctx
                         .uctx::<context::FlowSock>(s, f)
                         .map_or(0, |fs| fs.lost[i]);
-                    // SAFETY: `optlen` was checked not NULL.
-                    let have = unsafe { *optlen } as usize;
-                    if optval.is_null() || have < std::mem::size_of::<u64>() {
-                        return Err(err(libc::EINVAL, "optval must hold a uint64_t"));
-                    }
-                    // SAFETY: `optval` holds at least `*optlen` >= 8 bytes (checked).
-                    unsafe {
-                        optval.cast::<u64>().write_unaligned(v);
-                        *optlen = std::mem::size_of::<u64>() as libc::socklen_t;
-                    }
-                    return Ok(0);
+                    return write_opt(optval, optlen, v, "a uint64_t");
                 }
                 MOS_CLIBUF | MOS_SVRBUF => {
                     let side = if optname == MOS_CLIBUF {
@@ -1279,26 +1276,17 @@ pub extern "C" fn mtcp_getsockopt(
             match ctx.getsockopt(flow, opt)? {
                 OptValue::State(s) => write_int(optval, optlen, s as c_int),
                 OptValue::Overlap(p) => write_int(optval, optlen, p.code() as c_int),
-                OptValue::BufInfo(b) => {
-                    // SAFETY: `optlen` was checked not NULL.
-                    let have = unsafe { *optlen } as usize;
-                    let size = std::mem::size_of::<TcpBufInfoC>();
-                    if optval.is_null() || have < size {
-                        return Err(err(libc::EINVAL, "optval must hold a struct tcp_buf_info"));
-                    }
-                    let v = TcpBufInfoC {
+                OptValue::BufInfo(b) => write_opt(
+                    optval,
+                    optlen,
+                    TcpBufInfoC {
                         init_seq: b.init_seq,
                         last_byte_read: b.last_byte_read,
                         next_byte_expected: b.next_byte_expected,
                         last_byte_received: b.last_byte_received,
-                    };
-                    // SAFETY: `optval` holds at least `*optlen` >= size bytes (checked).
-                    unsafe {
-                        optval.cast::<TcpBufInfoC>().write_unaligned(v);
-                        *optlen = size as libc::socklen_t;
-                    }
-                    Ok(0)
-                }
+                    },
+                    "a struct tcp_buf_info",
+                ),
                 OptValue::Fragments(frags) => {
                     // As in mOS: `*optlen` is a number of `struct tcp_ring_fragment`s, in
                     // (room) and out (written).

@@ -1374,11 +1374,12 @@ impl Tracker {
             ctx,
             out,
         );
-        if outcome.new_bytes > 0
+        // The receive stream moved: its tail may have completed a chunk.
+        let moved = outcome.new_bytes > 0
             || outcome.lost_snap > 0
             || outcome.overflow.is_some()
-            || outcome.gap.is_some()
-        {
+            || outcome.gap.is_some();
+        if moved {
             self.emit(
                 slot,
                 Some(rcv),
@@ -1416,10 +1417,14 @@ impl Tracker {
             }
         }
         self.publish(slot, Some(rcv));
-        self.retrim = Some(FlowHandle {
-            slot,
-            generation: self.table.generation(slot),
-        });
+        // Only a stream that moved can hold a chunk this call completed (and lossless mode
+        // leaves such chunks to the stream's next move): other packets add no work here.
+        if moved && !self.lossless {
+            self.retrim = Some(FlowHandle {
+                slot,
+                generation: self.table.generation(slot),
+            });
+        }
     }
 
     /// Queues a connection that just closed for the end of its linger. Entries of connections

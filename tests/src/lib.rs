@@ -18,4 +18,5 @@ pub mod procs;
 pub mod runner;
 pub mod sniff;
 pub mod synth;
+pub mod tcpdump;
 pub mod truth;

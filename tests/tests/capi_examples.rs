@@ -38,7 +38,8 @@ use mos_tests::flows::{parse_flows, FlowRecord};
 use mos_tests::locate::{bin, corpus_dir, profile_dir, sensor_bin, workspace_root};
 use mos_tests::procs::{assert_no_panic, cmd, tail, wait_for_socket, Proc};
 use mos_tests::runner::{default_workers, parallel_map, ScratchDir};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use mos_tests::tcpdump::taken;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -831,76 +832,6 @@ fn check_conntable(what: &str, o: &Outcome) -> Result<TableFigures> {
 
 // ---------------------------------------------------------------------------------------------
 // udefilter
-
-fn tcpdump() -> Result<PathBuf> {
-    for d in std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .chain(["/usr/bin", "/usr/sbin"])
-    {
-        let p = Path::new(d).join("tcpdump");
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    bail!("tcpdump not found (scripts/setup.sh installs it): it decides which connections a filter takes")
-}
-
-/// `a.b.c.d.port` or `v6addr.port` of tcpdump's `-nn` output.
-fn tcpdump_endpoint(s: &str) -> Option<SocketAddr> {
-    let (ip, port) = s.trim_end_matches(':').rsplit_once('.')?;
-    Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?))
-}
-
-fn unordered(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
-    (a.min(b), a.max(b))
-}
-
-/// For each of `flows`, whether tcpdump's `filter` takes its first packet: a packet between its
-/// endpoints that the filter takes at the connection's start time.
-fn taken(pcap: &Path, filter: &str, flows: &[FlowRecord]) -> Result<Vec<bool>> {
-    let out = std::process::Command::new(tcpdump()?)
-        .args(["-nn", "-tt", "-q", "-r"])
-        .arg(pcap)
-        .arg(filter)
-        .output()
-        .context("running tcpdump")?;
-    ensure!(
-        out.status.success(),
-        "tcpdump {filter:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut times: HashMap<(SocketAddr, SocketAddr), Vec<i64>> = HashMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let t: Vec<&str> = line.split_whitespace().collect();
-        // A tunnel's outer header comes first: the last `>` is the connection's.
-        let (Some(ts), Some(gt)) = (t.first(), t.iter().rposition(|w| *w == ">")) else {
-            continue;
-        };
-        let (Some(a), Some(b)) = (
-            tcpdump_endpoint(t[gt.saturating_sub(1)]),
-            t.get(gt + 1).and_then(|w| tcpdump_endpoint(w)),
-        ) else {
-            continue;
-        };
-        let Some((s, us)) = ts.split_once('.') else {
-            continue;
-        };
-        let us = s.parse::<i64>()? * 1_000_000 + us.parse::<i64>()?;
-        times.entry(unordered(a, b)).or_default().push(us);
-    }
-    flows
-        .iter()
-        .map(|f| {
-            let key = unordered(endpoint(&f.client)?, endpoint(&f.server)?);
-            let start = (f.start_ts * 1e6).round() as i64;
-            // pcapng may carry nanoseconds, which tcpdump cuts to microseconds.
-            Ok(times
-                .get(&key)
-                .is_some_and(|v| v.iter().any(|&us| (us - start).abs() <= 1)))
-        })
-        .collect()
-}
 
 /// The longest first line udefilter looks at, LF excluded.
 const MAX_LINE: usize = 4096;

@@ -23,13 +23,12 @@
 //! tcpdump (scripts/setup.sh installs it).
 
 use anyhow::{bail, ensure, Context, Result};
-use mos_tests::addr::parse_endpoint;
 use mos_tests::flows::{parse_flows, FlowRecord};
 use mos_tests::locate::{bin, corpus_dir, profile_dir, sensor_bin};
 use mos_tests::procs::{assert_no_panic, cmd, tail, wait_for_socket, Proc};
 use mos_tests::runner::ScratchDir;
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
+use mos_tests::tcpdump::taken;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -71,20 +70,6 @@ fn example(name: &str) -> Result<PathBuf> {
          `cargo build --release -p mos-analyzers --examples`",
         dirs
     )
-}
-
-fn tcpdump() -> Result<PathBuf> {
-    for d in std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .chain(["/usr/bin", "/usr/sbin"])
-    {
-        let p = Path::new(d).join("tcpdump");
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    bail!("tcpdump not found (scripts/setup.sh installs it): it decides which connections a filter takes")
 }
 
 /// What one replay gave.
@@ -187,67 +172,6 @@ fn replay(work: &Path, pcap: &Path, filter: &str) -> Result<Outputs> {
         conn: conn.stdout(),
         conn_err: conn.stderr(),
     })
-}
-
-// ---------------------------------------------------------------------------------------------
-// What a filter takes, by tcpdump
-
-/// The `a.b.c.d.port` or `v6addr.port` of tcpdump's `-nn` output.
-fn tcpdump_endpoint(s: &str) -> Option<SocketAddr> {
-    let (ip, port) = s.trim_end_matches(':').rsplit_once('.')?;
-    Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?))
-}
-
-/// An unordered pair of endpoints.
-fn pair(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
-    (a.min(b), a.max(b))
-}
-
-/// For each connection of `flows`, whether libpcap's `filter` takes its first packet, as
-/// tcpdump says: a packet between its endpoints that `filter` takes at its start time.
-fn taken(pcap: &Path, filter: &str, flows: &[FlowRecord]) -> Result<Vec<bool>> {
-    let out = std::process::Command::new(tcpdump()?)
-        .args(["-nn", "-tt", "-q", "-r"])
-        .arg(pcap)
-        .arg(filter)
-        .output()
-        .context("running tcpdump")?;
-    ensure!(
-        out.status.success(),
-        "tcpdump {filter:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Microseconds of each packet tcpdump printed, by endpoint pair.
-    let mut times: HashMap<(SocketAddr, SocketAddr), Vec<i64>> = HashMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let t: Vec<&str> = line.split_whitespace().collect();
-        // Tunnels print the outer header first: the last `>` is the connection's.
-        let (Some(ts), Some(gt)) = (t.first(), t.iter().rposition(|w| *w == ">")) else {
-            continue;
-        };
-        let (Some(a), Some(b)) = (
-            tcpdump_endpoint(t[gt.saturating_sub(1)]),
-            t.get(gt + 1).and_then(|w| tcpdump_endpoint(w)),
-        ) else {
-            continue;
-        };
-        let Some((s, us)) = ts.split_once('.') else {
-            continue;
-        };
-        let us = s.parse::<i64>()? * 1_000_000 + us.parse::<i64>()?;
-        times.entry(pair(a, b)).or_default().push(us);
-    }
-    flows
-        .iter()
-        .map(|f| {
-            let key = pair(parse_endpoint(&f.client)?, parse_endpoint(&f.server)?);
-            let start = (f.start_ts * 1e6).round() as i64;
-            // pcapng may carry nanoseconds, which tcpdump cuts to microseconds.
-            Ok(times
-                .get(&key)
-                .is_some_and(|v| v.iter().any(|&us| (us - start).abs() <= 1)))
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
