@@ -1,7 +1,12 @@
 //! What the analyzers shipped with mos share: how they stop on a signal and how they exit,
-//! and the peek-driven stream dump ([`dump`]).
+//! the peek-driven stream dump ([`dump`]), reading streams as runs and holes ([`streams`]),
+//! connection names ([`conn`]), protocol parsers ([`proto`]) and record outputs ([`output`]).
 
+pub mod conn;
 pub mod dump;
+pub mod output;
+pub mod proto;
+pub mod streams;
 
 use mos_client::Mos;
 use std::process::ExitCode;

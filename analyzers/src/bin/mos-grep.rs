@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("mos-grep: being written");
+    std::process::exit(1);
+}

@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("mos-log: being written");
+    std::process::exit(1);
+}
