@@ -1,10 +1,15 @@
 //! What the analyzers shipped with mos share: how they stop on a signal and how they exit,
 //! the peek-driven stream dump ([`dump`]), reading streams as runs and holes ([`streams`]),
-//! connection names ([`conn`]), protocol parsers ([`proto`]) and record outputs ([`output`]).
+//! connection names ([`conn`]), protocol parsers ([`proto`]) and record outputs ([`output`]),
+//! `mos-log`'s connections and logs ([`log`]), `mos-grep`'s search ([`grep`]) and
+//! `mos-pcap`'s capture files ([`pcapout`]).
 
 pub mod conn;
 pub mod dump;
+pub mod grep;
+pub mod log;
 pub mod output;
+pub mod pcapout;
 pub mod proto;
 pub mod streams;
 

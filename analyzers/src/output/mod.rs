@@ -25,3 +25,37 @@ pub trait Output {
     /// Records accepted so far (written, or queued for a broker).
     fn written(&self) -> u64;
 }
+
+use std::path::PathBuf;
+
+/// The command-line options that choose an output, shared by `mos-log` and `mos-grep`
+/// (flatten into the program's arguments with `#[command(flatten)]`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct OutputArgs {
+    /// Write each log to DIR/LOG.jsonl (created if missing) instead of stdout.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// With --out: start a new file when the current one reaches this many MiB.
+    #[arg(long, value_name = "MIB", requires = "out")]
+    pub rotate_mib: Option<u64>,
+    /// With --out: start a new file when the current one is this many seconds old.
+    #[arg(long, value_name = "SECS", requires = "out")]
+    pub rotate_secs: Option<u64>,
+}
+
+impl OutputArgs {
+    /// Opens the output these options name. `mos` is the attached sensor (the output reports
+    /// its dropped records there); `prog` names the program in messages.
+    pub fn open(&self, _mos: &mos_client::Mos, _prog: &str) -> anyhow::Result<Box<dyn Output>> {
+        match &self.out {
+            Some(dir) => Ok(Box::new(FileOutput::create(
+                dir,
+                Rotation {
+                    max_bytes: self.rotate_mib.map(|m| m << 20),
+                    max_secs: self.rotate_secs,
+                },
+            )?)),
+            None => Ok(Box::new(StdoutOutput::new())),
+        }
+    }
+}

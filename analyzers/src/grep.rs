@@ -1,0 +1,1 @@
+//! `mos-grep`: many patterns over reassembled streams (being written).

@@ -1,0 +1,1 @@
+//! `mos-log`: connections and protocol records (being written).

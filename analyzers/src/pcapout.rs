@@ -1,0 +1,1 @@
+//! `mos-pcap`: pcap and pcapng files (being written).
