@@ -213,19 +213,66 @@ struct Pkt {
     payload: Vec<u8>,
 }
 
+/// What a short connection carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ShortPayload {
+    /// Random bytes: 100-300 from the client, 300-1400 back.
+    Random,
+    /// One HTTP/1.1 GET and its 200 response with a Content-Length body, of the same sizes.
+    Http,
+}
+
+/// An HTTP request of `len` bytes or a little more (the request line and headers, padded
+/// with an `X-Pad` header).
+fn http_request(i: u64, len: usize, rng: &mut XorShift) -> Vec<u8> {
+    let head = format!(
+        "GET /obj/{i}/{:08x} HTTP/1.1\r\nHost: h{}.example\r\nUser-Agent: mkpcap\r\nAccept: */*\r\n",
+        rng.next_u64() as u32,
+        i % 100
+    );
+    let pad = len.saturating_sub(head.len() + 12).max(1);
+    let mut req = head.into_bytes();
+    req.extend_from_slice(b"X-Pad: ");
+    req.extend(std::iter::repeat_n(b'a', pad));
+    req.extend_from_slice(b"\r\n\r\n");
+    req
+}
+
+/// An HTTP 200 response of about `len` bytes: the head, then a random body whose length the
+/// Content-Length header gives.
+fn http_response(len: usize, rng: &mut XorShift) -> Vec<u8> {
+    let body_len = len.saturating_sub(80).max(1);
+    let mut resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {body_len}\r\n\r\n"
+    )
+    .into_bytes();
+    let at = resp.len();
+    resp.resize(at + body_len, 0);
+    rng.fill(&mut resp[at..]);
+    resp
+}
+
 fn short_conn(
     i: u64,
     o: &ShortFlowsOptions,
+    payload: ShortPayload,
     rng: &mut XorShift,
     expected: &mut Vec<ExpectedDir>,
 ) -> VecDeque<Pkt> {
     use flags::*;
     let (c, s) = (client_addr(i, o.ipv6), server_addr(i, o.ipv6));
     let (ci, si) = (rng.next_u64() as u32, rng.next_u64() as u32);
-    let mut req = vec![0u8; rng.range(100, 300) as usize];
-    let mut resp = vec![0u8; rng.range(300, 1400) as usize];
-    rng.fill(&mut req);
-    rng.fill(&mut resp);
+    let (req_len, resp_len) = (rng.range(100, 300) as usize, rng.range(300, 1400) as usize);
+    let (req, resp) = match payload {
+        ShortPayload::Random => {
+            let mut req = vec![0u8; req_len];
+            let mut resp = vec![0u8; resp_len];
+            rng.fill(&mut req);
+            rng.fill(&mut resp);
+            (req, resp)
+        }
+        ShortPayload::Http => (http_request(i, req_len, rng), http_response(resp_len, rng)),
+    };
     let (rq, rs) = (req.len() as u32, resp.len() as u32);
     for (src, dst, data) in [(c, s, &req), (s, c, &resp)] {
         expected.push(ExpectedDir {
@@ -282,6 +329,20 @@ fn short_conn(
 
 /// Many small request/response connections, `concurrency` of them interleaved.
 pub fn short_flows(o: &ShortFlowsOptions, out_path: &Path) -> Result<Vec<ExpectedDir>> {
+    many_short(o, ShortPayload::Random, out_path)
+}
+
+/// Like [`short_flows`], each connection one HTTP/1.1 GET and its 200 response (a
+/// Content-Length body): many short HTTP connections, for the protocol analyzers.
+pub fn http_flows(o: &ShortFlowsOptions, out_path: &Path) -> Result<Vec<ExpectedDir>> {
+    many_short(o, ShortPayload::Http, out_path)
+}
+
+fn many_short(
+    o: &ShortFlowsOptions,
+    payload: ShortPayload,
+    out_path: &Path,
+) -> Result<Vec<ExpectedDir>> {
     if o.conns > 40_000 * 60_000 {
         bail!("too many connections for distinct 5-tuples");
     }
@@ -292,7 +353,7 @@ pub fn short_flows(o: &ShortFlowsOptions, out_path: &Path) -> Result<Vec<Expecte
     let mut next = 0u64;
     while next < o.conns || !open.is_empty() {
         while next < o.conns && open.len() < o.concurrency.max(1) {
-            let q = short_conn(next, o, &mut rng, &mut expected);
+            let q = short_conn(next, o, payload, &mut rng, &mut expected);
             open.push(q);
             next += 1;
         }

@@ -1,6 +1,8 @@
 //! Writes a synthetic capture and, beside it, `F.expected.tsv` with the exact streams.
 //!
 //! mkpcap short-flows [--conns N] [--concurrency N] [--ipv6] [--seed S] --out F
+//! mkpcap http-flows [--conns N] [--concurrency N] [--ipv6] [--seed S] --out F
+//!   (short-flows where each connection is one HTTP GET and its 200 response)
 //! mkpcap bulk [--bytes N] [--mss N] [--conns N] [--ipv6] [--seed S] --out F
 //! mkpcap idle [--conns N] [--ipv6] [--seed S] --out F   (handshakes only, left open)
 //! mkpcap fragmented [--bytes N] [--mss N] [--piece N] [--conns N] [--ipv6] [--seed S] --out F
@@ -16,7 +18,7 @@ use mos_sensor::capture::{CaptureBackend, FileCapture, LinkType};
 use mos_sensor::dispatch::{DispatchHash, MAX_WORKERS};
 use mos_tests::pcap::PcapWriter;
 use mos_tests::synth::{
-    bulk, expected_path, fragmented, idle, short_flows, write_expected, BulkOptions,
+    bulk, expected_path, fragmented, http_flows, idle, short_flows, write_expected, BulkOptions,
     FragmentedOptions, IdleOptions, ShortFlowsOptions,
 };
 use std::io::BufWriter;
@@ -24,6 +26,7 @@ use std::path::PathBuf;
 
 const USAGE: &str =
     "usage: mkpcap short-flows [--conns N] [--concurrency N] [--ipv6] [--seed S] --out F\n       \
+                     mkpcap http-flows [--conns N] [--concurrency N] [--ipv6] [--seed S] --out F\n       \
                      mkpcap bulk [--bytes N] [--mss N] [--conns N] [--ipv6] [--seed S] --out F\n       \
                      mkpcap idle [--conns N] [--ipv6] [--seed S] --out F\n       \
                      mkpcap fragmented [--bytes N] [--mss N] [--piece N] [--conns N] [--ipv6] [--seed S] --out F\n       \
@@ -79,15 +82,19 @@ fn run() -> Result<()> {
     }
     let out = out.context(USAGE)?;
     let expected = match mode.as_str() {
-        "short-flows" => short_flows(
-            &ShortFlowsOptions {
+        "short-flows" | "http-flows" => {
+            let o = ShortFlowsOptions {
                 conns: conns.unwrap_or(20_000),
                 concurrency,
                 ipv6,
                 seed,
-            },
-            &out,
-        )?,
+            };
+            if mode == "http-flows" {
+                http_flows(&o, &out)?
+            } else {
+                short_flows(&o, &out)?
+            }
+        }
         "bulk" => bulk(
             &BulkOptions {
                 bytes,
