@@ -104,7 +104,8 @@ pub use event::{EndReason, ErrorKind, Event, EventKind};
 pub use filter::MonitorFilter;
 pub use flow::{FlowId, FlowInfo, SideInfo};
 pub use mos::{
-    share_mask, AttachOptions, Callback, Conf, Filter, Mos, RunEnd, StopHandle, DEFAULT_CONTROL,
+    share_mask, AttachOptions, Callback, Conf, Filter, Mos, ReportHandle, RunEnd, StopHandle,
+    DEFAULT_CONTROL,
 };
 pub use packet::{ip_offset, Packet};
 pub use shm_layout::control::SocketKind;

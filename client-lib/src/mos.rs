@@ -118,6 +118,36 @@ impl StopHandle {
     }
 }
 
+/// Reports the analyzer's own numbers to the sensor, through the analyzer page: the sensor
+/// shows them in `mos-ctl status` and its metrics, and uses them for nothing else. Cheap to
+/// clone and usable from any thread (an output's network thread, say); it keeps the page
+/// mapped while it lives, and writing after the detach is harmless (nobody reads it any more).
+#[derive(Clone)]
+pub struct ReportHandle(Arc<Regions>);
+
+impl ReportHandle {
+    /// Sets the count of records this analyzer dropped on its own side so far (a broker that
+    /// was down or too slow, a full queue of its own): `mos-ctl status` shows it as the
+    /// analyzer's `REC-DROPPED` (ABI minor 3; an older sensor does not show it). The value is
+    /// the total, not an increment: call it again whenever the count changes.
+    pub fn set_records_dropped(&self, n: u64) {
+        self.0.page().records_dropped.store(n, Ordering::Release);
+    }
+
+    /// The count last set (0 before any).
+    pub fn records_dropped(&self) -> u64 {
+        self.0.page().records_dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Debug for ReportHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReportHandle")
+            .field("records_dropped", &self.records_dropped())
+            .finish()
+    }
+}
+
 /// Which events of a socket a callback wants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Filter {
@@ -851,6 +881,12 @@ impl Mos {
         StopHandle(self.stop.clone())
     }
 
+    /// A handle that reports the analyzer's own counts to the sensor (records it dropped), from
+    /// any thread.
+    pub fn report_handle(&self) -> ReportHandle {
+        ReportHandle(self.regions.clone())
+    }
+
     /// Runs `f` with a context for reading state outside callbacks (`getlastpkt` then gives
     /// the side's last frame rather than an event's, and `peek` reads to the newest byte).
     /// What `f` asks for through the context (timers, registrations, stops) is done when it
@@ -1425,5 +1461,38 @@ fn connect_waiting(path: &std::path::Path, wait: Duration) -> Result<ControlSock
             }
             r => return r,
         }
+    }
+}
+
+#[cfg(test)]
+mod report_tests {
+    use super::*;
+    use crate::fake_sensor::{FakeConfig, FakeSensor};
+
+    #[test]
+    fn a_report_handle_writes_the_pages_records_dropped_from_another_thread() {
+        fn send_and_sync<T: Send + Sync + Clone>() {}
+        send_and_sync::<ReportHandle>();
+        let fake = FakeSensor::new(FakeConfig::default());
+        let mos = Mos::attach(&AttachOptions {
+            control: fake.path().to_path_buf(),
+            name: "report-test".into(),
+            ..AttachOptions::default()
+        })
+        .unwrap();
+        let h = mos.report_handle();
+        assert_eq!(fake.page().records_dropped.load(Ordering::Relaxed), 0);
+        let h2 = h.clone();
+        std::thread::spawn(move || h2.set_records_dropped(41))
+            .join()
+            .unwrap();
+        assert_eq!(fake.page().records_dropped.load(Ordering::Acquire), 41);
+        h.set_records_dropped(42);
+        assert_eq!(h.records_dropped(), 42);
+        assert_eq!(fake.page().records_dropped.load(Ordering::Acquire), 42);
+        // The handle outlives the attachment without harm.
+        drop(mos);
+        h.set_records_dropped(43);
+        assert_eq!(h.records_dropped(), 43);
     }
 }

@@ -48,8 +48,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Prints the sensor's state: a few lines about the sensor, then one line per analyzer
-    /// (id, name, pid, user, subscription, events delivered, dropped and not yet read, and
-    /// the age of its heartbeat).
+    /// (id, name, pid, user, subscription, events delivered, dropped and not yet read, the
+    /// records it says it dropped on its own side, such as a broker that was down, and the
+    /// age of its heartbeat).
     Status {
         /// Print the whole report as JSON instead (field names in docs/OPERATIONS.md).
         #[arg(long)]
@@ -103,11 +104,7 @@ fn run(cli: &Cli) -> Result<()> {
     let report = query(&cli.control, cli.timeout)?;
     let out = match cli.command {
         Command::Status { json: false } => render_text(&report),
-        Command::Status { json: true } => {
-            let mut s = serde_json::to_string_pretty(&report)?;
-            s.push('\n');
-            s
-        }
+        Command::Status { json: true } => status_json(&report)?,
         Command::Metrics { .. } => render_prometheus(&report),
     };
     use std::io::Write as _;
@@ -116,4 +113,53 @@ fn run(cli: &Cli) -> Result<()> {
         .write_all(out.as_bytes())
         .and_then(|()| stdout.flush())
         .context("cannot write to standard output")
+}
+
+/// The report as pretty JSON: each analyzer's `records_dropped` in its entry, without the
+/// list that carries those numbers on the control socket.
+fn status_json(report: &shm_layout::status::StatusReport) -> Result<String> {
+    let mut v = serde_json::to_value(report)?;
+    if let Some(o) = v.as_object_mut() {
+        o.remove("analyzer_records_dropped");
+    }
+    let mut s = serde_json::to_string_pretty(&v)?;
+    s.push('\n');
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shm_layout::status::{AnalyzerStatus, StatusReport};
+
+    #[test]
+    fn the_json_status_has_each_analyzers_records_dropped_in_its_entry() {
+        let report = StatusReport {
+            analyzers: vec![
+                AnalyzerStatus {
+                    id: 1,
+                    name: "mos-log".into(),
+                    records_dropped: 77,
+                    ..AnalyzerStatus::default()
+                },
+                AnalyzerStatus {
+                    id: 2,
+                    name: "mos-grep".into(),
+                    ..AnalyzerStatus::default()
+                },
+            ],
+            ..StatusReport::default()
+        };
+        // As mos-ctl gets it: through the socket's encoding.
+        let wire = shm_layout::control::encode(&report.clone().for_the_wire());
+        let got: StatusReport = shm_layout::control::decode(&wire).unwrap();
+        let got = got.from_the_wire();
+        let text = status_json(&got).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["analyzers"][0]["records_dropped"], 77, "{text}");
+        assert_eq!(v["analyzers"][1]["records_dropped"], 0, "{text}");
+        assert!(v.get("analyzer_records_dropped").is_none(), "{text}");
+        let back: StatusReport = serde_json::from_value(v).unwrap();
+        assert_eq!(back, report);
+    }
 }

@@ -102,7 +102,7 @@ pub fn query(path: &Path, timeout: Duration) -> Result<StatusReport> {
     match decode_limited::<SensorMsg>(&buf[..got], MAX_STATUS_MESSAGE)
         .map_err(|e| anyhow!("from the sensor: {e}"))?
     {
-        SensorMsg::Status(report) => Ok(*report),
+        SensorMsg::Status(report) => Ok(report.from_the_wire()),
         SensorMsg::Refused { errno, reason } if errno == "EACCES" => bail!(
             "permission denied: the sensor at {p} does not answer uid {}: {reason}",
             rustix::process::getuid().as_raw()

@@ -31,8 +31,9 @@ pub const ABI_MAJOR: u16 = 2;
 /// Minor 1 added the input's description at the header's end ([`InputInfo`]), each event's
 /// [`EventRecord::socks`], and the control socket's per-socket subscriptions (filters) and
 /// `StopMon`. Minor 2 added the control socket's `Workers` (an attachment that takes only some
-/// workers' connections: one per context of a C analyzer).
-pub const ABI_MINOR: u16 = 2;
+/// workers' connections: one per context of a C analyzer). Minor 3 added the analyzer page's
+/// [`AnalyzerPage::records_dropped`] (an old sensor leaves the word unread).
+pub const ABI_MINOR: u16 = 3;
 
 /// The most workers one sensor runs; the header has a [`WorkerInfo`] for each.
 pub const MAX_WORKERS: usize = 32;
@@ -709,8 +710,12 @@ pub struct AnalyzerPage {
     /// Non-zero while the analyzer sleeps waiting for events: a futex the sensor wakes it on
     /// after pushing events ([`crate::wake`]).
     pub waiting: AtomicU64,
+    /// Records the analyzer says it dropped on its own side (minor 3): a broker that was down
+    /// or too slow, a full queue of its own. The sensor only shows it (status report,
+    /// metrics); it never acts on it.
+    pub records_dropped: AtomicU64,
     /// Padding.
-    pub _pad: [u64; 5],
+    pub _pad: [u64; 4],
     /// Consumer index of each worker's ring.
     pub consumer: [ConsumerIndex; MAX_WORKERS],
 }
@@ -815,6 +820,10 @@ const _: () = {
     assert!(offset_of!(EventRecord, pkt_ref) == 88);
     assert!(size_of::<EventRingHeader>() == 128);
     assert!(size_of::<AnalyzerPage>() == 64 + 64 * MAX_WORKERS);
+    assert!(offset_of!(AnalyzerPage, heartbeat_ns) == 0);
+    assert!(offset_of!(AnalyzerPage, waiting) == 16);
+    assert!(offset_of!(AnalyzerPage, records_dropped) == 24);
+    assert!(offset_of!(AnalyzerPage, consumer) == 64);
     assert!(size_of::<PktLogHeader>() == 64);
     assert!(size_of::<PktInfo>() == 56);
     assert!(size_of::<PktLogEntry>() == 64);

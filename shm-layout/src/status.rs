@@ -67,6 +67,41 @@ pub struct AnalyzerStatus {
     pub lag: u64,
     /// Milliseconds since its last heartbeat (`None`: it never wrote one).
     pub heartbeat_age_ms: Option<u64>,
+    /// Records the analyzer says it dropped on its own side (a broker down or too slow, a
+    /// full queue of its own), as it wrote it in its page: shown, never acted on (ABI minor
+    /// 3; 0 for an analyzer that does not report it).
+    ///
+    /// In JSON it is one of the analyzer's fields. On the control socket it travels in
+    /// [`StatusReport::analyzer_records_dropped`] instead, so that an analyzer entry keeps the
+    /// encoding a `mos-ctl` that predates it decodes.
+    #[serde(
+        default,
+        serialize_with = "readable_only::serialize",
+        deserialize_with = "readable_only::deserialize"
+    )]
+    pub records_dropped: u64,
+}
+
+/// A number that human-readable formats (JSON) carry and compact ones (bincode, the control
+/// socket) leave out entirely: it encodes as nothing there, and decodes as 0.
+mod readable_only {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            v.serialize(s)
+        } else {
+            ().serialize(s)
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        if d.is_human_readable() {
+            u64::deserialize(d)
+        } else {
+            <()>::deserialize(d).map(|()| 0)
+        }
+    }
 }
 
 /// A running sensor's state.
@@ -130,6 +165,37 @@ pub struct StatusReport {
     pub loopback_outgoing: u64,
     /// The stream chunk pool (after `loopback_outgoing`, for the same reason).
     pub stream: StreamStatus,
+    /// On the control socket: each analyzer's [`AnalyzerStatus::records_dropped`], in the
+    /// order of `analyzers` (last, for the same reason). [`StatusReport::for_the_wire`] fills
+    /// it and [`StatusReport::from_the_wire`] moves it back into the analyzers' entries,
+    /// leaving it empty. A decoder expects it (even empty), so it is always encoded; `mos-ctl
+    /// status --json` leaves it out.
+    #[serde(default)]
+    pub analyzer_records_dropped: Vec<u64>,
+}
+
+impl StatusReport {
+    /// The report as the sensor sends it: [`StatusReport::analyzer_records_dropped`] filled
+    /// from the analyzers' entries.
+    pub fn for_the_wire(mut self) -> StatusReport {
+        self.analyzer_records_dropped = self.analyzers.iter().map(|a| a.records_dropped).collect();
+        self
+    }
+
+    /// The report as decoded from the control socket, with each analyzer's
+    /// `records_dropped` back in its entry (a sensor that predates the field sends none: they
+    /// stay 0).
+    pub fn from_the_wire(mut self) -> StatusReport {
+        for (a, n) in self
+            .analyzers
+            .iter_mut()
+            .zip(&self.analyzer_records_dropped)
+        {
+            a.records_dropped = *n;
+        }
+        self.analyzer_records_dropped = Vec::new();
+        self
+    }
 }
 
 /// The stream chunk pool, summed over workers.
@@ -354,9 +420,10 @@ pub fn render_text(r: &StatusReport) -> String {
         "DELIVERED",
         "DROPPED",
         "LAG",
+        "REC-DROPPED",
         "HEARTBEAT",
     ];
-    let rows: Vec<[String; 9]> = r
+    let rows: Vec<[String; 10]> = r
         .analyzers
         .iter()
         .map(|a| {
@@ -369,6 +436,7 @@ pub fn render_text(r: &StatusReport) -> String {
                 a.delivered.to_string(),
                 a.dropped.to_string(),
                 a.lag.to_string(),
+                a.records_dropped.to_string(),
                 a.heartbeat_age_ms
                     .map_or_else(|| "-".to_string(), |ms| format!("{ms}ms ago")),
             ]
@@ -384,7 +452,7 @@ pub fn render_text(r: &StatusReport) -> String {
         let mut l = String::new();
         for (i, (c, w)) in cells.iter().zip(width).enumerate() {
             // Numbers line up on the right, words on the left.
-            if matches!(i, 0 | 2 | 5 | 6 | 7) {
+            if matches!(i, 0 | 2 | 5 | 6 | 7 | 8) {
                 let _ = write!(l, "  {c:>w$}");
             } else {
                 let _ = write!(l, "  {c:<w$}");
@@ -686,7 +754,7 @@ pub fn render_prometheus(r: &StatusReport) -> String {
             })
             .collect::<Vec<_>>(),
     );
-    let analyzer_metrics: [(&str, &str, &str, &AnalyzerValue); 5] = [
+    let analyzer_metrics: [(&str, &str, &str, &AnalyzerValue); 6] = [
         (
             "mos_analyzer_events_published_total",
             "counter",
@@ -716,6 +784,12 @@ pub fn render_prometheus(r: &StatusReport) -> String {
             "gauge",
             "Seconds since the analyzer's last heartbeat.",
             &|a| a.heartbeat_age_ms.map(|ms| ms as f64 / 1000.0),
+        ),
+        (
+            "mos_analyzer_records_dropped_total",
+            "counter",
+            "Records the analyzer says it dropped on its own side (a broker down or too slow), as it reports it.",
+            &|a| Some(a.records_dropped as f64),
         ),
     ];
     for (name, kind, help, f) in analyzer_metrics {
@@ -776,6 +850,7 @@ mod tests {
                 pool_empty_bytes: 2048,
                 reclaimed_bytes: 1 << 20,
             },
+            analyzer_records_dropped: Vec::new(),
             analyzers: vec![
                 AnalyzerStatus {
                     id: 1,
@@ -794,6 +869,7 @@ mod tests {
                     dropped: 0,
                     lag: 10,
                     heartbeat_age_ms: Some(1500),
+                    records_dropped: 0,
                 },
                 AnalyzerStatus {
                     id: 2,
@@ -809,6 +885,7 @@ mod tests {
                     dropped: 5,
                     lag: 0,
                     heartbeat_age_ms: None,
+                    records_dropped: 123_456,
                 },
             ],
         }
@@ -828,9 +905,9 @@ drops:     capture 1, NIC errors 2, no mbuf 3, truncated 4, malformed 5, unsuppo
 events:    700 published, 16 waits for slow analyzers
 memory:    50.0 MiB resident, at most 3.0 GiB by configuration
 analyzers: 2
-  ID  NAME          PID  USER    SUBSCRIPTION                          DELIVERED  DROPPED  LAG  HEARTBEAT
-   1  mos-flowstat  100  root    CONN_START,TCP_STATE_CHANGE,CONN_END        390        0   10  1500ms ago
-   2  odd \"name\"\\   101  nobody  packets                                     300        5    0  -
+  ID  NAME          PID  USER    SUBSCRIPTION                          DELIVERED  DROPPED  LAG  REC-DROPPED  HEARTBEAT
+   1  mos-flowstat  100  root    CONN_START,TCP_STATE_CHANGE,CONN_END        390        0   10            0  1500ms ago
+   2  odd \"name\"\\   101  nobody  packets                                     300        5    0       123456  -
 ";
         assert_eq!(text, expected, "got:\n{text}");
         let mut none = sample();
@@ -886,12 +963,63 @@ analyzers: 2
             "mos_analyzer_lag_events{id=\"1\",name=\"mos-flowstat\",user=\"root\"} 10",
             "mos_analyzer_events_dropped_total{id=\"2\",name=\"odd \\\"name\\\"\\\\\",user=\"nobody\"} 5",
             "mos_analyzer_heartbeat_age_seconds{id=\"1\",name=\"mos-flowstat\",user=\"root\"} 1.5",
+            "mos_analyzer_records_dropped_total{id=\"1\",name=\"mos-flowstat\",user=\"root\"} 0",
+            "mos_analyzer_records_dropped_total{id=\"2\",name=\"odd \\\"name\\\"\\\\\",user=\"nobody\"} 123456",
             "mos_sensor_info{version=\"0.1.0\",input=\"pcap /tmp/a \\\"b\\\".pcap\",mode=\"lossless\",pid=\"4242\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
         }
         // No heartbeat, no sample.
         assert!(!text.contains("mos_analyzer_heartbeat_age_seconds{id=\"2\""));
+    }
+
+    #[test]
+    fn records_dropped_travels_apart_from_the_analyzer_entries() {
+        // An analyzer entry as a mos-ctl that predates `records_dropped` decodes it.
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Before {
+            id: u32,
+            name: String,
+            pid: u32,
+            uid: u32,
+            user: String,
+            events: Vec<String>,
+            packets: bool,
+            ready: bool,
+            published: u64,
+            delivered: u64,
+            dropped: u64,
+            lag: u64,
+            heartbeat_age_ms: Option<u64>,
+        }
+        let report = sample();
+        let wire = crate::control::encode(&report.analyzers);
+        let before: Vec<Before> = crate::control::decode(&wire).unwrap();
+        assert_eq!(before.len(), 2);
+        assert_eq!(before[1].name, report.analyzers[1].name);
+        assert_eq!(before[1].heartbeat_age_ms, None);
+        assert_eq!(before[0].heartbeat_age_ms, Some(1500));
+
+        // Through the socket and back, the counts return to their entries.
+        let sent = report.clone().for_the_wire();
+        assert_eq!(sent.analyzer_records_dropped, [0, 123_456]);
+        let got: StatusReport = crate::control::decode_limited(
+            &crate::control::encode(&sent),
+            crate::control::MAX_STATUS_MESSAGE,
+        )
+        .unwrap();
+        assert_eq!(
+            got.analyzers[1].records_dropped, 0,
+            "not in the entry itself"
+        );
+        assert_eq!(got.clone().from_the_wire(), report);
+        // A report without analyzers still decodes (the list is always encoded).
+        let mut empty = sample();
+        empty.analyzers.clear();
+        let e = empty.clone().for_the_wire();
+        let got: StatusReport = crate::control::decode(&crate::control::encode(&e)).unwrap();
+        assert_eq!(got.from_the_wire(), empty);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// When a log file is closed and a new one started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,7 +61,9 @@ impl Output for StdoutOutput {
     }
 }
 
-/// One file per log, `DIR/LOG.jsonl`, appended to.
+/// One file per log, `DIR/LOG.jsonl`, appended to; with a [`Rotation`], a full or old file is
+/// renamed to `DIR/LOG.YYYYMMDD-HHMMSS.jsonl` (UTC, when it was rotated; `.N` before
+/// `.jsonl` when that name is taken) and the next record starts a new `LOG.jsonl`.
 #[derive(Debug)]
 pub struct FileOutput {
     dir: PathBuf,
@@ -73,6 +76,8 @@ pub struct FileOutput {
 struct LogFile {
     out: BufWriter<File>,
     bytes: u64,
+    /// When this process opened it (a file's age for rotation by time).
+    opened: Instant,
 }
 
 impl FileOutput {
@@ -90,6 +95,47 @@ impl FileOutput {
     fn path(&self, log: &str) -> PathBuf {
         self.dir.join(format!("{log}.jsonl"))
     }
+
+    /// Closes `log`'s file and renames it for the time `now`; the next record opens a new one.
+    fn rotate(&mut self, log: &str, now: SystemTime) -> anyhow::Result<()> {
+        let Some(mut f) = self.files.remove(log) else {
+            return Ok(());
+        };
+        let path = self.path(log);
+        f.out
+            .flush()
+            .with_context(|| format!("writing {}", path.display()))?;
+        drop(f);
+        let stamp = stamp(now);
+        let mut n = 0u32;
+        let target = loop {
+            let name = if n == 0 {
+                format!("{log}.{stamp}.jsonl")
+            } else {
+                format!("{log}.{stamp}.{n}.jsonl")
+            };
+            let t = self.dir.join(name);
+            if !t.exists() {
+                break t;
+            }
+            n += 1;
+        };
+        std::fs::rename(&path, &target)
+            .with_context(|| format!("renaming {} to {}", path.display(), target.display()))
+    }
+}
+
+/// `YYYYMMDD-HHMMSS` (UTC) of `t`.
+fn stamp(t: SystemTime) -> String {
+    let ms = t
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    // "YYYY-MM-DD hh:mm:ss UTC", digits only.
+    let digits: String = shm_layout::status::utc_time(ms)
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    format!("{}-{}", &digits[..8], &digits[8..])
 }
 
 impl Output for FileOutput {
@@ -107,6 +153,7 @@ impl Output for FileOutput {
                 LogFile {
                     out: BufWriter::new(f),
                     bytes,
+                    opened: Instant::now(),
                 },
             );
         }
@@ -122,7 +169,9 @@ impl Output for FileOutput {
             })?;
         f.bytes += line.len() as u64 + 1;
         self.written += 1;
-        let _ = self.rotation;
+        if self.rotation.max_bytes.is_some_and(|max| f.bytes >= max) {
+            self.rotate(log, SystemTime::now())?;
+        }
         Ok(())
     }
     fn tick(&mut self) -> anyhow::Result<()> {
@@ -134,15 +183,154 @@ impl Output for FileOutput {
                 )
             })?;
         }
+        if let Some(secs) = self.rotation.max_secs {
+            let old: Vec<String> = self
+                .files
+                .iter()
+                .filter(|(_, f)| f.bytes > 0 && f.opened.elapsed().as_secs() >= secs)
+                .map(|(log, _)| log.clone())
+                .collect();
+            let now = SystemTime::now();
+            for log in old {
+                self.rotate(&log, now)?;
+            }
+        }
         Ok(())
     }
     fn finish(&mut self) -> anyhow::Result<()> {
-        self.tick()
+        for (log, f) in &mut self.files {
+            f.out.flush().with_context(|| {
+                format!(
+                    "writing {}",
+                    self.dir.join(format!("{log}.jsonl")).display()
+                )
+            })?;
+        }
+        Ok(())
     }
     fn dropped(&self) -> u64 {
         0
     }
     fn written(&self) -> u64 {
         self.written
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(p: &Path) -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn the_stamp_is_utc_date_and_time() {
+        let t = UNIX_EPOCH + std::time::Duration::from_secs(951_782_400 + 3600 + 62);
+        assert_eq!(stamp(t), "20000229-010102");
+    }
+
+    #[test]
+    fn a_full_file_is_renamed_and_a_new_one_started() {
+        let dir = tempfile::tempdir().unwrap();
+        // Each line is 10 bytes with its newline: a 25-byte file takes three.
+        let mut o = FileOutput::create(
+            dir.path(),
+            Rotation {
+                max_bytes: Some(25),
+                max_secs: None,
+            },
+        )
+        .unwrap();
+        for i in 0..7 {
+            o.record("conn", "C1", &format!("{{\"n\":{i:03}}}"))
+                .unwrap();
+        }
+        o.record("http", "C1", "{\"h\":1}").unwrap();
+        o.finish().unwrap();
+        let all = names(dir.path());
+        // Two rotated conn files (within the same second the second one gets ".1"), the
+        // current one with the 7th line, and http.jsonl.
+        assert_eq!(all.len(), 4, "{all:?}");
+        assert!(all.contains(&"conn.jsonl".to_string()), "{all:?}");
+        assert!(all.contains(&"http.jsonl".to_string()), "{all:?}");
+        let rotated: Vec<&String> = all
+            .iter()
+            .filter(|n| n.starts_with("conn.") && *n != "conn.jsonl")
+            .collect();
+        assert_eq!(rotated.len(), 2, "{all:?}");
+        for r in &rotated {
+            // conn.YYYYMMDD-HHMMSS[.N].jsonl
+            let mid = r
+                .strip_prefix("conn.")
+                .and_then(|m| m.strip_suffix(".jsonl"))
+                .unwrap();
+            let (stamp, n) = mid.split_once('.').unwrap_or((mid, ""));
+            assert_eq!(stamp.len(), 15, "{r}");
+            assert_eq!(&stamp[8..9], "-", "{r}");
+            assert!(n.is_empty() || n.parse::<u32>().is_ok(), "{r}");
+        }
+        let mut got: Vec<String> = Vec::new();
+        for n in &all {
+            if n.starts_with("conn.") {
+                let l = lines(&dir.path().join(n));
+                assert!(
+                    l.len() == 3 || (n == "conn.jsonl" && l.len() == 1),
+                    "{n}: {l:?}"
+                );
+                got.extend(l);
+            }
+        }
+        got.sort();
+        let want: Vec<String> = (0..7).map(|i| format!("{{\"n\":{i:03}}}")).collect();
+        assert_eq!(got, want);
+        assert_eq!(o.written(), 8);
+    }
+
+    #[test]
+    fn an_old_file_is_rotated_on_a_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = FileOutput::create(
+            dir.path(),
+            Rotation {
+                max_bytes: None,
+                max_secs: Some(1),
+            },
+        )
+        .unwrap();
+        o.record("ssh", "C2", "{\"a\":1}").unwrap();
+        o.tick().unwrap();
+        assert_eq!(names(dir.path()), ["ssh.jsonl"]);
+        // Age the file past a second without waiting.
+        let f = o.files.get_mut("ssh").unwrap();
+        f.opened = f
+            .opened
+            .checked_sub(std::time::Duration::from_secs(2))
+            .unwrap();
+        o.tick().unwrap();
+        let all = names(dir.path());
+        assert_eq!(all.len(), 1, "{all:?}");
+        assert!(
+            all[0].starts_with("ssh.2") && all[0].ends_with(".jsonl"),
+            "{all:?}"
+        );
+        assert_eq!(lines(&dir.path().join(&all[0])), ["{\"a\":1}"]);
+        // The next record starts a new file.
+        o.record("ssh", "C3", "{\"a\":2}").unwrap();
+        o.finish().unwrap();
+        assert_eq!(lines(&dir.path().join("ssh.jsonl")), ["{\"a\":2}"]);
     }
 }

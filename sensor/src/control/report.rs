@@ -101,7 +101,8 @@ impl Reporter {
         )
     }
 
-    /// The report, from the header, `info` and the attached analyzers among `clients`.
+    /// The report, from the header, `info` and the attached analyzers among `clients`, ready
+    /// for the control socket ([`StatusReport::for_the_wire`]).
     pub(super) fn report(&self, info: &SensorInfo, epoch: u64, clients: &[Client]) -> StatusReport {
         let t = |c| self.total(c);
         let (frames_per_sec, bytes_per_sec) = self.rates();
@@ -188,12 +189,14 @@ impl Reporter {
                 pool_empty_bytes: t(counter::POOL_EMPTY_BYTES),
                 reclaimed_bytes: t(counter::RECLAIMED_BYTES),
             },
+            analyzer_records_dropped: Vec::new(),
         }
+        .for_the_wire()
     }
 }
 
 /// Adds up an analyzer's rings: published, consumed (clamped as the producer clamps it),
-/// dropped, and how long ago its heartbeat was.
+/// dropped, how long ago its heartbeat was, and the records it says it dropped itself.
 fn rings(r: &AnalyzerRegions, nworkers: usize, now_ns: u64, a: &mut AnalyzerStatus) {
     let Some(page) = r.page.get::<AnalyzerPage>(0) else {
         return;
@@ -217,4 +220,6 @@ fn rings(r: &AnalyzerRegions, nworkers: usize, now_ns: u64, a: &mut AnalyzerStat
     }
     let hb = page.heartbeat_ns.load(Ordering::Relaxed);
     a.heartbeat_age_ms = (hb != 0).then(|| now_ns.saturating_sub(hb) / 1_000_000);
+    // Whatever the analyzer wrote there is only shown, never used for anything.
+    a.records_dropped = page.records_dropped.load(Ordering::Relaxed);
 }
