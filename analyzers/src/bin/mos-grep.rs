@@ -1,4 +1,577 @@
-fn main() {
-    eprintln!("mos-grep: being written");
-    std::process::exit(1);
+//! `mos-grep`: many literal and regex patterns searched at once in every connection's two
+//! reassembled byte streams, read from a running sensor; one JSON record per match.
+
+use anyhow::{Context as _, Result};
+use clap::{CommandFactory, FromArgMatches};
+use mos_analyzers::conn::{uid, ConnTuple};
+use mos_analyzers::grep::{
+    parse_pattern_file, Found, MatchOptions, MatchRecord, PatternSpec, Patterns, Searcher,
+    DEFAULT_WINDOW,
+};
+use mos_analyzers::output::{Output, OutputArgs};
+use mos_analyzers::streams::{read_new, Cursor, Piece, ReadStop};
+use mos_analyzers::{exit_status, stop_on_signals, Outcome};
+use mos_client::{
+    AttachOptions, Ctx, Errno, EventMask, Filter, FlowId, MonitorFilter, Mos, RunEnd, Side, SockId,
+    DEFAULT_CONTROL, MOS_SIDE_BOTH,
+};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::Duration;
+
+const PROG: &str = "mos-grep";
+
+/// Searches every connection's two reassembled byte streams for many patterns at once and
+/// writes one JSON record per match (log "match": ts, uid, id.orig_h, id.orig_p, id.resp_h,
+/// id.resp_p, side, offset, len, pattern, pattern_id, and with --context before, after,
+/// matched), to stdout or with --out to DIR/match.jsonl.
+///
+/// Each pattern's matches in a direction are its leftmost non-overlapping occurrences from the
+/// start of the stream, as `grep -o` counts them on one pattern; different patterns are
+/// matched independently, so their matches may overlap. Matches across TCP segments are found
+/// and reported once, retransmitted bytes are searched once, and no match spans bytes the
+/// capture lost. `offset` is the match's first byte in its direction's stream (0 is the first
+/// byte after the SYN); `ts` is the capture time of the packet that brought its last byte
+/// into the reassembled stream (for bytes that came out of order, the packet that filled the
+/// hole before them).
+/// Within one batch of bytes, matches are written in order of offset.
+///
+/// Patterns, numbered from 0 in command-line order (a -f file's lines in place of the -f):
+/// -e a literal, -E a regex, -f a file of them. A regex is searched in each new run of bytes
+/// with up to --regex-window bytes before it: a match longer than the window may be missed or
+/// found in part. A regex match that reaches the last byte received so far is written once
+/// the next bytes show where it ends (or the stream ends, or a hole follows).
+///
+/// Exits 0 when the sensor's input ends, 1 on an error (a bad pattern, an output that fails,
+/// the sensor going away or detaching this analyzer), 130 when stopped by SIGINT or SIGTERM.
+/// At the end it searches what the open connections still hold and prints a summary on
+/// stderr.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "mos-grep",
+    version,
+    group = clap::ArgGroup::new("patterns").required(true).multiple(true)
+        .args(["literal", "regex", "file"])
+)]
+struct Args {
+    /// A literal pattern: these bytes, as they are (repeatable).
+    #[arg(
+        short = 'e',
+        long = "literal",
+        value_name = "PATTERN",
+        allow_hyphen_values = true
+    )]
+    literal: Vec<String>,
+    /// A regular expression, the Rust regex crate's syntax over bytes (repeatable). Unicode
+    /// mode is on: `(?-u:.)` or `(?-u:\xff)` match any or arbitrary bytes; `.` does not
+    /// match a newline; `^` and `$` match at the start and end of the stream, or with `(?m)`
+    /// of each line.
+    #[arg(
+        short = 'E',
+        long = "regex",
+        value_name = "REGEX",
+        allow_hyphen_values = true
+    )]
+    regex: Vec<String>,
+    /// A file of patterns, one per line (LF or CR LF): a literal, or `re:REGEX` for a regex,
+    /// or `lit:TEXT` for a literal that starts with `#`, `re:` or `lit:`; empty lines and
+    /// lines starting with `#` are skipped (repeatable).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Vec<PathBuf>,
+    /// Ignore case: ASCII letters for literals, Unicode case folding for regexes.
+    #[arg(short = 'i', long)]
+    ignore_case: bool,
+    /// Which direction to search: orig (what the client sent), resp (what the server sent)
+    /// or both.
+    #[arg(long, value_enum, value_name = "SIDE", default_value = "both")]
+    side: SideArg,
+    /// Add the N bytes before and after each match, and the match itself, to its record
+    /// (before, after, matched: printable ASCII as is, other bytes and `\` as \xNN). N is 0 to
+    /// 4096. A match is then written once N bytes after it are in, or the stream stops.
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(0..=mos_analyzers::grep::MAX_CONTEXT as i64))]
+    context: Option<u16>,
+    /// Bytes before each new run of bytes that regexes are searched with, 1 to 16777216
+    /// (per direction of each connection, kept in memory).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_WINDOW as u32,
+          value_parser = clap::value_parser!(u32).range(1..=16 << 20))]
+    regex_window: u32,
+    /// After N matches in a connection (both directions together), write no more of them and
+    /// stop watching it. Default: no limit.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_matches_per_flow: Option<u64>,
+    /// The sensor's control socket.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL)]
+    control: PathBuf,
+    /// Seconds to keep trying to attach while no sensor listens at --control yet (0 to 3600;
+    /// 0 tries once), so that the analyzer can be started with or before its sensor.
+    #[arg(long, value_name = "SECS", default_value = "10", allow_hyphen_values = true,
+          value_parser = mos_analyzers::attach_wait)]
+    wait: std::time::Duration,
+    /// Only the connections whose first packet (the SYN, or the first packet seen of a
+    /// connection picked up midstream) matches this filter: a libpcap expression, tcpdump's
+    /// syntax (for instance 'tcp port 80 and net 10.0.0.0/8'). The sensor runs it, so the
+    /// others cost this analyzer nothing. Also taken from MOS_ANALYZER_FILTER (where a
+    /// systemd unit's environment file can set it, spaces and all).
+    #[arg(long, value_name = "EXPR", env = "MOS_ANALYZER_FILTER")]
+    filter: Option<String>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SideArg {
+    Orig,
+    Resp,
+    Both,
+}
+
+/// Where each pattern came from on the command line.
+#[derive(Debug)]
+enum Source {
+    Literal(String),
+    Regex(String),
+    File(PathBuf),
+}
+
+/// The arguments, with the pattern options in command-line order. Errors as
+/// `mos_analyzers::parse_args`: a refused value is one line and status 1, other usage errors
+/// clap's own.
+fn parse() -> Result<(Args, Vec<Source>), ExitCode> {
+    let fail = |e: clap::Error| {
+        if e.kind() != clap::error::ErrorKind::ValueValidation {
+            e.exit()
+        }
+        let text = e.to_string();
+        let line = text.lines().next().unwrap_or_default();
+        eprintln!("{PROG}: {}", line.strip_prefix("error: ").unwrap_or(line));
+        ExitCode::FAILURE
+    };
+    let m = Args::command().try_get_matches().map_err(fail)?;
+    let args = Args::from_arg_matches(&m).map_err(fail)?;
+    let at = |id: &str| -> Vec<usize> { m.indices_of(id).map(|i| i.collect()).unwrap_or_default() };
+    let mut sources: Vec<(usize, Source)> = Vec::new();
+    sources.extend(
+        at("literal")
+            .into_iter()
+            .zip(args.literal.iter().map(|t| Source::Literal(t.clone()))),
+    );
+    sources.extend(
+        at("regex")
+            .into_iter()
+            .zip(args.regex.iter().map(|t| Source::Regex(t.clone()))),
+    );
+    sources.extend(
+        at("file")
+            .into_iter()
+            .zip(args.file.iter().map(|p| Source::File(p.clone()))),
+    );
+    sources.sort_by_key(|(i, _)| *i);
+    Ok((args, sources.into_iter().map(|(_, s)| s).collect()))
+}
+
+/// The patterns, -f files read, in order.
+fn patterns(sources: &[Source]) -> Result<Vec<PatternSpec>> {
+    let mut specs = Vec::new();
+    for s in sources {
+        match s {
+            Source::Literal(t) => specs.push(PatternSpec::literal(t.as_str())),
+            Source::Regex(t) => specs.push(PatternSpec::regex(t.as_str())),
+            Source::File(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                specs.extend(parse_pattern_file(&text, &p.display().to_string())?);
+            }
+        }
+    }
+    Ok(specs)
+}
+
+/// One direction of a connection.
+#[derive(Debug)]
+struct Dir {
+    cur: Cursor,
+    search: Searcher,
+}
+
+/// A connection being searched.
+#[derive(Debug)]
+struct Conn {
+    uid: String,
+    tuple: ConnTuple,
+    /// Indexed by `Side::index`: the client side's stream (resp), the server side's (orig).
+    dirs: [Dir; 2],
+    matches: u64,
+    /// The newest capture time seen for it (ns).
+    last_ns: u64,
+}
+
+/// What the summary counts.
+#[derive(Debug, Default)]
+struct Stats {
+    conns: u64,
+    bytes: u64,
+    lost: u64,
+    matches: u64,
+    capped: u64,
+    peek_errors: u64,
+}
+
+struct Grep {
+    sock: SockId,
+    pats: Patterns,
+    /// The sides whose stream is searched, by `Side::index`.
+    sides: [bool; 2],
+    max_per_flow: Option<u64>,
+    conns: HashMap<FlowId, Conn>,
+    scratch: Vec<u8>,
+    work: Vec<u8>,
+    found: Vec<Found>,
+    output: Box<dyn Output>,
+    /// An output error, which stops the run.
+    error: Option<anyhow::Error>,
+    stats: Stats,
+    ticks: u64,
+}
+
+/// The record's name of a side's stream: the server side holds what the client sent.
+fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Svr => "orig",
+        Side::Cli => "resp",
+    }
+}
+
+const SIDES: [Side; 2] = [Side::Svr, Side::Cli];
+
+impl Grep {
+    /// The connection's state, made on first sight; `false` if it is gone already.
+    fn ensure(&mut self, ctx: &Ctx<'_>, flow: FlowId) -> bool {
+        if self.conns.contains_key(&flow) {
+            return true;
+        }
+        let Ok(info) = ctx.flow_info(flow) else {
+            return false;
+        };
+        let dir = || Dir {
+            cur: Cursor::default(),
+            search: self.pats.searcher(),
+        };
+        let conn = Conn {
+            uid: uid(&info),
+            tuple: ConnTuple::new(info.client, info.server),
+            dirs: [dir(), dir()],
+            matches: 0,
+            last_ns: info.last_ns,
+        };
+        self.conns.insert(flow, conn);
+        self.stats.conns += 1;
+        true
+    }
+
+    /// Searches what `side` holds past the reader, the bytes taken as of capture time `ts`.
+    fn read(&mut self, ctx: &mut Ctx<'_>, flow: FlowId, side: Side, ts: u64) {
+        let Grep {
+            sock,
+            pats,
+            conns,
+            scratch,
+            work,
+            found,
+            stats,
+            ..
+        } = self;
+        let Some(c) = conns.get_mut(&flow) else {
+            return;
+        };
+        c.last_ns = c.last_ns.max(ts);
+        let d = &mut c.dirs[side.index()];
+        found.clear();
+        let r = read_new(ctx, *sock, flow, side, &mut d.cur, scratch, |piece| {
+            match piece {
+                Piece::Data { offset, bytes } => {
+                    stats.bytes += bytes.len() as u64;
+                    d.search.data(pats, offset, bytes, ts, work, found);
+                }
+                Piece::Lost { offset, len } => {
+                    stats.lost += len;
+                    d.search.lost(pats, offset, len, found);
+                }
+            }
+            true
+        });
+        if let Err(ReadStop::Failed(e)) = r {
+            stats.peek_errors += 1;
+            eprintln!("{PROG}: flow {flow}: {e}");
+        }
+        self.emit(ctx, flow, side);
+    }
+
+    /// Writes the matches of `found` (of `side` of `flow`), up to the connection's limit; at
+    /// the limit, stops watching the connection.
+    fn emit(&mut self, ctx: &mut Ctx<'_>, flow: FlowId, side: Side) {
+        if self.found.is_empty() || self.error.is_some() {
+            return;
+        }
+        let Some(c) = self.conns.get_mut(&flow) else {
+            return;
+        };
+        for f in &self.found {
+            if self.max_per_flow.is_some_and(|max| c.matches >= max) {
+                break;
+            }
+            let rec = MatchRecord::new(f, &self.pats, &c.uid, &c.tuple, side_name(side));
+            let r = serde_json::to_string(&rec)
+                .map_err(anyhow::Error::from)
+                .and_then(|line| self.output.record("match", &c.uid, &line));
+            if let Err(e) = r {
+                self.error = Some(e);
+                ctx.stop();
+                return;
+            }
+            c.matches += 1;
+            self.stats.matches += 1;
+        }
+        self.found.clear();
+        if self.max_per_flow.is_some_and(|max| c.matches >= max) {
+            // No more events of it: the library drops the rest, its CONN_END included.
+            let _ = ctx.stop_monitoring(self.sock, flow, MOS_SIDE_BOTH);
+            self.conns.remove(&flow);
+            self.stats.capped += 1;
+        }
+    }
+
+    /// The end of a connection (or of the run): what its sides still hold is searched, then
+    /// what the searchers held back is written, and the connection forgotten. `ts`: the
+    /// capture time to give bytes read now (`None`: the connection's newest).
+    fn end(&mut self, ctx: &mut Ctx<'_>, flow: FlowId, ts: Option<u64>) {
+        if !self.ensure(ctx, flow) {
+            return;
+        }
+        for side in SIDES {
+            if !self.sides[side.index()] {
+                continue;
+            }
+            let Some(c) = self.conns.get(&flow) else {
+                return;
+            };
+            let ts = ts.unwrap_or(c.last_ns);
+            self.read(ctx, flow, side, ts);
+            let Some(c) = self.conns.get_mut(&flow) else {
+                return;
+            };
+            c.dirs[side.index()]
+                .search
+                .finish(&self.pats, &mut self.found);
+            self.emit(ctx, flow, side);
+        }
+        self.conns.remove(&flow);
+    }
+
+    /// Every connection still open, searched as far as it got; how many there were.
+    fn end_all(&mut self, ctx: &mut Ctx<'_>) -> usize {
+        let open: Vec<FlowId> = self.conns.keys().copied().collect();
+        for &flow in &open {
+            let ts = ctx.flow_info(flow).ok().map(|i| i.last_ns);
+            self.end(ctx, flow, ts);
+        }
+        open.len()
+    }
+
+    /// About once a second: flush the output; every 10 s, forget the connections whose slot
+    /// moved on without this analyzer seeing their end (live mode, events dropped).
+    fn tick(&mut self, ctx: &mut Ctx<'_>) {
+        self.ticks += 1;
+        if self.ticks.is_multiple_of(10) {
+            let gone: Vec<FlowId> = self
+                .conns
+                .keys()
+                .copied()
+                .filter(|&f| matches!(ctx.flow_info(f), Err(e) if e.errno() == Errno::EBADF))
+                .collect();
+            for flow in gone {
+                for side in SIDES {
+                    let Some(c) = self.conns.get_mut(&flow) else {
+                        break;
+                    };
+                    c.dirs[side.index()]
+                        .search
+                        .finish(&self.pats, &mut self.found);
+                    self.emit(ctx, flow, side);
+                }
+                self.conns.remove(&flow);
+            }
+        }
+        if let Err(e) = self.output.tick() {
+            self.error.get_or_insert(e);
+            ctx.stop();
+        }
+    }
+}
+
+/// A timer's callback.
+type TimerFn = Box<dyn FnMut(&mut Ctx<'_>, i32)>;
+
+/// The once-a-second timer, which sets itself again.
+fn ticker(state: Rc<RefCell<Grep>>) -> TimerFn {
+    Box::new(move |ctx, id| {
+        state.borrow_mut().tick(ctx);
+        ctx.settimer(id, Duration::from_secs(1), ticker(state.clone()));
+    })
+}
+
+fn run(args: &Args, sources: &[Source]) -> Result<Outcome> {
+    let pats = Patterns::new(
+        patterns(sources)?,
+        &MatchOptions {
+            ignore_case: args.ignore_case,
+            window: args.regex_window as usize,
+            context: args.context.map(usize::from),
+        },
+    )?;
+    let mut mos = Mos::attach(&AttachOptions {
+        control: args.control.clone(),
+        name: PROG.into(),
+        packets: false,
+        wait: args.wait,
+        ..AttachOptions::default()
+    })?;
+    let interrupt = stop_on_signals(&mos)?;
+    let output = args.output.open(&mos, PROG)?;
+    let sock = mos.socket()?;
+    if let Some(expr) = &args.filter {
+        mos.bind_monitor_filter(
+            sock,
+            &MonitorFilter {
+                stream_syn_filter: Some(expr),
+                ..MonitorFilter::default()
+            },
+        )?;
+    }
+    let sides = match args.side {
+        SideArg::Orig => [false, true],
+        SideArg::Resp => [true, false],
+        SideArg::Both => [true, true],
+    };
+    let state = Rc::new(RefCell::new(Grep {
+        sock,
+        pats,
+        sides,
+        max_per_flow: args.max_matches_per_flow,
+        conns: HashMap::new(),
+        scratch: vec![0; 64 * 1024],
+        work: Vec::new(),
+        found: Vec::new(),
+        output,
+        error: None,
+        stats: Stats::default(),
+        ticks: 0,
+    }));
+    let data_side = match args.side {
+        SideArg::Orig => Some(Side::Svr),
+        SideArg::Resp => Some(Side::Cli),
+        SideArg::Both => None,
+    };
+    let s = state.clone();
+    mos.register_filtered(
+        sock,
+        Filter {
+            events: EventMask::CONN_NEW_DATA,
+            hook: None,
+            side: data_side,
+        },
+        move |ctx, ev| {
+            let (Some(flow), Some(side)) = (ev.flow, ev.side) else {
+                return;
+            };
+            let mut g = s.borrow_mut();
+            if g.error.is_none() && g.ensure(ctx, flow) {
+                g.read(ctx, flow, side, ev.ts_ns);
+            }
+        },
+    )?;
+    let s = state.clone();
+    mos.register_filtered(
+        sock,
+        Filter {
+            events: EventMask::CONN_END,
+            hook: None,
+            side: Some(Side::Cli),
+        },
+        move |ctx, ev| {
+            if let Some(flow) = ev.flow {
+                let mut g = s.borrow_mut();
+                if g.error.is_none() {
+                    g.end(ctx, flow, Some(ev.ts_ns));
+                }
+            }
+        },
+    )?;
+    mos.settimer(0, Duration::from_secs(1), ticker(state.clone()));
+    let end = mos.run();
+    if let Some(e) = state.borrow_mut().error.take() {
+        return Err(e);
+    }
+    // Without its sensor (it went away, or detached this analyzer) the shared memory stays
+    // mapped: what the open connections hold is still searched.
+    let lost = match end {
+        Ok(end) => Ok(end),
+        Err(e) if e.errno() == Errno::ENOTCONN => Err(e),
+        Err(e) => return Err(e.into()),
+    };
+    let still_open = mos.with_ctx(|ctx| state.borrow_mut().end_all(ctx));
+    let counters = mos.counters();
+    drop(mos);
+    let mut g = Rc::try_unwrap(state)
+        .map_err(|_| anyhow::anyhow!("the callbacks outlived the attachment"))?
+        .into_inner();
+    if let Some(e) = g.error.take() {
+        return Err(e);
+    }
+    g.output.finish()?;
+    let st = &g.stats;
+    let mut summary = format!(
+        "{} connections, {} bytes searched ({} lost), {} matches ({} written, {} dropped by the output); {} events, {} dropped by the sensor",
+        st.conns,
+        st.bytes,
+        st.lost,
+        st.matches,
+        g.output.written(),
+        g.output.dropped(),
+        counters.events,
+        counters.events_dropped,
+    );
+    if st.capped > 0 {
+        summary += &format!(
+            "; {} connections stopped at --max-matches-per-flow",
+            st.capped
+        );
+    }
+    if st.peek_errors > 0 {
+        summary += &format!("; {} read errors", st.peek_errors);
+    }
+    let end = match lost {
+        Ok(end) => end,
+        Err(e) => anyhow::bail!(
+            "{e}; {summary}; {still_open} connections open then searched as far as they got"
+        ),
+    };
+    eprintln!("{PROG}: {summary}");
+    if end == RunEnd::Stopped || interrupt.arrived() {
+        eprintln!(
+            "{PROG}: stopped by a signal; {still_open} connections still open were searched as far as they got"
+        );
+        return Ok(Outcome::Interrupted);
+    }
+    Ok(Outcome::Finished)
+}
+
+fn main() -> ExitCode {
+    match parse() {
+        Ok((args, sources)) => exit_status(PROG, run(&args, &sources)),
+        Err(code) => code,
+    }
 }
