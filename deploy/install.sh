@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Install mos: build in release mode, then install the binaries (mos-sensor, mos-ctl,
-# mos-flowstat, mos-dump), the C library libmos (shared and static, its headers and its
-# pkg-config file libmos.pc), the systemd units (sensor, analyzers, metrics server), the default
-# configuration and environment files, the hugepage script and the documentation; on a system
-# install also the group mos (whose members may attach analyzers) and the system user
-# mos-sensor the sensor runs as. Idempotent: running it again updates binaries, library, units
+# mos-flowstat, mos-dump, mos-log, mos-grep, mos-pcap), the C library libmos (shared and
+# static, its headers and its pkg-config file libmos.pc), the systemd units (sensor,
+# analyzers, metrics server), the default configuration and environment files, the hugepage
+# script and the documentation; on a system install also the group mos (whose members may
+# attach analyzers) and the system user mos-sensor the sensor runs as. Idempotent: running it again updates binaries, library, units
 # and documents and keeps an edited configuration.
 #
 #   deploy/install.sh [options]
@@ -108,7 +108,7 @@ libexecdir=$prefix/lib/mos
 docdir=$prefix/share/doc/mos
 confdir=$sysconfdir/mos
 manifest=$libexecdir/install-manifest
-binaries=(mos-sensor mos-ctl mos-flowstat mos-dump)
+binaries=(mos-sensor mos-ctl mos-flowstat mos-dump mos-log mos-grep mos-pcap)
 
 if [[ $system -eq 1 && $(id -u) -ne 0 ]]; then
     die "a system install (prefix $prefix) needs root; run it as root, or give --prefix DIR or --destdir DIR to install elsewhere"
@@ -174,8 +174,16 @@ if [[ $build -eq 1 ]]; then
     PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
     locked=()
     [[ -f "$root/Cargo.lock" ]] && locked=(--locked)
-    say "building in release mode (cargo build --release)"
-    (cd "$root" && cargo build --release "${locked[@]}" -p mos-sensor -p mos-ctl -p mos-analyzers --bins)
+    # mos-log's and mos-grep's Kafka output needs librdkafka (Debian: librdkafka-dev to build,
+    # librdkafka1 to run); without it they are built without Kafka and say so when asked.
+    features=()
+    if pkg-config --exists rdkafka 2>/dev/null; then
+        features=(--features mos-analyzers/kafka)
+    else
+        say "librdkafka not found (pkg-config rdkafka): mos-log and mos-grep are built without their Kafka output (apt-get install librdkafka-dev, then install again)"
+    fi
+    say "building in release mode (cargo build --release ${features[*]})"
+    (cd "$root" && cargo build --release "${locked[@]}" "${features[@]}" -p mos-sensor -p mos-ctl -p mos-analyzers --bins)
     say "building libmos in release mode (cargo build --release -p mos-capi)"
     (cd "$root" && cargo build --release "${locked[@]}" -p mos-capi --lib)
 fi

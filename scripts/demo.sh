@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The demo: set up, build the sensor and the analyzers, replay a small bundled HTTP capture
-# through mos-sensor with two analyzers attached as separate processes (mos-flowstat showing
-# the live connections, mos-dump writing the streams), and show what they saw: flowstat's
-# view, one row per TCP connection, then the start of one request and its response.
+# through mos-sensor with three analyzers attached as separate processes (mos-flowstat showing
+# the live connections, mos-dump writing the streams, mos-log writing Zeek-style connection and
+# HTTP logs), and show what they saw: flowstat's view, one row per TCP connection, the HTTP
+# requests and responses from mos-log's http.jsonl, then the start of one request and its
+# response from the streams.
 #
 #   scripts/demo.sh [--no-setup] [--no-apt] [--pcap FILE] [--out DIR] [--speed X]
 #
 #   --pcap FILE   a capture to show instead of demo/workshop_2011_browse.pcap
-#   --out DIR     where mos-dump writes flows.jsonl and the streams (default: a new
-#                 temporary directory, kept and printed at the end)
+#   --out DIR     where mos-dump writes flows.jsonl and the streams, and mos-log its logs
+#                 (DIR/logs) (default: a new temporary directory, kept and printed at the end)
 #   --speed X     replay at X times the capture's pace (default 4: the 15 s capture takes
 #                 about 4 s, so flowstat has live connections to show)
 set -euo pipefail
@@ -44,7 +46,7 @@ if [[ $run_setup -eq 1 ]]; then
 fi
 mos_find_cargo || mos_die "cargo not found (run scripts/setup.sh for how to install Rust)"
 
-echo "== demo: building mos-sensor, mos-dump and mos-flowstat (release)"
+echo "== demo: building mos-sensor and the analyzers (release)"
 build_start=$(mos_now)
 # shellcheck disable=SC2046  # empty or one flag
 cargo build --release -p mos-sensor -p mos-analyzers --bins $(mos_locked_flag)
@@ -66,14 +68,14 @@ cleanup() {
 trap cleanup EXIT
 
 echo
-echo "== demo: mos-sensor --pcap $pcap --speed $speed --control $sock --wait-analyzers 2"
+echo "== demo: mos-sensor --pcap $pcap --speed $speed --control $sock --wait-analyzers 3"
 echo "The sensor reassembles every TCP connection once and publishes it in shared memory;"
-echo "mos-flowstat and mos-dump are separate, unprivileged-capable processes that attach to it"
-echo "over the control socket and read the shared memory read-only."
+echo "mos-flowstat, mos-dump and mos-log are separate, unprivileged-capable processes that"
+echo "attach to it over the control socket and read the shared memory read-only."
 run_start=$(mos_now)
 # The default sizes fit the 256 hugepages of 2 MiB that scripts/setup.sh reserves; without
 # enough free hugepages the sensor says so and uses ordinary shared memory.
-"$bin/mos-sensor" --pcap "$pcap" --speed "$speed" --control "$sock" --wait-analyzers 2 \
+"$bin/mos-sensor" --pcap "$pcap" --speed "$speed" --control "$sock" --wait-analyzers 3 \
     2> "$run_dir/sensor.log" &
 sensor_pid=$!
 pids+=("$sensor_pid")
@@ -89,9 +91,13 @@ pids+=("$flowstat_pid")
 "$bin/mos-dump" --control "$sock" --out "$out" 2> "$run_dir/dump.log" &
 dump_pid=$!
 pids+=("$dump_pid")
+"$bin/mos-log" --control "$sock" --logs conn,http --out "$out/logs" 2> "$run_dir/log.log" &
+log_pid=$!
+pids+=("$log_pid")
 status=0
 wait "$sensor_pid" || status=$?
 wait "$dump_pid" || status=$?
+wait "$log_pid" || status=$?
 wait "$flowstat_pid" || status=$?
 pids=()
 echo "sensor and analyzers finished in $(mos_elapsed "$run_start") s"
@@ -106,8 +112,12 @@ sed 's/^/   /' "$run_dir/flowstat.log"
 echo
 echo "== demo: mos-dump"
 sed 's/^/   /' "$run_dir/dump.log"
+echo
+echo "== demo: mos-log"
+sed 's/^/   /' "$run_dir/log.log"
 [[ $status -eq 0 ]] || mos_die "a process of the demo failed (exit status $status); see above"
 [[ -f "$out/flows.jsonl" ]] || mos_die "mos-dump wrote no $out/flows.jsonl"
+[[ -f "$out/logs/conn.jsonl" ]] || mos_die "mos-log wrote no $out/logs/conn.jsonl"
 
 echo
 python3 - "$out" <<'PY'
@@ -149,6 +159,30 @@ print(fmt(header))
 for r in rows:
     print(fmt(r))
 
+# mos-log's HTTP records: one line per request/response pair.
+http_log = os.path.join(out, "logs", "http.jsonl")
+http = []
+if os.path.isfile(http_log):
+    with open(http_log, encoding="utf-8") as f:
+        http = [json.loads(line) for line in f if line.strip()]
+print()
+print(f"== demo: {len(http)} HTTP requests and responses (from mos-log's {http_log})")
+if http:
+    header = ("client", "method", "host", "uri", "status", "resp. body")
+    rows = []
+    for r in http:
+        uri = str(r.get("uri", "-"))
+        uri = uri if len(uri) <= 48 else uri[:45] + "..."
+        rows.append((f"{r.get('id.orig_h')}:{r.get('id.orig_p')}", str(r.get("method", "-")),
+                     str(r.get("host", "-")), uri, str(r.get("status_code", "-")),
+                     str(r.get("response_body_len", "-"))))
+    widths = [max(len(x[c]) for x in rows + [header]) for c in range(len(header))]
+    for r in [header] + rows[:25]:
+        print("  ".join(r[c].rjust(widths[c]) if c >= 4 else r[c].ljust(widths[c])
+                        for c in range(len(r))))
+    if len(rows) > 25:
+        print(f"... and {len(rows) - 25} more in {http_log}")
+
 # The first connection whose client stream looks like an HTTP request.
 methods = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ")
 for i, fl in enumerate(flows):
@@ -178,4 +212,4 @@ else:
 PY
 
 echo
-echo "== demo done in $(mos_elapsed "$demo_start") s; mos-dump's output is in $out"
+echo "== demo done in $(mos_elapsed "$demo_start") s; mos-dump's output is in $out, mos-log's in $out/logs"

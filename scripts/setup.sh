@@ -18,8 +18,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # filter compiler analyzers link; clang: libclang for bindgen; ethtool, iproute2: veth/namespace
 # network tests; python3: the demo's table and test helpers; systemd: systemd-analyze, which
 # checks the units; tcpdump: what the filter tests compare the sensor's filtering with; gcc,
-# g++, make: the C analyzers on libmos and the tests that build them (headers checked with both).
-MOS_APT_PACKAGES=(libdpdk-dev dpdk libpcap-dev clang pkg-config ethtool iproute2 python3 systemd tcpdump gcc g++ make)
+# g++, make: the C analyzers on libmos and the tests that build them (headers checked with both);
+# tshark: what mos-log's HTTP and TLS records are compared with; redis-server: the Redis the
+# event-bus tests send records to; librdkafka-dev: mos-log's and mos-grep's Kafka output.
+MOS_APT_PACKAGES=(libdpdk-dev dpdk libpcap-dev clang pkg-config ethtool iproute2 python3 systemd tcpdump gcc g++ make tshark redis-server librdkafka-dev)
 
 use_apt=1
 hugepages=256
@@ -53,6 +55,9 @@ apt_install() {
     local log attempt
     log=$(mktemp "${TMPDIR:-/tmp}/mos-setup-apt.XXXXXX")
     export DEBIAN_FRONTEND=noninteractive
+    # tshark's package asks whether non-root users may capture; the answer is no.
+    echo "wireshark-common wireshark-common/install-setuid boolean false" \
+        | debconf-set-selections 2>/dev/null || true
     local opts=(-y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
     echo "apt-get update"
     if ! apt-get update -q >"$log" 2>&1 </dev/null; then

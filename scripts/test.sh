@@ -148,14 +148,18 @@ else
     echo "note: no corpus at ../shared/corpus beside the checkout"
 fi
 
-# $locked is deliberately unquoted: it is either empty or one flag.
+# mos-log's and mos-grep's Kafka output (librdkafka, from setup.sh's librdkafka-dev) is a
+# cargo feature: built, linted and tested everywhere here.
+kafka="--features mos-analyzers/kafka"
+
+# $locked and $kafka are deliberately unquoted: empty or flags.
 # shellcheck disable=SC2086
 {
     run_stage fmt cargo fmt --all -- --check
-    run_stage clippy cargo clippy --workspace --all-targets $locked -- -D warnings
-    run_stage build bash -c "cargo build --workspace --release --bins --examples $locked &&
+    run_stage clippy cargo clippy --workspace --all-targets $kafka $locked -- -D warnings
+    run_stage build bash -c "cargo build --workspace --release --bins --examples $kafka $locked &&
         cargo build --release -p mos-capi --lib $locked"
-    run_stage unit cargo test --workspace --exclude mos-tests --no-fail-fast $locked
+    run_stage unit cargo test --workspace --exclude mos-tests --no-fail-fast $kafka $locked
     # Its own target directory: --cfg loom rebuilds every dependency differently.
     run_stage loom env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$target_dir/loom" \
         cargo test -p shm-layout --release --test loom $locked
@@ -167,8 +171,8 @@ fi
         echo "== stage integration: libmos.so is missing beside $MOS_SENSOR_BIN; building it first"
         cargo build --release -p mos-capi --lib $locked
     fi
-    run_stage integration cargo test --release -p mos-tests --no-fail-fast $locked
-    run_stage doc env RUSTDOCFLAGS="${RUSTDOCFLAGS:-} -Dwarnings" cargo doc --workspace --no-deps $locked
+    run_stage integration cargo test --release -p mos-tests --no-fail-fast $kafka $locked
+    run_stage doc env RUSTDOCFLAGS="${RUSTDOCFLAGS:-} -Dwarnings" cargo doc --workspace --no-deps $kafka $locked
     run_stage fuzz bash scripts/fuzz.sh --seconds "${MOS_FUZZ_SECONDS:-20}"
 }
 

@@ -106,7 +106,15 @@ fn install_is_idempotent_keeps_an_edited_config_and_uninstalls() -> Result<()> {
     let scratch = ScratchDir::new("service-install")?;
     let prefix = scratch.path().join("prefix");
     let inst = Install::new(&prefix)?;
-    for b in ["mos-sensor", "mos-ctl", "mos-flowstat", "mos-dump"] {
+    for b in [
+        "mos-sensor",
+        "mos-ctl",
+        "mos-flowstat",
+        "mos-dump",
+        "mos-log",
+        "mos-grep",
+        "mos-pcap",
+    ] {
         ensure!(inst.bin(b).is_file(), "{b} not installed");
     }
     for f in [
@@ -115,6 +123,9 @@ fn install_is_idempotent_keeps_an_edited_config_and_uninstalls() -> Result<()> {
         "etc/mos/sensor.toml",
         "etc/mos/analyzers/flowstat.env",
         "etc/mos/analyzers/dump.env",
+        "etc/mos/analyzers/log.env",
+        "etc/mos/analyzers/grep.env",
+        "etc/mos/analyzers/pcap.env",
         "etc/mos/metrics.env",
         "share/doc/mos/README.md",
         "share/doc/mos/docs/CONFIG.md",
