@@ -15,8 +15,9 @@
 //!   `abcd`). A pattern given twice is reported twice, once under each `pattern_id`.
 //! - A literal matches wherever its bytes are, across any number of pieces: the searcher keeps
 //!   the last (longest literal - 1) bytes of a direction to search with the next piece.
-//! - A regex is searched in the new bytes with up to `window` bytes before them. A match
-//!   longer than the window may be missed, or found in part. A match that reaches the last
+//! - A regex is searched in the new bytes with up to `window` bytes before them (the
+//!   longest match the regexes can make, when that is shorter). A match longer than the
+//!   window may be missed, or found in part. A match that reaches the last
 //!   byte received so far is held until more bytes come (it could go on: `[0-9]+`), or the
 //!   stream stops (its end, or a hole), so that it is reported once, whole. The regex crate's
 //!   leftmost-first rule decides between alternatives with the bytes in hand: with `abc`
@@ -152,6 +153,19 @@ fn regex_error(e: &regex::Error) -> String {
     }
 }
 
+/// The most bytes a match of regex `text` can span (`None`: unbounded, or not known), parsed
+/// with the flags the search compiles it with.
+fn longest_match(text: &str, ignore_case: bool) -> Option<usize> {
+    regex_syntax::ParserBuilder::new()
+        .case_insensitive(ignore_case)
+        .utf8(false)
+        .build()
+        .parse(text)
+        .ok()?
+        .properties()
+        .maximum_len()
+}
+
 impl Patterns {
     /// Compiles `specs` (their pattern ids are their indices). Errors: no pattern, an empty
     /// one, a window of 0, a context past [`MAX_CONTEXT`], a regex that does not compile
@@ -203,6 +217,15 @@ impl Patterns {
                 }
             }
         }
+        // A regex whose matches are at most N bytes long needs no more than N bytes of the
+        // earlier pieces to be found across a boundary: the window shrinks to the longest
+        // match any of them can make, so a short regex is not searched again over 4 KiB of
+        // old bytes at every segment.
+        let window = regexes
+            .iter()
+            .map(|(id, _)| longest_match(&specs[*id].text, opts.ignore_case))
+            .try_fold(1usize, |w, n| n.map(|n| w.max(n)))
+            .map_or(opts.window, |longest| longest.min(opts.window));
         let max_lit = lit_bytes.iter().map(|l| l.len()).max().unwrap_or(0);
         let lits = if lit_bytes.is_empty() {
             None
@@ -232,7 +255,7 @@ impl Patterns {
             max_lit,
             regexes,
             set,
-            window: opts.window,
+            window,
             context: opts.context,
         })
     }
@@ -810,6 +833,29 @@ mod tests {
         assert_eq!(feed(&p, stream, &[10]), vec![(0, 29, 4)]);
         // In one piece it is found.
         assert_eq!(feed(&p, stream, &[100]), vec![(0, 0, 28), (0, 29, 4)]);
+    }
+
+    #[test]
+    fn a_bounded_regex_searches_no_more_than_its_longest_match() {
+        let specs = [
+            PatternSpec::regex(r"\b[0-9]{3} OK"),
+            PatternSpec::regex("(?i)k"),
+        ];
+        let p = pats(&specs, MatchOptions::default());
+        // "ddd OK" is 6 bytes; (?i)k also matches the Kelvin sign, 3 bytes in UTF-8.
+        assert_eq!(p.window, 6);
+        let unbounded = pats(&[PatternSpec::regex("x[0-9]+")], MatchOptions::default());
+        assert_eq!(unbounded.window, DEFAULT_WINDOW);
+        let stream = "HTTP/1.1 200 OK, 1200 OK, \u{212A}k".as_bytes();
+        let whole = feed(&p, stream, &[stream.len()]);
+        assert_eq!(
+            whole,
+            vec![(0, 9, 6), (1, 14, 1), (1, 23, 1), (1, 26, 3), (1, 29, 1)],
+            "1200 OK has no word boundary before 200; every K and the Kelvin sign match"
+        );
+        for cut in 1..stream.len() {
+            assert_eq!(feed(&p, stream, &[cut]), whole, "pieces of {cut} bytes");
+        }
     }
 
     #[test]

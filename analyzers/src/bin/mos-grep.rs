@@ -41,8 +41,9 @@ const PROG: &str = "mos-grep";
 ///
 /// Patterns, numbered from 0 in command-line order (a -f file's lines in place of the -f):
 /// -e a literal, -E a regex, -f a file of them. A regex is searched in each new run of bytes
-/// with up to --regex-window bytes before it: a match longer than the window may be missed or
-/// found in part. A regex match that reaches the last byte received so far is written once
+/// with up to --regex-window bytes before it (fewer when every regex's matches are shorter:
+/// then as many as the longest match can span): a match longer than the window may be missed
+/// or found in part. A regex match that reaches the last byte received so far is written once
 /// the next bytes show where it ends (or the stream ends, or a hole follows).
 ///
 /// Exits 0 when the sensor's input ends, 1 on an error (a bad pattern, an output that fails,
@@ -95,7 +96,8 @@ struct Args {
           value_parser = clap::value_parser!(u16).range(0..=mos_analyzers::grep::MAX_CONTEXT as i64))]
     context: Option<u16>,
     /// Bytes before each new run of bytes that regexes are searched with, 1 to 16777216
-    /// (per direction of each connection, kept in memory).
+    /// (per direction of each connection, kept in memory); when every regex's longest match is
+    /// shorter, that length is used instead.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_WINDOW as u32,
           value_parser = clap::value_parser!(u32).range(1..=16 << 20))]
     regex_window: u32,
