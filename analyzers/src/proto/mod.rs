@@ -3,8 +3,10 @@
 //! Each protocol is a [`Parser`] fed one connection's two directions in stream order, with
 //! holes marked. Parsers use the field's libraries (`httparse`, `tls-parser`, `x509-parser`)
 //! for the messages themselves and never trust a length field: whatever the bytes, a parser
-//! returns records or a [`Weird`] that ends its work on the connection, never a panic (the
-//! fuzz targets `http_records` and `tls_records` hold them to it).
+//! returns records and [`Weird`]s, never a panic (the fuzz targets `http_records` and
+//! `tls_records` hold them to it). Most weirds end the parser's work on the connection; the
+//! HTTP parser goes on after a bad request line or bad header lines (at most 16 such weirds a
+//! connection), as Zeek does, so that the answers are still logged.
 
 pub mod http;
 pub mod ssh;
@@ -41,8 +43,8 @@ impl Dir {
     }
 }
 
-/// Something a parser could not make sense of, as Zeek's `weird.log` names it: the
-/// connection's parsing for that protocol ends with it.
+/// Something a parser could not make sense of, as Zeek's `weird.log` names it: usually the
+/// connection's parsing for that protocol ends with it (see the module's documentation).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Weird {
     /// A short fixed name (`http_bad_request_line`, `tls_record_too_long`, ...).
@@ -179,27 +181,86 @@ pub fn detect(dir: Dir, first: &[u8]) -> Detect {
         };
     }
     match dir {
-        Dir::Orig => {
-            let mut more = false;
-            for m in METHODS {
-                let mut line = m.to_vec();
-                line.push(b' ');
-                match prefix_of(first, &line) {
-                    Some(true) => return Detect::Is(Service::Http),
-                    None => more = true,
-                    Some(false) => {}
-                }
-            }
-            if more {
-                Detect::NeedMore
-            } else {
-                Detect::Unknown
-            }
-        }
+        Dir::Orig => detect_request(first),
         Dir::Resp => match prefix_of(first, b"HTTP/1.") {
             Some(true) => Detect::Is(Service::Http),
             None => Detect::NeedMore,
             Some(false) => Detect::Unknown,
+        },
+    }
+}
+
+/// The longest request method [`detect`] takes (a token: RFC 9110 `tchar`s).
+pub const METHOD_MAX: usize = 20;
+
+/// Whether `b` may be part of a token (RFC 9110 section 5.6.2 `tchar`).
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Detection of a request line: a method (a token led by a capital, at most [`METHOD_MAX`]
+/// bytes), a space, a target, and the version ` HTTP/1.x` ending the line (` HTTP/` at the
+/// end of the bytes is enough). A method of [`METHODS`] is enough as soon as its space is
+/// seen (the line may be longer than what detection keeps), and with one of them a line
+/// `METHOD <target>` without version is an HTTP/0.9 request (Wireshark and Zeek take
+/// `TRACE /x` so).
+fn detect_request(first: &[u8]) -> Detect {
+    if !first[0].is_ascii_uppercase() {
+        return Detect::Unknown;
+    }
+    let Some(m) = first.iter().position(|&b| !is_tchar(b)) else {
+        return if first.len() <= METHOD_MAX {
+            Detect::NeedMore
+        } else {
+            Detect::Unknown
+        };
+    };
+    if m > METHOD_MAX || first[m] != b' ' {
+        return Detect::Unknown;
+    }
+    let method = &first[..m];
+    let listed = METHODS.contains(&method);
+    let rest = &first[m + 1..];
+    let line_end = rest.iter().position(|&b| b == b'\n');
+    let line = &rest[..line_end.unwrap_or(rest.len())];
+    // The CR of a CR LF (or the last byte seen, when the LF is still to come).
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    // A request target has no control bytes.
+    if line.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return Detect::Unknown;
+    }
+    let target_and_version = line.trim_ascii_start();
+    // Where the version would start: after the last space that follows the target.
+    let version = target_and_version
+        .iter()
+        .rposition(|&b| b == b' ')
+        .map(|p| &target_and_version[p + 1..])
+        .filter(|v| !v.is_empty());
+    match line_end {
+        Some(_) => {
+            // `HTTP/1.` without its minor digit is taken as Wireshark takes it.
+            let versioned = version.is_some_and(|v| {
+                v.starts_with(b"HTTP/1.")
+                    && (v.len() == 7 || (v.len() == 8 && v[7].is_ascii_digit()))
+            });
+            // Without version: an HTTP/0.9 `GET <target>`, or a line of one of the listed
+            // methods (which a longer line would have been taken for anyway).
+            let simple = (method == b"GET" || listed)
+                && !target_and_version.is_empty()
+                && !target_and_version.contains(&b' ');
+            if versioned || simple {
+                Detect::Is(Service::Http)
+            } else {
+                Detect::Unknown
+            }
+        }
+        None if listed => Detect::Is(Service::Http),
+        None => match version {
+            // The window ends in what may be the version: ` HTTP/` seen, or part of it.
+            Some(v) if v.len() >= 5 && prefix_of(v, b"HTTP/1.").is_none_or(|ok| ok) => {
+                Detect::Is(Service::Http)
+            }
+            _ => Detect::NeedMore,
         },
     }
 }
@@ -235,7 +296,8 @@ mod tests {
             Detect::Is(Service::Http)
         );
         assert_eq!(detect(Dir::Orig, b"GE"), Detect::NeedMore);
-        assert_eq!(detect(Dir::Orig, b"GETX"), Detect::Unknown);
+        assert_eq!(detect(Dir::Orig, b"GETX"), Detect::NeedMore);
+        assert_eq!(detect(Dir::Orig, b"GET\x01"), Detect::Unknown);
         assert_eq!(
             detect(Dir::Orig, b"\x16\x03\x01\x02\x00"),
             Detect::Is(Service::Ssl)
@@ -250,5 +312,55 @@ mod tests {
         assert_eq!(detect(Dir::Resp, b"SS"), Detect::NeedMore);
         assert_eq!(detect(Dir::Resp, b"220 smtp ready"), Detect::Unknown);
         assert_eq!(detect(Dir::Orig, b""), Detect::NeedMore);
+    }
+
+    #[test]
+    fn any_token_method_with_a_version() {
+        for line in [
+            &b"CCM_POST / HTTP/1.1\r\n"[..],
+            b"CCM_POST / HTTP/1.\n",
+            b"CCM_POST / HTTP/",
+            b"X-MS-ENUMATTS /a HTTP/1.0\r\n",
+            b"GET /old\r\n",
+            b"OPTIONS * HTTP/1.1",
+            b"NOTIFY * HTTP/1.1\r\n",
+            b"TRACE /HTTP/1.1\n",
+        ] {
+            let what = String::from_utf8_lossy(line);
+            assert_eq!(detect(Dir::Orig, line), Detect::Is(Service::Http), "{what}");
+        }
+        // A token method whose line is not over may still be one.
+        assert_eq!(detect(Dir::Orig, b"CCM_POST /abcd"), Detect::NeedMore);
+        assert_eq!(detect(Dir::Orig, b"CCM_POST / HTT"), Detect::NeedMore);
+        assert_eq!(detect(Dir::Orig, b"A_LONG_METHOD_NAME_20"), Detect::Unknown);
+        // Without version, only a listed method.
+        assert_eq!(detect(Dir::Orig, b"CCM_POST /HTTP/1\n"), Detect::Unknown);
+    }
+
+    #[test]
+    fn other_protocols_are_not_http() {
+        for first in [
+            &b"EHLO mail.example.org\r\n"[..],
+            b"HELO x\r\n",
+            b"USER anonymous\r\n",
+            b"USER\r\n",
+            b"PASS secret\r\n",
+            b"a001 LOGIN user pass\r\n",
+            b"A001 LOGIN user pass\r\n",
+            b"MAIL FROM:<a@b>\r\n",
+            b"CCM_POST / HTTP/2.0\r\n",
+            b"OPTIONS rtsp://h/ RTSP/1.0\r\n",
+            b"GET /a b\r\n",
+            b"GET\r\n",
+            b"get / HTTP/1.1\r\n",
+            b"220 ftp ready\r\n",
+        ] {
+            let what = String::from_utf8_lossy(first);
+            assert_eq!(detect(Dir::Orig, first), Detect::Unknown, "{what}");
+        }
+        // As detection sees them (its first 16 bytes), undecided: the caller then says no.
+        assert_eq!(detect(Dir::Orig, b"EHLO mail.exampl"), Detect::NeedMore);
+        assert_eq!(detect(Dir::Orig, b"USER anonymous"), Detect::NeedMore);
+        assert_eq!(prefix_of(b"HT", b"HTTP/"), None);
     }
 }
