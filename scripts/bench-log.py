@@ -6,12 +6,15 @@ producing the same HTTP and TLS fields, on the same captures in the same run.
 
 For each capture and each run, in turn (the modes alternate so that a noisy neighbour spreads
 over all of them):
-  dump    mos-sensor --pcap CAPTURE with mos-dump --out attached
+  peek    mos-sensor --pcap CAPTURE with peek-sink attached: every stream byte read with peek
+          and thrown away (the cost of copying alone)
+  dump    mos-sensor --pcap CAPTURE with mos-dump --out attached: the copy, plus two files
+          and two SHA-256 per connection
   log     mos-sensor --pcap CAPTURE with mos-log --out attached (every log)
   tshark  tshark -r CAPTURE -T fields with the HTTP request/response and TLS hello fields
 and reports, as medians over the runs, the CPU time (user + system, from wait4) of the
 analyzer, of the sensor, and of tshark; mos-log's connections and HTTP requests per second of
-its CPU time; and the ratios mos-log / mos-dump and mos-log / tshark. The machine's CPU count
+its CPU time; and the ratios mos-log / peek-sink, mos-log / mos-dump and mos-log / tshark. The machine's CPU count
 and model head the table. Nothing here is a pass/fail check: it prints figures.
 """
 import argparse
@@ -65,7 +68,9 @@ def run_sensor_with(bindir, capture, analyzer, scratch):
         if os.path.exists(sock) or sensor.poll() is not None:
             break
         time.sleep(0.01)
-    args = [os.path.join(bindir, analyzer), "--control", sock, "--out", out]
+    args = [os.path.join(bindir, analyzer), "--control", sock]
+    if analyzer != "peek-sink":
+        args += ["--out", out]
     ana = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=ana_log)
     a_rc, a_cpu = wait_rusage(ana)
     s_rc, s_cpu = wait_rusage(sensor)
@@ -118,45 +123,52 @@ def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     bindir = a.bin or os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(root, "target")),
                                    "release")
-    for b in ("mos-sensor", "mos-log", "mos-dump"):
+    for b in ("mos-sensor", "mos-log", "mos-dump", "peek-sink"):
         if not os.access(os.path.join(bindir, b), os.X_OK):
-            sys.exit(f"{bindir}/{b} is missing: cargo build --release -p mos-sensor -p mos-analyzers --bins")
+            sys.exit(f"{bindir}/{b} is missing: cargo build --release -p mos-sensor "
+                     "-p mos-analyzers --bins && cargo build --release -p mos-tests --bin peek-sink")
     if shutil.which("tshark") is None:
         sys.exit("tshark is missing (apt-get install tshark)")
     scratch = tempfile.mkdtemp(prefix="mos-bench-log.")
     print(f"machine: {os.cpu_count()} CPUs, {cpu_model()}; {a.runs} runs of each mode, medians")
     print()
-    header = ("capture", "conns", "HTTP req", "dump CPU s", "log CPU s", "log/dump",
-              "tshark CPU s", "log/tshark", "sensor CPU s (dump, log)", "log conns/CPU-s",
-              "log req/CPU-s")
+    header = ("capture", "conns", "HTTP req", "peek CPU s", "dump CPU s", "log CPU s",
+              "log/peek", "log/dump", "tshark CPU s", "log/tshark",
+              "sensor CPU s (peek, dump, log)", "log conns/CPU-s", "log req/CPU-s")
     rows = []
     try:
         for cap in a.captures:
-            res = {"dump": [], "log": [], "tshark": []}
+            res = {"peek": [], "dump": [], "log": [], "tshark": []}
+            names = {"peek": "peek-sink", "dump": "mos-dump", "log": "mos-log"}
             for i in range(a.runs):
-                order = ["dump", "log", "tshark"]
-                order = order[i % 3:] + order[:i % 3]
+                order = ["peek", "dump", "log", "tshark"]
+                order = order[i % 4:] + order[:i % 4]
                 for mode in order:
                     if mode == "tshark":
                         res[mode].append(run_tshark(cap))
                     else:
-                        res[mode].append(run_sensor_with(bindir, cap, f"mos-{mode}", scratch))
+                        res[mode].append(run_sensor_with(bindir, cap, names[mode], scratch))
                 print(f"  {os.path.basename(cap)}: run {i + 1} of {a.runs} done", file=sys.stderr)
             counts = res["log"][-1]["counts"]
             conns, reqs = counts.get("conn", 0), counts.get("http", 0)
+            peek_cpu = med([r["analyzer_cpu"] for r in res["peek"]])
             dump_cpu = med([r["analyzer_cpu"] for r in res["dump"]])
             log_cpu = med([r["analyzer_cpu"] for r in res["log"]])
             ts_cpu = med([r["cpu"] for r in res["tshark"]])
+            s_peek = med([r["sensor_cpu"] for r in res["peek"]])
             s_dump = med([r["sensor_cpu"] for r in res["dump"]])
             s_log = med([r["sensor_cpu"] for r in res["log"]])
-            rows.append((os.path.basename(cap), str(conns), str(reqs), f"{dump_cpu:.3f}",
-                         f"{log_cpu:.3f}", f"{log_cpu / dump_cpu:.2f}", f"{ts_cpu:.3f}",
-                         f"{log_cpu / ts_cpu:.3f}", f"{s_dump:.3f}, {s_log:.3f}",
+            rows.append((os.path.basename(cap), str(conns), str(reqs), f"{peek_cpu:.3f}",
+                         f"{dump_cpu:.3f}", f"{log_cpu:.3f}", f"{log_cpu / peek_cpu:.2f}",
+                         f"{log_cpu / dump_cpu:.2f}", f"{ts_cpu:.3f}", f"{log_cpu / ts_cpu:.3f}",
+                         f"{s_peek:.3f}, {s_dump:.3f}, {s_log:.3f}",
                          f"{conns / log_cpu:,.0f}", f"{reqs / log_cpu:,.0f}"))
             print(json.dumps({"capture": cap, "counts": counts,
+                              "peek_cpu": [r["analyzer_cpu"] for r in res["peek"]],
                               "dump_cpu": [r["analyzer_cpu"] for r in res["dump"]],
                               "log_cpu": [r["analyzer_cpu"] for r in res["log"]],
                               "tshark_cpu": [r["cpu"] for r in res["tshark"]],
+                              "sensor_cpu_peek": [r["sensor_cpu"] for r in res["peek"]],
                               "sensor_cpu_dump": [r["sensor_cpu"] for r in res["dump"]],
                               "sensor_cpu_log": [r["sensor_cpu"] for r in res["log"]]}),
                   file=sys.stderr)

@@ -20,3 +20,4 @@ pub mod sniff;
 pub mod synth;
 pub mod tcpdump;
 pub mod truth;
+pub mod tshark;

@@ -2,7 +2,9 @@
 //! veth pair, captured on the server's end of the veth by `mos-sensor` (AF_PACKET, or DPDK's
 //! `net_af_packet` driver) with `mos-dump` attached, and every downloaded file found again,
 //! byte for byte and with nothing lost, after the response header of its connection's
-//! server-to-client stream.
+//! server-to-client stream. In the veth runs `mos-log` is attached beside `mos-dump`, and
+//! each download's `http.jsonl` record names the file (`uri`) and counts its whole body
+//! (`response_body_len` = the served file's size).
 //!
 //! Needs root (namespaces, raw capture), `ip`, `ethtool`, `python3` and the workspace's
 //! binaries built in the same profile (`cargo build --release --bins`). A missing tool fails the
@@ -208,6 +210,11 @@ fn capture_started(sensor_err: &str) -> bool {
     capturing && sensor_err.contains("attached: mos-dump")
 }
 
+/// Whether the sensor has said that mos-log attached.
+fn mos_log_attached(sensor_err: &str) -> bool {
+    sensor_err.contains("attached: mos-log")
+}
+
 /// Downloads every file of the list through the capture; checks the dump.
 fn live_run(tag: &str, backend: Backend, workers: usize) -> Result<()> {
     let _one_at_a_time = LIVE.lock().unwrap_or_else(|e| e.into_inner());
@@ -270,7 +277,7 @@ fn live_run(tag: &str, backend: Backend, workers: usize) -> Result<()> {
             "2",
             "--lossless",
             "--wait-analyzers",
-            "1",
+            "2",
         ])
         .arg("--control")
         .arg(&control);
@@ -281,6 +288,12 @@ fn live_run(tag: &str, backend: Backend, workers: usize) -> Result<()> {
         cmd(&bin("mos-dump")?, &[&"--control", &control, &"--out", &out]),
         w,
     )?;
+    let logs = w.join("logs");
+    let mut log = Proc::spawn(
+        "mos-log",
+        cmd(&bin("mos-log")?, &[&"--control", &control, &"--out", &logs]),
+        w,
+    )?;
     wait_for("the sensor to start capturing", TIMEOUT, || {
         if let Some(st) = sensor.poll()? {
             bail!(
@@ -288,13 +301,17 @@ fn live_run(tag: &str, backend: Backend, workers: usize) -> Result<()> {
                 tail(&sensor.stderr())
             );
         }
-        if let Some(st) = dump.poll()? {
-            bail!(
-                "mos-dump exited with {st} before the capture started:\n{}",
-                tail(&dump.stderr())
-            );
+        for p in [&mut dump, &mut log] {
+            if let Some(st) = p.poll()? {
+                bail!(
+                    "{} exited with {st} before the capture started:\n{}",
+                    p.name(),
+                    tail(&p.stderr())
+                );
+            }
         }
-        Ok(capture_started(&sensor.stderr()))
+        let err = sensor.stderr();
+        Ok(capture_started(&err) && mos_log_attached(&err))
     })?;
     // mos-dump attached; give it and the capture a moment to be under way.
     std::thread::sleep(Duration::from_millis(500));
@@ -346,9 +363,10 @@ fn live_run(tag: &str, backend: Backend, workers: usize) -> Result<()> {
         bad.join("\n")
     );
 
-    // The sensor ends by itself once the wire is idle; mos-dump with it.
+    // The sensor ends by itself once the wire is idle; mos-dump and mos-log with it.
     let ss = sensor.wait_until(deadline)?;
     let ds = dump.wait_until(deadline)?;
+    let ls = log.wait_until(deadline)?;
     let serr = sensor.stderr();
     ensure!(
         ss.code() == Some(0),
@@ -360,8 +378,14 @@ fn live_run(tag: &str, backend: Backend, workers: usize) -> Result<()> {
         "mos-dump exited with {ds}; stderr:\n{}",
         tail(&dump.stderr())
     );
+    ensure!(
+        ls.code() == Some(0),
+        "mos-log exited with {ls}; stderr:\n{}",
+        tail(&log.stderr())
+    );
     assert_no_panic(&sensor)?;
     assert_no_panic(&dump)?;
+    assert_no_panic(&log)?;
     ensure!(
         !serr.contains("loopback device"),
         "a veth is no loopback device, but the sensor said:\n{serr}"
@@ -380,8 +404,11 @@ fn live_run(tag: &str, backend: Backend, workers: usize) -> Result<()> {
                 tail(&dump.stderr())
             )
         })?;
+    let records = check_http_log(&logs, &jobs, &fetched)
+        .with_context(|| format!("mos-log stderr:\n{}", tail(&log.stderr())))?;
     println!(
-        "live {tag}: {conns} connections, {:.1} MiB served, downloads {:.2} s, whole run {:.1} s",
+        "live {tag}: {conns} connections, {:.1} MiB served, downloads {:.2} s, whole run {:.1} s; \
+         {records} mos-log HTTP records, each with the served file's length",
         bytes as f64 / f64::from(1 << 20),
         download_time.as_secs_f64(),
         started.elapsed().as_secs_f64()
@@ -515,6 +542,86 @@ fn check_flow(out: &Path, rec: &FlowRecord, job: &Served) -> Result<()> {
         job.size
     );
     Ok(())
+}
+
+/// The fields of an `http.jsonl` record this test reads.
+#[derive(Debug, serde::Deserialize)]
+struct HttpLogRecord {
+    #[serde(rename = "id.orig_h")]
+    orig_h: String,
+    #[serde(rename = "id.orig_p")]
+    orig_p: u16,
+    #[serde(rename = "id.resp_h")]
+    resp_h: String,
+    #[serde(rename = "id.resp_p")]
+    resp_p: u16,
+    method: Option<String>,
+    uri: Option<String>,
+    status_code: Option<u16>,
+    response_body_len: Option<u64>,
+}
+
+/// Checks `mos-log`'s `http.jsonl` in `logs` against the downloads: one record per download
+/// (found by the client's port) and no other, each a `GET` of the file's name answered `200`
+/// with `response_body_len` the served file's size. Returns the number of records.
+fn check_http_log(logs: &Path, jobs: &[Served], fetched: &[Fetched]) -> Result<usize> {
+    let path = logs.join("http.jsonl");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let records: Vec<HttpLogRecord> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).with_context(|| format!("http.jsonl line {l:?}")))
+        .collect::<Result<_>>()?;
+    let mut problems = Vec::new();
+    if records.len() != jobs.len() {
+        problems.push(format!(
+            "{} records in http.jsonl, {} downloads",
+            records.len(),
+            jobs.len()
+        ));
+    }
+    for f in fetched {
+        let job = &jobs[f.i];
+        let mine: Vec<&HttpLogRecord> = records
+            .iter()
+            .filter(|r| {
+                r.orig_h == CLI_ADDR
+                    && r.orig_p == f.port
+                    && r.resp_h == SRV_ADDR
+                    && r.resp_p == HTTP_PORT
+            })
+            .collect();
+        let [r] = mine.as_slice() else {
+            problems.push(format!(
+                "download {} ({}, port {}): {} records",
+                f.i,
+                job.name,
+                f.port,
+                mine.len()
+            ));
+            continue;
+        };
+        let want_uri = format!("/{}", job.name);
+        if r.method.as_deref() != Some("GET")
+            || r.uri.as_deref() != Some(want_uri.as_str())
+            || r.status_code != Some(200)
+            || r.response_body_len != Some(job.size)
+        {
+            problems.push(format!(
+                "download {} (port {}): want GET {want_uri} 200 with {} body bytes, the record \
+                 says {:?} {:?} {:?} with {:?}",
+                f.i, f.port, job.size, r.method, r.uri, r.status_code, r.response_body_len
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        let mut msg = format!("mos-log's http.jsonl: {} problems:\n", problems.len());
+        for p in problems.iter().take(20) {
+            let _ = writeln!(msg, "  {p}");
+        }
+        bail!("{msg}");
+    }
+    Ok(records.len())
 }
 
 // ---------------------------------------------------------------------------------------------
