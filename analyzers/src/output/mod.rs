@@ -65,8 +65,8 @@ pub struct OutputArgs {
     pub rotate_secs: Option<u64>,
     /// Also send every record to Redis Streams: XADD to the stream PREFIX + LOG (one stream
     /// per log) with the fields `uid` (omitted when the record names no connection) and
-    /// `json` (the record's line). URL: redis://[:PASSWORD@]HOST[:PORT][/DB], or a Unix
-    /// socket as unix:///PATH or redis+unix:///PATH[?db=N].
+    /// `json` (the record's line). URL: `redis://[:PASSWORD@]HOST[:PORT][/DB]`, or a Unix
+    /// socket as `unix:///PATH` or `redis+unix:///PATH[?db=N]`.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
     /// With --redis: cap each stream at about this many entries (XADD MAXLEN ~ N; Redis
