@@ -13,7 +13,8 @@ pub mod pcapout;
 pub mod proto;
 pub mod streams;
 
-use mos_client::Mos;
+use mos_client::{AttachOptions, MonitorFilter, Mos, SockId, DEFAULT_CONTROL};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -90,5 +91,54 @@ pub fn attach_wait(s: &str) -> Result<std::time::Duration, String> {
     match std::time::Duration::try_from_secs_f64(x) {
         Ok(d) if x <= MAX => Ok(d),
         _ => Err(format!("must be {range}")),
+    }
+}
+
+/// The options every analyzer shipped with mos takes to attach: `--control`, `--wait`,
+/// `--filter` (flatten into the program's arguments with `#[command(flatten)]`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct AttachArgs {
+    /// The sensor's control socket.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL)]
+    pub control: PathBuf,
+    /// Seconds to keep trying to attach while no sensor listens at --control yet (0 to 3600;
+    /// 0 tries once), so that the analyzer can be started with or before its sensor.
+    #[arg(long, value_name = "SECS", default_value = "10", allow_hyphen_values = true,
+          value_parser = attach_wait)]
+    pub wait: std::time::Duration,
+    /// Only the connections whose first packet (the SYN, or the first packet seen of a
+    /// connection picked up midstream) matches this filter: a libpcap expression, tcpdump's
+    /// syntax (for instance 'tcp port 80 and net 10.0.0.0/8'). The sensor runs it, so the
+    /// others cost this analyzer nothing. Also taken from MOS_ANALYZER_FILTER (where a
+    /// systemd unit's environment file can set it, spaces and all).
+    #[arg(long, value_name = "EXPR", env = "MOS_ANALYZER_FILTER")]
+    pub filter: Option<String>,
+}
+
+impl AttachArgs {
+    /// Attaches to the sensor at `--control` (trying for `--wait`) under `name`; `packets`:
+    /// whether the analyzer reads frames (the sensor then keeps its packet log).
+    pub fn attach(&self, name: &str, packets: bool) -> mos_client::Result<Mos> {
+        Mos::attach(&AttachOptions {
+            control: self.control.clone(),
+            name: name.into(),
+            packets,
+            wait: self.wait,
+            ..AttachOptions::default()
+        })
+    }
+
+    /// Binds `--filter`, if given, to monitor socket `sock` as its SYN filter.
+    pub fn bind_filter(&self, mos: &mut Mos, sock: SockId) -> mos_client::Result<()> {
+        if let Some(expr) = &self.filter {
+            mos.bind_monitor_filter(
+                sock,
+                &MonitorFilter {
+                    stream_syn_filter: Some(expr),
+                    ..MonitorFilter::default()
+                },
+            )?;
+        }
+        Ok(())
     }
 }

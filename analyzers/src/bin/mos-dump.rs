@@ -3,9 +3,9 @@
 
 use anyhow::Result;
 use mos_analyzers::dump::{register, PeekDump};
-use mos_analyzers::{exit_status, parse_args, stop_on_signals, Outcome};
+use mos_analyzers::{exit_status, parse_args, stop_on_signals, AttachArgs, Outcome};
 use mos_client::dump::DumpWriter;
-use mos_client::{AttachOptions, Errno, MonitorFilter, Mos, RunEnd, DEFAULT_CONTROL};
+use mos_client::{Errno, RunEnd};
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,43 +24,16 @@ struct Args {
     /// Directory to write into (created if missing).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// The sensor's control socket.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL)]
-    control: PathBuf,
-    /// Seconds to keep trying to attach while no sensor listens at --control yet (0 to 3600;
-    /// 0 tries once), so that the analyzer can be started with or before its sensor.
-    #[arg(long, value_name = "SECS", default_value = "10", allow_hyphen_values = true,
-          value_parser = mos_analyzers::attach_wait)]
-    wait: std::time::Duration,
-    /// Only the connections whose first packet (the SYN, or the first packet seen of a
-    /// connection picked up midstream) matches this filter: a libpcap expression, tcpdump's
-    /// syntax (for instance 'tcp port 80 and net 10.0.0.0/8'). The sensor runs it, so the
-    /// others cost this analyzer nothing. Also taken from MOS_ANALYZER_FILTER (where a
-    /// systemd unit's environment file can set it, spaces and all).
-    #[arg(long, value_name = "EXPR", env = "MOS_ANALYZER_FILTER")]
-    filter: Option<String>,
+    #[command(flatten)]
+    attach: AttachArgs,
 }
 
 fn run(args: &Args) -> Result<Outcome> {
-    let mut mos = Mos::attach(&AttachOptions {
-        control: args.control.clone(),
-        name: "mos-dump".into(),
-        packets: false,
-        wait: args.wait,
-        ..AttachOptions::default()
-    })?;
+    let mut mos = args.attach.attach("mos-dump", false)?;
     let writer = DumpWriter::create(&args.out)?;
     let interrupt = stop_on_signals(&mos)?;
     let sock = mos.socket()?;
-    if let Some(expr) = &args.filter {
-        mos.bind_monitor_filter(
-            sock,
-            &MonitorFilter {
-                stream_syn_filter: Some(expr),
-                ..MonitorFilter::default()
-            },
-        )?;
-    }
+    args.attach.bind_filter(&mut mos, sock)?;
     let state = Rc::new(RefCell::new(PeekDump::new(sock, writer, Some("mos-dump"))));
     register(&mut mos, &state, Duration::ZERO)?;
     let end = mos.run();

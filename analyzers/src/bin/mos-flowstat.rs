@@ -2,16 +2,14 @@
 //! states, in the manner of mOS's `midstat` sample.
 
 use anyhow::Result;
-use mos_analyzers::{exit_status, parse_args, stop_on_signals, Outcome};
+use mos_analyzers::{exit_status, parse_args, stop_on_signals, AttachArgs, Outcome};
 use mos_client::{
-    AttachOptions, Ctx, EndReason, Errno, Event, EventKind, EventMask, Filter, FlowId,
-    MonitorFilter, Mos, Side, TcpState, DEFAULT_CONTROL,
+    Ctx, EndReason, Errno, Event, EventKind, EventMask, Filter, FlowId, Side, TcpState,
 };
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,21 +24,8 @@ use std::time::{Duration, Instant};
 #[derive(clap::Parser, Debug)]
 #[command(name = "mos-flowstat", version)]
 struct Args {
-    /// The sensor's control socket.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL)]
-    control: PathBuf,
-    /// Seconds to keep trying to attach while no sensor listens at --control yet (0 to 3600;
-    /// 0 tries once), so that the analyzer can be started with or before its sensor.
-    #[arg(long, value_name = "SECS", default_value = "10", allow_hyphen_values = true,
-          value_parser = mos_analyzers::attach_wait)]
-    wait: std::time::Duration,
-    /// Only the connections whose first packet (the SYN, or the first packet seen of a
-    /// connection picked up midstream) matches this filter: a libpcap expression, tcpdump's
-    /// syntax (for instance 'tcp port 80 and net 10.0.0.0/8'). The sensor runs it, so the
-    /// others cost this analyzer nothing. Also taken from MOS_ANALYZER_FILTER (where a
-    /// systemd unit's environment file can set it, spaces and all).
-    #[arg(long, value_name = "EXPR", env = "MOS_ANALYZER_FILTER")]
-    filter: Option<String>,
+    #[command(flatten)]
+    attach: AttachArgs,
     /// Seconds between two refreshes, 0.05 to 86400.
     #[arg(long, value_name = "SECS", default_value_t = 1.0, allow_hyphen_values = true,
           value_parser = interval)]
@@ -193,27 +178,13 @@ fn printer(table: Arc<Mutex<Table>>, interval: Duration, done: Arc<AtomicBool>) 
 }
 
 fn run(args: &Args) -> Result<Outcome> {
-    let mut mos = Mos::attach(&AttachOptions {
-        control: args.control.clone(),
-        name: "mos-flowstat".into(),
-        packets: false,
-        wait: args.wait,
-        ..AttachOptions::default()
-    })?;
+    let mut mos = args.attach.attach("mos-flowstat", false)?;
     // A signal ends the run loop like the end of input: the last table and the summary are
     // printed either way.
     let _interrupt = stop_on_signals(&mos)?;
     let start = Instant::now();
     let sock = mos.socket()?;
-    if let Some(expr) = &args.filter {
-        mos.bind_monitor_filter(
-            sock,
-            &MonitorFilter {
-                stream_syn_filter: Some(expr),
-                ..MonitorFilter::default()
-            },
-        )?;
-    }
+    args.attach.bind_filter(&mut mos, sock)?;
     let table = Arc::new(Mutex::new(Table::default()));
     let events = EventMask::CONN_START | EventMask::TCP_STATE_CHANGE | EventMask::CONN_END;
     {

@@ -10,11 +10,8 @@ use mos_analyzers::grep::{
 };
 use mos_analyzers::output::{Output, OutputArgs};
 use mos_analyzers::streams::{read_new, Cursor, Piece, ReadStop};
-use mos_analyzers::{exit_status, stop_on_signals, Outcome};
-use mos_client::{
-    AttachOptions, Ctx, Errno, EventMask, Filter, FlowId, MonitorFilter, Mos, RunEnd, Side, SockId,
-    DEFAULT_CONTROL, MOS_SIDE_BOTH,
-};
+use mos_analyzers::{exit_status, stop_on_signals, AttachArgs, Outcome};
+use mos_client::{Ctx, Errno, EventMask, Filter, FlowId, RunEnd, Side, SockId, MOS_SIDE_BOTH};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -105,21 +102,8 @@ struct Args {
     /// stop watching it. Default: no limit.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_matches_per_flow: Option<u64>,
-    /// The sensor's control socket.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL)]
-    control: PathBuf,
-    /// Seconds to keep trying to attach while no sensor listens at --control yet (0 to 3600;
-    /// 0 tries once), so that the analyzer can be started with or before its sensor.
-    #[arg(long, value_name = "SECS", default_value = "10", allow_hyphen_values = true,
-          value_parser = mos_analyzers::attach_wait)]
-    wait: std::time::Duration,
-    /// Only the connections whose first packet (the SYN, or the first packet seen of a
-    /// connection picked up midstream) matches this filter: a libpcap expression, tcpdump's
-    /// syntax (for instance 'tcp port 80 and net 10.0.0.0/8'). The sensor runs it, so the
-    /// others cost this analyzer nothing. Also taken from MOS_ANALYZER_FILTER (where a
-    /// systemd unit's environment file can set it, spaces and all).
-    #[arg(long, value_name = "EXPR", env = "MOS_ANALYZER_FILTER")]
-    filter: Option<String>,
+    #[command(flatten)]
+    attach: AttachArgs,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -434,25 +418,11 @@ fn run(args: &Args, sources: &[Source]) -> Result<Outcome> {
             context: args.context.map(usize::from),
         },
     )?;
-    let mut mos = Mos::attach(&AttachOptions {
-        control: args.control.clone(),
-        name: PROG.into(),
-        packets: false,
-        wait: args.wait,
-        ..AttachOptions::default()
-    })?;
+    let mut mos = args.attach.attach(PROG, false)?;
     let interrupt = stop_on_signals(&mos)?;
     let output = args.output.open(&mos, PROG)?;
     let sock = mos.socket()?;
-    if let Some(expr) = &args.filter {
-        mos.bind_monitor_filter(
-            sock,
-            &MonitorFilter {
-                stream_syn_filter: Some(expr),
-                ..MonitorFilter::default()
-            },
-        )?;
-    }
+    args.attach.bind_filter(&mut mos, sock)?;
     let sides = match args.side {
         SideArg::Orig => [false, true],
         SideArg::Resp => [true, false],

@@ -5,10 +5,9 @@
 use anyhow::Result;
 use mos_analyzers::log::{register, sockets, Logger, Logs, LOG_NAMES};
 use mos_analyzers::output::OutputArgs;
-use mos_analyzers::{exit_status, parse_args, stop_on_signals, Outcome};
-use mos_client::{AttachOptions, Errno, MonitorFilter, Mos, RunEnd, DEFAULT_CONTROL};
+use mos_analyzers::{exit_status, parse_args, stop_on_signals, AttachArgs, Outcome};
+use mos_client::{Errno, RunEnd};
 use std::cell::RefCell;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::Duration;
@@ -42,21 +41,8 @@ struct Args {
     #[arg(long, value_name = "LIST", default_value = "conn,http,tls,ssh,weird",
           value_parser = mos_analyzers::log::parse_logs)]
     logs: Logs,
-    /// The sensor's control socket.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL)]
-    control: PathBuf,
-    /// Seconds to keep trying to attach while no sensor listens at --control yet (0 to 3600;
-    /// 0 tries once), so that the analyzer can be started with or before its sensor.
-    #[arg(long, value_name = "SECS", default_value = "10", allow_hyphen_values = true,
-          value_parser = mos_analyzers::attach_wait)]
-    wait: Duration,
-    /// Only the connections whose first packet (the SYN, or the first packet seen of a
-    /// connection picked up midstream) matches this filter: a libpcap expression, tcpdump's
-    /// syntax (for instance 'tcp port 80 and net 10.0.0.0/8'). The sensor runs it, so the
-    /// others cost this analyzer nothing. Also taken from MOS_ANALYZER_FILTER (where a
-    /// systemd unit's environment file can set it, spaces and all).
-    #[arg(long, value_name = "EXPR", env = "MOS_ANALYZER_FILTER")]
-    filter: Option<String>,
+    #[command(flatten)]
+    attach: AttachArgs,
     /// The name the sensor shows for this analyzer (its log, mos-ctl status).
     #[arg(long, value_name = "NAME", default_value = "mos-log")]
     name: String,
@@ -65,26 +51,12 @@ struct Args {
 }
 
 fn run(args: &Args) -> Result<Outcome> {
-    let mut mos = Mos::attach(&AttachOptions {
-        control: args.control.clone(),
-        name: args.name.clone(),
-        packets: false,
-        wait: args.wait,
-        ..AttachOptions::default()
-    })?;
+    let mut mos = args.attach.attach(&args.name, false)?;
     let output = args.output.open(&mos, "mos-log")?;
     let interrupt = stop_on_signals(&mos)?;
     let (conn_sock, data_sock) = sockets(&mut mos, args.logs)?;
-    if let Some(expr) = &args.filter {
-        for sock in [conn_sock, data_sock].into_iter().flatten() {
-            mos.bind_monitor_filter(
-                sock,
-                &MonitorFilter {
-                    stream_syn_filter: Some(expr),
-                    ..MonitorFilter::default()
-                },
-            )?;
-        }
+    for sock in [conn_sock, data_sock].into_iter().flatten() {
+        args.attach.bind_filter(&mut mos, sock)?;
     }
     let state = Rc::new(RefCell::new(Logger::new(
         args.logs, output, conn_sock, data_sock,

@@ -7,11 +7,8 @@ use mos_analyzers::conn::{self, ConnTuple};
 use mos_analyzers::pcapout::{
     CaptureWriter, Format, Frame, Keeper, LINKTYPE_ETHERNET, MAX_SNAPLEN,
 };
-use mos_analyzers::{exit_status, parse_args, stop_on_signals, Interrupt, Outcome};
-use mos_client::{
-    AttachOptions, Ctx, Errno, EventKind, EventMask, Filter, FlowId, Hook, MonitorFilter, Mos,
-    RunEnd, Side, DEFAULT_CONTROL,
-};
+use mos_analyzers::{exit_status, parse_args, stop_on_signals, AttachArgs, Interrupt, Outcome};
+use mos_client::{Ctx, Errno, EventKind, EventMask, Filter, FlowId, Hook, RunEnd, Side};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -66,21 +63,8 @@ struct Args {
     /// wire kept).
     #[arg(long, value_name = "BYTES", default_value_t = MAX_SNAPLEN, value_parser = snaplen)]
     snaplen: u32,
-    /// The sensor's control socket.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL)]
-    control: PathBuf,
-    /// Seconds to keep trying to attach while no sensor listens at --control yet (0 to 3600;
-    /// 0 tries once), so that the analyzer can be started with or before its sensor.
-    #[arg(long, value_name = "SECS", default_value = "10", allow_hyphen_values = true,
-          value_parser = mos_analyzers::attach_wait)]
-    wait: Duration,
-    /// Only the connections whose first packet (the SYN, or the first packet seen of a
-    /// connection picked up midstream) matches this filter: a libpcap expression, tcpdump's
-    /// syntax (for instance 'tcp port 80 or (vlan and tcp port 80)'). The sensor runs it, so
-    /// the others cost this analyzer nothing. Also taken from MOS_ANALYZER_FILTER (where a
-    /// systemd unit's environment file can set it, spaces and all).
-    #[arg(long, value_name = "EXPR", env = "MOS_ANALYZER_FILTER")]
-    filter: Option<String>,
+    #[command(flatten)]
+    attach: AttachArgs,
     /// JSON lines naming connections by "uid" (as mos-grep, mos-log and --list write them):
     /// only those connections are written. - reads stdin. A pipe is read as lines come (a
     /// running mos-grep's output); a regular file is read to its end before mos-pcap attaches,
@@ -653,24 +637,10 @@ fn run(args: &Args) -> Result<Outcome> {
         check_appendable(&args.out)?;
     }
     let names = args.matches.as_deref().map(open_names).transpose()?;
-    let mut mos = Mos::attach(&AttachOptions {
-        control: args.control.clone(),
-        name: "mos-pcap".into(),
-        packets: true,
-        wait: args.wait,
-        ..AttachOptions::default()
-    })?;
+    let mut mos = args.attach.attach("mos-pcap", true)?;
     let interrupt = stop_on_signals(&mos)?;
     let sock = mos.socket()?;
-    if let Some(expr) = &args.filter {
-        mos.bind_monitor_filter(
-            sock,
-            &MonitorFilter {
-                stream_syn_filter: Some(expr),
-                ..MonitorFilter::default()
-            },
-        )?;
-    }
+    args.attach.bind_filter(&mut mos, sock)?;
     let default_linktype = mos
         .getconf()
         .linktypes
