@@ -6,8 +6,10 @@
 # Stages, in order: fmt clippy build unit loom integration doc fuzz
 #   fmt          cargo fmt --check
 #   clippy       cargo clippy on every target, warnings are errors
-#   build        release build of every binary and example analyzer, and of the C library libmos
-#                (libmos.so, libmos.a): the integration tests run, install and link them
+#   build        release build of every binary and example analyzer (mos-log and mos-grep with
+#                their Kafka output, cargo feature mos-analyzers/kafka, as in every stage), and of
+#                the C library libmos (libmos.so, libmos.a): the integration tests run, install
+#                and link them
 #   unit         every test of the crates other than mos-tests (unit tests beside the code,
 #                the TCP core's API tests in sensor/tests, doc tests), debug build
 #   loom         the loom models of the shared-memory protocols (seqlock, event ring, packet
@@ -40,7 +42,7 @@ while [[ $# -gt 0 ]]; do
             only=$2
             shift 2
             ;;
-        -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) mos_die "test: unknown argument: $1 (try --help)" ;;
     esac
 done
