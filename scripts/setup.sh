@@ -20,8 +20,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # checks the units; tcpdump: what the filter tests compare the sensor's filtering with; gcc,
 # g++, make: the C analyzers on libmos and the tests that build them (headers checked with both);
 # tshark: what mos-log's HTTP and TLS records are compared with; redis-server: the Redis the
-# event-bus tests send records to; librdkafka-dev: mos-log's and mos-grep's Kafka output.
-MOS_APT_PACKAGES=(libdpdk-dev dpdk libpcap-dev clang pkg-config ethtool iproute2 python3 systemd tcpdump gcc g++ make tshark redis-server librdkafka-dev)
+# event-bus tests send records to; librdkafka-dev: mos-log's and mos-grep's Kafka output;
+# libnids-dev: the libnids peer scripts/bench.sh measures the sensor against (tests/peers/),
+# whose mixed capture is merged with tshark's companion mergecap (wireshark-common).
+MOS_APT_PACKAGES=(libdpdk-dev dpdk libpcap-dev clang pkg-config ethtool iproute2 python3 systemd tcpdump gcc g++ make tshark redis-server librdkafka-dev libnids-dev)
 
 use_apt=1
 hugepages=256

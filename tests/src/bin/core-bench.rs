@@ -14,6 +14,9 @@
 //!
 //! Prints the raw per-run numbers, then one markdown table row per capture: medians (with min
 //! and max) of packets/s and payload Gbit/s for the core, the memcpy median, and their ratio.
+//! For `scripts/bench.sh`, two `result` lines per capture (see `mos_tests::bench`):
+//! `core_mpps` (the core's Mpps) and `core_memcpy` (the core's payload bandwidth over
+//! memcpy's, run by run), each as median, minimum and maximum over the runs.
 //! The timing lives here, never in the sensor crate.
 
 use anyhow::{bail, ensure, Context, Result};
@@ -22,7 +25,9 @@ use mos_sensor::flow::FlowKey;
 use mos_sensor::replay::{replay, ChecksumPolicy, CountingSink, ReplayOptions, ReplayStats};
 use mos_sensor::tcp::conn::Conn;
 use mos_sensor::tracker::{Tracker, TrackerConfig};
-use mos_tests::bench::{gbps, med_min_max, mpps, payload_segments, run_memcpy, SCRATCH};
+use mos_tests::bench::{
+    gbps, med_min_max, mpps, payload_segments, result_line, run_memcpy, Spread, SCRATCH,
+};
 use shm_layout::EventMask;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -250,6 +255,13 @@ fn row(path: &Path, s: &Shape, r: &Runs) -> String {
     let (gm, glo, ghi) = med_min_max(&core_gb);
     let (mm, _, _) = med_min_max(&mem_gb);
     let (rm, _, _) = med_min_max(&paired);
+    let stem = path
+        .file_stem()
+        .map_or_else(|| name.clone(), |n| n.to_string_lossy().into());
+    if let (Some(p), Some(r)) = (Spread::of(&core_pps), Spread::of(&paired)) {
+        println!("{}", result_line("core_mpps", &stem, &p));
+        println!("{}", result_line("core_memcpy", &stem, &r));
+    }
     println!(
         "summary {name}: frames={} tcp={} payload_bytes={} conns={} core_mpps_med={pm:.4} \
          core_gbps_med={gm:.4} memcpy_gbps_med={mm:.4} ratio_of_medians={:.4} \

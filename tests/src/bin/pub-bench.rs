@@ -13,6 +13,12 @@
 //! - `pub2c`: as `pub2`, with two C analyzers on libmos (`tests/bench/c_peek_sink.c`, the same
 //!   work as `peek-sink` through `mtcp_peek`), compiled here with `cc` against `capi/include`
 //!   and the `libmos.so` beside the binaries: the C path against the Rust one in the same run.
+//! - `nids`: no sensor; the libnids peer (`tests/peers/nids-count.c`, compiled here with `cc`
+//!   against libnids-dev) reassembles every TCP connection of the capture and counts the bytes,
+//!   for the whole-process CPU time of `nopub` against libnids'. Its byte count must equal the
+//!   `.expected.tsv`'s where `mkpcap` made the capture; on other captures the difference from
+//!   the sensor's is printed (libnids follows a connection only from its handshake, reads IPv4
+//!   only and is told here to verify no checksum).
 //!
 //! The sensor's time is its own `replay_s` (its `stats` line): from the start of the replay,
 //! after the analyzers are ready, to the end of the lossless drain. Its CPU time is the user
@@ -32,10 +38,30 @@
 //! sizes, with and without publication; the growth divided by the extra connections.
 //!
 //! `--hugepages off|auto|require` is passed to every publishing sensor run: with `off` the
-//! figures do not depend on whether another process holds the host's hugepages.
+//! figures do not depend on whether another process holds the host's hugepages. Without it the
+//! sensor uses its own default (`auto`); the first publishing run's line on what its shared
+//! memory got (hugepages or ordinary pages) is printed.
 //!
-//! usage: pub-bench [--runs N] [--modes nopub,pub0,pub2,pub2f,pub2c] [--hugepages H] CAPTURE...
+//! `--pin`: with 2 usable CPUs the sensor (and the libnids peer) runs on the first and both
+//! analyzers on the second; with 3 or more, the sensor on the first and each analyzer on one of
+//! its own (`taskset -c`). Without it nothing is pinned.
+//!
+//! At the end, the figures issue 18's table needs, each the median (min-max) of per-round
+//! ratios, in a table with the issue's target, and as `result` lines for `scripts/bench.sh`
+//! (`mos_tests::bench`): `cpu_MODE_nopub` (sensor CPU time of MODE over `nopub`'s),
+//! `mpps_MODE_nopub` (throughput of MODE over `nopub`'s), `peek_memcpy` (each `pub2` analyzer's
+//! peek bandwidth over memcpy of the same chunks; `peek_memcpy_pub2c` for the C sink) and
+//! `cpu_nopub_nids` (`nopub`'s CPU time over libnids'); each name ends in `_pinned` under
+//! `--pin`.
+//!
+//! `--report [--role ROLE=STEM]... FILE...` runs nothing: it reads the `result` lines of
+//! earlier runs (pub-bench's and core-bench's output saved in FILEs) and prints issue 18's
+//! table, taking each row's figure on the capture given its role (short, bulk, http, mixed).
+//!
+//! usage: pub-bench [--runs N] [--modes nopub,pub0,pub2,pub2f,pub2c,nids] [--hugepages H]
+//!                  [--pin] CAPTURE...
 //!        pub-bench --idle SMALL.pcap BIG.pcap
+//!        pub-bench --report [--role ROLE=STEM]... FILE...
 
 use anyhow::{bail, ensure, Context, Result};
 use mos_sensor::capture::{CaptureBackend, FileCapture};
@@ -43,7 +69,10 @@ use mos_sensor::flow::{Endpoint, FlowKey};
 use mos_sensor::parse::{parse_packet, Parsed};
 use mos_sensor::tcp::conn::{Conn, Stack};
 use mos_sensor::tcp::reassembly::Stream;
-use mos_tests::bench::{gbps, med_min_max, mpps, payload_segments, run_memcpy, SCRATCH};
+use mos_tests::bench::{
+    gbps, issue18_table, med_min_max, mpps, paired_ratios, parse_result_line, payload_segments,
+    result_line, run_memcpy, Figure, Role, Spread, ISSUE18_ROWS, SCRATCH,
+};
 use mos_tests::locate;
 use mos_tests::synth::{expected_path, read_expected, ExpectedDir};
 use serde_json::Value;
@@ -55,9 +84,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const USAGE: &str =
-    "usage: pub-bench [--runs N (default 5)] [--modes nopub,pub0,pub2,pub2f,pub2c] \
-                     [--hugepages off|auto|require] CAPTURE...\n       \
-                     pub-bench [--runs N (default 3)] --idle SMALL.pcap BIG.pcap";
+    "usage: pub-bench [--runs N (default 5)] [--modes nopub,pub0,pub2,pub2f,pub2c,nids \
+                     (default nopub,pub0,pub2)] [--hugepages off|auto|require (default: the \
+                     sensor's, auto)] [--pin] CAPTURE...\n       \
+                     pub-bench [--runs N (default 3)] --idle SMALL.pcap BIG.pcap\n       \
+                     pub-bench --report [--role short|bulk|http|mixed=CAPTURE_STEM]... FILE...";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Mode {
@@ -66,6 +97,7 @@ enum Mode {
     Pub2,
     Pub2F,
     Pub2C,
+    Nids,
 }
 
 /// `pub2f`'s selector: analyzer `i` takes the connections whose first packet's TCP source port
@@ -87,6 +119,7 @@ impl Mode {
             Mode::Pub2 => "pub2",
             Mode::Pub2F => "pub2f",
             Mode::Pub2C => "pub2c",
+            Mode::Nids => "nids",
         }
     }
 
@@ -97,14 +130,15 @@ impl Mode {
             "pub2" => Mode::Pub2,
             "pub2f" => Mode::Pub2F,
             "pub2c" => Mode::Pub2C,
-            _ => bail!("unknown mode {s:?} (nopub, pub0, pub2, pub2f, pub2c)"),
+            "nids" => Mode::Nids,
+            _ => bail!("unknown mode {s:?} (nopub, pub0, pub2, pub2f, pub2c, nids)"),
         })
     }
 
     fn analyzers(self) -> usize {
         match self {
             Mode::Pub2 | Mode::Pub2F | Mode::Pub2C => 2,
-            Mode::NoPub | Mode::Pub0 => 0,
+            Mode::NoPub | Mode::Pub0 | Mode::Nids => 0,
         }
     }
 
@@ -231,15 +265,25 @@ struct Run {
     sinks: Vec<Value>,
     cpu_s: f64,
     sinks_cpu_s: f64,
+    /// The sensor's line on its shared memory (hugepages or not), when it publishes.
+    shm: Option<String>,
 }
 
 /// The line the `time` of [`timed`] adds to a process's stderr.
 const CPU_PREFIX: &str = "pub-bench: cpu ";
 
 /// `program` under bash's `time`, which prints the user and system time of the process (from
-/// `wait4`, to the millisecond) on its stderr once it ends.
-fn timed(program: &Path) -> Command {
-    let mut c = Command::new("bash");
+/// `wait4`, to the millisecond) on its stderr once it ends; on the CPUs `cpus` (a `taskset -c`
+/// list) if given.
+fn timed(program: &Path, cpus: Option<&str>) -> Command {
+    let mut c = match cpus {
+        Some(list) => {
+            let mut t = Command::new("taskset");
+            t.arg("-c").arg(list).arg("bash");
+            t
+        }
+        None => Command::new("bash"),
+    };
     c.arg("-c")
         .arg(format!(
             "TIMEFORMAT='{CPU_PREFIX}user=%3U sys=%3S'; time \"$0\" \"$@\""
@@ -273,11 +317,120 @@ struct Bins {
     tmp: PathBuf,
     /// The sensor's `--hugepages`, if given.
     hugepages: Option<String>,
+    /// The libnids peer (`nids` mode), compiled at start.
+    nids: Option<PathBuf>,
+    /// `--pin`: where each process runs.
+    pin: Option<Pinning>,
+}
+
+/// `--pin`'s placement, as `taskset -c` CPU lists.
+#[derive(Debug)]
+struct Pinning {
+    sensor: String,
+    analyzers: [String; 2],
+}
+
+impl Pinning {
+    /// From the CPUs this process may use: the sensor on the first; with two CPUs both
+    /// analyzers on the second, with more each analyzer on one of its own.
+    fn new() -> Result<Pinning> {
+        let set = rustix::thread::sched_getaffinity(None).context("sched_getaffinity")?;
+        let cpus: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&i| set.is_set(i))
+            .collect();
+        ensure!(
+            cpus.len() >= 2,
+            "--pin needs at least 2 CPUs, this process may use {} ({cpus:?})",
+            cpus.len()
+        );
+        let which = Command::new("taskset").arg("--version").output();
+        ensure!(
+            which.is_ok_and(|o| o.status.success()),
+            "--pin needs taskset (util-linux)"
+        );
+        let a1 = cpus.get(2).copied().unwrap_or(cpus[1]);
+        Ok(Pinning {
+            sensor: cpus[0].to_string(),
+            analyzers: [cpus[1].to_string(), a1.to_string()],
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "pinned: sensor and libnids peer on CPU {}, analyzers on CPUs {} and {}",
+            self.sensor, self.analyzers[0], self.analyzers[1]
+        )
+    }
+}
+
+/// One run of the libnids peer: its `nids-count:` line and its CPU time.
+#[derive(Debug)]
+struct NidsRun {
+    conns: u64,
+    bytes: u64,
+    evicted: u64,
+    warnings: u64,
+    cpu_s: f64,
+}
+
+fn run_nids(bins: &Bins, pcap: &Path, tag: &str) -> Result<NidsRun> {
+    let bin = bins
+        .nids
+        .as_ref()
+        .context("the nids mode needs the libnids peer")?;
+    let out = timed(bin, bins.pin.as_ref().map(|p| p.sensor.as_str()))
+        .arg(pcap)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.success(),
+        "{tag}: the libnids peer failed ({}): {stdout}{stderr}",
+        out.status
+    );
+    let r = parse_nids(&stdout).with_context(|| format!("{tag}: {stdout}"))?;
+    ensure!(
+        r.evicted == 0,
+        "{tag}: libnids dropped {} established connections because its table was full \
+         (raise nids-count's -s)",
+        r.evicted
+    );
+    Ok(NidsRun {
+        cpu_s: parse_cpu(&stderr).with_context(|| format!("{tag}: the libnids peer"))?,
+        ..r
+    })
+}
+
+/// The peer's `nids-count: conns=N bytes=B evicted=E warnings=W` line (CPU time left 0).
+fn parse_nids(stdout: &str) -> Result<NidsRun> {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("nids-count: "))
+        .context("the libnids peer printed no nids-count line")?;
+    let kv: BTreeMap<&str, &str> = line
+        .split_whitespace()
+        .filter_map(|f| f.split_once('='))
+        .collect();
+    let u = |k: &str| -> Result<u64> {
+        kv.get(k)
+            .with_context(|| format!("nids-count line without {k}"))?
+            .parse()
+            .with_context(|| format!("nids-count {k}"))
+    };
+    Ok(NidsRun {
+        conns: u("conns")?,
+        bytes: u("bytes")?,
+        evicted: u("evicted")?,
+        warnings: u("warnings")?,
+        cpu_s: 0.0,
+    })
 }
 
 fn run_sensor(bins: &Bins, pcap: &Path, mode: Mode, tag: &str) -> Result<Run> {
     let control = bins.tmp.join(format!("{tag}.sock"));
-    let mut cmd = timed(&bins.sensor);
+    let mut cmd = timed(&bins.sensor, bins.pin.as_ref().map(|p| p.sensor.as_str()));
     cmd.arg("--pcap").arg(pcap);
     match mode {
         Mode::NoPub => {
@@ -302,14 +455,15 @@ fn run_sensor(bins: &Bins, pcap: &Path, mode: Mode, tag: &str) -> Result<Run> {
         .with_context(|| format!("starting {}", bins.sensor.display()))?;
     let mut sinks = Vec::new();
     for i in 0..n {
+        let cpus = bins.pin.as_ref().map(|p| p.analyzers[i % 2].as_str());
         let mut sink = match (mode, &bins.c_sink) {
             (Mode::Pub2C, Some((bin, libdir))) => {
-                let mut c = timed(bin);
+                let mut c = timed(bin, cpus);
                 c.env("LD_LIBRARY_PATH", libdir);
                 c
             }
             (Mode::Pub2C, None) => bail!("pub2c needs the C sink"),
-            _ => timed(&bins.sink),
+            _ => timed(&bins.sink, cpus),
         };
         sink.arg("--control")
             .arg(&control)
@@ -358,6 +512,10 @@ fn run_sensor(bins: &Bins, pcap: &Path, mode: Mode, tag: &str) -> Result<Run> {
         sinks: values,
         cpu_s: parse_cpu(&stderr).with_context(|| format!("{tag}: the sensor"))?,
         sinks_cpu_s,
+        shm: stderr
+            .lines()
+            .find(|l| l.contains("shared memory: "))
+            .map(str::to_string),
     })
 }
 
@@ -481,6 +639,9 @@ fn main() -> Result<()> {
     let mut modes = vec![Mode::NoPub, Mode::Pub0, Mode::Pub2];
     let mut idle = false;
     let mut hugepages = None;
+    let mut pin = false;
+    let mut report = false;
+    let mut roles: Vec<(Role, String)> = Vec::new();
     let mut files = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -496,6 +657,21 @@ fn main() -> Result<()> {
             }
             "--idle" => idle = true,
             "--hugepages" => hugepages = Some(args.next().context(USAGE)?),
+            "--pin" => pin = true,
+            "--report" => report = true,
+            "--role" => {
+                let v = args.next().context(USAGE)?;
+                let (r, stem) = v
+                    .split_once('=')
+                    .with_context(|| format!("--role {v:?}: ROLE=CAPTURE_STEM expected"))?;
+                let r = Role::parse(r)?;
+                ensure!(
+                    !roles.iter().any(|(x, _)| *x == r),
+                    "--role {} given twice",
+                    r.name()
+                );
+                roles.push((r, stem.to_string()));
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -504,12 +680,36 @@ fn main() -> Result<()> {
             _ => files.push(PathBuf::from(a)),
         }
     }
+    if report {
+        ensure!(
+            !files.is_empty(),
+            "--report needs the files to read\n{USAGE}"
+        );
+        return print_report(&files, &roles);
+    }
+    ensure!(roles.is_empty(), "--role goes with --report");
     let tmp = std::env::temp_dir().join(format!("pub-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
-    let c_sink = if modes.contains(&Mode::Pub2C) && !idle {
-        Some(build_c_sink(&tmp)?)
-    } else {
-        None
+    let built = (|| -> Result<_> {
+        let c_sink = if modes.contains(&Mode::Pub2C) && !idle {
+            Some(build_c_sink(&tmp)?)
+        } else {
+            None
+        };
+        let nids = if modes.contains(&Mode::Nids) && !idle {
+            Some(build_nids(&tmp)?)
+        } else {
+            None
+        };
+        let pin = if pin { Some(Pinning::new()?) } else { None };
+        Ok((c_sink, nids, pin))
+    })();
+    let (c_sink, nids, pin) = match built {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
     };
     let bins = Bins {
         sensor: locate::bin("mos-sensor")?,
@@ -517,6 +717,8 @@ fn main() -> Result<()> {
         c_sink,
         tmp: tmp.clone(),
         hugepages,
+        nids,
+        pin,
     };
     let r = if idle {
         ensure!(files.len() == 2, "{USAGE}");
@@ -533,16 +735,23 @@ fn throughput(bins: &Bins, files: &[PathBuf], modes: &[Mode], runs: usize) -> Re
     ensure!(runs > 0, "--runs must be at least 1");
     println!(
         "# pub-bench: runs={runs}, modes {}, sensor {} (--hugepages {}), analyzers peek-sink; \
-         unpinned, {} CPUs online",
+         {}; {} CPUs usable",
         modes.iter().map(|m| m.name()).collect::<Vec<_>>().join(","),
         bins.sensor.display(),
-        bins.hugepages.as_deref().unwrap_or("auto, the default"),
+        bins.hugepages
+            .as_deref()
+            .unwrap_or("not given: the sensor's default, auto"),
+        bins.pin
+            .as_ref()
+            .map_or("unpinned".to_string(), Pinning::describe),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let mut table = Vec::new();
     let mut cost_rows = Vec::new();
     let mut peek_rows = Vec::new();
     let mut c_rows = Vec::new();
+    let mut figures: Vec<Figure> = Vec::new();
+    let pinned = if bins.pin.is_some() { "_pinned" } else { "" };
     for path in files {
         let name = path.file_stem().map_or_else(
             || path.display().to_string(),
@@ -564,6 +773,10 @@ fn throughput(bins: &Bins, files: &[PathBuf], modes: &[Mode], runs: usize) -> Re
         let mut expected_bytes = expected
             .as_ref()
             .map(|e| e.iter().map(|d| d.bytes).sum::<u64>());
+        // What the streams hold by the .expected.tsv, not by an analyzer's count.
+        let tsv_bytes = expected_bytes;
+        let mut nids_seen: Option<(u64, u64)> = None;
+        let mut shm_told = false;
         let selected = if modes.contains(&Mode::Pub2F) {
             let e = expected.as_deref().with_context(|| {
                 format!(
@@ -596,7 +809,38 @@ fn throughput(bins: &Bins, files: &[PathBuf], modes: &[Mode], runs: usize) -> Re
             for k in 0..modes.len() {
                 let mode = modes[(i + k) % modes.len()];
                 let tag = format!("{name}-{}-{i}", mode.name());
+                if mode == Mode::Nids {
+                    let r = run_nids(bins, path, &tag)?;
+                    if let Some(want) = tsv_bytes {
+                        ensure!(
+                            r.bytes == want,
+                            "{tag}: libnids delivered {} bytes, the capture's streams hold {want}",
+                            r.bytes
+                        );
+                    }
+                    match nids_seen {
+                        None => nids_seen = Some((r.conns, r.bytes)),
+                        Some(seen) => ensure!(
+                            seen == (r.conns, r.bytes),
+                            "{tag}: libnids runs disagree ({seen:?} against {:?})",
+                            (r.conns, r.bytes)
+                        ),
+                    }
+                    println!(
+                        "raw {tag}: libnids CPU {:.0} ms, {} connections, {} bytes, {} warnings",
+                        r.cpu_s * 1e3,
+                        r.conns,
+                        r.bytes,
+                        r.warnings
+                    );
+                    cpu.entry(mode).or_default().push(r.cpu_s);
+                    continue;
+                }
                 let r = run_sensor(bins, path, mode, &tag)?;
+                if let (false, Some(line)) = (shm_told, &r.shm) {
+                    println!("# {name} {}: {line}", mode.name());
+                    shm_told = true;
+                }
                 check(
                     &tag,
                     mode,
@@ -761,6 +1005,17 @@ fn throughput(bins: &Bins, files: &[PathBuf], modes: &[Mode], runs: usize) -> Re
             let (m, _, _) = med_min_max(&mc);
             let (fl, _, _) = med_min_max(&flat);
             let (pr, _, _) = med_min_max(&paired);
+            let metric = match mode {
+                Mode::Pub2 => format!("peek_memcpy{pinned}"),
+                _ => format!("peek_memcpy_{}{pinned}", mode.name()),
+            };
+            if let Some(sp) = Spread::of(&paired) {
+                figures.push(Figure {
+                    metric,
+                    capture: name.clone(),
+                    spread: sp,
+                });
+            }
             let (w, _, _) = med_min_max(&waits);
             let v = &sinks[0];
             println!(
@@ -783,6 +1038,43 @@ fn throughput(bins: &Bins, files: &[PathBuf], modes: &[Mode], runs: usize) -> Re
                 field(v, "chunk_p50"),
                 100.0 * pr
             ));
+        }
+        // Against nopub, round by round (each round ran every mode once).
+        let mut add = |metric: String, v: Vec<f64>| {
+            if let Some(sp) = Spread::of(&v) {
+                figures.push(Figure {
+                    metric,
+                    capture: name.clone(),
+                    spread: sp,
+                });
+            }
+        };
+        if let (Some(nt), Some(nc)) = (times.get(&Mode::NoPub), cpu.get(&Mode::NoPub)) {
+            for (&mode, ts) in &times {
+                if mode != Mode::NoPub {
+                    let m = mode.name();
+                    add(
+                        format!("cpu_{m}_nopub{pinned}"),
+                        paired_ratios(&cpu[&mode], nc),
+                    );
+                    // A throughput ratio: nopub's time over the mode's.
+                    add(format!("mpps_{m}_nopub{pinned}"), paired_ratios(nt, ts));
+                }
+            }
+            if let Some(nids) = cpu.get(&Mode::Nids) {
+                add(format!("cpu_nopub_nids{pinned}"), paired_ratios(nc, nids));
+            }
+        }
+        if let (Some((conns, bytes)), None) = (nids_seen, tsv_bytes) {
+            println!(
+                "note {name}: libnids followed {conns} connections and delivered {bytes} bytes; \
+                 the sensor {} connections and {} stream bytes (and {} bytes it knows are \
+                 missing). libnids follows a connection only from its handshake, reads no IPv6 \
+                 and, here, verifies no checksum; mos verifies every checksum",
+                reference.conns,
+                reference.payload_bytes,
+                reference.gap_bytes + reference.overflow_bytes
+            );
         }
     }
     println!();
@@ -822,7 +1114,76 @@ fn throughput(bins: &Bins, files: &[PathBuf], modes: &[Mode], runs: usize) -> Re
             println!("{r}");
         }
     }
+    println!();
+    println!(
+        "Against nopub, round by round (median (min-max) of the per-round ratios); the target \
+         is issue 18's for the capture named with it"
+    );
+    println!("| figure | capture | median (min-max) | target (issue 18) |");
+    println!("|---|---|---:|---|");
+    for f in &figures {
+        let target: Vec<String> = ISSUE18_ROWS
+            .iter()
+            .filter(|r| r.metric == f.metric)
+            .map(|r| format!("{} on {}", r.bound.show(), r.role.name()))
+            .collect();
+        println!(
+            "| {} | {} | {} | {} |",
+            f.metric,
+            f.capture,
+            f.spread.show(3),
+            if target.is_empty() {
+                "-".to_string()
+            } else {
+                target.join(", ")
+            }
+        );
+    }
+    println!();
+    for f in &figures {
+        println!("{}", result_line(&f.metric, &f.capture, &f.spread));
+    }
     Ok(())
+}
+
+/// `--report`: issue 18's table from the `result` lines in `files`.
+fn print_report(files: &[PathBuf], roles: &[(Role, String)]) -> Result<()> {
+    let mut figures = Vec::new();
+    for f in files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        for line in text.lines() {
+            if let Some(fig) = parse_result_line(line).with_context(|| f.display().to_string())? {
+                figures.push(fig);
+            }
+        }
+    }
+    for line in issue18_table(&figures, roles)? {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Compiles the libnids peer `tests/peers/nids-count.c` into `tmp`.
+fn build_nids(tmp: &Path) -> Result<PathBuf> {
+    let src = locate::workspace_root().join("tests/peers/nids-count.c");
+    let out = tmp.join("nids-count");
+    let o = Command::new("cc")
+        .args(["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&out)
+        .arg("-lnids")
+        .output()
+        .context("running cc (the nids mode compiles the libnids peer)")?;
+    ensure!(
+        o.status.success(),
+        "compiling {} failed; the nids mode needs libnids-dev (apt-get install libnids-dev, \
+         or scripts/setup.sh):\n{}",
+        src.display(),
+        String::from_utf8_lossy(&o.stderr).trim()
+    );
+    Ok(out)
 }
 
 /// `mode`'s row of the cost table: throughput and the sensor's CPU time, and both against
@@ -966,4 +1327,28 @@ fn build_c_sink(tmp: &Path) -> Result<(PathBuf, PathBuf)> {
         .context("running cc")?;
     ensure!(st.success(), "compiling tests/bench/c_peek_sink.c failed");
     Ok((out, libdir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peer_line_is_read_whole() {
+        let r = parse_nids("nids-count: conns=116 bytes=1050214 evicted=0 warnings=3\n").unwrap();
+        assert_eq!(
+            (r.conns, r.bytes, r.evicted, r.warnings),
+            (116, 1050214, 0, 3)
+        );
+        assert!(parse_nids("").is_err());
+        assert!(parse_nids("nids-count: conns=1 bytes=2 evicted=0\n").is_err());
+        assert!(parse_nids("nids-count: conns=1 bytes=-2 evicted=0 warnings=0\n").is_err());
+    }
+
+    #[test]
+    fn cpu_lines() {
+        let e = "noise\npub-bench: cpu user=0.031 sys=0.012\n";
+        assert!((parse_cpu(e).unwrap() - 0.043).abs() < 1e-9);
+        assert!(parse_cpu("no time here").is_err());
+    }
 }
