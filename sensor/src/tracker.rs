@@ -202,6 +202,9 @@ impl TrackerStats {
 pub struct Tracker {
     cfg: TrackerConfig,
     table: FlowTable<Conn>,
+    /// The slot [`Tracker::discard_needs_split`] found for the packet about to be processed
+    /// (`u32::MAX`: none), where [`Tracker::process`]'s own lookup starts.
+    lookup_hint: std::cell::Cell<u32>,
     pool: RingPool,
     /// Slots whose connection ended in the previous call, to free at the start of the next.
     reclaim: Vec<u32>,
@@ -303,6 +306,7 @@ impl Tracker {
             lossless: false,
             passed: u64::MAX,
             retrim: None,
+            lookup_hint: std::cell::Cell::new(u32::MAX),
             held: VecDeque::new(),
             held_rings: VecDeque::new(),
             ring_written: Vec::new(),
@@ -508,6 +512,8 @@ impl Tracker {
         let Some(slot) = self.table.lookup(&key) else {
             return (0, None);
         };
+        // The packet's own call looks the flow up next: it starts from this slot.
+        self.lookup_hint.set(slot);
         let Some(c) = self.table.get(slot) else {
             return (0, None);
         };
@@ -627,7 +633,10 @@ impl Tracker {
         };
         let pure_syn = seg.flags & (SYN | ACK | RST) == SYN;
 
-        let slot = match self.table.lookup(&key) {
+        let slot = match self
+            .table
+            .lookup_with_hint(&key, self.lookup_hint.replace(u32::MAX))
+        {
             Some(slot) => {
                 let c = self.table.get(slot).expect("live slot holds a connection");
                 let sender = c.side_of_lo_sender(src_is_lo);
@@ -895,7 +904,7 @@ impl Tracker {
                     self.table.generation(slot),
                     c,
                     self.tunnels.get(slot),
-                    &self.pool,
+                    &mut self.pool,
                     received_by,
                 );
             }

@@ -169,9 +169,13 @@ impl<V> FlowTable<V> {
             capacity > 0 && capacity < NIL as usize,
             "flow table capacity out of range"
         );
+        // Reserved whole, so the slab never doubles past the limit (nor copies itself). It
+        // fills from its start as connections come: transparent hugepages, where the host
+        // allows them, fault it in 2 MiB at a time.
+        let mut slots = Vec::with_capacity(capacity);
+        shm_layout::pod::advise_hugepages(slots.spare_capacity_mut());
         FlowTable {
-            // Reserved whole, so the slab never doubles past the limit (nor copies itself).
-            slots: Vec::with_capacity(capacity),
+            slots,
             capacity,
             index: Index::default(),
             free_head: NIL,
@@ -222,6 +226,18 @@ impl<V> FlowTable<V> {
     pub fn lookup(&self, key: &FlowKey) -> Option<u32> {
         self.index
             .find(key.hash32(), |slot| self.slots[slot as usize].key == *key)
+    }
+
+    /// [`FlowTable::lookup`], answered without the index when `hint` is the slot that holds
+    /// `key` (live keys are unique and every live slot is indexed, so a live slot holding the
+    /// key is the one the index would find); any other `hint` (stale, freed, detached, or
+    /// `u32::MAX`) falls back to the index.
+    #[inline]
+    pub fn lookup_with_hint(&self, key: &FlowKey, hint: u32) -> Option<u32> {
+        match self.slots.get(hint as usize) {
+            Some(s) if s.live && s.key == *key => Some(hint),
+            _ => self.lookup(key),
+        }
     }
 
     /// Takes a free slot for `key` (which must not be live) and makes it live and most recent.
@@ -405,6 +421,27 @@ mod tests {
             port: 80,
         };
         FlowKey::new(a, b).0
+    }
+
+    #[test]
+    fn lookup_with_hint_answers_as_the_index_whatever_the_hint() {
+        let mut t = FlowTable::new(4);
+        let a = t.insert(key(1), "a", 10).unwrap();
+        let b = t.insert(key(2), "b", 20).unwrap();
+        // The right hint, a wrong live one, none, and one out of range.
+        for hint in [a, b, u32::MAX, 99] {
+            assert_eq!(t.lookup_with_hint(&key(1), hint), Some(a), "hint {hint}");
+        }
+        // Detached: not found through its own slot either.
+        t.detach(a);
+        assert_eq!(t.lookup_with_hint(&key(1), a), None);
+        // Freed and taken by another key: the stale hint is not believed.
+        t.free(a);
+        let c = t.insert(key(3), "c", 30).unwrap();
+        assert_eq!(c, a, "the freed slot is reused first");
+        assert_eq!(t.lookup_with_hint(&key(1), a), None);
+        assert_eq!(t.lookup_with_hint(&key(3), a), Some(c));
+        assert_eq!(t.lookup_with_hint(&key(2), c), Some(b));
     }
 
     #[test]

@@ -108,6 +108,32 @@ impl std::fmt::Debug for Member {
     }
 }
 
+/// The sockets of a member (its subscription `sub` and per-flow decisions `picks`) that an
+/// event is for (0: none), and whether a SYN filter took the flow just now. `pkt` is the frame
+/// that raised it, if any: SYN filters not yet run on the flow are run on it.
+fn socks_for(
+    sub: &Sockets,
+    picks: &mut Option<Picks>,
+    ev: &Event,
+    pkt: Option<&RawPacket<'_>>,
+) -> (u32, bool) {
+    let kind = ev.kind.mask();
+    let want = sub.wanting(kind);
+    if ev.flow.slot == u32::MAX {
+        // An orphan packet: its filter is run on every one.
+        return if want == 0 {
+            (0, false)
+        } else {
+            (want & sub.orphan_matches(pkt), false)
+        };
+    }
+    let (flow, took) = match picks.as_mut() {
+        Some(p) => p.socks_of(sub, ev.flow.slot, ev.flow.generation, pkt),
+        None => (sub.unfiltered, false),
+    };
+    (flow & want, took)
+}
+
 /// The views of worker `w`'s ring in an analyzer's regions.
 fn views(r: &AnalyzerRegions, w: usize) -> Option<(&EventRingHeader, &[EventSlot], &AnalyzerPage)> {
     {
@@ -129,27 +155,6 @@ impl Member {
             Some(p) => p.holds(&self.sub, slot, generation),
             None => self.sub.unfiltered != 0,
         }
-    }
-
-    /// The member's sockets an event is for (0: none), and whether a SYN filter took the
-    /// flow just now. `pkt` is the frame that raised it, if any: SYN filters not yet run on
-    /// the flow are run on it.
-    fn socks_for(&mut self, ev: &Event, pkt: Option<&RawPacket<'_>>) -> (u32, bool) {
-        let kind = ev.kind.mask();
-        let want = self.sub.wanting(kind);
-        if ev.flow.slot == u32::MAX {
-            // An orphan packet: its filter is run on every one.
-            return if want == 0 {
-                (0, false)
-            } else {
-                (want & self.sub.orphan_matches(pkt), false)
-            };
-        }
-        let (flow, took) = match self.picks.as_mut() {
-            Some(p) => p.socks_of(&self.sub, ev.flow.slot, ev.flow.generation, pkt),
-            None => (self.sub.unfiltered, false),
-        };
-        (flow & want, took)
     }
 
     /// Every event of publication sequence `<= result` has been consumed.
@@ -230,7 +235,17 @@ pub struct Fanout {
     since_poll: u32,
     /// Frames the sensor logged for analyzers.
     pub logged: u64,
+    /// The records of the events being published (kept for its allocation).
+    recs: Vec<EventRecord>,
+    /// [`Fanout::passed`] as last read, capped at the publication sequence of that time (so
+    /// it stays true as events are pushed), and the packets since.
+    passed_seen: u64,
+    since_passed: u32,
 }
+
+/// Packets between two reads of the analyzers' consumer indices when nothing needs a newer
+/// value: what they have passed only frees held slots and rings, which may wait that long.
+const PASSED_EVERY: u32 = 16;
 
 impl std::fmt::Debug for Fanout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -320,6 +335,9 @@ impl Fanout {
             watch_reset: false,
             since_poll: 0,
             logged: 0,
+            recs: Vec::new(),
+            passed_seen: 0,
+            since_passed: PASSED_EVERY,
         }
     }
 
@@ -466,6 +484,29 @@ impl Fanout {
             .unwrap_or(u64::MAX)
     }
 
+    /// [`Fanout::passed`], read again from the analyzers' rings every [`PASSED_EVERY`] calls
+    /// only (a lower value than theirs by then: what was passed stays passed). `pseq` is the
+    /// publication sequence of the latest call, which caps the value read.
+    pub fn passed_recent(&mut self, pseq: u64) -> u64 {
+        if self.since_passed < PASSED_EVERY {
+            self.since_passed += 1;
+            return self.passed_seen;
+        }
+        let p = self.passed();
+        self.note_passed(p, pseq)
+    }
+
+    /// Takes a value of [`Fanout::passed`] read when the latest call was `pseq`; returns it
+    /// capped at `pseq`.
+    pub fn note_passed(&mut self, p: u64, pseq: u64) -> u64 {
+        let p = p.min(pseq);
+        if p >= self.passed_seen || self.since_passed >= PASSED_EVERY {
+            self.passed_seen = p;
+            self.since_passed = 0;
+        }
+        p
+    }
+
     /// Waits until every analyzer has passed publication sequence `p`, detaching those that
     /// stall. Returns the new `passed()`.
     pub fn wait_passed(&mut self, p: u64) -> u64 {
@@ -557,11 +598,20 @@ impl Fanout {
 
     /// Pushes one packet's (or tick's) events to the analyzers whose sockets want them; `pkt`
     /// is the frame that raised them (none for a tick).
+    ///
+    /// Each event's record is built once for every analyzer. Each analyzer's ring is resolved
+    /// once per call, and what the call writes there becomes visible with one store of the
+    /// producer index, so that the line the analyzer polls moves once per packet, not once
+    /// per event; a full ring publishes what was written before waiting for room.
     pub fn publish(&mut self, events: &[Event], pkt_ref: u64, pkt: Option<&RawPacket<'_>>) {
         if self.members.is_empty() || events.iter().all(|e| e.kind.mask().0 & self.wanted == 0) {
             return;
         }
         let w = self.worker;
+        let mut recs = std::mem::take(&mut self.recs);
+        recs.clear();
+        recs.extend(events.iter().map(|ev| record(ev, w, pkt_ref)));
+        let lossless = self.opts.lossless && !self.stopping();
         let mut i = 0;
         while i < self.members.len() {
             let mut pushed = 0u64;
@@ -572,57 +622,70 @@ impl Fanout {
             // The sockets of the event at `ev_i`, found once even if the push waits.
             let mut socks = None;
             while ev_i < events.len() {
-                let ev = &events[ev_i];
-                let for_socks = *socks.get_or_insert_with(|| {
-                    let (socks, took) = self.members[i].socks_for(ev, pkt);
-                    if took {
-                        // A filter decided late (an analyzer that attached after the flow
-                        // began) took it: it is held for analyzers from now on.
-                        self.watch.push((ev.flow.slot, ev.flow.generation, true));
+                let Member {
+                    a,
+                    sub,
+                    picks,
+                    busy,
+                    prod,
+                    progress,
+                    ..
+                } = &mut self.members[i];
+                let Some((hdr, slots, page)) = views(&a.regions, w) else {
+                    break;
+                };
+                let Some(mut p) = Producer::resume(hdr, slots, &page.consumer[w], *prod) else {
+                    break;
+                };
+                let start = p.published();
+                let mut pending = 0u64;
+                let mut full = false;
+                while ev_i < events.len() {
+                    let ev = &events[ev_i];
+                    let for_socks = *socks.get_or_insert_with(|| {
+                        let (socks, took) = socks_for(sub, picks, ev, pkt);
+                        if took {
+                            // A filter decided late (an analyzer that attached after the flow
+                            // began) took it: it is held for analyzers from now on.
+                            self.watch.push((ev.flow.slot, ev.flow.generation, true));
+                        }
+                        socks
+                    });
+                    if for_socks == 0 {
+                        ev_i += 1;
+                        socks = None;
+                        continue;
                     }
-                    socks
-                });
-                if for_socks == 0 {
-                    ev_i += 1;
-                    socks = None;
-                    continue;
+                    let mut rec = recs[ev_i];
+                    rec.socks = for_socks;
+                    if p.push_unpublished(&rec, &mut pending) {
+                        ev_i += 1;
+                        socks = None;
+                    } else if !lossless {
+                        p.count_drop();
+                        dropped += 1;
+                        ev_i += 1;
+                        socks = None;
+                    } else {
+                        full = true;
+                        break;
+                    }
                 }
-                let mut rec = record(ev, w, pkt_ref);
-                rec.socks = for_socks;
-                let m = &mut self.members[i];
-                let state = m.prod;
-                let Some((hdr, slots, page)) = views(&m.a.regions, w) else {
-                    break;
-                };
-                let Some(mut p) = Producer::resume(hdr, slots, &page.consumer[w], state) else {
-                    break;
-                };
-                let ok = p.try_push(&rec);
-                m.busy |= ok;
-                let lossless = self.opts.lossless
-                    && !self
-                        .opts
-                        .stop
-                        .as_ref()
-                        .is_some_and(|s| s.load(Ordering::Relaxed));
-                if !ok && !lossless {
-                    p.count_drop();
-                    dropped += 1;
-                }
+                pushed += pending;
+                p.publish(&mut pending);
+                *busy |= pushed > 0;
                 let c = p.consumed();
-                let idle = c == p.published() - u64::from(ok);
-                m.prod = p.state();
-                if c != m.progress.0 || idle {
-                    m.progress = (c, None);
+                *prod = p.state();
+                // An analyzer that moved, or had read everything before this call, is not
+                // stalling.
+                if c != progress.0 || c == start {
+                    *progress = (c, None);
                 }
-                if ok || !lossless {
-                    pushed += u64::from(ok);
-                    ev_i += 1;
-                    socks = None;
-                    continue;
+                if !full {
+                    break;
                 }
                 // Lossless and full: wait for room (or detach the analyzer if it stalls).
-                let id = m.a.id;
+                let id = a.id;
                 self.backoff(&mut spins, |m, w| {
                     let Some((hdr, slots, page)) = views(&m.a.regions, w) else {
                         return false;
@@ -662,6 +725,7 @@ impl Fanout {
                 i += 1;
             }
         }
+        self.recs = recs;
         // A connection's filters were run on its first packet (it raised CONN_START): one that
         // no analyzer gets is not held for analyzers when it ends.
         if self.filtered {
@@ -907,18 +971,24 @@ impl EventSink for PublishSink {
         tracker.set_quiet_unwatched(self.base_events.0 == 0);
         self.fanout.sync_watch(tracker);
         if self.fanout.opts.lossless && !self.fanout.members.is_empty() {
-            let mut passed = self.fanout.passed();
+            // What the analyzers had passed a few packets ago, unless this packet needs more.
+            let pseq = tracker.pseq();
+            let mut passed = self.fanout.passed_recent(pseq);
             // Analyzers past every call so far are past whatever this segment could discard:
             // the lookup is needed only when one is behind.
             let mut own = None;
-            if let Some(seg) = seg.filter(|_| passed < tracker.pseq()) {
+            if let Some(seg) = seg.filter(|_| passed < pseq) {
                 let (global, flow) = tracker.discard_needs_split(seg);
                 if global > passed {
-                    passed = self.fanout.wait_passed(global);
+                    passed = self.fanout.passed();
+                    if global > passed {
+                        passed = self.fanout.wait_passed(global);
+                    }
+                    passed = self.fanout.note_passed(passed, pseq);
                 }
                 // The segment's own flow's bytes wait only for the analyzers that get that
                 // flow: what they have passed may go, whatever the others have not.
-                if let Some((slot, generation, need)) = flow {
+                if let Some((slot, generation, need)) = flow.filter(|f| f.2 > passed) {
                     let mut p = self.fanout.passed_for_flow(slot, generation);
                     if need > p.max(passed) {
                         p = self.fanout.wait_passed_for_flow(need, slot, generation);
@@ -930,6 +1000,7 @@ impl EventSink for PublishSink {
             tracker.set_flow_passed(own);
             while let Some(p) = tracker.must_wait() {
                 let passed = self.fanout.wait_passed(p);
+                let passed = self.fanout.note_passed(passed, pseq);
                 tracker.set_passed(passed);
                 if passed < p {
                     // Stopping: go on without the room (what finds none is dropped, counted).

@@ -94,7 +94,7 @@ impl SlotPublisher {
         generation: u32,
         conn: &Conn,
         tunnel: Option<&Tunnel>,
-        pool: &RingPool,
+        pool: &mut RingPool,
         received_by: Option<Side>,
     ) {
         let Some(s) = self.slots.get(slot as usize) else {
@@ -178,7 +178,9 @@ impl SlotPublisher {
             } else {
                 NO_PKT
             };
-            if sd.ring != NO_RING {
+            // The ring's fragments and gaps, when they changed since they were last written
+            // (in order, in-window data changes neither).
+            if sd.ring != NO_RING && pool.take_meta_changed(RingId(sd.ring)) {
                 if let Some(m) = self.metas.get(sd.ring as usize) {
                     ring_meta(pool, RingId(sd.ring)).store_prefix(&m.words);
                 }

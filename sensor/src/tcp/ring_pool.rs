@@ -87,28 +87,33 @@ impl Gap {
 /// - When a gap is evicted from the full list, `unknown_below` moves to its end: below it, the
 ///   ring can no longer tell held bytes from skipped ones, so readers are told those bytes are
 ///   lost instead of being handed stale ring content.
+///
+/// The counts come first, in one cache line with `unknown_below` and the first fragments: the
+/// checks made on every segment (how many fragments and gaps, in lossless mode whether the gap
+/// list is full) read that line only.
 #[derive(Clone)]
+#[repr(C)]
 pub struct RingMeta {
-    frags: [Fragment; MAX_FRAGMENTS],
     nfrags: u8,
-    gaps: [Gap; MAX_GAPS],
     gap_first: u8,
     ngaps: u8,
     unknown_below: u64,
+    frags: [Fragment; MAX_FRAGMENTS],
+    gaps: [Gap; MAX_GAPS],
 }
 
 impl RingMeta {
     const EMPTY: RingMeta = RingMeta {
-        frags: [Fragment { start: 0, len: 0 }; MAX_FRAGMENTS],
         nfrags: 0,
+        gap_first: 0,
+        ngaps: 0,
+        unknown_below: 0,
+        frags: [Fragment { start: 0, len: 0 }; MAX_FRAGMENTS],
         gaps: [Gap {
             offset: 0,
             len: 0,
             kind: GapKind::Missed,
         }; MAX_GAPS],
-        gap_first: 0,
-        ngaps: 0,
-        unknown_below: 0,
     };
 
     fn reset(&mut self) {
@@ -353,6 +358,12 @@ pub struct RingPool {
     shift: u32,
     storage: Storage,
     meta: Vec<RingMeta>,
+    /// Buffers whose metadata may have changed since [`RingPool::take_meta_changed`] last
+    /// said so (set by every way to change it).
+    meta_changed: Vec<bool>,
+    /// Buffers whose chunk map has been filled with [`NO_CHUNK`]: each is filled when first
+    /// handed out, and every release puts its entries back to [`NO_CHUNK`].
+    map_filled: Vec<bool>,
     /// Free buffer ids, used as a stack.
     free_bufs: Vec<u32>,
     allocated: Vec<bool>,
@@ -390,13 +401,14 @@ impl RingPool {
     /// A pool of this shape in private memory.
     pub fn new(shape: PoolShape) -> Result<Self, PoolError> {
         shape.check()?;
-        let map = (0..shape.buffers * shape.map_len)
-            .map(|_| AtomicU32::new(NO_CHUNK))
-            .collect();
-        Ok(Self::build(
-            Storage::Heap(vec![0u8; shape.chunk_size * shape.chunks], map),
-            shape,
-        ))
+        // Zeroed, untouched memory: a buffer's map is filled with NO_CHUNK when the buffer is
+        // first handed out (see `alloc`), so the pages of maps never used are never touched.
+        let map = shm_layout::pod::zeroed_atomic_u32s(shape.buffers * shape.map_len);
+        // Zeroed by the allocator and untouched until chunks are used. No hugepage advice
+        // here: a short stream writes a few hundred bytes of its 32 KiB chunk, so 4 KiB pages
+        // zero a page per chunk where a 2 MiB page would zero every chunk it spans.
+        let bytes = vec![0u8; shape.chunk_size * shape.chunks];
+        Ok(Self::build(Storage::Heap(bytes, map), shape))
     }
 
     /// For tests written against fixed rings: `rings` buffers, each spanning `ring_size` bytes
@@ -431,18 +443,17 @@ impl RingPool {
             map_len,
         };
         shape.check()?;
-        for e in map {
-            e.store(NO_CHUNK, Ordering::Relaxed);
-        }
+        // Each buffer's map is filled when the buffer is first handed out (see `alloc`).
         Ok(Self::build(Storage::Shared(bytes, map), shape))
     }
 
     /// The most heap bytes a pool of this shape uses: the chunks and maps themselves when they
     /// are private (with `in_shared` they are in the shared region), and the per-buffer and
-    /// per-chunk bookkeeping. All of it is allocated at creation.
+    /// per-chunk bookkeeping. All of it is reserved at creation (pages are touched as buffers and
+    /// chunks are first used).
     pub fn memory_bound(shape: &PoolShape, private: bool) -> usize {
         use core::mem::size_of;
-        let per_buf = size_of::<RingMeta>() + 6 * size_of::<u32>() + size_of::<u64>() + 1;
+        let per_buf = size_of::<RingMeta>() + 6 * size_of::<u32>() + size_of::<u64>() + 3;
         let per_chunk = size_of::<u32>() + size_of::<u64>();
         let shared = if private {
             shape
@@ -466,7 +477,9 @@ impl RingPool {
         RingPool {
             shift: shape.chunk_size.trailing_zeros(),
             storage,
-            meta: vec![RingMeta::EMPTY; shape.buffers],
+            meta: Vec::with_capacity(shape.buffers),
+            meta_changed: vec![false; shape.buffers],
+            map_filled: vec![false; shape.buffers],
             free_bufs: (0..shape.buffers as u32).rev().collect(),
             allocated: vec![false; shape.buffers],
             held: vec![0; shape.buffers],
@@ -492,7 +505,20 @@ impl RingPool {
         let id = self.free_bufs.pop()?;
         let i = id as usize;
         self.allocated[i] = true;
+        if i >= self.meta.len() {
+            // Buffers are handed out lowest first, so the metadata grows as the peak number
+            // in use does; its memory is touched only then.
+            self.meta.resize(i + 1, RingMeta::EMPTY);
+        }
         self.meta[i].reset();
+        self.meta_changed[i] = true;
+        if !self.map_filled[i] {
+            let len = self.shape.map_len;
+            for e in &self.storage.map()[i * len..][..len] {
+                e.store(NO_CHUNK, Ordering::Relaxed);
+            }
+            self.map_filled[i] = true;
+        }
         self.last_pseq[i] = self.pseq;
         self.owner[i] = u32::MAX;
         self.lru_push(id);
@@ -551,7 +577,7 @@ impl RingPool {
     /// Total number of buffers.
     #[inline]
     pub fn capacity(&self) -> usize {
-        self.meta.len()
+        self.shape.buffers
     }
 
     /// Chunks currently held by streams.
@@ -599,13 +625,24 @@ impl RingPool {
     /// The metadata of a buffer.
     #[inline]
     pub fn meta(&self, id: RingId) -> &RingMeta {
-        &self.meta[id.0 as usize]
+        // A buffer never handed out has empty metadata (it has none stored yet).
+        self.meta.get(id.0 as usize).unwrap_or(&RingMeta::EMPTY)
     }
 
     /// The metadata of a buffer, writable.
     #[inline]
     pub fn meta_mut(&mut self, id: RingId) -> &mut RingMeta {
+        self.meta_changed[id.0 as usize] = true;
         &mut self.meta[id.0 as usize]
+    }
+
+    /// Whether a buffer's metadata may have changed since this was last asked (or since it
+    /// was allocated), and forgets it: the publisher writes the published copy only then.
+    #[inline]
+    pub fn take_meta_changed(&mut self, id: RingId) -> bool {
+        self.meta_changed
+            .get_mut(id.0 as usize)
+            .is_some_and(std::mem::take)
     }
 
     #[inline]
@@ -838,6 +875,44 @@ mod tests {
             buffers,
             map_len,
         }
+    }
+
+    #[test]
+    fn a_buffers_map_is_filled_when_first_handed_out_and_its_metadata_marked_changed() {
+        // Shared memory holding garbage where the maps are: a buffer's map reads "no chunk"
+        // everywhere once the buffer is handed out, whatever was there before.
+        let map: &'static [AtomicU32] = Box::leak(
+            (0..4 * 8)
+                .map(|_| AtomicU32::new(7))
+                .collect::<Box<[AtomicU32]>>(),
+        );
+        let bytes: &'static mut [u8] = Box::leak(vec![0u8; 4 * 1024].into_boxed_slice());
+        let mut p = RingPool::in_shared(1024, 8, bytes, map).unwrap();
+        assert_eq!(p.capacity(), 4);
+        let a = p.alloc().unwrap();
+        assert!((0..8).all(|k| p.map_entry(a, k) == NO_CHUNK));
+        // Buffers not handed out yet keep what was there (nobody reads them).
+        assert!(map[8..].iter().all(|e| e.load(Ordering::Relaxed) == 7));
+        assert!(
+            p.take_meta_changed(a),
+            "a new buffer's metadata is to be published"
+        );
+        assert!(!p.take_meta_changed(a), "asked once");
+        p.meta_mut(a).push_gap(Gap {
+            offset: 0,
+            len: 5,
+            kind: GapKind::Missed,
+        });
+        assert!(p.take_meta_changed(a));
+        assert_eq!(p.meta(a).gaps().count(), 1);
+        // Freed and handed out again: empty metadata, to be published again.
+        p.free(a);
+        let b = p.alloc().unwrap();
+        assert_eq!(b, a, "the buffer freed last is handed out first");
+        assert!(p.take_meta_changed(b));
+        assert_eq!(p.meta(b).gaps().count(), 0);
+        // A buffer never handed out reads as empty.
+        assert_eq!(p.meta(RingId(3)).fragments().len(), 0);
     }
 
     #[test]
