@@ -26,11 +26,12 @@
 #             (tests/peers/nids-count.c), CPU time of the whole process, on the real-traffic
 #             captures (row 6)
 # Modes alternate round by round inside every stage. The corpus (MOS_CORPUS_DIR, else
-# ../shared/corpus beside the checkout) gives the real-traffic captures: "http" is the corpus
-# capture with the most TCP connections carrying payload among those whose MANIFEST.tsv lists
-# app:http, Ethernet framing, and neither a midstream connection nor a bad TCP checksum (so
+# ../shared/corpus beside the checkout) gives the real-traffic captures: "mixed" is its
+# Ethernet pcap files one after the other (mergecap -a); "http" is those of them whose
+# MANIFEST.tsv lists app:http and neither a midstream connection nor a bad TCP checksum (so
 # that libnids, which follows a connection only from its handshake and here checks no
-# checksum, reassembles nearly what mos does); without a corpus or such a capture, the
+# checksum, reassembles nearly what mos does), merged the same way (without mergecap, the
+# one of them with the most TCP connections carrying payload). Without a corpus, the
 # synthetic http-flows capture stands in, and the table says so. A row that cannot be measured
 # (no corpus, no mergecap, no libnids-dev, fewer than 2 CPUs) is reported as not measured,
 # with the reason.
@@ -134,22 +135,29 @@ http_kind=""
 if [[ ! -f "$manifest" ]]; then
     notes+=("no corpus at $corpus (set MOS_CORPUS_DIR): row 6 on mixed traffic is not measured, and the synthetic http-flows capture stands in for real HTTP traffic")
 else
-    # Columns by name, so that a reordered MANIFEST still reads right.
-    http_name=$(awk -F'\t' '
+    # Columns by name, so that a reordered MANIFEST still reads right. Every HTTP capture
+    # that fits the rule, the one with the most TCP connections carrying payload first.
+    mapfile -t http_names < <(awk -F'\t' '
         NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
         {
             f = $col["features"]
-            if ($col["linktype"] != "ether") next
+            if ($col["linktype"] != "ether" || $col["format"] != "pcap") next
             if (f !~ /(^| )app:([a-z0-9-]+,)*http(,|$| )/) next
             if (f ~ /(^| )(midstream|bad-tcp-csum):/) next
-            n = $col["tcp_streams_with_payload"] + 0
-            p = $col["packets"] + 0
-            if (n > best || (n == best && p > bestp)) { best = n; bestp = p; name = $col["file"] }
-        }
-        END { if (name != "") print name }' "$manifest")
-    if [[ -n "$http_name" ]]; then
-        http="$corpus/pcaps/$http_name"
-        http_kind="real: $http_name, the corpus's HTTP capture with the most TCP connections and no midstream connection or bad checksum"
+            printf "%d\t%d\t%s\n", $col["tcp_streams_with_payload"], $col["packets"], $col["file"]
+        }' "$manifest" | sort -t$'\t' -k1,1nr -k2,2nr | cut -f3)
+    if [[ ${#http_names[@]} -gt 1 ]] && command -v mergecap >/dev/null 2>&1; then
+        http="$dir/http-corpus.pcap"
+        if [[ ! -s "$http" ]]; then
+            (cd "$corpus/pcaps" && mergecap -a -F pcap -w "$http.tmp" "${http_names[@]}") \
+                >"$logs/mergecap-http.txt" 2>&1 \
+                || { tail -n 20 "$logs/mergecap-http.txt" >&2; mos_die "mergecap failed"; }
+            mv "$http.tmp" "$http"
+        fi
+        http_kind="real: the corpus's ${#http_names[@]} HTTP captures with no midstream connection or bad checksum, one after the other (mergecap -a)"
+    elif [[ ${#http_names[@]} -ge 1 ]]; then
+        http="$corpus/pcaps/${http_names[0]}"
+        http_kind="real: ${http_names[0]}, the corpus's HTTP capture with the most TCP connections and no midstream connection or bad checksum"
     fi
     if ! command -v mergecap >/dev/null 2>&1; then
         notes+=("mergecap not found (Debian: apt-get install wireshark-common, or tshark): row 6 on mixed traffic is not measured")
