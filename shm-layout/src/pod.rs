@@ -172,39 +172,3 @@ mod zeroed_tests {
         assert!(super::zeroed_atomic_u32s(0).is_empty());
     }
 }
-
-/// Asks the kernel to back the 2 MiB-aligned interior of `buf` (typically a large allocation
-/// not yet touched, or its spare capacity) with transparent hugepages (`madvise(MADV_HUGEPAGE)`):
-/// a table filled from its start then costs one page fault per 2 MiB instead of one per 4 KiB.
-/// Only a hint: where the host's transparent hugepages are off, or the buffer spans no whole
-/// hugepage, nothing changes. Returns whether the kernel took the advice for some range.
-pub fn advise_hugepages<T>(buf: &[T]) -> bool {
-    const HUGE: usize = 2 << 20;
-    let start = buf.as_ptr() as usize;
-    let end = start.saturating_add(core::mem::size_of_val(buf));
-    let (lo, hi) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
-    if hi <= lo {
-        return false;
-    }
-    // SAFETY: `[lo, hi)` lies within `buf`'s memory, which this process owns. MADV_HUGEPAGE
-    // changes only how the kernel backs the range, never its contents or its mapping, so no
-    // reference into it is affected.
-    unsafe { libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE) == 0 }
-}
-
-#[cfg(test)]
-mod advise_tests {
-    #[test]
-    fn advice_keeps_contents_and_skips_buffers_without_a_whole_hugepage() {
-        let mut v: Vec<u64> = Vec::with_capacity(1 << 20);
-        // Taken or not (the host may have transparent hugepages off), the advice changes
-        // nothing a program can see.
-        let _ = super::advise_hugepages(v.spare_capacity_mut());
-        v.extend(0..1u64 << 20);
-        assert!(v.iter().enumerate().all(|(i, &x)| x == i as u64));
-        // 100 bytes never hold a whole 2 MiB page: no call is made.
-        let mut small: Vec<u8> = Vec::with_capacity(100);
-        assert!(!super::advise_hugepages(small.spare_capacity_mut()));
-        assert!(!super::advise_hugepages::<u8>(&[]));
-    }
-}

@@ -169,13 +169,9 @@ impl<V> FlowTable<V> {
             capacity > 0 && capacity < NIL as usize,
             "flow table capacity out of range"
         );
-        // Reserved whole, so the slab never doubles past the limit (nor copies itself). It
-        // fills from its start as connections come: transparent hugepages, where the host
-        // allows them, fault it in 2 MiB at a time.
-        let mut slots = Vec::with_capacity(capacity);
-        shm_layout::pod::advise_hugepages(slots.spare_capacity_mut());
         FlowTable {
-            slots,
+            // Reserved whole, so the slab never doubles past the limit (nor copies itself).
+            slots: Vec::with_capacity(capacity),
             capacity,
             index: Index::default(),
             free_head: NIL,

@@ -404,9 +404,7 @@ impl RingPool {
         // Zeroed, untouched memory: a buffer's map is filled with NO_CHUNK when the buffer is
         // first handed out (see `alloc`), so the pages of maps never used are never touched.
         let map = shm_layout::pod::zeroed_atomic_u32s(shape.buffers * shape.map_len);
-        // Zeroed by the allocator and untouched until chunks are used. No hugepage advice
-        // here: a short stream writes a few hundred bytes of its 32 KiB chunk, so 4 KiB pages
-        // zero a page per chunk where a 2 MiB page would zero every chunk it spans.
+        // Zeroed by the allocator and untouched until chunks are used.
         let bytes = vec![0u8; shape.chunk_size * shape.chunks];
         Ok(Self::build(Storage::Heap(bytes, map), shape))
     }
