@@ -1734,9 +1734,13 @@ fn publish(
     let mut worker_rxs = Vec::with_capacity(nw);
     for part in parts {
         let slots = SlotPublisher::new(part.slots, part.metas, part.tunnels);
-        let mut tracker =
-            Tracker::with_publisher(cfg.clone(), part.chunk_bytes, part.chunk_map, slots)
-                .context("cannot lay out the stream-buffer pool")?;
+        let mut tracker = Tracker::with_publisher(
+            cfg.clone(),
+            part.chunk_bytes,
+            part.chunk_map,
+            Box::new(slots),
+        )
+        .context("cannot lay out the stream-buffer pool")?;
         tracker.set_lossless(lossless);
         trackers.push(tracker);
         let (tx, rx) = std::sync::mpsc::channel();

@@ -18,15 +18,16 @@
 //! would otherwise give back the chunks it completed before whoever handles the events (the
 //! dump) could read them.
 //!
-//! With a [`SlotPublisher`] attached, every change to a connection is published into its
-//! shared-memory slot: the slot's write section opens before the connection's state or ring
-//! bytes change and closes once the new state is written.
+//! With a [`SlotSink`] attached (the shared-memory publisher implements it), every change to a
+//! connection is published into its slot: the slot's write section opens before the
+//! connection's state or ring bytes change and closes once the new state is written. The core
+//! knows publication only through that trait, as it knows event handling only through the
+//! events it returns.
 
 use crate::event::{EndReason, ErrorKind, Event, EventKind, FlowHandle, NO_FLOW};
 use crate::flow::{Endpoint, FlowKey, FlowTable, HashKeys, TunnelTable};
 use crate::parse::flags::{ACK, FIN, RST, SYN};
 use crate::parse::{TcpSegment, Tunnel};
-use crate::publish::slots::SlotPublisher;
 use crate::tcp::conn::{Conn, Stack};
 use crate::tcp::overlap::OverlapPolicy;
 use crate::tcp::reassembly::{InsertOutcome, Stream};
@@ -35,6 +36,32 @@ use crate::tcp::state::{self, SegmentFacts};
 use shm_layout::{EventMask, Hook, Side, TcpState};
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicU32;
+
+/// Where the tracker publishes connections, slot by slot (implemented by the shared-memory
+/// publisher, `publish::slots::SlotPublisher`). The tracker calls [`SlotSink::begin`] before
+/// it changes a connection's state or stream chunks, and [`SlotSink::publish`] or
+/// [`SlotSink::free`] once the change is done.
+pub trait SlotSink: std::fmt::Debug + Send {
+    /// Opens `slot`'s write section (a no-op if it is the one open), closing any other.
+    fn begin(&mut self, slot: u32);
+    /// Publishes `conn`, the connection in `slot` of `generation` (first packet through
+    /// `tunnel`), with its streams' chunks and metadata in `pool`, and closes the write
+    /// section. The stack on side `received_by`, if any, received the frame being processed.
+    fn publish(
+        &mut self,
+        slot: u32,
+        generation: u32,
+        conn: &Conn,
+        tunnel: Option<&Tunnel>,
+        pool: &mut RingPool,
+        received_by: Option<Side>,
+    );
+    /// Marks `slot` free (its connection is gone), now of `new_generation`.
+    fn free(&mut self, slot: u32, new_generation: u32);
+    /// The packet-log reference of the frame about to be processed, which becomes the
+    /// last-packet reference of the stack that receives it.
+    fn set_pkt_ref(&mut self, pkt_ref: u64);
+}
 
 /// The most connections one [`Tracker::advance`] or [`Tracker::finish_some`] call ends, so
 /// that no single call's events grow with the table (a jump in capture time past the idle
@@ -227,7 +254,7 @@ pub struct Tracker {
     /// The tunnel each connection's first packet came through, by slot.
     tunnels: TunnelTable,
     /// Where connection state is published, if anywhere.
-    publisher: Option<SlotPublisher>,
+    publisher: Option<Box<dyn SlotSink>>,
     /// Lossless mode: rings and slots of ended connections are kept until every analyzer has
     /// passed their last event.
     lossless: bool,
@@ -321,7 +348,7 @@ impl Tracker {
         cfg: TrackerConfig,
         chunk_bytes: &'static mut [u8],
         chunk_map: &'static [AtomicU32],
-        publisher: SlotPublisher,
+        publisher: Box<dyn SlotSink>,
     ) -> Result<Self, PoolError> {
         let shape = cfg.pool_shape();
         let mut pool =
@@ -424,8 +451,8 @@ impl Tracker {
     }
 
     /// The publisher, if connections are published.
-    pub fn publisher_mut(&mut self) -> Option<&mut SlotPublisher> {
-        self.publisher.as_mut()
+    pub fn publisher_mut(&mut self) -> Option<&mut (dyn SlotSink + 'static)> {
+        self.publisher.as_deref_mut()
     }
 
     /// Lossless mode: the publication sequence every analyzer must pass before the next call
@@ -779,9 +806,6 @@ impl Tracker {
         } else {
             self.pseq - 1
         };
-        if let Some(p) = self.publisher.as_mut() {
-            p.pseq = self.pseq;
-        }
     }
 
     /// The pool is (nearly) empty: takes back the in-order bytes of the least recently active

@@ -210,8 +210,9 @@ impl PubSim {
         let cfg = config(rings, tcfg.max_flows as u64 + 2, 64);
         let (region, part) = main_region(&cfg);
         let publisher = SlotPublisher::new(part.slots, part.metas, part.tunnels);
-        let tr = Tracker::with_publisher(tcfg, part.chunk_bytes, part.chunk_map, publisher)
-            .expect("tracker");
+        let tr =
+            Tracker::with_publisher(tcfg, part.chunk_bytes, part.chunk_map, Box::new(publisher))
+                .expect("tracker");
         PubSim {
             tr,
             rd: Reader::new(&region),

@@ -1018,7 +1018,7 @@ impl EventSink for PublishSink {
         self.fanout
             .publish_raw(pkt, pos, self.pkt_ref, tracker.pseq() + 1);
         if let Some(p) = tracker.publisher_mut() {
-            p.pkt_ref = self.pkt_ref;
+            p.set_pkt_ref(self.pkt_ref);
         }
         Ok(())
     }

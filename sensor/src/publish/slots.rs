@@ -5,6 +5,7 @@ use crate::event::EndReason;
 use crate::parse::{Tunnel, TunnelId};
 use crate::tcp::conn::Conn;
 use crate::tcp::ring_pool::{GapKind, RingId, RingPool};
+use crate::tracker::SlotSink;
 use core::mem::offset_of;
 use shm_layout::layout::{
     flow_flags, gap_kind, side_flags, tunnel_flags, tunnel_id, FlowData, FlowSlot, FragRec, GapRec,
@@ -35,10 +36,8 @@ pub struct SlotPublisher {
     tunnels: &'static [TunnelSlot],
     /// The slot whose write section is open, if any.
     open: Option<u32>,
-    /// The publication sequence of the call in progress (set by the tracker).
-    pub pseq: u64,
     /// Packet-log sequence of the frame being processed ([`NO_PKT`] when not logged).
-    pub pkt_ref: u64,
+    pkt_ref: u64,
 }
 
 impl SlotPublisher {
@@ -54,7 +53,6 @@ impl SlotPublisher {
             metas,
             tunnels,
             open: None,
-            pseq: 0,
             pkt_ref: NO_PKT,
         }
     }
@@ -64,10 +62,17 @@ impl SlotPublisher {
         self.slots.len()
     }
 
-    /// Opens `slot`'s write section before its connection's state or ring bytes change, so
-    /// that a reader overlapping the change retries or discards its copy.
+    fn close(&mut self) {
+        if let Some(o) = self.open.take() {
+            self.slots[o as usize].stamp.end_write();
+        }
+    }
+}
+
+/// The tracker's view of the publisher: see [`SlotSink`]'s methods.
+impl SlotSink for SlotPublisher {
     #[inline]
-    pub fn begin(&mut self, slot: u32) {
+    fn begin(&mut self, slot: u32) {
         if self.open == Some(slot) {
             return;
         }
@@ -78,17 +83,7 @@ impl SlotPublisher {
         }
     }
 
-    fn close(&mut self) {
-        if let Some(o) = self.open.take() {
-            self.slots[o as usize].stamp.end_write();
-        }
-    }
-
-    /// Publishes a connection's state into its slot, and closes the write section. The stack
-    /// on side `received_by` (if any) received the frame being processed: its last-packet
-    /// reference becomes that frame. `tunnel` is the one the connection's first packet came
-    /// through.
-    pub fn publish(
+    fn publish(
         &mut self,
         slot: u32,
         generation: u32,
@@ -204,9 +199,7 @@ impl SlotPublisher {
         self.close();
     }
 
-    /// Marks a slot free (its connection is gone): readers holding its old handle get
-    /// `EBADF` from now on.
-    pub fn free(&mut self, slot: u32, new_generation: u32) {
+    fn free(&mut self, slot: u32, new_generation: u32) {
         let Some(s) = self.slots.get(slot as usize) else {
             return;
         };
@@ -221,6 +214,10 @@ impl SlotPublisher {
         d.store(&s.words);
         s.stamp.end_write();
         self.open = None;
+    }
+
+    fn set_pkt_ref(&mut self, pkt_ref: u64) {
+        self.pkt_ref = pkt_ref;
     }
 }
 
