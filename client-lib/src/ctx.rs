@@ -15,11 +15,13 @@ use crate::flow::{endpoints, FlowId, FlowInfo};
 use crate::packet::Packet;
 use crate::regions::{Copied, Regions};
 use crate::sockopt::{OptValue, OverlapPolicy, RingFragment, SockOpt, TcpBufInfo};
-use crate::stream::{self, Chunk};
+use crate::stream::{self, Chunk, InOrder};
 use crate::timer::TimerCallback;
 use crate::watch::SensorWatch;
 use shm_layout::control::ClientMsg;
-use shm_layout::flow::{read_flow, read_flow_with_meta, read_flow_with_tunnel, read_side_tail};
+use shm_layout::flow::{
+    read_flow, read_flow_with_meta, read_flow_with_tunnel, read_side_starts, read_side_view,
+};
 use shm_layout::layout::{
     flow_flags, overlap_policy, side_flags, EventRecord, FlowData, FlowSlot, RingMeta, TunnelData,
     NO_PKT,
@@ -139,12 +141,20 @@ impl PeekState {
     /// Forgets everything about `flow`.
     pub fn forget(&mut self, flow: FlowId) {
         self.ptrs.remove(&flow);
-        self.uctx.remove(&flow);
-        self.stopped.remove(&flow);
+        // Most sockets keep no context and stop no side: nothing to look up.
+        if !self.uctx.is_empty() {
+            self.uctx.remove(&flow);
+        }
+        if !self.stopped.is_empty() {
+            self.stopped.remove(&flow);
+        }
     }
 
     /// Whether the socket stopped monitoring `side` of `flow`.
     pub fn is_stopped(&self, flow: FlowId, side: Option<Side>) -> bool {
+        if self.stopped.is_empty() {
+            return false;
+        }
         match (self.stopped.get(&flow), side) {
             (Some(s), Some(side)) => s[side.index()],
             (Some(s), None) => s[0] && s[1],
@@ -272,10 +282,15 @@ fn busy(flow: FlowId) -> Error {
 }
 
 fn check_handle(flow: FlowId, data: &FlowData) -> Result<()> {
-    if data.flags & flow_flags::LIVE == 0 {
+    check_generation(flow, data.generation, data.flags)
+}
+
+/// [`check_handle`] from the slot's generation and flags.
+fn check_generation(flow: FlowId, generation: u32, flags: u32) -> Result<()> {
+    if flags & flow_flags::LIVE == 0 {
         return Err(stale(flow, "connection gone"));
     }
-    if data.generation != flow.generation {
+    if generation != flow.generation {
         return Err(stale(flow, "slot reused"));
     }
     Ok(())
@@ -342,15 +357,18 @@ pub(crate) fn load_flow_stamped(
 
 /// Where a new reader of each side of `flow` starts.
 pub(crate) fn initial_pointers(regions: &Regions, flow: FlowId) -> Result<[Option<u64>; 2]> {
-    let mut out = [None; 2];
-    for side in [Side::Cli, Side::Svr] {
-        let (d, meta) = load_flow(regions, flow, Some(side))?;
-        out[side.index()] = Some(stream::oldest_readable(
-            &d.sides[side.index()],
-            meta.as_ref(),
-        ));
-    }
-    Ok(out)
+    let slot = flow_slot(regions, flow)?;
+    let metas = regions.ring_metas(usize::from(flow.worker))?;
+    // Both sides in one copy of the words they start from (each side's head, tail and ring,
+    // and its ring's `unknown_below`), not two copies of the whole slot and metadata.
+    let starts = patiently(&regions.sensor, || {
+        read_side_starts(slot, metas, SLOT_TRIES)
+    })
+    .ok_or_else(|| busy(flow))?;
+    check_generation(flow, starts.generation, starts.flags)?;
+    Ok(starts
+        .sides
+        .map(|(sd, below)| Some(stream::oldest_readable_below(&sd, below))))
 }
 
 /// An open socket's state; `EBADF` for a socket that is not open.
@@ -614,57 +632,61 @@ impl Ctx<'_> {
         bound: Option<u64>,
     ) -> Result<Peek> {
         let regions = self.regions;
-        self.socket(sock)?;
+        let si = side.index();
         let room = buf
             .len()
             .min(usize::try_from(regions.span).unwrap_or(usize::MAX));
-        // Most calls find nothing new (a callback per packet, while one peek may take many
-        // packets' bytes): two words of the slot tell, without copying it and its ring
-        // metadata.
         let known = socket_state(self.sockets, sock)?
             .ptrs
             .get(&flow)
-            .and_then(|p| p[side.index()]);
-        if let Some(at) = known {
-            let slot = flow_slot(regions, flow)?;
-            let t = patiently(&regions.sensor, || {
-                read_side_tail(slot, side.index(), SLOT_TRIES)
-            })
-            .ok_or_else(|| busy(flow))?;
-            if t.flags & flow_flags::LIVE != 0 && t.generation == flow.generation && at >= t.tail {
-                return Ok(Peek::NoData);
-            }
-        }
+            .and_then(|p| p[si]);
+        // Inside a callback a read stops at what the event announced: a reader already there
+        // has nothing new, whatever the sensor holds by now, and is told so without a look at
+        // the slot (the common case: the second `peek` of a callback's loop).
         if let (Some(at), Some(b)) = (known, bound) {
             if at >= b {
                 return Ok(Peek::NoData);
             }
         }
+        if !regions.peeked.load(std::sync::atomic::Ordering::Relaxed) {
+            regions
+                .peeked
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let slot = flow_slot(regions, flow)?;
+        let metas = regions.ring_metas(usize::from(flow.worker))?;
         for _ in 0..COPY_TRIES {
-            let (d, meta, stamp) = load_flow_stamped(regions, flow, Some(side))?;
-            let sd = d.sides[side.index()];
-            let ptrs = socket_state(self.sockets, sock)?
+            // The words the decision needs (generation, flags, the side, its ring's gaps),
+            // not the whole slot and metadata.
+            let v = patiently(&regions.sensor, || {
+                read_side_view(slot, metas, si, SLOT_TRIES)
+            })
+            .ok_or_else(|| busy(flow))?;
+            check_generation(flow, v.generation, v.flags)?;
+            let sd = v.side;
+            let p = socket_state(self.sockets, sock)?
                 .ptrs
                 .entry(flow)
                 .or_default();
-            let at = *ptrs[side.index()]
-                .get_or_insert_with(|| stream::oldest_readable(&sd, meta.as_ref()));
+            let at = *p[si].get_or_insert_with(|| {
+                stream::oldest_readable_below(&sd, v.meta.as_ref().map(|m| m.unknown_below))
+            });
             // Inside a callback, no further than the event announced.
             let room = match bound {
                 Some(b) if at >= b => return Ok(Peek::NoData),
                 Some(b) => room.min(usize::try_from(b - at).unwrap_or(usize::MAX)),
                 None => room,
             };
-            match stream::chunk(&sd, meta.as_ref(), at, room) {
+            match stream::chunk_in_order(&sd, v.meta.as_ref().map(InOrder::from), at, room) {
                 Chunk::NoData => return Ok(Peek::NoData),
                 Chunk::Overrun { lost } => {
-                    ptrs[side.index()] = Some(at + lost);
+                    p[si] = Some(at + lost);
                     self.counters.overruns += 1;
                     self.counters.overrun_bytes += lost;
                     return Ok(Peek::Overrun { lost });
                 }
                 Chunk::Gap { offset, len } => {
-                    ptrs[side.index()] = Some(offset + len);
+                    p[si] = Some(offset + len);
                     self.counters.gaps += 1;
                     self.counters.gap_bytes += len;
                     return Ok(Peek::Gap { offset, len });
@@ -682,17 +704,12 @@ impl Ctx<'_> {
                     // head nor given the buffer away, so no chunk under the copy was freed and
                     // the copy stands (one load). Otherwise the slot is read again to tell
                     // whether the write touched the copy.
-                    let unchanged = flow_slot(regions, flow)?.stamp.unchanged_since(stamp);
-                    if unchanged || {
+                    if slot.stamp.unchanged_since(v.stamp) || {
                         let (d2, meta2) = load_flow(regions, flow, Some(side))?;
-                        intact(&sd, &d2.sides[side.index()], meta2.as_ref(), at, true)
+                        intact(&sd, &d2.sides[si], meta2.as_ref(), at, true)
                     } {
                         no_chunk(flow, side, sd.ring, copied)?;
-                        let ptrs = socket_state(self.sockets, sock)?
-                            .ptrs
-                            .entry(flow)
-                            .or_default();
-                        ptrs[side.index()] = Some(at + len as u64);
+                        p[si] = Some(at + len as u64);
                         return Ok(Peek::Data(len));
                     }
                     self.counters.torn_copies += 1;

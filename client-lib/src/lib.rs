@@ -82,6 +82,7 @@ mod error;
 mod event;
 mod filter;
 mod flow;
+mod lookahead;
 mod mos;
 mod packet;
 mod regions;

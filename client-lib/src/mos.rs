@@ -1081,6 +1081,9 @@ impl Mos {
             consumers.push(c);
         }
         let header = regions.header();
+        // Once the analyzer peeks, what later events will have it read is prefetched while
+        // the current one is dispatched.
+        let mut ahead = vec![crate::lookahead::Lookahead::default(); regions.nworkers];
         let mut idle = 0u32;
         let mut sleep = Duration::from_micros(20);
         let mut last_sweep = Instant::now();
@@ -1118,7 +1121,10 @@ impl Mos {
                 }
                 let mut n = 0;
                 while n < BATCH {
-                    let Some(rec) = cons.peek() else { break };
+                    let Some(rec) = cons.peek_direct() else { break };
+                    if regions.peeked.load(Ordering::Relaxed) {
+                        ahead[w].step(&regions, cons, w, cons.consumed());
+                    }
                     n += 1;
                     self.counters.events += 1;
                     match Event::decode(&rec, w as u16) {

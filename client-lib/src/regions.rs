@@ -15,7 +15,7 @@ use shm_layout::layout::{
 use shm_layout::plan::{EventPlan, MainPlan};
 use shm_layout::region::{Mapping, WriteProbe};
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// What the sensor said in its `Welcome`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +52,9 @@ pub(crate) struct Regions {
     tunnels: bool,
     /// Whether the sensor is still there (a read that waits for it gives up once it is not).
     pub sensor: SensorWatch,
+    /// Set by the first `peek`: from then on the run loop prefetches what later events will
+    /// be peeked through ([`crate::lookahead`]).
+    pub peeked: AtomicBool,
 }
 
 fn proto(msg: impl Into<String>) -> Error {
@@ -148,6 +151,7 @@ impl Regions {
             welcome,
             tunnels,
             sensor,
+            peeked: AtomicBool::new(false),
         };
         // Every fixed part must be viewable before anyone relies on it.
         r.page_view()?;
@@ -343,6 +347,78 @@ impl Regions {
             done += n;
         }
         Ok(Copied::Whole)
+    }
+
+    /// Prefetches flow slot `slot` of worker `w` (out of range: nothing).
+    #[inline]
+    pub fn prefetch_slot(&self, w: usize, slot: u32) {
+        if let Some(s) = self.slots(w).ok().and_then(|s| s.get(slot as usize)) {
+            shm_layout::region::prefetch_value(s);
+        }
+    }
+
+    /// Prefetches what a copy of stream offsets `[start, end)` of side `side` of slot `slot`
+    /// will read first: the metadata of the ring the side names now, and the chunk map
+    /// entries of those offsets. The ring index is read without the seqlock (a hint): it is
+    /// returned for [`Regions::prefetch_stream`], `None` when it names no ring of the worker.
+    pub fn prefetch_ring(
+        &self,
+        w: usize,
+        slot: u32,
+        side: usize,
+        start: u64,
+        end: u64,
+    ) -> Option<u32> {
+        let s = self.slots(w).ok()?.get(slot as usize)?;
+        let ring = shm_layout::flow::side_ring_hint(s, side);
+        if let Some(m) = self.ring_metas(w).ok()?.get(ring as usize) {
+            // The head of the metadata: `ngaps` and `unknown_below`.
+            shm_layout::region::prefetch_bytes(m.words.as_ptr().cast::<u8>(), 16);
+        } else {
+            return None;
+        }
+        let map = self.chunk_map(w, ring)?;
+        let mut o = start;
+        while o < end {
+            let e = &map[((o >> self.chunk_shift) as usize) & (map.len() - 1)];
+            shm_layout::region::prefetch_value(e);
+            o = (o | (self.config.chunk_size - 1)).saturating_add(1);
+        }
+        Some(ring)
+    }
+
+    /// Prefetches the bytes of stream offsets `[start, end)` in buffer `ring` of worker `w`,
+    /// through chunk map entries read without validation (a hint: an entry that names no
+    /// chunk is skipped).
+    pub fn prefetch_stream(&self, w: usize, ring: u32, start: u64, end: u64) {
+        let (Some(map), Some(p)) = (self.chunk_map(w, ring), self.plan.workers.get(w)) else {
+            return;
+        };
+        let size = self.config.chunk_size;
+        let mut o = start;
+        while o < end {
+            let within = o & (size - 1);
+            let n = (size - within).min(end - o);
+            let entry =
+                map[((o >> self.chunk_shift) as usize) & (map.len() - 1)].load(Ordering::Relaxed);
+            if u64::from(entry) < self.config.chunks_per_worker {
+                let at = p.chunks_off + u64::from(entry) * size + within;
+                if let (Ok(at), Ok(n)) = (usize::try_from(at), usize::try_from(n)) {
+                    self.main.prefetch(at, n);
+                }
+            }
+            o += n;
+        }
+    }
+
+    /// Buffer `ring`'s chunk map in worker `w` (`None` out of range).
+    fn chunk_map(&self, w: usize, ring: u32) -> Option<&[AtomicU32]> {
+        if u64::from(ring) >= self.config.buffers_per_worker {
+            return None;
+        }
+        let maps = self.chunk_maps(w).ok()?;
+        let map_len = self.config.chunk_map_len as usize;
+        maps.get(ring as usize * map_len..)?.get(..map_len)
     }
 
     /// Worker `w`'s packet log: header, entries, and where its frame bytes start.

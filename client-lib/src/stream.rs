@@ -6,6 +6,7 @@
 //! Keeping these as pure functions of the published values lets tests state, for every case
 //! the sensor's reader distinguishes, what an analyzer gets.
 
+use shm_layout::flow::InOrderMeta;
 use shm_layout::layout::{FragRec, GapRec, RingMeta, SideData, NO_RING};
 
 /// What a reader at some offset gets next (the sensor's `ReadChunk`, before any byte is copied).
@@ -40,17 +41,60 @@ fn frags(meta: &RingMeta) -> &[FragRec] {
 /// Where a new reader's pointer starts: the oldest offset it can still get bytes or a gap
 /// record from.
 pub(crate) fn oldest_readable(side: &SideData, meta: Option<&RingMeta>) -> u64 {
-    match (side.ring, meta) {
+    oldest_readable_below(side, meta.map(|m| m.unknown_below))
+}
+
+/// [`oldest_readable`] from the one word of the ring's metadata it depends on (its
+/// `unknown_below`; `None` without metadata).
+pub(crate) fn oldest_readable_below(side: &SideData, unknown_below: Option<u64>) -> u64 {
+    match (side.ring, unknown_below) {
         (NO_RING, _) | (_, None) => side.head,
-        (_, Some(m)) => side.head.max(m.unknown_below.min(side.tail)),
+        (_, Some(below)) => side.head.max(below.min(side.tail)),
     }
 }
 
-/// The peek decision for a reader at `offset` with room for `room` bytes.
+/// What reading in order needs of a ring's metadata: its `unknown_below` and its gaps.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct InOrder<'a> {
+    pub unknown_below: u64,
+    pub gaps: &'a [GapRec],
+}
+
+impl<'a> From<&'a RingMeta> for InOrder<'a> {
+    fn from(m: &'a RingMeta) -> Self {
+        InOrder {
+            unknown_below: m.unknown_below,
+            gaps: gaps(m),
+        }
+    }
+}
+
+impl<'a> From<&'a InOrderMeta> for InOrder<'a> {
+    fn from(m: &'a InOrderMeta) -> Self {
+        InOrder {
+            unknown_below: m.unknown_below,
+            gaps: m.gaps(),
+        }
+    }
+}
+
+/// [`chunk_in_order`] from a whole copy of the metadata (the tests state the cases with it).
+#[cfg(test)]
+pub(crate) fn chunk(side: &SideData, meta: Option<&RingMeta>, offset: u64, room: usize) -> Chunk {
+    chunk_in_order(side, meta.map(InOrder::from), offset, room)
+}
+
+/// The peek decision for a reader at `offset` with room for `room` bytes, from the part of the
+/// ring's metadata it depends on ([`InOrder`]).
 ///
 /// A side that holds no ring (or whose metadata is missing) has nothing readable below its
 /// tail, so a reader behind it was overrun.
-pub(crate) fn chunk(side: &SideData, meta: Option<&RingMeta>, offset: u64, room: usize) -> Chunk {
+pub(crate) fn chunk_in_order(
+    side: &SideData,
+    meta: Option<InOrder<'_>>,
+    offset: u64,
+    room: usize,
+) -> Chunk {
     if offset >= side.tail {
         return Chunk::NoData;
     }
@@ -63,7 +107,7 @@ pub(crate) fn chunk(side: &SideData, meta: Option<&RingMeta>, offset: u64, room:
         (_, Some(m)) => m,
     };
     let mut limit = side.tail;
-    for g in gaps(meta) {
+    for g in meta.gaps {
         if gap_end(g) <= offset {
             continue;
         }

@@ -2,7 +2,8 @@
 //! metadata of the rings its sides hold.
 
 use crate::layout::{
-    flow_flags, FlowData, FlowSlot, RingMeta, RingMetaSlot, TunnelData, TunnelSlot, NO_RING,
+    flow_flags, FlowData, FlowSlot, GapRec, RingMeta, RingMetaSlot, SideData, TunnelData,
+    TunnelSlot, MAX_GAPS, NO_RING,
 };
 use crate::pod::Words;
 use crate::sync::backoff;
@@ -52,6 +53,8 @@ const TAIL_WORD: usize = (core::mem::offset_of!(FlowData, sides)
     + core::mem::offset_of!(crate::layout::SideData, tail))
     / 8;
 const SIDE_WORDS: usize = core::mem::size_of::<crate::layout::SideData>() / 8;
+/// The first word of side 0's [`SideData`]; side 1's is [`SIDE_WORDS`] further.
+const SIDES_WORD: usize = core::mem::offset_of!(FlowData, sides) / 8;
 const _: () = {
     assert!(core::mem::offset_of!(FlowData, generation) == 0);
     assert!(core::mem::offset_of!(FlowData, flags) == 4);
@@ -76,6 +79,179 @@ pub fn read_side_tail(slot: &FlowSlot, side: usize, max_tries: u32) -> Option<Si
                     generation: u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
                     flags: u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
                     tail,
+                });
+            }
+        }
+        backoff(i);
+    }
+    None
+}
+
+/// What in-order reading needs of a ring's metadata: the point below which held bytes cannot
+/// be told from skipped ones, and the gaps (the fragments are left out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InOrderMeta {
+    /// [`RingMeta::unknown_below`].
+    pub unknown_below: u64,
+    /// Gaps in use (at most [`MAX_GAPS`]).
+    pub ngaps: u32,
+    /// The gaps, oldest first; only the first `ngaps` are loaded.
+    pub gaps: [GapRec; MAX_GAPS],
+}
+
+impl InOrderMeta {
+    /// The gaps in use.
+    #[inline]
+    pub fn gaps(&self) -> &[GapRec] {
+        &self.gaps[..(self.ngaps as usize).min(MAX_GAPS)]
+    }
+}
+
+/// One side of a slot as a reader of its stream needs it, copied under the seqlock: the
+/// slot's generation and flags, the side, and its ring's [`InOrderMeta`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SideView {
+    /// The slot's generation.
+    pub generation: u32,
+    /// [`flow_flags`].
+    pub flags: u32,
+    /// The side.
+    pub side: SideData,
+    /// Its ring's metadata (`None` when the side holds no ring or its index is out of range).
+    pub meta: Option<InOrderMeta>,
+    /// The stamp the copy was taken at (as [`FlowSnapshot::stamp`]).
+    pub stamp: u64,
+}
+
+/// The words of side `side`'s [`SideData`] in a slot.
+#[inline]
+fn side_words(slot: &FlowSlot, side: usize) -> &[crate::sync::AtomicU64] {
+    let first = SIDES_WORD + (side & 1) * SIDE_WORDS;
+    &slot.words[first..first + SIDE_WORDS]
+}
+
+/// Splits the generation-and-flags word (the struct's bytes in native order: generation is
+/// bytes 0..4, flags 4..8).
+#[inline]
+fn gen_flags(word: u64) -> (u32, u32) {
+    let b = word.to_ne_bytes();
+    (
+        u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+        u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+    )
+}
+
+/// Loads the in-order part of a ring's metadata (relaxed; the caller validates).
+#[inline]
+fn load_in_order_meta(words: &[crate::sync::AtomicU64]) -> InOrderMeta {
+    use crate::sync::Ordering::Relaxed;
+    let w0 = words[0].load(Relaxed);
+    let ngaps = ((w0 >> 32) as u32).min(MAX_GAPS as u32);
+    let mut m = InOrderMeta {
+        unknown_below: words[1].load(Relaxed),
+        ngaps,
+        gaps: [GapRec::default(); MAX_GAPS],
+    };
+    let g0 = 2 + 2 * crate::layout::MAX_FRAGMENTS;
+    for (i, g) in m.gaps[..ngaps as usize].iter_mut().enumerate() {
+        g.offset = words[g0 + 3 * i].load(Relaxed);
+        g.len = words[g0 + 3 * i + 1].load(Relaxed);
+        g.kind = words[g0 + 3 * i + 2].load(Relaxed);
+    }
+    m
+}
+
+/// The ring index side `side` of a slot names now, read without the seqlock: a hint, for a
+/// reader that prefetches the ring's metadata and bytes ahead of a [`read_side_view`]; it may
+/// be torn or stale, and must never decide anything.
+#[inline]
+pub fn side_ring_hint(slot: &FlowSlot, side: usize) -> u32 {
+    const RING_WORD: usize = core::mem::offset_of!(SideData, ring) / 8;
+    const _: () = assert!(core::mem::offset_of!(SideData, ring) % 8 == 0);
+    let w = side_words(slot, side)[RING_WORD].load(crate::sync::Ordering::Relaxed);
+    // The word holds `ring` then `base_seq` in native byte order.
+    let b = w.to_ne_bytes();
+    u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// Copies what a reader of side `side`'s stream needs ([`SideView`]): the words of
+/// [`read_flow_with_meta`] that a `peek` decides on, and no others (a third of the slot and the
+/// head of the ring's metadata instead of both whole). `None` only if a writer kept the slot
+/// busy for `max_tries` attempts.
+pub fn read_side_view(
+    slot: &FlowSlot,
+    metas: &[RingMetaSlot],
+    side: usize,
+    max_tries: u32,
+) -> Option<SideView> {
+    for i in 0..max_tries {
+        if let Some(tok) = slot.stamp.begin_read() {
+            let (generation, flags) =
+                gen_flags(slot.words[GEN_FLAGS_WORD].load(crate::sync::Ordering::Relaxed));
+            let sd: SideData = crate::pod::load_direct(side_words(slot, side));
+            let meta = if sd.ring == NO_RING {
+                None
+            } else {
+                metas
+                    .get(sd.ring as usize)
+                    .map(|m| load_in_order_meta(&m.words))
+            };
+            if slot.stamp.validate(tok) {
+                return Some(SideView {
+                    generation,
+                    flags,
+                    side: sd,
+                    meta,
+                    stamp: tok.stamp(),
+                });
+            }
+        }
+        backoff(i);
+    }
+    None
+}
+
+/// What a new reader's start on each side depends on ([`read_side_starts`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SideStarts {
+    /// The slot's generation.
+    pub generation: u32,
+    /// [`flow_flags`].
+    pub flags: u32,
+    /// Per side, its [`SideData`] and its ring's `unknown_below` (`None` when the side holds
+    /// no ring or its index is out of range).
+    pub sides: [(SideData, Option<u64>); 2],
+}
+
+/// Where each side's stream starts for a new reader, as far as the slot tells it
+/// ([`SideStarts`]), copied under the seqlock in one go. `None` only if a writer kept the slot
+/// busy for `max_tries` attempts.
+pub fn read_side_starts(
+    slot: &FlowSlot,
+    metas: &[RingMetaSlot],
+    max_tries: u32,
+) -> Option<SideStarts> {
+    for i in 0..max_tries {
+        if let Some(tok) = slot.stamp.begin_read() {
+            let (generation, flags) =
+                gen_flags(slot.words[GEN_FLAGS_WORD].load(crate::sync::Ordering::Relaxed));
+            let start = |side: usize| {
+                let sd: SideData = crate::pod::load_direct(side_words(slot, side));
+                let below = if sd.ring == NO_RING {
+                    None
+                } else {
+                    metas
+                        .get(sd.ring as usize)
+                        .map(|m| m.words[1].load(crate::sync::Ordering::Relaxed))
+                };
+                (sd, below)
+            };
+            let sides = [start(0), start(1)];
+            if slot.stamp.validate(tok) {
+                return Some(SideStarts {
+                    generation,
+                    flags,
+                    sides,
                 });
             }
         }
@@ -236,6 +412,105 @@ mod tests {
         assert!(read_flow(&slot, 3).is_none());
         slot.stamp.end_write();
         assert!(read_flow(&slot, 3).is_some());
+    }
+
+    /// A slot whose client side holds ring 1 (with two gaps and a fragment) and whose server
+    /// side holds none, and the ring metadata.
+    fn slot_with_rings() -> (FlowSlot, Vec<RingMetaSlot>, FlowData, RingMeta) {
+        let slot = FlowSlot {
+            stamp: crate::seqlock::Stamp::new(),
+            words: core::array::from_fn::<_, FLOW_WORDS, _>(|_| AtomicU64::new(0)),
+        };
+        let metas: Vec<RingMetaSlot> = (0..2)
+            .map(|_| RingMetaSlot {
+                words: core::array::from_fn(|_| AtomicU64::new(0)),
+            })
+            .collect();
+        let mut d = FlowData {
+            generation: 42,
+            flags: flow_flags::LIVE,
+            serial: 3,
+            ..Default::default()
+        };
+        d.sides[0] = SideData {
+            head: 100,
+            tail: 900,
+            lost: 7,
+            ring: 1,
+            base_seq: 5,
+            state: 4,
+            ..Default::default()
+        };
+        d.sides[1] = SideData {
+            head: 20,
+            tail: 20,
+            ring: NO_RING,
+            ..Default::default()
+        };
+        let mut m = RingMeta {
+            nfrags: 1,
+            ngaps: 2,
+            unknown_below: 150,
+            ..Default::default()
+        };
+        m.frags[0] = FragRec {
+            start: 1000,
+            len: 10,
+            _pad: 0,
+        };
+        m.gaps[0] = GapRec {
+            offset: 300,
+            len: 5,
+            kind: 1,
+        };
+        m.gaps[1] = GapRec {
+            offset: 400,
+            len: 8,
+            kind: 2,
+        };
+        slot.stamp.begin_write();
+        d.store(&slot.words);
+        m.store_prefix(&metas[1].words);
+        slot.stamp.end_write();
+        (slot, metas, d, m)
+    }
+
+    #[test]
+    fn a_side_view_holds_what_the_whole_copy_holds_for_in_order_reading() {
+        let (slot, metas, d, m) = slot_with_rings();
+        for side in 0..2 {
+            let v = read_side_view(&slot, &metas, side, 3).unwrap();
+            let (whole, meta) = read_flow_with_meta(&slot, &metas, side, 3).unwrap();
+            assert_eq!((v.generation, v.flags), (d.generation, d.flags));
+            assert_eq!(v.side, whole.data.sides[side], "side {side}");
+            assert_eq!(v.stamp, whole.stamp);
+            match (v.meta, meta) {
+                (None, None) => assert_eq!(side, 1),
+                (Some(v), Some(w)) => {
+                    assert_eq!(v.unknown_below, w.unknown_below);
+                    assert_eq!(v.gaps(), &w.gaps[..w.ngaps as usize]);
+                    assert_eq!(v.gaps(), &m.gaps[..2]);
+                }
+                other => panic!("side {side}: {other:?}"),
+            }
+        }
+        assert_eq!(side_ring_hint(&slot, 0), 1);
+        assert_eq!(side_ring_hint(&slot, 1), NO_RING);
+        let starts = read_side_starts(&slot, &metas, 3).unwrap();
+        assert_eq!((starts.generation, starts.flags), (42, flow_flags::LIVE));
+        assert_eq!(starts.sides[0], (d.sides[0], Some(150)));
+        assert_eq!(starts.sides[1], (d.sides[1], None));
+        // A ring index past the metadata gives no metadata, as the whole copy does.
+        let short = &metas[..1];
+        assert_eq!(read_side_view(&slot, short, 0, 3).unwrap().meta, None);
+        assert_eq!(read_side_starts(&slot, short, 3).unwrap().sides[0].1, None);
+        assert_eq!(read_flow_with_meta(&slot, short, 0, 3).unwrap().1, None);
+        // Nothing is read under a write.
+        slot.stamp.begin_write();
+        assert!(read_side_view(&slot, &metas, 0, 3).is_none());
+        assert!(read_side_starts(&slot, &metas, 3).is_none());
+        slot.stamp.end_write();
+        assert!(read_side_view(&slot, &metas, 0, 3).unwrap().stamp > 0);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! with every padding byte an explicit field, and a multiple of 8 bytes long; every bit pattern
 //! is a valid value. That is what makes the two copies below sound.
 
-use crate::layout::{EventRecord, FlowData, PktInfo, RingMeta, TunnelData};
+use crate::layout::{EventRecord, FlowData, PktInfo, RingMeta, SideData, TunnelData};
 use crate::sync::AtomicU64;
 use core::mem::size_of;
 
@@ -69,10 +69,36 @@ pub unsafe trait Words: Copy {
     }
 }
 
+/// Loads a value from atomic words (relaxed; the caller validates it), word by word straight
+/// into the value: the same result as [`Words::load`] without its zeroed staging buffer, for
+/// readers that copy published values on every event.
+#[inline]
+pub fn load_direct<T: Words>(src: &[AtomicU64]) -> T {
+    assert_eq!(src.len(), T::WORDS);
+    let mut v = core::mem::MaybeUninit::<T>::uninit();
+    let dst = v.as_mut_ptr().cast::<u64>();
+    for (i, w) in src.iter().enumerate() {
+        // SAFETY: `T` is `WORDS * 8` bytes (the trait's contract) and `i < WORDS`, so the
+        // write is inside `v`; it is unaligned-safe whatever `T`'s alignment.
+        unsafe {
+            dst.add(i)
+                .write_unaligned(w.load(crate::sync::Ordering::Relaxed))
+        };
+    }
+    // SAFETY: the loop wrote all `WORDS * 8` bytes, and every bit pattern is a valid `T` (the
+    // trait's contract).
+    unsafe { v.assume_init() }
+}
+
 // SAFETY: `FlowData` and `SideData` are repr(C) integer-only structs with explicit padding,
 // 184 bytes (pinned in `layout`).
 unsafe impl Words for FlowData {
     const WORDS: usize = size_of::<FlowData>() / 8;
+}
+// SAFETY: repr(C), integers only (four u64, five u32, two u8 and an explicit 2-byte pad),
+// 56 bytes (asserted below).
+unsafe impl Words for SideData {
+    const WORDS: usize = size_of::<SideData>() / 8;
 }
 // SAFETY: repr(C), integers only, padding explicit, 48 bytes (pinned in `layout`).
 unsafe impl Words for TunnelData {
@@ -95,13 +121,14 @@ const _: () = {
     assert!(size_of::<FlowData>().is_multiple_of(8) && size_of::<FlowData>() / 8 <= 128);
     assert!(size_of::<RingMeta>().is_multiple_of(8) && size_of::<RingMeta>() / 8 <= 128);
     assert!(size_of::<EventRecord>().is_multiple_of(8));
+    assert!(size_of::<SideData>() == 56);
     assert!(size_of::<PktInfo>().is_multiple_of(8));
 };
 
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::layout::{FragRec, SideData};
+    use crate::layout::FragRec;
 
     #[test]
     fn flow_data_round_trips_through_words() {
@@ -126,6 +153,33 @@ mod tests {
         let words: Vec<AtomicU64> = (0..FlowData::WORDS).map(|_| AtomicU64::new(0)).collect();
         d.store(&words);
         assert_eq!(FlowData::load(&words), d);
+    }
+
+    #[test]
+    fn load_direct_reads_what_load_reads() {
+        let rec = EventRecord {
+            slot: 9,
+            generation: 4,
+            tail: 1 << 33,
+            ts_ns: 12345,
+            ..Default::default()
+        };
+        let words: Vec<AtomicU64> = (0..EventRecord::WORDS).map(|_| AtomicU64::new(0)).collect();
+        rec.store(&words);
+        assert_eq!(load_direct::<EventRecord>(&words), rec);
+        assert_eq!(
+            load_direct::<EventRecord>(&words),
+            EventRecord::load(&words)
+        );
+        let mut d = FlowData {
+            generation: 7,
+            serial: 99,
+            ..Default::default()
+        };
+        d.sides[1].tail = 5;
+        let words: Vec<AtomicU64> = (0..FlowData::WORDS).map(|_| AtomicU64::new(0)).collect();
+        d.store(&words);
+        assert_eq!(load_direct::<FlowData>(&words), d);
     }
 
     #[test]

@@ -247,6 +247,34 @@ impl<'a> Consumer<'a> {
         ))
     }
 
+    /// [`Consumer::peek`], copying the record word by word straight into the value
+    /// ([`crate::pod::load_direct`]): the same record, at less cost per event.
+    #[inline]
+    pub fn peek_direct(&self) -> Option<EventRecord> {
+        let prod = self.hdr.producer.load(Ordering::Acquire);
+        if self.next >= prod {
+            return None;
+        }
+        Some(crate::pod::load_direct(
+            &self.slots[(self.next & self.mask) as usize].words,
+        ))
+    }
+
+    /// Copies the record `k` places past the next one ([`Consumer::peek`] is `k == 0`), if it
+    /// is published, without consuming anything: for a reader that prepares its work on later
+    /// records (prefetching what they refer to) while it handles the current one.
+    #[inline]
+    pub fn peek_ahead(&self, k: u64) -> Option<EventRecord> {
+        let i = self.next.checked_add(k)?;
+        let prod = self.hdr.producer.load(Ordering::Acquire);
+        if i >= prod {
+            return None;
+        }
+        Some(crate::pod::load_direct(
+            &self.slots[(i & self.mask) as usize].words,
+        ))
+    }
+
     /// Consumes the record [`Consumer::peek`] returned: the producer may reuse its slot, and
     /// whatever it refers to may be reused by the sensor (lossless mode's rule). Does nothing
     /// when no record is published past the consumer's index (an `advance` without a `peek`

@@ -144,6 +144,53 @@ fn read_flow_returns_a_consistent_snapshot_with_its_own_stamp() {
     });
 }
 
+/// `read_side_view` (what `Ctx::peek` copies of a slot) on a real slot and ring metadata: the
+/// side and the metadata words it returns are one version, and its `stamp` is that version's.
+/// The writer changes side 0's head, tail and lost, and its ring's `unknown_below`, together.
+#[test]
+fn read_side_view_returns_a_consistent_copy_with_its_own_stamp() {
+    use shm_layout::flow::read_side_view;
+    use shm_layout::layout::{RingMetaSlot, RING_META_WORDS};
+    model(|| {
+        let slot = Arc::new(FlowSlot {
+            stamp: Stamp::new(),
+            words: core::array::from_fn::<_, FLOW_WORDS, _>(|_| AtomicU64::new(0)),
+        });
+        let metas = Arc::new(vec![RingMetaSlot {
+            words: core::array::from_fn::<_, RING_META_WORDS, _>(|_| AtomicU64::new(0)),
+        }]);
+        // Side 0's first words: head, tail, lost (its ring, word 4, stays 0: metadata 0).
+        let side0 = core::mem::offset_of!(FlowData, sides) / 8;
+        let (w, m) = (slot.clone(), metas.clone());
+        let writer = thread::spawn(move || {
+            for k in 1..=2u64 {
+                w.stamp.begin_write();
+                store_words(&w.words[side0..side0 + 3], &[k; 3]);
+                m[0].words[1].store(k, Ordering::Relaxed);
+                w.stamp.end_write();
+            }
+        });
+        if let Some(v) = read_side_view(&slot, &metas, 0, 3) {
+            let s = v.side;
+            let below = v.meta.expect("side 0 holds ring 0").unknown_below;
+            assert!(
+                s.head == s.tail && s.tail == s.lost && s.lost == below,
+                "torn copy: head {} tail {} lost {} unknown_below {below}",
+                s.head,
+                s.tail,
+                s.lost
+            );
+            assert_eq!(s.ring, 0);
+            assert_eq!(
+                s.head * 2,
+                v.stamp,
+                "the copy carries another version's stamp"
+            );
+        }
+        writer.join().unwrap();
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Event ring
 
