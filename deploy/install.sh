@@ -170,7 +170,7 @@ fi
 # The binaries.
 if [[ $build -eq 1 ]]; then
     command -v cargo >/dev/null 2>&1 || [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]] \
-        || die "cargo not found: run scripts/setup.sh first (it says how to install Rust)"
+        || die "cargo not found: run scripts/setup.sh first (it installs Rust with rustup)"
     PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
     locked=()
     [[ -f "$root/Cargo.lock" ]] && locked=(--locked)
@@ -261,6 +261,7 @@ for u in mos-sensor.service mos-analyzer@.service mos-metrics.service; do
     install_file 0644 "$tmp/$u" "$unitdir/$u"
 done
 install_file 0644 "$root/deploy/mos-sensor-dpdk.conf" "$docdir/mos-sensor-dpdk.conf"
+install_file 0644 "$root/deploy/grafana/mos.json" "$docdir/grafana-mos.json"
 install_file 0644 "$root/README.md" "$docdir/README.md"
 for d in "$root"/docs/*.md; do
     install_file 0644 "$d" "$docdir/docs/$(basename "$d")"

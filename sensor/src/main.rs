@@ -83,7 +83,7 @@ use std::time::{Duration, Instant};
 /// input, --allow-group the file's whole list of groups); the input may come from the file
 /// alone.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "mos-sensor", version, about, long_about)]
+#[command(name = "mos-sensor", version = shm_layout::version!(), about, long_about)]
 #[command(group(ArgGroup::new("input").args(["pcap", "dpdk", "iface"])))]
 struct Args {
     /// Read settings from this TOML file (default: /etc/mos/sensor.toml when it exists, or the

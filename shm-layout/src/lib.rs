@@ -20,6 +20,7 @@ pub mod ring;
 pub mod seqlock;
 pub mod status;
 mod sync;
+pub mod version;
 pub mod wake;
 
 pub use codes::{EventMask, Hook, Side, TcpState, MOS_SIDE_BOTH};

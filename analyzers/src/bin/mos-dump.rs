@@ -19,7 +19,7 @@ use std::time::Duration;
 /// (it went away or detached this analyzer: exit 1), it still writes DIR/flows.jsonl, the
 /// connections open then written as far as they got and marked "cut_short": true.
 #[derive(clap::Parser, Debug)]
-#[command(name = "mos-dump", version)]
+#[command(name = "mos-dump", version = shm_layout::version!())]
 struct Args {
     /// Directory to write into (created if missing).
     #[arg(long, value_name = "DIR")]

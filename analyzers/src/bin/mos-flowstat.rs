@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 /// its sensor (it went away or detached this analyzer) it prints the last table and exits 1,
 /// the summary in its error line.
 #[derive(clap::Parser, Debug)]
-#[command(name = "mos-flowstat", version)]
+#[command(name = "mos-flowstat", version = shm_layout::version!())]
 struct Args {
     #[command(flatten)]
     attach: AttachArgs,

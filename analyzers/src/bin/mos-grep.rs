@@ -50,7 +50,7 @@ const PROG: &str = "mos-grep";
 #[derive(clap::Parser, Debug)]
 #[command(
     name = "mos-grep",
-    version,
+    version = shm_layout::version!(),
     group = clap::ArgGroup::new("patterns").required(true).multiple(true)
         .args(["literal", "regex", "file"])
 )]

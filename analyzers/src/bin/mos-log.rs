@@ -33,7 +33,7 @@ use std::time::Duration;
 /// end_reason). At the end, a summary on stderr: connections, records per log, weirds, events
 /// taken and dropped by the sensor, records the output dropped.
 #[derive(clap::Parser, Debug)]
-#[command(name = "mos-log", version)]
+#[command(name = "mos-log", version = shm_layout::version!())]
 struct Args {
     /// The logs to write, comma-separated, from conn, http, tls, ssh, weird. Without http,
     /// tls, ssh and weird no stream is read (conn records then have no service); weird alone

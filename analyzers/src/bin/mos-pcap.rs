@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 /// For example, the connections in whose streams mos-grep finds "passwd" (mos-grep writes its
 /// matches to stdout): mos-grep -e passwd | mos-pcap --matches - --out hits.pcapng
 #[derive(clap::Parser, Debug)]
-#[command(name = "mos-pcap", version)]
+#[command(name = "mos-pcap", version = shm_layout::version!())]
 struct Args {
     /// The file to write; - for stdout.
     #[arg(long, value_name = "FILE")]
