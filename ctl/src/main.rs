@@ -1,9 +1,10 @@
 //! `mos-ctl`: asks a running `mos-sensor` for its state over the control socket and prints it
-//! as text, JSON or Prometheus metrics, or serves the metrics over HTTP
-//! (`mos-ctl metrics --listen ADDR`).
+//! as text, JSON or Prometheus metrics, serves the metrics over HTTP
+//! (`mos-ctl metrics --listen ADDR`), or shows it live in the terminal (`mos-ctl top`).
 
 mod metrics_server;
 mod query;
+mod top;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -21,16 +22,17 @@ use std::time::Duration;
 /// mos-ctl asks the sensor over its control socket (a status request, which attaches nothing
 /// and never holds the sensor up); the sensor answers only users it lets attach analyzers
 /// (root, its own user, --allow-user and --allow-group). A sensor that does not take the
-/// connection or does not answer within --timeout is an error. Exits with 1 on any error.
+/// connection or does not answer within --timeout is an error. Exits with 1 on any error (2
+/// for `top` without a terminal).
 #[derive(Debug, Parser)]
-#[command(name = "mos-ctl", version, about, long_about)]
+#[command(name = "mos-ctl", version = shm_layout::version!(), about, long_about)]
 struct Cli {
     /// The sensor's control socket.
     #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_PATH)]
     control: PathBuf,
 
     /// How long to wait for the sensor, from the connect to its answer: a positive number of
-    /// seconds, at most 86400 (with metrics --listen, for each request to the sensor).
+    /// seconds, at most 86400 (with metrics --listen and top, for each request to the sensor).
     #[arg(
         long,
         global = true,
@@ -69,6 +71,39 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
     },
+    /// Shows the sensor live in the terminal until q: packets/s and bit/s over the last minutes
+    /// as sparklines, flows, drops by cause, and one row per analyzer with its lag as a bar.
+    ///
+    /// Every --interval mos-ctl sends the sensor the same status request as `mos-ctl status`
+    /// and draws the answer: rates come from the change of the sensor's counters between two
+    /// answers (the sensor copies its counters about once a second, so an interval without a
+    /// copy shows the last rate until the next one and then shares its increase). The
+    /// sparklines show one bar per interval, as many as the terminal is wide, with the last,
+    /// mean and peak rate; drops by cause show each total and its rate, in red while it grows;
+    /// each analyzer's row shows its name, pid, user, events consumed (total and per second),
+    /// events dropped for a full ring, records it says it dropped itself, its heartbeat's age
+    /// and its lag (events published to it and not read yet), with a bar on a logarithmic
+    /// scale: a seventh of the bar per tenfold, full at ten million.
+    ///
+    /// A sensor that does not answer the first request is an error (status 1, as for status).
+    /// One that stops answering later (stopped, restarted, stuck past --timeout) is said so on
+    /// a red line with the reason, its last report staying on screen, and asked again every
+    /// interval; a restarted sensor is followed from its new counters.
+    ///
+    /// q, Esc or Ctrl-C quit with status 0; SIGINT, SIGTERM or SIGHUP quit with 128 plus the
+    /// signal's number; the terminal is restored either way. Standard output must be a
+    /// terminal: otherwise mos-ctl says so and exits with 2 (for text, use status).
+    Top {
+        /// Seconds between two requests to the sensor (and two refreshes), from 0.2 to 3600.
+        #[arg(
+            long,
+            value_name = "SECONDS",
+            default_value = top::DEFAULT_INTERVAL,
+            value_parser = top::parse_interval,
+            allow_negative_numbers = true
+        )]
+        interval: Duration,
+    },
 }
 
 fn main() -> ExitCode {
@@ -81,6 +116,25 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if let Command::Top { interval } = cli.command {
+        let opts = top::Options {
+            control: cli.control.clone(),
+            timeout: cli.timeout,
+            interval,
+        };
+        return match top::run(&opts) {
+            Ok(top::Exit::Quit) => ExitCode::SUCCESS,
+            Ok(top::Exit::Signal(n)) => ExitCode::from(128u8.saturating_add(n as u8)),
+            Err(e) => {
+                eprintln!("mos-ctl: error: {e:#}");
+                if e.is::<top::NotATerminal>() {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+        };
+    }
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -106,6 +160,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Status { json: false } => render_text(&report),
         Command::Status { json: true } => status_json(&report)?,
         Command::Metrics { .. } => render_prometheus(&report),
+        Command::Top { .. } => unreachable!("top runs on its own"),
     };
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
