@@ -224,21 +224,28 @@ struct SensorStats {
     rss_shmem_kib: u64,
 }
 
-fn parse_stats(stderr: &str) -> Result<SensorStats> {
-    let line = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("mos-sensor: stats "))
-        .context("the sensor printed no stats line")?;
-    let kv: BTreeMap<&str, &str> = line
+/// The first line of `text` that starts with `prefix`, after it, and its `key=value` fields.
+fn key_values<'a>(text: &'a str, prefix: &str) -> Option<(&'a str, BTreeMap<&'a str, &'a str>)> {
+    let line = text.lines().find_map(|l| l.strip_prefix(prefix))?;
+    let kv = line
         .split_whitespace()
         .filter_map(|f| f.split_once('='))
         .collect();
-    let u = |k: &str| -> Result<u64> {
-        kv.get(k)
-            .with_context(|| format!("stats line without {k}: {line}"))?
-            .parse()
-            .with_context(|| format!("stats {k}"))
-    };
+    Some((line, kv))
+}
+
+/// Field `k` of a line's `key=value` fields as a number; `what` names the line in errors.
+fn number(kv: &BTreeMap<&str, &str>, k: &str, line: &str, what: &str) -> Result<u64> {
+    kv.get(k)
+        .with_context(|| format!("{what} without {k}: {line}"))?
+        .parse()
+        .with_context(|| format!("{what} {k}"))
+}
+
+fn parse_stats(stderr: &str) -> Result<SensorStats> {
+    let (line, kv) =
+        key_values(stderr, "mos-sensor: stats ").context("the sensor printed no stats line")?;
+    let u = |k: &str| number(&kv, k, line, "stats line");
     Ok(SensorStats {
         replay_s: kv
             .get("replay_s")
@@ -405,20 +412,9 @@ fn run_nids(bins: &Bins, pcap: &Path, tag: &str) -> Result<NidsRun> {
 
 /// The peer's `nids-count: conns=N bytes=B evicted=E warnings=W` line (CPU time left 0).
 fn parse_nids(stdout: &str) -> Result<NidsRun> {
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("nids-count: "))
+    let (line, kv) = key_values(stdout, "nids-count: ")
         .context("the libnids peer printed no nids-count line")?;
-    let kv: BTreeMap<&str, &str> = line
-        .split_whitespace()
-        .filter_map(|f| f.split_once('='))
-        .collect();
-    let u = |k: &str| -> Result<u64> {
-        kv.get(k)
-            .with_context(|| format!("nids-count line without {k}"))?
-            .parse()
-            .with_context(|| format!("nids-count {k}"))
-    };
+    let u = |k: &str| number(&kv, k, line, "nids-count line");
     Ok(NidsRun {
         conns: u("conns")?,
         bytes: u("bytes")?,
