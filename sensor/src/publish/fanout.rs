@@ -611,7 +611,6 @@ impl Fanout {
         let mut recs = std::mem::take(&mut self.recs);
         recs.clear();
         recs.extend(events.iter().map(|ev| record(ev, w, pkt_ref)));
-        let lossless = self.opts.lossless && !self.stopping();
         let mut i = 0;
         while i < self.members.len() {
             let mut pushed = 0u64;
@@ -622,6 +621,8 @@ impl Fanout {
             // The sockets of the event at `ev_i`, found once even if the push waits.
             let mut socks = None;
             while ev_i < events.len() {
+                // Read again after every wait: once the sensor is stopping, a full ring drops.
+                let lossless = self.opts.lossless && !self.stopping();
                 let Member {
                     a,
                     sub,
