@@ -3,9 +3,9 @@
 //! front).
 //!
 //! The ABI version is written out as a literal in [`abi_version!`](crate::abi_version) so that
-//! [`version!`](crate::version) can build the whole line with `concat!` at compile time (clap
+//! [`version!`](macro@crate::version) can build the whole line with `concat!` at compile time (clap
 //! takes a `&'static str`); a `const` assertion below ties the literal to
-//! [`ABI_MAJOR`](crate::layout::ABI_MAJOR) and [`ABI_MINOR`](crate::layout::ABI_MINOR), so one
+//! [`ABI_MAJOR`] and [`ABI_MINOR`], so one
 //! cannot change without the other.
 
 use crate::layout::{ABI_MAJOR, ABI_MINOR};

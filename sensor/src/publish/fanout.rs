@@ -484,7 +484,7 @@ impl Fanout {
             .unwrap_or(u64::MAX)
     }
 
-    /// [`Fanout::passed`], read again from the analyzers' rings every [`PASSED_EVERY`] calls
+    /// [`Fanout::passed`], read again from the analyzers' rings every 16 calls
     /// only (a lower value than theirs by then: what was passed stays passed). `pseq` is the
     /// publication sequence of the latest call, which caps the value read.
     pub fn passed_recent(&mut self, pseq: u64) -> u64 {
