@@ -55,7 +55,7 @@ pub fn draw(f: &mut Frame, m: &Model, info: &Info) {
         Constraint::Length(n as u16 + 3),
     ])
     .split(f.area());
-    f.render_widget(Paragraph::new(title(m, info)), rows[0]);
+    f.render_widget(Paragraph::new(title(m, info, rows[0].width)), rows[0]);
     f.render_widget(Paragraph::new(connection(m, info)), rows[1]);
     let interval = info.interval;
     spark(
@@ -83,36 +83,55 @@ pub fn draw(f: &mut Frame, m: &Model, info: &Info) {
 }
 
 /// `mos-sensor VERSION (pid N), STATE · INPUT (MODE, N workers) · up ...`, and the keys.
-fn title(m: &Model, info: &Info) -> Line<'static> {
-    let mut spans = vec![
-        Span::from(" mos-ctl top ").reversed().bold(),
-        Span::raw(" "),
-    ];
+/// When the line is wider than `width`, the middle of the input (a long capture path, say)
+/// gives way first, so the state, the uptime and the keys stay readable.
+fn title(m: &Model, info: &Info, width: u16) -> Line<'static> {
+    let head = Span::from(" mos-ctl top ").reversed().bold();
+    let keys = format!(
+        " · every {} · q quits",
+        human_duration(info.interval.as_millis() as u64)
+    );
+    let mut spans = vec![head, Span::raw(" ")];
     if let Some(r) = &m.report {
-        spans.push(
-            format!(
-                "mos-sensor {} (pid {}), {}",
-                r.version, r.sensor_pid, r.state
-            )
-            .bold(),
+        let sensor = format!(
+            "mos-sensor {} (pid {}), {}",
+            r.version, r.sensor_pid, r.state
         );
-        spans.push(Span::raw(format!(
-            " · {} ({}, {} worker{}) · up {}",
-            r.input,
+        let rest = format!(
+            " ({}, {} worker{}) · up {}",
             r.mode,
             r.workers,
             if r.workers == 1 { "" } else { "s" },
             human_duration(r.uptime_ms)
-        )));
+        );
+        let fixed = spans.iter().map(|s| s.width()).sum::<usize>()
+            + sensor.chars().count()
+            + " · ".chars().count()
+            + rest.chars().count()
+            + keys.chars().count();
+        let input = elide_middle(&r.input, usize::from(width).saturating_sub(fixed));
+        spans.push(sensor.bold());
+        spans.push(Span::raw(format!(" · {input}{rest}")));
     }
-    spans.push(
-        format!(
-            " · every {} · q quits",
-            human_duration(info.interval.as_millis() as u64)
-        )
-        .dark_gray(),
-    );
+    spans.push(keys.dark_gray());
     Line::from(spans)
+}
+
+/// `s` cut to at most `max` characters by putting `…` in place of its middle; a third of
+/// what is kept comes from the start, the rest from the end (where a path's file name is).
+/// Never shorter than 8 characters, so something of it always shows.
+fn elide_middle(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    let max = max.max(8);
+    if n <= max {
+        return s.to_string();
+    }
+    let head = (max - 1) / 3;
+    let tail = max - 1 - head;
+    let mut out: String = s.chars().take(head).collect();
+    out.push('…');
+    out.extend(s.chars().skip(n - tail));
+    out
 }
 
 /// Whether the sensor answers; while it does not, why and for how long.
@@ -443,6 +462,28 @@ mod tests {
             filled.abs_diff(want) <= 1,
             "{filled} of {width} cells filled for 999 events: {row}"
         );
+    }
+
+    #[test]
+    fn a_long_input_path_gives_way_in_its_middle_so_the_keys_stay_on_the_title_line() {
+        let mut m = Model::new();
+        let mut r = report(0, 0);
+        r.input = format!("pcap /{}/trace-of-tuesday.pcapng", "deep/".repeat(40));
+        m.ingest(0.0, Ok(r));
+        let s = screen(&m, 0.0, 160, 48);
+        let title = s.lines().next().unwrap();
+        assert!(title.contains("every 1.0s · q quits"), "{title}");
+        assert!(title.contains("pcap /deep/"), "{title}");
+        assert!(title.contains("…"), "{title}");
+        assert!(
+            title.contains("trace-of-tuesday.pcapng (lossless, 2 workers)"),
+            "{title}"
+        );
+        // A short input is shown whole.
+        let s = screen(&m, 0.0, 400, 48);
+        assert!(s.contains("trace-of-tuesday") && !s.lines().next().unwrap().contains('…'));
+        assert_eq!(elide_middle("abcdefghijkl", 10), "abc…ghijkl");
+        assert_eq!(elide_middle("abc", 1), "abc");
     }
 
     #[test]
