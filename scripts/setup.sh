@@ -28,11 +28,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # libnids-dev: the libnids peer scripts/bench.sh measures the sensor against (tests/peers/),
 # whose mixed capture is merged with tshark's companion mergecap (wireshark-common); curl,
 # ca-certificates: rustup's installer, when Rust is missing; tmux: the test of mos-ctl top;
-# dpkg-dev, fakeroot, lintian: building and checking the Debian packages (scripts/package.sh);
+# dpkg-dev, debhelper, fakeroot, lintian: building and checking the Debian packages (scripts/package.sh);
 # man-db, groff-base: rendering the manual pages in their tests; debootstrap,
 # systemd-container: the Debian 12 root the packages are installed into and booted with
 # systemd-nspawn in the booted test.
-MOS_APT_PACKAGES=(libdpdk-dev dpdk libpcap-dev clang pkg-config ethtool iproute2 python3 systemd tcpdump gcc g++ make tshark redis-server librdkafka-dev libnids-dev curl ca-certificates tmux dpkg-dev fakeroot lintian man-db groff-base debootstrap systemd-container)
+MOS_APT_PACKAGES=(libdpdk-dev dpdk libpcap-dev clang pkg-config ethtool iproute2 python3 systemd tcpdump gcc g++ make tshark redis-server librdkafka-dev libnids-dev curl ca-certificates tmux dpkg-dev debhelper fakeroot lintian man-db groff-base debootstrap systemd-container)
 
 rustup_url=${MOS_RUSTUP_URL:-https://sh.rustup.rs}
 

@@ -3,13 +3,16 @@
 #
 #   scripts/test.sh [--no-setup] [--no-apt] [--only STAGE[,STAGE...]]
 #
-# Stages, in order: fmt clippy build unit loom integration doc fuzz
+# Stages, in order: fmt clippy build package unit loom integration doc fuzz
 #   fmt          cargo fmt --check
 #   clippy       cargo clippy on every target, warnings are errors
 #   build        release build of every binary and example analyzer (mos-log and mos-grep with
 #                their Kafka output, cargo feature mos-analyzers/kafka, as in every stage), and of
 #                the C library libmos (libmos.so, libmos.a): the integration tests run, install
 #                and link them
+#   package      the Debian packages of that build (scripts/package.sh --no-build) into
+#                target/debian; the integration stage's tests/tests/package.rs lints,
+#                installs and purges them (MOS_DEB_DIR)
 #   unit         every test of the crates other than mos-tests (unit tests beside the code,
 #                the TCP core's API tests in sensor/tests, doc tests), debug build
 #   loom         the loom models of the shared-memory protocols (seqlock, event ring, packet
@@ -28,7 +31,7 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-all_stages=(fmt clippy build unit loom integration doc fuzz)
+all_stages=(fmt clippy build package unit loom integration doc fuzz)
 run_setup=1
 setup_args=()
 only=""
@@ -42,7 +45,7 @@ while [[ $# -gt 0 ]]; do
             only=$2
             shift 2
             ;;
-        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) mos_die "test: unknown argument: $1 (try --help)" ;;
     esac
 done
@@ -161,6 +164,11 @@ kafka="--features mos-analyzers/kafka"
     run_stage clippy cargo clippy --workspace --all-targets $kafka $locked -- -D warnings
     run_stage build bash -c "cargo build --workspace --release --bins --examples $kafka $locked &&
         cargo build --release -p mos-capi --lib $locked"
+    run_stage package bash "$MOS_ROOT/scripts/package.sh" --no-build --out "$target_dir/debian"
+    if [[ " ${wanted[*]} " == *" package "* ]]; then
+        # The packages this run made are the ones tests/tests/package.rs checks.
+        export MOS_DEB_DIR="$target_dir/debian"
+    fi
     run_stage unit cargo test --workspace --exclude mos-tests --no-fail-fast $kafka $locked
     # Its own target directory: --cfg loom rebuilds every dependency differently.
     run_stage loom env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$target_dir/loom" \

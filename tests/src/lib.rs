@@ -5,6 +5,7 @@
 pub mod addr;
 pub mod audit;
 pub mod bench;
+pub mod debroot;
 pub mod disagreements;
 pub mod dumps;
 pub mod flows;
