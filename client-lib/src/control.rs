@@ -38,6 +38,9 @@ pub(crate) enum Polled {
 pub(crate) struct ControlSocket {
     fd: OwnedFd,
     path: PathBuf,
+    /// Where messages are received: made once, so that the run loop's looks at an idle
+    /// socket cost a system call and no allocation.
+    buf: Box<[u8]>,
 }
 
 impl ControlSocket {
@@ -97,6 +100,7 @@ impl ControlSocket {
         Ok(ControlSocket {
             fd,
             path: path.to_path_buf(),
+            buf: vec![0u8; MAX_MESSAGE].into_boxed_slice(),
         })
     }
 
@@ -147,7 +151,7 @@ impl ControlSocket {
 
     /// Receives one message, waiting at most `timeout` (`None`: forever); `Polled::Empty` when
     /// the time ran out.
-    pub fn recv_timeout(&self, timeout: Option<Duration>) -> Result<Polled> {
+    pub fn recv_timeout(&mut self, timeout: Option<Duration>) -> Result<Polled> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -171,13 +175,12 @@ impl ControlSocket {
     }
 
     /// Receives one message if one is waiting, without blocking.
-    pub fn try_recv(&self) -> Result<Polled> {
-        let mut buf = vec![0u8; MAX_MESSAGE];
+    pub fn try_recv(&mut self) -> Result<Polled> {
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
         let res = recvmsg(
             &self.fd,
-            &mut [IoSliceMut::new(&mut buf)],
+            &mut [IoSliceMut::new(&mut self.buf)],
             &mut control,
             RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
         );
@@ -209,7 +212,7 @@ impl ControlSocket {
                 "the sensor sent a control message larger than the protocol allows",
             ));
         }
-        let msg = decode::<SensorMsg>(&buf[..got.bytes.min(buf.len())])
+        let msg = decode::<SensorMsg>(&self.buf[..got.bytes.min(self.buf.len())])
             .map_err(|e| Error::new(Errno::EPROTO, format!("from the sensor: {e}")))?;
         Ok(Polled::Msg(msg, fds))
     }

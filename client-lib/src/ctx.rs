@@ -122,7 +122,7 @@ pub struct Counters {
 /// context; the sides it stopped monitoring. All of it goes when the flow ends.
 #[derive(Default)]
 pub(crate) struct PeekState {
-    pub ptrs: crate::flow::FlowMap<[Option<u64>; 2]>,
+    pub ptrs: crate::flow::SlotMap<[Option<u64>; 2]>,
     pub uctx: crate::flow::FlowMap<Box<dyn Any>>,
     pub stopped: crate::flow::FlowMap<[bool; 2]>,
 }
@@ -140,7 +140,7 @@ impl std::fmt::Debug for PeekState {
 impl PeekState {
     /// Forgets everything about `flow`.
     pub fn forget(&mut self, flow: FlowId) {
-        self.ptrs.remove(&flow);
+        self.ptrs.remove(flow);
         // Most sockets keep no context and stop no side: nothing to look up.
         if !self.uctx.is_empty() {
             self.uctx.remove(&flow);
@@ -585,7 +585,7 @@ impl Ctx<'_> {
         self.socket(sock)?;
         let (d, meta) = load_flow(regions, flow, Some(side))?;
         let state = self.socket(sock)?;
-        let ptrs = state.ptrs.entry(flow).or_default();
+        let ptrs = state.ptrs.get_or_default(flow);
         Ok(*ptrs[side.index()]
             .get_or_insert_with(|| stream::oldest_readable(&d.sides[side.index()], meta.as_ref())))
     }
@@ -638,7 +638,7 @@ impl Ctx<'_> {
             .min(usize::try_from(regions.span).unwrap_or(usize::MAX));
         let known = socket_state(self.sockets, sock)?
             .ptrs
-            .get(&flow)
+            .get(flow)
             .and_then(|p| p[si]);
         // Inside a callback a read stops at what the event announced: a reader already there
         // has nothing new, whatever the sensor holds by now, and is told so without a look at
@@ -664,10 +664,7 @@ impl Ctx<'_> {
             .ok_or_else(|| busy(flow))?;
             check_generation(flow, v.generation, v.flags)?;
             let sd = v.side;
-            let p = socket_state(self.sockets, sock)?
-                .ptrs
-                .entry(flow)
-                .or_default();
+            let p = socket_state(self.sockets, sock)?.ptrs.get_or_default(flow);
             let at = *p[si].get_or_insert_with(|| {
                 stream::oldest_readable_below(&sd, v.meta.as_ref().map(|m| m.unknown_below))
             });

@@ -302,7 +302,7 @@ impl Lookout {
     /// to drain, so a sensor killed in that wait did not send it.)
     fn drain_over(
         &mut self,
-        control: &ControlSocket,
+        control: &mut ControlSocket,
         sensor: &crate::watch::SensorWatch,
         done: &mut bool,
     ) -> bool {
@@ -349,7 +349,7 @@ impl Mos {
     /// the connection or does not answer within 10 s (`ETIMEDOUT`). The first two are tried
     /// again for [`AttachOptions::wait`] before they are reported.
     pub fn attach(opts: &AttachOptions) -> Result<Mos> {
-        let control = connect_waiting(&opts.control, opts.wait)?;
+        let mut control = connect_waiting(&opts.control, opts.wait)?;
         control.send(&ClientMsg::Hello {
             abi_major: ABI_MAJOR,
             abi_minor: ABI_MINOR,
@@ -1151,7 +1151,7 @@ impl Mos {
                     since_look += 1;
                     if since_look >= LOOK_EVERY_EVENTS {
                         since_look = 0;
-                        if lookout.drain_over(&self.control, &regions.sensor, &mut self.done) {
+                        if lookout.drain_over(&mut self.control, &regions.sensor, &mut self.done) {
                             drain_over = true;
                             break;
                         }
@@ -1293,9 +1293,9 @@ impl Mos {
                 }
                 // The socket first sees the flow now: its readers start at the oldest bytes
                 // still held (a stale handle gets no pointers; its peeks fail with EBADF).
-                if let std::collections::hash_map::Entry::Vacant(e) = state.ptrs.entry(flow) {
+                if !state.ptrs.contains(flow) {
                     if let Ok(p) = initial_pointers(d.regions, flow) {
-                        e.insert(p);
+                        state.ptrs.insert(flow, p);
                     }
                 }
             }
@@ -1333,7 +1333,12 @@ impl Mos {
         let gone = |flow: &FlowId| matches!(load_flow(regions, *flow, None), Err(e) if e.errno() == Errno::EBADF);
         let mut flows: Vec<FlowId> = Vec::new();
         for s in self.sockets.iter().flatten() {
-            flows.extend(s.ptrs.keys().chain(s.uctx.keys()).chain(s.stopped.keys()));
+            flows.extend(
+                s.ptrs
+                    .keys()
+                    .chain(s.uctx.keys().copied())
+                    .chain(s.stopped.keys().copied()),
+            );
         }
         for regs in &self.callbacks {
             flows.extend(regs.iter().filter_map(|r| r.flow));

@@ -184,14 +184,12 @@ impl SlotSink for SlotPublisher {
         if same_flow {
             // Only the words that change after creation: flags, ports and end reason,
             // last_ns, and both sides.
-            let mut w = [0u64; FlowData::WORDS];
-            d.to_words(&mut w);
             for i in [0, PORT_WORD, LAST_NS_WORD] {
-                s.words[i].store(w[i], Ordering::Relaxed);
+                s.words[i].store(d.word(i), Ordering::Relaxed);
             }
             let first = side_word(0, 0);
-            for (dst, v) in s.words[first..].iter().zip(&w[first..]) {
-                dst.store(*v, Ordering::Relaxed);
+            for (i, dst) in s.words.iter().enumerate().skip(first) {
+                dst.store(d.word(i), Ordering::Relaxed);
             }
         } else {
             d.store(&s.words);
