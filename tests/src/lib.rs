@@ -14,6 +14,7 @@ pub mod known;
 pub mod locate;
 pub mod matcher;
 pub mod netns;
+pub mod nspawn;
 pub mod pcap;
 pub mod procs;
 pub mod runner;

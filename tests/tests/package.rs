@@ -1,6 +1,6 @@
 //! The Debian packages as an operator gets them: `mos`, `libmos0` and `libmos-dev`, made by
 //! `scripts/package.sh`, pass lintian without errors, and installed with `dpkg --root` into a
-//! throwaway Debian 12 system (a debootstrap minbase root, cached under target/debroot/, with
+//! throwaway Debian 12 system (a debootstrap minbase root, cached under target/nspawn/ by mos_tests::debroot, with
 //! the packages' dependencies, systemd, gcc and make; maintainer scripts run chrooted into it as
 //! dpkg does on a real host):
 //!
@@ -25,9 +25,8 @@
 //! installs them) and, the first time, the Debian mirror (see mos_tests::debroot).
 
 use anyhow::{anyhow, ensure, Context, Result};
-use mos_tests::debroot::{chroot, run_ok, CachedRoot};
+use mos_tests::debroot::{base_root, chroot, run_ok, ScratchRoot};
 use mos_tests::locate::{target_dir, workspace_root};
-use mos_tests::runner::ScratchDir;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -247,11 +246,9 @@ fn installs_runs_and_purges_without_a_trace() -> Result<()> {
             }
         }
     }
-    let include: Vec<&str> = include.iter().map(String::as_str).collect();
-    let cached = CachedRoot::get(&include)?;
-    let scratch = ScratchDir::new("package")?;
-    let root = scratch.path().join("root");
-    cached.copy_to(&root)?;
+    let include: Vec<String> = include.into_iter().collect();
+    let scratch = ScratchRoot::copy_of(&base_root(&include)?, "package-test")?;
+    let root = scratch.path().to_path_buf();
     let before = file_list(&root)?;
 
     run_ok(
