@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # Install mos: build in release mode, then install the binaries (mos-sensor, mos-ctl,
 # mos-flowstat, mos-dump, mos-log, mos-grep, mos-pcap), the C library libmos (shared and
-# static, its headers and its pkg-config file libmos.pc), the systemd units (sensor,
-# analyzers, metrics server), the default configuration and environment files, the hugepage
-# script and the documentation; on a system install also the group mos (whose members may
-# attach analyzers) and the system user mos-sensor the sensor runs as. Idempotent: running it again updates binaries, library, units
-# and documents and keeps an edited configuration.
+# static, its headers and its pkg-config file libmos.pc), the manual pages (one per binary,
+# mos-sensor.toml(5) and the C API's libmos(3) and mtcp_*(3), gzipped), bash and zsh
+# completions, the systemd units (sensor, analyzers, metrics server), the default
+# configuration and environment files, the hugepage script and the documentation; on a system
+# install also the group mos (whose members may attach analyzers) and the system user
+# mos-sensor the sensor runs as. Idempotent: running it again updates binaries, library,
+# pages, units and documents and keeps an edited configuration.
 #
 #   deploy/install.sh [options]
 #   deploy/install.sh --uninstall [--purge] [options]
 #
 #   --prefix DIR      where binaries, library and documents go (default /usr/local): DIR/bin,
 #                     DIR/lib (libmos.so, libmos.a), DIR/lib/pkgconfig (libmos.pc),
-#                     DIR/include (mos_api.h, mtcp_api.h), DIR/lib/mos, DIR/share/doc/mos
+#                     DIR/include (mos_api.h, mtcp_api.h), DIR/lib/mos, DIR/share/doc/mos,
+#                     DIR/share/man/man{1,3,5} (pages, .gz), DIR/share/bash-completion/
+#                     completions, and zsh completions in DIR/share/zsh/vendor-completions
+#                     for the prefix /usr, else DIR/share/zsh/site-functions (where zsh looks)
 #   --destdir DIR     stage everything under DIR (also the DESTDIR variable), for packaging:
 #                     nothing outside DIR is touched, no user or group is made
 #   --sysconfdir DIR  configuration directory (default /etc for the prefixes /usr and
@@ -22,8 +27,10 @@
 #   --iface IF        on a fresh configuration, capture on IF (input.iface); by default a
 #                     system install takes the interface of the default route
 #   --no-build        install binaries built already (see --from) instead of building
-#   --from DIR        where the built binaries and libmos.so, libmos.a are (default: the
-#                     workspace's target/release)
+#   --from DIR        where the built binaries, mos-docgen and libmos.so, libmos.a are
+#                     (default: the workspace's target/release)
+#   --docs DIR        install the pages and completions that `scripts/gendocs.sh DIR` wrote
+#                     there, instead of generating them with mos-docgen from --from
 #   --uninstall       remove what an earlier install put there (its manifest says what);
 #                     the configuration and the user and group stay unless --purge
 #   --purge           with --uninstall: remove the configuration, the user mos-sensor and the
@@ -44,6 +51,7 @@ unitdir=""
 iface=""
 build=1
 from=""
+docs=""
 uninstall=0
 purge=0
 
@@ -69,7 +77,8 @@ while [[ $# -gt 0 ]]; do
         --no-build) build=0; shift ;;
         --uninstall) uninstall=1; shift ;;
         --purge) purge=1; shift ;;
-        -h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --docs) need_arg "$1" $#; docs=$2; shift 2 ;;
+        -h|--help) sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1 (try --help)" ;;
     esac
 done
@@ -106,6 +115,13 @@ pkgconfigdir=$libdir/pkgconfig
 includedir=$prefix/include
 libexecdir=$prefix/lib/mos
 docdir=$prefix/share/doc/mos
+mandir=$prefix/share/man
+bashcompdir=$prefix/share/bash-completion/completions
+if [[ "$prefix" == /usr ]]; then
+    zshcompdir=$prefix/share/zsh/vendor-completions
+else
+    zshcompdir=$prefix/share/zsh/site-functions
+fi
 confdir=$sysconfdir/mos
 manifest=$libexecdir/install-manifest
 binaries=(mos-sensor mos-ctl mos-flowstat mos-dump mos-log mos-grep mos-pcap)
@@ -183,7 +199,7 @@ if [[ $build -eq 1 ]]; then
         say "librdkafka not found (pkg-config rdkafka): mos-log and mos-grep are built without their Kafka output (apt-get install librdkafka-dev, then install again)"
     fi
     say "building in release mode (cargo build --release ${features[*]})"
-    (cd "$root" && cargo build --release "${locked[@]}" "${features[@]}" -p mos-sensor -p mos-ctl -p mos-analyzers --bins)
+    (cd "$root" && cargo build --release "${locked[@]}" "${features[@]}" -p mos-sensor -p mos-ctl -p mos-analyzers -p mos-docgen --bins)
     say "building libmos in release mode (cargo build --release -p mos-capi)"
     (cd "$root" && cargo build --release "${locked[@]}" -p mos-capi --lib)
 fi
@@ -193,6 +209,9 @@ fi
 for b in "${binaries[@]}"; do
     [[ -x "$from/$b" ]] || die "$from/$b is not built (run without --no-build, or give --from DIR)"
 done
+if [[ -z "$docs" ]]; then
+    [[ -x "$from/mos-docgen" ]] || die "$from/mos-docgen is not built (cargo build --release -p mos-docgen; or run without --no-build, or give --docs DIR made by scripts/gendocs.sh DIR)"
+fi
 for l in libmos.so libmos.a; do
     [[ -f "$from/$l" ]] || die "$from/$l is not built (cargo build --release -p mos-capi; or run without --no-build, or give --from DIR)"
 done
@@ -267,6 +286,36 @@ for d in "$root"/docs/*.md; do
     install_file 0644 "$d" "$docdir/docs/$(basename "$d")"
 done
 
+# Manual pages (gzipped, as man-db reads them and Debian ships them) and completions, made by
+# mos-docgen from the binaries' command lines, the configuration's table of keys and capi/man.
+if [[ -z "$docs" ]]; then
+    docs=$tmp/docs
+    # Pages dated by the last commit when there is one, so that installing again gives the
+    # same files.
+    if [[ -z "${SOURCE_DATE_EPOCH:-}" ]] && command -v git >/dev/null 2>&1; then
+        SOURCE_DATE_EPOCH=$(git -C "$root" log -1 --format=%ct 2>/dev/null || true)
+        [[ -n "$SOURCE_DATE_EPOCH" ]] && export SOURCE_DATE_EPOCH
+    fi
+    said=$("$from/mos-docgen" "$docs" 2>&1) || die "$from/mos-docgen could not write the manual pages: $said"
+fi
+for b in "${binaries[@]}"; do
+    for f in "man/man1/$b.1" "completions/bash/$b" "completions/zsh/_$b"; do
+        [[ -f "$docs/$f" ]] || die "$docs/$f is missing (scripts/gendocs.sh writes it)"
+    done
+done
+[[ -f "$docs/man/man5/mos-sensor.toml.5" && -f "$docs/man/man3/libmos.3" ]] \
+    || die "$docs/man holds no mos-sensor.toml.5 or libmos.3 (scripts/gendocs.sh writes them)"
+mkdir -p "$tmp/man"
+for page in "$docs"/man/man[135]/*.[135]; do
+    sect=$(basename "$(dirname "$page")")
+    gzip -9n -c "$page" >"$tmp/man/$(basename "$page").gz"
+    install_file 0644 "$tmp/man/$(basename "$page").gz" "$mandir/$sect/$(basename "$page").gz"
+done
+for b in "${binaries[@]}"; do
+    install_file 0644 "$docs/completions/bash/$b" "$bashcompdir/$b"
+    install_file 0644 "$docs/completions/zsh/_$b" "$zshcompdir/_$b"
+done
+
 # The configuration: installed when missing, never overwritten (the shipped default is always
 # at DOCDIR/sensor.toml for comparison).
 install_file 0644 "$root/deploy/sensor.toml" "$docdir/sensor.toml"
@@ -329,4 +378,5 @@ else
         say "libmos installed in $libdir: PKG_CONFIG_PATH=$pkgconfigdir cc prog.c \$(pkg-config --cflags --libs libmos), run with LD_LIBRARY_PATH=$libdir"
     fi
 fi
+say "manual pages in $mandir: man mos-sensor, man mos-sensor.toml, man libmos"
 say "installed $(wc -l <"$tmp/manifest") files; the manifest is $destdir$manifest"

@@ -4,6 +4,7 @@
 //! `mos-log`'s connections and logs ([`log`]), `mos-grep`'s search ([`grep`]) and
 //! `mos-pcap`'s capture files ([`pcapout`]).
 
+pub mod cli;
 pub mod conn;
 pub mod dump;
 pub mod grep;

@@ -7,7 +7,8 @@
 //! (the flow table, client/server roles, timeouts, eviction) -> `tcp` (both endpoints' state
 //! machines and the reassembly of each side's receive stream) -> `publish` (the shared memory
 //! analyzers read: flow slots, rings, the packet log, event rings) and `control` (the socket
-//! where analyzers attach and detach). `output` is the in-process stream dump (`--dump`).
+//! where analyzers attach and detach). `output` is the in-process stream dump (`--dump`), and
+//! `cli` the command line of the `mos-sensor` binary.
 //!
 //! The TCP core (`flow` and `tcp`) does no I/O and reads no clock: time and packets go in,
 //! events come out, so every capture backend feeds the same core and tests are deterministic.
@@ -16,6 +17,7 @@
 
 pub mod budget;
 pub mod capture;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod defrag;

@@ -215,6 +215,110 @@ fn install_is_idempotent_keeps_an_edited_config_and_uninstalls() -> Result<()> {
 }
 
 /// `systemd-analyze`, or a clear failure naming the package.
+/// A staged install for packaging (`--destdir`, prefix /usr) holds the manual pages, gzipped,
+/// and the bash and zsh completions where Debian looks for them, records them in its
+/// manifest, and `--uninstall` removes them.
+#[test]
+fn a_destdir_install_has_the_manual_pages_and_completions_and_uninstall_removes_them() -> Result<()>
+{
+    let scratch = ScratchDir::new("service-install-destdir")?;
+    let dest = scratch.path().join("stage");
+    let from = sensor_bin()?
+        .parent()
+        .context("the sensor binary has no directory")?
+        .to_path_buf();
+    let script = workspace_root().join("deploy/install.sh");
+    let mut c = Command::new("bash");
+    c.arg(&script)
+        .args(["--prefix", "/usr", "--destdir"])
+        .arg(&dest)
+        .arg("--no-build")
+        .arg("--from")
+        .arg(&from);
+    run_ok(c)?;
+    let binaries = [
+        "mos-sensor",
+        "mos-ctl",
+        "mos-flowstat",
+        "mos-dump",
+        "mos-log",
+        "mos-grep",
+        "mos-pcap",
+    ];
+    let mut ours = Vec::new();
+    for b in binaries {
+        ours.push(format!("usr/share/man/man1/{b}.1.gz"));
+        ours.push(format!("usr/share/bash-completion/completions/{b}"));
+        ours.push(format!("usr/share/zsh/vendor-completions/_{b}"));
+    }
+    for p in [
+        "man5/mos-sensor.toml.5.gz",
+        "man3/libmos.3.gz",
+        "man3/mos_api.3.gz",
+        "man3/mtcp_init.3.gz",
+        "man3/mtcp_peek.3.gz",
+        "man3/mtcp_ppeek.3.gz",
+        "man3/mtcp_register_callback.3.gz",
+        "man3/mtcp_setlastpkt.3.gz",
+    ] {
+        ours.push(format!("usr/share/man/{p}"));
+    }
+    let manifest = std::fs::read_to_string(dest.join("usr/lib/mos/install-manifest"))?;
+    for f in &ours {
+        let p = dest.join(f);
+        ensure!(p.is_file(), "{f} not installed");
+        ensure!(
+            manifest.lines().any(|l| l == format!("/{f}")),
+            "{f} is not in the manifest"
+        );
+    }
+    // The pages are gzip files that man reads (a link page through the page it names).
+    let man_dir = dest.join("usr/share/man");
+    for page in [
+        "man1/mos-sensor.1.gz",
+        "man3/mtcp_ppeek.3.gz",
+        "man5/mos-sensor.toml.5.gz",
+    ] {
+        let bytes = std::fs::read(man_dir.join(page))?;
+        ensure!(bytes.starts_with(&[0x1f, 0x8b]), "{page} is not gzipped");
+        let out = Command::new("man")
+            .current_dir(&man_dir)
+            .env("LC_ALL", "C.UTF-8")
+            .env("MANWIDTH", "80")
+            .args(["--warnings", "-E", "UTF-8", "-l", page])
+            .output()
+            .context("running man (Debian package man-db)")?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.success() && err.trim().is_empty(),
+            "man -l {page}: {err}"
+        );
+        ensure!(String::from_utf8_lossy(&out.stdout).contains("NAME"));
+    }
+    // bash loads the installed completion.
+    let comp = dest.join("usr/share/bash-completion/completions/mos-sensor");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {comp:?} && complete -p mos-sensor"))
+        .output()?;
+    ensure!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("mos-sensor"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut c = Command::new("bash");
+    c.arg(&script)
+        .args(["--uninstall", "--purge", "--prefix", "/usr", "--destdir"])
+        .arg(&dest);
+    run_ok(c)?;
+    for f in &ours {
+        ensure!(!dest.join(f).exists(), "{f} left after --uninstall");
+    }
+    let left: Vec<String> = tree(&dest)?.into_iter().map(|(f, _)| f).collect();
+    ensure!(left.is_empty(), "left after uninstall --purge: {left:?}");
+    Ok(())
+}
+
 fn systemd_analyze() -> Result<Command> {
     let ok = Command::new("systemd-analyze")
         .arg("--version")

@@ -2,31 +2,15 @@
 //! running sensor through the monitoring API. Writes what `mos-sensor --dump` writes.
 
 use anyhow::Result;
+use mos_analyzers::cli::dump::Args;
 use mos_analyzers::dump::{register, PeekDump};
-use mos_analyzers::{exit_status, parse_args, stop_on_signals, AttachArgs, Outcome};
+use mos_analyzers::{exit_status, parse_args, stop_on_signals, Outcome};
 use mos_client::dump::DumpWriter;
 use mos_client::{Errno, RunEnd};
 use std::cell::RefCell;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::Duration;
-
-/// Writes each connection's streams to DIR as mos-sensor --dump does: one file per direction
-/// ({serial}-{from}-{to}.c2s / .s2c; bytes the capture or the ring lost are zeros, stored as
-/// holes) and DIR/flows.jsonl with one record per connection. Exits 0 when the sensor's input
-/// ends, 1 on an error, 130 when stopped by SIGINT or SIGTERM. Stopped, or without its sensor
-/// (it went away or detached this analyzer: exit 1), it still writes DIR/flows.jsonl, the
-/// connections open then written as far as they got and marked "cut_short": true.
-#[derive(clap::Parser, Debug)]
-#[command(name = "mos-dump", version = shm_layout::version!())]
-struct Args {
-    /// Directory to write into (created if missing).
-    #[arg(long, value_name = "DIR")]
-    out: PathBuf,
-    #[command(flatten)]
-    attach: AttachArgs,
-}
 
 fn run(args: &Args) -> Result<Outcome> {
     let mut mos = args.attach.attach("mos-dump", false)?;
