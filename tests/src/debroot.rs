@@ -32,17 +32,6 @@ pub const SUITE: &str = "bookworm";
 /// What every base root holds beyond minbase: an init system to boot and the system bus.
 pub const BASE_PACKAGES: [&str; 3] = ["dbus", "systemd", "systemd-sysv"];
 
-/// The binaries mos installs, in the workspace's release directory.
-pub const MOS_BINARIES: [&str; 7] = [
-    "mos-sensor",
-    "mos-ctl",
-    "mos-flowstat",
-    "mos-dump",
-    "mos-log",
-    "mos-grep",
-    "mos-pcap",
-];
-
 /// How long debootstrap may take before it is killed.
 const DEBOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(900);
 
@@ -552,7 +541,10 @@ impl MosSource {
         match self {
             MosSource::Debs(_) => Ok(Vec::new()),
             MosSource::InstallScript(from) => {
-                let mut files: Vec<PathBuf> = MOS_BINARIES.iter().map(|b| from.join(b)).collect();
+                let mut files: Vec<PathBuf> = crate::locate::SHIPPED_BINARIES
+                    .iter()
+                    .map(|b| from.join(b))
+                    .collect();
                 files.push(from.join("libmos.so"));
                 for f in &files {
                     ensure!(

@@ -119,3 +119,15 @@ pub fn bin(name: &str) -> Result<PathBuf> {
         tried.join(", ")
     )
 }
+
+/// The binaries mos ships (install.sh and the `mos` package install them), in the order the
+/// documents list them.
+pub const SHIPPED_BINARIES: [&str; 7] = [
+    "mos-sensor",
+    "mos-ctl",
+    "mos-flowstat",
+    "mos-dump",
+    "mos-log",
+    "mos-grep",
+    "mos-pcap",
+];

@@ -16,15 +16,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const BINARIES: [&str; 7] = [
-    "mos-sensor",
-    "mos-ctl",
-    "mos-flowstat",
-    "mos-dump",
-    "mos-log",
-    "mos-grep",
-    "mos-pcap",
-];
+use mos_tests::locate::SHIPPED_BINARIES as BINARIES;
 
 /// Runs the generator into a fresh directory.
 fn generate(scratch: &ScratchDir) -> Result<PathBuf> {

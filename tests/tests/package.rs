@@ -32,15 +32,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-const BINARIES: [&str; 7] = [
-    "mos-sensor",
-    "mos-ctl",
-    "mos-flowstat",
-    "mos-dump",
-    "mos-log",
-    "mos-grep",
-    "mos-pcap",
-];
+use mos_tests::locate::SHIPPED_BINARIES as BINARIES;
 const PACKAGES: [&str; 3] = ["mos", "libmos0", "libmos-dev"];
 
 /// The three .deb files, in the order of [`PACKAGES`], and their version.

@@ -10,7 +10,7 @@
 //! (package systemd). Runs as root in CI; the parts that need root say so when they are not.
 
 use anyhow::{ensure, Context, Result};
-use mos_tests::locate::{bin, corpus_dir, sensor_bin, workspace_root};
+use mos_tests::locate::{bin, corpus_dir, sensor_bin, workspace_root, SHIPPED_BINARIES};
 use mos_tests::procs::{
     assert_no_panic, cmd, copy_for_other_users, open_to_other_users, tail, wait_for,
     wait_for_socket, Proc,
@@ -106,15 +106,7 @@ fn install_is_idempotent_keeps_an_edited_config_and_uninstalls() -> Result<()> {
     let scratch = ScratchDir::new("service-install")?;
     let prefix = scratch.path().join("prefix");
     let inst = Install::new(&prefix)?;
-    for b in [
-        "mos-sensor",
-        "mos-ctl",
-        "mos-flowstat",
-        "mos-dump",
-        "mos-log",
-        "mos-grep",
-        "mos-pcap",
-    ] {
+    for b in SHIPPED_BINARIES {
         ensure!(inst.bin(b).is_file(), "{b} not installed");
     }
     for f in [
@@ -236,15 +228,7 @@ fn a_destdir_install_has_the_manual_pages_and_completions_and_uninstall_removes_
         .arg("--from")
         .arg(&from);
     run_ok(c)?;
-    let binaries = [
-        "mos-sensor",
-        "mos-ctl",
-        "mos-flowstat",
-        "mos-dump",
-        "mos-log",
-        "mos-grep",
-        "mos-pcap",
-    ];
+    let binaries = SHIPPED_BINARIES;
     let mut ours = Vec::new();
     for b in binaries {
         ours.push(format!("usr/share/man/man1/{b}.1.gz"));
