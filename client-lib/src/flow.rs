@@ -21,9 +21,9 @@ pub struct FlowId {
 }
 
 /// Hashes [`FlowId`]s for the per-socket maps of user contexts and stopped sides (the read
-/// pointers, which every event and `peek` consult, are in a [`SlotMap`]). Std's SipHash guards against keys an attacker picks; flow handles are slot numbers the
-/// sensor hands out, so a multiply-and-rotate mix (FxHash's) is enough and several times
-/// cheaper.
+/// pointers, which every event and `peek` consult, are in a [`SlotMap`]). Std's SipHash
+/// guards against keys an attacker picks; flow handles are slot numbers the sensor hands out,
+/// so a multiply-and-rotate mix (FxHash's) is enough and several times cheaper.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct FlowIdHash;
 
