@@ -109,22 +109,7 @@ pub fn page_date() -> Result<String> {
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0),
     };
-    Ok(civil_date(secs.div_euclid(86_400)))
-}
-
-/// The calendar date (proleptic Gregorian) of a day counted from 1970-01-01.
-fn civil_date(days: i64) -> String {
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    Ok(shm_layout::status::civil_date(secs.div_euclid(86_400)))
 }
 
 /// Writes `bytes` to `out/rel`, making its directory.
@@ -172,6 +157,7 @@ mod tests {
 
     #[test]
     fn dates_are_calendar_dates() {
+        use shm_layout::status::civil_date;
         assert_eq!(civil_date(0), "1970-01-01");
         assert_eq!(civil_date(19_723), "2024-01-01");
         assert_eq!(civil_date(19_782), "2024-02-29");

@@ -300,9 +300,20 @@ pub fn human_duration(ms: u64) -> String {
 /// A time in ms since the Unix epoch as `YYYY-MM-DD hh:mm:ss UTC`.
 pub fn utc_time(unix_ms: u64) -> String {
     let secs = unix_ms / 1000;
-    let days = (secs / 86400) as i64;
     let rem = secs % 86400;
-    // Days since 1970-01-01 to a civil date (proleptic Gregorian), by 400-year eras.
+    format!(
+        "{} {:02}:{:02}:{:02} UTC",
+        civil_date((secs / 86400) as i64),
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// The calendar date (proleptic Gregorian) of a day counted from 1970-01-01, as
+/// `YYYY-MM-DD`; days before 1970 are negative.
+pub fn civil_date(days: i64) -> String {
+    // Days to a civil date by 400-year eras.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -312,12 +323,7 @@ pub fn utc_time(unix_ms: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}")
 }
 
 /// The report as `mos-ctl status` prints it: a few lines about the sensor, then one line per
