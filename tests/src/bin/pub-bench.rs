@@ -23,8 +23,8 @@
 //! The sensor's time is its own `replay_s` (its `stats` line): from the start of the replay,
 //! after the analyzers are ready, to the end of the lossless drain. Its CPU time is the user
 //! plus system time of the whole process (every thread, start-up and waits included), from
-//! `wait4`'s resource usage as bash's `time` reports it, to the millisecond; the analyzers'
-//! likewise. Against `pub0` in the same round, each mode gets a throughput and a CPU ratio,
+//! `wait4`'s resource usage, to the microsecond (the `cpu-time` wrapper,
+//! tests/peers/cpu-time.c, compiled here with `cc`); the analyzers' likewise. Against `pub0` in the same round, each mode gets a throughput and a CPU ratio,
 //! and the table gives the median of those per-round ratios. After each round the
 //! driver copies the capture's TCP payload (every segment's, in capture order) with `memcpy`
 //! into a 256 KiB buffer, as `core-bench` does. Every run is checked: no event dropped, no
@@ -276,26 +276,23 @@ struct Run {
     shm: Option<String>,
 }
 
-/// The line the `time` of [`timed`] adds to a process's stderr.
+/// The line `cpu-time` (tests/peers/cpu-time.c) adds to a process's stderr.
 const CPU_PREFIX: &str = "pub-bench: cpu ";
 
-/// `program` under bash's `time`, which prints the user and system time of the process (from
-/// `wait4`, to the millisecond) on its stderr once it ends; on the CPUs `cpus` (a `taskset -c`
-/// list) if given.
-fn timed(program: &Path, cpus: Option<&str>) -> Command {
+/// `program` under the `cpu-time` wrapper, which prints the user and system time of the
+/// process (from `wait4`, to the microsecond: a shell's `time` gives milliseconds, too coarse
+/// for runs of about ten) on its stderr once it ends; on the CPUs `cpus` (a `taskset -c` list)
+/// if given.
+fn timed(bins: &Bins, program: &Path, cpus: Option<&str>) -> Command {
     let mut c = match cpus {
         Some(list) => {
             let mut t = Command::new("taskset");
-            t.arg("-c").arg(list).arg("bash");
+            t.arg("-c").arg(list).arg(&bins.cpu_time);
             t
         }
-        None => Command::new("bash"),
+        None => Command::new(&bins.cpu_time),
     };
-    c.arg("-c")
-        .arg(format!(
-            "TIMEFORMAT='{CPU_PREFIX}user=%3U sys=%3S'; time \"$0\" \"$@\""
-        ))
-        .arg(program);
+    c.arg(program);
     c
 }
 
@@ -305,7 +302,7 @@ fn parse_cpu(stderr: &str) -> Result<f64> {
         .lines()
         .rev()
         .find_map(|l| l.strip_prefix(CPU_PREFIX))
-        .context("no CPU time (is bash installed?)")?;
+        .context("no CPU time line from the cpu-time wrapper")?;
     let mut total = 0.0;
     for f in line.split_whitespace() {
         let (_, v) = f.split_once('=').context("CPU time line")?;
@@ -326,6 +323,8 @@ struct Bins {
     hugepages: Option<String>,
     /// The libnids peer (`nids` mode), compiled at start.
     nids: Option<PathBuf>,
+    /// The `cpu-time` wrapper (tests/peers/cpu-time.c), compiled at start.
+    cpu_time: PathBuf,
     /// `--pin`: where each process runs.
     pin: Option<Pinning>,
 }
@@ -385,7 +384,7 @@ fn run_nids(bins: &Bins, pcap: &Path, tag: &str) -> Result<NidsRun> {
         .nids
         .as_ref()
         .context("the nids mode needs the libnids peer")?;
-    let out = timed(bin, bins.pin.as_ref().map(|p| p.sensor.as_str()))
+    let out = timed(bins, bin, bins.pin.as_ref().map(|p| p.sensor.as_str()))
         .arg(pcap)
         .stdin(Stdio::null())
         .output()
@@ -426,7 +425,11 @@ fn parse_nids(stdout: &str) -> Result<NidsRun> {
 
 fn run_sensor(bins: &Bins, pcap: &Path, mode: Mode, tag: &str) -> Result<Run> {
     let control = bins.tmp.join(format!("{tag}.sock"));
-    let mut cmd = timed(&bins.sensor, bins.pin.as_ref().map(|p| p.sensor.as_str()));
+    let mut cmd = timed(
+        bins,
+        &bins.sensor,
+        bins.pin.as_ref().map(|p| p.sensor.as_str()),
+    );
     cmd.arg("--pcap").arg(pcap);
     match mode {
         Mode::NoPub => {
@@ -454,12 +457,12 @@ fn run_sensor(bins: &Bins, pcap: &Path, mode: Mode, tag: &str) -> Result<Run> {
         let cpus = bins.pin.as_ref().map(|p| p.analyzers[i % 2].as_str());
         let mut sink = match (mode, &bins.c_sink) {
             (Mode::Pub2C, Some((bin, libdir))) => {
-                let mut c = timed(bin, cpus);
+                let mut c = timed(bins, bin, cpus);
                 c.env("LD_LIBRARY_PATH", libdir);
                 c
             }
             (Mode::Pub2C, None) => bail!("pub2c needs the C sink"),
-            _ => timed(&bins.sink, cpus),
+            _ => timed(bins, &bins.sink, cpus),
         };
         sink.arg("--control")
             .arg(&control)
@@ -698,9 +701,9 @@ fn main() -> Result<()> {
             None
         };
         let pin = if pin { Some(Pinning::new()?) } else { None };
-        Ok((c_sink, nids, pin))
+        Ok((c_sink, nids, pin, build_cpu_time(&tmp)?))
     })();
-    let (c_sink, nids, pin) = match built {
+    let (c_sink, nids, pin, cpu_time) = match built {
         Ok(b) => b,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -714,6 +717,7 @@ fn main() -> Result<()> {
         tmp: tmp.clone(),
         hugepages,
         nids,
+        cpu_time,
         pin,
     };
     let r = if idle {
@@ -1160,6 +1164,26 @@ fn print_report(files: &[PathBuf], roles: &[(Role, String)]) -> Result<()> {
     Ok(())
 }
 
+/// Compiles the `cpu-time` wrapper `tests/peers/cpu-time.c` into `tmp`.
+fn build_cpu_time(tmp: &Path) -> Result<PathBuf> {
+    let src = locate::workspace_root().join("tests/peers/cpu-time.c");
+    let out = tmp.join("cpu-time");
+    let o = Command::new("cc")
+        .args(["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .context("running cc (pub-bench compiles its CPU-time wrapper)")?;
+    ensure!(
+        o.status.success(),
+        "compiling {} failed:\n{}",
+        src.display(),
+        String::from_utf8_lossy(&o.stderr).trim()
+    );
+    Ok(out)
+}
+
 /// Compiles the libnids peer `tests/peers/nids-count.c` into `tmp`.
 fn build_nids(tmp: &Path) -> Result<PathBuf> {
     let src = locate::workspace_root().join("tests/peers/nids-count.c");
@@ -1345,6 +1369,8 @@ mod tests {
     fn cpu_lines() {
         let e = "noise\npub-bench: cpu user=0.031 sys=0.012\n";
         assert!((parse_cpu(e).unwrap() - 0.043).abs() < 1e-9);
+        let e = "pub-bench: cpu user=0.000135 sys=0.013254\n";
+        assert!((parse_cpu(e).unwrap() - 0.013389).abs() < 1e-12);
         assert!(parse_cpu("no time here").is_err());
     }
 }
