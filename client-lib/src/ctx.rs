@@ -15,12 +15,13 @@ use crate::flow::{endpoints, FlowId, FlowInfo};
 use crate::packet::Packet;
 use crate::regions::{Copied, Regions};
 use crate::sockopt::{OptValue, OverlapPolicy, RingFragment, SockOpt, TcpBufInfo};
-use crate::stream::{self, Chunk, InOrder};
+use crate::stream::{self, Chunk};
 use crate::timer::TimerCallback;
+use crate::views::WorkerView;
 use crate::watch::SensorWatch;
 use shm_layout::control::ClientMsg;
 use shm_layout::flow::{
-    read_flow, read_flow_with_meta, read_flow_with_tunnel, read_side_starts, read_side_view,
+    read_flow, read_flow_with_meta, read_flow_with_tunnel, read_side_at, read_side_starts,
 };
 use shm_layout::layout::{
     flow_flags, overlap_policy, side_flags, EventRecord, FlowData, FlowSlot, RingMeta, TunnelData,
@@ -58,6 +59,13 @@ fn patiently<T>(sensor: &SensorWatch, mut read: impl FnMut() -> Option<T>) -> Op
         std::thread::sleep(std::time::Duration::from_micros(50));
     }
 }
+/// [`patiently`] kept out of line, for a caller whose first attempt failed.
+#[cold]
+#[inline(never)]
+fn patiently_cold<T>(sensor: &SensorWatch, read: impl FnMut() -> Option<T>) -> Option<T> {
+    patiently(sensor, read)
+}
+
 /// Attempts at an untorn stream copy; each failed one sees the stream moved on, so the next
 /// decision is an overrun and the loop ends long before this.
 const COPY_TRIES: u32 = 8;
@@ -225,12 +233,14 @@ pub struct Ctx<'a> {
     /// The socket whose callback or event filter runs (`None` for timers and `with_ctx`).
     pub(crate) sock: Option<SockId>,
     pub(crate) regions: &'a Regions,
+    /// Each worker's parts of the regions, viewed once for the run ([`WorkerView`]).
+    pub(crate) views: &'a [WorkerView<'a>],
     pub(crate) sockets: &'a mut [Option<PeekState>],
     pub(crate) counters: &'a mut Counters,
     /// The event being dispatched, with its flow.
-    pub(crate) current: Option<(FlowId, EventRecord)>,
+    pub(crate) current: Option<(FlowId, &'a EventRecord)>,
     /// The event being dispatched, flow or not (orphans and raw packets have none).
-    pub(crate) event: Option<EventRecord>,
+    pub(crate) event: Option<&'a EventRecord>,
     pub(crate) stop: &'a mut bool,
     pub(crate) packets: bool,
     pub(crate) pending: &'a mut Pending,
@@ -300,25 +310,49 @@ fn check_generation(flow: FlowId, generation: u32, flags: u32) -> Result<()> {
 fn flow_slot(regions: &Regions, flow: FlowId) -> Result<&FlowSlot> {
     let w = usize::from(flow.worker);
     if w >= regions.nworkers {
-        return Err(Error::new(
-            Errno::EBADF,
-            format!(
-                "flow handle {flow} names worker {w}, the sensor runs {}",
-                regions.nworkers
-            ),
-        ));
+        return Err(no_worker(flow, regions.nworkers));
     }
     let slots = regions.slots(w)?;
-    slots.get(flow.slot as usize).ok_or_else(|| {
-        Error::new(
-            Errno::EBADF,
-            format!(
-                "flow handle {flow} names slot {} of {}",
-                flow.slot,
-                slots.len()
-            ),
-        )
-    })
+    slots
+        .get(flow.slot as usize)
+        .ok_or_else(|| no_slot(flow, slots.len()))
+}
+
+/// [`flow_slot`] through the worker views: the handle's worker and its slot (`EBADF` for a
+/// worker or slot out of range).
+#[inline]
+fn view_slot<'v, 'a>(
+    views: &'v [WorkerView<'a>],
+    flow: FlowId,
+) -> Result<(&'v WorkerView<'a>, &'a FlowSlot)> {
+    match views.get(usize::from(flow.worker)) {
+        Some(view) => match view.slots.get(flow.slot as usize) {
+            Some(slot) => Ok((view, slot)),
+            None => Err(no_slot(flow, view.slots.len())),
+        },
+        None => Err(no_worker(flow, views.len())),
+    }
+}
+
+/// `EBADF` for a handle that names a worker the sensor does not run.
+#[cold]
+fn no_worker(flow: FlowId, workers: usize) -> Error {
+    Error::new(
+        Errno::EBADF,
+        format!(
+            "flow handle {flow} names worker {}, the sensor runs {workers}",
+            flow.worker
+        ),
+    )
+}
+
+/// `EBADF` for a handle that names a slot past the worker's table.
+#[cold]
+fn no_slot(flow: FlowId, slots: usize) -> Error {
+    Error::new(
+        Errno::EBADF,
+        format!("flow handle {flow} names slot {} of {slots}", flow.slot),
+    )
 }
 
 /// Copies a flow's slot (and, with `side`, that side's ring metadata) and checks the handle.
@@ -356,19 +390,20 @@ pub(crate) fn load_flow_stamped(
 }
 
 /// Where a new reader of each side of `flow` starts.
-pub(crate) fn initial_pointers(regions: &Regions, flow: FlowId) -> Result<[Option<u64>; 2]> {
-    let slot = flow_slot(regions, flow)?;
-    let metas = regions.ring_metas(usize::from(flow.worker))?;
+pub(crate) fn initial_pointers(
+    regions: &Regions,
+    views: &[WorkerView<'_>],
+    flow: FlowId,
+) -> Result<[Option<u64>; 2]> {
+    let (view, slot) = view_slot(views, flow)?;
     // Both sides in one copy of the words they start from (each side's head, tail and ring,
     // and its ring's `unknown_below`), not two copies of the whole slot and metadata.
     let starts = patiently(&regions.sensor, || {
-        read_side_starts(slot, metas, SLOT_TRIES)
+        read_side_starts(slot, view.metas, SLOT_TRIES)
     })
     .ok_or_else(|| busy(flow))?;
     check_generation(flow, starts.generation, starts.flags)?;
-    Ok(starts
-        .sides
-        .map(|(sd, below)| Some(stream::oldest_readable_below(&sd, below))))
+    Ok(starts.sides.map(|e| Some(stream::oldest_readable_in(&e))))
 }
 
 /// An open socket's state; `EBADF` for a socket that is not open.
@@ -379,7 +414,13 @@ pub(crate) fn socket_state(
     sockets
         .get_mut(sock.0 as usize)
         .and_then(Option::as_mut)
-        .ok_or_else(|| Error::new(Errno::EBADF, format!("socket {sock} is not open")))
+        .ok_or_else(|| not_open(sock))
+}
+
+/// `EBADF` for a socket that is not open.
+#[cold]
+fn not_open(sock: SockId) -> Error {
+    Error::new(Errno::EBADF, format!("socket {sock} is not open"))
 }
 
 impl Ctx<'_> {
@@ -596,8 +637,23 @@ impl Ctx<'_> {
     /// Errors: `EBADF` for a socket that is not open or a stale flow handle; `EAGAIN` if the
     /// sensor kept the flow's slot busy; `EPROTO` if the slot names a buffer that does not
     /// exist, or bytes the buffer's chunk map holds in no chunk.
+    #[inline]
     pub fn peek(&mut self, sock: SockId, flow: FlowId, side: Side, buf: &mut [u8]) -> Result<Peek> {
         let bound = self.event_bound(flow, side);
+        // Inside a callback a read stops at what the event announced: a reader already there
+        // has nothing new, whatever the sensor holds by now, and is told so without a look at
+        // the slot (the common case: the second `peek` of a callback's loop).
+        if let Some(b) = bound {
+            let at = self
+                .sockets
+                .get(sock.0 as usize)
+                .and_then(Option::as_ref)
+                .and_then(|s| s.ptrs.get(flow))
+                .and_then(|p| p[side.index()]);
+            if at.is_some_and(|at| at >= b) {
+                return Ok(Peek::NoData);
+            }
+        }
         self.peek_to(sock, flow, side, buf, bound)
     }
 
@@ -636,13 +692,9 @@ impl Ctx<'_> {
         let room = buf
             .len()
             .min(usize::try_from(regions.span).unwrap_or(usize::MAX));
-        let known = socket_state(self.sockets, sock)?
-            .ptrs
-            .get(flow)
-            .and_then(|p| p[si]);
-        // Inside a callback a read stops at what the event announced: a reader already there
-        // has nothing new, whatever the sensor holds by now, and is told so without a look at
-        // the slot (the common case: the second `peek` of a callback's loop).
+        let ptrs = &mut socket_state(self.sockets, sock)?.ptrs;
+        let mut known = ptrs.get(flow).and_then(|p| p[si]);
+        // A reader already at the event's bound has nothing new (see `peek`).
         if let (Some(at), Some(b)) = (known, bound) {
             if at >= b {
                 return Ok(Peek::NoData);
@@ -653,63 +705,82 @@ impl Ctx<'_> {
                 .peeked
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        let slot = flow_slot(regions, flow)?;
-        let metas = regions.ring_metas(usize::from(flow.worker))?;
+        let (view, slot) = view_slot(self.views, flow)?;
         for _ in 0..COPY_TRIES {
-            // The words the decision needs (generation, flags, the side, its ring's gaps),
-            // not the whole slot and metadata.
-            let v = patiently(&regions.sensor, || {
-                read_side_view(slot, metas, si, SLOT_TRIES)
-            })
-            .ok_or_else(|| busy(flow))?;
+            // The words the decision needs (generation, flags, where the side is held, the one
+            // gap ahead of the reader), not the whole slot and metadata. A new reader starts at
+            // the oldest byte held in the same version.
+            let from = known;
+            let read = || {
+                read_side_at(
+                    slot,
+                    view.metas,
+                    si,
+                    |e| from.unwrap_or_else(|| stream::oldest_readable_in(e)),
+                    SLOT_TRIES,
+                )
+            };
+            // The first attempt almost always succeeds; waiting for a busy slot is cold.
+            let v = match read() {
+                Some(v) => v,
+                None => patiently_cold(&regions.sensor, read).ok_or_else(|| busy(flow))?,
+            };
             check_generation(flow, v.generation, v.flags)?;
-            let sd = v.side;
-            let p = socket_state(self.sockets, sock)?.ptrs.get_or_default(flow);
-            let at = *p[si].get_or_insert_with(|| {
-                stream::oldest_readable_below(&sd, v.meta.as_ref().map(|m| m.unknown_below))
-            });
-            // Inside a callback, no further than the event announced.
+            let at = v.offset;
+            let set = |ptrs: &mut crate::flow::SlotMap<[Option<u64>; 2]>, to: u64| {
+                ptrs.get_or_default(flow)[si] = Some(to);
+            };
+            // Inside a callback, no further than the event announced. A new reader keeps the
+            // start it found even when it reads nothing now.
             let room = match bound {
-                Some(b) if at >= b => return Ok(Peek::NoData),
+                Some(b) if at >= b => {
+                    if known.is_none() {
+                        set(ptrs, at);
+                    }
+                    return Ok(Peek::NoData);
+                }
                 Some(b) => room.min(usize::try_from(b - at).unwrap_or(usize::MAX)),
                 None => room,
             };
-            match stream::chunk_in_order(&sd, v.meta.as_ref().map(InOrder::from), at, room) {
-                Chunk::NoData => return Ok(Peek::NoData),
+            match stream::chunk_in_order(&v.extent, v.gap.as_slice(), at, room) {
+                Chunk::NoData => {
+                    if known.is_none() {
+                        set(ptrs, at);
+                    }
+                    return Ok(Peek::NoData);
+                }
                 Chunk::Overrun { lost } => {
-                    p[si] = Some(at + lost);
+                    set(ptrs, at + lost);
                     self.counters.overruns += 1;
                     self.counters.overrun_bytes += lost;
                     return Ok(Peek::Overrun { lost });
                 }
                 Chunk::Gap { offset, len } => {
-                    p[si] = Some(offset + len);
+                    set(ptrs, offset + len);
                     self.counters.gaps += 1;
                     self.counters.gap_bytes += len;
                     return Ok(Peek::Gap { offset, len });
                 }
                 Chunk::Data { len } => {
+                    let ring = v.extent.ring;
                     before_copy();
-                    let copied = regions.copy_stream(
-                        usize::from(flow.worker),
-                        sd.ring,
-                        at,
-                        &mut buf[..len],
-                    )?;
+                    let copied = view.copy_stream(ring, at, &mut buf[..len])?;
                     after_copy();
                     // No write to the slot since it was read: the sensor has neither moved the
                     // head nor given the buffer away, so no chunk under the copy was freed and
                     // the copy stands (one load). Otherwise the slot is read again to tell
                     // whether the write touched the copy.
-                    if slot.stamp.unchanged_since(v.stamp) || {
-                        let (d2, meta2) = load_flow(regions, flow, Some(side))?;
-                        intact(&sd, &d2.sides[si], meta2.as_ref(), at, true)
-                    } {
-                        no_chunk(flow, side, sd.ring, copied)?;
-                        p[si] = Some(at + len as u64);
+                    if slot.stamp.unchanged_since(v.stamp)
+                        || still_intact(regions, flow, side, ring, at)?
+                    {
+                        no_chunk(flow, side, ring, copied)?;
+                        set(ptrs, at + len as u64);
                         return Ok(Peek::Data(len));
                     }
                     self.counters.torn_copies += 1;
+                    // The next try reads from the same offset.
+                    set(ptrs, at);
+                    known = Some(at);
                 }
             }
         }
@@ -760,13 +831,13 @@ impl Ctx<'_> {
                 ));
             }
             before_copy();
-            let copied =
-                regions.copy_stream(usize::from(flow.worker), sd.ring, offset, &mut buf[..n])?;
+            let (view, _) = view_slot(self.views, flow)?;
+            let copied = view.copy_stream(sd.ring, offset, &mut buf[..n])?;
             after_copy();
             let (d2, meta2, stamp2) = load_flow_stamped(regions, flow, Some(side))?;
             let in_order = offset < sd.tail;
             if intact(
-                &sd,
+                sd.ring,
                 &d2.sides[side.index()],
                 meta2.as_ref(),
                 offset,
@@ -1041,17 +1112,39 @@ fn before_copy() {
     });
 }
 
-/// Whether a stream copy taken from `before`'s buffer at `offset` is still good after: same
+/// After a copy of in-order bytes from buffer `ring` at `offset` during which the slot
+/// changed: reads the slot again and tells whether the copy still stands ([`intact`]). Out of
+/// line: the whole slot and metadata it copies would weigh on every `peek`'s frame.
+#[cold]
+#[inline(never)]
+fn still_intact(
+    regions: &Regions,
+    flow: FlowId,
+    side: Side,
+    ring: u32,
+    offset: u64,
+) -> Result<bool> {
+    let (d, meta) = load_flow(regions, flow, Some(side))?;
+    Ok(intact(
+        ring,
+        &d.sides[side.index()],
+        meta.as_ref(),
+        offset,
+        true,
+    ))
+}
+
+/// Whether a stream copy taken from buffer `ring` at `offset` is still good after: same
 /// buffer, the head not past the copy's first byte (the sensor frees a chunk only once the
 /// head is past it), and (for in-order bytes) gap knowledge not lost past it either.
 fn intact(
-    before: &shm_layout::layout::SideData,
+    ring: u32,
     after: &shm_layout::layout::SideData,
     meta: Option<&RingMeta>,
     offset: u64,
     in_order: bool,
 ) -> bool {
-    after.ring == before.ring
+    after.ring == ring
         && after.head <= offset
         && (!in_order || meta.map_or(0, |m| m.unknown_below) <= offset)
 }

@@ -132,6 +132,10 @@ impl<V: Default> SlotMap<V> {
     pub fn get_or_default(&mut self, flow: FlowId) -> &mut V {
         let w = usize::from(flow.worker);
         let slot = flow.slot as usize;
+        // The common case, a value already kept: one lookup, no growth to consider.
+        if self.entry_of(flow).is_some() {
+            return &mut self.workers[w][slot].value;
+        }
         if self.workers.len() <= w {
             self.workers.resize_with(w + 1, Vec::new);
         }

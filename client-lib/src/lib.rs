@@ -90,6 +90,7 @@ mod sockopt;
 mod stream;
 mod timer;
 mod user_event;
+mod views;
 mod watch;
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //! which addresses to prefetch (a prefetch reads nothing the program sees and never faults).
 //! `peek` copies and validates exactly as it would without them.
 
-use crate::regions::Regions;
+use crate::views::WorkerView;
 use shm_layout::layout::{event_kind, EventRecord, NO_RING};
 use shm_layout::ring::Consumer;
 
@@ -45,25 +45,25 @@ pub(crate) struct Lookahead {
 impl Lookahead {
     /// Called with record `cur` (the consumer's next) about to be dispatched: moves each
     /// event ahead one link further down its chain.
-    pub fn step(&mut self, regions: &Regions, cons: &Consumer<'_>, w: usize, cur: u64) {
+    pub fn step(&mut self, view: &WorkerView<'_>, cons: &Consumer<'_>, cur: u64) {
         let at = |i: u64| (i % WINDOW as u64) as usize;
         // The bytes of the next event, through the map entries prefetched last step.
         let e = self.win[at(cur + 1)];
         if e.tag == cur + 2 && e.ring != NO_RING {
-            regions.prefetch_stream(w, e.ring, e.start, e.end);
+            view.prefetch_stream(e.ring, e.start, e.end);
         }
         // The metadata and map of the one after, through the slot prefetched last step.
         let e = &mut self.win[at(cur + 2)];
         if e.tag == cur + 3 {
-            e.ring = regions
-                .prefetch_ring(w, e.slot, usize::from(e.side), e.start, e.end)
+            e.ring = view
+                .prefetch_ring(e.slot, usize::from(e.side), e.start, e.end)
                 .unwrap_or(NO_RING);
         }
         // The slot of the third.
         let e = &mut self.win[at(cur + AHEAD)];
         *e = Ahead::default();
         if let Some(rec) = cons.peek_ahead(AHEAD).filter(announces_bytes) {
-            regions.prefetch_slot(w, rec.slot);
+            view.prefetch_slot(rec.slot);
             let len = u64::from(rec.payload_len).min(MAX_BYTES);
             *e = Ahead {
                 tag: cur + AHEAD + 1,

@@ -13,6 +13,7 @@ use crate::flow::FlowId;
 use crate::regions::{Regions, Welcome};
 use crate::timer::{TimerClock, Timers};
 use crate::user_event::UserEvents;
+use crate::views::WorkerView;
 use shm_layout::control::{ClientMsg, SensorMsg, SocketKind, SocketSub, MAX_SOCKETS};
 use shm_layout::layout::{detach_reason, sensor_state, ABI_MAJOR, ABI_MINOR};
 use shm_layout::region::WriteProbe;
@@ -894,9 +895,11 @@ impl Mos {
     pub fn with_ctx<R>(&mut self, f: impl FnOnce(&mut Ctx<'_>) -> R) -> R {
         let mut stop = false;
         let r = {
+            let views = WorkerView::all(&self.regions);
             let mut ctx = Ctx {
                 sock: None,
                 regions: &self.regions,
+                views: &views,
                 sockets: &mut self.sockets,
                 counters: &mut self.counters,
                 current: None,
@@ -969,9 +972,11 @@ impl Mos {
         while let Some((id, mut cb)) = self.timers.pop_due(now) {
             let mut stop = false;
             {
+                let views = WorkerView::all(&self.regions);
                 let mut ctx = Ctx {
                     sock: None,
                     regions: &self.regions,
+                    views: &views,
                     sockets: &mut self.sockets,
                     counters: &mut self.counters,
                     current: None,
@@ -1081,6 +1086,7 @@ impl Mos {
             consumers.push(c);
         }
         let header = regions.header();
+        let views = WorkerView::all(&regions);
         // Once the analyzer peeks, what later events will have it read is prefetched while
         // the current one is dispatched.
         let mut ahead = vec![crate::lookahead::Lookahead::default(); regions.nworkers];
@@ -1123,7 +1129,7 @@ impl Mos {
                 while n < BATCH {
                     let Some(rec) = cons.peek_direct() else { break };
                     if regions.peeked.load(Ordering::Relaxed) {
-                        ahead[w].step(&regions, cons, w, cons.consumed());
+                        ahead[w].step(&views[w], cons, cons.consumed());
                     }
                     n += 1;
                     self.counters.events += 1;
@@ -1137,7 +1143,7 @@ impl Mos {
                             {
                                 self.fire_timers()?;
                             }
-                            self.dispatch(&ev, &mut stop_now);
+                            self.dispatch(&ev, &views, &mut stop_now);
                             if self.pending.has_work() {
                                 self.apply_pending()?;
                             }
@@ -1263,9 +1269,10 @@ impl Mos {
     /// the sensor addressed the event to ([`EventRecord::socks`](shm_layout::layout::EventRecord::socks))
     /// that did not stop monitoring its flow and side, with the user-defined events built on
     /// it.
-    fn dispatch(&mut self, ev: &Event, stop: &mut bool) {
+    fn dispatch(&mut self, ev: &Event, views: &[WorkerView<'_>], stop: &mut bool) {
         let mut d = Dispatch {
             regions: &self.regions,
+            views,
             sockets: &mut self.sockets,
             callbacks: &mut self.callbacks,
             user_events: &mut self.user_events,
@@ -1294,7 +1301,7 @@ impl Mos {
                 // The socket first sees the flow now: its readers start at the oldest bytes
                 // still held (a stale handle gets no pointers; its peeks fail with EBADF).
                 if !state.ptrs.contains(flow) {
-                    if let Ok(p) = initial_pointers(d.regions, flow) {
+                    if let Ok(p) = initial_pointers(d.regions, d.views, flow) {
                         state.ptrs.insert(flow, p);
                     }
                 }
@@ -1355,6 +1362,7 @@ impl Mos {
 /// The parts of a [`Mos`] one event's dispatch uses.
 struct Dispatch<'a> {
     regions: &'a Regions,
+    views: &'a [WorkerView<'a>],
     sockets: &'a mut [Option<PeekState>],
     callbacks: &'a mut [Vec<Registration>],
     user_events: &'a mut UserEvents,
@@ -1371,14 +1379,15 @@ struct Dispatch<'a> {
 const MAX_CHAIN: u32 = 64;
 
 impl Dispatch<'_> {
-    fn ctx(&mut self, si: usize, ev: &Event) -> Ctx<'_> {
+    fn ctx<'s>(&'s mut self, si: usize, ev: &'s Event) -> Ctx<'s> {
         Ctx {
             sock: Some(SockId(si as u32)),
             regions: self.regions,
+            views: self.views,
             sockets: &mut *self.sockets,
             counters: &mut *self.counters,
-            current: ev.flow.map(|f| (f, ev.record)),
-            event: Some(ev.record),
+            current: ev.flow.map(|f| (f, &ev.record)),
+            event: Some(&ev.record),
             stop: &mut *self.stop,
             packets: self.packets,
             pending: &mut *self.pending,
@@ -1393,17 +1402,24 @@ impl Dispatch<'_> {
         if depth > MAX_CHAIN || self.needs[si] & id.0 == 0 {
             return;
         }
-        let mut ev = *base;
-        ev.id = id;
+        // The event with `id` as the one fired: `base` itself for a built-in event, a copy for a
+        // user-defined one.
+        let derived;
+        let ev = if base.id == id {
+            base
+        } else {
+            derived = Event { id, ..*base };
+            &derived
+        };
         let n = self.callbacks[si].len();
         for k in 0..n {
             let r = &self.callbacks[si][k];
-            if !r.filter.matches(&ev) || r.flow.is_some_and(|f| Some(f) != ev.flow) {
+            if !r.filter.matches(ev) || r.flow.is_some_and(|f| Some(f) != ev.flow) {
                 continue;
             }
             // The callback is taken out while it runs, so the context can borrow the rest.
             let mut cb = std::mem::replace(&mut self.callbacks[si][k].cb, Box::new(|_, _| {}));
-            cb(&mut self.ctx(si, &ev), &ev);
+            cb(&mut self.ctx(si, ev), ev);
             self.callbacks[si][k].cb = cb;
             self.counters.callbacks += 1;
             if *self.stop {
@@ -1419,7 +1435,7 @@ impl Dispatch<'_> {
             let Some(mut filter) = self.user_events.list[u].filter.take() else {
                 continue;
             };
-            let yes = filter(&mut self.ctx(si, &ev), &ev);
+            let yes = filter(&mut self.ctx(si, ev), ev);
             self.user_events.list[u].filter = Some(filter);
             self.fire_raised(si, base, depth);
             if yes {

@@ -15,7 +15,7 @@ use shm_layout::layout::{
 use shm_layout::plan::{EventPlan, MainPlan};
 use shm_layout::region::{Mapping, WriteProbe};
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32};
 
 /// What the sensor said in its `Welcome`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,8 +44,6 @@ pub(crate) struct Regions {
     pub config: ConfigInfo,
     /// The most stream bytes one side holds: `chunk_size * chunk_map_len`.
     pub span: u64,
-    /// `log2(chunk_size)`.
-    chunk_shift: u32,
     pub nworkers: usize,
     pub welcome: Welcome,
     /// The sensor publishes tunnel records ([`features::TUNNELS`]; ABI minor 2 on).
@@ -65,7 +63,7 @@ fn to_usize(v: u64, what: &str) -> Result<usize> {
     usize::try_from(v).map_err(|_| proto(format!("{what} of {v} bytes does not fit in memory")))
 }
 
-/// What [`Regions::copy_stream`] found in a buffer's chunk map.
+/// What a stream copy ([`crate::views::WorkerView::copy_stream`]) found in a buffer's chunk map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Copied {
     /// Every byte came from a chunk the map named.
@@ -146,7 +144,6 @@ impl Regions {
             event_plan,
             config,
             span,
-            chunk_shift: config.chunk_size.trailing_zeros(),
             nworkers,
             welcome,
             tunnels,
@@ -292,133 +289,22 @@ impl Regions {
             .ok_or_else(bad)
     }
 
-    /// Copies the bytes of stream offsets `[offset, offset + dst.len())` of the side that uses
-    /// buffer `buffer` of worker `w`, at most [`Regions::span`] of them, through the buffer's
-    /// chunk map: for each piece that lies in one chunk, the map entry (acquire), then the
-    /// chunk's bytes. An entry that names no chunk stops the copy ([`Copied::Torn`]). The
-    /// caller validates the copy afterwards, whatever this returns.
-    ///
-    /// Every index comes from the sensor and is checked: a buffer or a read out of range is
-    /// `EPROTO`; an entry out of range is a torn copy, never a read outside the region.
-    pub fn copy_stream(
-        &self,
-        w: usize,
-        buffer: u32,
-        offset: u64,
-        dst: &mut [u8],
-    ) -> Result<Copied> {
-        let p = self.plan.workers.get(w).ok_or_else(|| no_worker(w))?;
-        let cfg = &self.config;
-        let len = dst.len() as u64;
-        if u64::from(buffer) >= cfg.buffers_per_worker
-            || len > self.span
-            || offset.checked_add(len).is_none()
-        {
-            return Err(proto(format!(
-                "buffer {buffer} of worker {w} (or a read of {len} bytes at offset {offset}) is out of range"
-            )));
-        }
-        let maps = self.chunk_maps(w)?;
-        // `maps` holds `buffers_per_worker * map_len` entries (so both fit a usize), and
-        // `buffer < buffers_per_worker`: the slice below is inside it.
-        let map_len = cfg.chunk_map_len as usize;
-        let map = &maps[buffer as usize * map_len..][..map_len];
-        let size = cfg.chunk_size;
-        let mut done = 0;
-        while done < dst.len() {
-            let o = offset + done as u64;
-            let within = o & (size - 1);
-            let n = (size - within).min((dst.len() - done) as u64) as usize;
-            let entry =
-                map[((o >> self.chunk_shift) as usize) & (map_len - 1)].load(Ordering::Acquire);
-            if u64::from(entry) >= cfg.chunks_per_worker {
-                return Ok(Copied::Torn { offset: o, entry });
-            }
-            // In the region: the chunks end inside it (checked in `Regions::new`).
-            let at = p.chunks_off + u64::from(entry) * size + within;
-            if !self
-                .main
-                .read_bytes(to_usize(at, "stream chunk")?, &mut dst[done..done + n])
-            {
-                return Err(proto(format!(
-                    "chunk {entry} of worker {w} lies outside the main region"
-                )));
-            }
-            done += n;
-        }
-        Ok(Copied::Whole)
+    /// Where worker `w`'s stream chunks start in the main region (they end inside it: checked
+    /// in [`Regions::new`]).
+    pub fn chunks_off(&self, w: usize) -> Result<u64> {
+        Ok(self
+            .plan
+            .workers
+            .get(w)
+            .ok_or_else(|| no_worker(w))?
+            .chunks_off)
     }
 
-    /// Prefetches flow slot `slot` of worker `w` (out of range: nothing).
+    /// Hints the processor to bring bytes `[off, off + len)` of the main region (cut to it)
+    /// into its caches: stream bytes a `peek` will copy soon.
     #[inline]
-    pub fn prefetch_slot(&self, w: usize, slot: u32) {
-        if let Some(s) = self.slots(w).ok().and_then(|s| s.get(slot as usize)) {
-            shm_layout::region::prefetch_value(s);
-        }
-    }
-
-    /// Prefetches what a copy of stream offsets `[start, end)` of side `side` of slot `slot`
-    /// will read first: the metadata of the ring the side names now, and the chunk map
-    /// entries of those offsets. The ring index is read without the seqlock (a hint): it is
-    /// returned for [`Regions::prefetch_stream`], `None` when it names no ring of the worker.
-    pub fn prefetch_ring(
-        &self,
-        w: usize,
-        slot: u32,
-        side: usize,
-        start: u64,
-        end: u64,
-    ) -> Option<u32> {
-        let s = self.slots(w).ok()?.get(slot as usize)?;
-        let ring = shm_layout::flow::side_ring_hint(s, side);
-        if let Some(m) = self.ring_metas(w).ok()?.get(ring as usize) {
-            // The head of the metadata: `ngaps` and `unknown_below`.
-            shm_layout::region::prefetch_bytes(m.words.as_ptr().cast::<u8>(), 16);
-        } else {
-            return None;
-        }
-        let map = self.chunk_map(w, ring)?;
-        let mut o = start;
-        while o < end {
-            let e = &map[((o >> self.chunk_shift) as usize) & (map.len() - 1)];
-            shm_layout::region::prefetch_value(e);
-            o = (o | (self.config.chunk_size - 1)).saturating_add(1);
-        }
-        Some(ring)
-    }
-
-    /// Prefetches the bytes of stream offsets `[start, end)` in buffer `ring` of worker `w`,
-    /// through chunk map entries read without validation (a hint: an entry that names no
-    /// chunk is skipped).
-    pub fn prefetch_stream(&self, w: usize, ring: u32, start: u64, end: u64) {
-        let (Some(map), Some(p)) = (self.chunk_map(w, ring), self.plan.workers.get(w)) else {
-            return;
-        };
-        let size = self.config.chunk_size;
-        let mut o = start;
-        while o < end {
-            let within = o & (size - 1);
-            let n = (size - within).min(end - o);
-            let entry =
-                map[((o >> self.chunk_shift) as usize) & (map.len() - 1)].load(Ordering::Relaxed);
-            if u64::from(entry) < self.config.chunks_per_worker {
-                let at = p.chunks_off + u64::from(entry) * size + within;
-                if let (Ok(at), Ok(n)) = (usize::try_from(at), usize::try_from(n)) {
-                    self.main.prefetch(at, n);
-                }
-            }
-            o += n;
-        }
-    }
-
-    /// Buffer `ring`'s chunk map in worker `w` (`None` out of range).
-    fn chunk_map(&self, w: usize, ring: u32) -> Option<&[AtomicU32]> {
-        if u64::from(ring) >= self.config.buffers_per_worker {
-            return None;
-        }
-        let maps = self.chunk_maps(w).ok()?;
-        let map_len = self.config.chunk_map_len as usize;
-        maps.get(ring as usize * map_len..)?.get(..map_len)
+    pub fn prefetch_main(&self, off: usize, len: usize) {
+        self.main.prefetch(off, len);
     }
 
     /// Worker `w`'s packet log: header, entries, and where its frame bytes start.

@@ -6,7 +6,7 @@
 //! Keeping these as pure functions of the published values lets tests state, for every case
 //! the sensor's reader distinguishes, what an analyzer gets.
 
-use shm_layout::flow::InOrderMeta;
+use shm_layout::flow::SideExtent;
 use shm_layout::layout::{FragRec, GapRec, RingMeta, SideData, NO_RING};
 
 /// What a reader at some offset gets next (the sensor's `ReadChunk`, before any byte is copied).
@@ -41,73 +41,60 @@ fn frags(meta: &RingMeta) -> &[FragRec] {
 /// Where a new reader's pointer starts: the oldest offset it can still get bytes or a gap
 /// record from.
 pub(crate) fn oldest_readable(side: &SideData, meta: Option<&RingMeta>) -> u64 {
-    oldest_readable_below(side, meta.map(|m| m.unknown_below))
+    oldest_readable_in(&extent(side, meta))
 }
 
-/// [`oldest_readable`] from the one word of the ring's metadata it depends on (its
-/// `unknown_below`; `None` without metadata).
-pub(crate) fn oldest_readable_below(side: &SideData, unknown_below: Option<u64>) -> u64 {
-    match (side.ring, unknown_below) {
-        (NO_RING, _) | (_, None) => side.head,
-        (_, Some(below)) => side.head.max(below.min(side.tail)),
+/// [`oldest_readable`] from the side's [`SideExtent`] (its head, tail and ring, and its ring's
+/// `unknown_below`).
+pub(crate) fn oldest_readable_in(e: &SideExtent) -> u64 {
+    match (e.ring, e.unknown_below) {
+        (NO_RING, _) | (_, None) => e.head,
+        (_, Some(below)) => e.head.max(below.min(e.tail)),
     }
 }
 
-/// What reading in order needs of a ring's metadata: its `unknown_below` and its gaps.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct InOrder<'a> {
-    pub unknown_below: u64,
-    pub gaps: &'a [GapRec],
-}
-
-impl<'a> From<&'a RingMeta> for InOrder<'a> {
-    fn from(m: &'a RingMeta) -> Self {
-        InOrder {
-            unknown_below: m.unknown_below,
-            gaps: gaps(m),
-        }
+/// A side's [`SideExtent`] from a whole copy of it and of its ring's metadata.
+fn extent(side: &SideData, meta: Option<&RingMeta>) -> SideExtent {
+    SideExtent {
+        head: side.head,
+        tail: side.tail,
+        ring: side.ring,
+        unknown_below: meta.map(|m| m.unknown_below),
     }
 }
 
-impl<'a> From<&'a InOrderMeta> for InOrder<'a> {
-    fn from(m: &'a InOrderMeta) -> Self {
-        InOrder {
-            unknown_below: m.unknown_below,
-            gaps: m.gaps(),
-        }
-    }
-}
-
-/// [`chunk_in_order`] from a whole copy of the metadata (the tests state the cases with it).
+/// [`chunk_in_order`] from a whole copy of the side and its metadata (the tests state the
+/// cases with it).
 #[cfg(test)]
 pub(crate) fn chunk(side: &SideData, meta: Option<&RingMeta>, offset: u64, room: usize) -> Chunk {
-    chunk_in_order(side, meta.map(InOrder::from), offset, room)
+    chunk_in_order(
+        &extent(side, meta),
+        meta.map_or(&[][..], gaps),
+        offset,
+        room,
+    )
 }
 
-/// The peek decision for a reader at `offset` with room for `room` bytes, from the part of the
-/// ring's metadata it depends on ([`InOrder`]).
+/// The peek decision for a reader at `offset` with room for `room` bytes, from the side's
+/// extent and its ring's gaps. Only the first gap (in order) that ends past `offset` matters,
+/// so `gaps` may hold that one alone ([`shm_layout::flow::SideAt::gap`]).
 ///
 /// A side that holds no ring (or whose metadata is missing) has nothing readable below its
 /// tail, so a reader behind it was overrun.
-pub(crate) fn chunk_in_order(
-    side: &SideData,
-    meta: Option<InOrder<'_>>,
-    offset: u64,
-    room: usize,
-) -> Chunk {
-    if offset >= side.tail {
+pub(crate) fn chunk_in_order(e: &SideExtent, gaps: &[GapRec], offset: u64, room: usize) -> Chunk {
+    if offset >= e.tail {
         return Chunk::NoData;
     }
-    let meta = match (side.ring, meta) {
+    let unknown_below = match (e.ring, e.unknown_below) {
         (NO_RING, _) | (_, None) => {
             return Chunk::Overrun {
-                lost: side.head.saturating_sub(offset).max(side.tail - offset),
+                lost: e.head.saturating_sub(offset).max(e.tail - offset),
             }
         }
-        (_, Some(m)) => m,
+        (_, Some(b)) => b,
     };
-    let mut limit = side.tail;
-    for g in meta.gaps {
+    let mut limit = e.tail;
+    for g in gaps {
         if gap_end(g) <= offset {
             continue;
         }
@@ -120,7 +107,7 @@ pub(crate) fn chunk_in_order(
         limit = g.offset;
         break;
     }
-    let known = side.head.max(meta.unknown_below);
+    let known = e.head.max(unknown_below);
     if offset < known {
         return Chunk::Overrun {
             lost: known.min(limit) - offset,
@@ -235,6 +222,23 @@ mod tests {
         assert_eq!(chunk(&s, Some(&m), 50, 1000), Chunk::Data { len: 50 });
         assert_eq!(chunk(&s, Some(&m), 100, 1000), Chunk::NoData);
         assert_eq!(chunk(&s, Some(&m), 150, 1000), Chunk::NoData);
+    }
+
+    #[test]
+    fn the_first_gap_past_the_reader_decides_as_all_gaps_do() {
+        // What `peek` passes: only the gap `read_side_at` hands back.
+        let m = meta(20, &[(30, 10), (45, 5), (60, 20)], &[]);
+        for (head, tail) in [(0, 100), (35, 100), (50, 70), (0, 0)] {
+            let s = side(head, tail, 0);
+            for at in 0..110 {
+                let first = gaps(&m).iter().find(|g| gap_end(g) > at).copied();
+                assert_eq!(
+                    chunk_in_order(&extent(&s, Some(&m)), first.as_slice(), at, 16),
+                    chunk(&s, Some(&m), at, 16),
+                    "head {head} tail {tail} at {at}"
+                );
+            }
+        }
     }
 
     #[test]

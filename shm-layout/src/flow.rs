@@ -87,38 +87,38 @@ pub fn read_side_tail(slot: &FlowSlot, side: usize, max_tries: u32) -> Option<Si
     None
 }
 
-/// What in-order reading needs of a ring's metadata: the point below which held bytes cannot
-/// be told from skipped ones, and the gaps (the fragments are left out).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InOrderMeta {
-    /// [`RingMeta::unknown_below`].
-    pub unknown_below: u64,
-    /// Gaps in use (at most [`MAX_GAPS`]).
-    pub ngaps: u32,
-    /// The gaps, oldest first; only the first `ngaps` are loaded.
-    pub gaps: [GapRec; MAX_GAPS],
+/// The words of a side that say where its stream is held, with its ring's `unknown_below`:
+/// what a reader needs to know where it may start and what lies before it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SideExtent {
+    /// [`SideData::head`].
+    pub head: u64,
+    /// [`SideData::tail`].
+    pub tail: u64,
+    /// [`SideData::ring`].
+    pub ring: u32,
+    /// The ring's [`RingMeta::unknown_below`]; `None` when the side holds no ring or its index
+    /// is out of range (no metadata).
+    pub unknown_below: Option<u64>,
 }
 
-impl InOrderMeta {
-    /// The gaps in use.
-    #[inline]
-    pub fn gaps(&self) -> &[GapRec] {
-        &self.gaps[..(self.ngaps as usize).min(MAX_GAPS)]
-    }
-}
-
-/// One side of a slot as a reader of its stream needs it, copied under the seqlock: the
-/// slot's generation and flags, the side, and its ring's [`InOrderMeta`].
+/// One side of a slot as a reader at one stream offset needs it, copied under the seqlock:
+/// the slot's generation and flags, the side's [`SideExtent`], and of its ring's gaps only the
+/// one that decides the next read from that offset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SideView {
+pub struct SideAt {
     /// The slot's generation.
     pub generation: u32,
     /// [`flow_flags`].
     pub flags: u32,
-    /// The side.
-    pub side: SideData,
-    /// Its ring's metadata (`None` when the side holds no ring or its index is out of range).
-    pub meta: Option<InOrderMeta>,
+    /// Where the side's stream is held.
+    pub extent: SideExtent,
+    /// The offset the reader reads from (what the caller's `from` gave for this version).
+    pub offset: u64,
+    /// The first of the ring's gaps, in the metadata's order, that ends past `offset` (gaps
+    /// that end at or before it are behind the reader and change nothing); `None` when there
+    /// is none or no metadata.
+    pub gap: Option<GapRec>,
     /// The stamp the copy was taken at (as [`FlowSnapshot::stamp`]).
     pub stamp: u64,
 }
@@ -141,67 +141,98 @@ fn gen_flags(word: u64) -> (u32, u32) {
     )
 }
 
-/// Loads the in-order part of a ring's metadata (relaxed; the caller validates).
+/// The first word of the gap records in a ring's metadata words.
+const GAPS_WORD: usize = 2 + 2 * crate::layout::MAX_FRAGMENTS;
+
+/// Loads a side's [`SideExtent`] (relaxed; the caller validates): three words of the side and,
+/// when it names a ring, that ring's `unknown_below`. Also returns the ring's metadata words.
 #[inline]
-fn load_in_order_meta(words: &[crate::sync::AtomicU64]) -> InOrderMeta {
+fn load_extent<'m>(
+    slot: &FlowSlot,
+    metas: &'m [RingMetaSlot],
+    side: usize,
+) -> (SideExtent, Option<&'m [crate::sync::AtomicU64]>) {
     use crate::sync::Ordering::Relaxed;
-    let w0 = words[0].load(Relaxed);
-    let ngaps = ((w0 >> 32) as u32).min(MAX_GAPS as u32);
-    let mut m = InOrderMeta {
-        unknown_below: words[1].load(Relaxed),
-        ngaps,
-        gaps: [GapRec::default(); MAX_GAPS],
+    const HEAD_WORD: usize = core::mem::offset_of!(SideData, head) / 8;
+    const TAIL: usize = core::mem::offset_of!(SideData, tail) / 8;
+    let w = side_words(slot, side);
+    let head = w[HEAD_WORD].load(Relaxed);
+    let tail = w[TAIL].load(Relaxed);
+    let ring = ring_of(w[RING_WORD].load(Relaxed));
+    let meta = if ring == NO_RING {
+        None
+    } else {
+        metas.get(ring as usize).map(|m| &m.words[..])
     };
-    let g0 = 2 + 2 * crate::layout::MAX_FRAGMENTS;
-    for (i, g) in m.gaps[..ngaps as usize].iter_mut().enumerate() {
-        g.offset = words[g0 + 3 * i].load(Relaxed);
-        g.len = words[g0 + 3 * i + 1].load(Relaxed);
-        g.kind = words[g0 + 3 * i + 2].load(Relaxed);
-    }
-    m
+    let unknown_below = meta.map(|m| m[1].load(Relaxed));
+    (
+        SideExtent {
+            head,
+            tail,
+            ring,
+            unknown_below,
+        },
+        meta,
+    )
 }
 
-/// The ring index side `side` of a slot names now, read without the seqlock: a hint, for a
-/// reader that prefetches the ring's metadata and bytes ahead of a [`read_side_view`]; it may
-/// be torn or stale, and must never decide anything.
+/// The word of [`SideData`] holding `ring` (then `base_seq`).
+const RING_WORD: usize = core::mem::offset_of!(SideData, ring) / 8;
+const _: () = {
+    assert!(core::mem::offset_of!(SideData, ring).is_multiple_of(8));
+    assert!(core::mem::offset_of!(SideData, head).is_multiple_of(8));
+    assert!(core::mem::offset_of!(SideData, tail).is_multiple_of(8));
+};
+
+/// `ring` from the word that holds `ring` then `base_seq` in native byte order.
 #[inline]
-pub fn side_ring_hint(slot: &FlowSlot, side: usize) -> u32 {
-    const RING_WORD: usize = core::mem::offset_of!(SideData, ring) / 8;
-    const _: () = assert!(core::mem::offset_of!(SideData, ring) % 8 == 0);
-    let w = side_words(slot, side)[RING_WORD].load(crate::sync::Ordering::Relaxed);
-    // The word holds `ring` then `base_seq` in native byte order.
-    let b = w.to_ne_bytes();
+fn ring_of(word: u64) -> u32 {
+    let b = word.to_ne_bytes();
     u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
 }
 
-/// Copies what a reader of side `side`'s stream needs ([`SideView`]): the words of
-/// [`read_flow_with_meta`] that a `peek` decides on, and no others (a third of the slot and the
-/// head of the ring's metadata instead of both whole). `None` only if a writer kept the slot
-/// busy for `max_tries` attempts.
-pub fn read_side_view(
+/// Copies what a reader of side `side`'s stream at one offset needs ([`SideAt`]): the
+/// generation and flags, the side's extent, and the one gap record that decides its next read,
+/// instead of the whole side and every gap. `from` picks the offset from the extent of the
+/// version being read (a reader that knows its offset returns it; a new reader starts where
+/// the extent allows). `None` only if a writer kept the slot busy for `max_tries` attempts.
+#[inline]
+pub fn read_side_at(
     slot: &FlowSlot,
     metas: &[RingMetaSlot],
     side: usize,
+    from: impl Fn(&SideExtent) -> u64,
     max_tries: u32,
-) -> Option<SideView> {
+) -> Option<SideAt> {
+    use crate::sync::Ordering::Relaxed;
     for i in 0..max_tries {
         if let Some(tok) = slot.stamp.begin_read() {
-            let (generation, flags) =
-                gen_flags(slot.words[GEN_FLAGS_WORD].load(crate::sync::Ordering::Relaxed));
-            let sd: SideData = crate::pod::load_direct(side_words(slot, side));
-            let meta = if sd.ring == NO_RING {
-                None
-            } else {
-                metas
-                    .get(sd.ring as usize)
-                    .map(|m| load_in_order_meta(&m.words))
-            };
+            let (generation, flags) = gen_flags(slot.words[GEN_FLAGS_WORD].load(Relaxed));
+            let (extent, meta) = load_extent(slot, metas, side);
+            let offset = from(&extent);
+            let mut gap = None;
+            if let Some(m) = meta {
+                let ngaps = ((m[0].load(Relaxed) >> 32) as usize).min(MAX_GAPS);
+                for k in 0..ngaps {
+                    let w = GAPS_WORD + 3 * k;
+                    let (start, len) = (m[w].load(Relaxed), m[w + 1].load(Relaxed));
+                    if start.saturating_add(len) > offset {
+                        gap = Some(GapRec {
+                            offset: start,
+                            len,
+                            kind: m[w + 2].load(Relaxed),
+                        });
+                        break;
+                    }
+                }
+            }
             if slot.stamp.validate(tok) {
-                return Some(SideView {
+                return Some(SideAt {
                     generation,
                     flags,
-                    side: sd,
-                    meta,
+                    extent,
+                    offset,
+                    gap,
                     stamp: tok.stamp(),
                 });
             }
@@ -211,6 +242,14 @@ pub fn read_side_view(
     None
 }
 
+/// The ring index side `side` of a slot names now, read without the seqlock: a hint, for a
+/// reader that prefetches the ring's metadata and bytes ahead of a [`read_side_at`]; it may
+/// be torn or stale, and must never decide anything.
+#[inline]
+pub fn side_ring_hint(slot: &FlowSlot, side: usize) -> u32 {
+    ring_of(side_words(slot, side)[RING_WORD].load(crate::sync::Ordering::Relaxed))
+}
+
 /// What a new reader's start on each side depends on ([`read_side_starts`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SideStarts {
@@ -218,9 +257,8 @@ pub struct SideStarts {
     pub generation: u32,
     /// [`flow_flags`].
     pub flags: u32,
-    /// Per side, its [`SideData`] and its ring's `unknown_below` (`None` when the side holds
-    /// no ring or its index is out of range).
-    pub sides: [(SideData, Option<u64>); 2],
+    /// Per side, its [`SideExtent`].
+    pub sides: [SideExtent; 2],
 }
 
 /// Where each side's stream starts for a new reader, as far as the slot tells it
@@ -235,18 +273,7 @@ pub fn read_side_starts(
         if let Some(tok) = slot.stamp.begin_read() {
             let (generation, flags) =
                 gen_flags(slot.words[GEN_FLAGS_WORD].load(crate::sync::Ordering::Relaxed));
-            let start = |side: usize| {
-                let sd: SideData = crate::pod::load_direct(side_words(slot, side));
-                let below = if sd.ring == NO_RING {
-                    None
-                } else {
-                    metas
-                        .get(sd.ring as usize)
-                        .map(|m| m.words[1].load(crate::sync::Ordering::Relaxed))
-                };
-                (sd, below)
-            };
-            let sides = [start(0), start(1)];
+            let sides = [load_extent(slot, metas, 0).0, load_extent(slot, metas, 1).0];
             if slot.stamp.validate(tok) {
                 return Some(SideStarts {
                     generation,
@@ -476,41 +503,74 @@ mod tests {
     }
 
     #[test]
-    fn a_side_view_holds_what_the_whole_copy_holds_for_in_order_reading() {
+    fn a_side_at_holds_what_the_whole_copy_holds_for_in_order_reading() {
         let (slot, metas, d, m) = slot_with_rings();
         for side in 0..2 {
-            let v = read_side_view(&slot, &metas, side, 3).unwrap();
+            let v = read_side_at(&slot, &metas, side, |_| 0, 3).unwrap();
             let (whole, meta) = read_flow_with_meta(&slot, &metas, side, 3).unwrap();
+            let sd = whole.data.sides[side];
             assert_eq!((v.generation, v.flags), (d.generation, d.flags));
-            assert_eq!(v.side, whole.data.sides[side], "side {side}");
+            assert_eq!(
+                (v.extent.head, v.extent.tail, v.extent.ring),
+                (sd.head, sd.tail, sd.ring),
+                "side {side}"
+            );
+            assert_eq!(v.extent.unknown_below, meta.map(|m| m.unknown_below));
             assert_eq!(v.stamp, whole.stamp);
-            match (v.meta, meta) {
-                (None, None) => assert_eq!(side, 1),
-                (Some(v), Some(w)) => {
-                    assert_eq!(v.unknown_below, w.unknown_below);
-                    assert_eq!(v.gaps(), &w.gaps[..w.ngaps as usize]);
-                    assert_eq!(v.gaps(), &m.gaps[..2]);
-                }
-                other => panic!("side {side}: {other:?}"),
+            assert_eq!(v.offset, 0);
+            if side == 1 {
+                assert_eq!((v.extent.unknown_below, v.gap), (None, None));
             }
         }
+        // The gap handed back is the first one that ends past the offset: gaps (300, 5) and
+        // (400, 8).
+        for (at, want) in [
+            (0, Some(m.gaps[0])),
+            (304, Some(m.gaps[0])),
+            (305, Some(m.gaps[1])),
+            (407, Some(m.gaps[1])),
+            (408, None),
+            (u64::MAX, None),
+        ] {
+            let v = read_side_at(&slot, &metas, 0, |_| at, 3).unwrap();
+            assert_eq!((v.offset, v.gap), (at, want), "from {at}");
+        }
+        // `from` sees the extent of the version it reads.
+        let v = read_side_at(
+            &slot,
+            &metas,
+            0,
+            |e| e.head.max(e.unknown_below.unwrap()),
+            3,
+        );
+        assert_eq!(v.unwrap().offset, 150);
         assert_eq!(side_ring_hint(&slot, 0), 1);
         assert_eq!(side_ring_hint(&slot, 1), NO_RING);
         let starts = read_side_starts(&slot, &metas, 3).unwrap();
         assert_eq!((starts.generation, starts.flags), (42, flow_flags::LIVE));
-        assert_eq!(starts.sides[0], (d.sides[0], Some(150)));
-        assert_eq!(starts.sides[1], (d.sides[1], None));
+        let extent = |sd: &SideData, below| SideExtent {
+            head: sd.head,
+            tail: sd.tail,
+            ring: sd.ring,
+            unknown_below: below,
+        };
+        assert_eq!(starts.sides[0], extent(&d.sides[0], Some(150)));
+        assert_eq!(starts.sides[1], extent(&d.sides[1], None));
         // A ring index past the metadata gives no metadata, as the whole copy does.
         let short = &metas[..1];
-        assert_eq!(read_side_view(&slot, short, 0, 3).unwrap().meta, None);
-        assert_eq!(read_side_starts(&slot, short, 3).unwrap().sides[0].1, None);
+        let v = read_side_at(&slot, short, 0, |_| 0, 3).unwrap();
+        assert_eq!((v.extent.unknown_below, v.gap), (None, None));
+        assert_eq!(
+            read_side_starts(&slot, short, 3).unwrap().sides[0].unknown_below,
+            None
+        );
         assert_eq!(read_flow_with_meta(&slot, short, 0, 3).unwrap().1, None);
         // Nothing is read under a write.
         slot.stamp.begin_write();
-        assert!(read_side_view(&slot, &metas, 0, 3).is_none());
+        assert!(read_side_at(&slot, &metas, 0, |_| 0, 3).is_none());
         assert!(read_side_starts(&slot, &metas, 3).is_none());
         slot.stamp.end_write();
-        assert!(read_side_view(&slot, &metas, 0, 3).unwrap().stamp > 0);
+        assert!(read_side_at(&slot, &metas, 0, |_| 0, 3).unwrap().stamp > 0);
     }
 
     #[test]

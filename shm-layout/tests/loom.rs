@@ -144,13 +144,14 @@ fn read_flow_returns_a_consistent_snapshot_with_its_own_stamp() {
     });
 }
 
-/// `read_side_view` (what `Ctx::peek` copies of a slot) on a real slot and ring metadata: the
-/// side and the metadata words it returns are one version, and its `stamp` is that version's.
-/// The writer changes side 0's head, tail and lost, and its ring's `unknown_below`, together.
+/// `read_side_at` (what `Ctx::peek` copies of a slot) on a real slot and ring metadata: the
+/// extent, the offset `from` picked and the gap it returns are one version, and its `stamp` is
+/// that version's. Version k of side 0 has head and tail k, its ring's `unknown_below` k and
+/// one gap of 1 byte at k; the reader starts at `unknown_below`, so the gap is just ahead of it.
 #[test]
-fn read_side_view_returns_a_consistent_copy_with_its_own_stamp() {
-    use shm_layout::flow::read_side_view;
-    use shm_layout::layout::{RingMetaSlot, RING_META_WORDS};
+fn read_side_at_returns_a_consistent_copy_with_its_own_stamp() {
+    use shm_layout::flow::read_side_at;
+    use shm_layout::layout::{RingMetaSlot, MAX_FRAGMENTS, RING_META_WORDS};
     model(|| {
         let slot = Arc::new(FlowSlot {
             stamp: Stamp::new(),
@@ -159,30 +160,36 @@ fn read_side_view_returns_a_consistent_copy_with_its_own_stamp() {
         let metas = Arc::new(vec![RingMetaSlot {
             words: core::array::from_fn::<_, RING_META_WORDS, _>(|_| AtomicU64::new(0)),
         }]);
-        // Side 0's first words: head, tail, lost (its ring, word 4, stays 0: metadata 0).
+        // Side 0's first words: head, tail (its ring, word 4, stays 0: metadata 0). The
+        // metadata's word 0 holds the gap count (high half), word 1 `unknown_below`, and the
+        // gap records (offset, len, kind) start past the fragments.
         let side0 = core::mem::offset_of!(FlowData, sides) / 8;
+        let gap0 = 2 + 2 * MAX_FRAGMENTS;
+        metas[0].words[0].store(1 << 32, Ordering::Relaxed);
+        metas[0].words[gap0 + 1].store(1, Ordering::Relaxed);
         let (w, m) = (slot.clone(), metas.clone());
         let writer = thread::spawn(move || {
             for k in 1..=2u64 {
                 w.stamp.begin_write();
-                store_words(&w.words[side0..side0 + 3], &[k; 3]);
+                store_words(&w.words[side0..side0 + 2], &[k; 2]);
                 m[0].words[1].store(k, Ordering::Relaxed);
+                m[0].words[gap0].store(k, Ordering::Relaxed);
                 w.stamp.end_write();
             }
         });
-        if let Some(v) = read_side_view(&slot, &metas, 0, 3) {
-            let s = v.side;
-            let below = v.meta.expect("side 0 holds ring 0").unknown_below;
+        if let Some(v) = read_side_at(&slot, &metas, 0, |e| e.unknown_below.unwrap(), 3) {
+            let e = v.extent;
+            let k = e.tail;
             assert!(
-                s.head == s.tail && s.tail == s.lost && s.lost == below,
-                "torn copy: head {} tail {} lost {} unknown_below {below}",
-                s.head,
-                s.tail,
-                s.lost
+                e.head == k
+                    && e.unknown_below == Some(k)
+                    && v.offset == k
+                    && v.gap.map(|g| (g.offset, g.len)) == Some((k, 1)),
+                "torn copy: {v:?}"
             );
-            assert_eq!(s.ring, 0);
+            assert_eq!(e.ring, 0);
             assert_eq!(
-                s.head * 2,
+                e.head * 2,
                 v.stamp,
                 "the copy carries another version's stamp"
             );
@@ -645,8 +652,8 @@ fn pktlog_reader_gets_the_frame_or_none() {
 //   load may read here.
 // - `peek` copies `Ctx::peek` of client-lib (`ctx.rs`): the slot copy (`load_flow_stamped`,
 //   which waits for the writer as `patiently` does; the real one copies the buffer's
-//   metadata too, which here never holds a gap), the decision of `stream::chunk`, the copy of
-//   `Regions::copy_stream` (each entry with an acquire load; an entry that names no chunk
+//   metadata too, which here never holds a gap), the decision of `stream::chunk_in_order`, the copy of
+//   `WorkerView::copy_stream` (each entry with an acquire load; an entry that names no chunk
 //   stops the copy as `Copied::Torn`), then the validation: `Stamp::unchanged_since`, or else
 //   a second slot copy and `intact`. A copy that stands with `Copied::Torn` is `EPROTO`; one
 //   that does not counts in `torn_copies` and is tried again, `COPY_TRIES` times. The early
@@ -843,7 +850,7 @@ enum Copied {
     Torn { offset: u64, entry: u32 },
 }
 
-/// `Regions::copy_stream` for buffer `buffer`.
+/// `WorkerView::copy_stream` (client-lib) for buffer `buffer`.
 fn copy_stream(s: &Streams, buffer: u32, offset: u64, dst: &mut [u8]) -> Copied {
     assert!((buffer as usize) < s.slots.len() && dst.len() as u64 <= CHUNK * MAP_LEN as u64);
     let map = &s.maps[buffer as usize * MAP_LEN..][..MAP_LEN];
@@ -904,7 +911,7 @@ fn peek(s: &Streams, f: usize, at: u64, room: usize) -> PeekTrace {
     for _ in 0..COPY_TRIES {
         let (d, stamp) = load_flow(slot);
         let sd = d.sides[0];
-        // `stream::chunk`, for metadata without gaps (`unknown_below` 0).
+        // `stream::chunk_in_order`, for metadata without gaps (`unknown_below` 0).
         if at >= sd.tail {
             return PeekTrace {
                 result: Peeked::NoData,
