@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::checksum::PseudoHeader;
-use super::{tcp, ParseError, Parsed};
+use super::{tcp, ParseError, Parsed, Tunnel};
 
 /// IP protocol number of TCP.
 pub const PROTO_TCP: u8 = 6;
@@ -174,7 +174,8 @@ fn sub_array<const H: usize, const N: usize>(fixed: &[u8; H], off: usize) -> &[u
         .expect("field offset within the fixed header")
 }
 
-/// Parses the IP packet at the start of `l3`, by its version nibble.
+/// Parses the IP packet at the start of `l3`, by its version nibble. A TCP segment's
+/// [`header_off`](super::TcpSegment::header_off) counts from the start of `l3`.
 pub fn parse_ip(l3: &[u8], verify_checksum: bool) -> Result<Parsed<'_>, ParseError> {
     match l3.first().map(|b| b >> 4) {
         Some(4) => parse_ipv4(l3, verify_checksum),
@@ -210,9 +211,16 @@ pub struct IpPayload<'a> {
 }
 
 impl<'a> IpPayload<'a> {
-    /// The TCP segment this carries, or the connection-less packet it is.
+    /// The TCP segment this carries, or the connection-less packet it is. `frame` holds the
+    /// packet (the segment's header offsets count from its start), and `tunnel` is what the
+    /// frame crossed to reach it.
     #[inline]
-    pub fn into_parsed(self, verify_checksum: bool) -> Result<Parsed<'a>, ParseError> {
+    pub fn into_parsed(
+        self,
+        verify_checksum: bool,
+        frame: &[u8],
+        tunnel: Tunnel,
+    ) -> Result<Parsed<'a>, ParseError> {
         if self.fragment {
             return Ok(Parsed::Fragment {
                 src: self.src,
@@ -228,26 +236,18 @@ impl<'a> IpPayload<'a> {
                 proto: self.proto,
             });
         }
-        let seg = tcp::parse_tcp(
-            self.src,
-            self.dst,
-            self.pseudo,
-            self.present,
-            self.declared,
-            verify_checksum,
-        )?;
-        Ok(Parsed::Tcp(seg))
+        tcp::parse_tcp(&self, frame, tunnel, verify_checksum).map(Parsed::Tcp)
     }
 }
 
 /// Parses an IPv4 packet (the link header said IPv4).
 pub fn parse_ipv4(l3: &[u8], verify_checksum: bool) -> Result<Parsed<'_>, ParseError> {
-    ipv4_payload(l3)?.into_parsed(verify_checksum)
+    ipv4_payload(l3)?.into_parsed(verify_checksum, l3, Tunnel::default())
 }
 
 /// Parses an IPv6 packet (the link header said IPv6), walking its extension headers.
 pub fn parse_ipv6(l3: &[u8], verify_checksum: bool) -> Result<Parsed<'_>, ParseError> {
-    ipv6_payload(l3)?.into_parsed(verify_checksum)
+    ipv6_payload(l3)?.into_parsed(verify_checksum, l3, Tunnel::default())
 }
 
 /// Checks the IPv4 header at the start of `l3` and finds its payload.

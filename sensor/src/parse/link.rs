@@ -86,7 +86,24 @@ pub enum L3<'a> {
 }
 
 /// Strips the link-layer header of a frame of type `link`.
+#[inline]
 pub fn strip_link(link: LinkType, data: &[u8]) -> Result<L3<'_>, ParseError> {
+    // Untagged Ethernet carrying IP, the most common frame by far, without a call.
+    if link == LinkType::Ethernet {
+        if let Some((hdr, rest)) = data.split_first_chunk::<ETH_LEN>() {
+            match u16::from_be_bytes([hdr[ETH_TYPE], hdr[ETH_TYPE + 1]]) {
+                ethertype::IPV4 => return Ok(L3::Ipv4(rest)),
+                ethertype::IPV6 => return Ok(L3::Ipv6(rest)),
+                _ => {}
+            }
+        }
+    }
+    strip_any_link(link, data)
+}
+
+/// [`strip_link`] for every link type and Ethernet frame.
+#[inline(never)]
+fn strip_any_link(link: LinkType, data: &[u8]) -> Result<L3<'_>, ParseError> {
     match link {
         LinkType::Ethernet => {
             let ty = be16(data, ETH_TYPE).ok_or(ParseError::Truncated("ethernet"))?;

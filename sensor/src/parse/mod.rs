@@ -135,19 +135,7 @@ pub fn parse_packet<'a>(
     verify_checksum: bool,
 ) -> Result<Parsed<'a>, ParseError> {
     let l3 = link::strip_link(pkt.link, pkt.data)?;
-    let walked = tunnel::walk(l3, verify_checksum)?;
-    match walked.parsed {
-        Parsed::Tcp(mut seg) => {
-            let base = pkt.data.as_ptr() as usize;
-            let ip_off = walked.ip.as_ptr() as usize - base;
-            // The TCP header ends where the payload starts.
-            let payload_off = seg.payload.as_ptr() as usize - base;
-            let tcp_off = payload_off - usize::from(seg.header_off[1]);
-            seg.header_off = [ip_off as u16, tcp_off as u16];
-            Ok(Parsed::Tcp(seg))
-        }
-        other => Ok(other),
-    }
+    tunnel::walk(l3, pkt.data, verify_checksum)
 }
 
 #[cfg(test)]

@@ -1,9 +1,8 @@
 //! The TCP header view.
 
-use std::net::IpAddr;
-
-use super::checksum::{self, PseudoHeader};
-use super::{ParseError, TcpSegment};
+use super::checksum;
+use super::ip::IpPayload;
+use super::{ParseError, TcpSegment, Tunnel};
 
 /// Field offsets of the fixed TCP header.
 mod field {
@@ -100,22 +99,25 @@ impl<'a> TcpHeader<'a> {
     }
 }
 
-/// Reads the TCP segment whose bytes in the frame are `present` and whose length by the IP
-/// header is `declared_len` (at least `present.len()`).
+/// Reads the TCP segment that `ip` carries (`ip.present`, of `ip.declared` bytes by the IP
+/// header). `frame` is the frame that holds it, for the header offsets, and `tunnel` what the
+/// frame crossed to reach it; the segment is built whole here, so that it is written once.
 #[inline]
 pub fn parse_tcp<'a>(
-    src: IpAddr,
-    dst: IpAddr,
-    pseudo: PseudoHeader<'_>,
-    present: &'a [u8],
-    declared_len: usize,
+    ip: &IpPayload<'a>,
+    frame: &[u8],
+    tunnel: Tunnel,
     verify_checksum: bool,
 ) -> Result<TcpSegment<'a>, ParseError> {
+    let (present, declared_len) = (ip.present, ip.declared);
     let hdr = TcpHeader::new_checked(present, declared_len)?;
     let payload = present.get(hdr.header_len()..).unwrap_or_default();
+    let base = frame.as_ptr() as usize;
+    let ip_off = ip.packet.as_ptr() as usize - base;
+    let tcp_off = present.as_ptr() as usize - base;
     Ok(TcpSegment {
-        src,
-        dst,
+        src: ip.src,
+        dst: ip.dst,
         sport: hdr.src_port(),
         dport: hdr.dst_port(),
         seq: hdr.seq(),
@@ -124,19 +126,18 @@ pub fn parse_tcp<'a>(
         window: hdr.window(),
         payload,
         payload_len: (declared_len - hdr.header_len()) as u32,
-        checksum: checksum::tcp_status(verify_checksum, pseudo, present, declared_len),
-        // Filled in by `parse_packet`, which knows where the frame starts; the TCP header's
-        // length travels in the second element until then.
-        header_off: [0, hdr.header_len() as u16],
-        tunnel: super::Tunnel::default(),
+        checksum: checksum::tcp_status(verify_checksum, ip.pseudo, present, declared_len),
+        header_off: [ip_off as u16, tcp_off as u16],
+        tunnel,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parse::checksum::PseudoHeader;
     use crate::parse::{flags, ChecksumStatus};
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
 
     const S: [u8; 4] = [192, 0, 2, 1];
     const D: [u8; 4] = [192, 0, 2, 2];
@@ -156,9 +157,18 @@ mod tests {
     }
 
     fn parse(present: &[u8], declared: usize) -> Result<TcpSegment<'_>, ParseError> {
-        let a = IpAddr::V4(Ipv4Addr::from(S));
-        let b = IpAddr::V4(Ipv4Addr::from(D));
-        parse_tcp(a, b, PseudoHeader::V4(&S, &D), present, declared, true)
+        let ip = IpPayload {
+            src: IpAddr::V4(Ipv4Addr::from(S)),
+            dst: IpAddr::V4(Ipv4Addr::from(D)),
+            pseudo: PseudoHeader::V4(&S, &D),
+            proto: crate::parse::ip::PROTO_TCP,
+            fragment: false,
+            packet: present,
+            header_len: 0,
+            present,
+            declared,
+        };
+        parse_tcp(&ip, present, Tunnel::default(), true)
     }
 
     #[test]

@@ -227,16 +227,37 @@ struct Layer<'a> {
     room: usize,
 }
 
-/// The outcome of the walk: what the frame is, and the innermost IP header's bytes (from its
-/// first byte to the end of the frame) when there is one.
-pub(super) struct Walked<'a> {
-    pub parsed: Parsed<'a>,
-    pub ip: &'a [u8],
+/// Walks from what the link header of `frame` announced (`l3`) to the innermost IP packet and
+/// parses it.
+#[inline]
+pub(super) fn walk<'a>(
+    l3: L3<'a>,
+    frame: &'a [u8],
+    verify_checksum: bool,
+) -> Result<Parsed<'a>, ParseError> {
+    // Most frames hold one IP header that carries no tunnel: they take this short way, the
+    // same steps as the first round of `walk_layers`. Anything else starts over there (an IP
+    // header that carries a tunnel is checked a second time, which costs little beside the
+    // tunnel).
+    let p = match l3 {
+        L3::Ipv4(b) => ip::ipv4_payload(b)?,
+        L3::Ipv6(b) => ip::ipv6_payload(b)?,
+        L3::Ip(b) => ip_by_version(b)?,
+        L3::Mpls(_) | L3::Pppoe(_) | L3::NotIp => return walk_layers(l3, frame, verify_checksum),
+    };
+    if p.fragment || !matches!(p.proto, proto::IPV4 | proto::IPV6 | proto::GRE | proto::UDP) {
+        return p.into_parsed(verify_checksum, frame, Tunnel::default());
+    }
+    walk_layers(l3, frame, verify_checksum)
 }
 
-/// Walks from what the link header announced to the innermost IP packet and parses it.
-#[inline]
-pub(super) fn walk(l3: L3<'_>, verify_checksum: bool) -> Result<Walked<'_>, ParseError> {
+/// [`walk`] through any number of layers: tunnels, MPLS, PPPoE.
+#[inline(never)]
+fn walk_layers<'a>(
+    l3: L3<'a>,
+    frame: &'a [u8],
+    verify_checksum: bool,
+) -> Result<Parsed<'a>, ParseError> {
     let mut t = Tunnel::default();
     // The innermost IP header crossed: a tunnel that carries no IP leaves its carrier, a
     // connection-less IP packet.
@@ -246,17 +267,16 @@ pub(super) fn walk(l3: L3<'_>, verify_checksum: bool) -> Result<Walked<'_>, Pars
         room: usize::MAX,
     };
     loop {
-        let (bytes, p) = match layer.l3 {
+        let p = match layer.l3 {
             L3::NotIp => {
-                let parsed = match carrier {
+                return Ok(match carrier {
                     Some(c) => Parsed::OtherIp {
                         src: c.src,
                         dst: c.dst,
                         proto: c.proto,
                     },
                     None => Parsed::NotIp,
-                };
-                return Ok(Walked { parsed, ip: &[] });
+                });
             }
             L3::Mpls(b) => {
                 t.enter(kind::MPLS)?;
@@ -268,9 +288,9 @@ pub(super) fn walk(l3: L3<'_>, verify_checksum: bool) -> Result<Walked<'_>, Pars
                 layer = pppoe_session(b, layer.room)?;
                 continue;
             }
-            L3::Ipv4(b) => (b, ip::ipv4_payload(b)?),
-            L3::Ipv6(b) => (b, ip::ipv6_payload(b)?),
-            L3::Ip(b) => (b, ip_by_version(b)?),
+            L3::Ipv4(b) => ip::ipv4_payload(b)?,
+            L3::Ipv6(b) => ip::ipv6_payload(b)?,
+            L3::Ip(b) => ip_by_version(b)?,
         };
         if p.header_len + p.declared > layer.room {
             return Err(ParseError::Malformed("tunnel"));
@@ -305,13 +325,7 @@ pub(super) fn walk(l3: L3<'_>, verify_checksum: bool) -> Result<Walked<'_>, Pars
                 carrier = Some(p);
                 layer = next;
             }
-            None => {
-                let mut parsed = p.into_parsed(verify_checksum)?;
-                if let Parsed::Tcp(seg) = &mut parsed {
-                    seg.tunnel = t;
-                }
-                return Ok(Walked { parsed, ip: bytes });
-            }
+            None => return p.into_parsed(verify_checksum, frame, t),
         }
     }
 }
