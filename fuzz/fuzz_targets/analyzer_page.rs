@@ -114,7 +114,7 @@ fuzz_target!(|data: &[u8]| {
     let mut rig = rig().lock().unwrap_or_else(|p| p.into_inner());
     let id = rig.next_id;
     rig.next_id += 1;
-    let (regions, fds) = create_analyzer(CAPACITY, 1).expect("analyzer regions");
+    let (regions, fds) = create_analyzer(CAPACITY, 1, false).expect("analyzer regions");
     let page: &AnalyzerPage = regions.page.get(0).expect("page");
     let hdr: &EventRingHeader = regions
         .events

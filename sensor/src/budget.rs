@@ -17,7 +17,7 @@ use crate::tracker::Tracker;
 use crate::tracker::TrackerConfig;
 use core::mem::size_of;
 use shm_layout::layout::{FlowSlot, PktLogEntry, PktLogHeader, RingMetaSlot};
-use shm_layout::plan::{EventPlan, PAGE_LEN, PART_ALIGN};
+use shm_layout::plan::PART_ALIGN;
 
 /// What the process needs whatever its configuration: code, libraries, thread stacks in use,
 /// the allocator's own overhead, the control thread. A replay of the demo capture peaks at
@@ -153,11 +153,12 @@ impl Budget {
                     worker_align,
                 ])),
             });
-            // An event ring the layout refuses (not a power of two, too many workers) is
-            // refused before the budget counts; here it counts as the most it may be.
-            let per_analyzer = EventPlan::new(p.event_ring, shape.workers)
-                .map_or(u64::MAX, |e| e.len)
-                .saturating_add(PAGE_LEN);
+            // An analyzer's rings count as the most they may take: in hugepages, rounded up
+            // to whole 2 MiB pages. An event ring the layout refuses (not a power of two, too
+            // many workers) is refused before the budget counts; here it counts as the most
+            // it may be.
+            let per_analyzer =
+                crate::publish::analyzer_bytes(p.event_ring, shape.workers).unwrap_or(u64::MAX);
             items.push(Item {
                 what: "analyzers' event rings",
                 setting: "--max-analyzers or --event-ring",

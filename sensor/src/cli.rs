@@ -74,7 +74,10 @@ pub struct Args {
 
     /// Print how many 2 MiB hugepages the shared memory of this configuration takes (0 when
     /// it publishes nothing or --hugepages is off) and exit; no input is needed.
-    /// `deploy/hugepages.sh --pages auto` reserves that many.
+    /// `deploy/hugepages.sh --pages auto` reserves that many. Each analyzer's event rings
+    /// take more while it is attached, when that many are free, else ordinary pages:
+    /// workers x (--event-ring x 96 bytes + 4 KiB), in whole 2 MiB pages (4 with the defaults
+    /// and one worker).
     #[arg(long)]
     pub print_hugepages: bool,
 

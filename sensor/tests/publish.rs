@@ -1120,30 +1120,34 @@ fn rig(lossless: bool, stall: Duration, pktlog_entries: u64) -> Rig {
 
 #[test]
 fn an_analyzers_page_cannot_change_size_and_its_regions_cannot_be_written() {
-    let (r, fds) = create_analyzer(16, 1).expect("analyzer regions");
-    // The page is passed writable: it may be written, never resized.
-    let same = r.page.len() as u64;
-    for len in [0, 1, same - 1, same + 1, 1 << 30] {
-        assert_eq!(
-            rustix::fs::ftruncate(&fds.page_fd, len),
-            Err(rustix::io::Errno::PERM),
-            "ftruncate to {len}"
+    // Whether the event rings got hugepages (when asked, and the host has them free) or
+    // ordinary pages, the seals hold.
+    for hugepages in [false, true] {
+        let (r, fds) = create_analyzer(16, 1, hugepages).expect("analyzer regions");
+        // The page is passed writable: it may be written, never resized.
+        let same = r.page.len() as u64;
+        for len in [0, 1, same - 1, same + 1, 1 << 30] {
+            assert_eq!(
+                rustix::fs::ftruncate(&fds.page_fd, len),
+                Err(rustix::io::Errno::PERM),
+                "ftruncate to {len}"
+            );
+        }
+        assert!(r.page.get::<AnalyzerPage>(0).is_some());
+        // The read-only events region, reopened through /proc for writing, can be neither
+        // resized nor written.
+        let path = format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&fds.events_ro)
         );
-    }
-    assert!(r.page.get::<AnalyzerPage>(0).is_some());
-    // The read-only events region, reopened through /proc for writing, can be neither
-    // resized nor written.
-    let path = format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&fds.events_ro)
-    );
-    if let Ok(rw) = rustix::fs::open(
-        path.as_str(),
-        rustix::fs::OFlags::RDWR,
-        rustix::fs::Mode::empty(),
-    ) {
-        assert!(rustix::fs::ftruncate(&rw, 0).is_err());
-        assert!(rustix::io::write(&rw, b"x").is_err());
+        if let Ok(rw) = rustix::fs::open(
+            path.as_str(),
+            rustix::fs::OFlags::RDWR,
+            rustix::fs::Mode::empty(),
+        ) {
+            assert!(rustix::fs::ftruncate(&rw, 0).is_err());
+            assert!(rustix::io::write(&rw, b"x").is_err());
+        }
     }
 }
 
@@ -1160,7 +1164,7 @@ fn sub(mask: EventMask) -> Subscription {
 impl Rig {
     /// Attaches analyzer `id` with rings of `capacity` records, subscribes it, marks it ready.
     fn attach(&mut self, id: u32, capacity: u64, s: Subscription) -> AnalyzerRegions {
-        let (r, _fds) = create_analyzer(capacity, 1).expect("analyzer regions");
+        let (r, _fds) = create_analyzer(capacity, 1, false).expect("analyzer regions");
         let a = Attached {
             id,
             name: format!("test-{id}"),

@@ -31,8 +31,8 @@ use rustix::net::{
 use shm_layout::control::{
     decode, encode, printable, ClientMsg, SensorMsg, Subscription, MAX_MESSAGE, MAX_NAME_CHARS,
 };
-use shm_layout::layout::Header;
 use shm_layout::layout::ABI_MAJOR;
+use shm_layout::layout::{features, Header};
 use shm_layout::plan::PAGE_LEN;
 use std::io::IoSlice;
 use std::mem::MaybeUninit;
@@ -708,7 +708,11 @@ fn serve(
                         gone.push(ci);
                         continue;
                     }
-                    let (regions, afds) = match create_analyzer(cfg.event_capacity, cfg.nworkers) {
+                    let (regions, afds) = match create_analyzer(
+                        cfg.event_capacity,
+                        cfg.nworkers,
+                        cfg.header.features & features::HUGEPAGES != 0,
+                    ) {
                         Ok(r) => r,
                         Err(e) => {
                             crate::log_error!("cannot attach analyzer pid {}: {e:#}", c.pid);
@@ -730,7 +734,7 @@ fn serve(
                         analyzer_id: id,
                         epoch: cfg.epoch,
                         main_len: cfg.main_len,
-                        events_len: regions.plan.len,
+                        events_len: regions.events.len() as u64,
                         event_capacity: regions.plan.capacity,
                         nworkers: cfg.nworkers as u32,
                         page_len: PAGE_LEN,

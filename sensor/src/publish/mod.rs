@@ -15,8 +15,8 @@ pub mod subscription;
 
 pub use fanout::{Attached, Fanout, FanoutOptions, PublishSink, ToControl, ToWorker};
 pub use region::{
-    create_analyzer, create_main, main_hugepages, AnalyzerFds, AnalyzerRegions, HugePages,
-    MainRegion,
+    analyzer_bytes, analyzer_hugepages, create_analyzer, create_main, main_hugepages, AnalyzerFds,
+    AnalyzerRegions, HugePages, MainRegion,
 };
 pub use slots::SlotPublisher;
 
