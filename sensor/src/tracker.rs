@@ -34,7 +34,9 @@ use crate::tcp::reassembly::{InsertOutcome, Stream};
 use crate::tcp::ring_pool::{PoolError, PoolShape, RingId, RingPool, MAX_GAPS};
 use crate::tcp::state::{self, SegmentFacts};
 use shm_layout::{EventMask, Hook, Side, TcpState};
+use std::cell::Cell;
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::sync::atomic::AtomicU32;
 
 /// Where the tracker publishes connections, slot by slot (implemented by the shared-memory
@@ -229,9 +231,13 @@ impl TrackerStats {
 pub struct Tracker {
     cfg: TrackerConfig,
     table: FlowTable<Conn>,
-    /// The slot [`Tracker::discard_needs_split`] found for the packet about to be processed
-    /// (`u32::MAX`: none), where [`Tracker::process`]'s own lookup starts.
-    lookup_hint: std::cell::Cell<u32>,
+    /// The publication sequence at which `located` was found (`u64::MAX`: never): it
+    /// answers for the next call only.
+    located_at: Cell<u64>,
+    /// The live slot (and its generation) that [`Tracker::discard_needs_split`] or
+    /// [`Tracker::payload_offset`] found last, where [`Tracker::process`] starts instead of
+    /// building the key and probing the index again (see [`Tracker::locate`]).
+    located: Cell<(u32, u32)>,
     pool: RingPool,
     /// Slots whose connection ended in the previous call, to free at the start of the next.
     reclaim: Vec<u32>,
@@ -251,6 +257,11 @@ pub struct Tracker {
     /// and forth ends each connection at one well-defined point, whatever else the tracker
     /// holds (and, with several workers, whichever worker holds it).
     clock_ns: u64,
+    /// No connection is due to end, and no closing entry to be looked at, before this capture
+    /// time: a lower bound, exact after each look, which whatever could bring that time
+    /// forward lowers (a new connection on an empty table, a connection that closes), so that
+    /// a packet with nothing due only compares its time with it.
+    next_due: u64,
     /// The tunnel each connection's first packet came through, by slot.
     tunnels: TunnelTable,
     /// Where connection state is published, if anywhere.
@@ -328,12 +339,14 @@ impl Tracker {
             stats: TrackerStats::default(),
             pseq: 0,
             clock_ns: 0,
+            next_due: 0,
             tunnels: TunnelTable::default(),
             publisher: None,
             lossless: false,
             passed: u64::MAX,
             retrim: None,
-            lookup_hint: std::cell::Cell::new(u32::MAX),
+            located_at: Cell::new(u64::MAX),
+            located: Cell::new((u32::MAX, 0)),
             held: VecDeque::new(),
             held_rings: VecDeque::new(),
             ring_written: Vec::new(),
@@ -485,17 +498,13 @@ impl Tracker {
     /// picked up midstream is not tracked yet when its first frame is logged). `None` for a
     /// packet without payload whose stream has no anchor.
     pub fn payload_offset(&self, seg: &TcpSegment<'_>) -> Option<u64> {
-        let (key, src_is_lo) = FlowKey::of_packet(
-            &seg.src,
-            seg.sport,
-            &seg.dst,
-            seg.dport,
-            &self.cfg.hash_keys,
-        );
         // A stream with no byte yet (a connection picked up midstream, or a side that has not
         // sent) starts at the first byte seen: this payload's, at offset 0.
         let first = (seg.payload_len > 0).then_some(0);
-        let Some(c) = self.table.lookup(&key).and_then(|i| self.table.get(i)) else {
+        let Some((c, src_is_lo)) = self
+            .locate(seg)
+            .and_then(|(slot, lo)| Some((self.table.get(slot)?, lo)))
+        else {
             return first;
         };
         let recv = &c.stack(c.side_of_lo_sender(src_is_lo).peer()).recv;
@@ -529,18 +538,10 @@ impl Tracker {
                 return (self.pseq, None);
             }
         }
-        let (key, src_is_lo) = FlowKey::of_packet(
-            &seg.src,
-            seg.sport,
-            &seg.dst,
-            seg.dport,
-            &self.cfg.hash_keys,
-        );
-        let Some(slot) = self.table.lookup(&key) else {
+        // The packet's own call starts from this lookup (see `Tracker::locate`).
+        let Some((slot, src_is_lo)) = self.locate(seg) else {
             return (0, None);
         };
-        // The packet's own call looks the flow up next: it starts from this slot.
-        self.lookup_hint.set(slot);
         let Some(c) = self.table.get(slot) else {
             return (0, None);
         };
@@ -602,6 +603,65 @@ impl Tracker {
         (0, Some((slot, self.table.generation(slot), need)))
     }
 
+    /// The live slot holding `seg`'s flow, and whether `seg`'s source is the key's lower
+    /// endpoint. [`Tracker::discard_needs_split`] and [`Tracker::payload_offset`], which run
+    /// before the segment's own [`Tracker::process`], keep the slot found (and its
+    /// generation) for that call, which starts from it instead of building the key and probing
+    /// the index again. Whoever starts from it checks that the slot is still live and of that
+    /// generation (the start of a call may end connections) and that its connection's
+    /// endpoints are the segment's: then it is the slot the index would find, since live keys
+    /// are unique and a slot's key changes only when it is freed.
+    #[inline]
+    fn locate(&self, seg: &TcpSegment<'_>) -> Option<(u32, bool)> {
+        // A second lookup for the segment before its call (the packet log's, after the lossless
+        // check's) starts from the first.
+        if self.located_at.get() == self.pseq {
+            if let Some(found) = self.start_from_located(seg) {
+                return Some(found);
+            }
+        }
+        let (key, src_is_lo) = self.key_of(seg);
+        let slot = self.table.lookup(&key)?;
+        self.located.set((slot, self.table.generation(slot)));
+        self.located_at.set(self.pseq);
+        Some((slot, src_is_lo))
+    }
+
+    /// The slot [`Tracker::locate`] kept for `seg` before this call (`located_at` is the
+    /// call's publication sequence before it starts), if it still holds `seg`'s connection, and
+    /// `seg`'s direction in it.
+    #[inline]
+    fn start_from_located(&self, seg: &TcpSegment<'_>) -> Option<(u32, bool)> {
+        let (slot, generation) = self.located.get();
+        if !self.table.is_live(slot, generation) {
+            return None;
+        }
+        let c = self.table.get(slot)?;
+        let [cli, svr] = &c.endpoints;
+        let at = |e: &Endpoint, addr: &IpAddr, port: u16| e.port == port && e.addr == *addr;
+        // The client is the lower endpoint when `client_is_lo`; a connection between one
+        // endpoint and itself is always taken from the client (as its key's lower end).
+        if at(cli, &seg.src, seg.sport) && at(svr, &seg.dst, seg.dport) {
+            Some((slot, c.client_is_lo))
+        } else if at(svr, &seg.src, seg.sport) && at(cli, &seg.dst, seg.dport) {
+            Some((slot, !c.client_is_lo))
+        } else {
+            None
+        }
+    }
+
+    /// `seg`'s flow key, and whether its source is the key's lower endpoint.
+    #[inline]
+    fn key_of(&self, seg: &TcpSegment<'_>) -> (FlowKey, bool) {
+        FlowKey::of_packet(
+            &seg.src,
+            seg.sport,
+            &seg.dst,
+            seg.dport,
+            &self.cfg.hash_keys,
+        )
+    }
+
     /// The settings.
     pub fn config(&self) -> &TrackerConfig {
         &self.cfg
@@ -637,19 +697,24 @@ impl Tracker {
 
     /// Processes one TCP segment captured at `ts_ns`, the `pos`-th frame of the input.
     pub fn process(&mut self, ts_ns: u64, pos: u64, seg: &TcpSegment<'_>, out: &mut Vec<Event>) {
+        // Whether a lookup was made before this call (see `Tracker::locate`).
+        let located = self.located_at.get() == self.pseq;
         self.next_call();
         self.reclaim_ended();
         let now = self.advance_clock(ts_ns);
         self.expire(now, usize::MAX, out);
         self.stats.segments += 1;
 
-        let (key, src_is_lo) = FlowKey::of_packet(
-            &seg.src,
-            seg.sport,
-            &seg.dst,
-            seg.dport,
-            &self.cfg.hash_keys,
-        );
+        // The key is built here only when no lookup before the call found the connection;
+        // a connection found that way needs it only to restart.
+        let (found, src_is_lo, key) = match located.then(|| self.start_from_located(seg)).flatten()
+        {
+            Some((slot, src_is_lo)) => (Some(slot), src_is_lo, None),
+            None => {
+                let (key, src_is_lo) = self.key_of(seg);
+                (self.table.lookup(&key), src_is_lo, Some(key))
+            }
+        };
         let ctx = PacketCtx {
             ts_ns,
             pos,
@@ -660,10 +725,7 @@ impl Tracker {
         };
         let pure_syn = seg.flags & (SYN | ACK | RST) == SYN;
 
-        let slot = match self
-            .table
-            .lookup_with_hint(&key, self.lookup_hint.replace(u32::MAX))
-        {
+        let slot = match found {
             Some(slot) => {
                 let c = self.table.get(slot).expect("live slot holds a connection");
                 let sender = c.side_of_lo_sender(src_is_lo);
@@ -682,6 +744,7 @@ impl Tracker {
                     self.end_conn(slot, EndReason::Reused, &ctx, out);
                     self.table.detach(slot);
                     self.retire(slot);
+                    let key = key.unwrap_or_else(|| self.key_of(seg).0);
                     match self.create(key, src_is_lo, seg, &ctx, out) {
                         Some(slot) => slot,
                         None => return,
@@ -699,6 +762,7 @@ impl Tracker {
                     self.orphan(&ctx, out);
                     return;
                 }
+                let key = key.unwrap_or_else(|| self.key_of(seg).0);
                 match self.create(key, src_is_lo, seg, &ctx, out) {
                     Some(slot) => slot,
                     None => return,
@@ -724,6 +788,9 @@ impl Tracker {
     /// packet finds the table as one unbounded call would have left it.
     pub fn ends_due(&self, now_ns: u64) -> bool {
         let now = self.clock_ns.max(now_ns);
+        if now < self.next_due {
+            return false;
+        }
         if self.closing.front().is_some_and(|&(_, due)| now >= due) {
             return true;
         }
@@ -937,7 +1004,24 @@ impl Tracker {
 
     /// Frees the rings of connections that closed, and the slots and rings of connections
     /// that ended, in the previous call (whoever handled its events has read them by now).
+    /// Most calls follow one that ended nothing and left no chunk to trim: they only look at
+    /// the queues here, and the work is out of line.
+    #[inline]
     fn reclaim_ended(&mut self) {
+        let due = |p: Option<u64>| p.is_some_and(|p| p <= self.passed);
+        if self.retrim.is_some()
+            || !self.release.is_empty()
+            || !self.reclaim.is_empty()
+            || due(self.held_rings.front().map(|h| h.1))
+            || due(self.held.front().map(|h| h.1))
+        {
+            self.reclaim_ended_now();
+        }
+    }
+
+    /// [`Tracker::reclaim_ended`]'s work, when there is some.
+    #[inline(never)]
+    fn reclaim_ended_now(&mut self) {
         self.trim_previous();
         let mut release = std::mem::take(&mut self.release);
         while let Some(&(h, p)) = self.held_rings.front() {
@@ -1030,6 +1114,23 @@ impl Tracker {
         self.publish(h.slot, None);
     }
 
+    /// Whether a stream of the connection in `slot` holds a chunk wholly below `history` bytes
+    /// behind its tail, the first condition of [`Stream::trimmable`] (which also asks whether
+    /// readers have passed it, known only at the next call). Neither the streams nor the
+    /// history change between calls, so when this is false, so is `trimmable` then.
+    #[inline]
+    fn may_trim(&self, slot: u32) -> bool {
+        let pool = &self.pool;
+        self.table.get(slot).is_some_and(|c| {
+            c.stacks.iter().any(|st| {
+                let r = &st.recv;
+                r.has_ring()
+                    && pool.index_of(r.tail().saturating_sub(pool.history))
+                        > pool.index_of(r.head())
+            })
+        })
+    }
+
     fn free_slot(&mut self, slot: u32) {
         if let Some(mut c) = self.table.free(slot) {
             // Chunks change inside the slot's write section only (`free` closes it).
@@ -1046,8 +1147,40 @@ impl Tracker {
     }
 
     /// Ends connections idle past the timeout, and forgets ended ones past their linger time.
-    /// Ends at most `limit` connections (late-segment re-queues do not count).
+    /// Ends at most `limit` connections (late-segment re-queues do not count). Before
+    /// `next_due` nothing is due: only the comparison is made.
+    #[inline]
     fn expire(&mut self, now_ns: u64, limit: usize, out: &mut Vec<Event>) {
+        if now_ns >= self.next_due {
+            self.expire_due(now_ns, limit, out);
+        }
+    }
+
+    /// The earliest capture time at which [`Tracker::expire`] has something to look at: the
+    /// first closing entry's due time, or the least recently used connection's end of idle
+    /// time or of linger (the others were used later, and wait as long or longer once they
+    /// close, which lowers the bound then).
+    fn due_bound(&self) -> u64 {
+        let closing = self.closing.front().map_or(u64::MAX, |&(_, due)| due);
+        let oldest = self.table.oldest().map_or(u64::MAX, |(slot, last)| {
+            let wait = match self.table.get(slot).and_then(|c| c.closed) {
+                Some(_) => self.cfg.linger_ns,
+                None => self.cfg.idle_timeout_ns,
+            };
+            last.saturating_add(wait)
+        });
+        closing.min(oldest)
+    }
+
+    /// Brings `next_due` forward to `due` if that is earlier.
+    #[inline]
+    fn due_by(&mut self, due: u64) {
+        self.next_due = self.next_due.min(due);
+    }
+
+    /// [`Tracker::expire`]'s work, when something may be due.
+    #[inline(never)]
+    fn expire_due(&mut self, now_ns: u64, limit: usize, out: &mut Vec<Event>) {
         let mut ended = 0;
         // Closed connections, in the order they closed: an open connection that is older in
         // the recency list must not hold back their (much shorter) linger.
@@ -1099,6 +1232,8 @@ impl Tracker {
             self.table.detach(slot);
             self.retire(slot);
         }
+        // Exact again; at or before `now_ns` when `limit` stopped the loops early.
+        self.next_due = self.due_bound();
     }
 
     /// Creates a connection for a segment of an unknown (or restarted) tuple. Roles: the SYN
@@ -1166,7 +1301,10 @@ impl Tracker {
                 conn.stacks[Side::Cli.index()].state = TcpState::SynSent;
             }
         }
-        let slot = self.table.insert(key, conn, self.clock_ns.max(ctx.ts_ns))?;
+        let last = self.clock_ns.max(ctx.ts_ns);
+        let slot = self.table.insert(key, conn, last)?;
+        // It may be the least recently used (the table held no other).
+        self.due_by(last.saturating_add(self.cfg.idle_timeout_ns));
         self.tunnels.set(slot, &seg.tunnel);
         self.stats.conns_created += 1;
         if guessed {
@@ -1451,8 +1589,10 @@ impl Tracker {
         }
         self.publish(slot, Some(rcv));
         // Only a stream that moved can hold a chunk this call completed (and lossless mode
-        // leaves such chunks to the stream's next move): other packets add no work here.
-        if moved && !self.lossless {
+        // leaves such chunks to the stream's next move): other packets add no work here. Nor
+        // do streams whose bytes all lie within `history` of their tail: nothing of theirs can
+        // be trimmed before they move again (and set this again).
+        if moved && !self.lossless && self.may_trim(slot) {
             self.retrim = Some(FlowHandle {
                 slot,
                 generation: self.table.generation(slot),
@@ -1475,8 +1615,15 @@ impl Tracker {
                         .is_some_and(|c| c.closed.is_some() && !c.ended)
             });
         }
-        self.closing
-            .push_back((h, self.clock_ns.saturating_add(self.cfg.linger_ns)));
+        let due = self.clock_ns.saturating_add(self.cfg.linger_ns);
+        self.closing.push_back((h, due));
+        // Its linger ends then; as the least recently used connection it may end from its
+        // last use (a packet of this call, so no earlier).
+        let lru_due = self
+            .table
+            .last_touched(h.slot)
+            .saturating_add(self.cfg.linger_ns);
+        self.due_by(due.min(lru_due));
     }
 
     /// Counts what an insert did and raises its `REXMIT` and `ERROR` events. `seg_offset` is
@@ -1496,6 +1643,15 @@ impl Tracker {
         if o.rexmit {
             self.stats.rexmit_bytes += u64::from(ctx.payload_len);
             self.emit(slot, Some(rcv), Hook::Rcv, EventKind::Rexmit, ctx, out);
+        }
+        // Most inserts report no error: that takes one test of the outcome.
+        if o.conflict.is_none()
+            && o.overflow.is_none()
+            && o.gap.is_none()
+            && o.dropped_bytes == 0
+            && o.lost_snap == 0
+        {
+            return;
         }
         let errors = [
             o.conflict
@@ -1572,7 +1728,10 @@ impl Tracker {
         }
     }
 
-    #[inline]
+    /// Raises an event of `kind` if it is one to build. Whether it is, is tested where it is
+    /// raised (the kind is mostly known there, so the test is one instruction): an event
+    /// nobody takes costs a branch, not a call.
+    #[inline(always)]
     fn emit(
         &self,
         slot: u32,
@@ -1582,7 +1741,24 @@ impl Tracker {
         ctx: &PacketCtx,
         out: &mut Vec<Event>,
     ) {
-        if !self.cfg.events.contains(kind.mask()) || (self.quiet_unwatched && !self.watched(slot)) {
+        if self.cfg.events.contains(kind.mask()) {
+            self.push_event(slot, side, hook, kind, ctx, out);
+        }
+    }
+
+    /// [`Tracker::emit`]'s event, built and added to `out` (unless its connection is one no
+    /// analyzer gets and nobody else takes events).
+    #[inline(never)]
+    fn push_event(
+        &self,
+        slot: u32,
+        side: Option<Side>,
+        hook: Hook,
+        kind: EventKind,
+        ctx: &PacketCtx,
+        out: &mut Vec<Event>,
+    ) {
+        if self.quiet_unwatched && !self.watched(slot) {
             return;
         }
         let (head, tail) = match (side, self.table.get(slot)) {

@@ -1075,6 +1075,134 @@ fn a_reused_slot_and_ring_start_afresh() {
     assert_eq!(s.tr.discard_needs(&seg), pb[0]);
 }
 
+/// What one call of [`lookups_before_a_call_change_nothing`]'s traffic does: a segment (tuple,
+/// direction, flags, payload length, time step) and which lookups the sensor makes before it.
+#[derive(Clone, Copy, Debug)]
+struct LookupOp {
+    tuple: u16,
+    rev: bool,
+    flags: u8,
+    len: usize,
+    dt: u64,
+    /// 0: none; 1: this segment's; 2: this segment's, then another tuple's; 3: another
+    /// tuple's only.
+    lookups: u8,
+    /// Whether connections due by the segment's time end in calls of their own first (as
+    /// the replay does), else at the start of the segment's call, after the lookups.
+    ends_first: bool,
+}
+
+/// The flow lookups the sensor makes before a call (`discard_needs`, `payload_offset`), which
+/// the call takes over, must leave the call exactly as without them: for the segment's own
+/// flow when the call's start ends that flow (its linger or idle time ran out), when the
+/// lookup found none and the call creates it, when another segment was looked up last, and in
+/// lossless mode. Two trackers get the same traffic, one with lookups before each call and one
+/// without; their events, counters and published slots must agree.
+#[test]
+fn lookups_before_a_call_change_nothing() {
+    // A fixed pseudo-random script (xorshift): a few tuples, every kind of segment, and time
+    // steps past the linger (100 ms) and the idle timeout (1 s) among the short ones.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let flags = [
+        SYN,
+        SYN | ACK,
+        ACK,
+        ACK | PSH,
+        FIN | ACK,
+        RST,
+        RST | ACK,
+        ACK,
+    ];
+    let script: Vec<LookupOp> = (0..3000)
+        .map(|_| LookupOp {
+            tuple: next(5) as u16,
+            rev: next(2) == 1,
+            flags: flags[next(flags.len() as u64) as usize],
+            len: [0, 0, 1, 100, 700][next(5) as usize],
+            dt: [MS, MS, MS, 10 * MS, 150 * MS, 1500 * MS][next(6) as usize],
+            lookups: next(4) as u8,
+            ends_first: next(2) == 1,
+        })
+        .collect();
+    for lossless in [false, true] {
+        let cfg = || TrackerConfig {
+            idle_timeout_ns: SEC,
+            ..tracker_cfg(3, 100 * MS)
+        };
+        let (mut with, mut without) = (PubSim::new(cfg(), 16), PubSim::new(cfg(), 16));
+        for s in [&mut with, &mut without] {
+            s.tr.set_lossless(lossless);
+        }
+        // Sequence numbers per direction, advanced by what each segment sends.
+        let mut seqs = std::collections::HashMap::new();
+        for (i, op) in script.iter().enumerate() {
+            let cv = Conv::v4(41000 + op.tuple, 80);
+            let (from, to) = if op.rev {
+                (cv.svr, cv.cli)
+            } else {
+                (cv.cli, cv.svr)
+            };
+            let ack = *seqs.get(&(op.tuple, !op.rev)).unwrap_or(&SISN);
+            let seq: &mut u32 = seqs.entry((op.tuple, op.rev)).or_insert(CISN);
+            let data = pattern(op.len, i as u8);
+            let seg = segment(from, to, op.flags, *seq, ack, &data);
+            *seq = seq
+                .wrapping_add(op.len as u32)
+                .wrapping_add(u32::from(op.flags & (SYN | FIN) != 0));
+            let other = Conv::v4(41000 + (op.tuple + 1) % 5, 80);
+            let decoy = segment(other.cli, other.svr, ACK, CISN, SISN, b"x");
+            let mut outs = Vec::new();
+            for (k, s) in [&mut with, &mut without].into_iter().enumerate() {
+                s.now += op.dt;
+                s.pos += 1;
+                let mut out = Vec::new();
+                while op.ends_first && s.tr.ends_due(s.now) {
+                    s.tr.advance(s.now, &mut out);
+                }
+                // Analyzers a call behind: lossless mode holds what they have not passed.
+                let pseq = s.tr.pseq();
+                s.tr.set_passed(pseq.saturating_sub(1));
+                let looked = k == 0;
+                if looked && matches!(op.lookups, 1 | 2) {
+                    s.tr.discard_needs(&seg);
+                    s.tr.payload_offset(&seg);
+                }
+                if looked && matches!(op.lookups, 2 | 3) {
+                    s.tr.discard_needs(&decoy);
+                }
+                while let Some(p) = s.tr.must_wait() {
+                    s.tr.set_passed(p);
+                }
+                s.tr.process(s.now, s.pos, &seg, &mut out);
+                outs.push(format!("{out:?}"));
+            }
+            assert_eq!(
+                outs[0], outs[1],
+                "lossless {lossless}, call {i} ({op:?}): the events differ"
+            );
+            assert_eq!(with.tr.stats(), without.tr.stats(), "call {i}");
+            for slot in 0..5 {
+                assert_eq!(
+                    with.rd.flow(slot),
+                    without.rd.flow(slot),
+                    "lossless {lossless}, call {i}: slot {slot} published differently"
+                );
+            }
+        }
+        let st = with.tr.stats();
+        // The script reaches the cases under test.
+        assert!(st.conns_created > 100, "{st:?}");
+        assert!(st.conns_closed > 10 && st.conns_timed_out > 10, "{st:?}");
+        assert!(st.late_segments > 10 && st.orphan_segments > 10, "{st:?}");
+    }
+}
+
 // 3. Fanout -----------------------------------------------------------------------------------
 
 /// A worker's fanout over a main region, with the control thread's ends of its channels.

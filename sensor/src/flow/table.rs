@@ -224,16 +224,14 @@ impl<V> FlowTable<V> {
             .find(key.hash32(), |slot| self.slots[slot as usize].key == *key)
     }
 
-    /// [`FlowTable::lookup`], answered without the index when `hint` is the slot that holds
-    /// `key` (live keys are unique and every live slot is indexed, so a live slot holding the
-    /// key is the one the index would find); any other `hint` (stale, freed, detached, or
-    /// `u32::MAX`) falls back to the index.
+    /// Whether `slot` is live and still of `generation`: then it holds the key it held when it
+    /// was found with that generation (a slot takes another key only after it is freed, which
+    /// changes its generation), and that key's lookup still finds it.
     #[inline]
-    pub fn lookup_with_hint(&self, key: &FlowKey, hint: u32) -> Option<u32> {
-        match self.slots.get(hint as usize) {
-            Some(s) if s.live && s.key == *key => Some(hint),
-            _ => self.lookup(key),
-        }
+    pub fn is_live(&self, slot: u32, generation: u32) -> bool {
+        self.slots
+            .get(slot as usize)
+            .is_some_and(|s| s.live && s.generation == generation)
     }
 
     /// Takes a free slot for `key` (which must not be live) and makes it live and most recent.
@@ -420,24 +418,27 @@ mod tests {
     }
 
     #[test]
-    fn lookup_with_hint_answers_as_the_index_whatever_the_hint() {
+    fn is_live_holds_until_the_slot_is_detached_or_reused() {
         let mut t = FlowTable::new(4);
         let a = t.insert(key(1), "a", 10).unwrap();
         let b = t.insert(key(2), "b", 20).unwrap();
-        // The right hint, a wrong live one, none, and one out of range.
-        for hint in [a, b, u32::MAX, 99] {
-            assert_eq!(t.lookup_with_hint(&key(1), hint), Some(a), "hint {hint}");
-        }
-        // Detached: not found through its own slot either.
+        let (ga, gb) = (t.generation(a), t.generation(b));
+        assert!(t.is_live(a, ga) && t.is_live(b, gb));
+        // Another generation, and slots out of range, are not live.
+        assert!(!t.is_live(a, ga.wrapping_add(1)));
+        assert!(!t.is_live(99, 0) && !t.is_live(u32::MAX, ga));
+        // Detached: its value is still readable, but it is not live.
         t.detach(a);
-        assert_eq!(t.lookup_with_hint(&key(1), a), None);
-        // Freed and taken by another key: the stale hint is not believed.
+        assert!(!t.is_live(a, ga));
+        assert_eq!(t.get(a), Some(&"a"));
+        // Freed and taken by another key: the old generation is not believed.
         t.free(a);
         let c = t.insert(key(3), "c", 30).unwrap();
         assert_eq!(c, a, "the freed slot is reused first");
-        assert_eq!(t.lookup_with_hint(&key(1), a), None);
-        assert_eq!(t.lookup_with_hint(&key(3), a), Some(c));
-        assert_eq!(t.lookup_with_hint(&key(2), c), Some(b));
+        assert!(!t.is_live(a, ga));
+        assert!(t.is_live(c, t.generation(c)));
+        assert_eq!(t.lookup(&key(3)), Some(c));
+        assert!(t.is_live(b, gb));
     }
 
     #[test]
