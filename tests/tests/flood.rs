@@ -171,13 +171,21 @@ fn syn_flood_is_bounded_by_max_flows_and_memcap() -> Result<()> {
 }
 
 /// Over the cap, the sensor names the largest part's setting: with the defaults, the
-/// connection table; with a large stream pool, the pool.
+/// analyzers' event rings (64 analyzers, each counted as its rings in whole 2 MiB hugepages);
+/// with fewer analyzers, the connection table; with a large stream pool, the pool.
 #[test]
 fn a_configuration_over_the_cap_is_refused_naming_the_setting() -> Result<()> {
     let dir = ScratchDir::new("memcap")?;
     let control = dir.path().join("control.sock");
-    let cases: [(&[&str], &str); 2] = [
-        (&[], "lower --max-flows, or raise --memcap"),
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &[],
+            "lower --max-analyzers or --event-ring, or raise --memcap",
+        ),
+        (
+            &["--max-analyzers", "8"],
+            "lower --max-flows, or raise --memcap",
+        ),
         (
             &["--stream-chunks", "65536"],
             "lower --stream-chunks or --chunk-kib, or raise --memcap",
