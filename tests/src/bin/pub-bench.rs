@@ -1164,46 +1164,48 @@ fn print_report(files: &[PathBuf], roles: &[(Role, String)]) -> Result<()> {
     Ok(())
 }
 
-/// Compiles the `cpu-time` wrapper `tests/peers/cpu-time.c` into `tmp`.
-fn build_cpu_time(tmp: &Path) -> Result<PathBuf> {
-    let src = locate::workspace_root().join("tests/peers/cpu-time.c");
-    let out = tmp.join("cpu-time");
+/// Compiles `tests/peers/NAME.c` into `tmp/NAME`, linked with `libs`; `why` says who needs it
+/// and `hint` is added to a failure (what to install).
+fn build_peer(tmp: &Path, name: &str, libs: &[&str], why: &str, hint: &str) -> Result<PathBuf> {
+    let src = locate::workspace_root().join(format!("tests/peers/{name}.c"));
+    let out = tmp.join(name);
     let o = Command::new("cc")
         .args(["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror"])
         .arg(&src)
         .arg("-o")
         .arg(&out)
+        .args(libs)
         .output()
-        .context("running cc (pub-bench compiles its CPU-time wrapper)")?;
+        .with_context(|| format!("running cc ({why})"))?;
     ensure!(
         o.status.success(),
-        "compiling {} failed:\n{}",
+        "compiling {} failed{hint}:\n{}",
         src.display(),
         String::from_utf8_lossy(&o.stderr).trim()
     );
     Ok(out)
 }
 
+/// Compiles the `cpu-time` wrapper `tests/peers/cpu-time.c` into `tmp`.
+fn build_cpu_time(tmp: &Path) -> Result<PathBuf> {
+    build_peer(
+        tmp,
+        "cpu-time",
+        &[],
+        "pub-bench compiles its CPU-time wrapper",
+        "",
+    )
+}
+
 /// Compiles the libnids peer `tests/peers/nids-count.c` into `tmp`.
 fn build_nids(tmp: &Path) -> Result<PathBuf> {
-    let src = locate::workspace_root().join("tests/peers/nids-count.c");
-    let out = tmp.join("nids-count");
-    let o = Command::new("cc")
-        .args(["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror"])
-        .arg(&src)
-        .arg("-o")
-        .arg(&out)
-        .arg("-lnids")
-        .output()
-        .context("running cc (the nids mode compiles the libnids peer)")?;
-    ensure!(
-        o.status.success(),
-        "compiling {} failed; the nids mode needs libnids-dev (apt-get install libnids-dev, \
-         or scripts/setup.sh):\n{}",
-        src.display(),
-        String::from_utf8_lossy(&o.stderr).trim()
-    );
-    Ok(out)
+    build_peer(
+        tmp,
+        "nids-count",
+        &["-lnids"],
+        "the nids mode compiles the libnids peer",
+        "; the nids mode needs libnids-dev (apt-get install libnids-dev, or scripts/setup.sh)",
+    )
 }
 
 /// `mode`'s row of the cost table: throughput and the sensor's CPU time, and both against
