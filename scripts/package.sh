@@ -118,6 +118,15 @@ for f in "${binaries[@]}"; do
         || die "$from/$f reports '$reported', not version $version: rebuild it (run without --no-build)"
 done
 
+# mos-sensor loads DPDK at run time through a shared object it embeds (sensor/dpdk/build.rs
+# builds it into the crate's OUT_DIR), so the binary's own ELF names no DPDK library: the
+# shim is what dpkg-shlibdeps reads for the mos package's DPDK dependencies. Every build of
+# it comes from the same source and libdpdk; the newest is taken.
+dpdk_shim=$(find "$from/build" -path '*/mos-dpdk-*/out/libmos_dpdk_shim.so' -printf '%T@ %p\n' 2>/dev/null \
+    | sort -n | tail -n 1 | cut -d' ' -f2-)
+[[ -n "$dpdk_shim" ]] \
+    || die "no libmos_dpdk_shim.so under $from/build: mos-sensor was built without its dpdk feature (run without --no-build)"
+
 build_dir=$target_dir/debian-build
 src=$build_dir/mos-$deb_version
 rm -rf "$build_dir"
@@ -148,7 +157,7 @@ say "dpkg-buildpackage in $src"
 # checked above, not Debian packages. noddebs: no -dbgsym packages.
 (
     cd "$src"
-    MOS_ROOT=$MOS_ROOT MOS_FROM=$from MOS_GENDOCS=$build_dir/gendocs \
+    MOS_ROOT=$MOS_ROOT MOS_FROM=$from MOS_GENDOCS=$build_dir/gendocs MOS_DPDK_SHIM=$dpdk_shim \
         DEB_BUILD_OPTIONS="${DEB_BUILD_OPTIONS:+$DEB_BUILD_OPTIONS }noddebs" \
         dpkg-buildpackage -b -us -uc -d
 ) || die "dpkg-buildpackage failed (its output is above)"

@@ -243,3 +243,85 @@ fn receive_errors_are_read_from_the_summary() {
     assert_eq!(receive_errors(line), 104);
     assert_eq!(receive_errors("mos-sensor: nothing here"), 0);
 }
+
+/// Where the dynamic loader finds `soname`, from `ldconfig -p`, with links resolved.
+fn system_library(soname: &str) -> Result<std::path::PathBuf> {
+    let out = std::process::Command::new("ldconfig")
+        .arg("-p")
+        .output()
+        .context("run ldconfig -p")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let path = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with(&format!("{soname} ")))
+        .find_map(|l| l.split_once("=> ").map(|(_, p)| p.trim().to_string()))
+        .with_context(|| format!("ldconfig -p does not list {soname}"))?;
+    Ok(std::fs::canonicalize(&path)?)
+}
+
+/// DPDK is loaded only for `--dpdk`: the sensor's ELF names no DPDK library, a replay runs
+/// where DPDK's EAL library cannot be loaded, and `--dpdk` there fails with one line naming
+/// the library. The library is hidden by mounting /dev/null over it in a mount namespace of
+/// the test's own (`unshare -m`), which leaves the system untouched.
+#[test]
+fn dpdk_is_loaded_only_for_dpdk() -> Result<()> {
+    let sensor = sensor_bin()?;
+    let elf = std::process::Command::new("readelf")
+        .arg("-d")
+        .arg(&sensor)
+        .output()
+        .context("run readelf -d")?;
+    let dynamic = String::from_utf8_lossy(&elf.stdout);
+    ensure!(
+        elf.status.success() && dynamic.contains("(NEEDED)"),
+        "readelf -d {} failed: {}",
+        sensor.display(),
+        String::from_utf8_lossy(&elf.stderr)
+    );
+    ensure!(
+        !dynamic.contains("librte_"),
+        "the sensor links DPDK at start-up:\n{dynamic}"
+    );
+
+    let eal = system_library("librte_eal.so.23")?;
+    let pcap = corpus_dir()?
+        .join("pcaps")
+        .join("dnscap__src__test__1qtcpnosyn.pcap");
+    let hidden = |args: &[&str]| -> Result<std::process::Output> {
+        let mut c = std::process::Command::new("unshare");
+        c.args([
+            "-m",
+            "sh",
+            "-c",
+            r#"mount --bind /dev/null "$1" && shift && exec "$@""#,
+            "sh",
+        ])
+        .arg(&eal)
+        .arg(&sensor)
+        .args(args)
+        .env("MOS_SENSOR_CONFIG", "");
+        c.output().context("run the sensor under unshare -m")
+    };
+    let replay = hidden(&["--pcap", pcap.to_str().context("path")?, "--no-publish"])?;
+    let stderr = String::from_utf8_lossy(&replay.stderr);
+    ensure!(
+        replay.status.success() && stderr.contains("frames=8 conns=1"),
+        "a replay without a loadable DPDK failed ({}):\n{stderr}",
+        replay.status
+    );
+    let live = hidden(&[
+        "--dpdk",
+        "--no-huge --no-pci --no-shconf --vdev=net_null0",
+        "--no-publish",
+    ])?;
+    let stderr = String::from_utf8_lossy(&live.stderr);
+    ensure!(
+        !live.status.success()
+            && stderr.lines().count() == 1
+            && stderr.contains("could not load DPDK")
+            && stderr.contains("librte_eal.so.23"),
+        "--dpdk without a loadable DPDK ({}):\n{stderr}",
+        live.status
+    );
+    Ok(())
+}

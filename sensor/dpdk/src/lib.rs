@@ -7,6 +7,12 @@
 //! time; DPDK's static-inline functions go through a small C shim
 //! (`shim/shim.c`).
 //!
+//! DPDK is loaded only when it is used: the shim is built as a shared object
+//! linked against libdpdk and embedded in this crate, and [`Eal::init`] (or
+//! [`Eal::version`]) loads it, with DPDK's libraries behind it, the first
+//! time. A program that never starts an EAL maps none of DPDK, and runs on a
+//! host without it.
+//!
 //! Lifetimes are handled with reference counts rather than borrows, so that a
 //! received [`Mbuf`] can be sent to any thread: every [`Port`] holds the EAL,
 //! every [`Burst`] and [`Mbuf`] holds its port's mbuf pool, and
@@ -14,10 +20,12 @@
 
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::fmt;
+use std::io::Write;
 use std::marker::PhantomData;
+use std::os::fd::FromRawFd;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 #[allow(
     unsafe_op_in_unsafe_fn,
@@ -32,6 +40,68 @@ use std::sync::Arc;
 )]
 mod ffi {
     include!(concat!(env!("OUT_DIR"), "/dpdk_bindings.rs"));
+}
+
+/// The shim, built by `build.rs` and linked against DPDK's libraries.
+static SHIM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libmos_dpdk_shim.so"));
+
+/// The loaded shim, with every function the bindings call.
+static LIB: OnceLock<Result<ffi::DpdkLib, DpdkError>> = OnceLock::new();
+
+/// Loads the shim (and so DPDK) once per process, from a memory file holding
+/// [`SHIM`]: nothing is written to disk, and the dynamic loader finds DPDK's
+/// libraries the usual way (the system's directories, `LD_LIBRARY_PATH`, or
+/// the run path of a DPDK found outside them at build time).
+fn load() -> Result<&'static ffi::DpdkLib, DpdkError> {
+    let loaded = LIB.get_or_init(|| {
+        let fail = |why: String| DpdkError::Load { why };
+        // SAFETY: memfd_create takes a NUL-terminated name and flags; it
+        // returns a new descriptor or -1.
+        let fd = unsafe { libc::memfd_create(c"mos-dpdk-shim".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(fail(format!(
+                "memfd_create: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: fd is a new descriptor nothing else owns.
+        let file = std::fs::File::from(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+        (&file)
+            .write_all(SHIM)
+            .map_err(|e| fail(format!("writing the shim to a memory file: {e}")))?;
+        let path = format!("/proc/self/fd/{fd}");
+        // SAFETY: loading runs the constructors of the shim and of DPDK's
+        // libraries, which only register drivers, buses and log types; no
+        // other thread of this crate touches DPDK before this returns
+        // (OnceLock runs one initialiser at a time).
+        let lib = unsafe {
+            libloading::os::unix::Library::open(
+                Some(&path),
+                libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
+            )
+        }
+        .map_err(|e| {
+            fail(format!(
+                "{e} (is libdpdk installed? `apt-get install dpdk`)"
+            ))
+        })?;
+        // SAFETY: the shim was built with the bindings from the same
+        // headers, so every symbol has the signature the bindings declare.
+        let lib = unsafe { ffi::DpdkLib::from_library(lib) }
+            .map_err(|e| fail(format!("a DPDK function is missing: {e}")))?;
+        drop(file);
+        Ok(lib)
+    });
+    loaded.as_ref().map_err(Clone::clone)
+}
+
+/// The loaded shim. Every DPDK object (an [`Eal`], and the ports, pools and
+/// mbufs made from it) exists only after [`load`] succeeded.
+fn lib() -> &'static ffi::DpdkLib {
+    match LIB.get() {
+        Some(Ok(lib)) => lib,
+        _ => unreachable!("DPDK is used before Eal::init loaded it"),
+    }
 }
 
 /// Most mbufs one [`Burst`] holds, and so the most one `rx_burst` call returns.
@@ -52,6 +122,12 @@ static POOL_SEQ: AtomicU32 = AtomicU32::new(0);
 /// What went wrong in a DPDK call. `Display` gives one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DpdkError {
+    /// DPDK's libraries could not be loaded (not installed, or a version
+    /// other than the one the sensor was built with).
+    Load {
+        /// The loader's complaint.
+        why: String,
+    },
     /// `rte_eal_init` failed.
     EalInit {
         /// The `rte_errno` value.
@@ -98,6 +174,7 @@ pub enum DpdkError {
 impl fmt::Display for DpdkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            DpdkError::Load { why } => write!(f, "could not load DPDK: {why}"),
             DpdkError::EalInit {
                 errno,
                 message,
@@ -140,12 +217,21 @@ impl fmt::Display for DpdkError {
 
 impl std::error::Error for DpdkError {}
 
-/// `rte_strerror` as a `String`.
+/// `rte_strerror` as a `String` (the C library's text before DPDK is loaded).
 fn strerror(errno: i32) -> String {
+    let Some(Ok(lib)) = LIB.get() else {
+        // Not loaded: the C library's text (DPDK's differs only for its own
+        // error numbers, which need a loaded DPDK to arise).
+        let text = std::io::Error::from_raw_os_error(errno).to_string();
+        return match text.split_once(" (os error") {
+            Some((message, _)) => message.to_string(),
+            None => text,
+        };
+    };
     // SAFETY: rte_strerror accepts any int and returns a pointer to a
     // NUL-terminated string, either static or in a per-thread buffer; it is
     // copied out before this thread makes another DPDK call.
-    let p = unsafe { ffi::rte_strerror(errno) };
+    let p = unsafe { lib.rte_strerror(errno) };
     if p.is_null() {
         return format!("error {errno}");
     }
@@ -156,7 +242,7 @@ fn strerror(errno: i32) -> String {
 /// The current thread's `rte_errno`.
 fn rte_errno() -> i32 {
     // SAFETY: reads a thread-local int; no preconditions.
-    unsafe { ffi::mos_shim_errno() }
+    unsafe { lib().mos_shim_errno() }
 }
 
 /// Turns a DPDK return code (negative errno on failure) into a Result.
@@ -344,7 +430,7 @@ impl Drop for EalInner {
         // Arc<EalInner>; no DPDK object made through this crate is used
         // after it. The EAL_TAKEN flag stays set, so no second init follows.
         unsafe {
-            ffi::rte_eal_cleanup();
+            lib().rte_eal_cleanup();
         }
     }
 }
@@ -381,7 +467,8 @@ impl Eal {
     /// [`DpdkError::AlreadyInitialised`] if an `Eal` was made before in this
     /// process, [`DpdkError::BadArgument`] for a help option or an argument
     /// with a NUL byte,
-    /// [`DpdkError::EalInit`] with `rte_strerror(rte_errno)` and a hint.
+    /// [`DpdkError::EalInit`] with `rte_strerror(rte_errno)` and a hint,
+    /// [`DpdkError::Load`] if DPDK's libraries cannot be loaded.
     pub fn init(args: &[String]) -> Result<Eal, DpdkError> {
         // Validate first: nothing here needs (or takes) the one-EAL flag.
         if let Some(a) = args.iter().find(|a| asks_for_help(a)) {
@@ -397,6 +484,7 @@ impl Eal {
                 reason: "it contains a NUL byte",
             })?);
         }
+        load()?;
         if EAL_TAKEN
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
@@ -417,7 +505,7 @@ impl Eal {
         // NULL, all leaked so they outlive the process's use of them; the
         // EAL_TAKEN flag guarantees no concurrent or repeated call from this
         // crate.
-        let ret = unsafe { ffi::rte_eal_init(argc, argv.as_mut_ptr()) };
+        let ret = unsafe { lib().rte_eal_init(argc, argv.as_mut_ptr()) };
         let said = quiet.map(StdioCapture::finish).unwrap_or_default();
         if ret < 0 {
             let errno = rte_errno();
@@ -456,16 +544,21 @@ impl Eal {
     pub fn port_count(&self) -> u16 {
         // SAFETY: the EAL is initialised (self exists); the call only reads
         // the ethdev table.
-        unsafe { ffi::rte_eth_dev_count_avail() }
+        unsafe { lib().rte_eth_dev_count_avail() }
     }
 
-    /// DPDK's version string, e.g. `"DPDK 22.11.11"`.
-    pub fn version() -> String {
+    /// DPDK's version string, e.g. `"DPDK 22.11.11"` (loading DPDK if it
+    /// is not loaded yet).
+    ///
+    /// # Errors
+    /// [`DpdkError::Load`] if DPDK's libraries cannot be loaded.
+    pub fn version() -> Result<String, DpdkError> {
+        let lib = load()?;
         // SAFETY: rte_version returns a pointer to a static NUL-terminated
         // string and needs no initialisation.
-        let p = unsafe { ffi::rte_version() };
+        let p = unsafe { lib.rte_version() };
         // SAFETY: static, NUL-terminated, see above.
-        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+        Ok(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
     }
 }
 
@@ -490,7 +583,7 @@ impl Drop for Pool {
         // SAFETY: the last reference is gone: the port using this pool was
         // stopped and closed (Port's Drop runs before its fields drop), and
         // every Burst or Mbuf that held an mbuf from it has dropped its Arc.
-        unsafe { ffi::rte_mempool_free(self.mp.as_ptr()) }
+        unsafe { lib().rte_mempool_free(self.mp.as_ptr()) }
     }
 }
 
@@ -595,7 +688,7 @@ impl Port {
     /// naming the failing DPDK function otherwise.
     pub fn start(eal: &Eal, port_id: u16, opts: PortOptions) -> Result<Port, DpdkError> {
         // SAFETY: EAL is initialised; the call only checks the ethdev table.
-        if unsafe { ffi::rte_eth_dev_is_valid_port(port_id) } == 0 {
+        if unsafe { lib().rte_eth_dev_is_valid_port(port_id) } == 0 {
             return Err(DpdkError::NoPort {
                 port: port_id,
                 available: eal.port_count(),
@@ -605,7 +698,7 @@ impl Port {
         // SAFETY: valid port; info is a writable rte_eth_dev_info of the
         // layout bindgen read from the installed headers.
         check("rte_eth_dev_info_get", port_id, unsafe {
-            ffi::rte_eth_dev_info_get(port_id, &mut info)
+            lib().rte_eth_dev_info_get(port_id, &mut info)
         })?;
         let driver = if info.driver_name.is_null() {
             String::new()
@@ -641,34 +734,34 @@ impl Port {
             conf.rx_adv_conf.rss_conf.rss_key_len =
                 u8::try_from(key_len).expect("hash_key_size is a u8");
             // SAFETY: returns a constant; no preconditions.
-            let hf = unsafe { ffi::mos_shim_rss_ip_tcp_udp() };
+            let hf = unsafe { lib().mos_shim_rss_ip_tcp_udp() };
             conf.rx_adv_conf.rss_conf.rss_hf = hf & info.flow_type_rss_offloads;
         }
         // SAFETY: returns a constant; no preconditions.
-        let ts_offload = unsafe { ffi::mos_shim_rx_offload_timestamp() };
+        let ts_offload = unsafe { lib().mos_shim_rx_offload_timestamp() };
         if info.rx_offload_capa & ts_offload != 0 {
             conf.rxmode.offloads |= ts_offload;
         }
         // SAFETY: valid port, not started; conf is fully initialised and the
         // RSS key it points to (key) lives until after the call, which copies it.
         check("rte_eth_dev_configure", port_id, unsafe {
-            ffi::rte_eth_dev_configure(port_id, rx_queues, 0, &conf)
+            lib().rte_eth_dev_configure(port_id, rx_queues, 0, &conf)
         })?;
         drop(key);
 
         // SAFETY: valid port; returns a NUMA socket id or SOCKET_ID_ANY (-1).
-        let socket = unsafe { ffi::rte_eth_dev_socket_id(port_id) };
+        let socket = unsafe { lib().rte_eth_dev_socket_id(port_id) };
         let seq = POOL_SEQ.fetch_add(1, Ordering::Relaxed);
         let name = CString::new(format!("mos_rx_{port_id}_{seq}")).expect("no NUL");
         // The per-lcore cache may hold at most n / 1.5 mbufs.
         let cache = 256.min(opts.mbufs / 2);
         // SAFETY: returns a constant; no preconditions.
-        let buf_size = unsafe { ffi::mos_shim_mbuf_default_buf_size() };
+        let buf_size = unsafe { lib().mos_shim_mbuf_default_buf_size() };
         let data_room = u16::try_from(buf_size).expect("RTE_MBUF_DEFAULT_BUF_SIZE fits u16");
         // SAFETY: EAL initialised; name is a NUL-terminated string shorter
         // than RTE_MEMPOOL_NAMESIZE, unique per process thanks to POOL_SEQ.
         let mp = unsafe {
-            ffi::rte_pktmbuf_pool_create(name.as_ptr(), opts.mbufs, cache, 0, data_room, socket)
+            lib().rte_pktmbuf_pool_create(name.as_ptr(), opts.mbufs, cache, 0, data_room, socket)
         };
         let Some(mp) = NonNull::new(mp) else {
             let errno = rte_errno();
@@ -700,7 +793,7 @@ impl Port {
             // count; rx_conf NULL means driver defaults; the pool outlives the
             // queue (it is freed only after the port is closed).
             check("rte_eth_rx_queue_setup", port_id, unsafe {
-                ffi::rte_eth_rx_queue_setup(
+                lib().rte_eth_rx_queue_setup(
                     port_id,
                     q,
                     opts.rx_desc,
@@ -712,25 +805,25 @@ impl Port {
         }
         // SAFETY: configured port with all RX queues set up.
         check("rte_eth_dev_start", port_id, unsafe {
-            ffi::rte_eth_dev_start(port_id)
+            lib().rte_eth_dev_start(port_id)
         })?;
         port.started = true;
         if opts.promiscuous {
             // SAFETY: started port. Failure (e.g. ENOTSUP on a vdev) is not fatal.
-            let _ = unsafe { ffi::rte_eth_promiscuous_enable(port_id) };
+            let _ = unsafe { lib().rte_eth_promiscuous_enable(port_id) };
         }
         // Drivers register the timestamp field by probe or start time.
         // SAFETY: the names are NUL-terminated constants; a NULL params
         // pointer is allowed.
         let offset = unsafe {
-            ffi::rte_mbuf_dynfield_lookup(
+            lib().rte_mbuf_dynfield_lookup(
                 ffi::RTE_MBUF_DYNFIELD_TIMESTAMP_NAME.as_ptr().cast(),
                 ptr::null_mut(),
             )
         };
         // SAFETY: as above.
         let bit = unsafe {
-            ffi::rte_mbuf_dynflag_lookup(
+            lib().rte_mbuf_dynflag_lookup(
                 ffi::RTE_MBUF_DYNFLAG_RX_TIMESTAMP_NAME.as_ptr().cast(),
                 ptr::null_mut(),
             )
@@ -847,7 +940,7 @@ fn port_stats(port_id: u16) -> Result<EthStats, DpdkError> {
     // threads poll the queues is what the ethdev API allows: drivers keep
     // per-queue counters that stats_get only reads.
     check("rte_eth_stats_get", port_id, unsafe {
-        ffi::rte_eth_stats_get(port_id, &mut s)
+        lib().rte_eth_stats_get(port_id, &mut s)
     })?;
     Ok(EthStats {
         ipackets: s.ipackets,
@@ -863,12 +956,12 @@ impl Drop for Port {
         if self.started {
             // SAFETY: the port was started by this value and no RxQueue
             // borrows it any more (they borrow &mut self).
-            let _ = unsafe { ffi::rte_eth_dev_stop(self.port_id) };
+            let _ = unsafe { lib().rte_eth_dev_stop(self.port_id) };
         }
         // SAFETY: the port was configured by this value and is stopped; after
         // close, the driver no longer references the pool, which is freed when
         // the last Arc<Pool> (here or in a Burst/Mbuf) drops.
-        let _ = unsafe { ffi::rte_eth_dev_close(self.port_id) };
+        let _ = unsafe { lib().rte_eth_dev_close(self.port_id) };
     }
 }
 
@@ -924,7 +1017,7 @@ fn rx_burst_raw(
     // only this caller polls it (it holds &mut Port or the queue's unique
     // RxQueue); mbufs has room for BURST pointers.
     let n =
-        unsafe { ffi::mos_shim_rx_burst(port_id, queue, batch.mbufs.as_mut_ptr(), BURST as u16) };
+        unsafe { lib().mos_shim_rx_burst(port_id, queue, batch.mbufs.as_mut_ptr(), BURST as u16) };
     batch.len = usize::from(n).min(BURST);
     batch.len
 }
@@ -1021,7 +1114,7 @@ impl Burst {
         if self.len > 0 {
             // SAFETY: slots 0..len hold mbufs this Burst owns or NULL (taken),
             // which rte_pktmbuf_free_bulk skips; their pool is alive (self.pool).
-            unsafe { ffi::rte_pktmbuf_free_bulk(self.mbufs.as_mut_ptr(), self.len as u32) };
+            unsafe { lib().rte_pktmbuf_free_bulk(self.mbufs.as_mut_ptr(), self.len as u32) };
             self.mbufs[..self.len].fill(ptr::null_mut());
             self.len = 0;
         }
@@ -1052,7 +1145,7 @@ impl<'a> Iterator for Segments<'a> {
         let m = self.next?;
         // SAFETY: m is a segment of a live chain owned by the Burst or Mbuf
         // borrowed for 'a; next is NULL or the chain's next segment.
-        self.next = NonNull::new(unsafe { ffi::mos_shim_mbuf_next(m.as_ptr()) }.cast_mut());
+        self.next = NonNull::new(unsafe { lib().mos_shim_mbuf_next(m.as_ptr()) }.cast_mut());
         // SAFETY: as above, a live segment of the chain.
         Some(unsafe { mbuf_data(m) })
     }
@@ -1065,7 +1158,7 @@ impl<'a> Iterator for Segments<'a> {
 unsafe fn more_segments<'a>(m: NonNull<ffi::rte_mbuf>) -> Segments<'a> {
     Segments {
         // SAFETY: m is live (caller); next is NULL or the second segment.
-        next: NonNull::new(unsafe { ffi::mos_shim_mbuf_next(m.as_ptr()) }.cast_mut()),
+        next: NonNull::new(unsafe { lib().mos_shim_mbuf_next(m.as_ptr()) }.cast_mut()),
         _frame: PhantomData,
     }
 }
@@ -1074,8 +1167,8 @@ unsafe fn mbuf_data<'a>(m: NonNull<ffi::rte_mbuf>) -> &'a [u8] {
     // SAFETY: m is live (caller); mtod points at data_len initialised bytes
     // of the first segment, written by the driver before rx_burst returned.
     unsafe {
-        let p = ffi::mos_shim_pktmbuf_mtod(m.as_ptr()).cast::<u8>();
-        let len = usize::from(ffi::mos_shim_pktmbuf_data_len(m.as_ptr()));
+        let p = lib().mos_shim_pktmbuf_mtod(m.as_ptr()).cast::<u8>();
+        let len = usize::from(lib().mos_shim_pktmbuf_data_len(m.as_ptr()));
         if p.is_null() || len == 0 {
             &[]
         } else {
@@ -1091,13 +1184,13 @@ unsafe fn mbuf_timestamp(m: NonNull<ffi::rte_mbuf>, ts: TsInfo) -> Option<u64> {
         return None;
     }
     // SAFETY: m is live (caller); ol_flags is a plain field read.
-    let flags = unsafe { ffi::mos_shim_mbuf_ol_flags(m.as_ptr()) };
+    let flags = unsafe { lib().mos_shim_mbuf_ol_flags(m.as_ptr()) };
     if flags & ts.flag == 0 {
         return None;
     }
     // SAFETY: m is live; offset is the registered timestamp dynfield, an
     // 8-byte field inside the mbuf's dynamic area.
-    Some(unsafe { ffi::mos_shim_mbuf_dynfield_u64(m.as_ptr(), ts.offset) })
+    Some(unsafe { lib().mos_shim_mbuf_dynfield_u64(m.as_ptr(), ts.offset) })
 }
 
 fn to_ns(raw: Option<u64>, ts: TsInfo) -> Option<u64> {
@@ -1136,13 +1229,13 @@ impl<'a> Packet<'a> {
     /// Length of the whole frame, all segments (`pkt_len`).
     pub fn pkt_len(&self) -> u32 {
         // SAFETY: live mbuf, plain field read.
-        unsafe { ffi::mos_shim_pktmbuf_pkt_len(self.m.as_ptr()) }
+        unsafe { lib().mos_shim_pktmbuf_pkt_len(self.m.as_ptr()) }
     }
 
     /// Length of the first segment (`data_len`), i.e. `data().len()`.
     pub fn data_len(&self) -> u16 {
         // SAFETY: live mbuf, plain field read.
-        unsafe { ffi::mos_shim_pktmbuf_data_len(self.m.as_ptr()) }
+        unsafe { lib().mos_shim_pktmbuf_data_len(self.m.as_ptr()) }
     }
 
     /// The raw value of DPDK's RX timestamp dynfield, when the driver set the
@@ -1168,7 +1261,7 @@ impl<'a> Packet<'a> {
     /// The RSS hash the device computed (0 without RSS).
     pub fn rss_hash(&self) -> u32 {
         // SAFETY: live mbuf, plain field read.
-        unsafe { ffi::mos_shim_mbuf_rss_hash(self.m.as_ptr()) }
+        unsafe { lib().mos_shim_mbuf_rss_hash(self.m.as_ptr()) }
     }
 }
 
@@ -1237,7 +1330,7 @@ impl Drop for Mbuf {
     fn drop(&mut self) {
         // SAFETY: self owns the mbuf; its pool is alive (self._pool drops
         // after this).
-        unsafe { ffi::mos_shim_pktmbuf_free(self.m.as_ptr()) }
+        unsafe { lib().mos_shim_pktmbuf_free(self.m.as_ptr()) }
     }
 }
 
@@ -1261,7 +1354,7 @@ impl ThreadRegistration {
     pub fn new(eal: &Eal) -> Result<ThreadRegistration, DpdkError> {
         // SAFETY: the EAL is initialised (an Eal exists); the call registers
         // the calling thread only.
-        if unsafe { ffi::rte_thread_register() } != 0 {
+        if unsafe { lib().rte_thread_register() } != 0 {
             let errno = rte_errno();
             return Err(DpdkError::Call {
                 what: "rte_thread_register",
@@ -1282,7 +1375,7 @@ impl Drop for ThreadRegistration {
         // SAFETY: this thread registered itself in `new` (the value is not
         // Send, so it is dropped on the same thread) and the EAL is alive
         // (held by the Arc).
-        unsafe { ffi::rte_thread_unregister() };
+        unsafe { lib().rte_thread_unregister() };
     }
 }
 
@@ -1290,7 +1383,7 @@ impl Drop for ThreadRegistration {
 /// thread that is not an EAL lcore).
 pub fn lcore_id() -> u32 {
     // SAFETY: reads a thread-local; no preconditions.
-    unsafe { ffi::mos_shim_lcore_id() }
+    unsafe { lib().mos_shim_lcore_id() }
 }
 
 #[cfg(test)]
