@@ -330,8 +330,9 @@ pub fn step(
     stats.frame_bytes += pkt.data.len() as u64;
     stats.last_ts_ns = stats.last_ts_ns.max(pkt.ts_ns);
     events.clear();
+    // Matched by reference: the parsed segment is large, and stays where the parser left it.
     let parsed = parse_packet(pkt, checksums.verifies());
-    match (parsed, defrag.as_deref_mut()) {
+    match (&parsed, defrag.as_deref_mut()) {
         (Ok(Parsed::Fragment { ip, .. }), Some(d)) => {
             if let Some(datagram) = d.push(pkt.ts_ns, ip) {
                 let whole = reassembled(pkt.ts_ns, datagram);
@@ -339,13 +340,13 @@ pub fn step(
             }
             stats.defrag = *d.stats();
         }
-        (parsed, d) => {
+        (_, d) => {
             if let Some(d) = d {
                 if d.expire(pkt.ts_ns) {
                     stats.defrag = *d.stats();
                 }
             }
-            packet(tracker, sink, stats, events, pos, pkt, parsed, *checksums)?;
+            packet(tracker, sink, stats, events, pos, pkt, &parsed, *checksums)?;
         }
     }
     Ok(())
@@ -383,7 +384,7 @@ fn parsed_packet(
     checksums: ChecksumPolicy,
 ) -> Result<()> {
     let parsed = parse_packet(pkt, checksums.verifies());
-    packet(tracker, sink, stats, events, pos, pkt, parsed, checksums)
+    packet(tracker, sink, stats, events, pos, pkt, &parsed, checksums)
 }
 
 /// A reassembled datagram as a frame of raw IP, captured at `ts_ns`.
@@ -405,11 +406,11 @@ fn packet(
     events: &mut Vec<Event>,
     pos: u64,
     pkt: &RawPacket<'_>,
-    parsed: Result<Parsed<'_>, ParseError>,
+    parsed: &Result<Parsed<'_>, ParseError>,
     checksums: ChecksumPolicy,
 ) -> Result<()> {
     match parsed {
-        Ok(Parsed::Tcp(mut seg)) => {
+        Ok(Parsed::Tcp(seg)) => {
             stats.tcp += 1;
             if seg.checksum == ChecksumStatus::Bad {
                 stats.bad_checksum += 1;
@@ -425,6 +426,9 @@ fn packet(
                 advance(tracker, sink, events, pkt.ts_ns)?;
                 events.clear();
             }
+            // A copy only in the rare case the segment needs mending.
+            let mended;
+            let mut seg = seg;
             if seg.payload.len() < seg.payload_len as usize {
                 if (pkt.orig_len as usize) > pkt.data.len() {
                     stats.snap_cut += 1;
@@ -432,11 +436,15 @@ fn packet(
                     // The whole frame was captured, yet the IP header claims more: the header
                     // lies, so the payload is what the frame holds, not a gap.
                     stats.ip_length_exceeds_frame += 1;
-                    seg.payload_len = seg.payload.len() as u32;
+                    mended = TcpSegment {
+                        payload_len: seg.payload.len() as u32,
+                        ..*seg
+                    };
+                    seg = &mended;
                 }
             }
-            sink.before(tracker, pkt, pos, Some(&seg))?;
-            tracker.process(pkt.ts_ns, pos, &seg, events);
+            sink.before(tracker, pkt, pos, Some(seg))?;
+            tracker.process(pkt.ts_ns, pos, seg, events);
         }
         // A fragment with reassembly off (or inside a reassembled datagram) is an orphan.
         Ok(Parsed::OtherIp { .. } | Parsed::Fragment { .. }) => {

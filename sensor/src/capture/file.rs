@@ -611,6 +611,36 @@ impl FileCapture {
         }))
     }
 
+    /// [`FileCapture::next_pcap_record`] for the common case of a record whose header and
+    /// bytes are all in the buffer already (and whose length is plausible): the same record,
+    /// read without a call. `None` leaves the read position alone for the general path.
+    #[inline]
+    fn buffered_pcap_record(
+        &mut self,
+        big_endian: bool,
+        nanos: bool,
+        link: LinkType,
+    ) -> Option<Record> {
+        let avail = self.input.avail();
+        let h = avail.first_chunk::<{ pcap::RECORD_HEADER_LEN }>()?;
+        let incl = rd32(h, pcap::INCL_LEN, big_endian) as usize;
+        if incl > MAX_RECORD || avail.len() - pcap::RECORD_HEADER_LEN < incl {
+            return None;
+        }
+        let sec = u64::from(rd32(h, pcap::TS_SEC, big_endian));
+        let frac = u64::from(rd32(h, pcap::TS_FRAC, big_endian));
+        let orig = rd32(h, pcap::ORIG_LEN, big_endian);
+        let start = self.input.pos + pcap::RECORD_HEADER_LEN;
+        self.input.pos = start + incl;
+        Some(Record {
+            start,
+            len: incl,
+            link,
+            ts_ns: sec * NS_PER_SEC + if nanos { frac } else { frac * 1000 },
+            orig_len: orig.max(incl as u32),
+        })
+    }
+
     /// Reads the section header block at the read position and starts a new section.
     fn read_section_header(&mut self) -> Result<(), CaptureError> {
         let at = self.input.offset();
@@ -819,7 +849,16 @@ impl CaptureBackend for FileCapture {
         if self.done {
             return Ok(None);
         }
-        let r = match self.next_record() {
+        let quick = match self.format {
+            Format::Pcap {
+                big_endian,
+                nanos,
+                link,
+                ..
+            } => self.buffered_pcap_record(big_endian, nanos, link),
+            Format::Pcapng { .. } => None,
+        };
+        let r = match quick.map_or_else(|| self.next_record(), |r| Ok(Some(r))) {
             Ok(Some(r)) => r,
             // A record cut short by the stop flag: the input ended there.
             Err(CaptureError::Truncated { .. }) if self.input.stopped => {

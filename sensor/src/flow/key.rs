@@ -113,6 +113,21 @@ impl FlowKey {
         dport: u16,
         keys: &HashKeys,
     ) -> (FlowKey, bool) {
+        if let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) {
+            return Self::of_v4(u32::from(*s), sport, u32::from(*d), dport, keys);
+        }
+        Self::of_wide(src, sport, dst, dport, keys)
+    }
+
+    /// [`FlowKey::of_packet`] on addresses of any family, as 128-bit numbers.
+    #[inline]
+    fn of_wide(
+        src: &IpAddr,
+        sport: u16,
+        dst: &IpAddr,
+        dport: u16,
+        keys: &HashKeys,
+    ) -> (FlowKey, bool) {
         let v6 = src.is_ipv6() || dst.is_ipv6();
         // Ordered as `Endpoint`'s derived order orders endpoints of one address family: by
         // address, then port.
@@ -124,6 +139,23 @@ impl FlowKey {
             addrs: [split(lo.0), split(hi.0)],
             ports: [lo.1, hi.1],
             v6,
+            hash: 0,
+        };
+        key.hash = key.compute_hash(keys);
+        (key, src_is_lo)
+    }
+
+    /// [`FlowKey::of_packet`] for two IPv4 addresses (as numbers): the same key, ordered on
+    /// 32-bit numbers rather than 128-bit ones.
+    #[inline]
+    fn of_v4(src: u32, sport: u16, dst: u32, dport: u16, keys: &HashKeys) -> (FlowKey, bool) {
+        let (s, d) = ((src, sport), (dst, dport));
+        let src_is_lo = s <= d;
+        let (lo, hi) = if src_is_lo { (s, d) } else { (d, s) };
+        let mut key = FlowKey {
+            addrs: [[0, u64::from(lo.0)], [0, u64::from(hi.0)]],
+            ports: [lo.1, hi.1],
+            v6: false,
             hash: 0,
         };
         key.hash = key.compute_hash(keys);
@@ -179,6 +211,26 @@ mod tests {
         let (z, _) = FlowKey::of_packet(&a.addr, a.port, &b.addr, b.port, &k2);
         assert_eq!(x, y);
         assert_ne!(x.hash32(), z.hash32());
+    }
+
+    #[test]
+    fn the_ipv4_path_builds_the_wide_paths_key() {
+        let keys = HashKeys::from_seed(7);
+        let addrs: [[u8; 4]; 4] = [[10, 0, 0, 1], [10, 0, 0, 2], [255, 1, 2, 3], [0, 0, 0, 0]];
+        let ports = [0u16, 80, 5000, 65535];
+        for s in addrs {
+            for d in addrs {
+                for sp in ports {
+                    for dp in ports {
+                        let (s, d) = (IpAddr::from(s), IpAddr::from(d));
+                        let fast = FlowKey::of_packet(&s, sp, &d, dp, &keys);
+                        let wide = FlowKey::of_wide(&s, sp, &d, dp, &keys);
+                        assert_eq!(fast, wide, "{s}:{sp} -> {d}:{dp}");
+                        assert_eq!(fast.0.hash32(), wide.0.hash32());
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -608,6 +608,7 @@ impl Fanout {
             return;
         }
         let w = self.worker;
+        let info = self.info;
         let mut recs = std::mem::take(&mut self.recs);
         recs.clear();
         recs.extend(events.iter().map(|ev| record(ev, w, pkt_ref)));
@@ -617,6 +618,7 @@ impl Fanout {
             let mut dropped = 0u64;
             let mut spins = 0u32;
             let mut detached = false;
+            let mut counted = false;
             let mut ev_i = 0;
             // The sockets of the event at `ev_i`, found once even if the push waits.
             let mut socks = None;
@@ -657,9 +659,11 @@ impl Fanout {
                         socks = None;
                         continue;
                     }
-                    let mut rec = recs[ev_i];
+                    // The shared record takes this member's sockets in place (each member
+                    // sets them before its push).
+                    let rec = &mut recs[ev_i];
                     rec.socks = for_socks;
-                    if p.push_unpublished(&rec, &mut pending) {
+                    if p.push_unpublished(rec, &mut pending) {
                         ev_i += 1;
                         socks = None;
                     } else if !lossless {
@@ -683,6 +687,14 @@ impl Fanout {
                     *progress = (c, None);
                 }
                 if !full {
+                    // Done with this member: count, and wake it while its views are at hand.
+                    // An analyzer asleep on its page's `waiting` word is woken for what it got
+                    // (a read of a line it rarely writes; a system call only when it sleeps).
+                    info.counters[counter::EVENTS].fetch_add(pushed, Ordering::Relaxed);
+                    if pushed > 0 && page.waiting.load(Ordering::Relaxed) != 0 {
+                        shm_layout::wake::wake(&page.waiting);
+                    }
+                    counted = true;
                     break;
                 }
                 // Lossless and full: wait for room (or detach the analyzer if it stalls).
@@ -709,10 +721,10 @@ impl Fanout {
                     }
                 }
             }
-            self.count(counter::EVENTS, pushed);
-            // An analyzer asleep on its page's `waiting` word is woken for what it got (a
-            // read of a line it rarely writes; a system call only when it sleeps).
-            if pushed > 0 && !detached {
+            if !counted {
+                self.count(counter::EVENTS, pushed);
+            }
+            if pushed > 0 && !detached && !counted {
                 if let Some((_, _, page)) = views(&self.members[i].a.regions, w) {
                     if page.waiting.load(Ordering::Relaxed) != 0 {
                         shm_layout::wake::wake(&page.waiting);
@@ -746,7 +758,11 @@ impl Fanout {
 
     /// Tells the tracker which connections no analyzer gets (see [`Tracker::set_watched`]),
     /// and to forget them all after a subscription changed.
+    #[inline]
     fn sync_watch(&mut self, tracker: &mut Tracker) {
+        if self.watch.is_empty() && !self.watch_reset {
+            return;
+        }
         if std::mem::take(&mut self.watch_reset) {
             tracker.forget_watched();
         }
@@ -927,6 +943,8 @@ pub struct PublishSink {
     /// The analyzers.
     pub fanout: Fanout,
     pkt_ref: u64,
+    /// The packet reference the slot publisher was last given (it starts at [`NO_PKT`]).
+    told_ref: u64,
     /// Events built whatever the analyzers want (for another sink, such as `--dump`).
     base_events: EventMask,
     header: &'static Header,
@@ -947,6 +965,7 @@ impl PublishSink {
         PublishSink {
             fanout,
             pkt_ref: NO_PKT,
+            told_ref: NO_PKT,
             base_events,
             header,
             running,
@@ -1011,15 +1030,24 @@ impl EventSink for PublishSink {
         } else {
             tracker.set_passed(u64::MAX);
         }
-        let offset = match seg {
-            Some(s) if self.fanout.packets => tracker.payload_offset(s).unwrap_or(u64::MAX),
-            _ => u64::MAX,
+        // The packet log and raw sockets are checked here, not in calls, since most runs
+        // have neither; the slot publisher is told only a reference that changed.
+        let pkt_ref = if self.fanout.packets {
+            let offset = seg.map_or(u64::MAX, |s| tracker.payload_offset(s).unwrap_or(u64::MAX));
+            self.fanout.log_packet(pkt, seg, offset, tracker.pseq() + 1)
+        } else {
+            NO_PKT
         };
-        self.pkt_ref = self.fanout.log_packet(pkt, seg, offset, tracker.pseq() + 1);
-        self.fanout
-            .publish_raw(pkt, pos, self.pkt_ref, tracker.pseq() + 1);
-        if let Some(p) = tracker.publisher_mut() {
-            p.set_pkt_ref(self.pkt_ref);
+        self.pkt_ref = pkt_ref;
+        if self.fanout.raw {
+            self.fanout
+                .publish_raw(pkt, pos, pkt_ref, tracker.pseq() + 1);
+        }
+        if pkt_ref != self.told_ref {
+            if let Some(p) = tracker.publisher_mut() {
+                p.set_pkt_ref(pkt_ref);
+            }
+            self.told_ref = pkt_ref;
         }
         Ok(())
     }

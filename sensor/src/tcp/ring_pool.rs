@@ -133,9 +133,14 @@ impl RingMeta {
     /// passes the run of fragments an island absorbed and the island itself.
     ///
     /// Panics if the result would exceed [`MAX_FRAGMENTS`]; callers check the cap first.
+    #[inline]
     pub(crate) fn replace_fragments(&mut self, range: Range<usize>, new: Option<Fragment>) {
         let n = usize::from(self.nfrags);
         assert!(range.start <= range.end && range.end <= n);
+        if range.is_empty() && new.is_none() {
+            // Nothing replaced by nothing: an in-order append that met no fragment.
+            return;
+        }
         let removed = range.end - range.start;
         let added = usize::from(new.is_some());
         let new_n = n - removed + added;
