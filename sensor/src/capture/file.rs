@@ -576,6 +576,7 @@ impl FileCapture {
         }
     }
 
+    /// The pcap record at the read position, reading the file for what the buffer lacks.
     fn next_pcap_record(
         &mut self,
         big_endian: bool,
@@ -586,35 +587,24 @@ impl FileCapture {
         if !self.fill(pcap::RECORD_HEADER_LEN)? {
             return self.end_or_truncated("pcap record header");
         }
-        let h = self.input.avail();
-        let sec = u64::from(rd32(h, pcap::TS_SEC, big_endian));
-        let frac = u64::from(rd32(h, pcap::TS_FRAC, big_endian));
-        let incl = rd32(h, pcap::INCL_LEN, big_endian);
-        let orig = rd32(h, pcap::ORIG_LEN, big_endian);
+        let incl = rd32(self.input.avail(), pcap::INCL_LEN, big_endian);
         if incl as usize > MAX_RECORD {
             return Err(self.malformed(at, format!("captured length {incl} over 256 MiB")));
         }
-        let rec_len = pcap::RECORD_HEADER_LEN + incl as usize;
-        if !self.fill(rec_len)? {
+        if !self.fill(pcap::RECORD_HEADER_LEN + incl as usize)? {
             return Err(self.truncated(at, "pcap record"));
         }
-        let start = self.input.pos + pcap::RECORD_HEADER_LEN;
-        self.input.pos += rec_len;
-        // 2^32 s in ns plus 2^32 us in ns stays below 2^64.
-        let ts_ns = sec * NS_PER_SEC + if nanos { frac } else { frac * 1000 };
-        Ok(Some(Record {
-            start,
-            len: incl as usize,
-            link,
-            ts_ns,
-            orig_len: orig.max(incl),
-        }))
+        let rec = self.buffered_pcap_record(big_endian, nanos, link);
+        Ok(Some(rec.expect(
+            "a record of at most MAX_RECORD bytes, whole in the buffer",
+        )))
     }
 
-    /// [`FileCapture::next_pcap_record`] for the common case of a record whose header and
-    /// bytes are all in the buffer already (and whose length is plausible): the same record,
-    /// read without a call. `None` leaves the read position alone for the general path.
-    #[inline]
+    /// The pcap record at the read position when its header and bytes are all in the buffer
+    /// already and its length is plausible (the common case, taken without a call); `None`
+    /// leaves the read position alone for [`FileCapture::next_pcap_record`], which reads
+    /// what is missing and ends here too.
+    #[inline(always)]
     fn buffered_pcap_record(
         &mut self,
         big_endian: bool,
@@ -632,6 +622,7 @@ impl FileCapture {
         let orig = rd32(h, pcap::ORIG_LEN, big_endian);
         let start = self.input.pos + pcap::RECORD_HEADER_LEN;
         self.input.pos = start + incl;
+        // 2^32 s in ns plus 2^32 us in ns stays below 2^64.
         Some(Record {
             start,
             len: incl,
