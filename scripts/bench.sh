@@ -18,8 +18,10 @@
 #             capture)
 #   pub       pub-bench, unpinned: --no-publish, publishing with no analyzer, two analyzers
 #             (rows 1 and 3), on the short-flows capture
-#   pinned    pub-bench --pin, the same modes on short flows and bulk (row 2): with 2 CPUs the
-#             sensor on one and both analyzers on the other, with 3 or more each on its own
+#   pinned    pub-bench --pin, the same modes and one analyzer (pub1) on short flows and bulk
+#             (row 2): with 2 CPUs the sensor on one and the analyzers on the other, with 3 or
+#             more each on its own; pub1's analyzer always has a CPU to itself, which gives the
+#             table's projection for a machine with a CPU for every analyzer
 #   core      core-bench --warm-tracker (checksums verified) against memcpy, short flows and
 #             bulk (rows 4 and 5)
 #   nids      pub-bench --modes nopub,nids: the sensor with --no-publish against the libnids peer
@@ -198,7 +200,7 @@ model=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null
 
 stage pub "$bin/pub-bench" --runs "$runs" --modes nopub,pub0,pub2 "$short"
 if [[ $ncpu -ge 2 ]]; then
-    stage pinned "$bin/pub-bench" --runs "$runs" --modes nopub,pub0,pub2 --pin "$short" "$bulk"
+    stage pinned "$bin/pub-bench" --runs "$runs" --modes nopub,pub0,pub1,pub2 --pin "$short" "$bulk"
 else
     notes+=("only $ncpu CPU: row 2 (pinned) is not measured")
 fi
@@ -243,5 +245,8 @@ echo "unpinned; 2a, 2b throughput with two analyzers over --no-publish, pinned; 
 echo "peek bandwidth over memcpy of the same chunks, unpinned; 4 core-bench --warm-tracker,"
 echo "checksums verified; 5 the core's payload bandwidth over memcpy's; 6a, 6b mos-sensor"
 echo "--no-publish CPU time over libnids' (whole processes, start-up included). Status compares"
-echo "the median with the target. Logs: $logs"
+echo "the median with the target. The projection for a CPU per analyzer (when printed) adds, for"
+echo "each analyzer, what one analyzer on a CPU of its own (pub1, pinned) cost over publishing to"
+echo "none (pub0, pinned): an estimate that leans high (the work shared by all analyzers is"
+echo "counted once per analyzer), not a measurement of two. Logs: $logs"
 echo "== total: $(mos_elapsed "$bench_start") s" >&2

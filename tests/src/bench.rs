@@ -367,6 +367,57 @@ pub fn issue18_table(figures: &[Figure], roles: &[(Role, String)]) -> Result<Vec
     Ok(out)
 }
 
+/// What a machine with a CPU for every analyzer would give, from the pinned runs of this one:
+/// with `--pin`, `pub1`'s one analyzer has a CPU to itself, so its cost to the sensor over
+/// `pub0` (publishing to no analyzer) is what each analyzer adds when none shares the sensor's
+/// CPU or another analyzer's. For each of the short and bulk captures: the measured sensor CPU
+/// and throughput of `pub0` and `pub1` over `--no-publish`, and the figures projected for two
+/// analyzers on CPUs of their own (`pub0 + 2 x (pub1 - pub0)`, on CPU time and on time per
+/// packet), beside rows 1 and 2's targets. The projection leans high: the work done once for
+/// all analyzers (building the events, the lossless check before each packet) is in `pub1`
+/// and so counted twice. A capture without the four figures is left out; no capture with
+/// them gives no table.
+pub fn more_cpus_table(figures: &[Figure], roles: &[(Role, String)]) -> Vec<String> {
+    let get = |metric: &str, capture: &str| {
+        figures
+            .iter()
+            .find(|f| f.metric == metric && f.capture == capture)
+            .map(|f| f.spread.med)
+    };
+    let mut out = Vec::new();
+    for role in [Role::Short, Role::Bulk] {
+        let Some((_, c)) = roles.iter().find(|(r, _)| *r == role) else {
+            continue;
+        };
+        let (Some(c0), Some(c1), Some(m0), Some(m1)) = (
+            get("cpu_pub0_nopub_pinned", c),
+            get("cpu_pub1_nopub_pinned", c),
+            get("mpps_pub0_nopub_pinned", c),
+            get("mpps_pub1_nopub_pinned", c),
+        ) else {
+            continue;
+        };
+        if out.is_empty() {
+            out.push(
+                "| capture | sensor CPU / --no-publish: no analyzer, one on its own CPU, two projected (target <= 1.3) | Mpps / --no-publish: no analyzer, one on its own CPU, two projected (target >= 0.7) |"
+                    .to_string(),
+            );
+            out.push("|---|---:|---:|".to_string());
+        }
+        let cpu2 = c0 + 2.0 * (c1 - c0);
+        // Throughput ratios are --no-publish's time over the mode's: add the times.
+        let mpps2 = if m0 > 0.0 && m1 > 0.0 {
+            1.0 / (1.0 / m0 + 2.0 * (1.0 / m1 - 1.0 / m0))
+        } else {
+            f64::NAN
+        };
+        out.push(format!(
+            "| {c} | {c0:.3}, {c1:.3}, {cpu2:.3} | {m0:.3}, {m1:.3}, {mpps2:.3} |"
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,5 +532,31 @@ mod tests {
             fig("core_mpps", "short20k", 7.0),
         ];
         assert!(issue18_table(&twice, &roles).is_err());
+    }
+
+    #[test]
+    fn more_cpus_projects_two_analyzers_from_one() {
+        let roles = [
+            (Role::Short, "short20k".to_string()),
+            (Role::Bulk, "bulk100m".to_string()),
+        ];
+        let figures = [
+            fig("cpu_pub0_nopub_pinned", "short20k", 1.2),
+            fig("cpu_pub1_nopub_pinned", "short20k", 1.4),
+            fig("mpps_pub0_nopub_pinned", "short20k", 0.8),
+            fig("mpps_pub1_nopub_pinned", "short20k", 0.5),
+            // The bulk capture lacks pub1's throughput: no row for it.
+            fig("cpu_pub0_nopub_pinned", "bulk100m", 1.1),
+            fig("cpu_pub1_nopub_pinned", "bulk100m", 1.2),
+            fig("mpps_pub0_nopub_pinned", "bulk100m", 0.9),
+        ];
+        let t = more_cpus_table(&figures, &roles);
+        assert_eq!(t.len(), 3, "{t:?}");
+        // 1.2 + 2 x 0.2 = 1.6; times 1.25 and 2.0: 1.25 + 2 x 0.75 = 2.75, 1 / 2.75 = 0.364.
+        assert_eq!(
+            t[2], "| short20k | 1.200, 1.400, 1.600 | 0.800, 0.500, 0.364 |",
+            "{t:?}"
+        );
+        assert!(more_cpus_table(&figures[4..], &roles).is_empty());
     }
 }

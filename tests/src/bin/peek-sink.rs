@@ -10,7 +10,11 @@
 //! expression matches (its SYN filter): the sensor runs it, and the sink sees nothing of the
 //! other connections. The JSON line then names the filter.
 //!
-//! usage: peek-sink --control PATH [--name NAME] [--filter EXPR]
+//! With `--events-only` it takes the same events and peeks nothing (it reads neither the flow
+//! slots nor the streams): what delivering the events alone costs the sensor. Its JSON line
+//! then counts callbacks and no bytes.
+//!
+//! usage: peek-sink --control PATH [--name NAME] [--filter EXPR] [--events-only]
 
 use anyhow::{bail, Context, Result};
 use mos_client::{AttachOptions, Errno, EventMask, Filter, MonitorFilter, Mos, Peek, RunEnd, Side};
@@ -20,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: peek-sink --control PATH [--name NAME] [--filter EXPR]";
+const USAGE: &str = "usage: peek-sink --control PATH [--name NAME] [--filter EXPR] [--events-only]";
 /// The analyzer's scratch buffer.
 const SCRATCH: usize = 64 * 1024;
 /// The memcpy baseline's source (the sensor's default ring size).
@@ -75,12 +79,14 @@ fn main() -> Result<()> {
     let mut control = None;
     let mut name = "peek-sink".to_string();
     let mut syn_filter = None;
+    let mut events_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--control" => control = Some(PathBuf::from(args.next().context(USAGE)?)),
             "--name" => name = args.next().context(USAGE)?,
             "--filter" => syn_filter = Some(args.next().context(USAGE)?),
+            "--events-only" => events_only = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -118,6 +124,10 @@ fn main() -> Result<()> {
             let (Some(flow), Some(side)) = (ev.flow, ev.side) else {
                 return;
             };
+            if events_only {
+                tally.borrow_mut().callbacks += 1;
+                return;
+            }
             let mut t = tally.borrow_mut();
             t.callbacks += 1;
             let start = Instant::now();
@@ -174,6 +184,7 @@ fn main() -> Result<()> {
         serde_json::json!({
             "name": name,
             "filter": syn_filter,
+            "events_only": events_only,
             "events": c.events,
             "callbacks": t.callbacks,
             "events_dropped": c.events_dropped,

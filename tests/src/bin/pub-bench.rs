@@ -4,6 +4,9 @@
 //! the modes so that noise from other tenants hits all of them alike:
 //! - `nopub`: `--no-publish` (no shared memory, no control socket);
 //! - `pub0`: publishing, with no analyzer attached;
+//! - `pub1`: publishing to one `peek-sink` analyzer (`--wait-analyzers 1`); under `--pin` it
+//!   has a CPU to itself, which measures what one more analyzer costs the sensor on a machine
+//!   where every analyzer has its own CPU;
 //! - `pub2`: publishing to two `peek-sink` analyzers (`--wait-analyzers 2`), each of which
 //!   registers `CONN_NEW_DATA` on both sides and peeks every byte;
 //! - `pub2f`: as `pub2`, but each analyzer's socket has a SYN filter that takes a disjoint 1 %
@@ -58,7 +61,7 @@
 //! earlier runs (pub-bench's and core-bench's output saved in FILEs) and prints issue 18's
 //! table, taking each row's figure on the capture given its role (short, bulk, http, mixed).
 //!
-//! usage: pub-bench [--runs N] [--modes nopub,pub0,pub2,pub2f,pub2c,nids] [--hugepages H]
+//! usage: pub-bench [--runs N] [--modes nopub,pub0,pub1,pub2,pub2f,pub2c,nids] [--hugepages H]
 //!                  [--pin] CAPTURE...
 //!        pub-bench --idle SMALL.pcap BIG.pcap
 //!        pub-bench --report [--role ROLE=STEM]... FILE...
@@ -70,8 +73,8 @@ use mos_sensor::parse::{parse_packet, Parsed};
 use mos_sensor::tcp::conn::{Conn, Stack};
 use mos_sensor::tcp::reassembly::Stream;
 use mos_tests::bench::{
-    gbps, issue18_table, med_min_max, mpps, paired_ratios, parse_result_line, payload_segments,
-    result_line, run_memcpy, Figure, Role, Spread, ISSUE18_ROWS, SCRATCH,
+    gbps, issue18_table, med_min_max, more_cpus_table, mpps, paired_ratios, parse_result_line,
+    payload_segments, result_line, run_memcpy, Figure, Role, Spread, ISSUE18_ROWS, SCRATCH,
 };
 use mos_tests::locate;
 use mos_tests::synth::{expected_path, read_expected, ExpectedDir};
@@ -84,7 +87,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const USAGE: &str =
-    "usage: pub-bench [--runs N (default 5)] [--modes nopub,pub0,pub2,pub2f,pub2c,nids \
+    "usage: pub-bench [--runs N (default 5)] [--modes nopub,pub0,pub1,pub2,pub2f,pub2c,nids \
                      (default nopub,pub0,pub2)] [--hugepages off|auto|require (default: the \
                      sensor's, auto)] [--pin] CAPTURE...\n       \
                      pub-bench [--runs N (default 3)] --idle SMALL.pcap BIG.pcap\n       \
@@ -94,6 +97,7 @@ const USAGE: &str =
 enum Mode {
     NoPub,
     Pub0,
+    Pub1,
     Pub2,
     Pub2F,
     Pub2C,
@@ -116,6 +120,7 @@ impl Mode {
         match self {
             Mode::NoPub => "nopub",
             Mode::Pub0 => "pub0",
+            Mode::Pub1 => "pub1",
             Mode::Pub2 => "pub2",
             Mode::Pub2F => "pub2f",
             Mode::Pub2C => "pub2c",
@@ -127,16 +132,18 @@ impl Mode {
         Ok(match s {
             "nopub" => Mode::NoPub,
             "pub0" => Mode::Pub0,
+            "pub1" => Mode::Pub1,
             "pub2" => Mode::Pub2,
             "pub2f" => Mode::Pub2F,
             "pub2c" => Mode::Pub2C,
             "nids" => Mode::Nids,
-            _ => bail!("unknown mode {s:?} (nopub, pub0, pub2, pub2f, pub2c, nids)"),
+            _ => bail!("unknown mode {s:?} (nopub, pub0, pub1, pub2, pub2f, pub2c, nids)"),
         })
     }
 
     fn analyzers(self) -> usize {
         match self {
+            Mode::Pub1 => 1,
             Mode::Pub2 | Mode::Pub2F | Mode::Pub2C => 2,
             Mode::NoPub | Mode::Pub0 | Mode::Nids => 0,
         }
@@ -1160,6 +1167,18 @@ fn print_report(files: &[PathBuf], roles: &[(Role, String)]) -> Result<()> {
     }
     for line in issue18_table(&figures, roles)? {
         println!("{line}");
+    }
+    let more = more_cpus_table(&figures, roles);
+    if !more.is_empty() {
+        println!();
+        println!(
+            "With a CPU for every analyzer (projected from the pinned runs, where pub1's one \
+             analyzer has a CPU of its own: each analyzer adds pub1 - pub0, which counts the \
+             work shared by all analyzers once per analyzer, so the projection leans high):"
+        );
+        for line in more {
+            println!("{line}");
+        }
     }
     Ok(())
 }
