@@ -496,6 +496,9 @@ mod tests {
         assert!(out.dropped() >= 160, "{}", out.dropped());
         assert_eq!(out.written() + out.dropped(), 300);
         let _server = Server::start(dir.path(), &sock);
+        // Until the thread has reconnected and sent what it held, the queue is still full and
+        // the next records would drop: wait for it, so that they go in.
+        wait_for("the held records", || out.sent() == out.written());
         for i in 300..310 {
             out.record("http", "C7", &format!("{{\"n\":{i}}}")).unwrap();
         }
