@@ -124,12 +124,11 @@ fn main() -> Result<()> {
             let (Some(flow), Some(side)) = (ev.flow, ev.side) else {
                 return;
             };
-            if events_only {
-                tally.borrow_mut().callbacks += 1;
-                return;
-            }
             let mut t = tally.borrow_mut();
             t.callbacks += 1;
+            if events_only {
+                return;
+            }
             let start = Instant::now();
             loop {
                 let r = ctx.peek(sock, flow, side, &mut scratch);
